@@ -1,0 +1,67 @@
+# Self-documenting: `make help` lists the targets. Needs only Python 3.11+, git and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+INSTALLED := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv data run report ui test test-slow lint format bench lock clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mnist-lab needs Python 3.11+; set PYTHON=python3.11 (or newer)")'
+	@echo "==> creating $(VENV) from requirements.lock (first time: a few minutes)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+venv: $(INSTALLED) ## create/update the virtual environment from the lock file
+
+data: venv ## make data/ match data.dvc (DVC cache, DVC remote, or regenerate the bundled default)
+	@mnist-lab data restore
+
+run: data ## the main job: set up, get the data, run the pipeline (dvc repro), print the results
+	dvc repro
+	@echo
+	@mnist-lab report
+	@echo
+	@echo "Every model is an MLflow run: \`make ui\` opens them at http://127.0.0.1:5000"
+
+report: venv ## print the models' metrics and MLflow run ids
+	@mnist-lab report
+
+ui: venv ## open the MLflow UI on the local store
+	mnist-lab ui
+
+test: venv ## lint and the default test suite (no servers; a few minutes)
+	ruff check src tests bench
+	pytest -q
+
+test-slow: venv ## tests that start real servers or build other environments
+	pytest -q -m slow
+
+lint: venv ## ruff lint and format check
+	ruff check src tests bench
+	ruff format --check src tests bench
+
+format: venv ## apply ruff's formatting and fixes
+	ruff format src tests bench
+	ruff check --fix src tests bench
+
+bench: venv ## benchmarks (figures go into the README by hand)
+	python bench/bench_pipeline.py
+
+lock: ## re-resolve requirements.lock from pyproject.toml in a scratch environment
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	( echo "# Exact versions of every package (runtime + dev), resolved on Linux x86_64, CPython 3.11."; \
+	  echo "# Regenerate with \`make lock\` after changing pyproject.toml dependencies."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable ) > requirements.lock
+	rm -rf .venv-lock
+
+clean-venv: ## remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,127 @@
+"""`mnist-lab`: data commands, the results table and the MLflow UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mnist_lab.errors import MnistLabError
+
+
+def _cmd_data_digits(args: argparse.Namespace) -> None:
+    from mnist_lab.ingest import write_digits
+
+    md5 = write_digits(args.out, None if args.no_check else args.dvc_file)
+    print(f"wrote scikit-learn's bundled digits to {args.out}/ as MNIST-format IDX (data version {md5})")
+
+
+def _cmd_data_ingest(args: argparse.Namespace) -> None:
+    from mnist_lab.ingest import dvc, ingest
+
+    md5 = ingest(args.source, args.out)
+    print(f"wrote {args.out}/ from {args.source} (data version {md5})")
+    if args.no_track:
+        print(f"next: `dvc add {args.out}` and commit {args.out}.dvc, then `dvc repro`")
+        return
+    added = dvc("add", str(args.out))
+    if added.returncode != 0:
+        raise MnistLabError(f"`dvc add {args.out}` failed: {added.stderr.strip()}")
+    print(f"tracked it with `dvc add {args.out}`: commit {args.out}.dvc, then run `dvc repro`")
+
+
+def _cmd_data_restore(args: argparse.Namespace) -> None:
+    from mnist_lab.ingest import restore_data
+
+    print(restore_data(args.out, args.dvc_file))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from mnist_lab.report import results_table
+
+    print(results_table(Path.cwd()))
+
+
+def _cmd_ui(args: argparse.Namespace) -> None:
+    from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings, repository_root
+
+    root = repository_root()
+    settings = TrackingSettings.from_environment(root)
+    if not settings.is_local:
+        print(f"runs go to a remote server: open {settings.tracking_uri} in a browser")
+        return
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [
+        str(mlflow),
+        "ui",
+        "--backend-store-uri",
+        settings.tracking_uri,
+        "--artifacts-destination",
+        str(root / LOCAL_ARTIFACTS),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    os.execv(command[0], command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-lab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="get data into data/").add_subparsers(
+        dest="data_command", required=True
+    )
+    digits = data.add_parser("digits", help="write scikit-learn's bundled 8x8 digits as IDX (no download)")
+    digits.add_argument("--out", type=Path, default=Path("data"))
+    digits.add_argument(
+        "--dvc-file",
+        type=Path,
+        default=Path("data.dvc"),
+        help="check the bytes against the version this file records (default: data.dvc)",
+    )
+    digits.add_argument("--no-check", action="store_true", help="write without checking against --dvc-file")
+    digits.set_defaults(handler=_cmd_data_digits)
+
+    ingest = data.add_parser(
+        "ingest", help="validate and copy MNIST-format IDX files from a folder, a URL or OpenML"
+    )
+    ingest.add_argument("source", help="a folder, a base URL holding the four IDX files, or `openml`")
+    ingest.add_argument("--out", type=Path, default=Path("data"))
+    ingest.add_argument("--no-track", action="store_true", help="do not run `dvc add` on the result")
+    ingest.set_defaults(handler=_cmd_data_ingest)
+
+    restore = data.add_parser(
+        "restore", help="make data/ match data.dvc: cache, remote, or regenerate the default"
+    )
+    restore.add_argument("--out", type=Path, default=Path("data"))
+    restore.add_argument("--dvc-file", type=Path, default=Path("data.dvc"))
+    restore.set_defaults(handler=_cmd_data_restore)
+
+    report = commands.add_parser("report", help="table of the models' metrics and their MLflow runs")
+    report.set_defaults(handler=_cmd_report)
+
+    ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except MnistLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Getting data into `data/`: the bundled digits, IDX files from a folder or URL, or MNIST from OpenML."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mnist_lab.data import Dataset, digits_dataset
+from mnist_lab.datafiles import (
+    DATA_FILES,
+    dvc_directory_md5,
+    encode_dataset,
+    read_dataset,
+    read_directory_files,
+    replace_directory,
+)
+from mnist_lab.errors import DataError, MnistLabError
+
+DOWNLOAD_TIMEOUT_S = 60
+
+
+def recorded_md5(dvc_file: Path) -> str | None:
+    """The md5 a `.dvc` file records for its single output, or None if there is no such file."""
+    if not dvc_file.is_file():
+        return None
+    try:
+        return str(yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["outs"][0]["md5"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        raise DataError(
+            f"{dvc_file}: not a valid .dvc file; restore it with `git checkout -- {dvc_file}`"
+        ) from None
+
+
+def write_digits(out: Path, dvc_file: Path | None) -> str:
+    """Write the bundled digits as IDX into `out`; if `dvc_file` records a version, check the bytes match it.
+
+    Returns the directory md5. Nothing is written when the check fails."""
+    files = encode_dataset(digits_dataset())
+    md5 = dvc_directory_md5(files)
+    expected = recorded_md5(dvc_file) if dvc_file else None
+    if expected is not None and expected != md5:
+        raise DataError(
+            f"{dvc_file} records data version {expected}, but the bundled digits regenerate as {md5}: "
+            "this repository's data is not the bundled default (get it with `dvc pull`), or this "
+            "environment differs from the lock file (rebuild it with `make venv`)"
+        )
+    replace_directory(files, out)
+    return md5
+
+
+def _download(url: str, destination: Path) -> bool:
+    """Download `url` to `destination` with a progress bar; False if the server says 404."""
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with (
+                open(destination, "wb") as handle,
+                tqdm(
+                    total=total, unit="B", unit_scale=True, desc=Path(url).name, file=sys.stderr, disable=None
+                ) as bar,
+            ):
+                while chunk := response.read(1 << 16):
+                    handle.write(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"{url}: cannot download ({reason}); check the URL and the network") from None
+    return True
+
+
+def _collect(source: str, staging: Path) -> None:
+    """Copy (or download) whatever of MNIST's four files `source` has into `staging`."""
+    if "://" in source:
+        base = source.rstrip("/")
+        for name in DATA_FILES:
+            if not _download(f"{base}/{name}", staging / name):
+                _download(f"{base}/{name.removesuffix('.gz')}", staging / name.removesuffix(".gz"))
+        return
+    folder = Path(source)
+    if not folder.is_dir():
+        raise DataError(f"ingest source '{source}' is neither a folder nor a URL")
+    for name in DATA_FILES:
+        for candidate in (name, name.removesuffix(".gz")):
+            if (folder / candidate).is_file():
+                shutil.copyfile(folder / candidate, staging / candidate)
+                break
+
+
+def fetch_openml() -> Dataset:
+    """MNIST (mnist_784) from OpenML: the first 60,000 images train, the last 10,000 test.
+
+    Needs the network."""
+    from sklearn.datasets import fetch_openml as sklearn_fetch_openml
+
+    try:
+        bunch = sklearn_fetch_openml("mnist_784", version=1, as_frame=False, parser="liac-arff")
+    except Exception as exc:
+        raise DataError(f"cannot fetch mnist_784 from OpenML ({exc}); are you online?") from None
+    images = np.asarray(bunch.data, dtype=np.uint8).reshape(-1, 28, 28)
+    labels = np.asarray(bunch.target).astype(np.uint8)
+    return Dataset(images[:60000], labels[:60000], images[60000:], labels[60000:])
+
+
+def ingest(source: str, out: Path) -> str:
+    """Validate the IDX files at `source` (folder, URL or `openml`) and write them to `out`, normalised to
+    deterministic gzip. Returns the directory md5. `out` is untouched if anything is wrong."""
+    if source == "openml":
+        files = encode_dataset(fetch_openml())
+    else:
+        with tempfile.TemporaryDirectory(prefix="mnist-lab-ingest-") as folder:
+            staging = Path(folder)
+            _collect(source, staging)
+            try:
+                dataset = read_dataset(staging)
+            except DataError as exc:
+                raise DataError(f"ingest {source}: {str(exc).replace(str(staging) + '/', '')}") from None
+            files = encode_dataset(dataset)
+    replace_directory(files, out)
+    return dvc_directory_md5(files)
+
+
+def dvc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the `dvc` of this environment."""
+    executable = Path(sys.executable).with_name("dvc")
+    command = [str(executable) if executable.exists() else "dvc", *args]
+    try:
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise MnistLabError(f"cannot run dvc ({exc}); install the environment with `make venv`") from None
+
+
+def restore_data(out: Path, dvc_file: Path) -> str:
+    """Make `out` hold the data version `dvc_file` records: already there, from the DVC cache or remote,
+    or (for the bundled default) regenerated and checked. Returns a sentence saying which."""
+    expected = recorded_md5(dvc_file)
+    if expected is None:
+        raise DataError(f"{dvc_file} is missing: restore it with `git checkout -- {dvc_file}`")
+    if out.is_dir() and dvc_directory_md5(read_directory_files(out)) == expected:
+        return f"{out}/ already matches {dvc_file} ({expected})"
+    if (
+        dvc("checkout", str(dvc_file)).returncode == 0
+        and out.is_dir()
+        and dvc_directory_md5(read_directory_files(out)) == expected
+    ):
+        return f"{out}/ restored from the DVC cache ({expected})"
+    if (remote := dvc("remote", "default")).returncode == 0 and remote.stdout.strip():
+        pulled = dvc("pull", str(dvc_file))
+        if pulled.returncode == 0:
+            return f"{out}/ pulled from DVC remote '{remote.stdout.strip()}' ({expected})"
+        print(f"dvc pull failed, trying to regenerate: {pulled.stderr.strip()[-500:]}", file=sys.stderr)
+    try:
+        write_digits(out, dvc_file)
+    except DataError as exc:
+        raise DataError(f"cannot restore {out}/: no DVC cache or remote has it, and {exc}") from None
+    return (
+        f"{out}/ regenerated from scikit-learn's bundled digits and checked against {dvc_file} ({expected})"
+    )

@@ -1,0 +1,176 @@
+"""Typed settings: `params.yaml` is loaded once into these models.
+
+Unknown keys and wrong types are rejected with a message naming the key, so a typo in `params.yaml` (or in
+`dvc exp run -S key=value`) fails before any work instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mnist_lab.errors import SettingsError
+
+MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataSettings(_Strict):
+    """How the train/test split is made when the data has no test set of its own."""
+
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class TaskSettings(_Strict):
+    """`multiclass` (10 digits) or `binary`: the classic "5-detector" (is it `positive_class` or not)."""
+
+    kind: Literal["multiclass", "binary"] = "multiclass"
+    positive_class: int = Field(5, ge=0, le=9)
+
+
+class FeatureSettings(_Strict):
+    """Optional PCA keeping `pca_variance` of the variance, fitted on the training set only."""
+
+    pca: bool = False
+    pca_variance: float = Field(0.95, gt=0.0, le=1.0)
+
+
+class SGDSettings(_Strict):
+    """scikit-learn `SGDClassifier`."""
+
+    type: Literal["sgd"]
+    loss: Literal["hinge", "log_loss", "modified_huber", "squared_hinge", "perceptron"] = "hinge"
+    alpha: float = Field(1e-4, gt=0.0)
+    max_iter: int = Field(1000, ge=1)
+    tol: float | None = Field(1e-3, ge=0.0)
+
+
+class RandomForestSettings(_Strict):
+    """scikit-learn `RandomForestClassifier`, trained on all cores (results do not depend on their count)."""
+
+    type: Literal["random_forest"]
+    n_estimators: int = Field(100, ge=1)
+    max_depth: int | None = Field(None, ge=1)
+    min_samples_leaf: int = Field(1, ge=1)
+    max_features: Literal["sqrt", "log2"] | float = "sqrt"
+
+
+class MLPSettings(_Strict):
+    """scikit-learn `MLPClassifier` trained epoch by epoch (Adam); keeps the best validation-loss epoch."""
+
+    type: Literal["mlp"]
+    hidden_layer_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [100], min_length=1)
+    alpha: float = Field(1e-4, ge=0.0)
+    learning_rate_init: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(200, ge=1)
+    max_epochs: int = Field(100, ge=1)
+    validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    patience: int = Field(10, ge=1)
+
+
+ModelSettings = Annotated[SGDSettings | RandomForestSettings | MLPSettings, Field(discriminator="type")]
+MODEL_TYPES = ("sgd", "random_forest", "mlp")
+
+
+class SelectSettings(_Strict):
+    """How the best model is picked: the highest value of `metric` on the test set."""
+
+    metric: str = "f1_macro"
+
+
+class Settings(_Strict):
+    """Everything in `params.yaml`."""
+
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    data: DataSettings = DataSettings()
+    task: TaskSettings = TaskSettings()
+    features: FeatureSettings = FeatureSettings()
+    models: dict[Annotated[str, Field(pattern=MODEL_NAME_PATTERN)], ModelSettings] = Field(min_length=1)
+    select: SelectSettings = SelectSettings()
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_entries_are_mappings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, entry in value.items():
+                if not isinstance(entry, dict) or "type" not in entry:
+                    raise ValueError(
+                        f"model '{name}' needs a mapping with a 'type' key, one of: {', '.join(MODEL_TYPES)}"
+                    )
+        return value
+
+    def model(self, name: str) -> ModelSettings:
+        """The settings of model `name`, or a SettingsError naming the models that exist."""
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(self.models) or "none"
+            raise SettingsError(
+                f"unknown model '{name}': params.yaml `models` defines {known}. "
+                "Add it under `models:` or use one of those names."
+            ) from None
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists are kept whole (logged as their string form)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    # Discriminated unions repeat the tag in the location (models.sgd.sgd.alpha): drop the tag.
+    parts = [str(p) for p in error["loc"]]
+    if len(parts) >= 3 and parts[0] == "models" and parts[2] in MODEL_TYPES:
+        parts.pop(2)
+    location = ".".join(parts) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{location}' (check its spelling; see the defaults in the README)"
+    if kind == "missing":
+        return f"{source}: missing key '{location}'"
+    if kind == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        return f"{source}: {location}: unknown model type '{tag}'; use one of: {', '.join(MODEL_TYPES)}"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{source}: {location}: {message}{shown}"
+
+
+def parse_settings(raw: Any, source: str = "params.yaml") -> Settings:
+    """Validate an already-parsed mapping; raise SettingsError listing every problem."""
+    if not isinstance(raw, dict):
+        raise SettingsError(
+            f"{source}: expected a mapping of settings at the top level, got {type(raw).__name__}"
+        )
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(error, source) for error in exc.errors()]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def load_settings(path: Path | str = "params.yaml") -> Settings:
+    """Read and validate `params.yaml`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: not found; run from the repository root or pass --params") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+    return parse_settings(raw, source=str(path))

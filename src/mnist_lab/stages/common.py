@@ -1,0 +1,123 @@
+"""What every stage shares: argument parsing, error reporting, timing and atomic array/object files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_lab.errors import DataError, MnistLabError
+from mnist_lab.files import replace_via_temp
+from mnist_lab.settings import Settings, load_settings
+
+TIMINGS_ENV = "MNIST_LAB_TIMINGS"  # benchmarks set it to a file that collects each stage's compute time
+
+
+def stage_parser(description: str, model_argument: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    if model_argument:
+        parser.add_argument("model", help="model name: a key of `models` in params.yaml")
+    parser.add_argument(
+        "--params", default="params.yaml", type=Path, help="settings file (default: params.yaml)"
+    )
+    return parser
+
+
+class StageContext:
+    """Handed to a stage's body: its settings and a timer for the part that is the stage's own work."""
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        self.name = name
+        self.args = args
+        self.compute_seconds = 0.0
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.args.params)
+        return self._settings
+
+    @contextmanager
+    def compute(self) -> Iterator[None]:
+        """Time the stage's own computation (as opposed to start-up, imports, I/O and tracking)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.compute_seconds += time.perf_counter() - started
+
+
+def run_stage(
+    name: str,
+    parser: argparse.ArgumentParser,
+    body: Callable[[StageContext], None],
+    argv: list[str] | None = None,
+) -> int:
+    """Parse arguments, run `body`, turn a MnistLabError into one clear message and exit code 2."""
+    args = parser.parse_args(argv)
+    context = StageContext(name if not getattr(args, "model", None) else f"{name}@{args.model}", args)
+    started = time.perf_counter()
+    try:
+        body(context)
+    except MnistLabError as exc:
+        print(f"error: {context.name}: {exc}", file=sys.stderr)
+        return 2
+    timings = os.environ.get(TIMINGS_ENV)
+    if timings:
+        record = {
+            "stage": context.name,
+            "compute_s": round(context.compute_seconds, 4),
+            "body_s": round(time.perf_counter() - started, 4),
+        }
+        with open(timings, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    return 0
+
+
+def main_for(name: str, parser: argparse.ArgumentParser, body: Callable[[StageContext], None]) -> None:
+    sys.exit(run_stage(name, parser, body))
+
+
+# --- files ----------------------------------------------------------------------------------------------
+
+
+def save_arrays(path: Path | str, **arrays: np.ndarray) -> None:
+    """Save named arrays as an uncompressed .npz, atomically."""
+    replace_via_temp(Path(path), lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+
+
+def load_arrays(path: Path | str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Load an .npz written by `save_arrays`, checking it holds `required`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run the stage that writes it (`dvc repro`)")
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [name for name in required if name not in archive.files]
+        if missing:
+            raise DataError(f"{path} lacks {', '.join(missing)}: it is stale or foreign; rerun `dvc repro`")
+        return {name: archive[name] for name in archive.files}
+
+
+def save_object(path: Path | str, obj: Any) -> None:
+    """Pickle a fitted scikit-learn object with joblib, atomically."""
+    import joblib
+
+    replace_via_temp(Path(path), lambda tmp: joblib.dump(obj, tmp))
+
+
+def load_object(path: Path | str) -> Any:
+    import joblib
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run the stage that writes it (`dvc repro`)")
+    return joblib.load(path)

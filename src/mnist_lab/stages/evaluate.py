@@ -1,0 +1,174 @@
+"""evaluate: test-set metrics, plots and figures for one model, and its MLflow run.
+
+The model logged to MLflow is the featurizer and the classifier as one scikit-learn pipeline, so it takes
+raw 0-255 pixels, as a user of the served model sends them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mnist_lab import tracking
+from mnist_lab.data import task_labels
+from mnist_lab.errors import DataError
+from mnist_lab.figures import confusion_matrix_png, curve_png, history_png
+from mnist_lab.files import read_json, write_json, write_text_atomic
+from mnist_lab.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
+from mnist_lab.models import class_scores
+from mnist_lab.settings import Settings, flatten
+from mnist_lab.stages.common import StageContext, load_arrays, load_object, main_for, stage_parser
+
+INPUT_EXAMPLE_ROWS = 3
+
+
+def rows_csv(header: tuple[str, ...], rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing: run the train stage (`dvc repro`)") from None
+
+
+def curve_csv(curve: Curve, x_name: str, y_name: str) -> str:
+    thin = thin_curve(curve)
+    return rows_csv((x_name, y_name), zip(np.round(thin.x, 6), np.round(thin.y, 6), strict=True))
+
+
+def run_params(settings: Settings, model_name: str, n_train: int, n_test: int, features: dict) -> dict:
+    """Everything that shaped this model, flattened: its own settings and the shared ones."""
+    shared = settings.model_dump(exclude={"models", "select"})
+    model = {"name": model_name, **settings.model(model_name).model_dump()}
+    data = {**shared.pop("data"), "n_train": n_train, "n_test": n_test}
+    return flatten(
+        {**shared, "data": data, "features": {**shared.pop("features"), **features}, "model": model}
+    )
+
+
+def figures(model_name: str, evaluation: Evaluation, history: list[dict[str, float]]) -> dict[str, bytes]:
+    out = {
+        "confusion_matrix.png": confusion_matrix_png(
+            evaluation.confusion, evaluation.labels, f"{model_name}: confusion matrix"
+        ),
+        "roc.png": curve_png(
+            evaluation.curves["roc"],
+            "false positive rate",
+            "true positive rate",
+            f"{model_name}: ROC",
+            diagonal=True,
+        ),
+        "precision_recall.png": curve_png(
+            evaluation.curves["precision_recall"], "recall", "precision", f"{model_name}: precision-recall"
+        ),
+        "classification_report.txt": evaluation.report.encode("utf-8"),
+    }
+    if history:
+        out["training_curves.png"] = history_png(history, model_name)
+    return out
+
+
+def evaluate(context: StageContext) -> None:
+    settings, args = context.settings, context.args
+    model_settings = settings.model(args.model)
+    prepared = load_arrays(args.prepared, ("test_pixels", "test_labels", "train_labels"))
+    test_features = load_arrays(args.features, ("test_features",))["test_features"]
+    classifier = load_object(args.model_dir / "classifier.joblib")
+    featurizer = load_object(args.featurizer)
+    training = read_json(args.model_dir / "training.json")
+    history = read_history(args.history)
+    binary = settings.task.kind == "binary"
+    y_true = task_labels(prepared["test_labels"], settings.task.kind, settings.task.positive_class)
+
+    with context.compute():
+        y_pred = classifier.predict(test_features)
+        scores = class_scores(classifier, test_features)
+        evaluation = evaluate_predictions(y_true, y_pred, scores, list(classifier.classes_), binary)
+        images = figures(args.model, evaluation, history)
+
+    reports: Path = args.reports
+    write_json(reports / "metrics.json", evaluation.metrics)
+    write_text_atomic(
+        reports / "predictions.csv", rows_csv(("actual", "predicted"), zip(y_true, y_pred, strict=True))
+    )
+    write_text_atomic(reports / "roc.csv", curve_csv(evaluation.curves["roc"], "fpr", "tpr"))
+    write_text_atomic(
+        reports / "precision_recall.csv",
+        curve_csv(evaluation.curves["precision_recall"], "recall", "precision"),
+    )
+    for name, content in images.items():
+        (reports / "figures").mkdir(parents=True, exist_ok=True)
+        (reports / "figures" / name).write_bytes(content)
+
+    from sklearn.pipeline import Pipeline
+
+    root = tracking.repository_root()
+    tracking_settings = tracking.TrackingSettings.from_environment(root)
+    pixels = prepared["test_pixels"]
+    columns = [f"pixel_{i}" for i in range(pixels.shape[1])]
+    import pandas as pd
+
+    input_example = pd.DataFrame(pixels[:INPUT_EXAMPLE_ROWS].astype(np.float64), columns=columns)
+    features_summary = read_json(args.features_summary)
+    record = tracking.ModelRunRecord(
+        run_name=args.model,
+        params=run_params(
+            settings,
+            args.model,
+            int(prepared["train_labels"].size),
+            int(y_true.size),
+            {k: v for k, v in features_summary.items() if k != "pca"},
+        ),
+        metrics={
+            **evaluation.metrics,
+            "fit_seconds": float(training["fit_seconds"]),
+            **({"best_epoch": float(training["best_epoch"])} if training.get("best_epoch") else {}),
+        },
+        history=history,
+        tags=tracking.run_tags(root, args.model, model_settings.type, settings.task.kind),
+        artifacts={f"figures/{name}": content for name, content in images.items()},
+        model=Pipeline([("featurizer", featurizer), ("classifier", classifier)]),
+        input_example=input_example,
+        code_paths=[str(Path(__file__).resolve().parents[1])],
+    )
+    print(
+        f"log {args.model} to MLflow at {tracking.display_uri(tracking_settings.tracking_uri)}",
+        file=sys.stderr,
+    )
+    logged = tracking.log_model_run(record, tracking_settings)
+    write_json(
+        reports / "mlflow.json",
+        {
+            "run_id": logged.run_id,
+            "experiment_id": logged.experiment_id,
+            "model_uri": logged.model_uri,
+            # no local paths in committed files: the local store is always <repository root>/mlflow.db
+            "store": "local" if tracking_settings.is_local else tracking.display_uri(logged.tracking_uri),
+        },
+    )
+
+
+def parser():
+    p = stage_parser(__doc__, model_argument=True)
+    p.add_argument("--prepared", required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--features-summary", required=True, type=Path)
+    p.add_argument("--featurizer", required=True)
+    p.add_argument("--model-dir", required=True, type=Path)
+    p.add_argument("--history", required=True, type=Path)
+    p.add_argument("--reports", required=True, type=Path, help="folder for this model's reports")
+    return p
+
+
+if __name__ == "__main__":
+    main_for("evaluate", parser(), evaluate)

@@ -1,0 +1,106 @@
+"""select: pick the best model by `select.metric`; write the experiment's metrics (`metrics.json` for
+`dvc metrics`, `metrics.csv` / `params.yml` in the DagsHub logger's format) and `best_model.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnist_lab import tracking
+from mnist_lab.errors import DataError, SettingsError
+from mnist_lab.files import read_json, write_json
+from mnist_lab.metrics import headline_metrics
+from mnist_lab.models import HISTORY_METRICS
+from mnist_lab.settings import Settings, flatten
+from mnist_lab.stages.common import StageContext, main_for, stage_parser
+from mnist_lab.stages.evaluate import read_history
+
+
+def best_model(per_model: dict[str, dict[str, float]], metric: str) -> tuple[str, float]:
+    """The model with the highest `metric` (ties: the first in params.yaml order)."""
+    for name, metrics in per_model.items():
+        if metric not in metrics:
+            known = ", ".join(sorted(headline_metrics(metrics)))
+            raise SettingsError(
+                f"params.yaml select.metric: '{metric}' is not a metric of model '{name}'; "
+                f"use one of: {known}"
+            )
+    name = max(per_model, key=lambda model: per_model[model][metric])
+    return name, per_model[name][metric]
+
+
+def experiment_params(settings: Settings, data_version: str | None) -> dict:
+    """params.yml for DagsHub: every setting, flattened, and the data version."""
+    return {**flatten(settings.model_dump()), "data.version": data_version or "unknown"}
+
+
+def select(context: StageContext) -> None:
+    settings, args = context.settings, context.args
+    reports: Path = args.reports
+    per_model: dict[str, dict[str, float]] = {}
+    histories: dict[str, list[dict[str, float]]] = {}
+    for name in settings.models:
+        path = reports / name / "metrics.json"
+        if not path.is_file():
+            raise DataError(f"{path} is missing: model '{name}' has not been evaluated; run `dvc repro`")
+        per_model[name] = read_json(path)
+        histories[name] = read_history(reports / name / "history.csv")
+    with context.compute():
+        best_name, best_value = best_model(per_model, settings.select.metric)
+    summary = {
+        "best": {"model": best_name, "metric": settings.select.metric, "value": best_value},
+        "models": {name: headline_metrics(metrics) for name, metrics in per_model.items()},
+    }
+    write_json(args.metrics, summary)
+    run_ids = {}
+    for name in settings.models:
+        run_file = reports / name / "mlflow.json"
+        run_ids[name] = read_json(run_file).get("run_id") if run_file.is_file() else None
+    write_json(
+        args.best,
+        {
+            "model": best_name,
+            "metric": settings.select.metric,
+            "value": best_value,
+            "model_type": settings.model(best_name).type,
+            "mlflow_run_id": run_ids[best_name],
+        },
+    )
+
+    root = tracking.repository_root()
+    with tracking.dagshub_files(args.dagshub_metrics, args.dagshub_params) as logger:
+        logger.log_hyperparams(
+            {
+                key: tracking.as_python_scalar(v)
+                for key, v in experiment_params(settings, tracking.data_version(root)).items()
+            }
+        )
+        logger.log_metrics(
+            {
+                f"{name}.{key}": float(value)
+                for name, metrics in summary["models"].items()
+                for key, value in metrics.items()
+            },
+            step_num=1,
+        )
+        logger.log_metrics({f"best.{settings.select.metric}": float(best_value)}, step_num=1)
+        for name, history in histories.items():
+            for row in history:
+                logger.log_metrics(
+                    {f"{name}.{key}": float(row[key]) for key in HISTORY_METRICS}, step_num=int(row["epoch"])
+                )
+
+
+def parser():
+    p = stage_parser(__doc__)
+    p.add_argument(
+        "--reports", required=True, type=Path, help="folder with one sub-folder of reports per model"
+    )
+    p.add_argument("--metrics", required=True, help="experiment metrics for `dvc metrics` (JSON)")
+    p.add_argument("--best", required=True, help="JSON naming the best model")
+    p.add_argument("--dagshub-metrics", required=True, help="DagsHub logger metrics (CSV)")
+    p.add_argument("--dagshub-params", required=True, help="DagsHub logger params (YAML)")
+    return p
+
+
+if __name__ == "__main__":
+    main_for("select", parser(), select)
