@@ -105,7 +105,7 @@ def _git(root: Path, *args: str) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout if done.returncode == 0 else None
 
 
 def pipeline_output_globs(root: Path) -> list[str]:
@@ -146,11 +146,11 @@ class GitState:
 
 def git_state(root: Path) -> GitState:
     """HEAD, branch and whether files other than pipeline outputs differ from HEAD."""
-    commit = _git(root, "rev-parse", "HEAD")
-    branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
+    commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
+    branch = (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None
     excludes = [f":(exclude,glob){glob}" for glob in pipeline_output_globs(root)]
     status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes)
-    changed = tuple(line[3:] for line in (status or "").splitlines() if line.strip())
+    changed = tuple(line[3:] for line in (status or "").splitlines() if line.strip())  # "XY path"
     return GitState(
         commit=commit, branch=None if branch == "HEAD" else branch, dirty=bool(changed), changed_paths=changed
     )

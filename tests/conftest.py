@@ -1,0 +1,42 @@
+"""Shared fixtures: the repository, small real data, and a throwaway MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mnist_lab.data import Dataset, digits_dataset
+from tests.helpers import REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    """scikit-learn's bundled digits in MNIST layout (1,437 train / 360 test, 8x8)."""
+    return digits_dataset()
+
+
+@pytest.fixture
+def small_digits(digits: Dataset) -> Dataset:
+    """A 400/100 stratified-enough slice of the digits, for fast stage tests."""
+    return Dataset(
+        digits.train_images[:400],
+        digits.train_labels[:400],
+        digits.test_images[:100],
+        digits.test_labels[:100],
+    )
+
+
+@pytest.fixture
+def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point MLflow at a sqlite store in a temporary folder (never the repository's own mlflow.db)."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
+    return uri

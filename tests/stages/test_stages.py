@@ -1,0 +1,184 @@
+"""Each stage run in-process on small data, with the command lines `dvc.yaml` gives it."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from mnist_lab.data import Dataset
+from mnist_lab.datafiles import TRAIN_LABELS, encode_dataset, replace_directory
+from mnist_lab.stages.common import run_stage
+from tests.helpers import REPO_ROOT
+
+SMALL_PARAMS = {
+    "seed": 1,
+    "models": {
+        "sgd": {"type": "sgd"},
+        "forest": {"type": "random_forest", "n_estimators": 10},
+        "mlp": {"type": "mlp", "hidden_layer_sizes": [16], "max_epochs": 40},
+    },
+}
+PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def stage_argv(stage: str, key: str | None = None) -> tuple[str, list[str]]:
+    """(module, arguments) of a stage's command in dvc.yaml, with ${key} filled in."""
+    body = PIPELINE[stage].get("do", PIPELINE[stage])
+    command = body["cmd"].replace("${key}", key or "")
+    words = shlex.split(command)
+    assert words[:2] == ["python", "-m"], command
+    return words[2], words[3:]
+
+
+def run_dvc_stage(stage: str, key: str | None = None) -> int:
+    module_name, argv = stage_argv(stage, key)
+    module = importlib.import_module(module_name)
+    return run_stage(stage, module.parser(), getattr(module, stage), argv)
+
+
+@pytest.fixture
+def workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_digits: Dataset, tracking_store: str
+) -> Path:
+    """A repository folder with dvc.yaml, small params and small data; the cwd for the stages."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS, sort_keys=False))
+    replace_directory(encode_dataset(small_digits), root / "data")
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return root
+
+
+def run_all(models: list[str], select: bool = True) -> None:
+    assert run_dvc_stage("prepare") == 0
+    assert run_dvc_stage("featurize") == 0
+    for name in models:
+        assert run_dvc_stage("train", name) == 0
+        assert run_dvc_stage("evaluate", name) == 0
+    if select:
+        assert run_dvc_stage("select") == 0
+
+
+def test_the_pipeline_stages_in_order(workspace: Path, tracking_store: str) -> None:
+    run_all(list(SMALL_PARAMS["models"]))
+    prepared = np.load(workspace / "outputs" / "prepared.npz")
+    assert prepared["train_pixels"].shape == (400, 64) and prepared["test_pixels"].dtype == np.uint8
+    history = list(csv.DictReader((workspace / "reports" / "mlp" / "history.csv").open()))
+    assert [row["epoch"] for row in history] == [str(e) for e in range(1, len(history) + 1)] and len(
+        history
+    ) > 5
+    assert (workspace / "reports" / "sgd" / "history.csv").read_text().count("\n") == 1  # header only
+    for name in SMALL_PARAMS["models"]:
+        reports = workspace / "reports" / name
+        metrics = json.loads((reports / "metrics.json").read_text())
+        assert 0.5 < metrics["accuracy"] <= 1.0 and "recall_class_9" in metrics
+        assert {p.name for p in (reports / "figures").iterdir()} >= {
+            "confusion_matrix.png",
+            "roc.png",
+            "precision_recall.png",
+        }
+        assert sum(1 for _ in (reports / "predictions.csv").open()) == 101
+        run_id = json.loads((reports / "mlflow.json").read_text())["run_id"]
+        run = mlflow.MlflowClient(tracking_store).get_run(run_id)
+        assert run.data.tags["mnist_lab.model"] == name and run.data.params["model.name"] == name
+    assert (workspace / "reports" / "mlp" / "figures" / "training_curves.png").is_file()
+    summary = json.loads((workspace / "metrics.json").read_text())
+    best = summary["best"]
+    assert best["metric"] == "f1_macro"
+    assert best["value"] == max(m["f1_macro"] for m in summary["models"].values())
+    assert json.loads((workspace / "best_model.json").read_text())["model"] == best["model"]
+    assert (workspace / "metrics.csv").read_text().startswith("Name,Value,Timestamp,Step\n")
+    assert yaml.safe_load((workspace / "params.yml").read_text())["models.forest.n_estimators"] == 10
+
+
+def test_binary_task_reports_precision_recall_and_auc(workspace: Path) -> None:
+    params = {
+        **SMALL_PARAMS,
+        "task": {"kind": "binary", "positive_class": 5},
+        "models": {"sgd": {"type": "sgd"}},
+        "select": {"metric": "roc_auc"},
+    }
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_all(["sgd"])
+    metrics = json.loads((workspace / "reports" / "sgd" / "metrics.json").read_text())
+    assert {"precision", "recall", "f1", "roc_auc"} <= set(metrics) and metrics["roc_auc"] > 0.9
+    roc = list(csv.DictReader((workspace / "reports" / "sgd" / "roc.csv").open()))
+    assert float(roc[0]["fpr"]) == 0.0 and float(roc[-1]["tpr"]) == 1.0
+    assert json.loads((workspace / "metrics.json").read_text())["best"]["metric"] == "roc_auc"
+
+
+def test_missing_data_fails_with_how_to_get_it(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    shutil.rmtree(workspace / "data")
+    assert run_dvc_stage("prepare") == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: prepare: data directory 'data' is missing")
+    assert "dvc pull" in error and "mnist-lab data digits" in error
+    assert not (workspace / "outputs" / "prepared.npz").exists()
+
+
+def test_corrupt_data_fails_naming_the_file(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    (workspace / "data" / TRAIN_LABELS).write_bytes(b"\x1f\x8bnot really gzip")
+    assert run_dvc_stage("prepare") == 2
+    assert "data/train-labels-idx1-ubyte.gz: corrupt gzip stream" in capsys.readouterr().err
+    assert not (workspace / "outputs").exists()
+
+
+def test_invalid_params_fail_before_any_work(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    (workspace / "params.yaml").write_text(
+        yaml.safe_dump({**SMALL_PARAMS, "features": {"pca_varaince": 0.9}}, sort_keys=False)
+    )
+    assert run_dvc_stage("prepare") == 2
+    assert "unknown key 'features.pca_varaince'" in capsys.readouterr().err
+    assert not (workspace / "outputs").exists()
+
+
+def test_unknown_model_name(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_dvc_stage("prepare") == 0 and run_dvc_stage("featurize") == 0
+    assert run_dvc_stage("train", "xgboost") == 2
+    error = capsys.readouterr().err
+    assert (
+        "error: train@xgboost: unknown model 'xgboost': params.yaml `models` defines sgd, forest, mlp"
+        in error
+    )
+    assert not (workspace / "models").exists()
+
+
+def test_select_names_valid_metrics(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    run_all(["sgd", "forest", "mlp"])
+    (workspace / "params.yaml").write_text(
+        yaml.safe_dump({**SMALL_PARAMS, "select": {"metric": "acuracy"}}, sort_keys=False)
+    )
+    before = (workspace / "metrics.json").read_text()
+    assert run_dvc_stage("select") == 2
+    assert (
+        "select.metric: 'acuracy' is not a metric of model 'sgd'; use one of: accuracy"
+        in capsys.readouterr().err
+    )
+    assert (workspace / "metrics.json").read_text() == before
+
+
+def test_select_requires_every_model_evaluated(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    run_all(["sgd"], select=False)
+    assert run_dvc_stage("select") == 2
+    assert (
+        "reports/forest/metrics.json is missing: model 'forest' has not been evaluated"
+        in capsys.readouterr().err
+    )
+
+
+def test_stale_intermediate_files_are_reported(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    (workspace / "outputs").mkdir()
+    np.savez(workspace / "outputs" / "prepared.npz", something_else=np.zeros(3))
+    assert run_dvc_stage("featurize") == 2
+    assert "outputs/prepared.npz lacks train_pixels" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_lab.data import Dataset
+from mnist_lab.datafiles import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    dvc_directory_md5,
+    encode_dataset,
+    read_dataset,
+    read_directory_files,
+    replace_directory,
+)
+from mnist_lab.errors import DataError
+from mnist_lab.idx import encode_idx
+from tests.helpers import random_images, run
+
+
+def write(dataset: Dataset, folder: Path) -> None:
+    replace_directory(encode_dataset(dataset), folder)
+
+
+def test_mnist_shaped_files_round_trip(tmp_path: Path) -> None:
+    train, train_labels = random_images(300, 28, 28, seed=1)
+    test, test_labels = random_images(50, 28, 28, seed=2)
+    write(Dataset(train, train_labels, test, test_labels), tmp_path / "data")
+    loaded = read_dataset(tmp_path / "data")
+    assert loaded.image_shape == (28, 28)
+    assert np.array_equal(loaded.train_images, train) and np.array_equal(loaded.test_labels, test_labels)
+
+
+def test_uncompressed_files_are_read_too(tmp_path: Path) -> None:
+    images, labels = random_images(20, 28, 28)
+    (tmp_path / TRAIN_IMAGES.removesuffix(".gz")).write_bytes(encode_idx(images))
+    (tmp_path / TRAIN_LABELS.removesuffix(".gz")).write_bytes(encode_idx(labels))
+    loaded = read_dataset(tmp_path)
+    assert not loaded.has_test_set and np.array_equal(loaded.train_images, images)
+
+
+def test_missing_data_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data directory '.*nowhere' is missing: get it with `dvc pull`"):
+        read_dataset(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="no train-images-idx3-ubyte.gz; get it with `dvc pull`"):
+        read_dataset(tmp_path)
+
+
+def test_half_a_pair_is_an_error(tmp_path: Path, small_digits: Dataset) -> None:
+    write(small_digits, tmp_path)
+    (tmp_path / TEST_LABELS).unlink()
+    with pytest.raises(DataError, match=f"has {TEST_IMAGES} but not {TEST_LABELS}"):
+        read_dataset(tmp_path)
+
+
+def test_errors_name_the_bad_file(tmp_path: Path, small_digits: Dataset) -> None:
+    write(small_digits, tmp_path)
+    labels = small_digits.test_labels.copy()
+    labels[7] = 11
+    (tmp_path / TEST_LABELS).write_bytes(gzip.compress(encode_idx(labels)))
+    with pytest.raises(DataError, match=f"{TEST_LABELS}: label 11 at index 7 is outside 0-9"):
+        read_dataset(tmp_path)
+    write(small_digits, tmp_path)
+    (tmp_path / TRAIN_LABELS).write_bytes(gzip.compress(encode_idx(small_digits.train_labels[:-1])))
+    with pytest.raises(DataError, match="has 400 images but .*train-labels-idx1-ubyte.gz has 399 labels"):
+        read_dataset(tmp_path)
+    write(small_digits, tmp_path)
+    (tmp_path / TEST_IMAGES).write_bytes(gzip.compress(encode_idx(np.zeros((100, 28, 28), np.uint8))))
+    with pytest.raises(DataError, match="images are 28x28 but the training images are 8x8"):
+        read_dataset(tmp_path)
+    (tmp_path / TRAIN_IMAGES).write_bytes(b"not an idx file at all")
+    with pytest.raises(DataError, match=f"{TRAIN_IMAGES}: bad magic number"):
+        read_dataset(tmp_path)
+
+
+def test_replace_directory_is_all_or_nothing(tmp_path: Path, small_digits: Dataset) -> None:
+    folder = tmp_path / "data"
+    write(small_digits, folder)
+    before = read_directory_files(folder)
+
+    class Boom(dict):
+        def items(self):
+            yield TRAIN_IMAGES, b"partial"
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_directory(Boom(), folder)
+    assert read_directory_files(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging folder left behind
+
+
+def test_directory_md5_is_what_dvc_records(tmp_path: Path, small_digits: Dataset) -> None:
+    files = encode_dataset(small_digits)
+    replace_directory(files, tmp_path / "data")
+    run(["git", "init", "-q"], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    run(["dvc", "add", "-q", "data"], tmp_path)
+    assert f"md5: {dvc_directory_md5(files)}" in (tmp_path / "data.dvc").read_text()

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from mnist_lab.metrics import Curve, evaluate_predictions, headline_metrics, thin_curve
+
+
+def test_multiclass_metrics_by_hand() -> None:
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    scores = np.eye(3)[y_pred]
+    evaluation = evaluate_predictions(y_true, y_pred, scores, [0, 1, 2], binary=False)
+    m = evaluation.metrics
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["precision_class_1"] == pytest.approx(2 / 3) and m["recall_class_1"] == 1.0
+    assert m["precision_class_0"] == pytest.approx(1 / 2) and m["recall_class_2"] == pytest.approx(1 / 2)
+    assert m["f1_macro"] == pytest.approx(np.mean([0.5, 0.8, 2 / 3]))
+    assert evaluation.confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert "roc_auc_micro" in m and "roc_auc" not in m
+    assert set(evaluation.curves) == {"roc", "precision_recall"}
+    assert "0.6667" in evaluation.report
+
+
+def test_binary_metrics_by_hand() -> None:
+    y_true = np.array([1, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.4, 0.6, 0.2, 0.1])
+    y_pred = (scores > 0.5).astype(int)
+    evaluation = evaluate_predictions(y_true, y_pred, scores, [0, 1], binary=True)
+    m = evaluation.metrics
+    assert (m["precision"], m["recall"]) == (0.5, 0.5)
+    assert m["roc_auc"] == pytest.approx(5 / 6)
+    roc = evaluation.curves["roc"]
+    assert roc.x[0] == 0.0 and roc.x[-1] == 1.0 and roc.y[-1] == 1.0
+    pr = evaluation.curves["precision_recall"]
+    assert pr.x.shape == pr.y.shape == pr.thresholds.shape
+
+
+def test_probability_columns_work_for_binary() -> None:
+    y_true = np.array([1, 0, 1, 0])
+    proba = np.array([[0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.9, 0.1]])
+    evaluation = evaluate_predictions(y_true, np.array([1, 0, 1, 0]), proba, [0, 1], binary=True)
+    assert evaluation.metrics["roc_auc"] == 1.0
+
+
+def test_thin_curve_keeps_ends_and_caps_points() -> None:
+    x = np.linspace(0, 1, 10_001)
+    thin = thin_curve(Curve(x, x**2, x), max_points=100)
+    assert thin.x.size == 100 and thin.x[0] == 0 and thin.x[-1] == 1
+    small = Curve(x[:5], x[:5], x[:5])
+    assert thin_curve(small) is small
+
+
+def test_headline_metrics_drop_per_class() -> None:
+    assert headline_metrics({"accuracy": 1.0, "recall_class_3": 0.5}) == {"accuracy": 1.0}

@@ -1,0 +1,190 @@
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.linear_model import LogisticRegression
+
+from mnist_lab import tracking
+from mnist_lab.errors import MnistLabError
+from tests.helpers import run
+
+
+def make_repo(root: Path, dvc_yaml: str = "stages: {}\n") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dvc.yaml").write_text(dvc_yaml)
+    return root
+
+
+def test_repository_root_is_found_from_below_and_from_dvc_temp_runs(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo")
+    (root / "src" / "deep").mkdir(parents=True)
+    assert tracking.repository_root(root / "src" / "deep") == root.resolve()
+    temp_run = make_repo(root / ".dvc" / "tmp" / "exps" / "tmpabc123")
+    assert tracking.repository_root(temp_run) == root.resolve()
+    with pytest.raises(MnistLabError, match="no repository found"):
+        tracking.repository_root(Path("/"))
+
+
+def test_default_store_is_at_the_repository_root_not_the_cwd(tmp_path: Path, monkeypatch) -> None:
+    root = make_repo(tmp_path / "repo")
+    monkeypatch.chdir(tmp_path)
+    settings = tracking.TrackingSettings.from_environment(root, environ={})
+    assert settings.tracking_uri == f"sqlite:///{root}/mlflow.db"
+    assert settings.artifact_location == (root / "mlartifacts").as_uri()
+    assert settings.experiment_name == "mnist-lab" and settings.is_local
+
+
+def test_env_file_is_read_but_the_environment_wins(tmp_path: Path, monkeypatch) -> None:
+    root = make_repo(tmp_path / "repo")
+    (root / ".env").write_text(
+        "MLFLOW_TRACKING_URI=http://127.0.0.1:5999\nMLFLOW_EXPERIMENT_NAME=from-file\n"
+    )
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
+    settings = tracking.TrackingSettings.from_environment(root)
+    assert settings.tracking_uri == "http://127.0.0.1:5999" and not settings.is_local
+    assert settings.experiment_name == "from-env" and settings.artifact_location is None
+
+
+def test_display_uri_hides_credentials() -> None:
+    assert (
+        tracking.display_uri("https://user:s3cret@dagshub.com/o/r.mlflow") == "https://dagshub.com/o/r.mlflow"
+    )
+    assert tracking.display_uri("sqlite:///x/mlflow.db") == "sqlite:///x/mlflow.db"
+
+
+def test_output_globs_come_from_dvc_yaml(repo_root: Path) -> None:
+    globs = tracking.pipeline_output_globs(repo_root)
+    assert {
+        "dvc.lock",
+        "metrics.json",
+        "metrics.csv",
+        "params.yml",
+        "reports/*/metrics.json",
+        "models/*",
+    } <= set(globs)
+    assert "params.yaml" not in globs and "data" not in globs
+
+
+def test_git_state_ignores_pipeline_outputs_but_not_sources(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", "stages:\n  s:\n    cmd: x\n    outs:\n      - metrics.json\n")
+    (root / "params.yaml").write_text("seed: 1\n")
+    (root / "metrics.json").write_text("{}\n")
+    run(["git", "init", "-q", "-b", "main"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "init"], root)
+    clean = tracking.git_state(root)
+    assert clean.commit and len(clean.commit) == 40 and clean.branch == "main" and not clean.dirty
+    (root / "metrics.json").write_text('{"a": 1}\n')
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    assert not tracking.git_state(root).dirty
+    (root / "params.yaml").write_text("seed: 2\n")
+    dirty = tracking.git_state(root)
+    assert dirty.dirty and dirty.changed_paths == ("params.yaml",)
+
+
+def test_data_version_reads_data_dvc(repo_root: Path, tmp_path: Path) -> None:
+    recorded = yaml.safe_load((repo_root / "data.dvc").read_text())["outs"][0]["md5"]
+    assert tracking.data_version(repo_root) == recorded
+    assert tracking.data_version(tmp_path) is None
+
+
+def test_log_model_run_records_everything(tracking_store: str, tmp_path: Path) -> None:
+    import mlflow
+
+    x = np.random.default_rng(0).random((40, 4))
+    y = (x[:, 0] > 0.5).astype(int)
+    model = LogisticRegression().fit(x, y)
+    example = pd.DataFrame(x[:3], columns=[f"pixel_{i}" for i in range(4)])
+    record = tracking.ModelRunRecord(
+        run_name="lr",
+        params={"model.C": 1.0, "seed": 3, "model.layers": [1, 2]},
+        metrics={"accuracy": np.float64(0.9)},
+        history=[{"epoch": 1.0, "val_loss": 0.7}, {"epoch": 2.0, "val_loss": 0.5}],
+        tags={"mnist_lab.model": "lr"},
+        artifacts={"figures/a.txt": b"hello"},
+        model=model,
+        input_example=example,
+    )
+    settings = tracking.TrackingSettings.from_environment(tmp_path)
+    logged = tracking.log_model_run(record, settings)
+    client = mlflow.MlflowClient(tracking_store)
+    run_data = client.get_run(logged.run_id)
+    assert run_data.info.status == "FINISHED" and run_data.info.run_name == "lr"
+    assert run_data.data.params == {"model.C": "1.0", "seed": "3", "model.layers": "[1, 2]"}
+    assert run_data.data.metrics["accuracy"] == 0.9
+    assert run_data.data.tags["mnist_lab.model"] == "lr"
+    history = client.get_metric_history(logged.run_id, "val_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.7), (2, 0.5)]
+    assert (
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=logged.run_id, artifact_path="figures/a.txt", tracking_uri=tracking_store
+            )
+        ).read_bytes()
+        == b"hello"
+    )
+    loaded = mlflow.pyfunc.load_model(logged.model_uri)
+    assert loaded.predict(example).tolist() == model.predict(x[:3]).tolist()
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(logged.model_uri)).read_text()
+    assert "scikit-learn==" in requirements and "mlflow==" in requirements
+
+
+def test_a_failure_while_logging_marks_the_run_failed(tracking_store: str, tmp_path: Path) -> None:
+    import mlflow
+
+    class Unpredictable:
+        def predict(self, _):
+            raise RuntimeError("boom")
+
+    record = tracking.ModelRunRecord(
+        run_name="bad",
+        params={},
+        metrics={"a": 1.0},
+        model=Unpredictable(),
+        input_example=pd.DataFrame({"x": [1.0]}),
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_dagshub_files_have_the_loggers_format(tmp_path: Path) -> None:
+    metrics_path, params_path = tmp_path / "metrics.csv", tmp_path / "params.yml"
+    with tracking.dagshub_files(metrics_path, params_path) as logger:
+        logger.log_hyperparams({"models.sgd.alpha": 0.001, "seed": 42})
+        logger.log_metrics({"sgd.accuracy": 0.95}, step_num=1)
+        logger.log_metrics({"mlp.val_loss": 0.5}, step_num=2)
+    rows = list(csv.reader(metrics_path.open()))
+    assert rows[0] == ["Name", "Value", "Timestamp", "Step"]
+    assert [(r[0], float(r[1]), int(r[3])) for r in rows[1:]] == [
+        ("sgd.accuracy", 0.95, 1),
+        ("mlp.val_loss", 0.5, 2),
+    ]
+    assert all(len(r[2]) == 13 and r[2].isdigit() for r in rows[1:])  # integer milliseconds
+    assert yaml.safe_load(params_path.read_text()) == {"models.sgd.alpha": 0.001, "seed": 42}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "params.yml"]
+
+
+def test_dagshub_files_keep_the_last_good_files_when_logging_fails(tmp_path: Path) -> None:
+    metrics_path, params_path = tmp_path / "metrics.csv", tmp_path / "params.yml"
+    metrics_path.write_text("previous\n")
+    params_path.write_text("previous: 1\n")
+    with (
+        pytest.raises(ValueError, match="crash"),
+        tracking.dagshub_files(metrics_path, params_path) as logger,
+    ):
+        logger.log_metrics({"a": 1.0})
+        raise ValueError("crash")
+    assert metrics_path.read_text() == "previous\n" and params_path.read_text() == "previous: 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "params.yml"]
+
+
+def test_as_python_scalar() -> None:
+    assert type(tracking.as_python_scalar(np.float32(0.5))) is float
+    assert type(tracking.as_python_scalar(np.int64(3))) is int
+    assert tracking.as_python_scalar([1, 2]) == "[1, 2]"
