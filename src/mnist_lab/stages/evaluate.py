@@ -85,7 +85,7 @@ def evaluate(context: StageContext) -> None:
     test_features = load_arrays(args.features, ("test_features",))["test_features"]
     classifier = load_object(args.model_dir / "classifier.joblib")
     featurizer = load_object(args.featurizer)
-    training = read_json(args.model_dir / "training.json")
+    training = read_json(args.training)
     history = read_history(args.history)
     binary = settings.task.kind == "binary"
     y_true = task_labels(prepared["test_labels"], settings.task.kind, settings.task.positive_class)
@@ -166,6 +166,7 @@ def parser():
     p.add_argument("--featurizer", required=True)
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--history", required=True, type=Path)
+    p.add_argument("--training", required=True, type=Path)
     p.add_argument("--reports", required=True, type=Path, help="folder for this model's reports")
     return p
 

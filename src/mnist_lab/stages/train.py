@@ -61,8 +61,9 @@ def train(context: StageContext) -> None:
             progress.close()
     fit_seconds = time.perf_counter() - started
     save_object(args.out / "classifier.joblib", trained.classifier)
+    # timing lives outside the cached model folder, so that folder's hash changes only with the model
     write_json(
-        args.out / "training.json",
+        args.training,
         {
             "model": args.model,
             "type": model_settings.type,
@@ -82,6 +83,7 @@ def parser():
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True, type=Path, help="folder for the fitted classifier")
     p.add_argument("--history", required=True, help="per-epoch metrics (CSV; header only without epochs)")
+    p.add_argument("--training", required=True, help="JSON: fit time, epochs run, best epoch")
     return p
 
 

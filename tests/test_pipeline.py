@@ -1,0 +1,167 @@
+"""End to end: the repository copied into a fresh git repo, `dvc repro` tracking to a temporary store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mnist_lab.data import flatten_images
+from mnist_lab.datafiles import read_dataset
+from tests.helpers import REPO_ROOT, copy_repository, run
+
+MODELS = ("sgd", "random_forest", "mlp")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run the pipeline once in a copy of the repository and keep what the tests look at."""
+    root = copy_repository(tmp_path_factory.mktemp("e2e") / "repo")
+    store = root.parent / "store"
+    store.mkdir()
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "e2e"}
+    restored = run(["mnist-lab", "data", "restore"], root, env)
+    repro = run(["dvc", "repro"], root, env)
+    return {
+        "root": root,
+        "env": env,
+        "uri": env["MLFLOW_TRACKING_URI"],
+        "restore": restored.stdout,
+        "repro": repro.stdout + repro.stderr,
+        "metrics": (root / "metrics.json").read_text(),
+        "head": run(["git", "rev-parse", "HEAD"], root).stdout.strip(),
+    }
+
+
+def runs(uri: str) -> list:
+    return mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("e2e").experiment_id],
+        order_by=["attribute.start_time"],
+    )
+
+
+def test_data_is_regenerated_and_checked(pipeline: dict) -> None:
+    assert (
+        "regenerated from scikit-learn's bundled digits and checked against data.dvc" in pipeline["restore"]
+    )
+
+
+def test_fresh_run_reproduces_the_committed_metrics_exactly(pipeline: dict) -> None:
+    for stage in (
+        "prepare",
+        "featurize",
+        *(f"train@{m}" for m in MODELS),
+        *(f"evaluate@{m}" for m in MODELS),
+        "select",
+    ):
+        assert f"Running stage '{stage}'" in pipeline["repro"]
+    assert pipeline["metrics"] == (REPO_ROOT / "metrics.json").read_text()
+
+
+def test_metrics_are_sane(pipeline: dict) -> None:
+    summary = json.loads(pipeline["metrics"])
+    assert summary["models"]["random_forest"]["accuracy"] >= 0.90
+    assert all(summary["models"][m]["accuracy"] >= 0.85 for m in MODELS)
+    assert summary["best"]["model"] in MODELS
+
+
+def test_each_model_is_one_complete_mlflow_run(pipeline: dict) -> None:
+    root, uri = pipeline["root"], pipeline["uri"]
+    client = mlflow.MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)  # models:/ URIs resolve against the current tracking server
+    by_name = {r.info.run_name: r for r in runs(uri)}
+    assert set(by_name) == set(MODELS)
+    data_md5 = yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
+    test = read_dataset(root / "data")
+    pixels = pd.DataFrame(
+        flatten_images(test.test_images).astype(np.float64), columns=[f"pixel_{i}" for i in range(64)]
+    )
+    for name in MODELS:
+        run_ = by_name[name]
+        assert run_.info.status == "FINISHED"
+        assert json.loads((root / "reports" / name / "mlflow.json").read_text())["run_id"] == run_.info.run_id
+        params = run_.data.params
+        assert params["model.name"] == name and params["seed"] == "42" and params["data.n_train"] == "1437"
+        assert params["features.pca"] == "False" and params["task.kind"] == "multiclass"
+        tags = run_.data.tags
+        assert tags["mnist_lab.git_commit"] == pipeline["head"] == tags["mlflow.source.git.commit"]
+        assert tags["mnist_lab.git_branch"] == "main" and tags["mnist_lab.git_dirty"] == "false"
+        assert tags["mnist_lab.data_version"] == data_md5
+        assert tags["mnist_lab.model"] == name and tags["mnist_lab.task"] == "multiclass"
+        recorded = json.loads((root / "reports" / name / "metrics.json").read_text())
+        assert {k: run_.data.metrics[k] for k in recorded} == recorded
+        artifacts = {a.path for a in client.list_artifacts(run_.info.run_id, "figures")}
+        assert {
+            "figures/confusion_matrix.png",
+            "figures/roc.png",
+            "figures/precision_recall.png",
+            "figures/classification_report.txt",
+        } <= artifacts
+        model = mlflow.pyfunc.load_model(
+            json.loads((root / "reports" / name / "mlflow.json").read_text())["model_uri"]
+        )
+        accuracy = float(np.mean(np.asarray(model.predict(pixels)) == test.test_labels))
+        assert accuracy == pytest.approx(
+            recorded["accuracy"]
+        )  # raw pixels in: the featurizer is in the model
+    history = list(csv.DictReader((root / "reports" / "mlp" / "history.csv").open()))
+    logged = client.get_metric_history(by_name["mlp"].info.run_id, "val_loss")
+    assert [(m.step, m.value) for m in logged] == [(int(r["epoch"]), float(r["val_loss"])) for r in history]
+    assert len(history) > 10
+
+
+def test_dagshub_logger_files(pipeline: dict) -> None:
+    root = pipeline["root"]
+    rows = list(csv.reader((root / "metrics.csv").open()))
+    assert rows[0] == ["Name", "Value", "Timestamp", "Step"]
+    names = {r[0] for r in rows[1:]}
+    assert {"random_forest.accuracy", "mlp.val_loss", "sgd.f1_macro", "best.f1_macro"} <= names
+    for _name, value, timestamp, step in rows[1:]:
+        float(value)
+        assert re.fullmatch(r"\d{13}", timestamp) and int(step) >= 1
+    mlp_steps = [int(r[3]) for r in rows[1:] if r[0] == "mlp.val_loss"]
+    assert mlp_steps == list(range(1, len(mlp_steps) + 1))
+    params = yaml.safe_load((root / "params.yml").read_text())
+    assert params["models.random_forest.n_estimators"] == 100 and params["data.version"].endswith(".dir")
+    assert all(isinstance(v, int | float | bool | str) or v is None for v in params.values())
+
+
+def test_second_repro_is_a_no_op(pipeline: dict) -> None:
+    before = len(runs(pipeline["uri"]))
+    again = run(["dvc", "repro"], pipeline["root"], pipeline["env"])
+    assert "Data and pipelines are up to date." in again.stdout
+    assert len(runs(pipeline["uri"])) == before
+
+
+def test_rerun_from_scratch_gives_identical_metrics(pipeline: dict) -> None:
+    root, env = pipeline["root"], pipeline["env"]
+    first = {
+        p.relative_to(root): p.read_text()
+        for p in [root / "metrics.json", *root.glob("reports/*/metrics.json")]
+    }
+    run(["dvc", "repro", "-f"], root, env)
+    second = {
+        p.relative_to(root): p.read_text()
+        for p in [root / "metrics.json", *root.glob("reports/*/metrics.json")]
+    }
+    assert second == first
+    assert first[Path("metrics.json")] == (REPO_ROOT / "metrics.json").read_text()
+
+
+# runs last: it leaves the workspace on the experiment's params
+def test_one_models_setting_reruns_only_that_model(pipeline: dict) -> None:
+    root, env = pipeline["root"], pipeline["env"]
+    done = run(["dvc", "exp", "run", "-n", "sgd-alpha", "-S", "models.sgd.alpha=0.001"], root, env)
+    output = done.stdout + done.stderr
+    ran = set(re.findall(r"Running stage '([^']+)'", output))
+    assert ran == {"train@sgd", "evaluate@sgd", "select"}, output
+    latest = runs(pipeline["uri"])[-1]
+    assert latest.info.run_name == "sgd" and latest.data.params["model.alpha"] == "0.001"
+    assert latest.data.tags["mnist_lab.dvc_exp_name"] == "sgd-alpha"
