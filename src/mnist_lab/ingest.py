@@ -149,8 +149,14 @@ def restore_data(out: Path, dvc_file: Path) -> str:
     expected = recorded_md5(dvc_file)
     if expected is None:
         raise DataError(f"{dvc_file} is missing: restore it with `git checkout -- {dvc_file}`")
-    if out.is_dir() and dvc_directory_md5(read_directory_files(out)) == expected:
-        return f"{out}/ already matches {dvc_file} ({expected})"
+    if out.is_dir() and any(out.iterdir()):
+        found = dvc_directory_md5(read_directory_files(out))
+        if found == expected:
+            return f"{out}/ already matches {dvc_file} ({expected})"
+        raise DataError(
+            f"{out}/ holds data version {found}, not the {expected} that {dvc_file} records; nothing was "
+            f"changed. Record it with `dvc add {out}`, or discard it with `dvc checkout --force {dvc_file}`"
+        )
     if (
         dvc("checkout", str(dvc_file)).returncode == 0
         and out.is_dir()

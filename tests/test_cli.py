@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mnist_lab.cli import main
+from mnist_lab.datafiles import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_dataset
+from mnist_lab.idx import encode_idx
+from tests.helpers import copy_repository, random_images
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = copy_repository(tmp_path / "repo")
+    monkeypatch.chdir(root)
+    return root
+
+
+def test_report_prints_every_model_and_the_best(repo_root: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(repo_root)
+    assert main(["report"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["model", "accuracy", "f1_macro"]
+    assert {line.split()[0] for line in lines[1:4]} == {"sgd", "random_forest", "mlp"}
+    assert sum("*" in line for line in lines[1:4]) == 1 and "best by f1_macro" in lines[-1]
+
+
+def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 2
+    assert (
+        "metrics.json is missing: run the pipeline first (`make run` or `dvc repro`)"
+        in capsys.readouterr().err
+    )
+
+
+def test_restore_regenerates_then_finds_data_in_place(repo: Path, capsys) -> None:
+    assert main(["data", "restore"]) == 0
+    assert "regenerated from scikit-learn's bundled digits and checked" in capsys.readouterr().out
+    assert main(["data", "restore"]) == 0
+    assert "already matches data.dvc" in capsys.readouterr().out
+
+
+def test_restore_of_data_nobody_has_fails_clearly(repo: Path, capsys) -> None:
+    record = yaml.safe_load((repo / "data.dvc").read_text())
+    record["outs"][0]["md5"] = "ffffffffffffffffffffffffffffffff.dir"
+    (repo / "data.dvc").write_text(yaml.safe_dump(record))
+    assert main(["data", "restore"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot restore data/: no DVC cache or remote has it" in error and "dvc pull" in error
+    assert not (repo / "data").exists()
+
+
+def test_ingest_mnist_shaped_files_and_track_them(repo: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "mnist"
+    source.mkdir()
+    train, train_labels = random_images(100, 28, 28, seed=3)
+    test, test_labels = random_images(20, 28, 28, seed=4)
+    for name, array in (
+        (TRAIN_IMAGES, train),
+        (TRAIN_LABELS, train_labels),
+        (TEST_IMAGES, test),
+        (TEST_LABELS, test_labels),
+    ):
+        (source / name.removesuffix(".gz")).write_bytes(encode_idx(array))
+    before = (repo / "data.dvc").read_text()
+    assert main(["data", "ingest", str(source)]) == 0
+    assert "tracked it with `dvc add data`" in capsys.readouterr().out
+    assert (repo / "data.dvc").read_text() != before
+    assert np.array_equal(read_dataset(repo / "data").test_images, test)
+
+
+def test_ingest_of_bad_files_exits_2_and_keeps_data(repo: Path, tmp_path: Path, capsys) -> None:
+    assert main(["data", "restore"]) == 0
+    source = tmp_path / "bad"
+    source.mkdir()
+    (source / TRAIN_IMAGES).write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x01")
+    (source / TRAIN_LABELS).write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x00")
+    assert main(["data", "ingest", str(source)]) == 2
+    assert "train-images-idx3-ubyte.gz: truncated header" in capsys.readouterr().err
+    assert main(["data", "restore"]) == 0
+    assert "already matches" in capsys.readouterr().out
+
+
+def test_help_lists_the_commands(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(word in out for word in ("data", "report", "ui"))
+
+
+def test_restore_never_overwrites_changed_data(repo: Path, capsys) -> None:
+    assert main(["data", "restore"]) == 0
+    (repo / "data" / TEST_LABELS).write_bytes(b"my own edits")
+    assert main(["data", "restore"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "nothing was changed" in error
+        and "dvc add data" in error
+        and "dvc checkout --force data.dvc" in error
+    )
+    assert (repo / "data" / TEST_LABELS).read_bytes() == b"my own edits"
