@@ -3,7 +3,8 @@ import pytest
 
 from mnist_lab.data import Dataset, flatten_images, task_labels
 from mnist_lab.features import scale_pixels
-from mnist_lab.models import HISTORY_METRICS, build_classifier, class_scores, train_classifier
+from mnist_lab.models import build_classifier, class_scores, train_classifier
+from mnist_lab.results import HISTORY_METRICS
 from mnist_lab.settings import MLPSettings, RandomForestSettings, SGDSettings
 
 SETTINGS = {
@@ -44,7 +45,11 @@ def test_mlp_history_has_one_row_per_epoch_and_keeps_the_best(small_digits: Data
     x_train, y_train, _, _ = features(small_digits)
     epochs = []
     trained = train_classifier(
-        MLPSettings(type="mlp", max_epochs=8), x_train, y_train, seed=0, on_epoch=epochs.append
+        MLPSettings(type="mlp", max_epochs=8),
+        x_train,
+        y_train,
+        seed=0,
+        on_progress=lambda n, r: epochs.append(r),
     )
     assert [row["epoch"] for row in trained.history] == list(range(1, 9))
     assert epochs == trained.history
@@ -76,3 +81,16 @@ def test_settings_map_onto_estimators() -> None:
     assert (forest.n_estimators, forest.max_depth, forest.random_state) == (7, 3, 5)
     mlp = build_classifier(MLPSettings(type="mlp", hidden_layer_sizes=[32, 16]), seed=1)
     assert mlp.hidden_layer_sizes == (32, 16)
+
+
+def test_forest_grown_in_chunks_with_progress_equals_one_shot(small_digits: Dataset) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    x_train, y_train, x_test, _ = features(small_digits)
+    settings = RandomForestSettings(type="random_forest", n_estimators=25)
+    seen = []
+    trained = train_classifier(settings, x_train, y_train, seed=3, on_progress=lambda n, r: seen.append(n))
+    assert seen == [3, 6, 9, 12, 15, 18, 21, 24, 25]
+    one_shot = RandomForestClassifier(n_estimators=25, random_state=3, n_jobs=-1).fit(x_train, y_train)
+    assert np.array_equal(trained.classifier.predict_proba(x_test), one_shot.predict_proba(x_test))
+    assert not trained.classifier.warm_start

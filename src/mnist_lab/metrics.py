@@ -103,8 +103,3 @@ def thin_curve(curve: Curve, max_points: int = 500) -> Curve:
         return curve
     keep = np.unique(np.linspace(0, curve.x.size - 1, max_points).round().astype(int))
     return Curve(curve.x[keep], curve.y[keep], curve.thresholds[keep])
-
-
-def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The metrics worth a column in a comparison table: all but the per-class ones."""
-    return {name: value for name, value in metrics.items() if "_class_" not in name}

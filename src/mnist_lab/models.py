@@ -16,8 +16,9 @@ from sklearn.neural_network import MLPClassifier
 
 from mnist_lab.settings import MLPSettings, ModelSettings, RandomForestSettings, SGDSettings
 
-EpochCallback = Callable[[dict[str, float]], None]
-HISTORY_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# Called as training advances: (units done so far: epochs or trees, that unit's metrics if it has any)
+ProgressCallback = Callable[[int, dict[str, float]], None]
+FOREST_CHUNKS = 10
 
 
 @dataclass
@@ -66,16 +67,50 @@ def train_classifier(
     features: np.ndarray,
     labels: np.ndarray,
     seed: int,
-    on_epoch: EpochCallback | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> TrainedModel:
     """Fit the classifier for `settings` on (features, labels)."""
     if isinstance(settings, MLPSettings):
-        return _train_mlp(settings, features, labels, seed, on_epoch)
+        return _train_mlp(settings, features, labels, seed, on_progress)
+    if isinstance(settings, RandomForestSettings):
+        return _train_forest(settings, features, labels, seed, on_progress)
     return TrainedModel(build_classifier(settings, seed).fit(features, labels))
 
 
+def progress_units(settings: ModelSettings) -> int | None:
+    """How many units `on_progress` counts to for `settings` (None: no progress reported)."""
+    if isinstance(settings, MLPSettings):
+        return settings.max_epochs
+    if isinstance(settings, RandomForestSettings):
+        return settings.n_estimators
+    return None
+
+
+def _train_forest(
+    settings: RandomForestSettings,
+    features: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    on_progress: ProgressCallback | None,
+) -> TrainedModel:
+    """Grow the forest in chunks (`warm_start`), reporting progress; scikit-learn draws the trees' seeds so
+    that the result is identical to growing all of them at once."""
+    forest = build_classifier(settings, seed)
+    step = max(1, -(-settings.n_estimators // FOREST_CHUNKS))
+    for grown in range(step, settings.n_estimators + step, step):
+        forest.set_params(n_estimators=min(grown, settings.n_estimators), warm_start=True)
+        forest.fit(features, labels)
+        if on_progress is not None:
+            on_progress(forest.n_estimators, {})
+    return TrainedModel(forest.set_params(warm_start=False))
+
+
 def _train_mlp(
-    settings: MLPSettings, features: np.ndarray, labels: np.ndarray, seed: int, on_epoch: EpochCallback | None
+    settings: MLPSettings,
+    features: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    on_progress: ProgressCallback | None,
 ) -> TrainedModel:
     """Adam, one `partial_fit` pass per epoch over a stratified split; keep the epoch with the best
     validation loss and stop after `patience` epochs without improvement."""
@@ -97,8 +132,8 @@ def _train_mlp(
             "val_accuracy": float(accuracy_score(y_val, classes[np.argmax(val_proba, axis=1)])),
         }
         history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+        if on_progress is not None:
+            on_progress(epoch, record)
         if best is None or record["val_loss"] < best[0]:
             best = (record["val_loss"], epoch, copy.deepcopy(classifier))
         elif epoch - best[1] >= settings.patience:

@@ -5,8 +5,6 @@ raw 0-255 pixels, as a user of the served model sends them."""
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from pathlib import Path
 
@@ -14,31 +12,15 @@ import numpy as np
 
 from mnist_lab import tracking
 from mnist_lab.data import task_labels
-from mnist_lab.errors import DataError
 from mnist_lab.figures import confusion_matrix_png, curve_png, history_png
 from mnist_lab.files import read_json, write_json, write_text_atomic
 from mnist_lab.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
 from mnist_lab.models import class_scores
+from mnist_lab.results import read_history, rows_csv
 from mnist_lab.settings import Settings, flatten
 from mnist_lab.stages.common import StageContext, load_arrays, load_object, main_for, stage_parser
 
 INPUT_EXAMPLE_ROWS = 3
-
-
-def rows_csv(header: tuple[str, ...], rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing: run the train stage (`dvc repro`)") from None
 
 
 def curve_csv(curve: Curve, x_name: str, y_name: str) -> str:

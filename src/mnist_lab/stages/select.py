@@ -6,26 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnist_lab import tracking
-from mnist_lab.errors import DataError, SettingsError
+from mnist_lab.errors import DataError
 from mnist_lab.files import read_json, write_json
-from mnist_lab.metrics import headline_metrics
-from mnist_lab.models import HISTORY_METRICS
+from mnist_lab.results import HISTORY_METRICS, best_model, headline_metrics, read_history
 from mnist_lab.settings import Settings, flatten
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
-from mnist_lab.stages.evaluate import read_history
-
-
-def best_model(per_model: dict[str, dict[str, float]], metric: str) -> tuple[str, float]:
-    """The model with the highest `metric` (ties: the first in params.yaml order)."""
-    for name, metrics in per_model.items():
-        if metric not in metrics:
-            known = ", ".join(sorted(headline_metrics(metrics)))
-            raise SettingsError(
-                f"params.yaml select.metric: '{metric}' is not a metric of model '{name}'; "
-                f"use one of: {known}"
-            )
-    name = max(per_model, key=lambda model: per_model[model][metric])
-    return name, per_model[name][metric]
 
 
 def experiment_params(settings: Settings, data_version: str | None) -> dict:

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 import time
 
 from mnist_lab.data import task_labels
 from mnist_lab.files import write_json, write_text_atomic
-from mnist_lab.models import HISTORY_METRICS, train_classifier
+from mnist_lab.models import progress_units, train_classifier
+from mnist_lab.results import history_csv
 from mnist_lab.stages.common import StageContext, load_arrays, main_for, save_object, stage_parser
-
-HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS)
-
-
-def history_csv(history: list[dict[str, float]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({**row, "epoch": int(row["epoch"])})
-    return buffer.getvalue()
 
 
 def train(context: StageContext) -> None:
@@ -34,27 +22,26 @@ def train(context: StageContext) -> None:
         f"train {args.model} ({model_settings.type}) on {features.shape[0]} x {features.shape[1]}",
         file=sys.stderr,
     )
+    units = progress_units(model_settings)
     progress = None
-    if model_settings.type == "mlp":
+    if units is not None:
         from tqdm import tqdm
 
-        progress = tqdm(
-            total=model_settings.max_epochs,
-            desc=f"{args.model} epochs",
-            unit="epoch",
-            file=sys.stderr,
-            disable=None,
-        )
+        unit = "epoch" if model_settings.type == "mlp" else "tree"
+        progress = tqdm(total=units, desc=args.model, unit=unit, file=sys.stderr, disable=None)
 
-    def on_epoch(record: dict[str, float]) -> None:
-        progress.update(1)
-        progress.set_postfix(val_loss=f"{record['val_loss']:.4f}", val_acc=f"{record['val_accuracy']:.4f}")
+    def on_progress(done: int, record: dict[str, float]) -> None:
+        progress.update(done - progress.n)
+        if record:
+            progress.set_postfix(
+                val_loss=f"{record['val_loss']:.4f}", val_acc=f"{record['val_accuracy']:.4f}"
+            )
 
     started = time.perf_counter()
     try:
         with context.compute():
             trained = train_classifier(
-                model_settings, features, labels, settings.seed, on_epoch if progress else None
+                model_settings, features, labels, settings.seed, on_progress if progress else None
             )
     finally:
         if progress is not None:
