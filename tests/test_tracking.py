@@ -23,7 +23,8 @@ def test_repository_root_is_found_from_below_and_from_dvc_temp_runs(tmp_path: Pa
     (root / "src" / "deep").mkdir(parents=True)
     assert tracking.repository_root(root / "src" / "deep") == root.resolve()
     temp_run = make_repo(root / ".dvc" / "tmp" / "exps" / "tmpabc123")
-    assert tracking.repository_root(temp_run) == root.resolve()
+    assert tracking.repository_root(temp_run) == root.resolve()  # runs land in the owning repo's store
+    assert tracking.workspace_root(temp_run / "src") == temp_run.resolve()  # tags describe what ran
     with pytest.raises(MnistLabError, match="no repository found"):
         tracking.repository_root(Path("/"))
 

@@ -117,7 +117,9 @@ def evaluate(context: StageContext) -> None:
             **({"best_epoch": float(training["best_epoch"])} if training.get("best_epoch") else {}),
         },
         history=history,
-        tags=tracking.run_tags(root, args.model, model_settings.type, settings.task.kind),
+        tags=tracking.run_tags(
+            tracking.workspace_root(), args.model, model_settings.type, settings.task.kind
+        ),
         artifacts={f"figures/{name}": content for name, content in images.items()},
         model=Pipeline([("featurizer", featurizer), ("classifier", classifier)]),
         input_example=input_example,

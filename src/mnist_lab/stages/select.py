@@ -51,7 +51,7 @@ def select(context: StageContext) -> None:
         },
     )
 
-    root = tracking.repository_root()
+    root = tracking.workspace_root()
     with tracking.dagshub_files(args.dagshub_metrics, args.dagshub_params) as logger:
         logger.log_hyperparams(
             {
