@@ -189,3 +189,28 @@ def test_as_python_scalar() -> None:
     assert type(tracking.as_python_scalar(np.float32(0.5))) is float
     assert type(tracking.as_python_scalar(np.int64(3))) is int
     assert tracking.as_python_scalar([1, 2]) == "[1, 2]"
+
+
+def _log_one(uri: str, index: int) -> str:
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = "parallel"
+    record = tracking.ModelRunRecord(run_name=f"r{index}", params={"i": index}, metrics={"m": float(index)})
+    return tracking.log_model_run(record, tracking.TrackingSettings.from_environment(Path("/"))).run_id
+
+
+def test_parallel_runs_on_a_new_store_all_land(tmp_path: Path) -> None:
+    """Several processes creating a new sqlite store at once corrupt it unless one migrates it first."""
+    import multiprocessing
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        run_ids = pool.starmap(_log_one, [(uri, i) for i in range(4)])
+    runs = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("parallel").experiment_id]
+    )
+    assert sorted(r.info.run_id for r in runs) == sorted(run_ids)
+    assert {r.info.status for r in runs} == {"FINISHED"}

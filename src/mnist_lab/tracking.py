@@ -247,6 +247,25 @@ def _experiment_id(client, settings: TrackingSettings) -> str:
         return experiment.experiment_id
 
 
+@contextlib.contextmanager
+def store_initialisation_lock(settings: TrackingSettings) -> Iterator[None]:
+    """For a sqlite store, one process at a time creates/migrates it and its experiment: several processes
+    creating a new store at once corrupt it (`dvc queue start -j 2`). Writes to a ready store need no lock."""
+    if not settings.tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    database = Path(settings.tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedRun:
     """Log one run: params, final metrics and histories (batched), tags, artifacts and the model in MLflow
     format with signature, input example and explicit pip requirements. A failure marks the run FAILED."""
@@ -258,8 +277,9 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient(settings.tracking_uri)
-    experiment_id = _experiment_id(client, settings)
+    with store_initialisation_lock(settings):
+        client = mlflow.MlflowClient(settings.tracking_uri)
+        experiment_id = _experiment_id(client, settings)
     run = client.create_run(experiment_id, run_name=record.run_name, tags=record.tags)
     run_id = run.info.run_id
     status = "FAILED"
