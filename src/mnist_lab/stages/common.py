@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
@@ -84,7 +85,16 @@ def run_stage(
 
 
 def main_for(name: str, parser: argparse.ArgumentParser, body: Callable[[StageContext], None]) -> None:
-    sys.exit(run_stage(name, parser, body))
+    """The `__main__` of a stage: run it, then exit without tearing the interpreter down.
+
+    With scikit-learn, pandas and MLflow loaded, CPython's module teardown takes ~1.1 s (measured on the
+    evaluate stage) and does nothing useful for a process that is about to end: every output was written
+    and closed by then. Exit handlers still run; only the teardown is skipped."""
+    code = run_stage(name, parser, body)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # --- files ----------------------------------------------------------------------------------------------
