@@ -106,3 +106,32 @@ def test_ingest_errors_for_missing_sources(tmp_path: Path, http_server: str) -> 
     with pytest.raises(DataError, match="cannot download"):
         ingest("http://127.0.0.1:9/", tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+def test_openml_mnist_is_split_60000_10000(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenML cannot be reached here: stand in for scikit-learn's fetcher with MNIST's shape and types."""
+    import sklearn.datasets
+    from sklearn.utils import Bunch
+
+    pixels = np.zeros((70000, 784), dtype=np.float64)
+    pixels[:, 0] = np.arange(70000) % 256
+    target = np.array([str(i % 10) for i in range(70000)], dtype=object)  # OpenML's labels are strings
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", lambda *a, **k: Bunch(data=pixels, target=target))
+    ingest("openml", tmp_path / "data")
+    loaded = read_dataset(tmp_path / "data")
+    assert loaded.train_images.shape == (60000, 28, 28) and loaded.test_images.shape == (10000, 28, 28)
+    assert loaded.test_labels[:3].tolist() == [0, 1, 2] and loaded.test_images[0, 0, 0] == 60000 % 256
+
+
+def test_openml_offline_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sklearn.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
+    with pytest.raises(
+        DataError, match="cannot fetch mnist_784 from OpenML .*name resolution.*are you online"
+    ):
+        ingest("openml", tmp_path / "data")
+    assert not (tmp_path / "data").exists()

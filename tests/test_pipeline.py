@@ -133,6 +133,20 @@ def test_dagshub_logger_files(pipeline: dict) -> None:
     assert all(isinstance(v, int | float | bool | str) or v is None for v in params.values())
 
 
+def test_dvc_reads_the_metrics_and_plots(pipeline: dict) -> None:
+    root = pipeline["root"]
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], root).stdout)
+    workspace = metrics[""]["data"]["metrics.json"]["data"]  # "" is the workspace
+    assert workspace == json.loads(pipeline["metrics"])
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], root).stdout)["data"]
+    for name in MODELS:
+        for plot in ("predictions.csv", "roc.csv", "precision_recall.csv"):
+            assert plots[f"reports/{name}/{plot}"][0]["type"] == "vega", sorted(plots)
+    assert len(plots["reports/mlp/history.csv"]) == 1  # models trained without epochs have an empty history
+    roc_points = plots["reports/mlp/roc.csv"][0]["content"]["data"]["values"]
+    assert roc_points[0]["fpr"] == "0.0" and roc_points[-1]["tpr"] == "1.0"
+
+
 def test_second_repro_is_a_no_op(pipeline: dict) -> None:
     before = len(runs(pipeline["uri"]))
     again = run(["dvc", "repro"], pipeline["root"], pipeline["env"])
