@@ -6,13 +6,19 @@ The fitted featurizer is a scikit-learn pipeline, so the model logged to MLflow 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from sklearn.base import ClassifierMixin
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from mnist_lab.data import PIXEL_MAX
 from mnist_lab.settings import FeatureSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def scale_pixels(pixels: np.ndarray) -> np.ndarray:
@@ -47,3 +53,20 @@ def describe_featurizer(featurizer: Pipeline, n_pixels: int) -> dict[str, float 
         summary["n_components"] = n_pixels
         summary["explained_variance"] = 1.0
     return summary
+
+
+def pixel_columns(n_pixels: int) -> list[str]:
+    """The logged model's input columns: `pixel_0` … `pixel_<n-1>`, row by row as in the IDX image."""
+    return [f"pixel_{index}" for index in range(n_pixels)]
+
+
+def pixel_frame(pixels: np.ndarray) -> pd.DataFrame:
+    """Flattened 0-255 images as the DataFrame the logged model takes (float64 columns `pixel_i`)."""
+    import pandas as pd  # only the stages that log or serve need it
+
+    return pd.DataFrame(np.asarray(pixels, dtype=np.float64), columns=pixel_columns(pixels.shape[1]))
+
+
+def full_model(featurizer: Pipeline, classifier: ClassifierMixin) -> Pipeline:
+    """Featurizer and classifier as one model that takes raw pixels: what is logged, served and registered."""
+    return Pipeline([("featurizer", featurizer), ("classifier", classifier)])

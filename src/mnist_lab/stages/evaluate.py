@@ -12,6 +12,7 @@ import numpy as np
 
 from mnist_lab import tracking
 from mnist_lab.data import task_labels
+from mnist_lab.features import full_model, pixel_frame
 from mnist_lab.figures import confusion_matrix_png, curve_png, history_png
 from mnist_lab.files import read_json, write_json, write_text_atomic
 from mnist_lab.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
@@ -78,68 +79,54 @@ def evaluate(context: StageContext) -> None:
         evaluation = evaluate_predictions(y_true, y_pred, scores, list(classifier.classes_), binary)
         images = figures(args.model, evaluation, history)
 
-    reports: Path = args.reports
-    write_json(reports / "metrics.json", evaluation.metrics)
-    write_text_atomic(
-        reports / "predictions.csv", rows_csv(("actual", "predicted"), zip(y_true, y_pred, strict=True))
-    )
-    write_text_atomic(reports / "roc.csv", curve_csv(evaluation.curves["roc"], "fpr", "tpr"))
-    write_text_atomic(
-        reports / "precision_recall.csv",
-        curve_csv(evaluation.curves["precision_recall"], "recall", "precision"),
-    )
-    for name, content in images.items():
-        (reports / "figures").mkdir(parents=True, exist_ok=True)
-        (reports / "figures" / name).write_bytes(content)
-
-    from sklearn.pipeline import Pipeline
+    write_reports(args.reports, evaluation, y_true, y_pred, images)
 
     root = tracking.repository_root()
     tracking_settings = tracking.TrackingSettings.from_environment(root)
-    pixels = prepared["test_pixels"]
-    columns = [f"pixel_{i}" for i in range(pixels.shape[1])]
-    import pandas as pd
-
-    input_example = pd.DataFrame(pixels[:INPUT_EXAMPLE_ROWS].astype(np.float64), columns=columns)
-    features_summary = read_json(args.features_summary)
+    features_summary = {k: v for k, v in read_json(args.features_summary).items() if k != "pca"}
+    n_train, n_test = int(prepared["train_labels"].size), int(y_true.size)
+    epochs = {"best_epoch": float(training["best_epoch"])} if training.get("best_epoch") else {}
     record = tracking.ModelRunRecord(
         run_name=args.model,
-        params=run_params(
-            settings,
-            args.model,
-            int(prepared["train_labels"].size),
-            int(y_true.size),
-            {k: v for k, v in features_summary.items() if k != "pca"},
-        ),
-        metrics={
-            **evaluation.metrics,
-            "fit_seconds": float(training["fit_seconds"]),
-            **({"best_epoch": float(training["best_epoch"])} if training.get("best_epoch") else {}),
-        },
+        params=run_params(settings, args.model, n_train, n_test, features_summary),
+        metrics={**evaluation.metrics, "fit_seconds": float(training["fit_seconds"]), **epochs},
         history=history,
         tags=tracking.run_tags(
             tracking.workspace_root(), args.model, model_settings.type, settings.task.kind
         ),
         artifacts={f"figures/{name}": content for name, content in images.items()},
-        model=Pipeline([("featurizer", featurizer), ("classifier", classifier)]),
-        input_example=input_example,
-        code_paths=[str(Path(__file__).resolve().parents[1])],
+        model=full_model(featurizer, classifier),
+        input_example=pixel_frame(prepared["test_pixels"][:INPUT_EXAMPLE_ROWS]),
+        code_paths=[str(Path(__file__).resolve().parents[1])],  # the model unpickles this package's scaling
     )
-    print(
-        f"log {args.model} to MLflow at {tracking.display_uri(tracking_settings.tracking_uri)}",
-        file=sys.stderr,
-    )
+    where = tracking.display_uri(tracking_settings.tracking_uri)
+    print(f"log {args.model} to MLflow at {where}", file=sys.stderr)
     logged = tracking.log_model_run(record, tracking_settings)
     write_json(
-        reports / "mlflow.json",
+        args.reports / "mlflow.json",
         {
             "run_id": logged.run_id,
             "experiment_id": logged.experiment_id,
             "model_uri": logged.model_uri,
             # no local paths in committed files: the local store is always <repository root>/mlflow.db
-            "store": "local" if tracking_settings.is_local else tracking.display_uri(logged.tracking_uri),
+            "store": "local" if tracking_settings.is_local else where,
         },
     )
+
+
+def write_reports(
+    reports: Path, evaluation: Evaluation, y_true: np.ndarray, y_pred: np.ndarray, images: dict[str, bytes]
+) -> None:
+    """Per-model files: metrics (JSON), plot data (CSV, for `dvc plots`) and the figures."""
+    write_json(reports / "metrics.json", evaluation.metrics)
+    predictions = rows_csv(("actual", "predicted"), zip(y_true, y_pred, strict=True))
+    write_text_atomic(reports / "predictions.csv", predictions)
+    write_text_atomic(reports / "roc.csv", curve_csv(evaluation.curves["roc"], "fpr", "tpr"))
+    pr_curve = curve_csv(evaluation.curves["precision_recall"], "recall", "precision")
+    write_text_atomic(reports / "precision_recall.csv", pr_curve)
+    (reports / "figures").mkdir(parents=True, exist_ok=True)
+    for name, content in images.items():
+        (reports / "figures" / name).write_bytes(content)
 
 
 def parser():
