@@ -26,6 +26,7 @@ data: venv ## make data/ match data.dvc (DVC cache, DVC remote, or regenerate th
 
 run: data ## the main job: set up, get the data, run the pipeline (dvc repro), print the results
 	dvc repro
+	@mnist-lab sync --quiet
 	@echo
 	@mnist-lab report
 	@echo

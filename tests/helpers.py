@@ -62,61 +62,100 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@contextlib.contextmanager
-def mlflow_server(folder: Path, extra_args: tuple[str, ...] = (), env: dict | None = None) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 (one worker), store and artifacts in `folder`; yields its URL."""
-    import time
-    import urllib.request
+ADMIN_PASSWORD = "admin-password-0123456789"  # basic-auth servers need 12+ characters
 
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = [
-        str(BIN / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'server.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        *extra_args,
-    ]
-    log = open(folder / "server.log", "w")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (one worker), store and artifacts in `folder`. It can be
+    stopped and started again on the same port and store, and optionally requires basic auth."""
+
+    def __init__(self, folder: Path, port: int | None = None, basic_auth: bool = False) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.basic_auth = basic_auth
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> MlflowServer:
+        import time
+        import urllib.error
+        import urllib.request
+
+        command = [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{self.folder / 'server.db'}",
+            "--artifacts-destination",
+            str(self.folder / "artifacts"),
+        ]
+        env = {**os.environ}
+        for name in [n for n in env if n.startswith("MLFLOW_")]:
+            del env[name]
+        if self.basic_auth:
+            config = self.folder / "basic_auth.ini"
+            config.write_text(
+                "[mlflow]\ndefault_permission = READ\n"
+                f"database_uri = sqlite:///{self.folder / 'auth.db'}\nadmin_username = admin\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                "auth_cache_ttl_seconds = 60\n"
+            )
+            env |= {
+                "MLFLOW_AUTH_CONFIG_PATH": str(config),
+                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
+            }
+            command += ["--app-name", "basic-auth"]
+        self.log = open(self.folder / "server.log", "a")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return self
+            except urllib.error.HTTPError:
+                return self  # it answers (basic auth may refuse /health)
             except OSError:
                 pass
-            if server.poll() is not None or time.monotonic() > deadline:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise AssertionError(
-                    f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}"
+                    f"mlflow server did not start:\n{(self.folder / 'server.log').read_text()[-3000:]}"
                 )
             time.sleep(0.3)
-        yield url
-    finally:
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server (SIGKILL with `kill`: as if it crashed)."""
         import signal
 
+        if self.process is None:
+            return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
         try:
-            server.wait(timeout=20)
+            self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+        self.log.close()
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, basic_auth: bool = False) -> Iterator[str]:
+    """A running `MlflowServer`; yields its URL."""
+    server = MlflowServer(folder, basic_auth=basic_auth).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from tests.helpers import copy_repository, mlflow_server, run
+from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server
+from tests.helpers import ADMIN_PASSWORD, BIN, MlflowServer, copy_repository, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 
@@ -39,3 +43,108 @@ def test_pipeline_logs_to_a_tracking_server_named_in_dotenv(tmp_path: Path, monk
         assert model.metadata.signature is not None
     assert not (root / "mlflow.db").exists()  # nothing went to the local store
     assert run(["git", "check-ignore", "-q", ".env"], root, check=False).returncode == 0  # never committed
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path):
+    server = MlflowServer(tmp_path / "auth-server", basic_auth=True).start()
+    yield server
+    server.stop()
+
+
+def test_credentials_are_checked_before_any_training(
+    tmp_path: Path, auth_server: MlflowServer, monkeypatch
+) -> None:
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    settings = TrackingSettings(auth_server.url, "mnist-lab", None)
+    check_server(
+        settings, environ={"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+    )
+    with pytest.raises(TrackingConfigError, match=r"\(not set\)"):
+        check_server(settings, environ={})
+
+    root = copy_repository(tmp_path / "repo")
+    run(["mnist-lab", "data", "restore"], root)
+    (root / ".env").write_text(
+        f"MLFLOW_TRACKING_URI={auth_server.url}\nMLFLOW_TRACKING_USERNAME=admin\nMLFLOW_TRACKING_PASSWORD=wrong-one\n"
+    )
+    started = time.monotonic()
+    done = run(["dvc", "repro"], root, check=False)
+    elapsed = time.monotonic() - started
+    assert done.returncode != 0
+    message = done.stdout + done.stderr
+    assert (
+        "rejected the credentials (401): set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in .env"
+        in message
+    )
+    assert "wrong-one" not in message
+    assert not list(root.glob("models/*/classifier.joblib"))  # stopped before the first model was trained
+    assert elapsed < 60, elapsed  # prepare + featurize + the check, not minutes of retries
+
+
+def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, monkeypatch) -> None:
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    root = copy_repository(tmp_path / "repo")
+    run(["mnist-lab", "data", "restore"], root)
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        (root / ".env").write_text(f"MLFLOW_TRACKING_URI={server.url}\nMLFLOW_EXPERIMENT_NAME=lossy\n")
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        repro = subprocess.Popen(
+            ["dvc", "repro"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        client = mlflow.MlflowClient(server.url)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and repro.poll() is None:
+            experiment = client.get_experiment_by_name("lossy")
+            if experiment and client.search_runs(
+                [experiment.experiment_id], "attributes.status = 'FINISHED'"
+            ):
+                break
+            time.sleep(0.2)
+        server.stop(kill=True)  # the first run has landed: the server crashes
+        output, _ = repro.communicate(timeout=600)
+        assert repro.returncode == 0, output[-3000:]  # training and the pipeline finished regardless
+        pending = sorted((root / ".mnist-lab" / "outbox").iterdir())
+        assert len(pending) == 2, output[-3000:]
+        for model in ("random_forest", "mlp"):
+            assert json.loads((root / "reports" / model / "mlflow.json").read_text())["state"] == "pending"
+
+        server.start()  # back, same port and store
+        sync = run(["mnist-lab", "sync"], root)
+        assert "sent 2 run(s)" in sync.stdout
+        assert not any((root / ".mnist-lab" / "outbox").iterdir())
+        again = run(["mnist-lab", "sync"], root)
+        assert "nothing to send" in again.stdout
+
+        experiment = client.get_experiment_by_name("lossy")
+        runs = client.search_runs([experiment.experiment_id])
+        by_record = {r.data.tags["mnist_lab.record_id"]: r for r in runs}
+        assert len(runs) == len(by_record) == 3  # nothing duplicated
+        for model in ("sgd", "random_forest", "mlp"):
+            link = json.loads((root / "reports" / model / "mlflow.json").read_text())
+            logged = by_record[link["record_id"]]
+            assert logged.info.status == "FINISHED" and logged.info.run_name == model
+            recorded = json.loads((root / "reports" / model / "metrics.json").read_text())
+            assert {k: logged.data.metrics[k] for k in recorded} == recorded
+            assert logged.data.params["model.name"] == model
+            assert {"figures/confusion_matrix.png", "figures/roc.png"} <= {
+                a.path for a in client.list_artifacts(logged.info.run_id, "figures")
+            }
+            model_files = {a.path for a in client.list_artifacts(logged.info.run_id)}
+            assert model_files  # artifacts landed
+        mlp = by_record[json.loads((root / "reports" / "mlp" / "mlflow.json").read_text())["record_id"]]
+        history = [
+            float(line.split(",")[3])
+            for line in (root / "reports" / "mlp" / "history.csv").read_text().splitlines()[1:]
+        ]
+        assert [m.value for m in client.get_metric_history(mlp.info.run_id, "val_loss")] == history
+    finally:
+        server.stop()

@@ -214,3 +214,98 @@ def test_parallel_runs_on_a_new_store_all_land(tmp_path: Path) -> None:
     )
     assert sorted(r.info.run_id for r in runs) == sorted(run_ids)
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_dagshub_repo_builds_the_hosted_mlflow_uri(tmp_path: Path) -> None:
+    settings = tracking.TrackingSettings.from_environment(
+        tmp_path, environ={"DAGSHUB_REPO": "jane/mnist-lab"}
+    )
+    assert settings.tracking_uri == "https://dagshub.com/jane/mnist-lab.mlflow" and settings.is_remote
+    explicit = {"DAGSHUB_REPO": "jane/mnist-lab", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    assert (
+        tracking.TrackingSettings.from_environment(tmp_path, environ=explicit).tracking_uri
+        == explicit["MLFLOW_TRACKING_URI"]
+    )
+    with pytest.raises(tracking.TrackingConfigError, match="DAGSHUB_REPO='jane' is not <owner>/<repo>"):
+        tracking.TrackingSettings.from_environment(tmp_path, environ={"DAGSHUB_REPO": "jane"})
+
+
+def test_local_stores_need_no_check(tmp_path: Path) -> None:
+    tracking.check_server(tracking.TrackingSettings.from_environment(tmp_path, environ={}))  # no network
+
+
+def test_an_unreachable_server_is_reported_in_seconds(tmp_path: Path) -> None:
+    import time
+
+    from tests.helpers import free_port
+
+    settings = tracking.TrackingSettings(f"http://127.0.0.1:{free_port()}", "x", None)
+    started = time.monotonic()
+    with pytest.raises(tracking.TrackingServerUnreachable, match="did not answer after 3 attempts"):
+        tracking.check_server(settings, environ={})
+    assert time.monotonic() - started < 10
+
+
+def _record(name: str = "m") -> tracking.ModelRunRecord:
+    return tracking.ModelRunRecord(
+        run_name=name,
+        params={"seed": 1},
+        metrics={"accuracy": 0.5},
+        history=[{"epoch": 1.0, "val_loss": 0.9}, {"epoch": 2.0, "val_loss": 0.4}],
+        tags={"mnist_lab.model": name},
+        artifacts={"figures/x.txt": b"x"},
+    )
+
+
+def test_spooled_runs_are_sent_identically_and_leave_the_outbox(tracking_store: str, tmp_path: Path) -> None:
+    import mlflow
+
+    record = _record()
+    spooled = tracking.spool(record, tmp_path, reason="ConnectionError: server down")
+    assert tracking.pending_records(tmp_path) == [spooled.path]
+    settings = tracking.TrackingSettings.from_environment(tmp_path)
+    sent, problems = tracking.send_pending(tmp_path, settings)
+    assert problems == [] and len(sent) == 1 and tracking.pending_records(tmp_path) == []
+    client = mlflow.MlflowClient(tracking_store)
+    run = client.get_run(sent[0].run_id)
+    assert run.data.tags["mnist_lab.record_id"] == record.record_id
+    assert run.info.start_time == record.created_ms
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [
+        (1, 0.9, record.created_ms),
+        (2, 0.4, record.created_ms),
+    ]
+
+
+def test_a_resend_replaces_what_a_failed_attempt_left(tracking_store: str, tmp_path: Path) -> None:
+    import mlflow
+
+    record = _record()
+    settings = tracking.TrackingSettings.from_environment(tmp_path)
+    client = mlflow.MlflowClient(tracking_store)
+    experiment_id = client.create_experiment("tests")
+    partial = client.create_run(experiment_id, tags={"mnist_lab.record_id": record.record_id})
+    client.log_metric(partial.info.run_id, "accuracy", 0.5)  # then the server went away
+    tracking.spool(record, tmp_path, reason="died half-way")
+    sent, _ = tracking.send_pending(tmp_path, settings)
+    active = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mnist_lab.record_id` = '{record.record_id}'"
+    )
+    assert [r.info.run_id for r in active] == [sent[0].run_id]
+    assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_log_or_spool_keeps_the_run_when_the_server_fails(tmp_path: Path, capsys) -> None:
+    from tests.helpers import free_port
+
+    settings = tracking.TrackingSettings(f"http://127.0.0.1:{free_port()}", "x", None)
+    import os
+
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        outcome = tracking.log_or_spool(_record(), settings, tmp_path)
+    finally:
+        del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert isinstance(outcome, tracking.SpooledRun)
+    assert tracking.pending_records(tmp_path) == [outcome.path]
+    assert "kept in .mnist-lab/outbox/" in capsys.readouterr().err

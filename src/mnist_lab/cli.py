@@ -1,4 +1,4 @@
-"""`mnist-lab`: data commands, the results table and the MLflow UI."""
+"""`mnist-lab`: data commands, the DVC remote, the results table and the MLflow UI."""
 
 from __future__ import annotations
 
@@ -37,10 +37,50 @@ def _cmd_data_restore(args: argparse.Namespace) -> None:
     print(restore_data(args.out, args.dvc_file))
 
 
+def _cmd_remote_setup(args: argparse.Namespace) -> None:
+    from mnist_lab.dvc_remote import check_remote, configure_remote, load_remote_settings
+    from mnist_lab.tracking import repository_root
+
+    root = repository_root()
+    settings = load_remote_settings(root)
+    for line in configure_remote(root, settings):
+        print(line)
+    print(f"checked: {check_remote(settings, root)}")
+    print(
+        "next: commit the remote's URL (`git add .dvc/config && git commit -m 'DVC remote'`), then "
+        "`dvc push --run-cache`; credentials stay in the git-ignored .dvc/config.local"
+    )
+
+
+def _cmd_remote_check(args: argparse.Namespace) -> None:
+    from mnist_lab.dvc_remote import check_remote, load_remote_settings
+    from mnist_lab.tracking import repository_root
+
+    root = repository_root()
+    settings = load_remote_settings(root)
+    print(f"DVC remote '{settings.name}' ({settings.display_url}): {check_remote(settings, root)}")
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from mnist_lab.report import results_table
 
     print(results_table(Path.cwd()))
+
+
+def _cmd_sync(args: argparse.Namespace) -> None:
+    from mnist_lab import tracking
+
+    root = tracking.repository_root()
+    if not tracking.pending_records(root):
+        if not args.quiet:
+            print(f"nothing to send: {tracking.OUTBOX}/ is empty")
+        return
+    settings = tracking.TrackingSettings.from_environment(root)
+    tracking.check_server(settings)
+    sent, problems = tracking.send_pending(root, settings)
+    print(f"sent {len(sent)} run(s) to {tracking.display_uri(settings.tracking_uri)}")
+    if problems:
+        raise MnistLabError(f"still waiting in {tracking.OUTBOX}/: " + "; ".join(problems))
 
 
 def _cmd_ui(args: argparse.Namespace) -> None:
@@ -103,8 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--dvc-file", type=Path, default=Path("data.dvc"))
     restore.set_defaults(handler=_cmd_data_restore)
 
+    remote = commands.add_parser(
+        "remote", help="the DVC remote: URL in .dvc/config, credentials from .env in .dvc/config.local"
+    ).add_subparsers(dest="remote_command", required=True)
+    setup = remote.add_parser(
+        "setup",
+        help="make the remote that .env names (DVC_REMOTE_URL or DAGSHUB_REPO) DVC's default, then check it",
+    )
+    setup.set_defaults(handler=_cmd_remote_setup)
+    check = remote.add_parser("check", help="check that the remote answers and takes the credentials")
+    check.set_defaults(handler=_cmd_remote_check)
+
     report = commands.add_parser("report", help="table of the models' metrics and their MLflow runs")
     report.set_defaults(handler=_cmd_report)
+
+    sync = commands.add_parser("sync", help="send runs kept while the tracking server was unreachable")
+    sync.add_argument("--quiet", action="store_true", help="print nothing when there is nothing to send")
+    sync.set_defaults(handler=_cmd_sync)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
     ui.add_argument("--host", default="127.0.0.1")

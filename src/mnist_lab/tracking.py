@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +24,11 @@ from typing import Any
 import yaml
 
 from mnist_lab.errors import MnistLabError
+
+
+class TrackingConfigError(MnistLabError):
+    """The tracking configuration (environment or .env) is wrong: nothing can be logged until it is fixed."""
+
 
 DEFAULT_EXPERIMENT = "mnist-lab"
 LOCAL_STORE = "mlflow.db"
@@ -79,18 +87,30 @@ class TrackingSettings:
     def is_local(self) -> bool:
         return self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
 
+    @property
+    def is_remote(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
     @classmethod
     def from_environment(cls, root: Path, environ: Mapping[str, str] | None = None) -> TrackingSettings:
-        """`MLFLOW_TRACKING_URI` and `MLFLOW_EXPERIMENT_NAME` from the environment or `.env`; by default
-        an embedded store at `<root>/mlflow.db`, artifacts in `<root>/mlartifacts` (never cwd-relative)."""
+        """From the environment or `.env`: `MLFLOW_TRACKING_URI`, else `DAGSHUB_REPO=<owner>/<repo>`
+        (DagsHub's hosted MLflow), else an embedded store at `<root>/mlflow.db` with artifacts in
+        `<root>/mlartifacts` (never cwd-relative); `MLFLOW_EXPERIMENT_NAME` names the experiment."""
         if environ is None:
             load_env_file(root)
             environ = os.environ
-        uri = environ.get("MLFLOW_TRACKING_URI", "").strip() or f"sqlite:///{root / LOCAL_STORE}"
+        uri = environ.get("MLFLOW_TRACKING_URI", "").strip()
+        dagshub_repo = environ.get("DAGSHUB_REPO", "").strip()
+        if not uri and dagshub_repo:
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", dagshub_repo):
+                raise TrackingConfigError(
+                    f"DAGSHUB_REPO={dagshub_repo!r} is not <owner>/<repo>: fix it in .env "
+                    "(for example DAGSHUB_REPO=jane/mnist)"
+                )
+            uri = f"https://dagshub.com/{dagshub_repo}.mlflow"
+        uri = uri or f"sqlite:///{root / LOCAL_STORE}"
         name = environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
-        artifacts = None
-        if uri.startswith("sqlite:"):
-            artifacts = (root / LOCAL_ARTIFACTS).as_uri()
+        artifacts = (root / LOCAL_ARTIFACTS).as_uri() if uri.startswith("sqlite:") else None
         return cls(tracking_uri=uri, experiment_name=name, artifact_location=artifacts)
 
 
@@ -202,9 +222,21 @@ def pinned_requirements(packages: Sequence[str] = MODEL_REQUIREMENTS) -> list[st
 # --- MLflow -------------------------------------------------------------------------------------------------
 
 
+def _new_record_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass
 class ModelRunRecord:
-    """Everything one trained model's MLflow run carries."""
+    """Everything one trained model's MLflow run carries. `record_id` (tag `mnist_lab.record_id`) names it
+    before any server assigns a run id, and `created_ms` timestamps its metrics, so a run sent later from
+    the outbox is identical to one sent at once."""
 
     run_name: str
     params: dict[str, Any]
@@ -215,6 +247,8 @@ class ModelRunRecord:
     model: Any = None
     input_example: Any = None
     code_paths: list[str] = field(default_factory=list)
+    record_id: str = field(default_factory=_new_record_id)
+    created_ms: int = field(default_factory=_now_ms)
 
 
 @dataclass(frozen=True)
@@ -286,27 +320,26 @@ def _requirements_check_skipped() -> Iterator[None]:
 
 def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedRun:
     """Log one run: params, final metrics and histories (batched), tags, artifacts and the model in MLflow
-    format with signature, input example and explicit pip requirements. A failure marks the run FAILED."""
+    format with signature, input example and explicit pip requirements. A failure marks the run FAILED
+    (when the server still answers) and is raised."""
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     import mlflow
-    import mlflow.sklearn
     from mlflow.entities import Metric, Param
-    from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     with store_initialisation_lock(settings):
         client = mlflow.MlflowClient(settings.tracking_uri)
         experiment_id = _experiment_id(client, settings)
-    run = client.create_run(experiment_id, run_name=record.run_name, tags=record.tags)
+    tags = {**record.tags, f"{TAG_PREFIX}record_id": record.record_id}
+    run = client.create_run(experiment_id, start_time=record.created_ms, run_name=record.run_name, tags=tags)
     run_id = run.info.run_id
-    status = "FAILED"
     try:
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, 0) for key, value in record.metrics.items()]
+        stamp = record.created_ms
+        metrics = [Metric(key, float(value), stamp, 0) for key, value in record.metrics.items()]
         for row in record.history:
             step = int(row["epoch"])
-            metrics.extend(Metric(key, float(v), now, step) for key, v in row.items() if key != "epoch")
+            metrics.extend(Metric(key, float(v), stamp, step) for key, v in row.items() if key != "epoch")
         params = [Param(key, str(value)) for key, value in record.params.items()]
         for batch in _chunks(params, 100):
             client.log_batch(run_id, params=batch)
@@ -319,29 +352,240 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(content)
                 client.log_artifacts(run_id, folder)
-        model_uri = None
-        if record.model is not None:
-            # cloudpickle (not skops) because the pipeline holds this package's scaling function; MLflow
-            # warns about pickle on every save: the model is only ever loaded from this project's own store.
-            logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
-            with mlflow.start_run(run_id=run_id), _requirements_check_skipped():
-                signature = infer_signature(record.input_example, record.model.predict(record.input_example))
-                info = mlflow.sklearn.log_model(
-                    record.model,
-                    name="model",
-                    signature=signature,
-                    input_example=record.input_example,
-                    pip_requirements=pinned_requirements(),
-                    code_paths=record.code_paths or None,
-                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-                )
-                model_uri = info.model_uri
-        status = "FINISHED"
-    finally:
-        client.set_terminated(run_id, status=status)
+        model_uri = _log_model(record, run_id, client) if record.model is not None else None
+    except BaseException:
+        with contextlib.suppress(Exception):  # the server may be what failed
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
     return LoggedRun(
         run_id=run_id, experiment_id=experiment_id, model_uri=model_uri, tracking_uri=settings.tracking_uri
     )
+
+
+def _log_model(record: ModelRunRecord, run_id: str, client) -> str:  # client: an MlflowClient
+    """Log the model in MLflow format; where the server lacks MLflow 3's logged-model endpoints (MLflow 2.x
+    servers such as DagsHub's), save it and upload it as the run's `model` artifacts instead."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import infer_signature
+
+    # cloudpickle (not skops) because the pipeline holds this package's scaling function; MLflow warns about
+    # pickle on every save: the model is only ever loaded from this project's own store.
+    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
+    options = {
+        "signature": infer_signature(record.input_example, record.model.predict(record.input_example)),
+        "input_example": record.input_example,
+        "pip_requirements": pinned_requirements(),
+        "code_paths": record.code_paths or None,
+        "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+    }
+    with _requirements_check_skipped():
+        try:
+            with mlflow.start_run(run_id=run_id):
+                return mlflow.sklearn.log_model(record.model, name="model", **options).model_uri
+        except MlflowException as exc:
+            if not _is_missing_endpoint(exc):
+                raise
+        print(
+            "note: this MLflow server has no logged-model endpoints (MLflow 2.x?): the model is stored as "
+            "the run's `model` artifacts",
+            file=sys.stderr,
+        )
+        with tempfile.TemporaryDirectory(prefix="mnist-lab-model-") as folder:
+            mlflow.sklearn.save_model(record.model, str(Path(folder, "model")), **options)
+            client.log_artifacts(run_id, str(Path(folder, "model")), "model")
+    return f"runs:/{run_id}/model"
+
+
+def _is_missing_endpoint(exc: Exception) -> bool:
+    text = str(exc)
+    return "404" in text or "ENDPOINT_NOT_FOUND" in text or "logged-models" in text
+
+
+# --- remote servers: the credentials check and the outbox -------------------------------------------------
+
+OUTBOX = Path(".mnist-lab") / "outbox"  # under the repository root, git-ignored
+CHECK_ATTEMPTS = 3
+CHECK_TIMEOUT_S = 5.0
+
+
+class TrackingServerUnreachable(MnistLabError):
+    """The tracking server did not answer: runs are kept in the outbox until it does."""
+
+
+def _credentials_hint(environ: Mapping[str, str]) -> str:
+    if environ.get("MLFLOW_TRACKING_TOKEN"):
+        return "MLFLOW_TRACKING_TOKEN"
+    if environ.get("MLFLOW_TRACKING_USERNAME") or environ.get("MLFLOW_TRACKING_PASSWORD"):
+        return "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+    return "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (not set)"
+
+
+def check_server(
+    settings: TrackingSettings,
+    environ: Mapping[str, str] | None = None,
+    attempts: int = CHECK_ATTEMPTS,
+    timeout: float = CHECK_TIMEOUT_S,
+) -> None:
+    """Prove a remote server answers and accepts the credentials, in seconds, before any training work.
+
+    401/403 raise TrackingConfigError naming the variables to fix; no answer after `attempts` tries raises
+    TrackingServerUnreachable. Uses urllib, so the stages that only train never import MLflow."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if not settings.is_remote:
+        return
+    environ = os.environ if environ is None else environ
+    query = urllib.parse.urlencode({"experiment_name": settings.experiment_name})
+    request = urllib.request.Request(
+        f"{settings.tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}"
+    )
+    if environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {environ['MLFLOW_TRACKING_TOKEN']}")
+    elif environ.get("MLFLOW_TRACKING_USERNAME") or environ.get("MLFLOW_TRACKING_PASSWORD"):
+        pair = f"{environ.get('MLFLOW_TRACKING_USERNAME', '')}:{environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+    where = display_uri(settings.tracking_uri)
+    last_problem = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # the experiment does not exist yet: the server answered, credentials work
+                return
+            if exc.code in (401, 403):
+                what = "rejected the credentials (401)" if exc.code == 401 else "refused access (403)"
+                raise TrackingConfigError(
+                    f"MLflow server {where} {what}: set {_credentials_hint(environ)} in .env to a user and "
+                    "password (on DagsHub: your user name and an access token) that may write to it"
+                ) from None
+            last_problem = f"HTTP {exc.code} {exc.reason}"
+            if exc.code < 500:
+                raise TrackingConfigError(
+                    f"MLflow server {where} answered {last_problem}: is MLFLOW_TRACKING_URI an MLflow server?"
+                ) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            last_problem = str(getattr(exc, "reason", exc))
+        if attempt < attempts:
+            time.sleep(attempt)
+    raise TrackingServerUnreachable(
+        f"MLflow server {where} did not answer after {attempts} attempts ({last_problem}); check "
+        "MLFLOW_TRACKING_URI, or unset it to log to the local store"
+    )
+
+
+def preflight(root: Path) -> TrackingSettings:
+    """The tracking settings, checked: a configuration error stops the stage (exit 2); an unreachable
+    server only warns, since its runs wait in the outbox (`mnist-lab sync` sends them)."""
+    settings = TrackingSettings.from_environment(root)
+    try:
+        check_server(settings)
+    except TrackingServerUnreachable as exc:
+        print(
+            f"warning: {exc}. Runs are kept in {OUTBOX}/ and sent by the next run or `mnist-lab sync`.",
+            file=sys.stderr,
+        )
+    return settings
+
+
+@dataclass(frozen=True)
+class SpooledRun:
+    """A run kept in the outbox because the server could not take it."""
+
+    record_id: str
+    path: Path
+    reason: str
+
+
+def spool(record: ModelRunRecord, root: Path, reason: str) -> SpooledRun:
+    """Keep `record` (everything the run carries, the model included) in the outbox, atomically."""
+    import cloudpickle
+
+    outbox = root / OUTBOX
+    outbox.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{record.record_id}-", dir=outbox))
+    (staging / "record.pkl").write_bytes(cloudpickle.dumps(record))
+    (staging / "reason.txt").write_text(reason + "\n", encoding="utf-8")
+    target = outbox / record.record_id
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return SpooledRun(record.record_id, target, reason)
+
+
+def pending_records(root: Path) -> list[Path]:
+    """The outbox entries waiting to be sent, oldest first."""
+    outbox = root / OUTBOX
+    if not outbox.is_dir():
+        return []
+    entries = [p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(entries, key=lambda p: p.stat().st_mtime)
+
+
+def _delete_partial_runs(record: ModelRunRecord, settings: TrackingSettings) -> int:
+    """Delete runs a failed attempt left on the server for this record, so a resend never duplicates."""
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        return 0
+    leftovers = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{TAG_PREFIX}record_id` = '{record.record_id}'"
+    )
+    for run in leftovers:
+        client.delete_run(run.info.run_id)
+    return len(leftovers)
+
+
+def send_pending(root: Path, settings: TrackingSettings) -> tuple[list[LoggedRun], list[str]]:
+    """Send every outbox entry to the server in `settings`: (runs now logged, problems). An entry leaves
+    the outbox only once its run is complete on the server."""
+    import cloudpickle
+
+    sent, problems = [], []
+    for entry in pending_records(root):
+        record: ModelRunRecord = cloudpickle.loads((entry / "record.pkl").read_bytes())
+        try:
+            _delete_partial_runs(record, settings)
+            sent.append(log_model_run(record, settings))
+        except Exception as exc:  # any failure leaves the entry for the next attempt
+            problems.append(f"{record.run_name} ({record.record_id}): {type(exc).__name__}: {exc}")
+            break  # the server is down again: keep the order, try later
+        shutil.rmtree(entry)
+    return sent, problems
+
+
+def log_or_spool(record: ModelRunRecord, settings: TrackingSettings, root: Path) -> LoggedRun | SpooledRun:
+    """Log `record`; to a remote server, keep it in the outbox if the server fails, and after a success
+    send whatever earlier runs are waiting. A local store failing is an error, raised as is."""
+    if not settings.is_remote:
+        return log_model_run(record, settings)
+    try:
+        logged = log_model_run(record, settings)
+    except Exception as exc:  # whatever the server did, the run must not be lost
+        reason = f"{type(exc).__name__}: {exc}"
+        spooled = spool(record, root, reason)
+        print(
+            f"warning: could not log {record.run_name} to {display_uri(settings.tracking_uri)} "
+            f"({reason.splitlines()[0][:300]}); kept in {OUTBOX / record.record_id}/, sent by the next run "
+            "or `mnist-lab sync`",
+            file=sys.stderr,
+        )
+        return spooled
+    if pending_records(root):
+        sent, problems = send_pending(root, settings)
+        if sent:
+            print(f"sent {len(sent)} run(s) waiting in {OUTBOX}/", file=sys.stderr)
+        for problem in problems:
+            print(f"warning: still waiting in {OUTBOX}/: {problem}", file=sys.stderr)
+    return logged
 
 
 # --- files committed with each experiment ------------------------------------------------------------------

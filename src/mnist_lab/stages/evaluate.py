@@ -82,7 +82,7 @@ def evaluate(context: StageContext) -> None:
     write_reports(args.reports, evaluation, y_true, y_pred, images)
 
     root = tracking.repository_root()
-    tracking_settings = tracking.TrackingSettings.from_environment(root)
+    tracking_settings = tracking.preflight(root)
     features_summary = {k: v for k, v in read_json(args.features_summary).items() if k != "pca"}
     n_train, n_test = int(prepared["train_labels"].size), int(y_true.size)
     epochs = {"best_epoch": float(training["best_epoch"])} if training.get("best_epoch") else {}
@@ -101,17 +101,18 @@ def evaluate(context: StageContext) -> None:
     )
     where = tracking.display_uri(tracking_settings.tracking_uri)
     print(f"log {args.model} to MLflow at {where}", file=sys.stderr)
-    logged = tracking.log_model_run(record, tracking_settings)
-    write_json(
-        args.reports / "mlflow.json",
-        {
-            "run_id": logged.run_id,
-            "experiment_id": logged.experiment_id,
-            "model_uri": logged.model_uri,
-            # no local paths in committed files: the local store is always <repository root>/mlflow.db
-            "store": "local" if tracking_settings.is_local else where,
-        },
-    )
+    outcome = tracking.log_or_spool(record, tracking_settings, root)
+    # no local paths in committed files: the local store is always <repository root>/mlflow.db
+    link = {"record_id": record.record_id, "store": "local" if tracking_settings.is_local else where}
+    if isinstance(outcome, tracking.LoggedRun):
+        link |= {
+            "run_id": outcome.run_id,
+            "experiment_id": outcome.experiment_id,
+            "model_uri": outcome.model_uri,
+        }
+    else:  # waiting in the outbox: the run id is known once it is sent (find it by tag mnist_lab.record_id)
+        link |= {"run_id": None, "state": "pending"}
+    write_json(args.reports / "mlflow.json", link)
 
 
 def write_reports(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from mnist_lab import tracking
 from mnist_lab.data import task_labels
 from mnist_lab.files import write_json, write_text_atomic
 from mnist_lab.models import progress_units, train_classifier
@@ -22,6 +23,8 @@ def train(context: StageContext) -> None:
         f"train {args.model} ({model_settings.type}) on {features.shape[0]} x {features.shape[1]}",
         file=sys.stderr,
     )
+    # a wrong tracking server or credentials stop the pipeline here, before any training work
+    tracking.preflight(tracking.repository_root())
     units = progress_units(model_settings)
     progress = None
     if units is not None:
