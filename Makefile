@@ -42,8 +42,14 @@ test: venv ## lint and the default test suite (no servers; a few minutes)
 	ruff check src tests bench
 	pytest -q
 
-test-slow: venv ## tests that start real servers or build other environments
+test-slow: venv .venv-mlflow2/.installed ## tests that start real servers or build other environments
 	pytest -q -m slow
+
+.venv-mlflow2/.installed: requirements-mlflow2.lock
+	@echo "==> creating .venv-mlflow2 (an MLflow 2.x server for compatibility tests)"
+	@test -x .venv-mlflow2/bin/python || $(PYTHON) -m venv .venv-mlflow2
+	@.venv-mlflow2/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-mlflow2.lock
+	@touch $@
 
 lint: venv ## ruff lint and format check
 	ruff check src tests bench

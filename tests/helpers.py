@@ -62,6 +62,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+MLFLOW2 = REPO_ROOT / ".venv-mlflow2" / "bin" / "mlflow"  # built by `make .venv-mlflow2`
 ADMIN_PASSWORD = "admin-password-0123456789"  # basic-auth servers need 12+ characters
 
 
@@ -69,8 +70,11 @@ class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 (one worker), store and artifacts in `folder`. It can be
     stopped and started again on the same port and store, and optionally requires basic auth."""
 
-    def __init__(self, folder: Path, port: int | None = None, basic_auth: bool = False) -> None:
+    def __init__(
+        self, folder: Path, port: int | None = None, basic_auth: bool = False, mlflow: Path | None = None
+    ) -> None:
         self.folder = folder
+        self.mlflow = mlflow or BIN / "mlflow"
         self.port = port or free_port()
         self.basic_auth = basic_auth
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,7 +87,7 @@ class MlflowServer:
         import urllib.request
 
         command = [
-            str(BIN / "mlflow"),
+            str(self.mlflow),
             "server",
             "--host",
             "127.0.0.1",
@@ -99,6 +103,8 @@ class MlflowServer:
         env = {**os.environ}
         for name in [n for n in env if n.startswith("MLFLOW_")]:
             del env[name]
+        # `mlflow server` starts gunicorn/uvicorn found on PATH: use the ones beside this mlflow
+        env["PATH"] = f"{self.mlflow.parent}{os.pathsep}{env.get('PATH', '')}"
         if self.basic_auth:
             config = self.folder / "basic_auth.ini"
             config.write_text(

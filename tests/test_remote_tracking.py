@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server
-from tests.helpers import ADMIN_PASSWORD, BIN, MlflowServer, copy_repository, mlflow_server, run
+from tests.helpers import ADMIN_PASSWORD, BIN, MLFLOW2, MlflowServer, copy_repository, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 
@@ -146,5 +147,38 @@ def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, monkeyp
             for line in (root / "reports" / "mlp" / "history.csv").read_text().splitlines()[1:]
         ]
         assert [m.value for m in client.get_metric_history(mlp.info.run_id, "val_loss")] == history
+    finally:
+        server.stop()
+
+
+def test_an_mlflow_2_server_gets_the_model_as_run_artifacts(tmp_path: Path, monkeypatch) -> None:
+    """DagsHub's hosted MLflow is 2.x: no logged-model endpoints. The model still lands, in MLflow format."""
+    assert MLFLOW2.exists(), "build the MLflow 2.x server environment first: make .venv-mlflow2/.installed"
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    root = copy_repository(tmp_path / "repo")
+    run(["mnist-lab", "data", "restore"], root)
+    server = MlflowServer(tmp_path / "server2", mlflow=MLFLOW2).start()
+    try:
+        version = subprocess.run([str(MLFLOW2), "--version"], capture_output=True, text=True).stdout
+        assert " 2." in version, version
+        (root / ".env").write_text(f"MLFLOW_TRACKING_URI={server.url}\n")
+        done = run(["dvc", "repro"], root)
+        assert "no logged-model endpoints" in done.stdout + done.stderr
+        assert not (root / ".mnist-lab" / "outbox").exists()  # nothing had to wait
+        client = mlflow.MlflowClient(server.url)
+        experiment = client.get_experiment_by_name("mnist-lab")
+        runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+        assert set(runs) == {"sgd", "random_forest", "mlp"}
+        assert {r.info.status for r in runs.values()} == {"FINISHED"}
+        link = json.loads((root / "reports" / "mlp" / "mlflow.json").read_text())
+        assert link["model_uri"] == f"runs:/{link['run_id']}/model"
+        mlflow.set_tracking_uri(server.url)
+        model = mlflow.pyfunc.load_model(link["model_uri"])
+        assert model.metadata.signature is not None
+        example = json.loads(
+            Path(mlflow.artifacts.download_artifacts(f"{link['model_uri']}/input_example.json")).read_text()
+        )
+        assert len(model.predict(pd.DataFrame(**example))) == len(example["data"])
     finally:
         server.stop()
