@@ -22,6 +22,7 @@ from mnist_lab.datafiles import (
     read_directory_files,
     replace_directory,
 )
+from mnist_lab.dvc_remote import diagnose_remote, mask_credentials
 from mnist_lab.errors import DataError, MnistLabError
 
 DOWNLOAD_TIMEOUT_S = 60
@@ -163,14 +164,19 @@ def restore_data(out: Path, dvc_file: Path) -> str:
         and dvc_directory_md5(read_directory_files(out)) == expected
     ):
         return f"{out}/ restored from the DVC cache ({expected})"
+    problem = None  # what is wrong with the remote, when a pull failed because of it
     if (remote := dvc("remote", "default")).returncode == 0 and remote.stdout.strip():
         pulled = dvc("pull", str(dvc_file))
         if pulled.returncode == 0:
             return f"{out}/ pulled from DVC remote '{remote.stdout.strip()}' ({expected})"
-        print(f"dvc pull failed, trying to regenerate: {pulled.stderr.strip()[-500:]}", file=sys.stderr)
+        output = mask_credentials((pulled.stderr or pulled.stdout).strip())
+        problem = diagnose_remote(dvc_file.resolve().parent)
+        print(f"dvc pull failed, trying to regenerate: {problem or output[-500:]}", file=sys.stderr)
     try:
         write_digits(out, dvc_file)
     except DataError as exc:
+        if problem:
+            raise DataError(f"cannot restore {out}/: `dvc pull` failed: {problem}; and {exc}") from None
         raise DataError(f"cannot restore {out}/: no DVC cache or remote has it, and {exc}") from None
     return (
         f"{out}/ regenerated from scikit-learn's bundled digits and checked against {dvc_file} ({expected})"
