@@ -37,8 +37,12 @@ def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch
 
 
 def test_restore_regenerates_then_finds_data_in_place(repo: Path, capsys) -> None:
+    recorded = (repo / "data.dvc").read_text()
     assert main(["data", "restore"]) == 0
+    assert (repo / "data.dvc").read_text() == recorded
     assert "regenerated from scikit-learn's bundled digits and checked" in capsys.readouterr().out
+    md5 = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["md5"]
+    assert (repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).is_file()  # so dvc push sends it
     assert main(["data", "restore"]) == 0
     assert "already matches data.dvc" in capsys.readouterr().out
 

@@ -178,6 +178,10 @@ def restore_data(out: Path, dvc_file: Path) -> str:
         if problem:
             raise DataError(f"cannot restore {out}/: `dvc pull` failed: {problem}; and {exc}") from None
         raise DataError(f"cannot restore {out}/: no DVC cache or remote has it, and {exc}") from None
+    # into the DVC cache too, so that `dvc push` sends it (it pushes only what the cache holds)
+    committed = dvc("commit", "--force", "--quiet", str(dvc_file))
+    if committed.returncode != 0:
+        print(f"warning: `dvc commit {dvc_file}` failed: {committed.stderr.strip()[-300:]}", file=sys.stderr)
     return (
         f"{out}/ regenerated from scikit-learn's bundled digits and checked against {dvc_file} ({expected})"
     )
