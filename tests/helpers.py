@@ -71,9 +71,15 @@ class MlflowServer:
     stopped and started again on the same port and store, and optionally requires basic auth."""
 
     def __init__(
-        self, folder: Path, port: int | None = None, basic_auth: bool = False, mlflow: Path | None = None
+        self,
+        folder: Path,
+        port: int | None = None,
+        basic_auth: bool = False,
+        mlflow: Path | None = None,
+        admin_password: str = ADMIN_PASSWORD,
     ) -> None:
         self.folder = folder
+        self.admin_password = admin_password
         self.mlflow = mlflow or BIN / "mlflow"
         self.port = port or free_port()
         self.basic_auth = basic_auth
@@ -115,7 +121,7 @@ class MlflowServer:
             )
             env |= {
                 "MLFLOW_AUTH_CONFIG_PATH": str(config),
-                "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
             }
             command += ["--app-name", "basic-auth"]
