@@ -57,6 +57,17 @@ class StageContext:
             self.compute_seconds += time.perf_counter() - started
 
 
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """One BLAS thread: results then do not depend on the machine's core count (a BLAS reduction's order
+    does), and OpenBLAS's spinning threads cannot stall under contention (an MNIST-sized MLP epoch took
+    0.8 s with one thread, 2.1-2.5 s with two, on 2 busy cores). Models parallelise elsewhere (forests)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def run_stage(
     name: str,
     parser: argparse.ArgumentParser,
@@ -68,7 +79,8 @@ def run_stage(
     context = StageContext(name if not getattr(args, "model", None) else f"{name}@{args.model}", args)
     started = time.perf_counter()
     try:
-        body(context)
+        with single_threaded_blas():
+            body(context)
     except MnistLabError as exc:
         print(f"error: {context.name}: {exc}", file=sys.stderr)
         return 2
