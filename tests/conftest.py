@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mnist_lab.data import Dataset, digits_dataset
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, copy_repository, run
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +40,29 @@ def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
     return uri
+
+
+TRACKING_AND_REMOTE_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "DAGSHUB_REPO",
+    "DVC_REMOTE_URL",
+    "DVC_REMOTE_USER",
+    "DVC_REMOTE_PASSWORD",
+    "DVC_REMOTE_ENDPOINT_URL",
+    "DVC_ROOT",
+)
+
+
+@pytest.fixture
+def restored_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh git copy of the repository with its data restored, and no tracking or remote settings
+    inherited from the environment: each test says where runs go (usually in the copy's `.env`)."""
+    for name in TRACKING_AND_REMOTE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    root = copy_repository(tmp_path / "repo")
+    run(["mnist-lab", "data", "restore"], root)
+    return root

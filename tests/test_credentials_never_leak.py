@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import MlflowServer, copy_repository, run
+from tests.helpers import MlflowServer, run
 from tests.servers import basic_auth_http_server
 
 pytestmark = pytest.mark.slow
@@ -21,20 +21,9 @@ def all_artifacts(client: mlflow.MlflowClient, run_id: str, folder: Path) -> lis
     return [p for p in local.rglob("*") if p.is_file()]
 
 
-def test_the_canary_is_nowhere(tmp_path: Path, monkeypatch) -> None:
-    for name in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_EXPERIMENT_NAME",
-        "MLFLOW_TRACKING_USERNAME",
-        "MLFLOW_TRACKING_PASSWORD",
-        "DAGSHUB_REPO",
-        "DVC_REMOTE_URL",
-        "DVC_REMOTE_USER",
-        "DVC_REMOTE_PASSWORD",
-    ):
-        monkeypatch.delenv(name, raising=False)
+def test_the_canary_is_nowhere(tmp_path: Path, restored_repo: Path, monkeypatch) -> None:
     canary = f"canary-{uuid.uuid4().hex}"
-    root = copy_repository(tmp_path / "repo")
+    root = restored_repo
     server = MlflowServer(tmp_path / "mlflow", basic_auth=True, admin_password=canary).start()
     outputs: list[str] = []
     try:

@@ -9,18 +9,15 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import MlflowServer, copy_repository, run
+from tests.helpers import MlflowServer, run
 
 pytestmark = pytest.mark.slow
 ALPHAS = ("0.001", "0.01")
 
 
 @pytest.mark.parametrize("store", ["local", "remote"])
-def test_queued_experiments_all_land(store: str, tmp_path: Path, monkeypatch) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "DVC_ROOT"):
-        monkeypatch.delenv(name, raising=False)
-    root = copy_repository(tmp_path / "repo")
-    run(["mnist-lab", "data", "restore"], root)
+def test_queued_experiments_all_land(store: str, tmp_path: Path, restored_repo: Path) -> None:
+    root = restored_repo
     server = MlflowServer(tmp_path / "server").start() if store == "remote" else None
     try:
         if server:

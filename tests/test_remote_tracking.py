@@ -13,16 +13,13 @@ import pandas as pd
 import pytest
 
 from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server
-from tests.helpers import ADMIN_PASSWORD, BIN, MLFLOW2, MlflowServer, copy_repository, mlflow_server, run
+from tests.helpers import ADMIN_PASSWORD, BIN, MLFLOW2, MlflowServer, mlflow_server, run
 
 pytestmark = pytest.mark.slow
 
 
-def test_pipeline_logs_to_a_tracking_server_named_in_dotenv(tmp_path: Path, monkeypatch) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    root = copy_repository(tmp_path / "repo")
-    run(["mnist-lab", "data", "restore"], root)
+def test_pipeline_logs_to_a_tracking_server_named_in_dotenv(tmp_path: Path, restored_repo: Path) -> None:
+    root = restored_repo
     with mlflow_server(tmp_path / "server") as url:
         (root / ".env").write_text(f"MLFLOW_TRACKING_URI={url}\nMLFLOW_EXPERIMENT_NAME=remote-e2e\n")
         run(["dvc", "repro"], root)
@@ -53,16 +50,7 @@ def auth_server(tmp_path: Path):
     server.stop()
 
 
-def test_credentials_are_checked_before_any_training(
-    tmp_path: Path, auth_server: MlflowServer, monkeypatch
-) -> None:
-    for name in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_EXPERIMENT_NAME",
-        "MLFLOW_TRACKING_USERNAME",
-        "MLFLOW_TRACKING_PASSWORD",
-    ):
-        monkeypatch.delenv(name, raising=False)
+def test_credentials_are_checked_before_any_training(auth_server: MlflowServer, restored_repo: Path) -> None:
     settings = TrackingSettings(auth_server.url, "mnist-lab", None)
     check_server(
         settings, environ={"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
@@ -70,8 +58,7 @@ def test_credentials_are_checked_before_any_training(
     with pytest.raises(TrackingConfigError, match=r"\(not set\)"):
         check_server(settings, environ={})
 
-    root = copy_repository(tmp_path / "repo")
-    run(["mnist-lab", "data", "restore"], root)
+    root = restored_repo
     (root / ".env").write_text(
         f"MLFLOW_TRACKING_URI={auth_server.url}\nMLFLOW_TRACKING_USERNAME=admin\nMLFLOW_TRACKING_PASSWORD=wrong-one\n"
     )
@@ -89,11 +76,8 @@ def test_credentials_are_checked_before_any_training(
     assert elapsed < 60, elapsed  # prepare + featurize + the check, not minutes of retries
 
 
-def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, monkeypatch) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    root = copy_repository(tmp_path / "repo")
-    run(["mnist-lab", "data", "restore"], root)
+def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, restored_repo: Path) -> None:
+    root = restored_repo
     server = MlflowServer(tmp_path / "server").start()
     try:
         (root / ".env").write_text(f"MLFLOW_TRACKING_URI={server.url}\nMLFLOW_EXPERIMENT_NAME=lossy\n")
@@ -151,13 +135,10 @@ def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, monkeyp
         server.stop()
 
 
-def test_an_mlflow_2_server_gets_the_model_as_run_artifacts(tmp_path: Path, monkeypatch) -> None:
+def test_an_mlflow_2_server_gets_the_model_as_run_artifacts(tmp_path: Path, restored_repo: Path) -> None:
     """DagsHub's hosted MLflow is 2.x: no logged-model endpoints. The model still lands, in MLflow format."""
     assert MLFLOW2.exists(), "build the MLflow 2.x server environment first: make .venv-mlflow2/.installed"
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    root = copy_repository(tmp_path / "repo")
-    run(["mnist-lab", "data", "restore"], root)
+    root = restored_repo
     server = MlflowServer(tmp_path / "server2", mlflow=MLFLOW2).start()
     try:
         version = subprocess.run([str(MLFLOW2), "--version"], capture_output=True, text=True).stdout

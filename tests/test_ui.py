@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BIN, copy_repository, free_port, run
+from tests.helpers import BIN, free_port, run
 
 pytestmark = pytest.mark.slow
 
 
-def test_ui_serves_the_runs_of_the_local_store(tmp_path: Path, monkeypatch) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    root = copy_repository(tmp_path / "repo")
-    run(["mnist-lab", "data", "restore"], root)
+def test_ui_serves_the_runs_of_the_local_store(tmp_path: Path, restored_repo: Path) -> None:
+    root = restored_repo
     run(["dvc", "repro", "select"], root)
     port = free_port()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
