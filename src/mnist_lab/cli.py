@@ -83,6 +83,34 @@ def _cmd_sync(args: argparse.Namespace) -> None:
         raise MnistLabError(f"still waiting in {tracking.OUTBOX}/: " + "; ".join(problems))
 
 
+def _cmd_commit(args: argparse.Namespace) -> None:
+    from mnist_lab.linking import commit_experiment
+    from mnist_lab.tracking import repository_root
+
+    commit, links = commit_experiment(repository_root(), args.message)
+    print(f"committed the experiment as {commit[:12]}; its runs are tagged with it:")
+    for link in links:
+        print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id})")
+
+
+def _cmd_runs(args: argparse.Namespace) -> None:
+    from mnist_lab.linking import LinkingError, runs_of_commit
+    from mnist_lab.tracking import repository_root
+
+    links = runs_of_commit(repository_root(), args.revision)
+    if not links:
+        raise LinkingError(f"{args.revision} names no MLflow runs: it was not made by `mnist-lab commit`")
+    for link in links:
+        print(f"{link.model}\t{link.run_id or 'pending'}\t{link.record_id}")
+
+
+def _cmd_commit_of(args: argparse.Namespace) -> None:
+    from mnist_lab.linking import commit_of_run
+    from mnist_lab.tracking import repository_root
+
+    print(commit_of_run(repository_root(), args.run_id))
+
+
 def _cmd_ui(args: argparse.Namespace) -> None:
     from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings, repository_root
 
@@ -160,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="send runs kept while the tracking server was unreachable")
     sync.add_argument("--quiet", action="store_true", help="print nothing when there is nothing to send")
     sync.set_defaults(handler=_cmd_sync)
+
+    commit = commands.add_parser(
+        "commit", help="commit the experiment's files with its MLflow runs, and tag the runs with the commit"
+    )
+    commit.add_argument("-m", "--message", required=True)
+    commit.set_defaults(handler=_cmd_commit)
+
+    runs = commands.add_parser("runs", help="the MLflow runs of an experiment commit (from git alone)")
+    runs.add_argument("revision", nargs="?", default="HEAD")
+    runs.set_defaults(handler=_cmd_runs)
+
+    commit_of = commands.add_parser("commit-of", help="the commit holding a run's results")
+    commit_of.add_argument("run_id", help="an MLflow run id (or a mnist_lab.record_id)")
+    commit_of.set_defaults(handler=_cmd_commit_of)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
     ui.add_argument("--host", default="127.0.0.1")

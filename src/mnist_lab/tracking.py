@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from mnist_lab.errors import MnistLabError
+from mnist_lab.files import write_bytes_atomic
 
 
 class TrackingConfigError(MnistLabError):
@@ -181,6 +182,19 @@ def git_state(root: Path) -> GitState:
     return GitState(
         commit=commit, branch=None if branch == "HEAD" else branch, dirty=bool(changed), changed_paths=changed
     )
+
+
+def uncommitted_diff(root: Path) -> str:
+    """What differs from HEAD outside the pipeline's outputs: `git diff HEAD` plus the untracked files'
+    names, attached to runs from a dirty tree so they can be understood and reproduced later."""
+    excludes = [f":(exclude,glob){glob}" for glob in pipeline_output_globs(root)]
+    diff = _git(root, "diff", "HEAD", "--", ".", *excludes) or ""
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "--", ".", *excludes) or ""
+    if untracked.strip():
+        diff += "\n# untracked files (not included above):\n" + "".join(
+            f"#   {p}\n" for p in untracked.split()
+        )
+    return diff
 
 
 def data_version(root: Path, dvc_file: str = "data.dvc") -> str | None:
@@ -526,6 +540,19 @@ def pending_records(root: Path) -> list[Path]:
         return []
     entries = [p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(entries, key=lambda p: p.stat().st_mtime)
+
+
+def retag_pending(root: Path, record_id: str, tags: dict[str, str]) -> bool:
+    """Add `tags` to a run still waiting in the outbox; False if it is not there (already sent)."""
+    import cloudpickle
+
+    entry = root / OUTBOX / record_id
+    if not (entry / "record.pkl").is_file():
+        return False
+    record: ModelRunRecord = cloudpickle.loads((entry / "record.pkl").read_bytes())
+    record.tags.update(tags)
+    write_bytes_atomic(entry / "record.pkl", cloudpickle.dumps(record))
+    return True
 
 
 def _delete_partial_runs(record: ModelRunRecord, settings: TrackingSettings) -> int:

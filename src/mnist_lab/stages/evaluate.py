@@ -94,7 +94,7 @@ def evaluate(context: StageContext) -> None:
         tags=tracking.run_tags(
             tracking.workspace_root(), args.model, model_settings.type, settings.task.kind
         ),
-        artifacts={f"figures/{name}": content for name, content in images.items()},
+        artifacts=run_artifacts(images, tracking.workspace_root()),
         model=full_model(featurizer, classifier),
         input_example=pixel_frame(prepared["test_pixels"][:INPUT_EXAMPLE_ROWS]),
         code_paths=[str(Path(__file__).resolve().parents[1])],  # the model unpickles this package's scaling
@@ -113,6 +113,14 @@ def evaluate(context: StageContext) -> None:
     else:  # waiting in the outbox: the run id is known once it is sent (find it by tag mnist_lab.record_id)
         link |= {"run_id": None, "state": "pending"}
     write_json(args.reports / "mlflow.json", link)
+
+
+def run_artifacts(images: dict[str, bytes], workspace: Path) -> dict[str, bytes]:
+    """The figures, and for a run from a dirty tree the uncommitted changes (`git/uncommitted.diff`)."""
+    artifacts = {f"figures/{name}": content for name, content in images.items()}
+    if tracking.git_state(workspace).dirty:
+        artifacts["git/uncommitted.diff"] = tracking.uncommitted_diff(workspace).encode("utf-8")
+    return artifacts
 
 
 def write_reports(

@@ -1,0 +1,154 @@
+"""Every commit is an experiment: commit an experiment's files with its MLflow runs as trailers, tag each run
+with the commit that holds its results, and find one from the other in both directions."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_lab import tracking
+from mnist_lab.errors import MnistLabError
+from mnist_lab.files import read_json
+from mnist_lab.settings import load_settings
+
+# What an experiment commit holds: its definition and results (pipeline outputs with `cache: false`)
+EXPERIMENT_PATHS = (
+    "params.yaml",
+    "dvc.lock",
+    "data.dvc",
+    "metrics.json",
+    "metrics.csv",
+    "params.yml",
+    "best_model.json",
+    "reports",
+)
+TRAILER = "MLflow-Run"
+RESULTS_COMMIT_TAG = f"{tracking.TAG_PREFIX}results_commit"
+_TRAILER_LINE = re.compile(
+    rf"^{TRAILER}: (?P<model>[a-z][a-z0-9_]*) run=(?P<run>\S+) record=(?P<record>[0-9a-f]+)$"
+)
+
+
+class LinkingError(MnistLabError):
+    """An experiment cannot be committed or looked up as asked."""
+
+
+@dataclass(frozen=True)
+class RunLink:
+    """One model's MLflow run in an experiment; `run_id` is None while it waits in the outbox."""
+
+    model: str
+    run_id: str | None
+    record_id: str
+
+    def trailer(self) -> str:
+        return f"{TRAILER}: {self.model} run={self.run_id or 'pending'} record={self.record_id}"
+
+
+def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise LinkingError(f"git {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done
+
+
+def workspace_links(root: Path) -> list[RunLink]:
+    """The runs of the experiment in the workspace, from `reports/<model>/mlflow.json`."""
+    links = []
+    for model in load_settings(root / "params.yaml").models:
+        path = root / "reports" / model / "mlflow.json"
+        if not path.is_file():
+            raise LinkingError(f"{path} is missing: model '{model}' has no run yet; run `dvc repro` first")
+        record = read_json(path)
+        links.append(RunLink(model, record.get("run_id"), record["record_id"]))
+    return links
+
+
+def parse_trailers(message: str) -> list[RunLink]:
+    """The runs named by a commit message's `MLflow-Run:` trailers."""
+    links = []
+    for line in message.splitlines():
+        match = _TRAILER_LINE.match(line.strip())
+        if match:
+            run_id = None if match["run"] == "pending" else match["run"]
+            links.append(RunLink(match["model"], run_id, match["record"]))
+    return links
+
+
+def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink]]:
+    """Commit the experiment's files with its runs as trailers; returns (commit, links). Refuses when the
+    pipeline is not up to date, since the committed results would not be those of the committed params."""
+    status = pipeline_status(root)
+    if status:
+        raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
+    links = workspace_links(root)
+    paths = [p for p in EXPERIMENT_PATHS if (root / p).exists()]
+    _git(root, "add", "--", *paths)
+    if not _git(root, "diff", "--cached", "--name-only").stdout.strip():
+        raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
+    body = "\n".join(link.trailer() for link in links)
+    _git(root, "commit", "--quiet", "-m", message, "-m", body)
+    commit = _git(root, "rev-parse", "HEAD").stdout.strip()
+    tag_runs_with_commit(root, links, commit)
+    return commit, links
+
+
+def pipeline_status(root: Path) -> str:
+    """`dvc status`'s complaint, or "" when every stage is up to date."""
+    from mnist_lab.ingest import dvc
+
+    done = dvc("status", "--quiet", cwd=root)
+    if done.returncode == 0:
+        return ""
+    changed = dvc("status", cwd=root).stdout
+    stages = [
+        line.strip().rstrip(":") for line in changed.splitlines() if line and not line.startswith((" ", "\t"))
+    ]
+    return "changed: " + ", ".join(stages[:6]) if stages else "dvc status reports changes"
+
+
+def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> None:
+    """Tag each run with the commit holding its results; runs waiting in the outbox get the tag there."""
+    settings = tracking.TrackingSettings.from_environment(root)
+    sent = [link for link in links if link.run_id]
+    if sent:
+        import mlflow
+
+        client = mlflow.MlflowClient(settings.tracking_uri)
+        for link in sent:
+            client.set_tag(link.run_id, RESULTS_COMMIT_TAG, commit)
+    for link in links:
+        if not link.run_id:
+            tracking.retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit})
+
+
+def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
+    """The runs a commit names (from git alone: works offline and without the MLflow store)."""
+    done = _git(root, "log", "-1", "--format=%B", revision, check=False)
+    if done.returncode != 0:
+        raise LinkingError(f"'{revision}' is not a commit of this repository")
+    return parse_trailers(done.stdout)
+
+
+def commit_of_run(root: Path, run_or_record_id: str) -> str:
+    """The commit holding a run's results: from the git history (trailers), else from the run's tag."""
+    pattern = f"^{TRAILER}: .*(run|record)={re.escape(run_or_record_id)}"
+    found = _git(root, "log", "--all", "--format=%H", "-E", f"--grep={pattern}").stdout.split()
+    if found:
+        return found[0]
+    settings = tracking.TrackingSettings.from_environment(root)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow.MlflowClient(settings.tracking_uri).get_run(run_or_record_id)
+    except MlflowException:
+        raise LinkingError(
+            f"no commit names run '{run_or_record_id}' and the tracking store does not know it"
+        ) from None
+    commit = run.data.tags.get(RESULTS_COMMIT_TAG)
+    if not commit:
+        raise LinkingError(f"run {run_or_record_id} has not been committed (`mnist-lab commit -m ...`)")
+    return commit

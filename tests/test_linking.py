@@ -1,0 +1,108 @@
+"""Experiment commits and MLflow runs find each other, in both directions (real git, DVC and store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from mnist_lab.linking import RunLink, parse_trailers
+from tests.helpers import copy_repository, run
+
+MODELS = ("sgd", "random_forest", "mlp")
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = copy_repository(tmp_path_factory.mktemp("linking") / "repo")
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root.parent / 'mlflow.db'}",
+        "MLFLOW_EXPERIMENT_NAME": "linking",
+        "DVC_ROOT": "",
+        "DAGSHUB_REPO": "",
+    }
+    run(["mnist-lab", "data", "restore"], root, env)
+    run(["dvc", "repro"], root, env)
+    source = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    done = run(["mnist-lab", "commit", "-m", "First experiment"], root, env)
+    commit = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    links = {m: json.loads((root / "reports" / m / "mlflow.json").read_text()) for m in MODELS}
+    return {"root": root, "env": env, "source": source, "commit": commit, "links": links, "out": done.stdout}
+
+
+def test_the_commit_holds_the_experiment_and_names_its_runs(experiment: dict) -> None:
+    root = experiment["root"]
+    files = set(run(["git", "show", "--name-only", "--format=", "HEAD"], root).stdout.split())
+    assert {"dvc.lock", "metrics.csv", "best_model.json", "reports/sgd/mlflow.json"} <= files
+    assert not any(f.startswith("src/") for f in files)
+    message = run(["git", "log", "-1", "--format=%B"], root).stdout
+    assert message.startswith("First experiment\n")
+    links = {link.model: link for link in parse_trailers(message)}
+    assert set(links) == set(MODELS)
+    for model in MODELS:
+        assert links[model] == RunLink(
+            model, experiment["links"][model]["run_id"], experiment["links"][model]["record_id"]
+        )
+    trailers = run(["git", "interpret-trailers", "--parse"], root, check=False)
+    assert trailers.returncode == 0
+
+
+def test_each_run_is_tagged_with_its_results_commit_and_source(experiment: dict) -> None:
+    client = mlflow.MlflowClient(experiment["env"]["MLFLOW_TRACKING_URI"])
+    for model in MODELS:
+        tags = client.get_run(experiment["links"][model]["run_id"]).data.tags
+        assert tags["mnist_lab.results_commit"] == experiment["commit"]
+        assert tags["mnist_lab.git_commit"] == experiment["source"]  # the commit it ran from
+
+
+def test_commit_to_runs_and_run_to_commit(experiment: dict) -> None:
+    root, env = experiment["root"], experiment["env"]
+    listed = run(["mnist-lab", "runs", "HEAD"], root, env).stdout.splitlines()
+    assert [line.split("\t")[:2] for line in listed] == [
+        [m, experiment["links"][m]["run_id"]] for m in MODELS
+    ]
+    for model in MODELS:
+        for key in ("run_id", "record_id"):
+            found = run(["mnist-lab", "commit-of", experiment["links"][model][key]], root, env).stdout.strip()
+            assert found == experiment["commit"]
+    missing = run(["mnist-lab", "runs", "HEAD~1"], root, env, check=False)
+    assert missing.returncode == 2 and "names no MLflow runs" in missing.stderr
+
+
+def test_commit_refuses_what_would_mislead(experiment: dict) -> None:
+    root, env = experiment["root"], experiment["env"]
+    again = run(["mnist-lab", "commit", "-m", "again"], root, env, check=False)
+    assert again.returncode == 2 and "nothing to commit" in again.stderr
+    params = root / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("alpha: 0.0001", "alpha: 0.001", 1))
+    try:
+        stale = run(["mnist-lab", "commit", "-m", "stale"], root, env, check=False)
+        assert (
+            stale.returncode == 2
+            and "not up to date" in stale.stderr
+            and "run `dvc repro` first" in stale.stderr
+        )
+        assert run(["git", "rev-parse", "HEAD"], root).stdout.strip() == experiment["commit"]
+    finally:
+        params.write_text(original)
+        run(["git", "reset", "-q"], root)
+
+
+def test_a_run_from_a_dirty_tree_carries_the_diff(experiment: dict) -> None:
+    root, env = experiment["root"], experiment["env"]
+    report = root / "src" / "mnist_lab" / "report.py"
+    report.write_text(report.read_text() + "\n# an uncommitted change\n")
+    try:
+        run(["dvc", "repro", "-f", "-s", "evaluate@sgd"], root, env)
+        run_id = json.loads((root / "reports" / "sgd" / "mlflow.json").read_text())["run_id"]
+        client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+        assert client.get_run(run_id).data.tags["mnist_lab.git_dirty"] == "true"
+        diff = Path(
+            client.download_artifacts(run_id, "git/uncommitted.diff", str(root.parent / "dl"))
+        ).read_text()
+        assert "+# an uncommitted change" in diff and "report.py" in diff
+    finally:
+        run(["git", "checkout", "--", "src", "reports", "dvc.lock", "metrics.csv", "best_model.json"], root)
