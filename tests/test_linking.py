@@ -106,3 +106,24 @@ def test_a_run_from_a_dirty_tree_carries_the_diff(experiment: dict) -> None:
         assert "+# an uncommitted change" in diff and "report.py" in diff
     finally:
         run(["git", "checkout", "--", "src", "reports", "dvc.lock", "metrics.csv", "best_model.json"], root)
+
+
+# runs last: it commits a second experiment
+def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
+    root, env = experiment["root"], experiment["env"]
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("alpha: 0.0001", "alpha: 0.001", 1))  # models.sgd.alpha
+    run(["dvc", "repro"], root, env)
+    run(["mnist-lab", "commit", "-m", "SGD: stronger regularisation"], root, env)
+    rows = json.loads(run(["mnist-lab", "history", "--json"], root, env).stdout)
+    newest, previous = rows[0], rows[1]
+    assert newest["message"] == "SGD: stronger regularisation" and previous["commit"] == experiment["commit"]
+    assert newest["params_changed"] == {"models.sgd.alpha": [0.0001, 0.001]}
+    assert set(newest["runs"]) == set(MODELS) and all(newest["runs"].values())
+    assert newest["data_version"] == previous["data_version"]
+    assert newest["accuracy"]["random_forest"] == previous["accuracy"]["random_forest"]
+    table = run(["mnist-lab", "history", "--md", "-n", "2"], root, env).stdout.splitlines()
+    assert table[0].startswith("| commit |") and len(table) == 4
+    assert "models.sgd.alpha: 0.0001 → 0.001" in table[2]
+    text = run(["mnist-lab", "history"], root, env).stdout
+    assert "models.sgd.alpha: 0.0001 -> 0.001" in text

@@ -111,6 +111,14 @@ def _cmd_commit_of(args: argparse.Namespace) -> None:
     print(commit_of_run(repository_root(), args.run_id))
 
 
+def _cmd_history(args: argparse.Namespace) -> None:
+    from mnist_lab.history import as_json, as_markdown, as_text, experiment_history
+    from mnist_lab.tracking import repository_root
+
+    rows = experiment_history(repository_root(), args.revision, args.limit)
+    print(as_json(rows) if args.json else as_markdown(rows) if args.md else as_text(rows))
+
+
 def _cmd_ui(args: argparse.Namespace) -> None:
     from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings, repository_root
 
@@ -203,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     commit_of.add_argument("run_id", help="an MLflow run id (or a mnist_lab.record_id)")
     commit_of.set_defaults(handler=_cmd_commit_of)
 
+    history = commands.add_parser("history", help="one row per experiment commit, from git alone")
+    history.add_argument("revision", nargs="?", default="HEAD")
+    history.add_argument("-n", "--limit", type=int)
+    output = history.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--md", action="store_true", help="a Markdown table")
+    history.set_defaults(handler=_cmd_history)
+
     ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -211,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if argv is None and hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mnist-lab history | head` ends quietly
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
