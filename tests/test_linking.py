@@ -127,3 +127,19 @@ def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
     assert "models.sgd.alpha: 0.0001 → 0.001" in table[2]
     text = run(["mnist-lab", "history"], root, env).stdout
     assert "models.sgd.alpha: 0.0001 -> 0.001" in text
+
+
+def test_compare_two_experiments(experiment: dict) -> None:
+    root, env = experiment["root"], experiment["env"]
+    result = json.loads(run(["mnist-lab", "compare", "HEAD~1", "HEAD", "--json"], root, env).stdout)
+    assert result["params"] == {"models.sgd.alpha": {"old": 0.0001, "new": 0.001}}
+    sgd = result["metrics"]["models.sgd.accuracy"]
+    assert sgd["diff"] == pytest.approx(sgd["new"] - sgd["old"])
+    assert result["metrics"]["models.random_forest.accuracy"]["diff"] == 0
+    assert result["data"]["old"] == result["data"]["new"] and result["code_changed"] == []
+    assert {r["model"] for r in result["runs"]["new"]} == set(MODELS)
+    text = run(["mnist-lab", "compare", "HEAD~1"], root, env).stdout  # against the workspace
+    assert "HEAD~1 -> workspace" in text and "models.sgd.alpha: 0.0001 -> 0.001" in text
+    assert "data: unchanged" in text
+    bad = run(["mnist-lab", "compare", "no-such-rev"], root, env, check=False)
+    assert bad.returncode == 2 and "'no-such-rev' is not a commit" in bad.stderr

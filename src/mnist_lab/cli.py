@@ -119,6 +119,14 @@ def _cmd_history(args: argparse.Namespace) -> None:
     print(as_json(rows) if args.json else as_markdown(rows) if args.md else as_text(rows))
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from mnist_lab.compare import as_json, as_text, compare
+    from mnist_lab.tracking import repository_root
+
+    comparison = compare(repository_root(), args.old, args.new)
+    print(as_json(comparison) if args.json else as_text(comparison))
+
+
 def _cmd_ui(args: argparse.Namespace) -> None:
     from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings, repository_root
 
@@ -218,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true")
     output.add_argument("--md", action="store_true", help="a Markdown table")
     history.set_defaults(handler=_cmd_history)
+
+    compare = commands.add_parser("compare", help="two experiments: params, metrics, data, code, runs")
+    compare.add_argument("old", help="a revision (commit, branch, tag, DVC experiment ref)")
+    compare.add_argument("new", nargs="?", help="a revision (default: the workspace)")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(handler=_cmd_compare)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
     ui.add_argument("--host", default="127.0.0.1")
