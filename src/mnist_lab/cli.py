@@ -127,6 +127,15 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     print(as_json(comparison) if args.json else as_text(comparison))
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from mnist_lab.reproduce import as_table, reproduce
+    from mnist_lab.tracking import repository_root
+
+    result = reproduce(repository_root(), args.revision, keep=args.keep)
+    print(as_table(result, everything=args.all))
+    return 0 if result.matches else 1
+
+
 def _cmd_ui(args: argparse.Namespace) -> None:
     from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings, repository_root
 
@@ -233,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=_cmd_compare)
 
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="rerun a past experiment in a temporary clone; exit 0 only if its metrics match exactly",
+    )
+    reproduce.add_argument("revision")
+    reproduce.add_argument("--all", action="store_true", help="show every metric, per class too")
+    reproduce.add_argument("--keep", type=Path, help="copy the clone and its scratch store here")
+    reproduce.set_defaults(handler=_cmd_reproduce)
+
     ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -247,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mnist-lab history | head` ends quietly
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        code = args.handler(args)
     except MnistLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

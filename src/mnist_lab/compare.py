@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from mnist_lab.ingest import dvc
-from mnist_lab.linking import LinkingError, RunLink, runs_of_commit, workspace_links
+from mnist_lab.linking import LinkingError, RunLink, resolve_commit, runs_of_commit, workspace_links
 
 CODE_PATHS = ("src", "dvc.yaml", "pyproject.toml", "requirements.lock")
 WORKSPACE = "workspace"
@@ -27,18 +27,6 @@ class Comparison:
     data: dict[str, str | None]  # {"old", "new"} data versions
     code_changed: list[str]
     runs: dict[str, list[dict[str, Any]]]  # "old"/"new" -> links
-
-
-def _commit(root: Path, revision: str) -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise LinkingError(f"'{revision}' is not a commit of this repository (try `mnist-lab history`)")
-    return done.stdout.strip()
 
 
 def _data_version(root: Path, revision: str | None) -> str | None:
@@ -71,8 +59,8 @@ def _runs(root: Path, revision: str | None) -> list[RunLink]:
 
 def compare(root: Path, old: str, new: str | None = None) -> Comparison:
     """Compare revision `old` with revision `new`, or with the workspace when `new` is None."""
-    old_commit = _commit(root, old)
-    new_commit = _commit(root, new) if new else None
+    old_commit = resolve_commit(root, old)
+    new_commit = resolve_commit(root, new) if new else None
     revisions = [old_commit, *([new_commit] if new_commit else [])]
     params = {
         key: {"old": v["old"], "new": v["new"]}

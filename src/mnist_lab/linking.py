@@ -54,6 +54,14 @@ def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return done
 
 
+def resolve_commit(root: Path, revision: str) -> str:
+    """The full commit id of `revision`, or a LinkingError naming it."""
+    done = _git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False)
+    if done.returncode != 0:
+        raise LinkingError(f"'{revision}' is not a commit of this repository (try `mnist-lab history`)")
+    return done.stdout.strip()
+
+
 def workspace_links(root: Path) -> list[RunLink]:
     """The runs of the experiment in the workspace, from `reports/<model>/mlflow.json`."""
     links = []

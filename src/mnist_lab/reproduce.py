@@ -1,0 +1,135 @@
+"""`mnist-lab reproduce <rev>`: rerun a past experiment in a temporary clone and check it gives exactly the
+metrics it recorded. Never touches the working tree, the DVC cache or the MLflow store of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mnist_lab.errors import MnistLabError
+from mnist_lab.linking import resolve_commit
+from mnist_lab.settings import flatten
+
+SCRATCH_EXPERIMENT = "mnist-lab-reproductions"
+
+
+class ReproductionError(MnistLabError):
+    """The reproduction could not be run (as opposed to: it ran and differed)."""
+
+
+@dataclass
+class Reproduction:
+    commit: str
+    rows: list[tuple[str, object, object]] = field(default_factory=list)  # (metric, recorded, reproduced)
+    log: str = ""
+
+    @property
+    def mismatches(self) -> list[tuple[str, object, object]]:
+        return [row for row in self.rows if row[1] != row[2]]
+
+    @property
+    def matches(self) -> bool:
+        return bool(self.rows) and not self.mismatches
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+def _recorded_metrics(root: Path, commit: str) -> dict[str, object]:
+    """metrics.json and every reports/<model>/metrics.json of `commit`, flattened."""
+    listed = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", commit], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    paths = [
+        p for p in listed if p == "metrics.json" or (p.startswith("reports/") and p.endswith("/metrics.json"))
+    ]
+    recorded: dict[str, object] = {}
+    for path in paths:
+        text = subprocess.run(
+            ["git", "show", f"{commit}:{path}"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+        recorded.update({f"{path}:{key}": value for key, value in flatten(json.loads(text)).items()})
+    if not recorded:
+        raise ReproductionError(
+            f"{commit[:12]} records no metrics (no metrics.json): not an experiment commit"
+        )
+    return recorded
+
+
+def reproduce(root: Path, revision: str, keep: Path | None = None) -> Reproduction:
+    """Clone `revision` into a temporary folder, get its data, rerun its pipeline (tracking to a scratch
+    store there), and compare every recorded metric with the reproduced one."""
+    commit = resolve_commit(root, revision)
+    recorded = _recorded_metrics(root, commit)
+    scratch = Path(tempfile.mkdtemp(prefix="mnist-lab-reproduce-"))
+    clone = scratch / "repo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DAGSHUB_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
+    env["MLFLOW_EXPERIMENT_NAME"] = SCRATCH_EXPERIMENT
+    log = []
+    try:
+        for command, cwd in (
+            (["git", "clone", "--quiet", "--no-checkout", str(root), str(clone)], scratch),
+            (["git", "checkout", "--quiet", commit], clone),
+        ):
+            done = _run(command, cwd, env)
+            if done.returncode != 0:
+                raise ReproductionError(f"{' '.join(command[:2])} failed: {done.stderr.strip()}")
+        if (root / ".dvc" / "config.local").is_file():  # the remote's credentials, if any
+            shutil.copy(root / ".dvc" / "config.local", clone / ".dvc" / "config.local")
+        # read data and outputs from the repository's own cache without writing to it
+        user_cache = root / ".dvc" / "cache"
+        if user_cache.is_dir():
+            _run(["dvc", "remote", "add", "--local", "repository-cache", str(user_cache)], clone, env)
+            log.append(
+                _run(["dvc", "pull", "--quiet", "-r", "repository-cache", "data.dvc"], clone, env).stderr
+            )
+        restored = _run(["mnist-lab", "data", "restore"], clone, env)
+        if restored.returncode != 0:
+            raise ReproductionError(f"cannot get the data of {commit[:12]}: {restored.stderr.strip()}")
+        print(f"reproducing {commit[:12]} in {clone} ...", file=sys.stderr, flush=True)
+        repro = _run(["dvc", "repro", "--force"], clone, env)
+        log.append(repro.stdout + repro.stderr)
+        if repro.returncode != 0:
+            raise ReproductionError(
+                f"dvc repro failed in the clone of {commit[:12]}:\n{repro.stderr.strip()[-2000:]}"
+            )
+        reproduced: dict[str, object] = {}
+        for path in {key.split(":", 1)[0] for key in recorded}:
+            if (clone / path).is_file():
+                metrics = flatten(json.loads((clone / path).read_text()))
+                reproduced.update({f"{path}:{key}": value for key, value in metrics.items()})
+        rows = [(key, value, reproduced.get(key)) for key, value in recorded.items()]
+        return Reproduction(commit=commit, rows=rows, log="\n".join(log))
+    finally:
+        if keep is not None:
+            shutil.copytree(scratch, keep, dirs_exist_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def as_table(result: Reproduction, everything: bool = False) -> str:
+    rows = (
+        result.rows
+        if everything
+        else [r for r in result.rows if ":models." in r[0] or ":best." in r[0] or r in result.mismatches]
+    )
+    width = max((len(r[0]) for r in rows), default=10)
+    lines = [f"{'metric'.ljust(width)}  {'recorded':>20}  {'reproduced':>20}  match"]
+    for key, old, new in rows:
+        mark = "yes" if old == new else "NO"
+        lines.append(f"{key.ljust(width)}  {old!s:>20}  {new!s:>20}  {mark}")
+    verdict = (
+        f"{result.commit[:12]} reproduces exactly: {len(result.rows)} metrics identical"
+        if result.matches
+        else f"{result.commit[:12]} does NOT reproduce: {len(result.mismatches)} of {len(result.rows)} "
+        "metrics differ"
+    )
+    return "\n".join([*lines, verdict])
