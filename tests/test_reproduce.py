@@ -1,0 +1,54 @@
+"""`mnist-lab reproduce`: past experiments rerun in a temporary clone match exactly; tampered ones do not
+(slow: each reproduction runs the whole pipeline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run
+
+pytestmark = pytest.mark.slow
+
+
+def commit_all(root: Path, message: str) -> str:
+    run(["git", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", message], root)
+    return run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+
+
+def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path) -> None:
+    root = restored_repo
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root.parent / 'user-store.db'}"}
+    first = run(["git", "rev-parse", "HEAD"], root).stdout.strip()  # the committed experiment itself
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("n_estimators: 100", "n_estimators: 20", 1))
+    run(["dvc", "repro"], root, env)
+    second = commit_all(root, "smaller forest")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
+
+    for revision in (first, second):
+        done = run(["mnist-lab", "reproduce", revision], root, env, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "reproduces exactly" in done.stdout and " NO" not in done.stdout
+
+    summary = json.loads((root / "metrics.json").read_text())
+    summary["models"]["random_forest"]["accuracy"] += 0.01  # a recorded result that was never measured
+    (root / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    before[root / "metrics.json"] = (root / "metrics.json").read_bytes()
+    tampered = commit_all(root, "tampered")
+    done = run(["mnist-lab", "reproduce", tampered], root, env, check=False)
+    assert done.returncode == 1
+    line = next(
+        x for x in done.stdout.splitlines() if x.startswith("metrics.json:models.random_forest.accuracy")
+    )
+    assert line.endswith("NO")
+    assert "does NOT reproduce: 1 of" in done.stdout
+
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
+    assert after == before  # the working tree, cache and store of the repository are untouched
+
+    bad = run(["mnist-lab", "reproduce", "nope"], root, env, check=False)
+    assert bad.returncode == 2 and "'nope' is not a commit" in bad.stderr
