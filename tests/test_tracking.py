@@ -128,6 +128,8 @@ def test_log_model_run_records_everything(tracking_store: str, tmp_path: Path) -
         ).read_bytes()
         == b"hello"
     )
+    linked = client.get_logged_model(logged.model_uri.removeprefix("models:/")).metrics
+    assert {m.key: m.value for m in linked if m.step == 0}["accuracy"] == 0.9  # the model knows its metrics
     loaded = mlflow.pyfunc.load_model(logged.model_uri)
     assert loaded.predict(example).tolist() == model.predict(x[:3]).tolist()
     requirements = Path(mlflow.pyfunc.get_model_dependencies(logged.model_uri)).read_text()

@@ -349,16 +349,9 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
     run = client.create_run(experiment_id, start_time=record.created_ms, run_name=record.run_name, tags=tags)
     run_id = run.info.run_id
     try:
-        stamp = record.created_ms
-        metrics = [Metric(key, float(value), stamp, 0) for key, value in record.metrics.items()]
-        for row in record.history:
-            step = int(row["epoch"])
-            metrics.extend(Metric(key, float(v), stamp, step) for key, v in row.items() if key != "epoch")
         params = [Param(key, str(value)) for key, value in record.params.items()]
         for batch in _chunks(params, 100):
             client.log_batch(run_id, params=batch)
-        for batch in _chunks(metrics, 1000):
-            client.log_batch(run_id, metrics=batch)
         if record.artifacts:
             with tempfile.TemporaryDirectory(prefix="mnist-lab-artifacts-") as folder:
                 for relative, content in record.artifacts.items():
@@ -366,7 +359,25 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(content)
                 client.log_artifacts(run_id, folder)
+        # The model goes before the metrics: MLflow 3's log_model would otherwise fetch every metric's history
+        # from the server (one request per key) to link them; instead the metrics name the model themselves.
         model_uri = _log_model(record, run_id, client) if record.model is not None else None
+        model_id = (
+            model_uri.removeprefix("models:/") if model_uri and model_uri.startswith("models:/") else None
+        )
+        stamp = record.created_ms
+        metrics = [
+            Metric(key, float(value), stamp, 0, model_id=model_id) for key, value in record.metrics.items()
+        ]
+        for row in record.history:
+            step = int(row["epoch"])
+            metrics.extend(
+                Metric(key, float(v), stamp, step, model_id=model_id)
+                for key, v in row.items()
+                if key != "epoch"
+            )
+        for batch in _chunks(metrics, 1000):
+            client.log_batch(run_id, metrics=batch)
     except BaseException:
         with contextlib.suppress(Exception):  # the server may be what failed
             client.set_terminated(run_id, status="FAILED")
