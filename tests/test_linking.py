@@ -114,7 +114,15 @@ def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
     params = root / "params.yaml"
     params.write_text(params.read_text().replace("alpha: 0.0001", "alpha: 0.001", 1))  # models.sgd.alpha
     run(["dvc", "repro"], root, env)
+    readme = root / "README.md"
+    readme.write_text(readme.read_text() + "\nstaged by the user, not part of the experiment\n")
+    run(["git", "add", "README.md"], root)
     run(["mnist-lab", "commit", "-m", "SGD: stronger regularisation"], root, env)
+    assert "README.md" not in run(["git", "show", "--name-only", "--format=", "HEAD"], root).stdout
+    assert run(["git", "diff", "--cached", "--name-only"], root).stdout.split() == [
+        "README.md"
+    ]  # still staged
+    run(["git", "reset", "-q", "--hard", "HEAD"], root)
     rows = json.loads(run(["mnist-lab", "history", "--json"], root, env).stdout)
     newest, previous = rows[0], rows[1]
     assert newest["message"] == "SGD: stronger regularisation" and previous["commit"] == experiment["commit"]
@@ -127,6 +135,8 @@ def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
     assert "models.sgd.alpha: 0.0001 → 0.001" in table[2]
     text = run(["mnist-lab", "history"], root, env).stdout
     assert "models.sgd.alpha: 0.0001 -> 0.001" in text
+    bad = run(["mnist-lab", "history", "no-such-rev"], root, env, check=False)
+    assert bad.returncode == 2 and "'no-such-rev' is not a commit" in bad.stderr
 
 
 def test_compare_two_experiments(experiment: dict) -> None:

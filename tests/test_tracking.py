@@ -55,6 +55,9 @@ def test_display_uri_hides_credentials() -> None:
         tracking.display_uri("https://user:s3cret@dagshub.com/o/r.mlflow") == "https://dagshub.com/o/r.mlflow"
     )
     assert tracking.display_uri("sqlite:///x/mlflow.db") == "sqlite:///x/mlflow.db"
+    assert (
+        tracking.display_uri("https://u:p@ss@h.example/x/a@b") == "https://h.example/x/a@b"
+    )  # "@" in a password
 
 
 def test_output_globs_come_from_dvc_yaml(repo_root: Path) -> None:
@@ -311,3 +314,27 @@ def test_log_or_spool_keeps_the_run_when_the_server_fails(tmp_path: Path, capsys
     assert isinstance(outcome, tracking.SpooledRun)
     assert tracking.pending_records(tmp_path) == [outcome.path]
     assert "kept in .mnist-lab/outbox/" in capsys.readouterr().err
+
+
+def test_failure_reasons_are_redacted_before_they_are_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-secret")
+    spooled = tracking.spool(
+        _record(), tmp_path, reason="API request to https://me:hunter2-secret@h/x failed"
+    )
+    kept = (spooled.path / "reason.txt").read_text()
+    assert "hunter2-secret" not in kept and "https://h/x" in kept
+
+
+def test_a_404_that_is_not_mlflows_fails_the_check(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = tracking.TrackingSettings(f"http://127.0.0.1:{server.server_address[1]}", "x", None)
+        with pytest.raises(tracking.TrackingConfigError, match="is MLFLOW_TRACKING_URI an MLflow server"):
+            tracking.check_server(settings, environ={})
+    finally:
+        server.shutdown()
+        server.server_close()

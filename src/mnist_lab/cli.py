@@ -76,7 +76,16 @@ def _cmd_sync(args: argparse.Namespace) -> None:
             print(f"nothing to send: {tracking.OUTBOX}/ is empty")
         return
     settings = tracking.TrackingSettings.from_environment(root)
-    tracking.check_server(settings)
+    try:
+        tracking.check_server(settings)
+    except tracking.TrackingServerUnreachable as exc:
+        if not args.quiet:
+            raise
+        print(
+            f"warning: {exc}; runs stay in {tracking.OUTBOX}/ until `mnist-lab sync` reaches it",
+            file=sys.stderr,
+        )
+        return
     sent, problems = tracking.send_pending(root, settings)
     print(f"sent {len(sent)} run(s) to {tracking.display_uri(settings.tracking_uri)}")
     if problems:
@@ -137,12 +146,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> None:
-    from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings, repository_root
+    from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings, display_uri, repository_root
 
     root = repository_root()
     settings = TrackingSettings.from_environment(root)
     if not settings.is_local:
-        print(f"runs go to a remote server: open {settings.tracking_uri} in a browser")
+        print(f"runs go to a remote server: open {display_uri(settings.tracking_uri)} in a browser")
         return
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [
@@ -211,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_cmd_report)
 
     sync = commands.add_parser("sync", help="send runs kept while the tracking server was unreachable")
-    sync.add_argument("--quiet", action="store_true", help="print nothing when there is nothing to send")
+    sync.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing when there is nothing to send; only warn if the server is unreachable",
+    )
     sync.set_defaults(handler=_cmd_sync)
 
     commit = commands.add_parser(

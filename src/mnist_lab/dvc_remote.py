@@ -29,15 +29,14 @@ from pathlib import Path
 from typing import Literal
 
 from mnist_lab.errors import MnistLabError
-from mnist_lab.tracking import display_uri, load_env_file
+from mnist_lab.redact import _URL_USERINFO, MASK, display_uri, mask_credentials  # noqa: F401 - re-exported
+from mnist_lab.tracking import load_env_file
 
 REMOTE_NAME = "origin"
 DAGSHUB_HOST = "dagshub.com"
 CHECK_TIMEOUT_S = 10  # connect and read, per request: a dead server fails in seconds
 DVC_TIMEOUT_S = 120  # a `dvc remote`/`dvc config` command only edits files
-MASK = "***"
 LOCAL_CONFIG = ".dvc/config.local"
-_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _DAGSHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 Kind = Literal["local", "s3", "http"]
 
@@ -56,14 +55,6 @@ class RemoteAuthError(RemoteError):
 
 class RemoteUnreachableError(RemoteError):
     """The remote did not answer, or does not exist."""
-
-
-def mask_credentials(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` with the user:password part of every URL removed and each secret value replaced by ***."""
-    text = _URL_USERINFO.sub(r"\1", text)
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
 
 
 @dataclass(frozen=True)

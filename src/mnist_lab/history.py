@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from mnist_lab.linking import parse_trailers
+from mnist_lab.linking import parse_trailers, resolve_commit
 from mnist_lab.settings import flatten
 
 SEPARATOR = "\x1f"
@@ -66,6 +66,7 @@ def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = N
     ]
     if limit:
         command.insert(2, f"-n{limit}")
+    resolve_commit(root, revision)  # a clear error for a revision that does not exist
     log = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True).stdout
     rows = []
     for line in log.splitlines():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,16 +92,43 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink]]:
     status = pipeline_status(root)
     if status:
         raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
-    links = workspace_links(root)
+    links = resolve_sent_runs(root, workspace_links(root))
     paths = [p for p in EXPERIMENT_PATHS if (root / p).exists()]
     _git(root, "add", "--", *paths)
-    if not _git(root, "diff", "--cached", "--name-only").stdout.strip():
+    if not _git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
         raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
     body = "\n".join(link.trailer() for link in links)
-    _git(root, "commit", "--quiet", "-m", message, "-m", body)
+    # `-- paths`: only the experiment's files, whatever else the user has staged
+    _git(root, "commit", "--quiet", "-m", message, "-m", body, "--", *paths)
     commit = _git(root, "rev-parse", "HEAD").stdout.strip()
     tag_runs_with_commit(root, links, commit)
     return commit, links
+
+
+def resolve_sent_runs(root: Path, links: list[RunLink]) -> list[RunLink]:
+    """Fill in the run id of runs that waited in the outbox and have been sent since (found by record id)."""
+    waiting = [
+        link for link in links if not link.run_id and not (root / tracking.OUTBOX / link.record_id).exists()
+    ]
+    if not waiting:
+        return links
+    import mlflow
+
+    settings = tracking.TrackingSettings.from_environment(root)
+    try:
+        client = mlflow.MlflowClient(settings.tracking_uri)
+        experiment = client.get_experiment_by_name(settings.experiment_name)
+    except Exception:  # the server is unreachable: keep the record ids, which find the runs later
+        return links
+    resolved = []
+    for link in links:
+        if link in waiting and experiment is not None:
+            found = client.search_runs(
+                [experiment.experiment_id], f"tags.`{tracking.TAG_PREFIX}record_id` = '{link.record_id}'"
+            )
+            link = RunLink(link.model, found[0].info.run_id, link.record_id) if found else link
+        resolved.append(link)
+    return resolved
 
 
 def pipeline_status(root: Path) -> str:
@@ -120,16 +148,26 @@ def pipeline_status(root: Path) -> str:
 def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> None:
     """Tag each run with the commit holding its results; runs waiting in the outbox get the tag there."""
     settings = tracking.TrackingSettings.from_environment(root)
+    untagged = []
     sent = [link for link in links if link.run_id]
     if sent:
         import mlflow
 
         client = mlflow.MlflowClient(settings.tracking_uri)
         for link in sent:
-            client.set_tag(link.run_id, RESULTS_COMMIT_TAG, commit)
+            try:
+                client.set_tag(link.run_id, RESULTS_COMMIT_TAG, commit)
+            except Exception:  # the commit is made: say what is missing rather than fail
+                untagged.append(link.model)
     for link in links:
-        if not link.run_id:
-            tracking.retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit})
+        if not link.run_id and not tracking.retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit}):
+            untagged.append(link.model)
+    if untagged:
+        print(
+            f"warning: committed {commit[:12]}, but could not tag the runs of {', '.join(untagged)} with it "
+            f"(tag {RESULTS_COMMIT_TAG}); the commit's trailers still name them",
+            file=sys.stderr,
+        )
 
 
 def runs_of_commit(root: Path, revision: str) -> list[RunLink]:

@@ -74,6 +74,8 @@ def reproduce(root: Path, revision: str, keep: Path | None = None) -> Reproducti
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
     env["MLFLOW_EXPERIMENT_NAME"] = SCRATCH_EXPERIMENT
+    # the clone's own code, not this working tree's (the package is installed editable from here)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(clone / "src"), env.get("PYTHONPATH", "")]))
     log = []
     try:
         for command, cwd in (

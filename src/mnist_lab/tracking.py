@@ -25,6 +25,7 @@ import yaml
 
 from mnist_lab.errors import MnistLabError
 from mnist_lab.files import write_bytes_atomic
+from mnist_lab.redact import display_uri, redact
 
 
 class TrackingConfigError(MnistLabError):
@@ -113,14 +114,6 @@ class TrackingSettings:
         name = environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
         artifacts = (root / LOCAL_ARTIFACTS).as_uri() if uri.startswith("sqlite:") else None
         return cls(tracking_uri=uri, experiment_name=name, artifact_location=artifacts)
-
-
-def display_uri(uri: str) -> str:
-    """The URI without any user:password part, safe to print."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return uri
 
 
 # --- what a run is tagged with ---------------------------------------------------------------------------
@@ -482,8 +475,8 @@ def check_server(
             with urllib.request.urlopen(request, timeout=timeout):
                 return
         except urllib.error.HTTPError as exc:
-            if exc.code == 404:  # the experiment does not exist yet: the server answered, credentials work
-                return
+            if exc.code == 404 and b"RESOURCE_DOES_NOT_EXIST" in exc.read():
+                return  # an MLflow server without this experiment yet: it answered and took the credentials
             if exc.code in (401, 403):
                 what = "rejected the credentials (401)" if exc.code == 401 else "refused access (403)"
                 raise TrackingConfigError(
@@ -535,12 +528,16 @@ def spool(record: ModelRunRecord, root: Path, reason: str) -> SpooledRun:
     outbox = root / OUTBOX
     outbox.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{record.record_id}-", dir=outbox))
-    (staging / "record.pkl").write_bytes(cloudpickle.dumps(record))
-    (staging / "reason.txt").write_text(reason + "\n", encoding="utf-8")
-    target = outbox / record.record_id
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    try:
+        (staging / "record.pkl").write_bytes(cloudpickle.dumps(record))
+        (staging / "reason.txt").write_text(redact(reason) + "\n", encoding="utf-8")
+        target = outbox / record.record_id
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return SpooledRun(record.record_id, target, reason)
 
 
@@ -585,18 +582,28 @@ def _delete_partial_runs(record: ModelRunRecord, settings: TrackingSettings) -> 
 def send_pending(root: Path, settings: TrackingSettings) -> tuple[list[LoggedRun], list[str]]:
     """Send every outbox entry to the server in `settings`: (runs now logged, problems). An entry leaves
     the outbox only once its run is complete on the server."""
+    import fcntl
+
     import cloudpickle
 
     sent, problems = [], []
-    for entry in pending_records(root):
-        record: ModelRunRecord = cloudpickle.loads((entry / "record.pkl").read_bytes())
-        try:
-            _delete_partial_runs(record, settings)
-            sent.append(log_model_run(record, settings))
-        except Exception as exc:  # any failure leaves the entry for the next attempt
-            problems.append(f"{record.run_name} ({record.record_id}): {type(exc).__name__}: {exc}")
-            break  # the server is down again: keep the order, try later
-        shutil.rmtree(entry)
+    outbox = root / OUTBOX
+    outbox.mkdir(parents=True, exist_ok=True)
+    # one sender at a time (parallel `dvc queue` runs, or a stage racing `mnist-lab sync`): two senders would
+    # resend the same entry and delete each other's runs as leftovers of a failed attempt
+    with open(outbox / ".send.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for entry in pending_records(root):
+            if not (entry / "record.pkl").is_file():
+                continue  # sent by another process meanwhile
+            try:
+                record: ModelRunRecord = cloudpickle.loads((entry / "record.pkl").read_bytes())
+                _delete_partial_runs(record, settings)
+                sent.append(log_model_run(record, settings))
+            except Exception as exc:  # any failure leaves the entry for the next attempt
+                problems.append(redact(f"{entry.name}: {type(exc).__name__}: {exc}"))
+                break  # the server is down again: keep the order, try later
+            shutil.rmtree(entry, ignore_errors=True)
     return sent, problems
 
 
@@ -608,7 +615,7 @@ def log_or_spool(record: ModelRunRecord, settings: TrackingSettings, root: Path)
     try:
         logged = log_model_run(record, settings)
     except Exception as exc:  # whatever the server did, the run must not be lost
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = redact(f"{type(exc).__name__}: {exc}")
         spooled = spool(record, root, reason)
         print(
             f"warning: could not log {record.run_name} to {display_uri(settings.tracking_uri)} "
