@@ -591,7 +591,7 @@ def send_pending(root: Path, settings: TrackingSettings) -> tuple[list[LoggedRun
     outbox.mkdir(parents=True, exist_ok=True)
     # one sender at a time (parallel `dvc queue` runs, or a stage racing `mnist-lab sync`): two senders would
     # resend the same entry and delete each other's runs as leftovers of a failed attempt
-    with open(outbox / ".send.lock", "w") as lock:
+    with open(outbox.with_name("outbox.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for entry in pending_records(root):
             if not (entry / "record.pkl").is_file():
