@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -86,11 +87,13 @@ def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, restore
             ["dvc", "repro"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         client = mlflow.MlflowClient(server.url)
-        first = root / "reports" / "sgd" / "mlflow.json"  # written once the first run has fully landed
+        first = root / "reports" / "sgd" / "mlflow.json"  # rewritten once the first run has fully landed
+        committed = first.read_text()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and repro.poll() is None:
-            if first.is_file() and json.loads(first.read_text()).get("run_id"):
-                break
+            with contextlib.suppress(OSError, ValueError):
+                if first.read_text() != committed and json.loads(first.read_text()).get("run_id"):
+                    break
             time.sleep(0.1)
         server.stop(kill=True)  # the first run has landed: the server crashes
         output, _ = repro.communicate(timeout=600)
