@@ -19,7 +19,7 @@ how many requests a run costs and how much of its wall time they take.
 Overhead against training, on the basic-auth servers: a real MLP (`train_classifier`, 100 epochs, patience
 100) trained on the bundled digits and timed; then `log_model_run` of its real run (4 metrics per epoch) and
 of the synthetic 10-metric record, each with and without the model (the model as the evaluate stage logs
-it: featurizer + classifier, a 5-row `pixel_frame` input example, the package as code_paths). Overhead =
+it: featurizer + classifier, a 5-row `pixel_frame` input example; this package pickled by value). Overhead =
 log_model_run wall time / training wall time (median of --repeats, --model-repeats with the model). The
 digits train in about a second, so the share is also given against an MNIST-scale MLP: one epoch on
 random 60,000 x 784 float32 data (the train stage's per-epoch work: partial_fit plus the history's
@@ -295,7 +295,6 @@ def make_record(
     """A run with `history`, N_PARAMS params and N_FINAL_METRICS final metrics."""
     params: dict[str, Any] = {f"param_{i:02d}": f"value-{i}" for i in range(N_PARAMS)}
     metrics = {f"final_{i:02d}": 0.5 + i / 100 for i in range(N_FINAL_METRICS)}
-    code_paths = [str(Path(tracking.__file__).resolve().parent)] if model is not None else []
     return tracking.ModelRunRecord(
         run_name=name,
         params=params,
@@ -304,7 +303,6 @@ def make_record(
         tags={"bench": "remote-logging"},
         model=model,
         input_example=input_example,
-        code_paths=code_paths,
     )
 
 

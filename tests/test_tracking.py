@@ -1,4 +1,7 @@
 import csv
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,8 @@ from sklearn.linear_model import LogisticRegression
 
 from mnist_lab import tracking
 from mnist_lab.errors import MnistLabError
+from mnist_lab.features import fit_featurizer
+from mnist_lab.settings import FeatureSettings
 from tests.helpers import run
 
 
@@ -157,6 +162,72 @@ def test_a_failure_while_logging_marks_the_run_failed(tracking_store: str, tmp_p
         tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def _pixel_model_record() -> tracking.ModelRunRecord:
+    from mnist_lab.features import full_model, pixel_frame
+
+    pixels = np.random.default_rng(1).integers(0, 256, size=(60, 16)).astype(np.uint8)
+    labels = (pixels[:, 0] > 127).astype(int)
+    featurizer = fit_featurizer(pixels, FeatureSettings(pca=False), seed=0)
+    model = full_model(featurizer, LogisticRegression().fit(featurizer.transform(pixels), labels))
+    return tracking.ModelRunRecord(
+        run_name="pixels",
+        params={},
+        metrics={"accuracy": 1.0},
+        model=model,
+        input_example=pixel_frame(pixels[:3]),
+    )
+
+
+def test_the_logged_model_loads_where_mnist_lab_is_not_installed(tracking_store: str, tmp_path: Path) -> None:
+    """The model holds this package's pixel scaling; it is pickled by value, so serving it needs no copy of
+    the package (no code_paths) and no mnist_lab install."""
+    import mlflow
+
+    record = _pixel_model_record()
+    logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=logged.model_uri, dst_path=str(tmp_path / "m"))
+    )
+    assert not (local / "code").exists()
+    script = (
+        "import sys; sys.modules['mnist_lab'] = None\n"  # any import of mnist_lab now fails
+        "import io, json, mlflow.pyfunc, pandas as pd\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "frame = pd.read_json(io.StringIO(sys.argv[2]), orient='split').astype('float64')\n"
+        "print(json.dumps(model.predict(frame).tolist()))\n"
+    )
+    example = record.input_example.to_json(orient="split")
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(local), example], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == record.model.predict(record.input_example).tolist()
+    import cloudpickle
+
+    assert not cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES  # the registration does not outlive the call
+
+
+def test_a_run_is_not_finished_before_its_metrics_are_in(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_store)
+    seen: list[str] = []
+    log_metrics = tracking._log_metrics
+
+    def watching(record, run_id, mlflow_client, model_id):
+        seen.append(client.get_run(run_id).info.status)
+        log_metrics(record, run_id, mlflow_client, model_id)
+
+    monkeypatch.setattr(tracking, "_log_metrics", watching)
+    logged = tracking.log_model_run(
+        _pixel_model_record(), tracking.TrackingSettings.from_environment(tmp_path)
+    )
+    assert seen == ["RUNNING"]
+    assert client.get_run(logged.run_id).info.status == "FINISHED"
 
 
 def test_dagshub_files_have_the_loggers_format(tmp_path: Path) -> None:

@@ -253,7 +253,6 @@ class ModelRunRecord:
     artifacts: dict[str, bytes] = field(default_factory=dict)  # relative path -> content
     model: Any = None
     input_example: Any = None
-    code_paths: list[str] = field(default_factory=list)
     record_id: str = field(default_factory=_new_record_id)
     created_ms: int = field(default_factory=_now_ms)
 
@@ -332,7 +331,7 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
     import mlflow
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Param
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     with store_initialisation_lock(settings):
@@ -352,38 +351,61 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(content)
                 client.log_artifacts(run_id, folder)
-        # The model goes before the metrics: MLflow 3's log_model would otherwise fetch every metric's history
-        # from the server (one request per key) to link them; instead the metrics name the model themselves.
-        model_uri = _log_model(record, run_id, client) if record.model is not None else None
-        model_id = (
-            model_uri.removeprefix("models:/") if model_uri and model_uri.startswith("models:/") else None
-        )
-        stamp = record.created_ms
-        metrics = [
-            Metric(key, float(value), stamp, 0, model_id=model_id) for key, value in record.metrics.items()
-        ]
-        for row in record.history:
-            step = int(row["epoch"])
-            metrics.extend(
-                Metric(key, float(v), stamp, step, model_id=model_id)
-                for key, v in row.items()
-                if key != "epoch"
+        # MLflow's log_model needs the fluent active run, whose exit would mark the run FINISHED: it stays
+        # open until the metrics are in, so no reader sees a finished run without them. The model goes
+        # before the metrics: MLflow 3's log_model would otherwise fetch every metric's history from the
+        # server (one request per key) to link them; instead the metrics name the model themselves.
+        with mlflow.start_run(run_id=run_id) if record.model is not None else contextlib.nullcontext():
+            model_uri = _log_model(record, run_id, client) if record.model is not None else None
+            model_id = (
+                model_uri.removeprefix("models:/") if model_uri and model_uri.startswith("models:/") else None
             )
-        for batch in _chunks(metrics, 1000):
-            client.log_batch(run_id, metrics=batch)
+            _log_metrics(record, run_id, client, model_id)
     except BaseException:
         with contextlib.suppress(Exception):  # the server may be what failed
             client.set_terminated(run_id, status="FAILED")
         raise
-    client.set_terminated(run_id, status="FINISHED")
+    if record.model is None:  # otherwise the fluent run's exit has finished it
+        client.set_terminated(run_id, status="FINISHED")
     return LoggedRun(
         run_id=run_id, experiment_id=experiment_id, model_uri=model_uri, tracking_uri=settings.tracking_uri
     )
 
 
+def _log_metrics(record: ModelRunRecord, run_id: str, client, model_id: str | None) -> None:
+    from mlflow.entities import Metric
+
+    stamp = record.created_ms
+    metrics = [
+        Metric(key, float(value), stamp, 0, model_id=model_id) for key, value in record.metrics.items()
+    ]
+    for row in record.history:
+        step = int(row["epoch"])
+        metrics.extend(
+            Metric(key, float(v), stamp, step, model_id=model_id) for key, v in row.items() if key != "epoch"
+        )
+    for batch in _chunks(metrics, 1000):
+        client.log_batch(run_id, metrics=batch)
+
+
+@contextlib.contextmanager
+def _this_package_pickled_by_value() -> Iterator[None]:
+    """The model holds this package's functions (the pixel scaling): cloudpickle stores them by value, so the
+    logged model loads and serves where mnist_lab is not installed, with no copy of the package to upload."""
+    import cloudpickle
+
+    package = sys.modules[__name__.partition(".")[0]]
+    cloudpickle.register_pickle_by_value(package)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(package)
+
+
 def _log_model(record: ModelRunRecord, run_id: str, client) -> str:  # client: an MlflowClient
-    """Log the model in MLflow format; where the server lacks MLflow 3's logged-model endpoints (MLflow 2.x
-    servers such as DagsHub's), save it and upload it as the run's `model` artifacts instead."""
+    """Log the model in MLflow format, inside the active fluent run `run_id`; where the server lacks MLflow
+    3's logged-model endpoints (MLflow 2.x servers such as DagsHub's), save it and upload it as the run's
+    `model` artifacts instead."""
     import mlflow
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
@@ -396,13 +418,11 @@ def _log_model(record: ModelRunRecord, run_id: str, client) -> str:  # client: a
         "signature": infer_signature(record.input_example, record.model.predict(record.input_example)),
         "input_example": record.input_example,
         "pip_requirements": pinned_requirements(),
-        "code_paths": record.code_paths or None,
         "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
     }
-    with _requirements_check_skipped():
+    with _requirements_check_skipped(), _this_package_pickled_by_value():
         try:
-            with mlflow.start_run(run_id=run_id):
-                return mlflow.sklearn.log_model(record.model, name="model", **options).model_uri
+            return mlflow.sklearn.log_model(record.model, name="model", **options).model_uri
         except MlflowException as exc:
             if not _is_missing_endpoint(exc):
                 raise

@@ -97,7 +97,6 @@ def evaluate(context: StageContext) -> None:
         artifacts=run_artifacts(images, tracking.workspace_root()),
         model=full_model(featurizer, classifier),
         input_example=pixel_frame(prepared["test_pixels"][:INPUT_EXAMPLE_ROWS]),
-        code_paths=[str(Path(__file__).resolve().parents[1])],  # the model unpickles this package's scaling
     )
     where = tracking.display_uri(tracking_settings.tracking_uri)
     print(f"log {args.model} to MLflow at {where}", file=sys.stderr)
