@@ -67,7 +67,16 @@ def test_commit_to_runs_and_run_to_commit(experiment: dict) -> None:
         for key in ("run_id", "record_id"):
             found = run(["mnist-lab", "commit-of", experiment["links"][model][key]], root, env).stdout.strip()
             assert found == experiment["commit"]
-    missing = run(["mnist-lab", "runs", "HEAD~1"], root, env, check=False)
+    # the copy's first commit has no trailers: its runs come from the reports/*/mlflow.json it holds
+    listed = run(["mnist-lab", "runs", "HEAD~1"], root, env).stdout.splitlines()
+    committed = {
+        m: json.loads(run(["git", "show", f"HEAD~1:reports/{m}/mlflow.json"], root).stdout) for m in MODELS
+    }
+    assert sorted(line.split("\t")[0] for line in listed) == sorted(MODELS)
+    assert all(line.split("\t")[2] == committed[line.split("\t")[0]]["record_id"] for line in listed)
+    empty_tree = run(["git", "hash-object", "-t", "tree", "/dev/null"], root).stdout.strip()
+    bare = run(["git", "commit-tree", empty_tree, "-m", "nothing"], root).stdout.strip()
+    missing = run(["mnist-lab", "runs", bare], root, env, check=False)
     assert missing.returncode == 2 and "names no MLflow runs" in missing.stderr
 
 
@@ -153,3 +162,26 @@ def test_compare_two_experiments(experiment: dict) -> None:
     assert "data: unchanged" in text
     bad = run(["mnist-lab", "compare", "no-such-rev"], root, env, check=False)
     assert bad.returncode == 2 and "'no-such-rev' is not a commit" in bad.stderr
+
+
+def test_an_experiment_committed_without_mnist_lab_commit_is_found_and_linked(experiment: dict) -> None:
+    """As `dvc exp branch` leaves it: a commit of the experiment's files with no trailers."""
+    root, env = experiment["root"], experiment["env"]
+    run(["git", "checkout", "-q", "-b", "plain"], root)
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("n_estimators: 100", "n_estimators: 20", 1))
+    run(["dvc", "repro"], root, env)
+    run(["git", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "plain commit"], root)
+    commit = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    forest = json.loads((root / "reports" / "random_forest" / "mlflow.json").read_text())
+    listed = dict(line.split("\t")[:2] for line in run(["mnist-lab", "runs"], root, env).stdout.splitlines())
+    assert listed["random_forest"] == forest["run_id"]
+    assert run(["mnist-lab", "commit-of", forest["run_id"]], root, env).stdout.strip() == commit
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert "mnist_lab.results_commit" not in client.get_run(forest["run_id"]).data.tags
+    linked = run(["mnist-lab", "link", "plain"], root, env)
+    assert f"tagged the runs of {commit[:12]}" in linked.stdout
+    assert client.get_run(forest["run_id"]).data.tags["mnist_lab.results_commit"] == commit
+    nothing = run(["mnist-lab", "link", "no-such-rev"], root, env, check=False)
+    assert nothing.returncode == 2 and "'no-such-rev' is not a commit" in nothing.stderr

@@ -3,7 +3,7 @@ import pytest
 
 from mnist_lab.data import Dataset, flatten_images, task_labels
 from mnist_lab.features import scale_pixels
-from mnist_lab.models import build_classifier, class_scores, train_classifier
+from mnist_lab.models import SettingsClassifier, build_classifier, class_scores, train_classifier
 from mnist_lab.results import HISTORY_METRICS
 from mnist_lab.settings import MLPSettings, RandomForestSettings, SGDSettings
 
@@ -94,3 +94,49 @@ def test_forest_grown_in_chunks_with_progress_equals_one_shot(small_digits: Data
     one_shot = RandomForestClassifier(n_estimators=25, random_state=3, n_jobs=-1).fit(x_train, y_train)
     assert np.array_equal(trained.classifier.predict_proba(x_test), one_shot.predict_proba(x_test))
     assert not trained.classifier.warm_start
+
+
+def test_grid_search_refits_the_best_candidate_with_the_pipelines_training(small_digits: Dataset) -> None:
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    x_train, y_train, x_test, _ = features(small_digits)
+    settings = SGDSettings.model_validate(
+        {"type": "sgd", "search": {"grid": {"alpha": [1e-4, 1.0], "loss": ["hinge", "log_loss"]}, "cv": 3}}
+    )
+    trained = train_classifier(settings, x_train, y_train, seed=3)
+    search = trained.search
+    assert search is not None and (search.scoring, search.cv) == ("accuracy", 3)
+    assert [c.params for c in search.candidates] == settings.search.candidates()
+    assert all(
+        len(c.fold_scores) == 3 and c.mean_score == pytest.approx(np.mean(c.fold_scores))
+        for c in search.candidates
+    )
+    assert search.best.rank == 1 and search.best.mean_score == max(c.mean_score for c in search.candidates)
+    assert search.best.params["alpha"] == 1e-4  # alpha 1.0 regularises an SGD model into uselessness
+    # scikit-learn's own GridSearchCV over the same estimator agrees, and the refit is the plain training
+    reference = GridSearchCV(
+        SettingsClassifier(settings.without_search(), 3),
+        settings.search.grid,
+        cv=StratifiedKFold(3, shuffle=True, random_state=3),
+    ).fit(x_train, y_train)
+    assert reference.best_params_ == search.best.params
+    direct = train_classifier(settings.without_search(**search.best.params), x_train, y_train, seed=3)
+    assert np.array_equal(class_scores(trained.classifier, x_test), class_scores(direct.classifier, x_test))
+    assert clone(SettingsClassifier(settings, 3)).get_params()["seed"] == 3
+
+
+def test_a_searched_mlp_keeps_the_history_of_its_refit(small_digits: Dataset) -> None:
+    x_train, y_train, _, _ = features(small_digits)
+    settings = MLPSettings.model_validate(
+        {
+            "type": "mlp",
+            "max_epochs": 5,
+            "hidden_layer_sizes": [8],
+            "search": {"grid": {"hidden_layer_sizes": [[4], [8]]}, "cv": 2},
+        }
+    )
+    trained = train_classifier(settings, x_train, y_train, seed=0)
+    assert trained.search is not None and len(trained.search.candidates) == 2
+    assert len(trained.history) == 5 and trained.best_epoch is not None
+    assert trained.classifier.hidden_layer_sizes == tuple(trained.search.best.params["hidden_layer_sizes"])

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,34 @@ def test_defaults_fill_everything_but_models() -> None:
 
 
 def test_repository_params_spell_out_every_default(repo_root: Path) -> None:
-    """params.yaml is the documentation of the settings: every field appears in it."""
-    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    """params.yaml is the documentation of the settings: every field appears in it (a model's optional
+    `search` is shown in a comment there)."""
+    text = (repo_root / "params.yaml").read_text()
+    raw = yaml.safe_load(text)
     settings = Settings.model_validate(raw)
-    assert set(flatten(settings.model_dump())) == set(flatten(raw))
+    spelled = {key for key in flatten(settings.model_dump()) if not key.endswith(".search")}
+    assert spelled == set(flatten(raw))
+    assert re.search(r"^#\s+search:$", text, re.MULTILINE)
+
+
+def test_a_search_lists_its_candidates_in_grid_search_order() -> None:
+    settings = parse_settings(
+        {
+            "models": {
+                "m": {"type": "sgd", "search": {"grid": {"loss": ["hinge", "log_loss"], "alpha": [0.1, 1]}}}
+            }
+        }
+    )
+    search = settings.models["m"].search
+    assert search is not None and (search.cv, search.scoring) == (3, "accuracy")
+    assert search.candidates() == [
+        {"alpha": 0.1, "loss": "hinge"},
+        {"alpha": 0.1, "loss": "log_loss"},
+        {"alpha": 1, "loss": "hinge"},
+        {"alpha": 1, "loss": "log_loss"},
+    ]
+    best = settings.models["m"].without_search(alpha=1.0, loss="log_loss")
+    assert (best.alpha, best.loss, best.search) == (1.0, "log_loss", None)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +77,31 @@ def test_repository_params_spell_out_every_default(repo_root: Path) -> None:
         ({}, "missing key 'models'"),
         ({"models": {"Bad Name": {"type": "sgd"}}}, "String should match pattern"),
         ({"models": {"m": {"type": "mlp", "hidden_layer_sizes": [0]}}}, "models.m.hidden_layer_sizes.0"),
+        (
+            {"models": {"m": {"type": "sgd", "search": {"grid": {"alhpa": [0.1]}}}}},
+            "models.m: search.grid: 'alhpa' is not a setting of a sgd model; use: loss, alpha, max_iter, tol",
+        ),
+        (
+            {"models": {"m": {"type": "sgd", "search": {"grid": {"alpha": [0.1, -1.0]}}}}},
+            "models.m: search.grid: alpha=-1.0 is not valid: Input should be greater than 0",
+        ),
+        (
+            {"models": {"m": {"type": "sgd", "search": {"grid": {"alpha": []}}}}},
+            "models.m.search.grid: 'alpha' needs at least one value to try",
+        ),
+        ({"models": {"m": {"type": "sgd", "search": {"grid": {}}}}}, "models.m.search.grid"),
+        (
+            {"models": {"m": {"type": "sgd", "search": {"grid": {"alpha": [0.1]}, "cv": 1}}}},
+            "models.m.search.cv",
+        ),
+        (
+            {"models": {"m": {"type": "sgd", "search": {"grid": {"alpha": [0.1]}, "scoring": "f2"}}}},
+            "models.m.search.scoring: Input should be 'accuracy'",
+        ),
+        (
+            {"models": {"m": {"type": "sgd", "search": {"grid": {"type": ["mlp"]}}}}},
+            "'type' is not a setting of a sgd model",
+        ),
     ],
 )
 def test_invalid_settings_name_the_key(raw: dict, expected: str) -> None:

@@ -209,6 +209,33 @@ def test_the_logged_model_loads_where_mnist_lab_is_not_installed(tracking_store:
     assert not cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES  # the registration does not outlive the call
 
 
+def test_params_and_metrics_share_as_few_batches_as_mlflows_limits_allow(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    batches: list[tuple[int, int]] = []
+    log_batch = mlflow.MlflowClient.log_batch
+
+    def counting(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        batches.append((len(params), len(metrics)))
+        return log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counting)
+    record = tracking.ModelRunRecord(
+        run_name="big",
+        params={f"p{i:03d}": i for i in range(250)},
+        metrics={"accuracy": 0.5},
+        history=[{"epoch": float(e), **{f"m{k}": e / 10 for k in range(10)}} for e in range(1, 201)],
+    )
+    logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
+    assert batches == [(100, 900), (100, 900), (50, 201)]  # 250 params, 2,001 points
+    run = mlflow.MlflowClient(tracking_store).get_run(logged.run_id)
+    assert len(run.data.params) == 250 and run.data.params["p249"] == "249"
+    history = mlflow.MlflowClient(tracking_store).get_metric_history(logged.run_id, "m9")
+    assert len(history) == 200
+
+
 def test_a_run_is_not_finished_before_its_metrics_are_in(
     tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,13 +243,13 @@ def test_a_run_is_not_finished_before_its_metrics_are_in(
 
     client = mlflow.MlflowClient(tracking_store)
     seen: list[str] = []
-    log_metrics = tracking._log_metrics
+    log_metrics = tracking._log_params_and_metrics
 
     def watching(record, run_id, mlflow_client, model_id):
         seen.append(client.get_run(run_id).info.status)
         log_metrics(record, run_id, mlflow_client, model_id)
 
-    monkeypatch.setattr(tracking, "_log_metrics", watching)
+    monkeypatch.setattr(tracking, "_log_params_and_metrics", watching)
     logged = tracking.log_model_run(
         _pixel_model_record(), tracking.TrackingSettings.from_environment(tmp_path)
     )
@@ -353,15 +380,49 @@ def test_spooled_runs_are_sent_identically_and_leave_the_outbox(tracking_store: 
     ]
 
 
+def _children(count: int) -> list[tracking.ChildRunRecord]:
+    return [
+        tracking.ChildRunRecord(f"m-candidate-{i}", {"model.alpha": i}, {"mean_test_score": i / 10})
+        for i in range(count)
+    ]
+
+
+def test_nested_runs_hang_under_their_parent(tracking_store: str, tmp_path: Path) -> None:
+    import mlflow
+
+    record = _record()
+    record.children = _children(3)
+    logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
+    client = mlflow.MlflowClient(tracking_store)
+    children = client.search_runs(
+        [logged.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{logged.run_id}'"
+    )
+    assert sorted(
+        (r.info.run_name, r.data.params["model.alpha"], r.data.metrics["mean_test_score"], r.info.status)
+        for r in children
+    ) == [
+        ("m-candidate-0", "0", 0.0, "FINISHED"),
+        ("m-candidate-1", "1", 0.1, "FINISHED"),
+        ("m-candidate-2", "2", 0.2, "FINISHED"),
+    ]
+    assert all(r.data.tags["mnist_lab.parent_record_id"] == record.record_id for r in children)
+    assert all("mnist_lab.record_id" not in r.data.tags for r in children)  # only the parent links a commit
+
+
 def test_a_resend_replaces_what_a_failed_attempt_left(tracking_store: str, tmp_path: Path) -> None:
     import mlflow
 
     record = _record()
+    record.children = _children(2)
     settings = tracking.TrackingSettings.from_environment(tmp_path)
     client = mlflow.MlflowClient(tracking_store)
     experiment_id = client.create_experiment("tests")
     partial = client.create_run(experiment_id, tags={"mnist_lab.record_id": record.record_id})
-    client.log_metric(partial.info.run_id, "accuracy", 0.5)  # then the server went away
+    client.log_metric(partial.info.run_id, "accuracy", 0.5)
+    partial_child = client.create_run(  # one nested run had landed; then the server went away
+        experiment_id,
+        tags={"mnist_lab.parent_record_id": record.record_id, "mlflow.parentRunId": partial.info.run_id},
+    )
     tracking.spool(record, tmp_path, reason="died half-way")
     sent, _ = tracking.send_pending(tmp_path, settings)
     active = client.search_runs(
@@ -369,6 +430,11 @@ def test_a_resend_replaces_what_a_failed_attempt_left(tracking_store: str, tmp_p
     )
     assert [r.info.run_id for r in active] == [sent[0].run_id]
     assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
+    assert client.get_run(partial_child.info.run_id).info.lifecycle_stage == "deleted"
+    children = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mnist_lab.parent_record_id` = '{record.record_id}'"
+    )
+    assert sorted(r.data.tags["mlflow.parentRunId"] for r in children) == [sent[0].run_id] * 2
 
 
 def test_log_or_spool_keeps_the_run_when_the_server_fails(tmp_path: Path, capsys) -> None:

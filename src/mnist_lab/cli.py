@@ -102,13 +102,25 @@ def _cmd_commit(args: argparse.Namespace) -> None:
         print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id})")
 
 
+def _cmd_link(args: argparse.Namespace) -> None:
+    from mnist_lab.linking import link_commit
+    from mnist_lab.tracking import repository_root
+
+    commit, links = link_commit(repository_root(), args.revision)
+    print(f"tagged the runs of {commit[:12]} with it:")
+    for link in links:
+        print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id})")
+
+
 def _cmd_runs(args: argparse.Namespace) -> None:
     from mnist_lab.linking import LinkingError, runs_of_commit
     from mnist_lab.tracking import repository_root
 
     links = runs_of_commit(repository_root(), args.revision)
     if not links:
-        raise LinkingError(f"{args.revision} names no MLflow runs: it was not made by `mnist-lab commit`")
+        raise LinkingError(
+            f"{args.revision} names no MLflow runs: no MLflow-Run trailers and no reports/*/mlflow.json"
+        )
     for link in links:
         print(f"{link.model}\t{link.run_id or 'pending'}\t{link.record_id}")
 
@@ -232,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commit.add_argument("-m", "--message", required=True)
     commit.set_defaults(handler=_cmd_commit)
+
+    link = commands.add_parser(
+        "link", help="tag the runs of a commit not made by `mnist-lab commit` (e.g. `dvc exp branch`) with it"
+    )
+    link.add_argument("revision", nargs="?", default="HEAD")
+    link.set_defaults(handler=_cmd_link)
 
     runs = commands.add_parser("runs", help="the MLflow runs of an experiment commit (from git alone)")
     runs.add_argument("revision", nargs="?", default="HEAD")

@@ -171,17 +171,48 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> None:
 
 
 def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
-    """The runs a commit names (from git alone: works offline and without the MLflow store)."""
+    """The runs a commit names (from git alone: works offline and without the MLflow store): its trailers,
+    or for a commit made otherwise (`dvc exp branch`, a plain `git commit`) its `reports/*/mlflow.json`."""
     done = _git(root, "log", "-1", "--format=%B", revision, check=False)
     if done.returncode != 0:
         raise LinkingError(f"'{revision}' is not a commit of this repository")
-    return parse_trailers(done.stdout)
+    return parse_trailers(done.stdout) or committed_run_files(root, revision)
+
+
+def committed_run_files(root: Path, revision: str) -> list[RunLink]:
+    """The runs recorded in a commit's `reports/<model>/mlflow.json` files."""
+    import json
+
+    names = _git(root, "ls-tree", "-r", "--name-only", revision, "--", "reports").stdout.split()
+    links = []
+    for name in sorted(n for n in names if re.fullmatch(r"reports/[a-z][a-z0-9_]*/mlflow\.json", n)):
+        record = json.loads(_git(root, "show", f"{revision}:{name}").stdout)
+        links.append(RunLink(name.split("/")[1], record.get("run_id"), record["record_id"]))
+    return links
+
+
+def link_commit(root: Path, revision: str) -> tuple[str, list[RunLink]]:
+    """Tag the runs of an experiment committed without `mnist-lab commit` (say by `dvc exp branch`) with
+    the commit holding their results, as `mnist-lab commit` does."""
+    commit = resolve_commit(root, revision)
+    links = resolve_sent_runs(root, runs_of_commit(root, commit))
+    if not links:
+        raise LinkingError(
+            f"commit {commit[:12]} holds no experiment: no MLflow-Run trailers, no reports/*/mlflow.json"
+        )
+    tag_runs_with_commit(root, links, commit)
+    return commit, links
 
 
 def commit_of_run(root: Path, run_or_record_id: str) -> str:
-    """The commit holding a run's results: from the git history (trailers), else from the run's tag."""
+    """The commit holding a run's results: from the git history (trailers, then the commit that added the
+    run's `mlflow.json`, DVC's experiment refs included), else from the run's tag."""
     pattern = f"^{TRAILER}: .*(run|record)={re.escape(run_or_record_id)}"
     found = _git(root, "log", "--all", "--format=%H", "-E", f"--grep={pattern}").stdout.split()
+    if not found and re.fullmatch(r"[0-9a-f]{16,}", run_or_record_id):
+        found = _git(
+            root, "log", "--all", "--format=%H", f"-S{run_or_record_id}", "--", "reports/*/mlflow.json"
+        ).stdout.split()
     if found:
         return found[0]
     settings = tracking.TrackingSettings.from_environment(root)

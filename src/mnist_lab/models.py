@@ -7,27 +7,53 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.base import ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import accuracy_score, log_loss
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.neural_network import MLPClassifier
 
-from mnist_lab.settings import MLPSettings, ModelSettings, RandomForestSettings, SGDSettings
+from mnist_lab.settings import MLPSettings, ModelSettings, RandomForestSettings, SearchSettings, SGDSettings
 
 # Called as training advances: (units done so far: epochs or trees, that unit's metrics if it has any)
 ProgressCallback = Callable[[int, dict[str, float]], None]
 FOREST_CHUNKS = 10
 
 
+@dataclass(frozen=True)
+class SearchCandidate:
+    """One combination of a grid search: its settings values and its cross-validation scores."""
+
+    params: dict[str, object]
+    mean_score: float
+    std_score: float
+    rank: int
+    fold_scores: list[float]
+    mean_fit_seconds: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    scoring: str
+    cv: int
+    candidates: list[SearchCandidate]
+    best_index: int
+
+    @property
+    def best(self) -> SearchCandidate:
+        return self.candidates[self.best_index]
+
+
 @dataclass
 class TrainedModel:
-    """A fitted classifier and, for models trained in epochs, one dict of metrics per epoch (epoch from 1)."""
+    """A fitted classifier and, for models trained in epochs, one dict of metrics per epoch (epoch from 1);
+    for a grid search, every candidate's scores (the classifier is the best one refitted on all the data)."""
 
     classifier: ClassifierMixin
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
+    search: SearchResult | None = None
 
 
 def build_classifier(settings: ModelSettings, seed: int) -> ClassifierMixin:
@@ -69,12 +95,87 @@ def train_classifier(
     seed: int,
     on_progress: ProgressCallback | None = None,
 ) -> TrainedModel:
-    """Fit the classifier for `settings` on (features, labels)."""
+    """Fit the classifier for `settings` on (features, labels); with `settings.search`, grid-search first
+    (`on_progress` then reports the refit of the best candidate only)."""
+    if settings.search is not None:
+        return _grid_search(settings, features, labels, seed, on_progress)
     if isinstance(settings, MLPSettings):
         return _train_mlp(settings, features, labels, seed, on_progress)
     if isinstance(settings, RandomForestSettings):
         return _train_forest(settings, features, labels, seed, on_progress)
     return TrainedModel(build_classifier(settings, seed).fit(features, labels))
+
+
+class SettingsClassifier(ClassifierMixin, BaseEstimator):
+    """A scikit-learn estimator whose parameters are this project's model settings, trained exactly as the
+    pipeline trains them (the forest in chunks, the MLP epoch by epoch with early stopping), so that
+    `GridSearchCV` searches the model the pipeline would build."""
+
+    def __init__(self, settings: ModelSettings | None = None, seed: int = 0) -> None:
+        self.settings = settings
+        self.seed = seed
+
+    def set_params(self, **params: object) -> SettingsClassifier:
+        own = {key: value for key, value in params.items() if key not in ("settings", "seed")}
+        if "settings" in params:
+            self.settings = params["settings"]  # type: ignore[assignment]
+        if "seed" in params:
+            self.seed = int(params["seed"])  # type: ignore[call-overload]
+        if own:
+            assert self.settings is not None
+            self.settings = self.settings.without_search(**own)  # validated like params.yaml
+        return self
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> SettingsClassifier:
+        assert self.settings is not None
+        self.trained_ = train_classifier(self.settings, features, labels, self.seed)
+        self.classes_ = self.trained_.classifier.classes_
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.trained_.classifier.predict(features)
+
+
+def _grid_search(
+    settings: ModelSettings,
+    features: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    on_progress: ProgressCallback | None,
+) -> TrainedModel:
+    """`GridSearchCV` over `settings.search.grid` (stratified, shuffled folds seeded by `seed`); the best
+    candidate is refitted on all of (features, labels) with the pipeline's own training."""
+    search: SearchSettings = settings.search  # type: ignore[assignment]
+    grid = GridSearchCV(
+        SettingsClassifier(settings.without_search(), seed),
+        {key: list(values) for key, values in search.grid.items()},
+        scoring=search.scoring,
+        cv=StratifiedKFold(search.cv, shuffle=True, random_state=seed),
+        refit=False,
+        error_score="raise",
+    ).fit(features, labels)
+    results = grid.cv_results_
+    folds = [results[f"split{i}_test_score"] for i in range(search.cv)]
+    candidates = [
+        SearchCandidate(
+            params={key: _plain(value) for key, value in params.items()},
+            mean_score=float(results["mean_test_score"][index]),
+            std_score=float(results["std_test_score"][index]),
+            rank=int(results["rank_test_score"][index]),
+            fold_scores=[float(fold[index]) for fold in folds],
+            mean_fit_seconds=float(results["mean_fit_time"][index]),
+        )
+        for index, params in enumerate(results["params"])
+    ]
+    best_index = int(grid.best_index_)
+    best_settings = settings.without_search(**candidates[best_index].params)
+    trained = train_classifier(best_settings, features, labels, seed, on_progress)
+    trained.search = SearchResult(search.scoring, search.cv, candidates, best_index)
+    return trained
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def progress_units(settings: ModelSettings) -> int | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mnist_lab.errors import SettingsError
 
@@ -41,7 +41,72 @@ class FeatureSettings(_Strict):
     pca_variance: float = Field(0.95, gt=0.0, le=1.0)
 
 
-class SGDSettings(_Strict):
+SEARCH_SCORINGS = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1_macro",
+    "f1_weighted",
+    "precision_macro",
+    "recall_macro",
+)
+
+
+class SearchSettings(_Strict):
+    """A grid search (scikit-learn `GridSearchCV`) over some of this model's own settings: every combination
+    of the `grid` values is cross-validated on the training set (`cv` stratified folds, scored by `scoring`),
+    and the best one is refitted on the whole training set and becomes the model."""
+
+    grid: dict[str, list[Any]] = Field(min_length=1)
+    cv: int = Field(3, ge=2)
+    scoring: Literal[SEARCH_SCORINGS] = "accuracy"  # type: ignore[valid-type]
+
+    @field_validator("grid")
+    @classmethod
+    def _every_setting_has_values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"'{key}' needs at least one value to try")
+        return grid
+
+    def candidates(self) -> list[dict[str, Any]]:
+        """Every combination of the grid's values, in GridSearchCV's order (keys sorted)."""
+        from itertools import product
+
+        keys = sorted(self.grid)
+        return [dict(zip(keys, values, strict=True)) for values in product(*(self.grid[k] for k in keys))]
+
+
+class _ModelSettings(_Strict):
+    search: SearchSettings | None = None
+
+    @model_validator(mode="after")
+    def _grid_names_settings_of_this_model(self) -> _ModelSettings:
+        if self.search is None:
+            return self
+        own = [name for name in type(self).model_fields if name not in ("type", "search")]
+        for key in self.search.grid:
+            if key not in own:
+                known = ", ".join(own)
+                raise ValueError(
+                    f"search.grid: '{key}' is not a setting of a {self.type} model; use: {known}"
+                )
+        for candidate in self.search.candidates():
+            try:
+                self.without_search(**candidate)
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                where = ".".join(str(p) for p in problem["loc"])
+                raise ValueError(
+                    f"search.grid: {where}={problem.get('input')!r} is not valid: {problem['msg']}"
+                ) from None
+        return self
+
+    def without_search(self, **changes: Any) -> _ModelSettings:
+        """These settings with `changes` applied (validated) and no search: one candidate of the grid."""
+        return type(self).model_validate({**self.model_dump(exclude={"search"}), **changes})
+
+
+class SGDSettings(_ModelSettings):
     """scikit-learn `SGDClassifier`."""
 
     type: Literal["sgd"]
@@ -51,7 +116,7 @@ class SGDSettings(_Strict):
     tol: float | None = Field(1e-3, ge=0.0)
 
 
-class RandomForestSettings(_Strict):
+class RandomForestSettings(_ModelSettings):
     """scikit-learn `RandomForestClassifier`, trained on all cores (results do not depend on their count)."""
 
     type: Literal["random_forest"]
@@ -61,7 +126,7 @@ class RandomForestSettings(_Strict):
     max_features: Literal["sqrt", "log2"] | float = "sqrt"
 
 
-class MLPSettings(_Strict):
+class MLPSettings(_ModelSettings):
     """scikit-learn `MLPClassifier` trained epoch by epoch (Adam); keeps the best validation-loss epoch."""
 
     type: Literal["mlp"]

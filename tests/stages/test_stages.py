@@ -118,6 +118,41 @@ def test_binary_task_reports_precision_recall_and_auc(workspace: Path) -> None:
     assert json.loads((workspace / "metrics.json").read_text())["best"]["metric"] == "roc_auc"
 
 
+def test_a_grid_search_logs_a_parent_run_with_one_nested_run_per_candidate(
+    workspace: Path, tracking_store: str
+) -> None:
+    grid = {"alpha": [0.0001, 3.0], "loss": ["hinge", "log_loss"]}
+    params = {**SMALL_PARAMS, "models": {"sgd": {"type": "sgd", "search": {"grid": grid, "cv": 2}}}}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_all(["sgd"])
+    search = json.loads((workspace / "reports" / "sgd" / "training.json").read_text())["search"]
+    best = search["candidates"][search["best_index"]]
+    client = mlflow.MlflowClient(tracking_store)
+    parent = client.get_run(json.loads((workspace / "reports" / "sgd" / "mlflow.json").read_text())["run_id"])
+    # the parent is the model trained: the best candidate's settings, its test metrics, the best estimator
+    assert parent.data.params["model.alpha"] == str(best["params"]["alpha"]) == "0.0001"
+    assert parent.data.params["model.loss"] == best["params"]["loss"]
+    assert parent.data.params["search.cv"] == "2" and parent.data.params["search.candidates"] == "4"
+    assert parent.data.metrics["best_cv_score"] == best["mean_score"]
+    assert (
+        "accuracy" in parent.data.metrics and parent.outputs.model_outputs
+    )  # the best estimator is the model
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert sorted((r.data.params["model.alpha"], r.data.params["model.loss"]) for r in children) == [
+        ("0.0001", "hinge"),
+        ("0.0001", "log_loss"),
+        ("3.0", "hinge"),
+        ("3.0", "log_loss"),
+    ]
+    assert sorted(r.data.metrics["rank_test_score"] for r in children) == [1.0, 2.0, 3.0, 4.0]
+    assert {"split0_test_score", "split1_test_score", "mean_test_score"} <= set(children[0].data.metrics)
+    table = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/search/cv_results.csv")
+    assert table.splitlines()[0] == "rank,alpha,loss,mean_accuracy,std_accuracy,mean_fit_seconds"
+    assert len(table.splitlines()) == 5
+
+
 def test_missing_data_fails_with_how_to_get_it(workspace: Path, capsys: pytest.CaptureFixture) -> None:
     shutil.rmtree(workspace / "data")
     assert run_dvc_stage("prepare") == 2

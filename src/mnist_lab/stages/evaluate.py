@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from mnist_lab.models import class_scores
 from mnist_lab.results import read_history, rows_csv
 from mnist_lab.settings import Settings, flatten
 from mnist_lab.stages.common import StageContext, load_arrays, load_object, main_for, stage_parser
+from mnist_lab.tracking import ChildRunRecord
 
 INPUT_EXAMPLE_ROWS = 3
 
@@ -29,14 +31,66 @@ def curve_csv(curve: Curve, x_name: str, y_name: str) -> str:
     return rows_csv((x_name, y_name), zip(np.round(thin.x, 6), np.round(thin.y, 6), strict=True))
 
 
-def run_params(settings: Settings, model_name: str, n_train: int, n_test: int, features: dict) -> dict:
-    """Everything that shaped this model, flattened: its own settings and the shared ones."""
+def run_params(
+    settings: Settings,
+    model_name: str,
+    n_train: int,
+    n_test: int,
+    features: dict,
+    search: dict[str, Any] | None = None,
+) -> dict:
+    """Everything that shaped this model, flattened: its own settings and the shared ones. After a grid
+    search (`search`: the training JSON's), `model.*` are the settings of the best candidate, the one
+    trained, and `search.*` say what was searched."""
     shared = settings.model_dump(exclude={"models", "select"})
-    model = {"name": model_name, **settings.model(model_name).model_dump()}
+    model_settings = settings.model(model_name)
+    searched: dict[str, Any] = {}
+    if model_settings.search is not None and search is not None:
+        best = search["candidates"][search["best_index"]]["params"]
+        searched = {"search": {**model_settings.search.model_dump(), "candidates": len(search["candidates"])}}
+        model_settings = model_settings.without_search(**best)
+    model = {"name": model_name, **model_settings.model_dump(exclude={"search"})}
     data = {**shared.pop("data"), "n_train": n_train, "n_test": n_test}
     return flatten(
-        {**shared, "data": data, "features": {**shared.pop("features"), **features}, "model": model}
+        {
+            **shared,
+            "data": data,
+            "features": {**shared.pop("features"), **features},
+            "model": model,
+            **searched,
+        }
     )
+
+
+def search_children(model_name: str, search: dict[str, Any], tags: dict[str, str]) -> list[ChildRunRecord]:
+    """One nested run per grid-search candidate, named and scored as MLflow's scikit-learn autologging does
+    (`mean_test_score`, `std_test_score`, `rank_test_score`, `split<k>_test_score`, `mean_fit_time`)."""
+    children = []
+    for index, candidate in enumerate(search["candidates"]):
+        metrics = {
+            "mean_test_score": candidate["mean_score"],
+            "std_test_score": candidate["std_score"],
+            "rank_test_score": float(candidate["rank"]),
+            "mean_fit_time": candidate["mean_fit_seconds"],
+        }
+        metrics |= {f"split{k}_test_score": score for k, score in enumerate(candidate["fold_scores"])}
+        params = {f"model.{key}": value for key, value in candidate["params"].items()}
+        params |= {"search.scoring": search["scoring"], "search.cv": search["cv"]}
+        child_tags = {**tags, f"{tracking.TAG_PREFIX}search_candidate": str(index)}
+        children.append(ChildRunRecord(f"{model_name}-candidate-{index}", params, metrics, child_tags))
+    return children
+
+
+def search_csv(search: dict[str, Any]) -> str:
+    """Every candidate's settings and scores, best first."""
+    keys = sorted(search["candidates"][0]["params"])
+    ranked = sorted(search["candidates"], key=lambda candidate: candidate["rank"])
+    header = ("rank", *keys, f"mean_{search['scoring']}", f"std_{search['scoring']}", "mean_fit_seconds")
+    rows = (
+        (c["rank"], *(c["params"][k] for k in keys), c["mean_score"], c["std_score"], c["mean_fit_seconds"])
+        for c in ranked
+    )
+    return rows_csv(header, rows)
 
 
 def figures(model_name: str, evaluation: Evaluation, history: list[dict[str, float]]) -> dict[str, bytes]:
@@ -86,17 +140,23 @@ def evaluate(context: StageContext) -> None:
     features_summary = {k: v for k, v in read_json(args.features_summary).items() if k != "pca"}
     n_train, n_test = int(prepared["train_labels"].size), int(y_true.size)
     epochs = {"best_epoch": float(training["best_epoch"])} if training.get("best_epoch") else {}
+    search = training.get("search")
+    tags = tracking.run_tags(tracking.workspace_root(), args.model, model_settings.type, settings.task.kind)
+    artifacts = run_artifacts(images, tracking.workspace_root())
+    searched = {}
+    if search:
+        searched = {"best_cv_score": search["candidates"][search["best_index"]]["mean_score"]}
+        artifacts["search/cv_results.csv"] = search_csv(search).encode("utf-8")
     record = tracking.ModelRunRecord(
         run_name=args.model,
-        params=run_params(settings, args.model, n_train, n_test, features_summary),
-        metrics={**evaluation.metrics, "fit_seconds": float(training["fit_seconds"]), **epochs},
+        params=run_params(settings, args.model, n_train, n_test, features_summary, search),
+        metrics={**evaluation.metrics, "fit_seconds": float(training["fit_seconds"]), **epochs, **searched},
         history=history,
-        tags=tracking.run_tags(
-            tracking.workspace_root(), args.model, model_settings.type, settings.task.kind
-        ),
-        artifacts=run_artifacts(images, tracking.workspace_root()),
+        tags=tags,
+        artifacts=artifacts,
         model=full_model(featurizer, classifier),
         input_example=pixel_frame(prepared["test_pixels"][:INPUT_EXAMPLE_ROWS]),
+        children=search_children(args.model, search, tags) if search else [],
     )
     where = tracking.display_uri(tracking_settings.tracking_uri)
     print(f"log {args.model} to MLflow at {where}", file=sys.stderr)

@@ -1,9 +1,13 @@
-"""train: fit one model (`models.<name>` in params.yaml); the MLP's per-epoch history goes to a CSV."""
+"""train: fit one model (`models.<name>` in params.yaml); the MLP's per-epoch history goes to a CSV.
+
+With `models.<name>.search`, a grid search picks the settings first: every candidate's cross-validation
+scores go to the training JSON (`search`), where the evaluate stage finds them for MLflow's nested runs."""
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import asdict
 
 from mnist_lab import tracking
 from mnist_lab.data import task_labels
@@ -25,6 +29,13 @@ def train(context: StageContext) -> None:
     )
     # a wrong tracking server or credentials stop the pipeline here, before any training work
     tracking.preflight(tracking.repository_root())
+    if model_settings.search is not None:
+        count = len(model_settings.search.candidates())
+        print(
+            f"grid search: {count} candidates x {model_settings.search.cv} folds "
+            f"({count * model_settings.search.cv} fits), scored by {model_settings.search.scoring}",
+            file=sys.stderr,
+        )
     units = progress_units(model_settings)
     progress = None
     if units is not None:
@@ -60,6 +71,7 @@ def train(context: StageContext) -> None:
             "fit_seconds": round(fit_seconds, 3),
             "epochs": len(trained.history),
             "best_epoch": trained.best_epoch,
+            "search": asdict(trained.search) if trained.search is not None else None,
         },
     )
     write_text_atomic(args.history, history_csv(trained.history))
