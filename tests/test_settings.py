@@ -143,3 +143,14 @@ def test_ints_are_accepted_for_floats_but_strings_are_not_coerced() -> None:
 
 def test_flatten() -> None:
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
+
+
+def test_numbers_are_read_as_dvc_writes_them(tmp_path: Path) -> None:
+    """`dvc exp run -S models.sgd.alpha=0.00001` writes `alpha: 1e-05`, a string to YAML 1.1 (PyYAML)."""
+    path = tmp_path / "params.yaml"
+    path.write_text("models:\n  sgd:\n    type: sgd\n    alpha: 1e-05\n    max_iter: 1000\n")
+    sgd = load_settings(path).models["sgd"]
+    assert sgd.alpha == 1e-05 and sgd.max_iter == 1000
+    path.write_text("models:\n  sgd:\n    type: sgd\n    loss: 1e5hinge\n")
+    with pytest.raises(SettingsError, match="models.sgd.loss"):
+        load_settings(path)

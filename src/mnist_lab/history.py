@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from mnist_lab.linking import parse_trailers, resolve_commit
-from mnist_lab.settings import flatten
+from mnist_lab.settings import flatten, load_params_yaml
 
 SEPARATOR = "\x1f"
 
@@ -38,7 +38,7 @@ def _show(root: Path, commit: str, path: str) -> str | None:
 def _params(root: Path, commit: str | None) -> dict[str, Any]:
     text = _show(root, commit, "params.yaml") if commit else None
     try:
-        return flatten(yaml.safe_load(text) or {}) if text else {}
+        return flatten(load_params_yaml(text) or {}) if text else {}
     except yaml.YAMLError:
         return {}
 

@@ -6,6 +6,7 @@ Unknown keys and wrong types are rejected with a message naming the key, so a ty
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -227,6 +228,23 @@ def parse_settings(raw: Any, source: str = "params.yaml") -> Settings:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML as DVC reads and writes params.yaml (YAML 1.2 numbers): `1e-05`, which `dvc exp run -S` writes
+    for 0.00001, is a float, not the string that YAML 1.1 (PyYAML) makes of a number without a dot."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_params_yaml(text: str) -> Any:
+    """Parse params.yaml text as DVC does (see `_ParamsLoader`)."""
+    return yaml.load(text, Loader=_ParamsLoader)
+
+
 def load_settings(path: Path | str = "params.yaml") -> Settings:
     """Read and validate `params.yaml`."""
     path = Path(path)
@@ -235,7 +253,7 @@ def load_settings(path: Path | str = "params.yaml") -> Settings:
     except FileNotFoundError:
         raise SettingsError(f"{path}: not found; run from the repository root or pass --params") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_params_yaml(text)
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML: {exc}") from None
     return parse_settings(raw, source=str(path))
