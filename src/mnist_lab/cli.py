@@ -102,6 +102,36 @@ def _cmd_commit(args: argparse.Namespace) -> None:
         print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id})")
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from mnist_lab.data import task_labels
+    from mnist_lab.registry import CHAMPION, promote, roll_back
+    from mnist_lab.settings import load_settings
+    from mnist_lab.stages.common import load_arrays
+    from mnist_lab.tracking import repository_root
+
+    root = repository_root()
+    settings = load_settings(root / "params.yaml")
+    name = settings.registry.model_name
+    if args.rollback:
+        before, after = roll_back(root, name)
+        print(f"{name}: {CHAMPION} moved back from v{before} to v{after}")
+        return 0
+    prepared = load_arrays(root / "outputs" / "prepared.npz", ("test_pixels", "test_labels"))
+    y_true = task_labels(prepared["test_labels"], settings.task.kind, settings.task.positive_class)
+    comparison = promote(
+        root,
+        name,
+        settings.select.metric,
+        prepared["test_pixels"],
+        y_true,
+        settings.task.kind,
+        settings.task.positive_class,
+        force=args.force,
+    )
+    print(f"{name}: {comparison.table()}")
+    return 0 if comparison.promoted else 1
+
+
 def _cmd_link(args: argparse.Namespace) -> None:
     from mnist_lab.linking import link_commit
     from mnist_lab.tracking import repository_root
@@ -244,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commit.add_argument("-m", "--message", required=True)
     commit.set_defaults(handler=_cmd_commit)
+
+    promote = commands.add_parser(
+        "promote",
+        help="move alias champion to the registered challenger if it beats the champion on this workspace's "
+        "test set (exit 1 when it does not)",
+    )
+    promote_mode = promote.add_mutually_exclusive_group()
+    promote_mode.add_argument("--force", action="store_true", help="promote even if it does not beat it")
+    promote_mode.add_argument(
+        "--rollback", action="store_true", help="move champion back to the version it replaced"
+    )
+    promote.set_defaults(handler=_cmd_promote)
 
     link = commands.add_parser(
         "link", help="tag the runs of a commit not made by `mnist-lab commit` (e.g. `dvc exp branch`) with it"

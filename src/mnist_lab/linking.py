@@ -23,6 +23,7 @@ EXPERIMENT_PATHS = (
     "metrics.csv",
     "params.yml",
     "best_model.json",
+    "registry.json",
     "reports",
 )
 TRAILER = "MLflow-Run"

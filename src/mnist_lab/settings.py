@@ -150,6 +150,12 @@ class SelectSettings(_Strict):
     metric: str = "f1_macro"
 
 
+class RegistrySettings(_Strict):
+    """The registered model the `register` stage adds the best model to, as alias `challenger`."""
+
+    model_name: str = Field("mnist-lab", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 class Settings(_Strict):
     """Everything in `params.yaml`."""
 
@@ -159,6 +165,7 @@ class Settings(_Strict):
     features: FeatureSettings = FeatureSettings()
     models: dict[Annotated[str, Field(pattern=MODEL_NAME_PATTERN)], ModelSettings] = Field(min_length=1)
     select: SelectSettings = SelectSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @field_validator("models", mode="before")
     @classmethod

@@ -1,0 +1,102 @@
+"""The register stage and `mnist-lab promote` against a real (sqlite) Model Registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from mnist_lab import cli
+from tests.stages.test_stages import SMALL_PARAMS, run_all, run_dvc_stage, workspace  # noqa: F401
+
+NAME = "digits"
+
+
+def experiment(root: Path, models: dict, task: dict | None = None) -> dict:
+    """Run the pipeline with `models` and register its best model; the registry.json it wrote."""
+    params = {**SMALL_PARAMS, "models": models, "registry": {"model_name": NAME}}
+    if task:
+        params["task"] = task
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_all(list(models))
+    assert run_dvc_stage("register") == 0
+    return json.loads((root / "registry.json").read_text())
+
+
+def promote(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = cli.main(["promote", *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
+    workspace: Path,  # noqa: F811
+    tracking_store: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    client = mlflow.MlflowClient(tracking_store, registry_uri=tracking_store)
+    good = experiment(workspace, {"forest": {"type": "random_forest", "n_estimators": 30}})
+    assert good["registered"] and good["version"] == "1" and good["alias"] == "challenger"
+    version = client.get_model_version(NAME, "1")
+    best = json.loads((workspace / "best_model.json").read_text())
+    assert version.run_id == best["mlflow_run_id"]
+    metrics = json.loads((workspace / "reports" / "forest" / "metrics.json").read_text())
+    assert float(version.tags["metric.accuracy"]) == metrics["accuracy"]
+    assert version.tags["mnist_lab.model"] == "forest" and version.tags["mnist_lab.data_version"]
+    assert version.tags["mnist_lab.task"] == "multiclass"
+    # the same run registered again is the same version
+    assert run_dvc_stage("register") == 0
+    assert json.loads((workspace / "registry.json").read_text())["version"] == "1"
+
+    code, out = promote(capsys)
+    assert code == 0 and "promoted v1 to champion: there was no champion" in out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+
+    # a worse model: registered as challenger, not promoted; the comparison is shown
+    worse = experiment(workspace, {"weak": {"type": "random_forest", "n_estimators": 1, "max_depth": 2}})
+    assert worse["version"] == "2"
+    code, out = promote(capsys)
+    assert code == 1 and "not promoted: v2 does not beat v1, which stays champion" in out
+    assert "f1_macro on the workspace's test set: challenger v2:" in out and "champion v1:" in out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+
+    code, out = promote(capsys, "--force")
+    assert code == 0 and "(--force)" in out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    assert client.get_model_version(NAME, "2").tags["mnist_lab.previous_champion"] == "1"
+    code, out = promote(capsys, "--rollback")
+    assert code == 0 and "moved back from v2 to v1" in out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    code, out = promote(capsys, "--rollback")
+    assert code == 2 and "replaced no earlier champion" in out
+
+
+def test_models_of_another_task_are_not_compared(
+    workspace: Path,  # noqa: F811
+    tracking_store: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    experiment(workspace, {"sgd": {"type": "sgd"}})
+    assert promote(capsys)[0] == 0
+    experiment(workspace, {"sgd": {"type": "sgd"}}, task={"kind": "binary", "positive_class": 5})
+    code, out = promote(capsys)
+    assert code == 2 and "v1 was trained for task 'multiclass', not this workspace's 'binary'" in out
+
+
+def test_no_challenger_and_no_test_data_are_clear_errors(
+    workspace: Path,  # noqa: F811
+    tracking_store: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    (workspace / "params.yaml").write_text(
+        yaml.safe_dump({**SMALL_PARAMS, "registry": {"model_name": NAME}}, sort_keys=False)
+    )
+    code, out = promote(capsys)
+    assert code == 2 and "outputs/prepared.npz is missing" in out
+    assert run_dvc_stage("prepare") == 0
+    code, out = promote(capsys)
+    assert code == 2 and f"'{NAME}' has no challenger: `dvc repro` registers the best model" in out
