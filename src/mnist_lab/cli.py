@@ -132,6 +132,46 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0 if comparison.promoted else 1
 
 
+def _load_model(root: Path, model_uri: str | None):
+    """The model `--model` names (any MLflow model URI), else the workspace's best model from its
+    DVC-tracked files (featurizer + classifier; offline, no tracking store needed)."""
+    if model_uri:
+        from mnist_lab.registry import load_sklearn_model
+
+        return load_sklearn_model(root, model_uri), model_uri
+    from mnist_lab.features import full_model
+    from mnist_lab.files import read_json
+    from mnist_lab.stages.common import load_object
+
+    best_file = root / "best_model.json"
+    if not best_file.is_file():
+        raise MnistLabError(f"{best_file} is missing: run `dvc repro` (or `dvc pull`), or pass --model URI")
+    name = read_json(best_file)["model"]
+    featurizer = load_object(root / "outputs" / "featurizer.joblib")
+    classifier = load_object(root / "models" / name / "classifier.joblib")
+    return full_model(featurizer, classifier), f"the workspace's best model ({name}, from DVC)"
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    import time
+
+    from mnist_lab.inference import predict_frame, read_images, write_predictions
+    from mnist_lab.tracking import repository_root
+
+    root = repository_root()
+    model, described = _load_model(root, args.model)
+    pixels = read_images(args.input)
+    started = time.perf_counter()
+    predictions = predict_frame(model, pixels, str(args.input))
+    seconds = time.perf_counter() - started
+    write_predictions(predictions, args.output)
+    rate = len(pixels) / seconds if seconds > 0 else float("inf")
+    print(
+        f"wrote {len(predictions)} predictions to {args.output} with {described} ({rate:,.0f} images/s)",
+        file=sys.stderr,
+    )
+
+
 def _cmd_link(args: argparse.Namespace) -> None:
     from mnist_lab.linking import link_commit
     from mnist_lab.tracking import repository_root
@@ -286,6 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--rollback", action="store_true", help="move champion back to the version it replaced"
     )
     promote.set_defaults(handler=_cmd_promote)
+
+    predict = commands.add_parser(
+        "predict", help="batch predictions (label, per-class probabilities) for IDX, CSV or Parquet images"
+    )
+    predict.add_argument("input", type=Path, help="IDX images file (*-idx3-ubyte[.gz]), .csv or .parquet")
+    predict.add_argument("-o", "--output", required=True, type=Path, help="predictions: .csv or .parquet")
+    predict.add_argument(
+        "--model",
+        help="an MLflow model URI, e.g. models:/mnist-lab@champion (default: the workspace's best model)",
+    )
+    predict.set_defaults(handler=_cmd_predict)
 
     link = commands.add_parser(
         "link", help="tag the runs of a commit not made by `mnist-lab commit` (e.g. `dvc exp branch`) with it"

@@ -200,6 +200,20 @@ def _version_by_alias(client, model_name: str, alias: str):
         raise
 
 
+def load_sklearn_model(root: Path, model_uri: str) -> Any:
+    """A logged or registered model (`models:/mnist-lab@champion`, `runs:/...`) as its scikit-learn
+    pipeline, from the repository's tracking store and registry."""
+    from mlflow.exceptions import MlflowException
+
+    _client(root)  # sets the tracking and registry URIs
+    import mlflow.sklearn
+
+    try:
+        return mlflow.sklearn.load_model(model_uri)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot load model '{model_uri}': {exc.message}") from None
+
+
 def score_version(
     model_name: str, version: str, test_pixels: np.ndarray, y_true: np.ndarray, binary: bool
 ) -> dict[str, float]:

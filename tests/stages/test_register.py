@@ -1,4 +1,4 @@
-"""The register stage and `mnist-lab promote` against a real (sqlite) Model Registry."""
+"""The register stage, `mnist-lab promote` and `mnist-lab predict` against a real (sqlite) Model Registry."""
 
 from __future__ import annotations
 
@@ -100,3 +100,33 @@ def test_no_challenger_and_no_test_data_are_clear_errors(
     assert run_dvc_stage("prepare") == 0
     code, out = promote(capsys)
     assert code == 2 and f"'{NAME}' has no challenger: `dvc repro` registers the best model" in out
+
+
+def test_predict_writes_what_evaluate_predicted(
+    workspace: Path,  # noqa: F811
+    tracking_store: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import pandas as pd
+
+    experiment(workspace, {"forest": {"type": "random_forest", "n_estimators": 20}, "sgd": {"type": "sgd"}})
+    best = json.loads((workspace / "best_model.json").read_text())["model"]
+    evaluated = pd.read_csv(workspace / "reports" / best / "predictions.csv")
+    test_images = next((workspace / "data").glob("t10k-images*"))
+    assert cli.main(["predict", str(test_images), "-o", "out/predictions.csv"]) == 0
+    assert "the workspace's best model" in capsys.readouterr().err
+    from_dvc = pd.read_csv(workspace / "out" / "predictions.csv")
+    assert from_dvc["label"].tolist() == evaluated["predicted"].tolist()
+    if best == "forest":
+        assert {f"probability_{d}" for d in range(10)} <= set(from_dvc.columns)
+    assert (
+        cli.main(
+            ["predict", str(test_images), "-o", "out/p.parquet", "--model", f"models:/{NAME}@challenger"]
+        )
+        == 0
+    )
+    parquet = pd.read_parquet(workspace / "out" / "p.parquet")  # float32 scores; CSV holds them as text
+    pd.testing.assert_frame_equal(parquet, from_dvc, check_dtype=False)
+    code = cli.main(["predict", str(test_images), "-o", "out/x.csv", "--model", f"models:/{NAME}@nobody"])
+    assert code == 2 and "cannot load model 'models:/digits@nobody'" in capsys.readouterr().err
+    assert not (workspace / "out" / "x.csv").exists()

@@ -1,0 +1,91 @@
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import SGDClassifier
+
+from mnist_lab.errors import DataError
+from mnist_lab.features import fit_featurizer, full_model
+from mnist_lab.idx import encode_idx
+from mnist_lab.inference import predict_frame, read_images, write_predictions
+from mnist_lab.settings import FeatureSettings
+
+IMAGES = np.random.default_rng(0).integers(0, 256, size=(30, 4, 4), dtype=np.uint8)
+LABELS = np.arange(30) % 3
+
+
+def model(classifier):
+    pixels = IMAGES.reshape(30, -1)
+    featurizer = fit_featurizer(pixels, FeatureSettings(), seed=0)
+    return full_model(featurizer, classifier.fit(featurizer.transform(pixels), LABELS))
+
+
+def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
+    flat = IMAGES.reshape(30, -1).astype(np.float64)
+    (tmp_path / "images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(IMAGES)))
+    (tmp_path / "images-idx3-ubyte").write_bytes(encode_idx(IMAGES))
+    columns = [f"pixel_{i}" for i in range(16)]
+    table = pd.DataFrame(flat.astype(np.int64), columns=columns)
+    table[columns[::-1]].assign(id=range(30)).to_csv(tmp_path / "shuffled.csv", index=False)  # any order
+    table.to_csv(tmp_path / "plain.csv", index=False, header=False)
+    table.to_parquet(tmp_path / "images.parquet")
+    for name in ("images-idx3-ubyte.gz", "images-idx3-ubyte", "shuffled.csv", "plain.csv", "images.parquet"):
+        assert np.array_equal(read_images(tmp_path / name), flat), name
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("pixel_0,pixel_1\n1,abc\n", "column(s) pixel_1 are not"),
+        ("pixel_0,pixel_1\n1,300\n", "row 0, pixel 1 is 300.0"),
+        ("pixel_0,pixel_1\n1,-1\n", "row 0, pixel 1 is -1.0"),
+        ("pixel_0,pixel_1\n1,\n", "row 0, pixel 1 is nan"),
+        ("pixel_0,pixel_1\n", "no images (an empty table)"),
+    ],
+)
+def test_bad_tables_are_named(tmp_path, content: str, expected: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match="bad.csv") as info:
+        read_images(path)
+    assert expected in str(info.value)
+
+
+def test_missing_and_unknown_files(tmp_path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_images(tmp_path / "nope.csv")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(DataError, match="unknown format; give an IDX images file"):
+        read_images(tmp_path / "x.json")
+    (tmp_path / "labels-idx1-ubyte").write_bytes(encode_idx(LABELS.astype(np.uint8)))
+    with pytest.raises(DataError, match="is this a labels file"):
+        read_images(tmp_path / "labels-idx1-ubyte")
+
+
+def test_predictions_have_labels_and_probabilities_or_scores() -> None:
+    pixels = IMAGES.reshape(30, -1).astype(np.float64)
+    forest = model(RandomForestClassifier(n_estimators=5, random_state=0))
+    out = predict_frame(forest, pixels)
+    assert list(out.columns) == ["label", "probability_0", "probability_1", "probability_2"]
+    assert np.allclose(out.filter(like="probability").sum(axis=1), 1.0)
+    assert (
+        out["label"].to_numpy()
+        == forest.predict(pd.DataFrame(pixels, columns=[f"pixel_{i}" for i in range(16)]))
+    ).all()
+    hinge = predict_frame(model(SGDClassifier(random_state=0)), pixels)
+    assert list(hinge.columns) == ["label", "score_0", "score_1", "score_2"]
+    with pytest.raises(DataError, match="images have 15 pixels, the model takes 16"):
+        predict_frame(forest, pixels[:, :15], "batch.csv")
+
+
+def test_predictions_are_written_whole_or_not_at_all(tmp_path) -> None:
+    frame = pd.DataFrame({"label": [1, 2], "probability_1": [0.9, 0.1]})
+    write_predictions(frame, tmp_path / "p.parquet")
+    assert pd.read_parquet(tmp_path / "p.parquet").equals(frame)
+    write_predictions(frame, tmp_path / "p.csv")
+    assert pd.read_csv(tmp_path / "p.csv").equals(frame)
+    with pytest.raises(DataError, match="write predictions to a .csv or a .parquet file"):
+        write_predictions(frame, tmp_path / "p.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.parquet"]
