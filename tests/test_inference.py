@@ -89,3 +89,44 @@ def test_predictions_are_written_whole_or_not_at_all(tmp_path) -> None:
     with pytest.raises(DataError, match="write predictions to a .csv or a .parquet file"):
         write_predictions(frame, tmp_path / "p.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.parquet"]
+
+
+def test_requests_in_every_serving_format_give_the_same_pixels() -> None:
+    from mnist_lab.inference import request_pixels
+
+    pixels = IMAGES.reshape(30, -1)[:2].astype(np.float64)
+    columns = [f"pixel_{i}" for i in range(16)]
+    forms = [
+        pd.DataFrame(pixels.astype(np.int64), columns=columns),  # dataframe_split / records / CSV
+        pd.DataFrame(pixels, columns=columns)[columns[::-1]],  # columns in any order
+        pd.DataFrame(pixels),  # dataframe_split without "columns"
+        {c: pixels[:, i].tolist() for i, c in enumerate(columns)},  # inputs: a dict of columns
+        pixels.astype(np.int64).tolist(),  # instances / inputs: lists of pixel lists
+        np.asarray(pixels, dtype=np.float32),
+    ]
+    for form in forms:
+        assert np.array_equal(request_pixels(form, 16), pixels), type(form)
+    assert request_pixels(pixels[0].tolist(), 16).shape == (1, 16)  # one image alone
+
+
+@pytest.mark.parametrize(
+    ("request_body", "expected"),
+    [
+        ([[1] * 15], "expected images of 16 pixels, shape (count, 16); got shape (1, 15)"),
+        ([[1] * 17], "got shape (1, 17)"),
+        ([], "got shape (0,)"),
+        (np.zeros((0, 16)), "no images"),
+        ([["abc"] * 16], "pixel values must be numbers 0-255"),
+        ([[300] * 16], "row 0, pixel 0 is 300.0"),
+        ([[None] * 16], "row 0, pixel 0 is nan"),
+        ({"pixel_0": [1], "pixel_1": [2]}, "missing ['pixel_2', 'pixel_3'"),
+        ({**{f"pixel_{i}": [1] for i in range(16)}, "extra": [1]}, "unexpected ['extra']"),
+        ({"pixel_0": [1, 2], "pixel_1": [1]}, "malformed columns"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(request_body, expected: str) -> None:
+    from mnist_lab.inference import request_pixels
+
+    with pytest.raises(DataError) as info:
+        request_pixels(request_body, 16)
+    assert expected in str(info.value)

@@ -107,7 +107,9 @@ def test_each_model_is_one_complete_mlflow_run(pipeline: dict) -> None:
         model = mlflow.pyfunc.load_model(
             json.loads((root / "reports" / name / "mlflow.json").read_text())["model_uri"]
         )
-        accuracy = float(np.mean(np.asarray(model.predict(pixels)) == test.test_labels))
+        predictions = model.predict(pixels)  # label and per-class probabilities (or scores, for SGD)
+        assert predictions.columns[0] == "label" and len(predictions.columns) == 11
+        accuracy = float(np.mean(predictions["label"].to_numpy() == test.test_labels))
         assert accuracy == pytest.approx(
             recorded["accuracy"]
         )  # raw pixels in: the featurizer is in the model

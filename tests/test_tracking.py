@@ -165,12 +165,15 @@ def test_a_failure_while_logging_marks_the_run_failed(tracking_store: str, tmp_p
 
 
 def _pixel_model_record() -> tracking.ModelRunRecord:
+    """A run whose model is what the evaluate stage logs: the pyfunc around featurizer + classifier."""
     from mnist_lab.features import full_model, pixel_frame
+    from mnist_lab.serving import DigitClassifier
 
     pixels = np.random.default_rng(1).integers(0, 256, size=(60, 16)).astype(np.uint8)
     labels = (pixels[:, 0] > 127).astype(int)
     featurizer = fit_featurizer(pixels, FeatureSettings(pca=False), seed=0)
-    model = full_model(featurizer, LogisticRegression().fit(featurizer.transform(pixels), labels))
+    pipeline = full_model(featurizer, LogisticRegression().fit(featurizer.transform(pixels), labels))
+    model = DigitClassifier(pipeline, 16)
     return tracking.ModelRunRecord(
         run_name="pixels",
         params={},
@@ -195,15 +198,16 @@ def test_the_logged_model_loads_where_mnist_lab_is_not_installed(tracking_store:
         "import sys; sys.modules['mnist_lab'] = None\n"  # any import of mnist_lab now fails
         "import io, json, mlflow.pyfunc, pandas as pd\n"
         "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
-        "frame = pd.read_json(io.StringIO(sys.argv[2]), orient='split').astype('float64')\n"
-        "print(json.dumps(model.predict(frame).tolist()))\n"
+        "frame = pd.read_json(io.StringIO(sys.argv[2]), orient='split')\n"  # int pixels: accepted
+        "print(json.dumps(model.predict(frame).to_dict(orient='records')))\n"
     )
     example = record.input_example.to_json(orient="split")
     result = subprocess.run(
         [sys.executable, "-c", script, str(local), example], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout) == record.model.predict(record.input_example).tolist()
+    expected = record.model.predict(None, record.input_example)
+    assert json.loads(result.stdout) == expected.to_dict(orient="records")
     import cloudpickle
 
     assert not cloudpickle.cloudpickle._PICKLE_BY_VALUE_MODULES  # the registration does not outlive the call

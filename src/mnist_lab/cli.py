@@ -172,6 +172,21 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from mnist_lab.serving import serve_command
+    from mnist_lab.tracking import repository_root
+
+    command, env, described = serve_command(
+        repository_root(), args.model, args.workspace, args.host, args.port, args.workers
+    )
+    print(
+        f"serving {described} at http://{args.host}:{args.port}/invocations (Ctrl-C stops it)",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    os.execvpe(command[0], command, env)
+
+
 def _cmd_link(args: argparse.Namespace) -> None:
     from mnist_lab.linking import link_commit
     from mnist_lab.tracking import repository_root
@@ -337,6 +352,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MLflow model URI, e.g. models:/mnist-lab@champion (default: the workspace's best model)",
     )
     predict.set_defaults(handler=_cmd_predict)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the champion (or --model URI, or --workspace) over REST with `mlflow models serve`",
+    )
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model", help="an MLflow model URI (default: models:/<registry.model_name>@champion)"
+    )
+    source.add_argument(
+        "--workspace",
+        action="store_true",
+        help="serve the workspace's best model from its DVC-tracked files (no registry or store needed)",
+    )
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_cmd_serve)
 
     link = commands.add_parser(
         "link", help="tag the runs of a commit not made by `mnist-lab commit` (e.g. `dvc exp branch`) with it"

@@ -193,7 +193,8 @@ def _version_by_alias(client, model_name: str, alias: str):
         if _is_missing_registry(exc):
             raise RegistryUnavailable(
                 "this tracking server has no Model Registry (MLflow 2.x without one, as DagsHub's): there is "
-                "nothing to promote; serve or predict from the DVC-tracked model instead"
+                "nothing to promote; serve or predict the workspace's DVC-tracked model instead (`mnist-lab "
+                "serve --workspace`, `mnist-lab predict`)"
             ) from None
         if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
             return None
@@ -202,29 +203,32 @@ def _version_by_alias(client, model_name: str, alias: str):
 
 def load_sklearn_model(root: Path, model_uri: str) -> Any:
     """A logged or registered model (`models:/mnist-lab@champion`, `runs:/...`) as its scikit-learn
-    pipeline, from the repository's tracking store and registry."""
+    pipeline, from the repository's tracking store and registry: the pipeline inside the pyfunc this
+    project logs, or an sklearn-flavor model as it is."""
     from mlflow.exceptions import MlflowException
 
     _client(root)  # sets the tracking and registry URIs
+    import mlflow.pyfunc
     import mlflow.sklearn
 
     try:
-        return mlflow.sklearn.load_model(model_uri)
+        model = mlflow.pyfunc.load_model(model_uri)
+        if "sklearn" in model.metadata.flavors:
+            return mlflow.sklearn.load_model(model_uri)
+        return model.unwrap_python_model().pipeline
     except MlflowException as exc:
         raise RegistryError(f"cannot load model '{model_uri}': {exc.message}") from None
 
 
 def score_version(
-    model_name: str, version: str, test_pixels: np.ndarray, y_true: np.ndarray, binary: bool
+    root: Path, model_name: str, version: str, test_pixels: np.ndarray, y_true: np.ndarray, binary: bool
 ) -> dict[str, float]:
-    """The test metrics of a registered version on (test_pixels, y_true) (registry URI already set)."""
-    import mlflow.sklearn
-
+    """The test metrics of a registered version on (test_pixels, y_true)."""
     from mnist_lab.features import pixel_frame
     from mnist_lab.metrics import evaluate_predictions
     from mnist_lab.models import class_scores
 
-    model = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    model = load_sklearn_model(root, f"models:/{model_name}/{version}")
     frame = pixel_frame(test_pixels.reshape(len(test_pixels), -1))
     y_pred = model.predict(frame)
     scores = class_scores(model, frame)
@@ -267,11 +271,11 @@ def promote(
             _check_comparable(version, task, positive_class)
     binary = task == "binary"
     new = str(challenger.version)
-    new_value = score_version(model_name, new, test_pixels, y_true, binary)[metric]
+    new_value = score_version(root, model_name, new, test_pixels, y_true, binary)[metric]
     old = str(champion.version) if champion is not None else None
     if old == new:
         return Comparison(metric, new, new_value, old, new_value, False, f"v{new} is already the {CHAMPION}")
-    old_value = score_version(model_name, old, test_pixels, y_true, binary)[metric] if old else None
+    old_value = score_version(root, model_name, old, test_pixels, y_true, binary)[metric] if old else None
     if old is None or old_value is None:
         promoted, reason = True, f"promoted v{new} to {CHAMPION}: there was no champion"
     elif new_value > old_value:
@@ -290,6 +294,18 @@ def promote(
         client.set_model_version_tag(model_name, new, PROMOTION_TAG, f"{stamp} {reason}")
         client.set_registered_model_alias(model_name, CHAMPION, new)
     return Comparison(metric, new, new_value, old, old_value, promoted, reason)
+
+
+def champion_version(root: Path, model_name: str) -> str:
+    """The version alias `champion` points at, or a RegistryError saying how to get one."""
+    client, _ = _client(root)
+    champion = _version_by_alias(client, model_name, CHAMPION)
+    if champion is None:
+        raise RegistryError(
+            f"'{model_name}' has no {CHAMPION}: promote one (`mnist-lab promote`), or serve the workspace's "
+            "best model with --workspace"
+        )
+    return str(champion.version)
 
 
 def roll_back(root: Path, model_name: str) -> tuple[str, str]:

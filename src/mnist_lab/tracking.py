@@ -418,7 +418,7 @@ def _log_params_and_metrics(record: ModelRunRecord, run_id: str, client, model_i
 
 
 @contextlib.contextmanager
-def _this_package_pickled_by_value() -> Iterator[None]:
+def this_package_pickled_by_value() -> Iterator[None]:
     """The model holds this package's functions (the pixel scaling): cloudpickle stores them by value, so the
     logged model loads and serves where mnist_lab is not installed, with no copy of the package to upload."""
     import cloudpickle
@@ -432,26 +432,38 @@ def _this_package_pickled_by_value() -> Iterator[None]:
 
 
 def _log_model(record: ModelRunRecord, run_id: str, client) -> str:  # client: an MlflowClient
-    """Log the model in MLflow format, inside the active fluent run `run_id`; where the server lacks MLflow
-    3's logged-model endpoints (MLflow 2.x servers such as DagsHub's), save it and upload it as the run's
+    """Log the model in MLflow format, inside the active fluent run `run_id`: a pyfunc `PythonModel` as it
+    is (no signature: it checks its input itself, see mnist_lab.serving), a scikit-learn estimator in the
+    sklearn flavor with a signature inferred from the input example. Where the server lacks MLflow 3's
+    logged-model endpoints (MLflow 2.x servers such as DagsHub's), save it and upload it as the run's
     `model` artifacts instead."""
     import mlflow
+    import mlflow.pyfunc
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
-    # cloudpickle (not skops) because the pipeline holds this package's scaling function; MLflow warns about
+    # cloudpickle (not skops): the model holds this package's code, pickled by value. MLflow warns about
     # pickle on every save: the model is only ever loaded from this project's own store.
-    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
-    options = {
-        "signature": infer_signature(record.input_example, record.model.predict(record.input_example)),
+    for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    options: dict[str, Any] = {
         "input_example": record.input_example,
         "pip_requirements": pinned_requirements(),
-        "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
     }
-    with _requirements_check_skipped(), _this_package_pickled_by_value():
+    if isinstance(record.model, mlflow.pyfunc.PythonModel):
+        flavor = mlflow.pyfunc
+        options |= {"python_model": record.model, "signature": False}
+    else:
+        flavor = mlflow.sklearn
+        options |= {
+            "sk_model": record.model,
+            "signature": infer_signature(record.input_example, record.model.predict(record.input_example)),
+            "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        }
+    with _requirements_check_skipped(), this_package_pickled_by_value():
         try:
-            return mlflow.sklearn.log_model(record.model, name="model", **options).model_uri
+            return flavor.log_model(name="model", **options).model_uri
         except MlflowException as exc:
             if not _is_missing_endpoint(exc):
                 raise
@@ -461,7 +473,7 @@ def _log_model(record: ModelRunRecord, run_id: str, client) -> str:  # client: a
             file=sys.stderr,
         )
         with tempfile.TemporaryDirectory(prefix="mnist-lab-model-") as folder:
-            mlflow.sklearn.save_model(record.model, str(Path(folder, "model")), **options)
+            flavor.save_model(path=str(Path(folder, "model")), **options)
             client.log_artifacts(run_id, str(Path(folder, "model")), "model")
     return f"runs:/{run_id}/model"
 

@@ -19,6 +19,7 @@ from mnist_lab.files import read_json, write_json, write_text_atomic
 from mnist_lab.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
 from mnist_lab.models import class_scores
 from mnist_lab.results import read_history, rows_csv
+from mnist_lab.serving import DigitClassifier
 from mnist_lab.settings import Settings, flatten
 from mnist_lab.stages.common import StageContext, load_arrays, load_object, main_for, stage_parser
 from mnist_lab.tracking import ChildRunRecord
@@ -154,7 +155,7 @@ def evaluate(context: StageContext) -> None:
         history=history,
         tags=tags,
         artifacts=artifacts,
-        model=full_model(featurizer, classifier),
+        model=DigitClassifier(full_model(featurizer, classifier), int(prepared["test_pixels"].shape[1])),
         input_example=pixel_frame(prepared["test_pixels"][:INPUT_EXAMPLE_ROWS]),
         children=search_children(args.model, search, tags) if search else [],
     )

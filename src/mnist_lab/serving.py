@@ -1,0 +1,128 @@
+"""The logged model as MLflow serves it: a pyfunc that checks every request and answers with the label and
+per-class probabilities (or decision scores, for models without probabilities).
+
+`mlflow models serve` turns the MlflowException raised here into an HTTP 400 with this message. The model
+stores no signature on purpose: MLflow's column-signature enforcement silently drops extra columns, rejects
+list-of-lists `instances`/`inputs` (the natural shape of images) and answers with the whole schema; here
+every request format is accepted and every bad one gets a short 4xx naming what is wrong. The class and
+the functions it calls are pickled by value with the model, so serving needs no mnist_lab install."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from mnist_lab.errors import DataError
+from mnist_lab.inference import predict_frame, request_pixels
+
+
+class DigitClassifier(mlflow.pyfunc.PythonModel):
+    """A fitted scikit-learn pipeline that takes raw 0-255 pixels (featurizer + classifier)."""
+
+    def __init__(self, pipeline: Any, n_pixels: int) -> None:
+        self.pipeline = pipeline
+        self.n_pixels = n_pixels
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            pixels = request_pixels(model_input, self.n_pixels)
+            return predict_frame(self.pipeline, pixels)
+        except DataError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def workspace_model_dir(root: Path) -> tuple[Path, str]:
+    """The workspace's best model (best_model.json; featurizer and classifier from their DVC-tracked files)
+    saved as this pyfunc under `.mnist-lab/serve/<model>-<hash of its files>/`, for serving without a
+    registry or tracking store. Saved once per model version, whole or not at all."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from mnist_lab.features import full_model
+    from mnist_lab.files import read_json
+    from mnist_lab.stages.common import load_object
+    from mnist_lab.tracking import pinned_requirements, this_package_pickled_by_value
+
+    best_file = root / "best_model.json"
+    if not best_file.is_file():
+        raise DataError(f"{best_file} is missing: run `dvc repro` (or `dvc pull`) first")
+    name = read_json(best_file)["model"]
+    files = [root / "outputs" / "featurizer.joblib", root / "models" / name / "classifier.joblib"]
+    featurizer, classifier = (load_object(path) for path in files)  # DataError naming a missing one
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()[:16]
+    target = root / ".mnist-lab" / "serve" / f"{name}-{digest}"
+    described = f"the workspace's best model ({name}, from DVC)"
+    if (target / "MLmodel").is_file():
+        return target, described
+    pipeline = full_model(featurizer, classifier)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        with this_package_pickled_by_value():
+            mlflow.pyfunc.save_model(
+                path=str(staging / "model"),
+                python_model=DigitClassifier(pipeline, int(pipeline.n_features_in_)),
+                signature=False,
+                pip_requirements=pinned_requirements(),
+            )
+        if not target.exists():
+            (staging / "model").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, described
+
+
+def serve_command(
+    root: Path, model_uri: str | None, workspace: bool, host: str, port: int, workers: int
+) -> tuple[list[str], dict[str, str], str]:
+    """(`mlflow models serve` command line, its environment, what it serves). The registry's champion by
+    default; checks that it exists first, so a missing one is a clear error rather than a server that dies."""
+    from mnist_lab import registry, tracking
+    from mnist_lab.settings import load_settings
+
+    if not 0 < port < 65536:
+        raise DataError(f"--port {port}: use a port number from 1 to 65535")
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn, mlflow
+    if workspace:
+        model_dir, described = workspace_model_dir(root)
+        uri = str(model_dir)
+    else:
+        settings = tracking.TrackingSettings.from_environment(root)
+        env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+        env["MLFLOW_REGISTRY_URI"] = settings.tracking_uri
+        if model_uri is None:
+            name = load_settings(root / "params.yaml").registry.model_name
+            champion = registry.champion_version(root, name)
+            uri, described = (
+                f"models:/{name}@{registry.CHAMPION}",
+                f"{name} v{champion} ({registry.CHAMPION})",
+            )
+        else:
+            registry.load_sklearn_model(root, model_uri)  # fails clearly if it cannot be loaded
+            uri, described = model_uri, model_uri
+    executable = str(Path(sys.executable).parent / "mlflow")
+    command = [
+        executable,
+        "models",
+        "serve",
+        "-m",
+        uri,
+        "--env-manager",
+        "local",
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-w",
+        str(workers),
+    ]
+    return command, env, described
