@@ -479,3 +479,38 @@ def test_a_404_that_is_not_mlflows_fails_the_check(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_relative_sqlite_uri_is_relative_to_the_repository(tmp_path: Path) -> None:
+    settings = tracking.TrackingSettings.from_environment(
+        tmp_path, {"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
+    )
+    assert settings.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    absolute = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    assert (
+        tracking.TrackingSettings.from_environment(tmp_path, {"MLFLOW_TRACKING_URI": absolute}).tracking_uri
+        == absolute
+    )
+
+
+def test_inside_an_mlflow_project_run_model_runs_nest_under_it(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_store)
+    project_experiment = client.create_experiment("project")
+    project = client.create_run(project_experiment)
+    monkeypatch.setenv("MLFLOW_RUN_ID", project.info.run_id)
+    record = _record()
+    record.tags = tracking.run_tags(tmp_path, "m", "sgd", "multiclass")
+    logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
+    run = client.get_run(logged.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == project.info.run_id
+    assert run.info.experiment_id == project_experiment  # beside its parent, so the UI nests it
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0" * 32)  # a run of another store
+    record = _record()
+    record.tags = tracking.run_tags(tmp_path, "m", "sgd", "multiclass")
+    logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
+    assert "mlflow.parentRunId" not in client.get_run(logged.run_id).data.tags
+    assert "is not in this store: not nested" in capsys.readouterr().err

@@ -36,6 +36,7 @@ DEFAULT_EXPERIMENT = "mnist-lab"
 LOCAL_STORE = "mlflow.db"
 LOCAL_ARTIFACTS = "mlartifacts"
 TAG_PREFIX = "mnist_lab."
+PARENT_RUN_TAG = "mlflow.parentRunId"
 # Bounded retries for remote servers: MLflow's defaults block ~4 minutes on a dead server.
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
@@ -111,6 +112,8 @@ class TrackingSettings:
                 )
             uri = f"https://dagshub.com/{dagshub_repo}.mlflow"
         uri = uri or f"sqlite:///{root / LOCAL_STORE}"
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # relative: to the root
+            uri = f"sqlite:///{root / uri.removeprefix('sqlite:///')}"
         name = environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
         artifacts = (root / LOCAL_ARTIFACTS).as_uri() if uri.startswith("sqlite:") else None
         return cls(tracking_uri=uri, experiment_name=name, artifact_location=artifacts)
@@ -218,6 +221,9 @@ def run_tags(root: Path, model_name: str, model_type: str, task: str) -> dict[st
     experiment = os.environ.get("DVC_EXP_NAME")
     if experiment:
         tags[f"{TAG_PREFIX}dvc_exp_name"] = experiment
+    project_run = os.environ.get("MLFLOW_RUN_ID")  # inside `mlflow run .`: nest under the project's run
+    if project_run:
+        tags[PARENT_RUN_TAG] = project_run
     return tags
 
 
@@ -343,6 +349,8 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
         client = mlflow.MlflowClient(settings.tracking_uri)
         experiment_id = _experiment_id(client, settings)
     tags = {**record.tags, f"{TAG_PREFIX}record_id": record.record_id}
+    if PARENT_RUN_TAG in tags:  # an MLflow project's run: the model run goes beside it, under it
+        experiment_id = _parent_experiment(client, tags, experiment_id)
     run = client.create_run(experiment_id, start_time=record.created_ms, run_name=record.run_name, tags=tags)
     run_id = run.info.run_id
     try:
@@ -376,6 +384,20 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
     )
 
 
+def _parent_experiment(client, tags: dict[str, str], default: str) -> str:
+    """The experiment of the parent run `tags` names; a parent this store does not know is dropped."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(tags[PARENT_RUN_TAG]).info.experiment_id
+    except MlflowException:
+        print(
+            f"note: parent run {tags.pop(PARENT_RUN_TAG)} (MLFLOW_RUN_ID) is not in this store: not nested",
+            file=sys.stderr,
+        )
+        return default
+
+
 def _log_children(record: ModelRunRecord, parent_run_id: str, experiment_id: str, client) -> None:
     """One nested run per child, as MLflow's scikit-learn autologging nests a search's candidates."""
     from mlflow.entities import Metric, Param
@@ -383,7 +405,7 @@ def _log_children(record: ModelRunRecord, parent_run_id: str, experiment_id: str
     for child in getattr(record, "children", []):  # records spooled before children existed have none
         tags = {
             **child.tags,
-            "mlflow.parentRunId": parent_run_id,
+            PARENT_RUN_TAG: parent_run_id,
             f"{TAG_PREFIX}parent_record_id": record.record_id,
         }
         run_id = client.create_run(
