@@ -185,3 +185,21 @@ def test_an_experiment_committed_without_mnist_lab_commit_is_found_and_linked(ex
     assert client.get_run(forest["run_id"]).data.tags["mnist_lab.results_commit"] == commit
     nothing = run(["mnist-lab", "link", "no-such-rev"], root, env, check=False)
     assert nothing.returncode == 2 and "'no-such-rev' is not a commit" in nothing.stderr
+
+
+def test_batch_predictions_as_an_optional_dvc_stage(experiment: dict) -> None:
+    root, env = experiment["root"], experiment["env"]
+    added = run(["mnist-lab", "predict", "data/t10k-images-idx3-ubyte.gz", "-o", "predictions/test.csv",
+                 "--as-stage"], root, env)  # fmt: skip
+    assert "added stage `predict` to dvc.yaml" in added.stdout
+    run(["dvc", "repro", "predict"], root, env)
+    best = json.loads((root / "best_model.json").read_text())["model"]
+    predicted = [
+        line.split(",")[1] for line in (root / "reports" / best / "predictions.csv").read_text().split()[1:]
+    ]
+    assert [
+        line.split(",")[0] for line in (root / "predictions" / "test.csv").read_text().split()[1:]
+    ] == predicted
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], root, env).stdout
+    nothing = run(["mnist-lab", "predict", "nope.csv", "-o", "x.csv", "--as-stage"], root, env, check=False)
+    assert nothing.returncode == 2 and "nope.csv: no such file" in nothing.stderr

@@ -152,6 +152,25 @@ def _load_model(root: Path, model_uri: str | None):
     return full_model(featurizer, classifier), f"the workspace's best model ({name}, from DVC)"
 
 
+def _add_predict_stage(root: Path, args: argparse.Namespace) -> None:
+    """Add (or replace) a `predict` stage in dvc.yaml that reruns this command when the images or the best
+    model change."""
+    from mnist_lab.ingest import dvc
+
+    if args.model:
+        raise MnistLabError("--as-stage predicts with the workspace's best model: leave out --model")
+    images, output = (Path(os.path.relpath(Path(p).resolve(), root)) for p in (args.input, args.output))
+    if not (root / images).is_file():
+        raise MnistLabError(f"{args.input}: no such file")
+    deps = [str(images), "best_model.json", "outputs/featurizer.joblib", "models"]
+    command = f"python -m mnist_lab.cli predict {images} -o {output}"
+    added = dvc("stage", "add", "--force", "--name", "predict", *(f"--deps={d}" for d in deps),
+                f"--outs={output}", command, cwd=root)  # fmt: skip
+    if added.returncode != 0:
+        raise MnistLabError(f"`dvc stage add` failed: {added.stderr.strip() or added.stdout.strip()}")
+    print(f"added stage `predict` to dvc.yaml: {command}\nrun it with `dvc repro predict` (or `dvc repro`)")
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     import time
 
@@ -159,6 +178,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from mnist_lab.tracking import repository_root
 
     root = repository_root()
+    if args.as_stage:
+        _add_predict_stage(root, args)
+        return
     model, described = _load_model(root, args.model)
     pixels = read_images(args.input)
     started = time.perf_counter()
@@ -350,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--model",
         help="an MLflow model URI, e.g. models:/mnist-lab@champion (default: the workspace's best model)",
+    )
+    predict.add_argument(
+        "--as-stage",
+        action="store_true",
+        help="add this as a DVC stage `predict` (dvc.yaml) instead, rerun by `dvc repro` when the images or "
+        "the best model change",
     )
     predict.set_defaults(handler=_cmd_predict)
 
