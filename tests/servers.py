@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -255,3 +256,60 @@ def moto_s3_server(bucket: str = "dvc-test", lifetime_s: float = DEFAULT_LIFETIM
                     _moto_api(endpoint_url, "reset")
     finally:
         settings.INITIAL_NO_AUTH_ACTION_COUNT = checks_before
+
+
+@contextlib.contextmanager
+def mlflow_without_registry(upstream: str, lifetime_s: float = DEFAULT_LIFETIME_S) -> Iterator[str]:
+    """A proxy on 127.0.0.1 in front of a real MLflow server that answers 404 to every Model Registry
+    endpoint, as a server without a registry does (DagsHub's hosted MLflow has been reported so, and
+    dagshub.com cannot be reached from here). Everything else goes through unchanged. Yields its URL."""
+    hidden = ("/registered-models", "/model-versions")
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            if any(part in self.path for part in hidden):
+                body = b"<!doctype html><title>404 Not Found</title><h1>Not Found</h1>"
+                self.send_response(404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                data: bytes | None = b"".join(_read_chunked(self.rfile))
+            else:
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length) if length else None
+            skip = {"host", "content-length", "connection", "transfer-encoding"}
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+            request = urllib.request.Request(
+                upstream + self.path, data=data, method=self.command, headers=headers
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=120) as answer:
+                    status, answer_headers, body = answer.status, answer.headers, answer.read()
+            except urllib.error.HTTPError as error:
+                status, answer_headers, body = error.code, error.headers, error.read()
+            self.send_response(status)
+            for key, value in answer_headers.items():
+                if key.lower() not in skip:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
+
+        def log_message(self, format: str, *args) -> None:
+            pass
+
+    server = _QuietServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with _stopping(server.shutdown, lifetime_s):
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        thread.join(timeout=30)
+        server.server_close()

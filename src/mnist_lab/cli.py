@@ -104,7 +104,15 @@ def _cmd_commit(args: argparse.Namespace) -> None:
 
 def _cmd_promote(args: argparse.Namespace) -> int:
     from mnist_lab.data import task_labels
-    from mnist_lab.registry import CHAMPION, promote, roll_back
+    from mnist_lab.registry import (
+        CHAMPION,
+        CHAMPION_TAG,
+        promote,
+        promote_commit,
+        registry_available,
+        roll_back,
+        roll_back_commit,
+    )
     from mnist_lab.settings import load_settings
     from mnist_lab.stages.common import load_arrays
     from mnist_lab.tracking import repository_root
@@ -112,12 +120,26 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     root = repository_root()
     settings = load_settings(root / "params.yaml")
     name = settings.registry.model_name
+    with_registry = registry_available(root)
+    if not with_registry:
+        print(
+            f"note: this tracking server has no Model Registry: the {CHAMPION} is the experiment commit "
+            f"git tag {CHAMPION_TAG} points at, its model from DVC",
+            file=sys.stderr,
+        )
     if args.rollback:
-        before, after = roll_back(root, name)
-        print(f"{name}: {CHAMPION} moved back from v{before} to v{after}")
+        before, after = roll_back(root, name) if with_registry else roll_back_commit(root)
+        print(f"{name}: {CHAMPION} moved back from {before} to {after}")
         return 0
     prepared = load_arrays(root / "outputs" / "prepared.npz", ("test_pixels", "test_labels"))
     y_true = task_labels(prepared["test_labels"], settings.task.kind, settings.task.positive_class)
+    if not with_registry:
+        comparison = promote_commit(
+            root, settings.select.metric, prepared["test_pixels"], y_true, settings.task.kind == "binary",
+            force=args.force,
+        )  # fmt: skip
+        print(f"{name}: {comparison.table()}")
+        return 0 if comparison.promoted else 1
     comparison = promote(
         root,
         name,

@@ -166,20 +166,21 @@ def _create_version(client, root: Path, model_name: str, run_id: str, model_uri:
 
 @dataclass(frozen=True)
 class Comparison:
+    """What `promote` compared and did; challenger and champion are labels: `v3` (a registry version) or a
+    commit (without a registry)."""
+
     metric: str
-    challenger_version: str
+    challenger: str
     challenger_value: float
-    champion_version: str | None
+    champion: str | None
     champion_value: float | None
     promoted: bool
     reason: str
 
     def table(self) -> str:
-        champion = (
-            f"v{self.champion_version}: {self.champion_value:.6f}" if self.champion_version else "none yet"
-        )
+        champion = f"{self.champion}: {self.champion_value:.6f}" if self.champion else "none yet"
         return (
-            f"{self.metric} on the workspace's test set: challenger v{self.challenger_version}: "
+            f"{self.metric} on the workspace's test set: challenger {self.challenger}: "
             f"{self.challenger_value:.6f}, champion {champion}\n{self.reason}"
         )
 
@@ -274,7 +275,9 @@ def promote(
     new_value = score_version(root, model_name, new, test_pixels, y_true, binary)[metric]
     old = str(champion.version) if champion is not None else None
     if old == new:
-        return Comparison(metric, new, new_value, old, new_value, False, f"v{new} is already the {CHAMPION}")
+        return Comparison(
+            metric, f"v{new}", new_value, f"v{old}", new_value, False, f"v{new} is already the {CHAMPION}"
+        )
     old_value = score_version(root, model_name, old, test_pixels, y_true, binary)[metric] if old else None
     if old is None or old_value is None:
         promoted, reason = True, f"promoted v{new} to {CHAMPION}: there was no champion"
@@ -293,7 +296,7 @@ def promote(
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         client.set_model_version_tag(model_name, new, PROMOTION_TAG, f"{stamp} {reason}")
         client.set_registered_model_alias(model_name, CHAMPION, new)
-    return Comparison(metric, new, new_value, old, old_value, promoted, reason)
+    return Comparison(metric, f"v{new}", new_value, f"v{old}" if old else None, old_value, promoted, reason)
 
 
 def champion_version(root: Path, model_name: str) -> str:
@@ -320,4 +323,134 @@ def roll_back(root: Path, model_name: str) -> tuple[str, str]:
             f"{CHAMPION} v{champion.version} replaced no earlier champion: nothing to go back to"
         )
     client.set_registered_model_alias(model_name, CHAMPION, previous)
-    return str(champion.version), previous
+    return f"v{champion.version}", f"v{previous}"
+
+
+# --- without a registry: the champion is a git tag on an experiment commit -------------------------------
+
+CHAMPION_TAG = "mnist-lab/champion"
+PREVIOUS_CHAMPION_GIT_TAG = "mnist-lab/champion-previous"
+
+
+def registry_available(root: Path) -> bool:
+    """Whether the tracking server has a Model Registry (MLflow 2.x servers such as DagsHub's may not)."""
+    from mlflow.exceptions import MlflowException
+
+    client, _ = _client(root)
+    try:
+        client.search_registered_models(max_results=1)
+    except MlflowException as exc:
+        if _is_missing_registry(exc):
+            return False
+        raise
+    return True
+
+
+def _git(root: Path, *args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RegistryError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def _tagged_commit(root: Path, tag: str) -> str | None:
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or None
+
+
+def committed_model(root: Path, commit: str) -> tuple[str, Any]:
+    """(model name, featurizer + classifier) of an experiment commit, from DVC (cache or remote)."""
+    import io
+    import json
+
+    import dvc.api
+    import joblib
+
+    from mnist_lab.features import full_model
+
+    name = json.loads(_git(root, "show", f"{commit}:best_model.json"))["model"]
+    parts = []
+    for path in ("outputs/featurizer.joblib", f"models/{name}/classifier.joblib"):
+        try:
+            parts.append(joblib.load(io.BytesIO(dvc.api.read(path, repo=str(root), rev=commit, mode="rb"))))
+        except Exception as exc:  # DVC raises many kinds: missing in cache and remote, no remote, ...
+            raise RegistryError(
+                f"cannot read {path} of commit {commit[:12]} from DVC ({exc}); `dvc pull` it first"
+            ) from None
+    return name, full_model(*parts)
+
+
+def _score(model: Any, test_pixels: np.ndarray, y_true: np.ndarray, binary: bool) -> dict[str, float]:
+    from mnist_lab.features import pixel_frame
+    from mnist_lab.metrics import evaluate_predictions
+    from mnist_lab.models import class_scores
+
+    frame = pixel_frame(test_pixels.reshape(len(test_pixels), -1))
+    return evaluate_predictions(
+        y_true, model.predict(frame), class_scores(model, frame), list(model.classes_), binary
+    ).metrics
+
+
+def promote_commit(
+    root: Path, metric: str, test_pixels: np.ndarray, y_true: np.ndarray, binary: bool, force: bool = False
+) -> Comparison:
+    """Without a registry: the challenger is the experiment committed at HEAD (its DVC-tracked best model),
+    the champion the commit git tag `mnist-lab/champion` points at; the tag moves only if the challenger
+    scores higher on the same test data (or `force`), and `mnist-lab/champion-previous` keeps the last one."""
+    from mnist_lab.linking import pipeline_status
+
+    head = _git(root, "rev-parse", "HEAD")
+    changed = _git(root, "status", "--porcelain", "--", "best_model.json", "dvc.lock", "params.yaml")
+    if changed or pipeline_status(root):
+        raise RegistryError(
+            "without a registry the champion is an experiment commit: commit this experiment first "
+            "(`dvc repro`, then `mnist-lab commit -m ...`)"
+        )
+    champion = _tagged_commit(root, CHAMPION_TAG)
+    _, challenger_model = committed_model(root, head)
+    new_value = _score(challenger_model, test_pixels, y_true, binary)[metric]
+    new, old = head[:12], champion[:12] if champion else None
+    if champion == head:
+        return Comparison(metric, new, new_value, old, new_value, False, f"{new} is already the {CHAMPION}")
+    old_value = None
+    if champion is None:
+        promoted, reason = True, f"promoted {new} to {CHAMPION}: there was no champion"
+    else:
+        old_value = _score(committed_model(root, champion)[1], test_pixels, y_true, binary)[metric]
+        if new_value > old_value:
+            promoted, reason = True, f"promoted {new} to {CHAMPION}: it beats {old}"
+        elif force:
+            promoted, reason = True, f"promoted {new} to {CHAMPION} (--force), though it does not beat {old}"
+        else:
+            promoted = False
+            reason = (
+                f"not promoted: {new} does not beat {old}, which stays {CHAMPION} (--force to promote anyway)"
+            )
+    if promoted:
+        if champion is not None:
+            _git(root, "tag", "-f", PREVIOUS_CHAMPION_GIT_TAG, champion)
+        _git(root, "tag", "-f", "-a", CHAMPION_TAG, "-m", reason, head)
+    return Comparison(metric, new, new_value, old, old_value, promoted, reason)
+
+
+def roll_back_commit(root: Path) -> tuple[str, str]:
+    """Without a registry: move git tag `mnist-lab/champion` back to `mnist-lab/champion-previous`."""
+    champion = _tagged_commit(root, CHAMPION_TAG)
+    previous = _tagged_commit(root, PREVIOUS_CHAMPION_GIT_TAG)
+    if champion is None:
+        raise RegistryError(f"no {CHAMPION} to roll back (git tag {CHAMPION_TAG})")
+    if previous is None:
+        raise RegistryError(f"{CHAMPION} {champion[:12]} replaced no earlier champion: nothing to go back to")
+    _git(root, "tag", "-f", "-a", CHAMPION_TAG, "-m", f"rolled back from {champion[:12]}", previous)
+    _git(root, "tag", "-d", PREVIOUS_CHAMPION_GIT_TAG)
+    return champion[:12], previous[:12]

@@ -38,33 +38,18 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 
-def workspace_model_dir(root: Path) -> tuple[Path, str]:
-    """The workspace's best model (best_model.json; featurizer and classifier from their DVC-tracked files)
-    saved as this pyfunc under `.mnist-lab/serve/<model>-<hash of its files>/`, for serving without a
-    registry or tracking store. Saved once per model version, whole or not at all."""
-    import hashlib
+def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
+    """`pipeline` saved as this pyfunc under `.mnist-lab/serve/<key>/` (once per key, whole or not at all)."""
     import shutil
     import tempfile
 
-    from mnist_lab.features import full_model
-    from mnist_lab.files import read_json
-    from mnist_lab.stages.common import load_object
     from mnist_lab.tracking import pinned_requirements, this_package_pickled_by_value
 
-    best_file = root / "best_model.json"
-    if not best_file.is_file():
-        raise DataError(f"{best_file} is missing: run `dvc repro` (or `dvc pull`) first")
-    name = read_json(best_file)["model"]
-    files = [root / "outputs" / "featurizer.joblib", root / "models" / name / "classifier.joblib"]
-    featurizer, classifier = (load_object(path) for path in files)  # DataError naming a missing one
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()[:16]
-    target = root / ".mnist-lab" / "serve" / f"{name}-{digest}"
-    described = f"the workspace's best model ({name}, from DVC)"
+    target = root / ".mnist-lab" / "serve" / key
     if (target / "MLmodel").is_file():
-        return target, described
-    pipeline = full_model(featurizer, classifier)
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
         with this_package_pickled_by_value():
             mlflow.pyfunc.save_model(
@@ -77,7 +62,41 @@ def workspace_model_dir(root: Path) -> tuple[Path, str]:
             (staging / "model").rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target, described
+    return target
+
+
+def workspace_model_dir(root: Path) -> tuple[Path, str]:
+    """The workspace's best model (best_model.json; featurizer and classifier from their DVC-tracked files)
+    as this pyfunc, for serving without a registry or tracking store."""
+    import hashlib
+
+    from mnist_lab.features import full_model
+    from mnist_lab.files import read_json
+    from mnist_lab.stages.common import load_object
+
+    best_file = root / "best_model.json"
+    if not best_file.is_file():
+        raise DataError(f"{best_file} is missing: run `dvc repro` (or `dvc pull`) first")
+    name = read_json(best_file)["model"]
+    files = [root / "outputs" / "featurizer.joblib", root / "models" / name / "classifier.joblib"]
+    featurizer, classifier = (load_object(path) for path in files)  # DataError naming a missing one
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()[:16]
+    model_dir = pyfunc_dir(root, f"{name}-{digest}", full_model(featurizer, classifier))
+    return model_dir, f"the workspace's best model ({name}, from DVC)"
+
+
+def champion_commit_dir(root: Path) -> tuple[Path, str]:
+    """Without a registry: the model of the commit git tag `mnist-lab/champion` points at, as this pyfunc."""
+    from mnist_lab import registry
+
+    commit = registry._tagged_commit(root, registry.CHAMPION_TAG)
+    if commit is None:
+        raise registry.RegistryError(
+            f"this tracking server has no Model Registry and no commit is tagged {registry.CHAMPION_TAG}: "
+            "promote one (`mnist-lab promote`), or serve the workspace's best model with --workspace"
+        )
+    name, pipeline = registry.committed_model(root, commit)
+    return pyfunc_dir(root, f"{name}-{commit[:16]}", pipeline), f"{name} of champion commit {commit[:12]}"
 
 
 def serve_command(
@@ -99,7 +118,10 @@ def serve_command(
         settings = tracking.TrackingSettings.from_environment(root)
         env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
         env["MLFLOW_REGISTRY_URI"] = settings.tracking_uri
-        if model_uri is None:
+        if model_uri is None and not registry.registry_available(root):
+            model_dir, described = champion_commit_dir(root)
+            uri = str(model_dir)
+        elif model_uri is None:
             name = load_settings(root / "params.yaml").registry.model_name
             champion = registry.champion_version(root, name)
             uri, described = (

@@ -1,0 +1,74 @@
+"""Without a Model Registry (DagsHub's hosted MLflow has been reported so): the pipeline still logs and goes
+on, and `promote` / `serve` work from DVC-tracked models with the champion as a git tag (slow: a real MLflow
+server behind a proxy that hides its registry, two pipeline runs, a model server)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MlflowServer, free_port, run
+from tests.servers import mlflow_without_registry
+from tests.test_serving import post, start, stop, wait_until_ready
+
+pytestmark = pytest.mark.slow
+
+
+def tag(root: Path, name: str) -> str:
+    return run(["git", "rev-parse", f"refs/tags/{name}^{{commit}}"], root).stdout.strip()
+
+
+def test_promote_and_serve_from_dvc_when_the_server_has_no_registry(
+    restored_repo: Path, tmp_path: Path
+) -> None:
+    root = restored_repo
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        with mlflow_without_registry(server.url) as url:
+            (root / ".env").write_text(f"MLFLOW_TRACKING_URI={url}\n")
+            repro = run(["dvc", "repro"], root)
+            assert "not registered: this tracking server has no Model Registry" in repro.stderr + repro.stdout
+            registration = json.loads((root / "registry.json").read_text())
+            assert registration["registered"] is False and registration["run_id"]
+            first = run(["mnist-lab", "commit", "-m", "first"], root).stdout
+            assert "committed the experiment" in first
+            head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+
+            promoted = run(["mnist-lab", "promote"], root)
+            assert "no Model Registry: the champion is the experiment commit git tag" in promoted.stderr
+            assert f"promoted {head[:12]} to champion: there was no champion" in promoted.stdout
+            assert tag(root, "mnist-lab/champion") == head
+
+            params = root / "params.yaml"  # a worse experiment: every model starved
+            text = params.read_text().replace("max_epochs: 100", "max_epochs: 1").replace(
+                "n_estimators: 100", "n_estimators: 1").replace("max_iter: 1000", "max_iter: 1")  # fmt: skip
+            params.write_text(text)
+            run(["dvc", "repro"], root)
+            run(["mnist-lab", "commit", "-m", "starved"], root)
+            worse = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+            refused = run(["mnist-lab", "promote"], root, check=False)
+            assert refused.returncode == 1
+            assert f"not promoted: {worse[:12]} does not beat {head[:12]}" in refused.stdout
+            assert tag(root, "mnist-lab/champion") == head
+            forced = run(["mnist-lab", "promote", "--force"], root)
+            assert "(--force)" in forced.stdout and tag(root, "mnist-lab/champion") == worse
+            back = run(["mnist-lab", "promote", "--rollback"], root)
+            assert f"moved back from {worse[:12]} to {head[:12]}" in back.stdout
+            assert tag(root, "mnist-lab/champion") == head
+
+            # serving the champion commit's model (from DVC), though the workspace holds the starved one
+            port = free_port()
+            served = start(["mnist-lab", "serve", "--port", str(port)], root, {})
+            try:
+                wait_until_ready(served, port)
+                status, answer = post(f"http://127.0.0.1:{port}", json.dumps({"instances": [[0] * 64]}))
+                assert status == 200 and "label" in answer["predictions"][0]
+            finally:
+                stop(served)
+            with urllib.request.urlopen(f"{url}/health", timeout=10) as health:  # the proxy still works
+                assert health.status == 200
+    finally:
+        server.stop()
