@@ -194,12 +194,14 @@ def tables(raw: dict[str, Any]) -> str:
             f"{result['in_process_ms']['p50']:.2f} / {result['in_process_ms']['p99']:.2f}",
             f"{result['ping_ms']['p50']:.2f} / {result['ping_ms']['p99']:.2f}",
             f"{result['single_ms']['p50']:.2f} / {result['single_ms']['p99']:.2f}",
+            f"{result['single_ms']['p50'] / result['in_process_ms']['p50']:.1f}×",
             *(f"{result['throughput'][b]['images_per_s']:,.0f}" for b in BATCHES),
             f"{result['startup_s']:.1f}",
         ))  # fmt: skip
     out.append(markdown_table(
         ("model", "in-process predict, 1 image, ms p50 / p99", "`GET /ping` ms p50 / p99",
-         "REST, 1 image, ms p50 / p99", "images/s, batch 1", "batch 32", "batch 1,000", "server start s"),
+         "REST, 1 image, ms p50 / p99", "REST / in-process (p50)", "images/s, batch 1", "batch 32",
+         "batch 1,000", "server start s"),
         rows,
     ))  # fmt: skip
     out += [

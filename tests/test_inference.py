@@ -130,3 +130,12 @@ def test_bad_requests_say_what_is_wrong(request_body, expected: str) -> None:
     with pytest.raises(DataError) as info:
         request_pixels(request_body, 16)
     assert expected in str(info.value)
+
+
+def test_the_served_model_uses_one_thread_per_request() -> None:
+    from mnist_lab.serving import DigitClassifier
+
+    served = DigitClassifier(model(RandomForestClassifier(n_estimators=5, n_jobs=-1, random_state=0)), 16)
+    assert served.pipeline.named_steps["classifier"].n_jobs == 1
+    answer = served.predict(None, IMAGES.reshape(30, -1)[:2].tolist())
+    assert list(answer.columns)[:2] == ["label", "probability_0"] and len(answer) == 2

@@ -52,3 +52,10 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
 
     bad = run(["mnist-lab", "reproduce", "nope"], root, env, check=False)
     assert bad.returncode == 2 and "'nope' is not a commit" in bad.stderr
+
+
+def test_reproduce_in_the_environment_of_the_revisions_lock_file(restored_repo: Path) -> None:
+    root = restored_repo
+    done = run(["mnist-lab", "reproduce", "HEAD", "--locked-env"], root, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "reproduces exactly" in done.stdout and "built from its requirements.lock" in done.stdout

@@ -281,7 +281,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from mnist_lab.reproduce import as_table, reproduce
     from mnist_lab.tracking import repository_root
 
-    result = reproduce(repository_root(), args.revision, keep=args.keep)
+    result = reproduce(repository_root(), args.revision, keep=args.keep, locked_env=args.locked_env)
     print(as_table(result, everything=args.all))
     return 0 if result.matches else 1
 
@@ -456,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("revision")
     reproduce.add_argument("--all", action="store_true", help="show every metric, per class too")
     reproduce.add_argument("--keep", type=Path, help="copy the clone and its scratch store here")
+    reproduce.add_argument(
+        "--locked-env",
+        action="store_true",
+        help="run it in a new environment built from the revision's requirements.lock (needs the package "
+        "index or pip's cache) rather than this one",
+    )
     reproduce.set_defaults(handler=_cmd_reproduce)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")

@@ -28,6 +28,9 @@ class Reproduction:
     commit: str
     rows: list[tuple[str, object, object]] = field(default_factory=list)  # (metric, recorded, reproduced)
     log: str = ""
+    # packages whose version in the environment that ran it differs from the commit's requirements.lock
+    environment_differences: list[str] = field(default_factory=list)
+    environment: str = "current"  # or "locked": built from the commit's requirements.lock
 
     @property
     def mismatches(self) -> list[tuple[str, object, object]]:
@@ -63,20 +66,64 @@ def _recorded_metrics(root: Path, commit: str) -> dict[str, object]:
     return recorded
 
 
-def reproduce(root: Path, revision: str, keep: Path | None = None) -> Reproduction:
+def lock_differences(lock_text: str, installed: dict[str, str] | None = None) -> list[str]:
+    """`name: locked -> installed` for each `name==version` line of a lock file that the environment
+    (`installed`, default: this one) does not match."""
+    from importlib import metadata
+
+    if installed is None:
+        installed = {
+            (dist.metadata["Name"] or "").lower().replace("_", "-"): dist.version
+            for dist in metadata.distributions()
+        }
+    differences = []
+    for line in lock_text.splitlines():
+        name, separator, version = line.split("#", 1)[0].strip().partition("==")
+        if not separator:
+            continue
+        key = name.strip().lower().replace("_", "-").split("[", 1)[0]
+        have = installed.get(key)
+        if have != version.strip():
+            differences.append(f"{key}: {version.strip()} -> {have or 'not installed'}")
+    return differences
+
+
+def _locked_environment(clone: Path, scratch: Path, env: dict[str, str]) -> Path:
+    """A virtual environment from the clone's requirements.lock with the clone's package: its bin folder."""
+    venv = scratch / "venv"
+    print(f"building the environment of requirements.lock in {venv} ...", file=sys.stderr, flush=True)
+    steps = (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-r", str(clone / "requirements.lock")],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-deps", str(clone)],
+    )  # fmt: skip
+    for command in steps:
+        done = _run(command, clone, env)
+        if done.returncode != 0:
+            raise ReproductionError(
+                f"cannot build the environment of its requirements.lock: {done.stderr.strip()[-1500:]}"
+            )
+    return venv / "bin"
+
+
+def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: bool = False) -> Reproduction:
     """Clone `revision` into a temporary folder, get its data, rerun its pipeline (tracking to a scratch
-    store there), and compare every recorded metric with the reproduced one."""
+    store there), and compare every recorded metric with the reproduced one. It runs in this environment
+    (and says which packages differ from the revision's requirements.lock), or with `locked_env` in one built
+    from that lock file."""
     commit = resolve_commit(root, revision)
     recorded = _recorded_metrics(root, commit)
     scratch = Path(tempfile.mkdtemp(prefix="mnist-lab-reproduce-"))
     clone = scratch / "repo"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DAGSHUB_"))}
+    env.pop("VIRTUAL_ENV", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
     env["MLFLOW_EXPERIMENT_NAME"] = SCRATCH_EXPERIMENT
-    # the clone's own code, not this working tree's (the package is installed editable from here)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(clone / "src"), env.get("PYTHONPATH", "")]))
     log = []
+    differences: list[str] = []
     try:
         for command, cwd in (
             (["git", "clone", "--quiet", "--no-checkout", str(root), str(clone)], scratch),
@@ -85,6 +132,26 @@ def reproduce(root: Path, revision: str, keep: Path | None = None) -> Reproducti
             done = _run(command, cwd, env)
             if done.returncode != 0:
                 raise ReproductionError(f"{' '.join(command[:2])} failed: {done.stderr.strip()}")
+        lock = clone / "requirements.lock"
+        if locked_env:
+            if not lock.is_file():
+                raise ReproductionError(
+                    f"{commit[:12]} has no requirements.lock to build its environment from"
+                )
+            env["PATH"] = (
+                f"{_locked_environment(clone, scratch, env)}{os.pathsep}{os.environ.get('PATH', '')}"
+            )
+        else:
+            # the clone's own code, not this working tree's (the package is installed editable from here)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(clone / "src"), env.get("PYTHONPATH", "")]))
+            differences = lock_differences(lock.read_text()) if lock.is_file() else ["no requirements.lock"]
+            if differences:
+                print(
+                    f"warning: this environment differs from {commit[:12]}'s requirements.lock in "
+                    f"{len(differences)} package(s) ({'; '.join(differences[:3])}); metrics may differ: "
+                    "--locked-env builds its own",
+                    file=sys.stderr,
+                )
         if (root / ".dvc" / "config.local").is_file():  # the remote's credentials, if any
             shutil.copy(root / ".dvc" / "config.local", clone / ".dvc" / "config.local")
         # read data and outputs from the repository's own cache without writing to it
@@ -110,7 +177,13 @@ def reproduce(root: Path, revision: str, keep: Path | None = None) -> Reproducti
                 metrics = flatten(json.loads((clone / path).read_text()))
                 reproduced.update({f"{path}:{key}": value for key, value in metrics.items()})
         rows = [(key, value, reproduced.get(key)) for key, value in recorded.items()]
-        return Reproduction(commit=commit, rows=rows, log="\n".join(log))
+        return Reproduction(
+            commit=commit,
+            rows=rows,
+            log="\n".join(log),
+            environment_differences=differences,
+            environment="locked" if locked_env else "current",
+        )
     finally:
         if keep is not None:
             shutil.copytree(scratch, keep, dirs_exist_ok=True)
@@ -134,4 +207,11 @@ def as_table(result: Reproduction, everything: bool = False) -> str:
         else f"{result.commit[:12]} does NOT reproduce: {len(result.mismatches)} of {len(result.rows)} "
         "metrics differ"
     )
+    if result.environment == "locked":
+        verdict += " (in an environment built from its requirements.lock)"
+    elif result.environment_differences:
+        verdict += (
+            f" (in this environment, which differs from its requirements.lock in "
+            f"{len(result.environment_differences)} package(s); --locked-env builds its own)"
+        )
     return "\n".join([*lines, verdict])

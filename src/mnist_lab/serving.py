@@ -24,6 +24,11 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
     """A fitted scikit-learn pipeline that takes raw 0-255 pixels (featurizer + classifier)."""
 
     def __init__(self, pipeline: Any, n_pixels: int) -> None:
+        # One thread per request (a server answers requests one at a time per worker; add workers to scale):
+        # a 100-tree forest answered one image in 23 ms with n_jobs=-1 and 6 ms with n_jobs=1 here.
+        for step in getattr(pipeline, "named_steps", {}).values():
+            if "n_jobs" in step.get_params(deep=False):
+                step.set_params(n_jobs=1)
         self.pipeline = pipeline
         self.n_pixels = n_pixels
 

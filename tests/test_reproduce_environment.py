@@ -1,0 +1,14 @@
+from mnist_lab.reproduce import lock_differences
+
+
+def test_lock_differences_name_each_package_that_does_not_match() -> None:
+    lock = "# a comment\nscikit-learn==1.9.1\nNumPy==2.4.6  # pinned\nmlflow[auth]==3.17.2\npandas==3.0.0\n"
+    installed = {"scikit-learn": "1.9.1", "numpy": "2.4.6", "mlflow": "3.17.2", "pandas": "3.1.1"}
+    assert lock_differences(lock, installed) == ["pandas: 3.0.0 -> 3.1.1"]
+    assert lock_differences("dagshub==0.7\n", {}) == ["dagshub: 0.7 -> not installed"]
+
+
+def test_this_environment_matches_the_repositorys_lock_file() -> None:
+    from tests.helpers import REPO_ROOT
+
+    assert lock_differences((REPO_ROOT / "requirements.lock").read_text()) == []
