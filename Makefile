@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data run report ui test test-slow lint format bench lock clean-venv
+.PHONY: help venv data run report ui serve test test-slow lint format bench lock clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ report: venv ## print the models' metrics and MLflow run ids
 ui: venv ## open the MLflow UI on the local store
 	mnist-lab ui
 
+serve: venv ## serve the registry's champion over REST on port 5001 (PORT=...)
+	mnist-lab serve --port $(or $(PORT),5001)
+
 test: venv ## lint and the default test suite (no servers; a few minutes)
 	ruff check src tests bench
 	pytest -q
@@ -61,6 +64,7 @@ format: venv ## apply ruff's formatting and fixes
 
 bench: venv ## benchmarks (figures go into the README by hand)
 	python bench/bench_pipeline.py
+	python bench/bench_serving.py
 
 lock: ## re-resolve requirements.lock from pyproject.toml in a scratch environment
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

@@ -225,15 +225,23 @@ def score_version(
     root: Path, model_name: str, version: str, test_pixels: np.ndarray, y_true: np.ndarray, binary: bool
 ) -> dict[str, float]:
     """The test metrics of a registered version on (test_pixels, y_true)."""
-    from mnist_lab.features import pixel_frame
-    from mnist_lab.metrics import evaluate_predictions
-    from mnist_lab.models import class_scores
+    return _score(load_sklearn_model(root, f"models:/{model_name}/{version}"), test_pixels, y_true, binary)
 
-    model = load_sklearn_model(root, f"models:/{model_name}/{version}")
-    frame = pixel_frame(test_pixels.reshape(len(test_pixels), -1))
-    y_pred = model.predict(frame)
-    scores = class_scores(model, frame)
-    return evaluate_predictions(y_true, y_pred, scores, list(model.classes_), binary).metrics
+
+def _decide(
+    new: str, new_value: float, old: str | None, old_value: float | None, force: bool
+) -> tuple[bool, str]:
+    """Whether challenger `new` replaces champion `old` (a strictly higher score, or `force`), and why."""
+    if old is None or old_value is None:
+        return True, f"promoted {new} to {CHAMPION}: there was no champion"
+    if new_value > old_value:
+        return True, f"promoted {new} to {CHAMPION}: it beats {old}"
+    if force:
+        return True, f"promoted {new} to {CHAMPION} (--force), though it does not beat {old}"
+    return (
+        False,
+        f"not promoted: {new} does not beat {old}, which stays {CHAMPION} (--force to promote anyway)",
+    )
 
 
 def _check_comparable(version, task: str, positive_class: int) -> None:
@@ -279,17 +287,7 @@ def promote(
             metric, f"v{new}", new_value, f"v{old}", new_value, False, f"v{new} is already the {CHAMPION}"
         )
     old_value = score_version(root, model_name, old, test_pixels, y_true, binary)[metric] if old else None
-    if old is None or old_value is None:
-        promoted, reason = True, f"promoted v{new} to {CHAMPION}: there was no champion"
-    elif new_value > old_value:
-        promoted, reason = True, f"promoted v{new} to {CHAMPION}: it beats v{old}"
-    elif force:
-        promoted, reason = True, f"promoted v{new} to {CHAMPION} (--force), though it does not beat v{old}"
-    else:
-        promoted = False
-        reason = (
-            f"not promoted: v{new} does not beat v{old}, which stays {CHAMPION} (--force to promote anyway)"
-        )
+    promoted, reason = _decide(f"v{new}", new_value, f"v{old}" if old else None, old_value, force)
     if promoted:
         if old is not None:
             client.set_model_version_tag(model_name, new, PREVIOUS_CHAMPION_TAG, old)
@@ -423,19 +421,9 @@ def promote_commit(
     if champion == head:
         return Comparison(metric, new, new_value, old, new_value, False, f"{new} is already the {CHAMPION}")
     old_value = None
-    if champion is None:
-        promoted, reason = True, f"promoted {new} to {CHAMPION}: there was no champion"
-    else:
+    if champion is not None:
         old_value = _score(committed_model(root, champion)[1], test_pixels, y_true, binary)[metric]
-        if new_value > old_value:
-            promoted, reason = True, f"promoted {new} to {CHAMPION}: it beats {old}"
-        elif force:
-            promoted, reason = True, f"promoted {new} to {CHAMPION} (--force), though it does not beat {old}"
-        else:
-            promoted = False
-            reason = (
-                f"not promoted: {new} does not beat {old}, which stays {CHAMPION} (--force to promote anyway)"
-            )
+    promoted, reason = _decide(new, new_value, old, old_value, force)
     if promoted:
         if champion is not None:
             _git(root, "tag", "-f", PREVIOUS_CHAMPION_GIT_TAG, champion)
