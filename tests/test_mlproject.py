@@ -48,6 +48,7 @@ def test_train_one_model_with_params_as_an_mlflow_project(restored_repo: Path) -
 def test_the_main_entry_point_runs_the_pipeline(restored_repo: Path) -> None:
     root = restored_repo
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    run(["dvc", "repro"], root, env)  # a fresh copy has no DVC cache: its outputs, first
     (root / "params.yaml").write_text(
         (root / "params.yaml").read_text().replace("n_estimators: 100", "n_estimators: 30", 1)
     )

@@ -40,7 +40,7 @@ def test_pipeline_logs_to_a_tracking_server_named_in_dotenv(tmp_path: Path, rest
             json.loads((root / "reports" / "mlp" / "mlflow.json").read_text())["model_uri"]
         )
         assert model.metadata.get_input_schema() is None  # it checks its input itself (mnist_lab.serving)
-        assert "probability_0" in model.predict(pd.DataFrame(**model.input_example)).columns
+        assert "probability_0" in model.predict(model.input_example).columns
     assert not (root / "mlflow.db").exists()  # nothing went to the local store
     assert run(["git", "check-ignore", "-q", ".env"], root, check=False).returncode == 0  # never committed
 
