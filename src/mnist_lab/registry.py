@@ -6,6 +6,7 @@ been reported), registering is skipped with a note and the pipeline goes on."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,10 @@ class RegistryUnavailable(RegistryError):
 
 
 def _is_missing_registry(exc: Exception) -> bool:
+    """A 404 from a registry endpoint (not a connection error, whose message names the endpoint too)."""
     text = str(exc)
-    return (
-        "registered-models" in text
-        or "ENDPOINT_NOT_FOUND" in text
-        or "model-versions" in text
-        or ("404" in text and "registered" in text.lower())
+    return bool(re.search(r"error code 404\b|ENDPOINT_NOT_FOUND", text)) and (
+        "registered-models" in text or "model-versions" in text
     )
 
 
@@ -103,7 +102,7 @@ def register_challenger(root: Path, model_name: str, best_file: Path, reports: P
             f"not registered: the run of '{best['model']}' waits in the outbox; once `mnist-lab sync` has "
             "sent it, `dvc repro -f -s register` registers it",
         )
-    client, _ = _client(root)
+    client, uri = _client(root)
     try:
         existing = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
         if existing:
@@ -113,7 +112,9 @@ def register_challenger(root: Path, model_name: str, best_file: Path, reports: P
         client.set_registered_model_alias(model_name, CHALLENGER, version)
     except MlflowException as exc:
         if not _is_missing_registry(exc):
-            raise
+            if not uri.startswith(("http://", "https://")):
+                raise
+            return _server_failed(model_name, run_id, exc)
         return Registration(
             model_name,
             None,
@@ -121,8 +122,26 @@ def register_challenger(root: Path, model_name: str, best_file: Path, reports: P
             "not registered: this tracking server has no Model Registry (MLflow 2.x without one, as "
             "DagsHub's); the model stays in its run and in DVC (`models/`, `best_model.json`)",
         )
+    except OSError as exc:  # requests' connection errors are OSErrors
+        if not uri.startswith(("http://", "https://")):
+            raise
+        return _server_failed(model_name, run_id, exc)
     return Registration(
         model_name, str(version), run_id, f"registered {model_name} v{version} as {CHALLENGER}"
+    )
+
+
+def _server_failed(model_name: str, run_id: str, exc: Exception) -> Registration:
+    """A remote server that failed while registering: the pipeline goes on, the note says how to retry."""
+    from mnist_lab.redact import redact
+
+    reason = redact(f"{type(exc).__name__}: {exc}").splitlines()[0][:300]
+    return Registration(
+        model_name,
+        None,
+        run_id,
+        f"not registered: the tracking server failed ({reason}); once it answers, "
+        "`dvc repro -f -s register` registers it",
     )
 
 

@@ -501,8 +501,9 @@ def _log_model(record: ModelRunRecord, run_id: str, client) -> str:  # client: a
 
 
 def _is_missing_endpoint(exc: Exception) -> bool:
+    """A 404 from MLflow 3's logged-model endpoints (not a connection error, which names them too)."""
     text = str(exc)
-    return "404" in text or "ENDPOINT_NOT_FOUND" in text or "logged-models" in text
+    return bool(re.search(r"error code 404\b|ENDPOINT_NOT_FOUND", text)) and "logged-models" in text
 
 
 # --- remote servers: the credentials check and the outbox -------------------------------------------------

@@ -1,0 +1,36 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from mnist_lab.registry import _decide, register_challenger
+from tests.helpers import free_port
+
+
+def test_the_champion_changes_only_for_a_strictly_better_challenger() -> None:
+    assert _decide("v2", 0.9, None, None, force=False) == (
+        True,
+        "promoted v2 to champion: there was no champion",
+    )
+    assert _decide("v2", 0.91, "v1", 0.9, force=False)[0] is True
+    assert _decide("v2", 0.9, "v1", 0.9, force=False) == (
+        False,
+        "not promoted: v2 does not beat v1, which stays champion (--force to promote anyway)",
+    )
+    assert _decide("v2", 0.5, "v1", 0.9, force=True)[1].endswith("(--force), though it does not beat v1")
+
+
+def test_a_server_that_does_not_answer_delays_registering_without_failing_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "best_model.json").write_text(json.dumps({"model": "m"}))
+    (tmp_path / "reports" / "m").mkdir(parents=True)
+    link = {"run_id": "a" * 32, "model_uri": "models:/m-123", "record_id": "b" * 32}
+    (tmp_path / "reports" / "m" / "mlflow.json").write_text(json.dumps(link))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:s3cret@127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    registration = register_challenger(tmp_path, "digits", tmp_path / "best_model.json", tmp_path / "reports")
+    assert registration.version is None and registration.run_id == "a" * 32
+    assert registration.note.startswith("not registered: the tracking server failed (")
+    assert "`dvc repro -f -s register`" in registration.note and "s3cret" not in registration.note
