@@ -27,6 +27,13 @@ def run(
     return done
 
 
+def commit_all(root: Path, message: str) -> str:
+    """Stage everything and commit it; the new commit's id."""
+    run(["git", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", message], root)
+    return run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+
+
 def copy_repository(destination: Path) -> Path:
     """A fresh git repository holding this repository's committed files as they are in the working tree
     (what a clone would have, plus uncommitted edits to tracked files)."""

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from mnist_lab.linking import RunLink, parse_trailers
-from tests.helpers import copy_repository, run
+from tests.helpers import commit_all, copy_repository, run
 
 MODELS = ("sgd", "random_forest", "mlp")
 
@@ -171,9 +171,7 @@ def test_an_experiment_committed_without_mnist_lab_commit_is_found_and_linked(ex
     params = root / "params.yaml"
     params.write_text(params.read_text().replace("n_estimators: 100", "n_estimators: 20", 1))
     run(["dvc", "repro"], root, env)
-    run(["git", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "plain commit"], root)
-    commit = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    commit = commit_all(root, "plain commit")
     forest = json.loads((root / "reports" / "random_forest" / "mlflow.json").read_text())
     listed = dict(line.split("\t")[:2] for line in run(["mnist-lab", "runs"], root, env).stdout.splitlines())
     assert listed["random_forest"] == forest["run_id"]

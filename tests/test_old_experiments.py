@@ -10,7 +10,7 @@ import pytest
 
 from mnist_lab.data import Dataset, digits_dataset
 from mnist_lab.datafiles import encode_dataset, replace_directory
-from tests.helpers import run
+from tests.helpers import commit_all, run
 
 pytestmark = pytest.mark.slow
 RESTORED = (
@@ -34,12 +34,6 @@ def snapshot(root: Path) -> dict[str, str]:
             if path.is_file() and path.name != ".gitignore":
                 files[str(path.relative_to(root))] = hashlib.md5(path.read_bytes()).hexdigest()
     return files
-
-
-def commit_all(root: Path, message: str) -> str:
-    run(["git", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", message], root)
-    return run(["git", "rev-parse", "HEAD"], root).stdout.strip()
 
 
 def test_three_experiments_come_back_exactly(restored_repo: Path) -> None:

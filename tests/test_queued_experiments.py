@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import MlflowServer, run
+from tests.helpers import MlflowServer, commit_all, run
 
 pytestmark = pytest.mark.slow
 ALPHAS = ("0.001", "0.01")
@@ -25,8 +25,7 @@ def test_queued_experiments_all_land(store: str, tmp_path: Path, restored_repo: 
                 f"MLFLOW_TRACKING_URI={server.url}\n"
             )  # git-ignored: not in the copies
         run(["dvc", "repro"], root)  # the baseline, so the queued runs retrain only what their params change
-        run(["git", "add", "-A"], root)
-        run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "baseline"], root)
+        commit_all(root, "baseline")
         for alpha in ALPHAS:
             run(
                 ["dvc", "exp", "run", "--queue", "-n", f"alpha-{alpha}", "-S", f"models.sgd.alpha={alpha}"],

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run
+from tests.helpers import commit_all, run
 
 pytestmark = pytest.mark.slow
-
-
-def commit_all(root: Path, message: str) -> str:
-    run(["git", "add", "-A"], root)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", message], root)
-    return run(["git", "rev-parse", "HEAD"], root).stdout.strip()
 
 
 def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path) -> None:

@@ -11,11 +11,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import run
+from tests.helpers import commit_all, run
 
 pytestmark = pytest.mark.slow
 GRID = {"alpha": ("0.001", "0.01"), "loss": ("hinge", "log_loss")}  # none is the baseline
-COMMIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm"]
 
 
 def wait_for_queue(root: Path, timeout_s: float = 900) -> str:
@@ -31,8 +30,7 @@ def wait_for_queue(root: Path, timeout_s: float = 900) -> str:
 def test_a_params_grid_is_one_linked_run_per_combination(restored_repo: Path) -> None:
     root = restored_repo
     run(["dvc", "repro"], root)  # the baseline: queued experiments retrain only what their params change
-    run(["git", "add", "-A"], root)
-    run([*COMMIT, "baseline"], root)
+    commit_all(root, "baseline")
     # the README's grid command
     run(
         [

@@ -92,14 +92,18 @@ def _cmd_sync(args: argparse.Namespace) -> None:
         raise MnistLabError(f"still waiting in {tracking.OUTBOX}/: " + "; ".join(problems))
 
 
+def _print_tagged_runs(heading: str, links) -> None:  # links: list[linking.RunLink]
+    print(heading)
+    for link in links:
+        print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id})")
+
+
 def _cmd_commit(args: argparse.Namespace) -> None:
     from mnist_lab.linking import commit_experiment
     from mnist_lab.tracking import repository_root
 
     commit, links = commit_experiment(repository_root(), args.message)
-    print(f"committed the experiment as {commit[:12]}; its runs are tagged with it:")
-    for link in links:
-        print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id})")
+    _print_tagged_runs(f"committed the experiment as {commit[:12]}; its runs are tagged with it:", links)
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
@@ -161,17 +165,10 @@ def _load_model(root: Path, model_uri: str | None):
         from mnist_lab.registry import load_sklearn_model
 
         return load_sklearn_model(root, model_uri), model_uri
-    from mnist_lab.features import full_model
-    from mnist_lab.files import read_json
-    from mnist_lab.stages.common import load_object
+    from mnist_lab.inference import workspace_best_model
 
-    best_file = root / "best_model.json"
-    if not best_file.is_file():
-        raise MnistLabError(f"{best_file} is missing: run `dvc repro` (or `dvc pull`), or pass --model URI")
-    name = read_json(best_file)["model"]
-    featurizer = load_object(root / "outputs" / "featurizer.joblib")
-    classifier = load_object(root / "models" / name / "classifier.joblib")
-    return full_model(featurizer, classifier), f"the workspace's best model ({name}, from DVC)"
+    name, pipeline, _ = workspace_best_model(root)
+    return pipeline, f"the workspace's best model ({name}, from DVC)"
 
 
 def _add_predict_stage(root: Path, args: argparse.Namespace) -> None:
@@ -236,9 +233,7 @@ def _cmd_link(args: argparse.Namespace) -> None:
     from mnist_lab.tracking import repository_root
 
     commit, links = link_commit(repository_root(), args.revision)
-    print(f"tagged the runs of {commit[:12]} with it:")
-    for link in links:
-        print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id})")
+    _print_tagged_runs(f"tagged the runs of {commit[:12]} with it:", links)
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:

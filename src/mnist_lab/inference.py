@@ -25,6 +25,24 @@ def _is_idx(path: Path) -> bool:
     return name.endswith(("-ubyte", ".idx", ".idx3")) or path.suffix == ".gz"
 
 
+def workspace_best_model(root: Path) -> tuple[str, Any, list[Path]]:
+    """(name, featurizer + classifier, the files it came from) of the workspace's best model: the one
+    best_model.json names, from its DVC-tracked files (no tracking store needed)."""
+    from mnist_lab.features import full_model
+    from mnist_lab.files import read_json
+    from mnist_lab.stages.common import load_object
+
+    best_file = root / "best_model.json"
+    if not best_file.is_file():
+        raise DataError(
+            f"{best_file} is missing: run `dvc repro` (or `dvc pull`), or name a model with --model"
+        )
+    name = read_json(best_file)["model"]
+    files = [root / "outputs" / "featurizer.joblib", root / "models" / name / "classifier.joblib"]
+    featurizer, classifier = (load_object(path) for path in files)  # DataError naming a missing one
+    return name, full_model(featurizer, classifier), files
+
+
 def read_images(path: Path | str) -> np.ndarray:
     """Flattened images (count, n_pixels) as float64 0-255 grey levels, from an IDX images file (gzipped or
     not), or a CSV/Parquet table with one row per image: columns `pixel_0`... or, for CSV, plain numbers."""

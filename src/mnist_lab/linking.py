@@ -49,7 +49,7 @@ class RunLink:
         return f"{TRAILER}: {self.model} run={self.run_id or 'pending'} record={self.record_id}"
 
 
-def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
     if check and done.returncode != 0:
         raise LinkingError(f"git {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
@@ -58,7 +58,7 @@ def _git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 def resolve_commit(root: Path, revision: str) -> str:
     """The full commit id of `revision`, or a LinkingError naming it."""
-    done = _git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False)
+    done = run_git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False)
     if done.returncode != 0:
         raise LinkingError(f"'{revision}' is not a commit of this repository (try `mnist-lab history`)")
     return done.stdout.strip()
@@ -95,13 +95,13 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink]]:
         raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
     links = resolve_sent_runs(root, workspace_links(root))
     paths = [p for p in EXPERIMENT_PATHS if (root / p).exists()]
-    _git(root, "add", "--", *paths)
-    if not _git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
+    run_git(root, "add", "--", *paths)
+    if not run_git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
         raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
     body = "\n".join(link.trailer() for link in links)
     # `-- paths`: only the experiment's files, whatever else the user has staged
-    _git(root, "commit", "--quiet", "-m", message, "-m", body, "--", *paths)
-    commit = _git(root, "rev-parse", "HEAD").stdout.strip()
+    run_git(root, "commit", "--quiet", "-m", message, "-m", body, "--", *paths)
+    commit = run_git(root, "rev-parse", "HEAD").stdout.strip()
     tag_runs_with_commit(root, links, commit)
     return commit, links
 
@@ -174,7 +174,7 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> None:
 def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
     """The runs a commit names (from git alone: works offline and without the MLflow store): its trailers,
     or for a commit made otherwise (`dvc exp branch`, a plain `git commit`) its `reports/*/mlflow.json`."""
-    done = _git(root, "log", "-1", "--format=%B", revision, check=False)
+    done = run_git(root, "log", "-1", "--format=%B", revision, check=False)
     if done.returncode != 0:
         raise LinkingError(f"'{revision}' is not a commit of this repository")
     return parse_trailers(done.stdout) or committed_run_files(root, revision)
@@ -184,10 +184,10 @@ def committed_run_files(root: Path, revision: str) -> list[RunLink]:
     """The runs recorded in a commit's `reports/<model>/mlflow.json` files."""
     import json
 
-    names = _git(root, "ls-tree", "-r", "--name-only", revision, "--", "reports").stdout.split()
+    names = run_git(root, "ls-tree", "-r", "--name-only", revision, "--", "reports").stdout.split()
     links = []
     for name in sorted(n for n in names if re.fullmatch(r"reports/[a-z][a-z0-9_]*/mlflow\.json", n)):
-        record = json.loads(_git(root, "show", f"{revision}:{name}").stdout)
+        record = json.loads(run_git(root, "show", f"{revision}:{name}").stdout)
         links.append(RunLink(name.split("/")[1], record.get("run_id"), record["record_id"]))
     return links
 
@@ -209,9 +209,9 @@ def commit_of_run(root: Path, run_or_record_id: str) -> str:
     """The commit holding a run's results: from the git history (trailers, then the commit that added the
     run's `mlflow.json`, DVC's experiment refs included), else from the run's tag."""
     pattern = f"^{TRAILER}: .*(run|record)={re.escape(run_or_record_id)}"
-    found = _git(root, "log", "--all", "--format=%H", "-E", f"--grep={pattern}").stdout.split()
+    found = run_git(root, "log", "--all", "--format=%H", "-E", f"--grep={pattern}").stdout.split()
     if not found and re.fullmatch(r"[0-9a-f]{16,}", run_or_record_id):
-        found = _git(
+        found = run_git(
             root, "log", "--all", "--format=%H", f"-S{run_or_record_id}", "--", "reports/*/mlflow.json"
         ).stdout.split()
     if found:

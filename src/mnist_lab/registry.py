@@ -54,10 +54,7 @@ def _is_missing_registry(exc: Exception) -> bool:
 
 def _client(root: Path) -> tuple[Any, str]:
     """(an MlflowClient on the repository's tracking store and its registry, the store's URI)."""
-    import os
-
-    for name, value in tracking.HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    tracking.apply_http_defaults()
     import mlflow
 
     uri = tracking.TrackingSettings.from_environment(root).tracking_uri
@@ -364,24 +361,16 @@ def registry_available(root: Path) -> bool:
 
 
 def _git(root: Path, *args: str) -> str:
-    import subprocess
+    from mnist_lab.linking import run_git
 
-    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RegistryError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout.strip()
+    return run_git(root, *args).stdout.strip()
 
 
-def _tagged_commit(root: Path, tag: str) -> str | None:
-    import subprocess
+def tagged_commit(root: Path, tag: str) -> str | None:
+    """The commit git tag `tag` points at, or None."""
+    from mnist_lab.linking import run_git
 
-    done = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run_git(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False)
     return done.stdout.strip() or None
 
 
@@ -433,7 +422,7 @@ def promote_commit(
             "without a registry the champion is an experiment commit: commit this experiment first "
             "(`dvc repro`, then `mnist-lab commit -m ...`)"
         )
-    champion = _tagged_commit(root, CHAMPION_TAG)
+    champion = tagged_commit(root, CHAMPION_TAG)
     _, challenger_model = committed_model(root, head)
     new_value = _score(challenger_model, test_pixels, y_true, binary)[metric]
     new, old = head[:12], champion[:12] if champion else None
@@ -452,8 +441,8 @@ def promote_commit(
 
 def roll_back_commit(root: Path) -> tuple[str, str]:
     """Without a registry: move git tag `mnist-lab/champion` back to `mnist-lab/champion-previous`."""
-    champion = _tagged_commit(root, CHAMPION_TAG)
-    previous = _tagged_commit(root, PREVIOUS_CHAMPION_GIT_TAG)
+    champion = tagged_commit(root, CHAMPION_TAG)
+    previous = tagged_commit(root, PREVIOUS_CHAMPION_GIT_TAG)
     if champion is None:
         raise RegistryError(f"no {CHAMPION} to roll back (git tag {CHAMPION_TAG})")
     if previous is None:

@@ -71,30 +71,22 @@ def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
 
 
 def workspace_model_dir(root: Path) -> tuple[Path, str]:
-    """The workspace's best model (best_model.json; featurizer and classifier from their DVC-tracked files)
-    as this pyfunc, for serving without a registry or tracking store."""
+    """The workspace's best model (from its DVC-tracked files) as this pyfunc, for serving without a
+    registry or tracking store."""
     import hashlib
 
-    from mnist_lab.features import full_model
-    from mnist_lab.files import read_json
-    from mnist_lab.stages.common import load_object
+    from mnist_lab.inference import workspace_best_model
 
-    best_file = root / "best_model.json"
-    if not best_file.is_file():
-        raise DataError(f"{best_file} is missing: run `dvc repro` (or `dvc pull`) first")
-    name = read_json(best_file)["model"]
-    files = [root / "outputs" / "featurizer.joblib", root / "models" / name / "classifier.joblib"]
-    featurizer, classifier = (load_object(path) for path in files)  # DataError naming a missing one
+    name, pipeline, files = workspace_best_model(root)
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()[:16]
-    model_dir = pyfunc_dir(root, f"{name}-{digest}", full_model(featurizer, classifier))
-    return model_dir, f"the workspace's best model ({name}, from DVC)"
+    return pyfunc_dir(root, f"{name}-{digest}", pipeline), f"the workspace's best model ({name}, from DVC)"
 
 
 def champion_commit_dir(root: Path) -> tuple[Path, str]:
     """Without a registry: the model of the commit git tag `mnist-lab/champion` points at, as this pyfunc."""
     from mnist_lab import registry
 
-    commit = registry._tagged_commit(root, registry.CHAMPION_TAG)
+    commit = registry.tagged_commit(root, registry.CHAMPION_TAG)
     if commit is None:
         raise registry.RegistryError(
             f"this tracking server has no Model Registry and no commit is tagged {registry.CHAMPION_TAG}: "

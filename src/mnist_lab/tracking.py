@@ -336,12 +336,17 @@ def _requirements_check_skipped() -> Iterator[None]:
         environment.warn_dependency_requirement_mismatches = original
 
 
+def apply_http_defaults() -> None:
+    """Bounded retries and timeouts for MLflow's HTTP client, unless the environment sets its own."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedRun:
     """Log one run: params, final metrics and histories (batched), tags, artifacts and the model in MLflow
     format with signature, input example and explicit pip requirements. A failure marks the run FAILED
     (when the server still answers) and is raised."""
-    for name, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    apply_http_defaults()
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)
