@@ -54,9 +54,13 @@ def auth_server(tmp_path: Path):
 
 def test_credentials_are_checked_before_any_training(auth_server: MlflowServer, restored_repo: Path) -> None:
     settings = TrackingSettings(auth_server.url, "mnist-lab", None)
-    check_server(
-        settings, environ={"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
-    )
+    admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+    assert check_server(settings, environ=admin) is None  # no such experiment yet
+    with pytest.MonkeyPatch.context() as environment:  # not for the repro below: .env must decide there
+        environment.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        environment.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+        created = mlflow.MlflowClient(auth_server.url).create_experiment("mnist-lab")
+    assert check_server(settings, environ=admin) == created  # logging needs no lookup then
     with pytest.raises(TrackingConfigError, match=r"\(not set\)"):
         check_server(settings, environ={})
 
@@ -164,3 +168,90 @@ def test_an_mlflow_2_server_gets_the_model_as_run_artifacts(tmp_path: Path, rest
         assert len(model.predict(pd.DataFrame(**example))) == len(example["data"])
     finally:
         server.stop()
+
+
+def test_a_run_logged_with_concurrent_requests_is_complete(
+    auth_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads, metrics batches and nested runs go to a server 4 at a time: everything lands once, the run
+    ends after all of it, and a failed upload fails the run and its model instead of finishing them."""
+    import numpy as np
+
+    from mnist_lab import tracking
+    from tests.test_tracking import _pixel_model_record
+
+    record = _pixel_model_record()
+    record.params = {f"p{i:03d}": i for i in range(150)}
+    record.history = [{"epoch": float(e), **{f"m{k}": e + k / 10 for k in range(10)}} for e in range(1, 251)]
+    record.artifacts = {f"figures/f{i}.txt": f"figure {i}".encode() for i in range(6)} | {
+        "top.csv": b"a\n1\n"
+    }
+    record.children = [tracking.ChildRunRecord(f"c{i}", {"alpha": i}, {"cv_score": i / 10}) for i in range(3)]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    import threading
+
+    import requests
+
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    send = requests.Session.request
+
+    def counting(session: requests.Session, *args, **kwargs):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            return send(session, *args, **kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(requests.Session, "request", counting)
+    settings = TrackingSettings(auth_server.url, "concurrent", None)
+    logged = tracking.log_model_run(record, settings)
+    assert 2 <= peak[0] <= tracking.REMOTE_REQUESTS_AT_ONCE
+    client = mlflow.MlflowClient(auth_server.url)
+    run_ = client.get_run(logged.run_id)
+    assert run_.info.status == "FINISHED"
+    assert run_.data.params == {key: str(value) for key, value in record.params.items()}
+    for k in range(10):
+        history = client.get_metric_history(logged.run_id, f"m{k}")
+        assert sorted((m.step, m.value) for m in history) == [(e, e + k / 10) for e in range(1, 251)]
+    artifacts = {a.path for a in client.list_artifacts(logged.run_id, "figures")}
+    assert artifacts == {f"figures/f{i}.txt" for i in range(6)}
+    assert {a.path for a in client.list_artifacts(logged.run_id)} == {"figures", "top.csv"}
+    children = client.search_runs(
+        [logged.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{logged.run_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == ["c0", "c1", "c2"]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    model = client.get_logged_model(logged.model_uri.removeprefix("models:/"))
+    assert str(model.status) == "READY" and model.source_run_id == logged.run_id
+    mlflow.set_tracking_uri(auth_server.url)
+    loaded = mlflow.pyfunc.load_model(logged.model_uri)
+    expected = record.model.predict(None, record.input_example)
+    assert np.array_equal(loaded.predict(record.input_example)["label"], expected["label"])
+
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    original = MlflowArtifactsRepository.log_artifact
+
+    def refusing(self: ArtifactRepository, local_file: str, artifact_path: str | None = None) -> None:
+        if local_file.endswith("python_model.pkl"):
+            raise OSError("upload refused")
+        original(self, local_file, artifact_path)
+
+    MlflowArtifactsRepository.log_artifact = refusing  # type: ignore[method-assign]
+    try:
+        record.record_id = tracking._new_record_id()
+        with pytest.raises(OSError, match="upload refused"):
+            tracking.log_model_run(record, settings)
+    finally:
+        MlflowArtifactsRepository.log_artifact = original  # type: ignore[method-assign]
+    failed = client.search_runs(
+        [logged.experiment_id], filter_string=f"tags.`mnist_lab.record_id` = '{record.record_id}'"
+    )
+    assert [r.info.status for r in failed] == ["FAILED"]
+    models = client.search_logged_models([logged.experiment_id], filter_string="name = 'model'")
+    assert sorted(str(m.status) for m in models) == ["FAILED", "READY"]

@@ -162,6 +162,8 @@ def test_a_failure_while_logging_marks_the_run_failed(tracking_store: str, tmp_p
         tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
+    models = mlflow.MlflowClient(tracking_store).search_logged_models([runs[0].info.experiment_id])
+    assert [str(m.status) for m in models] == ["FAILED"]  # no model left PENDING
 
 
 def _pixel_model_record() -> tracking.ModelRunRecord:
@@ -244,21 +246,74 @@ def test_a_run_is_not_finished_before_its_metrics_are_in(
     tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
+    from mlflow.entities import LoggedModelStatus
 
     client = mlflow.MlflowClient(tracking_store)
     seen: list[str] = []
-    log_metrics = tracking._log_params_and_metrics
+    log_batch = mlflow.MlflowClient.log_batch
 
-    def watching(record, run_id, mlflow_client, model_id):
+    def watching(self, run_id, *args, **kwargs):
         seen.append(client.get_run(run_id).info.status)
-        log_metrics(record, run_id, mlflow_client, model_id)
+        return log_batch(self, run_id, *args, **kwargs)
 
-    monkeypatch.setattr(tracking, "_log_params_and_metrics", watching)
-    logged = tracking.log_model_run(
-        _pixel_model_record(), tracking.TrackingSettings.from_environment(tmp_path)
-    )
-    assert seen == ["RUNNING"]
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", watching)
+    record = _pixel_model_record()
+    record.history = [{"epoch": float(e), **{f"m{k}": 0.1 for k in range(10)}} for e in range(1, 151)]
+    logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
+    assert seen == ["RUNNING", "RUNNING"]  # 1,501 points: two batches, both before the run's end
     assert client.get_run(logged.run_id).info.status == "FINISHED"
+    model = client.get_logged_model(logged.model_uri.removeprefix("models:/"))
+    assert model.status == LoggedModelStatus.READY and model.source_run_id == logged.run_id
+    assert [output.model_id for output in client.get_run(logged.run_id).outputs.model_outputs] == [
+        model.model_id
+    ]
+
+
+def test_an_experiment_gone_since_the_check_is_looked_up_again(tracking_store: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    import mlflow
+
+    settings = dataclasses.replace(tracking.TrackingSettings.from_environment(tmp_path), experiment_id="999")
+    logged = tracking.log_model_run(_record(), settings)
+    experiment = mlflow.MlflowClient(tracking_store).get_experiment_by_name("tests")
+    assert logged.experiment_id == experiment.experiment_id != "999"
+
+
+def test_run_all_calls_every_task_and_raises_the_first_failure() -> None:
+    import threading
+    import time
+
+    calls: list[int] = []
+    tracking._run_all([lambda i=i: calls.append(i) for i in range(5)], workers=1)
+    assert calls == [0, 1, 2, 3, 4]  # one worker: in order, in this thread
+
+    threads: set[str] = set()
+    started = threading.Barrier(2, timeout=5)
+
+    def together() -> None:  # both run at once, or the barrier times out
+        threads.add(threading.current_thread().name)
+        started.wait()
+
+    tracking._run_all([together, together], workers=4)
+    assert len(threads) == 2 and threading.current_thread().name not in threads
+
+    def failing() -> None:
+        raise ValueError("upload refused")
+
+    later: list[int] = []
+    tasks = [failing, *[lambda: (time.sleep(0.05), later.append(1)) for _ in range(20)]]
+    with pytest.raises(ValueError, match="upload refused"):
+        tracking._run_all(tasks, workers=2)
+    assert len(later) <= 3  # the queued ones were cancelled (the two workers may have started one each)
+
+
+def test_the_check_returns_the_experiment_id_unless_it_is_deleted() -> None:
+    answer = b'{"experiment": {"experiment_id": "7", "name": "x", "lifecycle_stage": "active"}}'
+    assert tracking._active_experiment_id(answer) == "7"
+    assert tracking._active_experiment_id(answer.replace(b"active", b"deleted")) is None
+    for odd in (b"", b"<html>", b"{}", b'{"experiment": null}', b'{"experiment": {"experiment_id": 7}}'):
+        assert tracking._active_experiment_id(odd) is None
 
 
 def test_dagshub_files_have_the_loggers_format(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def _is_missing_registry(exc: Exception) -> bool:
 
 def _client(root: Path) -> tuple[Any, str]:
     """(an MlflowClient on the repository's tracking store and its registry, the store's URI)."""
-    tracking.apply_http_defaults()
+    tracking.apply_client_defaults()
     import mlflow
 
     uri = tracking.TrackingSettings.from_environment(root).tracking_uri

@@ -7,6 +7,9 @@ Settings are read from the environment (and a git-ignored `.env`) when called, n
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import json
 import logging
 import os
 import re
@@ -15,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -37,14 +41,19 @@ LOCAL_STORE = "mlflow.db"
 LOCAL_ARTIFACTS = "mlartifacts"
 TAG_PREFIX = "mnist_lab."
 PARENT_RUN_TAG = "mlflow.parentRunId"
-# Bounded retries for remote servers: MLflow's defaults block ~4 minutes on a dead server.
-HTTP_DEFAULTS = {
+CLIENT_DEFAULTS = {
+    # bounded retries for remote servers: MLflow's defaults block ~4 minutes on a dead server
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # MLflow prints a run's link by reading the run back (a request) and shows the tracking URI as it is
+    # (with any user:password in it): log_model_run prints it itself, credentials masked
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 # What the logged model needs at load time; passing it explicitly saves ~4 s of inference per model.
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "numpy", "scipy", "pandas", "cloudpickle")
+# Requests sent at once to a remote server when they do not depend on each other (uploads, metrics batches).
+REMOTE_REQUESTS_AT_ONCE = 4
 
 
 # --- where things are -------------------------------------------------------------------------------------
@@ -85,6 +94,7 @@ class TrackingSettings:
     tracking_uri: str
     experiment_name: str
     artifact_location: str | None  # set for the local store; a server decides its own
+    experiment_id: str | None = None  # known once `preflight` has found the experiment: no lookup to log
 
     @property
     def is_local(self) -> bool:
@@ -336,57 +346,149 @@ def _requirements_check_skipped() -> Iterator[None]:
         environment.warn_dependency_requirement_mismatches = original
 
 
-def apply_http_defaults() -> None:
-    """Bounded retries and timeouts for MLflow's HTTP client, unless the environment sets its own."""
-    for name, value in HTTP_DEFAULTS.items():
+def apply_client_defaults() -> None:
+    """CLIENT_DEFAULTS for MLflow's client (bounded retries and timeouts, ...), unless the environment sets
+    its own."""
+    for name, value in CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
 
 def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedRun:
-    """Log one run: params, final metrics and histories (batched), tags, artifacts and the model in MLflow
-    format with signature, input example and explicit pip requirements. A failure marks the run FAILED
-    (when the server still answers) and is raised."""
-    apply_http_defaults()
+    """Log one run: params, final metrics and histories (batched), tags, artifacts, nested runs and the model
+    in MLflow format (an MLflow 3 logged model; the run's `model` artifacts on servers without one).
+
+    Few requests, and the independent ones at once to a remote server (each costs a round trip, and ~0.2 s
+    of the server's CPU on MLflow's default basic-auth app, which hashes the password on every request): the
+    run, the logged model, then together every file upload, metrics batch, nested run and the run-to-model
+    link, then the run's end and the model's READY. The run reads FINISHED only once everything is in; a
+    failure marks it (and its model) FAILED when the server still answers, and is raised."""
+    apply_client_defaults()
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)
-    with store_initialisation_lock(settings):
+    with store_initialisation_lock(settings):  # a new sqlite store is created (migrated) with the client
         client = mlflow.MlflowClient(settings.tracking_uri)
-        experiment_id = _experiment_id(client, settings)
+        experiment_id = settings.experiment_id or _experiment_id(client, settings)
     tags = {**record.tags, f"{TAG_PREFIX}record_id": record.record_id}
-    if PARENT_RUN_TAG in tags:  # an MLflow project's run: the model run goes beside it, under it
-        experiment_id = _parent_experiment(client, tags, experiment_id)
-    run = client.create_run(experiment_id, start_time=record.created_ms, run_name=record.run_name, tags=tags)
+    run, experiment_id = _create_run(record, tags, experiment_id, settings, client)
     run_id = run.info.run_id
+    workers = REMOTE_REQUESTS_AT_ONCE if settings.is_remote else 1
+    logged_model = None
     try:
-        if record.artifacts:
-            with tempfile.TemporaryDirectory(prefix="mnist-lab-artifacts-") as folder:
-                for relative, content in record.artifacts.items():
-                    target = Path(folder, relative)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(content)
-                client.log_artifacts(run_id, folder)
-        _log_children(record, run_id, experiment_id, client)
-        # MLflow's log_model needs the fluent active run, whose exit would mark the run FINISHED: it stays
-        # open until the metrics are in, so no reader sees a finished run without them. The model goes
-        # before the metrics: MLflow 3's log_model would otherwise fetch every metric's history from the
-        # server (one request per key) to link them; instead the metrics name the model themselves. The
-        # params travel with the metrics (fewer requests: each costs ~0.2 s on a default basic-auth server).
-        with mlflow.start_run(run_id=run_id) if record.model is not None else contextlib.nullcontext():
-            model_uri = _log_model(record, run_id, client) if record.model is not None else None
-            model_id = (
-                model_uri.removeprefix("models:/") if model_uri and model_uri.startswith("models:/") else None
+        with tempfile.TemporaryDirectory(prefix="mnist-lab-run-") as folder:
+            tasks = _file_uploads(
+                _written(record.artifacts, Path(folder, "artifacts")), run.info.artifact_uri, settings
             )
-            _log_params_and_metrics(record, run_id, client, model_id)
+            model_uri = None
+            if record.model is not None:
+                logged_model = _create_logged_model(client, experiment_id, run_id)
+                model_folder = Path(folder, "model")
+                _save_model(record, model_folder, run_id, logged_model)
+                if logged_model is None:  # an MLflow 2.x server: the model is the run's `model` artifacts
+                    model_uri = f"runs:/{run_id}/model"
+                    tasks += _file_uploads(model_folder, run.info.artifact_uri, settings, "model")
+                else:
+                    model_uri = logged_model.model_uri
+                    tasks += _file_uploads(model_folder, logged_model.artifact_location, settings)
+                    tasks.append(functools.partial(_link_model, client, run_id, logged_model.model_id))
+            model_id = logged_model.model_id if logged_model is not None else None
+            tasks += [
+                functools.partial(_log_child, child, record, run_id, experiment_id, client)
+                for child in getattr(record, "children", [])  # records spooled before children existed
+            ]
+            tasks += [
+                functools.partial(client.log_batch, run_id, params=params, metrics=metrics)
+                for params, metrics in _batches(record, model_id)
+            ]
+            _run_all(tasks, workers)
     except BaseException:
         with contextlib.suppress(Exception):  # the server may be what failed
+            if logged_model is not None:
+                client.finalize_logged_model(logged_model.model_id, "FAILED")
             client.set_terminated(run_id, status="FAILED")
         raise
-    if record.model is None:  # otherwise the fluent run's exit has finished it
-        client.set_terminated(run_id, status="FINISHED")
+    ends = [functools.partial(client.set_terminated, run_id, status="FINISHED")]
+    if logged_model is not None:
+        ends.append(functools.partial(client.finalize_logged_model, logged_model.model_id, "READY"))
+    _run_all(ends, workers)
+    if settings.is_remote:
+        link = f"{display_uri(settings.tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        print(f"run {record.run_name}: {link}", file=sys.stderr)
     return LoggedRun(
         run_id=run_id, experiment_id=experiment_id, model_uri=model_uri, tracking_uri=settings.tracking_uri
     )
+
+
+def _create_run(
+    record: ModelRunRecord, tags: dict[str, str], experiment_id: str, settings: TrackingSettings, client
+) -> tuple[Any, str]:
+    """(the new run, its experiment id): in `experiment_id`, or beside its parent run when `tags` name one
+    (an MLflow project's run). When that is the experiment `preflight` found and it has gone since, the
+    experiment is looked up again (or created)."""
+    from mlflow.exceptions import MlflowException
+
+    known = settings.experiment_id
+    if PARENT_RUN_TAG in tags:
+        experiment_id = _parent_experiment(client, tags, experiment_id)
+
+    def create(experiment: str):
+        return client.create_run(
+            experiment, start_time=record.created_ms, run_name=record.run_name, tags=tags
+        )
+
+    try:
+        return create(experiment_id), experiment_id
+    except MlflowException as exc:
+        gone = exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "INVALID_STATE")
+        if not (gone and known and experiment_id == known):
+            raise
+    experiment_id = _experiment_id(client, settings)  # gone since the check: look it up (or create it)
+    return create(experiment_id), experiment_id
+
+
+def _run_all(tasks: Sequence[Callable[[], Any]], workers: int) -> None:
+    """Call every task, `workers` at a time (in order, in this thread, for 1); the first failure is raised
+    once the running ones are done, and the rest are not started."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mnist-lab-mlflow") as pool:
+        futures = [pool.submit(task) for task in tasks]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [future for future in finished if future.exception() is not None]
+        if failed:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise failed[0].exception()  # type: ignore[misc]
+
+
+def _written(files: Mapping[str, bytes], folder: Path) -> Path:
+    """`files` (relative path -> content) written under `folder`."""
+    for relative, content in files.items():
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return folder
+
+
+def _file_uploads(
+    folder: Path, artifact_uri: str, settings: TrackingSettings, artifact_path: str | None = None
+) -> list[Callable[[], None]]:
+    """One upload per file under `folder` to `artifact_uri` (under `artifact_path`), keeping subfolders."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else []
+    if not files:
+        return []
+    repository = get_artifact_repository(artifact_uri, tracking_uri=settings.tracking_uri)
+    uploads: list[Callable[[], None]] = []
+    for path in files:
+        parts = [artifact_path, *path.parent.relative_to(folder).parts]
+        target = "/".join(part for part in parts if part) or None
+        uploads.append(functools.partial(repository.log_artifact, str(path), target))
+    return uploads
 
 
 def _parent_experiment(client, tags: dict[str, str], default: str) -> str:
@@ -403,28 +505,26 @@ def _parent_experiment(client, tags: dict[str, str], default: str) -> str:
         return default
 
 
-def _log_children(record: ModelRunRecord, parent_run_id: str, experiment_id: str, client) -> None:
-    """One nested run per child, as MLflow's scikit-learn autologging nests a search's candidates."""
+def _log_child(
+    child: ChildRunRecord, record: ModelRunRecord, parent_run_id: str, experiment_id: str, client
+) -> None:
+    """One nested run (a search candidate), as MLflow's scikit-learn autologging nests them."""
     from mlflow.entities import Metric, Param
 
-    for child in getattr(record, "children", []):  # records spooled before children existed have none
-        tags = {
-            **child.tags,
-            PARENT_RUN_TAG: parent_run_id,
-            f"{TAG_PREFIX}parent_record_id": record.record_id,
-        }
-        run_id = client.create_run(
-            experiment_id, start_time=record.created_ms, run_name=child.run_name, tags=tags
-        ).info.run_id
-        params = [Param(key, str(value)) for key, value in child.params.items()]
-        metrics = [Metric(key, float(value), record.created_ms, 0) for key, value in child.metrics.items()]
-        client.log_batch(run_id, params=params, metrics=metrics)
-        client.set_terminated(run_id, status="FINISHED")
+    tags = {**child.tags, PARENT_RUN_TAG: parent_run_id, f"{TAG_PREFIX}parent_record_id": record.record_id}
+    run_id = client.create_run(
+        experiment_id, start_time=record.created_ms, run_name=child.run_name, tags=tags
+    ).info.run_id
+    params = [Param(key, str(value)) for key, value in child.params.items()]
+    metrics = [Metric(key, float(value), record.created_ms, 0) for key, value in child.metrics.items()]
+    client.log_batch(run_id, params=params, metrics=metrics)
+    client.set_terminated(run_id, status="FINISHED")
 
 
-def _log_params_and_metrics(record: ModelRunRecord, run_id: str, client, model_id: str | None) -> None:
-    """Params, final metrics and histories in as few `log_batch` requests as MLflow's limits allow (100
-    params and 1,000 entries in all per request)."""
+def _batches(record: ModelRunRecord, model_id: str | None) -> list[tuple[list, list]]:
+    """Params, final metrics and histories as (params, metrics) for as few `log_batch` requests as MLflow's
+    limits allow (100 params and 1,000 entries in all per request). Metrics name the model, so MLflow 3 links
+    them to it without fetching them back."""
     from mlflow.entities import Metric, Param
 
     params = [Param(key, str(value)) for key, value in record.params.items()]
@@ -437,11 +537,13 @@ def _log_params_and_metrics(record: ModelRunRecord, run_id: str, client, model_i
         metrics.extend(
             Metric(key, float(v), stamp, step, model_id=model_id) for key, v in row.items() if key != "epoch"
         )
+    batches = []
     while params or metrics:
         batch_params, params = params[:100], params[100:]
         room = 1000 - len(batch_params)
         batch_metrics, metrics = metrics[:room], metrics[room:]
-        client.log_batch(run_id, params=batch_params, metrics=batch_metrics)
+        batches.append((batch_params, batch_metrics))
+    return batches
 
 
 @contextlib.contextmanager
@@ -458,23 +560,58 @@ def this_package_pickled_by_value() -> Iterator[None]:
         cloudpickle.unregister_pickle_by_value(package)
 
 
-def _log_model(record: ModelRunRecord, run_id: str, client) -> str:  # client: an MlflowClient
-    """Log the model in MLflow format, inside the active fluent run `run_id`: a pyfunc `PythonModel` as it
-    is (no signature: it checks its input itself, see mnist_lab.serving), a scikit-learn estimator in the
-    sklearn flavor with a signature inferred from the input example. Where the server lacks MLflow 3's
-    logged-model endpoints (MLflow 2.x servers such as DagsHub's), save it and upload it as the run's
-    `model` artifacts instead."""
-    import mlflow
+def _create_logged_model(client, experiment_id: str, run_id: str):  # -> LoggedModel | None
+    """A PENDING MLflow 3 logged model named `model` from run `run_id`, tagged as MLflow's `log_model` tags
+    it; None where the server lacks the logged-model endpoints (MLflow 2.x servers, such as DagsHub's)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking.context import registry as context_registry
+
+    try:
+        return client.create_logged_model(
+            experiment_id, name="model", source_run_id=run_id, tags=context_registry.resolve_tags()
+        )
+    except MlflowException as exc:
+        if not _is_missing_endpoint(exc):
+            raise
+    print(
+        "note: this MLflow server has no logged-model endpoints (MLflow 2.x?): the model is stored as "
+        "the run's `model` artifacts",
+        file=sys.stderr,
+    )
+    return None
+
+
+def _link_model(client, run_id: str, model_id: str) -> None:
+    """The run's output: its logged model (MLflow's run page lists it)."""
+    from mlflow.entities import LoggedModelOutput
+
+    client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+
+
+def _save_model(record: ModelRunRecord, folder: Path, run_id: str, logged_model: Any) -> None:
+    """Save the model in MLflow format in `folder`, as MLflow's `log_model` would for `logged_model` (None:
+    as the run's `model` artifacts): a pyfunc `PythonModel` as it is (no signature: it checks its input
+    itself, see mnist_lab.serving), a scikit-learn estimator in the sklearn flavor with a signature
+    inferred from the input example; explicit pip requirements, the input example."""
     import mlflow.pyfunc
     import mlflow.sklearn
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
 
     # cloudpickle (not skops): the model holds this package's code, pickled by value. MLflow warns about
     # pickle on every save: the model is only ever loaded from this project's own store.
     for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if logged_model is None:
+        metadata = Model(artifact_path="model", run_id=run_id)
+    else:
+        metadata = Model(
+            artifact_path=logged_model.artifact_location,
+            model_uuid=logged_model.model_id,
+            run_id=run_id,
+            model_id=logged_model.model_id,
+        )
     options: dict[str, Any] = {
+        "mlflow_model": metadata,
         "input_example": record.input_example,
         "pip_requirements": pinned_requirements(),
     }
@@ -489,20 +626,9 @@ def _log_model(record: ModelRunRecord, run_id: str, client) -> str:  # client: a
             "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
         }
     with _requirements_check_skipped(), this_package_pickled_by_value():
-        try:
-            return flavor.log_model(name="model", **options).model_uri
-        except MlflowException as exc:
-            if not _is_missing_endpoint(exc):
-                raise
-        print(
-            "note: this MLflow server has no logged-model endpoints (MLflow 2.x?): the model is stored as "
-            "the run's `model` artifacts",
-            file=sys.stderr,
-        )
-        with tempfile.TemporaryDirectory(prefix="mnist-lab-model-") as folder:
-            flavor.save_model(path=str(Path(folder, "model")), **options)
-            client.log_artifacts(run_id, str(Path(folder, "model")), "model")
-    return f"runs:/{run_id}/model"
+        flavor.save_model(path=str(folder), **options)
+    for cache in folder.rglob("__pycache__"):  # as MLflow's log_model: a save may load the model back
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _is_missing_endpoint(exc: Exception) -> bool:
@@ -535,8 +661,9 @@ def check_server(
     environ: Mapping[str, str] | None = None,
     attempts: int = CHECK_ATTEMPTS,
     timeout: float = CHECK_TIMEOUT_S,
-) -> None:
-    """Prove a remote server answers and accepts the credentials, in seconds, before any training work.
+) -> str | None:
+    """Prove a remote server answers and accepts the credentials, in seconds, before any training work, and
+    return the id of its experiment `settings.experiment_name` (None: not there yet, or a local store).
 
     401/403 raise TrackingConfigError naming the variables to fix; no answer after `attempts` tries raises
     TrackingServerUnreachable. Uses urllib, so the stages that only train never import MLflow."""
@@ -546,7 +673,7 @@ def check_server(
     import urllib.request
 
     if not settings.is_remote:
-        return
+        return None
     environ = os.environ if environ is None else environ
     query = urllib.parse.urlencode({"experiment_name": settings.experiment_name})
     request = urllib.request.Request(
@@ -561,11 +688,13 @@ def check_server(
     last_problem = ""
     for attempt in range(1, attempts + 1):
         try:
-            with urllib.request.urlopen(request, timeout=timeout):
-                return
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return _active_experiment_id(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and b"RESOURCE_DOES_NOT_EXIST" in exc.read():
-                return  # an MLflow server without this experiment yet: it answered and took the credentials
+                return (
+                    None  # an MLflow server without this experiment yet: it answered and took the credentials
+                )
             if exc.code in (401, 403):
                 what = "rejected the credentials (401)" if exc.code == 401 else "refused access (403)"
                 raise TrackingConfigError(
@@ -587,12 +716,25 @@ def check_server(
     )
 
 
+def _active_experiment_id(body: bytes) -> str | None:
+    """The experiment id in a `get-by-name` answer, unless the experiment is deleted (or the answer odd)."""
+    try:
+        experiment = json.loads(body)["experiment"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(experiment, dict) or experiment.get("lifecycle_stage", "active") != "active":
+        return None
+    identifier = experiment.get("experiment_id")
+    return identifier if isinstance(identifier, str) and identifier else None
+
+
 def preflight(root: Path) -> TrackingSettings:
-    """The tracking settings, checked: a configuration error stops the stage (exit 2); an unreachable
-    server only warns, since its runs wait in the outbox (`mnist-lab sync` sends them)."""
+    """The tracking settings, checked (with the experiment's id when the server has it, so logging needs no
+    lookup): a configuration error stops the stage (exit 2); an unreachable server only warns, since its runs
+    wait in the outbox (`mnist-lab sync` sends them)."""
     settings = TrackingSettings.from_environment(root)
     try:
-        check_server(settings)
+        settings = dataclasses.replace(settings, experiment_id=check_server(settings))
     except TrackingServerUnreachable as exc:
         print(
             f"warning: {exc}. Runs are kept in {OUTBOX}/ and sent by the next run or `mnist-lab sync`.",
