@@ -23,9 +23,9 @@ Overhead against training, on the basic-auth servers: a real MLP (`train_classif
 100) trained on the bundled digits and timed; then `log_model_run` of its real run (4 metrics per epoch) and
 of the synthetic 10-metric record, each with and without the model (the model as the evaluate stage logs
 it: the DigitClassifier pyfunc around featurizer + classifier, a 5-row `pixel_frame` input example; this
-package pickled by value). Overhead =
-(check + log_model_run) wall time / training wall time (median of --repeats, --model-repeats with the model). The
-digits train in about a second, so the share is also given against an MNIST-scale MLP: one epoch on
+package pickled by value). Overhead = (check + log_model_run) wall time / training wall time (median of
+--repeats, --model-repeats with the model). The digits train in about a second, so the share is also
+given against an MNIST-scale MLP: one epoch on
 random 60,000 x 784 float32 data (the train stage's per-epoch work: partial_fit plus the history's
 predictions), times 100.
 
