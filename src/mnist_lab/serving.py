@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 from mnist_lab.errors import DataError
 from mnist_lab.inference import predict_frame, request_pixels
@@ -32,7 +33,11 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
         self.pipeline = pipeline
         self.n_pixels = n_pixels
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # MLflow reads `model_input`'s hint: `Any` made it try to infer an input schema and print two warnings at
+    # every import, save and load. A DataFrame hint is one it neither infers from nor converts to; requests
+    # also arrive as arrays, lists or dicts (MLflow parses them so without a signature): request_pixels
+    # takes them all.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
