@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,28 @@ def random_images(count: int, rows: int, cols: int, seed: int = 0) -> tuple[np.n
     images = generator.integers(0, 256, size=(count, rows, cols), dtype=np.uint8)
     labels = (np.arange(count) % 10).astype(np.uint8)
     return images, labels
+
+
+def pixel_model_record() -> Any:  # a tracking.ModelRunRecord
+    """A run whose model is what the evaluate stage logs: the pyfunc around featurizer + classifier."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mnist_lab import tracking
+    from mnist_lab.features import fit_featurizer, full_model, pixel_frame
+    from mnist_lab.serving import DigitClassifier
+    from mnist_lab.settings import FeatureSettings
+
+    pixels = np.random.default_rng(1).integers(0, 256, size=(60, 16)).astype(np.uint8)
+    labels = (pixels[:, 0] > 127).astype(int)
+    featurizer = fit_featurizer(pixels, FeatureSettings(pca=False), seed=0)
+    pipeline = full_model(featurizer, LogisticRegression().fit(featurizer.transform(pixels), labels))
+    return tracking.ModelRunRecord(
+        run_name="pixels",
+        params={},
+        metrics={"accuracy": 1.0},
+        model=DigitClassifier(pipeline, 16),
+        input_example=pixel_frame(pixels[:3]),
+    )
 
 
 def free_port() -> int:

@@ -6,15 +6,20 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+import requests
+from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
+from mnist_lab import tracking
 from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server
-from tests.helpers import ADMIN_PASSWORD, BIN, MLFLOW2, MlflowServer, mlflow_server, run
+from tests.helpers import ADMIN_PASSWORD, BIN, MLFLOW2, MlflowServer, mlflow_server, pixel_model_record, run
 
 pytestmark = pytest.mark.slow
 
@@ -175,12 +180,7 @@ def test_a_run_logged_with_concurrent_requests_is_complete(
 ) -> None:
     """Uploads, metrics batches and nested runs go to a server 4 at a time: everything lands once, the run
     ends after all of it, and a failed upload fails the run and its model instead of finishing them."""
-    import numpy as np
-
-    from mnist_lab import tracking
-    from tests.test_tracking import _pixel_model_record
-
-    record = _pixel_model_record()
+    record = pixel_model_record()
     record.params = {f"p{i:03d}": i for i in range(150)}
     record.history = [{"epoch": float(e), **{f"m{k}": e + k / 10 for k in range(10)}} for e in range(1, 251)]
     record.artifacts = {f"figures/f{i}.txt": f"figure {i}".encode() for i in range(6)} | {
@@ -189,10 +189,6 @@ def test_a_run_logged_with_concurrent_requests_is_complete(
     record.children = [tracking.ChildRunRecord(f"c{i}", {"alpha": i}, {"cv_score": i / 10}) for i in range(3)]
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
-    import threading
-
-    import requests
-
     in_flight, peak, lock = [0], [0], threading.Lock()
     send = requests.Session.request
 
@@ -232,23 +228,17 @@ def test_a_run_logged_with_concurrent_requests_is_complete(
     expected = record.model.predict(None, record.input_example)
     assert np.array_equal(loaded.predict(record.input_example)["label"], expected["label"])
 
-    from mlflow.store.artifact.artifact_repo import ArtifactRepository
-    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+    upload = MlflowArtifactsRepository.log_artifact
 
-    original = MlflowArtifactsRepository.log_artifact
-
-    def refusing(self: ArtifactRepository, local_file: str, artifact_path: str | None = None) -> None:
+    def refusing(self: MlflowArtifactsRepository, local_file: str, artifact_path: str | None = None) -> None:
         if local_file.endswith("python_model.pkl"):
             raise OSError("upload refused")
-        original(self, local_file, artifact_path)
+        upload(self, local_file, artifact_path)
 
-    MlflowArtifactsRepository.log_artifact = refusing  # type: ignore[method-assign]
-    try:
-        record.record_id = tracking._new_record_id()
-        with pytest.raises(OSError, match="upload refused"):
-            tracking.log_model_run(record, settings)
-    finally:
-        MlflowArtifactsRepository.log_artifact = original  # type: ignore[method-assign]
+    monkeypatch.setattr(MlflowArtifactsRepository, "log_artifact", refusing)
+    record.record_id = tracking._new_record_id()
+    with pytest.raises(OSError, match="upload refused"):
+        tracking.log_model_run(record, settings)
     failed = client.search_runs(
         [logged.experiment_id], filter_string=f"tags.`mnist_lab.record_id` = '{record.record_id}'"
     )

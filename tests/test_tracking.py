@@ -12,9 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mnist_lab import tracking
 from mnist_lab.errors import MnistLabError
-from mnist_lab.features import fit_featurizer
-from mnist_lab.settings import FeatureSettings
-from tests.helpers import run
+from tests.helpers import pixel_model_record, run
 
 
 def make_repo(root: Path, dvc_yaml: str = "stages: {}\n") -> Path:
@@ -166,31 +164,12 @@ def test_a_failure_while_logging_marks_the_run_failed(tracking_store: str, tmp_p
     assert [str(m.status) for m in models] == ["FAILED"]  # no model left PENDING
 
 
-def _pixel_model_record() -> tracking.ModelRunRecord:
-    """A run whose model is what the evaluate stage logs: the pyfunc around featurizer + classifier."""
-    from mnist_lab.features import full_model, pixel_frame
-    from mnist_lab.serving import DigitClassifier
-
-    pixels = np.random.default_rng(1).integers(0, 256, size=(60, 16)).astype(np.uint8)
-    labels = (pixels[:, 0] > 127).astype(int)
-    featurizer = fit_featurizer(pixels, FeatureSettings(pca=False), seed=0)
-    pipeline = full_model(featurizer, LogisticRegression().fit(featurizer.transform(pixels), labels))
-    model = DigitClassifier(pipeline, 16)
-    return tracking.ModelRunRecord(
-        run_name="pixels",
-        params={},
-        metrics={"accuracy": 1.0},
-        model=model,
-        input_example=pixel_frame(pixels[:3]),
-    )
-
-
 def test_the_logged_model_loads_where_mnist_lab_is_not_installed(tracking_store: str, tmp_path: Path) -> None:
     """The model holds this package's pixel scaling; it is pickled by value, so serving it needs no copy of
     the package (no code_paths) and no mnist_lab install."""
     import mlflow
 
-    record = _pixel_model_record()
+    record = pixel_model_record()
     logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     local = Path(
         mlflow.artifacts.download_artifacts(artifact_uri=logged.model_uri, dst_path=str(tmp_path / "m"))
@@ -257,7 +236,7 @@ def test_a_run_is_not_finished_before_its_metrics_are_in(
         return log_batch(self, run_id, *args, **kwargs)
 
     monkeypatch.setattr(mlflow.MlflowClient, "log_batch", watching)
-    record = _pixel_model_record()
+    record = pixel_model_record()
     record.history = [{"epoch": float(e), **{f"m{k}": 0.1 for k in range(10)}} for e in range(1, 151)]
     logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     assert seen == ["RUNNING", "RUNNING"]  # 1,501 points: two batches, both before the run's end
