@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data run report ui serve test test-slow lint format bench lock clean-venv
+.PHONY: help venv data data-mnist run report ui serve test test-slow lint format bench lock clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ venv: $(INSTALLED) ## create/update the virtual environment from the lock file
 
 data: venv ## make data/ match data.dvc (DVC cache, DVC remote, or regenerate the bundled default)
 	@mnist-lab data restore
+
+data-mnist: venv ## download real MNIST (~11 MB, md5-checked) into data/ and `dvc add` it
+	mnist-lab data ingest mnist
 
 run: data ## the main job: set up, get the data, run the pipeline (dvc repro), print the results
 	dvc repro

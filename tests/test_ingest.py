@@ -1,14 +1,23 @@
 import functools
+import gzip
+import hashlib
 import http.server
+import os
+import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mnist_lab import ingest as ingest_module
+from mnist_lab.cli import main
 from mnist_lab.data import Dataset
 from mnist_lab.datafiles import (
+    DATA_FILES,
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
@@ -19,8 +28,8 @@ from mnist_lab.datafiles import (
 )
 from mnist_lab.errors import DataError
 from mnist_lab.idx import encode_idx
-from mnist_lab.ingest import ingest, recorded_md5, write_digits
-from tests.helpers import random_images
+from mnist_lab.ingest import MNIST_MD5, MNIST_MIRRORS, ingest, recorded_md5, write_digits
+from tests.helpers import copy_repository, free_port, random_images
 
 
 @pytest.fixture
@@ -135,3 +144,228 @@ def test_openml_offline_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ):
         ingest("openml", tmp_path / "data")
     assert not (tmp_path / "data").exists()
+
+
+# `mnist-lab data ingest mnist`: the official files from mirrors, here local servers on 127.0.0.1.
+
+
+@dataclass
+class Mirror:
+    """A local MNIST mirror: what it serves, how it misbehaves, and the file names it was asked for."""
+
+    files: dict[str, bytes]
+    truncate: set[str] = field(default_factory=set)  # sent with a Content-Length twice the body
+    errors: dict[str, int] = field(default_factory=dict)  # name -> HTTP status; absent files are a 404
+    delay_s: float = 0.0
+    url: str = ""
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def start_mirror() -> Iterator[Callable[..., Mirror]]:
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(files: dict[str, bytes], **behaviour) -> Mirror:
+        mirror = Mirror(dict(files), **behaviour)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                name = self.path.rsplit("/", 1)[-1]
+                mirror.requests.append(name)
+                time.sleep(mirror.delay_s)
+                status = mirror.errors.get(name, 200 if name in mirror.files else 404)
+                if status != 200:
+                    self.send_error(status)
+                    return
+                body = mirror.files[name]
+                self.send_response(200)
+                self.send_header(
+                    "Content-Length", str(2 * len(body) if name in mirror.truncate else len(body))
+                )
+                self.end_headers()
+                self.wfile.write(body)  # then the connection closes (HTTP/1.0)
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        mirror.url = f"http://127.0.0.1:{server.server_address[1]}/mnist/"
+        return mirror
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def mirrored() -> tuple[Dataset, dict[str, bytes], dict[str, str]]:
+    """A 20/10 MNIST-shaped dataset, its files as a mirror serves them (gzip'd, but not the way this
+    repository writes gzip, so ingesting must re-encode them) and their md5s, standing in for the official."""
+    train, train_labels = random_images(20, 28, 28, seed=5)
+    test, test_labels = random_images(10, 28, 28, seed=6)
+    dataset = Dataset(train, train_labels, test, test_labels)
+    arrays = {TRAIN_IMAGES: train, TRAIN_LABELS: train_labels, TEST_IMAGES: test, TEST_LABELS: test_labels}
+    files = {name: gzip.compress(encode_idx(a), compresslevel=1, mtime=1) for name, a in arrays.items()}
+    return dataset, files, {name: hashlib.md5(content).hexdigest() for name, content in files.items()}
+
+
+def _snapshot(folder: Path) -> tuple[int, dict[str, bytes], list[str]]:
+    """The folder's inode (replace_directory swaps in a new one), its files, and what lies beside it."""
+    return (
+        os.stat(folder).st_ino,
+        read_directory_files(folder),
+        sorted(p.name for p in folder.parent.iterdir()),
+    )
+
+
+def test_the_official_md5s_cover_every_file() -> None:
+    assert set(MNIST_MD5) == set(DATA_FILES)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", md5) for md5 in MNIST_MD5.values())
+    assert MNIST_MIRRORS[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
+
+
+def test_mnist_from_a_mirror_is_ingested_like_a_folder(start_mirror, mirrored, tmp_path: Path) -> None:
+    dataset, files, md5s = mirrored
+    first, second = start_mirror(files), start_mirror(files)
+    md5 = ingest("mnist", tmp_path / "data", mirrors=[first.url, second.url], md5s=md5s)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    assert md5 == ingest(str(folder), tmp_path / "from-folder")
+    written = read_directory_files(tmp_path / "data")
+    assert written == read_directory_files(tmp_path / "from-folder") == encode_dataset(dataset) != files
+    assert sorted(first.requests) == sorted(DATA_FILES) and second.requests == []  # mirrors in turn
+
+
+def test_mnist_skips_mirrors_that_are_down(
+    start_mirror, mirrored, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    dataset, files, md5s = mirrored
+    monkeypatch.setattr(ingest_module, "DOWNLOAD_TIMEOUT_S", 0.2)
+    refused = f"http://127.0.0.1:{free_port()}/mnist/"
+    hanging, good = start_mirror(files, delay_s=1.0), start_mirror(files)
+    ingest("mnist", tmp_path / "data", mirrors=[refused, hanging.url, good.url], md5s=md5s)
+    assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
+    lines = capsys.readouterr().err.splitlines()
+    for url, reason in ((refused, "refused"), (hanging.url, "timed out")):
+        tries = [line for line in lines if line.startswith(url)]
+        assert len(tries) == 4 and all(reason in line and "trying the next mirror" in line for line in tries)
+    assert sorted(good.requests) == sorted(DATA_FILES)
+
+
+def test_mnist_falls_back_file_by_file_past_http_errors(
+    start_mirror, mirrored, tmp_path: Path, capsys
+) -> None:
+    dataset, files, md5s = mirrored
+    patchy = start_mirror(files, errors={TRAIN_LABELS: 404, TEST_IMAGES: 503})
+    good = start_mirror(files)
+    ingest("mnist", tmp_path / "data", mirrors=[patchy.url, good.url], md5s=md5s)
+    assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
+    assert sorted(good.requests) == sorted([TRAIN_LABELS, TEST_IMAGES])  # the rest came from the first
+    err = capsys.readouterr().err
+    assert f"{patchy.url}{TRAIN_LABELS}: not found (HTTP 404); trying the next mirror" in err
+    assert f"{patchy.url}{TEST_IMAGES}: HTTP 503" in err
+
+
+def test_mnist_with_a_wrong_file_on_every_mirror_leaves_data_untouched(
+    start_mirror, mirrored, tmp_path: Path, capsys
+) -> None:
+    dataset, files, md5s = mirrored
+    write_digits(tmp_path / "data", None)
+    before = _snapshot(tmp_path / "data")
+    # valid IDX, so only the md5 tells it apart; the last file, so the other three were already fetched
+    wrong = gzip.compress(encode_idx((dataset.test_labels + 1) % 10), mtime=1)
+    mirror = start_mirror({**files, TEST_LABELS: wrong})
+    with pytest.raises(DataError) as raised:
+        ingest("mnist", tmp_path / "data", mirrors=[mirror.url], md5s=md5s)
+    message = str(raised.value)
+    assert message.startswith(f"{TEST_LABELS}: no mirror has the official file (md5 {md5s[TEST_LABELS]})")
+    found = hashlib.md5(wrong).hexdigest()
+    assert f"{mirror.url}{TEST_LABELS}: md5 {found} is not the official {md5s[TEST_LABELS]}" in message
+    assert "Nothing was changed" in message
+    assert _snapshot(tmp_path / "data") == before
+    assert capsys.readouterr().err.count(f"md5 {found} is not the official") == 1
+
+
+def test_mnist_files_are_validated_like_any_source(start_mirror, mirrored, tmp_path: Path) -> None:
+    """A file with the expected md5 is still read and checked as IDX before data/ is replaced."""
+    _, files, md5s = mirrored
+    write_digits(tmp_path / "data", None)
+    before = _snapshot(tmp_path / "data")
+    cut_labels = gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x14\x01")  # says 20 labels, holds 1
+    mirror = start_mirror({**files, TRAIN_LABELS: cut_labels})
+    md5s = {**md5s, TRAIN_LABELS: hashlib.md5(cut_labels).hexdigest()}
+    with pytest.raises(DataError, match=f"ingest mnist: {TRAIN_LABELS}: truncated"):
+        ingest("mnist", tmp_path / "data", mirrors=[mirror.url], md5s=md5s)
+    assert _snapshot(tmp_path / "data") == before
+
+
+def test_mnist_detects_a_truncated_download(start_mirror, mirrored, tmp_path: Path, capsys) -> None:
+    """urllib returns a body cut short without complaint: the Content-Length must be checked."""
+    dataset, files, md5s = mirrored
+    cut = start_mirror(files, truncate={TRAIN_IMAGES})
+    size = len(files[TRAIN_IMAGES])
+    truncated = re.escape(f"{cut.url}{TRAIN_IMAGES}: truncated download: {size} of {2 * size} bytes")
+
+    ingest("mnist", tmp_path / "data", mirrors=[cut.url, start_mirror(files).url], md5s=md5s)
+    assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
+    assert re.search(truncated + ".*; trying the next mirror", capsys.readouterr().err)
+
+    before = _snapshot(tmp_path / "data")
+    with pytest.raises(DataError, match=f"{TRAIN_IMAGES}: no mirror has the official file .*{truncated}"):
+        ingest("mnist", tmp_path / "data", mirrors=[cut.url], md5s=md5s)
+    assert _snapshot(tmp_path / "data") == before
+
+
+def test_mnist_checks_the_official_md5s_by_default(start_mirror, mirrored, tmp_path: Path) -> None:
+    _, files, _ = mirrored
+    mirror = start_mirror(files)
+    expected = (
+        f"md5 {hashlib.md5(files[TRAIN_IMAGES]).hexdigest()} is not the official {MNIST_MD5[TRAIN_IMAGES]}"
+    )
+    with pytest.raises(DataError, match=expected):
+        ingest("mnist", tmp_path / "data", mirrors=[mirror.url])
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_ingest_mnist_tries_the_users_mirror_first_and_tracks_the_result(
+    start_mirror, mirrored, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    dataset, files, md5s = mirrored
+    public = start_mirror(files)
+    monkeypatch.setattr(ingest_module, "MNIST_MIRRORS", (public.url,))  # never the real mirrors in tests
+    for name, md5 in md5s.items():
+        monkeypatch.setitem(MNIST_MD5, name, md5)
+    repo = copy_repository(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    before = (repo / "data.dvc").read_text()
+    users = start_mirror(files, errors={TEST_LABELS: 404})
+    assert main(["data", "ingest", "mnist", "--mirror", users.url]) == 0
+    assert "tracked it with `dvc add data`" in capsys.readouterr().out
+    assert (repo / "data.dvc").read_text() != before
+    assert read_directory_files(repo / "data") == encode_dataset(dataset)
+    assert len(users.requests) == 4 and public.requests == [TEST_LABELS]
+
+
+def test_cli_ingest_mnist_still_checks_the_official_md5_of_the_users_mirror(
+    start_mirror, mirrored, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    _, files, _ = mirrored
+    monkeypatch.setattr(ingest_module, "MNIST_MIRRORS", ())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").mkdir()
+    users = start_mirror(files)
+    assert main(["data", "ingest", "mnist", "--mirror", users.url, "--no-track"]) == 2
+    err = capsys.readouterr().err
+    assert f"is not the official {MNIST_MD5[TRAIN_IMAGES]}" in err and "Nothing was changed" in err
+    assert "to ingest the folder ./mnist, write ./mnist" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_mirror_is_only_for_mnist(tmp_path: Path, capsys) -> None:
+    assert main(["data", "ingest", str(tmp_path), "--mirror", "http://127.0.0.1:9/"]) == 2
+    assert "--mirror is only for `data ingest mnist`" in capsys.readouterr().err

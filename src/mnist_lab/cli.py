@@ -18,9 +18,13 @@ def _cmd_data_digits(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_ingest(args: argparse.Namespace) -> None:
-    from mnist_lab.ingest import dvc, ingest
+    from mnist_lab.ingest import MNIST_MIRRORS, dvc, ingest
 
-    md5 = ingest(args.source, args.out)
+    if args.mirror and args.source != "mnist":
+        raise MnistLabError("--mirror is only for `data ingest mnist`; give any other base URL as the source")
+    if args.source == "mnist" and Path("mnist").is_dir():
+        print("note: `mnist` downloads MNIST; to ingest the folder ./mnist, write ./mnist", file=sys.stderr)
+    md5 = ingest(args.source, args.out, mirrors=(*args.mirror, *MNIST_MIRRORS))
     print(f"wrote {args.out}/ from {args.source} (data version {md5})")
     if args.no_track:
         print(f"next: `dvc add {args.out}` and commit {args.out}.dvc, then `dvc repro`")
@@ -327,9 +331,22 @@ def build_parser() -> argparse.ArgumentParser:
     digits.set_defaults(handler=_cmd_data_digits)
 
     ingest = data.add_parser(
-        "ingest", help="validate and copy MNIST-format IDX files from a folder, a URL or OpenML"
+        "ingest",
+        help="validate and copy MNIST-format IDX files from a folder, a URL, MNIST's mirrors or OpenML",
     )
-    ingest.add_argument("source", help="a folder, a base URL holding the four IDX files, or `openml`")
+    ingest.add_argument(
+        "source",
+        help="a folder, a base URL holding the four IDX files, `mnist` (the official files from public "
+        "mirrors, md5-checked; ~11 MB) or `openml`",
+    )
+    ingest.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="with `mnist`: try this base URL before the public mirrors (repeatable); "
+        "the official md5 of each file is still checked",
+    )
     ingest.add_argument("--out", type=Path, default=Path("data"))
     ingest.add_argument("--no-track", action="store_true", help="do not run `dvc add` on the result")
     ingest.set_defaults(handler=_cmd_data_ingest)

@@ -22,7 +22,7 @@ TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
 DATA_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 HOW_TO_GET_DATA = (
     "get it with `dvc pull` (if the repository has a DVC remote) or regenerate the bundled default with "
-    "`mnist-lab data digits`; for real MNIST use `mnist-lab data ingest <dir-or-url>`"
+    "`mnist-lab data digits`; for real MNIST use `mnist-lab data ingest mnist` (`make data-mnist`)"
 )
 
 

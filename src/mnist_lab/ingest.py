@@ -1,13 +1,16 @@
-"""Getting data into `data/`: the bundled digits, IDX files from a folder or URL, or MNIST from OpenML."""
+"""Getting data into `data/`: the bundled digits, IDX files from a folder or URL, or MNIST from its mirrors
+or OpenML."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,10 @@ import yaml
 from mnist_lab.data import Dataset, digits_dataset
 from mnist_lab.datafiles import (
     DATA_FILES,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
     dvc_directory_md5,
     encode_dataset,
     read_dataset,
@@ -26,6 +33,20 @@ from mnist_lab.dvc_remote import diagnose_remote, mask_credentials
 from mnist_lab.errors import DataError, MnistLabError
 
 DOWNLOAD_TIMEOUT_S = 60
+# Public copies of MNIST's four gzip files, tried in turn: torchvision's, TensorFlow's, the original
+# (often down).
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+# The md5 of each official gzip file (as torchvision lists them): any mirror must serve exactly these bytes.
+MNIST_MD5 = {
+    TRAIN_IMAGES: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    TRAIN_LABELS: "d53e105ee54ea40749a09fcbcd1e9432",
+    TEST_IMAGES: "9fb629c4189551a2d022fa330f9573f3",
+    TEST_LABELS: "ec29112dd5afa0611ce80d1b7f02629c",
+}
 
 
 def recorded_md5(dvc_file: Path) -> str | None:
@@ -58,12 +79,15 @@ def write_digits(out: Path, dvc_file: Path | None) -> str:
 
 
 def _download(url: str, destination: Path) -> bool:
-    """Download `url` to `destination` with a progress bar; False if the server says 404."""
+    """Download `url` to `destination` with a progress bar; False if the server says 404.
+
+    A body shorter than its Content-Length is an error: urllib returns it without complaint."""
     from tqdm import tqdm
 
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
             with (
                 open(destination, "wb") as handle,
                 tqdm(
@@ -73,6 +97,7 @@ def _download(url: str, destination: Path) -> bool:
                 while chunk := response.read(1 << 16):
                     handle.write(chunk)
                     bar.update(len(chunk))
+                    received += len(chunk)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return False
@@ -80,7 +105,42 @@ def _download(url: str, destination: Path) -> bool:
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"{url}: cannot download ({reason}); check the URL and the network") from None
+    if total is not None and received < total:
+        raise DataError(f"{url}: truncated download: {received} of {total} bytes; fetch it again")
     return True
+
+
+def _download_checked(url: str, destination: Path, md5: str) -> str | None:
+    """Download `url` to `destination`: None if its md5 is `md5`, else one line saying what went wrong."""
+    try:
+        if not _download(url, destination):
+            return f"{url}: not found (HTTP 404)"
+    except DataError as exc:
+        return str(exc)
+    with open(destination, "rb") as handle:
+        found = hashlib.file_digest(handle, "md5").hexdigest()
+    return None if found == md5 else f"{url}: md5 {found} is not the official {md5}"
+
+
+def download_mnist(
+    staging: Path, mirrors: Sequence[str] = MNIST_MIRRORS, md5s: Mapping[str, str] = MNIST_MD5
+) -> None:
+    """Download MNIST's four gzip files into `staging`, each from the first of `mirrors` that serves it with
+    the md5 `md5s` names. Each failed try is one line on stderr; a file no mirror has raises a DataError."""
+    for name in DATA_FILES:
+        problems = []
+        for number, mirror in enumerate(mirrors, start=1):
+            problem = _download_checked(f"{mirror.rstrip('/')}/{name}", staging / name, md5s[name])
+            if problem is None:
+                break
+            problems.append(problem)
+            print(problem + ("; trying the next mirror" if number < len(mirrors) else ""), file=sys.stderr)
+        else:
+            raise DataError(
+                f"{name}: no mirror has the official file (md5 {md5s[name]}): "
+                f"{'; '.join(problems) or 'no mirror given'}. Nothing was changed; check the network, "
+                "or give a mirror that has the official files with --mirror URL"
+            )
 
 
 def _collect(source: str, staging: Path) -> None:
@@ -116,15 +176,22 @@ def fetch_openml() -> Dataset:
     return Dataset(images[:60000], labels[:60000], images[60000:], labels[60000:])
 
 
-def ingest(source: str, out: Path) -> str:
-    """Validate the IDX files at `source` (folder, URL or `openml`) and write them to `out`, normalised to
-    deterministic gzip. Returns the directory md5. `out` is untouched if anything is wrong."""
+def ingest(
+    source: str, out: Path, mirrors: Sequence[str] = MNIST_MIRRORS, md5s: Mapping[str, str] = MNIST_MD5
+) -> str:
+    """Validate the IDX files at `source` (folder, URL, `mnist` or `openml`) and write them to `out`,
+    normalised to deterministic gzip. Returns the directory md5. `out` is untouched if anything is wrong.
+
+    `mnist` downloads the official files from `mirrors`, each checked against `md5s`."""
     if source == "openml":
         files = encode_dataset(fetch_openml())
     else:
         with tempfile.TemporaryDirectory(prefix="mnist-lab-ingest-") as folder:
             staging = Path(folder)
-            _collect(source, staging)
+            if source == "mnist":
+                download_mnist(staging, mirrors, md5s)
+            else:
+                _collect(source, staging)
             try:
                 dataset = read_dataset(staging)
             except DataError as exc:
