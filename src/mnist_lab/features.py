@@ -68,5 +68,8 @@ def pixel_frame(pixels: np.ndarray) -> pd.DataFrame:
 
 
 def full_model(featurizer: Pipeline, classifier: ClassifierMixin) -> Pipeline:
-    """Featurizer and classifier as one model that takes raw pixels: what is logged, served and registered."""
+    """Featurizer and classifier as one model that takes raw pixels: what is logged, served and registered.
+    A classifier that takes raw pixels itself (the CNN: `takes_raw_pixels`) is that model alone."""
+    if getattr(classifier, "takes_raw_pixels", False):
+        return classifier
     return Pipeline([("featurizer", featurizer), ("classifier", classifier)])

@@ -14,7 +14,14 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.neural_network import MLPClassifier
 
-from mnist_lab.settings import MLPSettings, ModelSettings, RandomForestSettings, SearchSettings, SGDSettings
+from mnist_lab.settings import (
+    CNNSettings,
+    MLPSettings,
+    ModelSettings,
+    RandomForestSettings,
+    SearchSettings,
+    SGDSettings,
+)
 
 # Called as training advances: (units done so far: epochs or trees, that unit's metrics if it has any)
 ProgressCallback = Callable[[int, dict[str, float]], None]
@@ -88,17 +95,31 @@ def build_classifier(settings: ModelSettings, seed: int) -> ClassifierMixin:
     raise TypeError(f"no classifier for settings of type {type(settings).__name__}")
 
 
+def takes_images(settings: ModelSettings) -> bool:
+    """Whether the model trains on the images' raw pixels (a CNN) rather than on the featurizer's output."""
+    return isinstance(settings, CNNSettings)
+
+
 def train_classifier(
     settings: ModelSettings,
     features: np.ndarray,
     labels: np.ndarray,
     seed: int,
     on_progress: ProgressCallback | None = None,
+    image_shape: tuple[int, int] | None = None,
 ) -> TrainedModel:
     """Fit the classifier for `settings` on (features, labels); with `settings.search`, grid-search first
-    (`on_progress` then reports the refit of the best candidate only)."""
+    (`on_progress` then reports the refit of the best candidate only). A CNN (`takes_images`) takes flat
+    raw 0-255 pixels as `features` and needs the `image_shape` (rows, cols) they came from."""
     if settings.search is not None:
-        return _grid_search(settings, features, labels, seed, on_progress)
+        return _grid_search(settings, features, labels, seed, on_progress, image_shape)
+    if isinstance(settings, CNNSettings):
+        from mnist_lab.cnn import train_cnn
+
+        if image_shape is None:
+            raise TypeError("a CNN needs the image_shape of its flat pixels")
+        network = train_cnn(settings, features, labels, image_shape, seed, on_progress)
+        return TrainedModel(network.classifier, network.history, best_epoch=network.best_epoch)
     if isinstance(settings, MLPSettings):
         return _train_mlp(settings, features, labels, seed, on_progress)
     if isinstance(settings, RandomForestSettings):
@@ -111,16 +132,24 @@ class SettingsClassifier(ClassifierMixin, BaseEstimator):
     pipeline trains them (the forest in chunks, the MLP epoch by epoch with early stopping), so that
     `GridSearchCV` searches the model the pipeline would build."""
 
-    def __init__(self, settings: ModelSettings | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        settings: ModelSettings | None = None,
+        seed: int = 0,
+        image_shape: tuple[int, int] | None = None,
+    ) -> None:
         self.settings = settings
         self.seed = seed
+        self.image_shape = image_shape
 
     def set_params(self, **params: object) -> SettingsClassifier:
-        own = {key: value for key, value in params.items() if key not in ("settings", "seed")}
+        own = {key: value for key, value in params.items() if key not in ("settings", "seed", "image_shape")}
         if "settings" in params:
             self.settings = params["settings"]  # type: ignore[assignment]
         if "seed" in params:
             self.seed = int(params["seed"])  # type: ignore[call-overload]
+        if "image_shape" in params:
+            self.image_shape = params["image_shape"]  # type: ignore[assignment]
         if own:
             assert self.settings is not None
             self.settings = self.settings.without_search(**own)  # validated like params.yaml
@@ -128,7 +157,9 @@ class SettingsClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> SettingsClassifier:
         assert self.settings is not None
-        self.trained_ = train_classifier(self.settings, features, labels, self.seed)
+        self.trained_ = train_classifier(
+            self.settings, features, labels, self.seed, image_shape=self.image_shape
+        )
         self.classes_ = self.trained_.classifier.classes_
         return self
 
@@ -142,12 +173,13 @@ def _grid_search(
     labels: np.ndarray,
     seed: int,
     on_progress: ProgressCallback | None,
+    image_shape: tuple[int, int] | None = None,
 ) -> TrainedModel:
     """`GridSearchCV` over `settings.search.grid` (stratified, shuffled folds seeded by `seed`); the best
     candidate is refitted on all of (features, labels) with the pipeline's own training."""
     search: SearchSettings = settings.search  # type: ignore[assignment]
     grid = GridSearchCV(
-        SettingsClassifier(settings.without_search(), seed),
+        SettingsClassifier(settings.without_search(), seed, image_shape),
         {key: list(values) for key, values in search.grid.items()},
         scoring=search.scoring,
         cv=StratifiedKFold(search.cv, shuffle=True, random_state=seed),
@@ -169,7 +201,7 @@ def _grid_search(
     ]
     best_index = int(grid.best_index_)
     best_settings = settings.without_search(**candidates[best_index].params)
-    trained = train_classifier(best_settings, features, labels, seed, on_progress)
+    trained = train_classifier(best_settings, features, labels, seed, on_progress, image_shape)
     trained.search = SearchResult(search.scoring, search.cv, candidates, best_index)
     return trained
 
@@ -180,7 +212,7 @@ def _plain(value: object) -> object:
 
 def progress_units(settings: ModelSettings) -> int | None:
     """How many units `on_progress` counts to for `settings` (None: no progress reported)."""
-    if isinstance(settings, MLPSettings):
+    if isinstance(settings, MLPSettings | CNNSettings):
         return settings.max_epochs
     if isinstance(settings, RandomForestSettings):
         return settings.n_estimators

@@ -25,9 +25,12 @@ def rows_csv(header: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def history_csv(history: Sequence[dict[str, float]]) -> str:
-    """Per-epoch metrics as CSV (just the header for models trained without epochs)."""
+    """Per-epoch metrics as CSV (just the header for models trained without epochs): the epoch, the four
+    losses and accuracies, then any other per-epoch value the model records (the CNN's learning rate)."""
+    extra = [key for key in (history[0] if history else {}) if key not in HISTORY_COLUMNS]
     return rows_csv(
-        HISTORY_COLUMNS, ([int(row["epoch"]), *(row[k] for k in HISTORY_METRICS)] for row in history)
+        (*HISTORY_COLUMNS, *extra),
+        ([int(row["epoch"]), *(row[k] for k in (*HISTORY_METRICS, *extra))] for row in history),
     )
 
 

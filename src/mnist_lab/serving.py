@@ -32,6 +32,8 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
                 step.set_params(n_jobs=1)
         self.pipeline = pipeline
         self.n_pixels = n_pixels
+        # packages beyond scikit-learn's that predicting needs (the CNN's Keras and its backend)
+        self.runtime_packages = tuple(getattr(pipeline, "runtime_packages", ()))
 
     # MLflow reads `model_input`'s hint: `Any` made it try to infer an input schema and print two warnings at
     # every import, save and load. A DataFrame hint is one it neither infers from nor converts to; requests
@@ -53,7 +55,7 @@ def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
     import shutil
     import tempfile
 
-    from mnist_lab.tracking import pinned_requirements, this_package_pickled_by_value
+    from mnist_lab.tracking import model_requirements, pinned_requirements, this_package_pickled_by_value
 
     target = root / ".mnist-lab" / "serve" / key
     if (target / "MLmodel").is_file():
@@ -64,9 +66,9 @@ def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
         with this_package_pickled_by_value():
             mlflow.pyfunc.save_model(
                 path=str(staging / "model"),
-                python_model=DigitClassifier(pipeline, int(pipeline.n_features_in_)),
+                python_model=(model := DigitClassifier(pipeline, int(pipeline.n_features_in_))),
                 signature=False,
-                pip_requirements=pinned_requirements(),
+                pip_requirements=pinned_requirements(model_requirements(model)),
             )
         if not target.exists():
             (staging / "model").rename(target)

@@ -140,8 +140,36 @@ class MLPSettings(_ModelSettings):
     patience: int = Field(10, ge=1)
 
 
-ModelSettings = Annotated[SGDSettings | RandomForestSettings | MLPSettings, Field(discriminator="type")]
-MODEL_TYPES = ("sgd", "random_forest", "mlp")
+class AugmentationSettings(_Strict):
+    """Random shifts and rotations of the training images (seeded; never applied at prediction time)."""
+
+    shift: float = Field(0.1, ge=0.0, lt=1.0)  # share of the image height/width
+    rotation_degrees: float = Field(10.0, ge=0.0, le=180.0)
+
+
+class CNNSettings(_ModelSettings):
+    """A Keras 3 convolutional network on the images (never on PCA features): one convolution + 2x2 max-pool
+    block per entry of `filters`, then dropout, optional dense layers and softmax. Trained epoch by epoch;
+    keeps the best validation-loss epoch and stops after `patience` epochs without improvement."""
+
+    type: Literal["cnn"]
+    filters: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [32, 64], min_length=1)
+    kernel_size: int = Field(3, ge=1)
+    dense_units: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0.0)
+    batch_size: int = Field(128, ge=1)
+    max_epochs: int = Field(100, ge=1)
+    validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    patience: int = Field(5, ge=1)
+    augmentation: AugmentationSettings | None = None
+
+
+ModelSettings = Annotated[
+    SGDSettings | RandomForestSettings | MLPSettings | CNNSettings, Field(discriminator="type")
+]
+MODEL_TYPES = ("sgd", "random_forest", "mlp", "cnn")
 
 
 class SelectSettings(_Strict):

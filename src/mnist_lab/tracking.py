@@ -237,6 +237,11 @@ def run_tags(root: Path, model_name: str, model_type: str, task: str) -> dict[st
     return tags
 
 
+def model_requirements(model: Any) -> tuple[str, ...]:
+    """The packages a logged model needs: scikit-learn's stack, and what the model adds (Keras for a CNN)."""
+    return (*MODEL_REQUIREMENTS, *getattr(model, "runtime_packages", ()))
+
+
 def pinned_requirements(packages: Sequence[str] = MODEL_REQUIREMENTS) -> list[str]:
     """`name==version` for the installed packages, for the model's explicit pip requirements."""
     return [f"{name}=={metadata.version(name)}" for name in packages]
@@ -613,7 +618,7 @@ def _save_model(record: ModelRunRecord, folder: Path, run_id: str, logged_model:
     options: dict[str, Any] = {
         "mlflow_model": metadata,
         "input_example": record.input_example,
-        "pip_requirements": pinned_requirements(),
+        "pip_requirements": pinned_requirements(model_requirements(record.model)),
     }
     if isinstance(record.model, mlflow.pyfunc.PythonModel):
         flavor = mlflow.pyfunc

@@ -17,7 +17,7 @@ from mnist_lab.features import full_model, pixel_frame
 from mnist_lab.figures import confusion_matrix_png, curve_png, history_png
 from mnist_lab.files import read_json, write_json, write_text_atomic
 from mnist_lab.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
-from mnist_lab.models import class_scores
+from mnist_lab.models import class_scores, takes_images
 from mnist_lab.results import read_history, rows_csv
 from mnist_lab.serving import DigitClassifier
 from mnist_lab.settings import Settings, flatten
@@ -52,15 +52,31 @@ def run_params(
         model_settings = model_settings.without_search(**best)
     model = {"name": model_name, **model_settings.model_dump(exclude={"search"})}
     data = {**shared.pop("data"), "n_train": n_train, "n_test": n_test}
+    feature_settings = shared.pop("features")
+    if "pca_skipped" in features:  # trained on the images: the PCA settings did not shape it
+        feature_settings = {}
     return flatten(
         {
             **shared,
             "data": data,
-            "features": {**shared.pop("features"), **features},
+            "features": {**feature_settings, **features},
             "model": model,
             **searched,
         }
     )
+
+
+def image_features(rows: int, cols: int, pca_requested: bool) -> dict[str, Any]:
+    """The run's `features.*` for a model trained on the images (the CNN): what it really saw. PCA never
+    applies to it; `features.pca_skipped` says when params.yaml asked for it."""
+    return {
+        "input": f"images {rows}x{cols}",
+        "n_pixels": rows * cols,
+        "pca": False,
+        "n_components": rows * cols,
+        "explained_variance": 1.0,
+        "pca_skipped": pca_requested,
+    }
 
 
 def search_children(model_name: str, search: dict[str, Any], tags: dict[str, str]) -> list[ChildRunRecord]:
@@ -119,9 +135,12 @@ def figures(model_name: str, evaluation: Evaluation, history: list[dict[str, flo
 def evaluate(context: StageContext) -> None:
     settings, args = context.settings, context.args
     model_settings = settings.model(args.model)
-    prepared = load_arrays(args.prepared, ("test_pixels", "test_labels", "train_labels"))
-    test_features = load_arrays(args.features, ("test_features",))["test_features"]
+    prepared = load_arrays(args.prepared, ("test_pixels", "test_labels", "train_labels", "image_shape"))
     classifier = load_object(args.model_dir / "classifier.joblib")
+    if takes_images(model_settings):
+        test_features = prepared["test_pixels"]
+    else:
+        test_features = load_arrays(args.features, ("test_features",))["test_features"]
     featurizer = load_object(args.featurizer)
     training = read_json(args.training)
     history = read_history(args.history)
@@ -138,11 +157,17 @@ def evaluate(context: StageContext) -> None:
 
     root = tracking.repository_root()
     tracking_settings = tracking.preflight(root)
-    features_summary = {k: v for k, v in read_json(args.features_summary).items() if k != "pca"}
+    if takes_images(model_settings):
+        rows, cols = (int(size) for size in prepared["image_shape"])
+        features_summary = image_features(rows, cols, settings.features.pca)
+    else:
+        features_summary = {k: v for k, v in read_json(args.features_summary).items() if k != "pca"}
     n_train, n_test = int(prepared["train_labels"].size), int(y_true.size)
     epochs = {"best_epoch": float(training["best_epoch"])} if training.get("best_epoch") else {}
     search = training.get("search")
     tags = tracking.run_tags(tracking.workspace_root(), args.model, model_settings.type, settings.task.kind)
+    if training.get("device"):
+        tags[f"{tracking.TAG_PREFIX}device"] = training["device"]
     artifacts = run_artifacts(images, tracking.workspace_root())
     searched = {}
     if search:

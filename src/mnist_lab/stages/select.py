@@ -8,7 +8,7 @@ from pathlib import Path
 from mnist_lab import tracking
 from mnist_lab.errors import DataError
 from mnist_lab.files import read_json, write_json
-from mnist_lab.results import HISTORY_METRICS, best_model, headline_metrics, read_history
+from mnist_lab.results import best_model, headline_metrics, read_history
 from mnist_lab.settings import Settings, flatten
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
 
@@ -71,7 +71,8 @@ def select(context: StageContext) -> None:
         for name, history in histories.items():
             for row in history:
                 logger.log_metrics(
-                    {f"{name}.{key}": float(row[key]) for key in HISTORY_METRICS}, step_num=int(row["epoch"])
+                    {f"{name}.{key}": float(value) for key, value in row.items() if key != "epoch"},
+                    step_num=int(row["epoch"]),
                 )
 
 

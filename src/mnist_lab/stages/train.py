@@ -1,27 +1,45 @@
-"""train: fit one model (`models.<name>` in params.yaml); the MLP's per-epoch history goes to a CSV.
+"""train: fit one model (`models.<name>` in params.yaml); the MLP's and the CNN's per-epoch history go to a
+CSV. A CNN trains on the prepared images' pixels, every other model on the featurizer's output.
 
 With `models.<name>.search`, a grid search picks the settings first: every candidate's cross-validation
 scores go to the training JSON (`search`), where the evaluate stage finds them for MLflow's nested runs."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
+
+import numpy as np
 
 from mnist_lab import tracking
 from mnist_lab.data import task_labels
 from mnist_lab.files import write_json, write_text_atomic
-from mnist_lab.models import progress_units, train_classifier
+from mnist_lab.models import progress_units, takes_images, train_classifier
 from mnist_lab.results import history_csv
+from mnist_lab.settings import CNNSettings, ModelSettings
 from mnist_lab.stages.common import StageContext, load_arrays, main_for, save_object, stage_parser
 
 
 def train(context: StageContext) -> None:
     settings, args = context.settings, context.args
     model_settings = settings.model(args.model)
-    features = load_arrays(args.features, ("train_features",))["train_features"]
-    labels = load_arrays(args.prepared, ("train_labels",))["train_labels"]
+    image_shape = None
+    if takes_images(model_settings):
+        prepared = load_arrays(args.prepared, ("train_pixels", "train_labels", "image_shape"))
+        features, labels = prepared["train_pixels"], prepared["train_labels"]
+        image_shape = (int(prepared["image_shape"][0]), int(prepared["image_shape"][1]))
+        if settings.features.pca:
+            print(
+                f"note: features.pca does not apply to {args.model} (a CNN needs the images): it is trained "
+                "on the pixels; the MLP and the other models use the PCA features",
+                file=sys.stderr,
+            )
+    else:
+        features = load_arrays(args.features, ("train_features",))["train_features"]
+        labels = load_arrays(args.prepared, ("train_labels",))["train_labels"]
     labels = task_labels(labels, settings.task.kind, settings.task.positive_class)
     print(
         f"train {args.model} ({model_settings.type}) on {features.shape[0]} x {features.shape[1]}",
@@ -36,30 +54,27 @@ def train(context: StageContext) -> None:
             f"({count * model_settings.search.cv} fits), scored by {model_settings.search.scoring}",
             file=sys.stderr,
         )
-    units = progress_units(model_settings)
-    progress = None
-    if units is not None:
-        from tqdm import tqdm
+    device = None
+    if isinstance(model_settings, CNNSettings):
+        from mnist_lab.cnn import compute_device, describe_network
 
-        unit = "epoch" if model_settings.type == "mlp" else "tree"
-        progress = tqdm(total=units, desc=args.model, unit=unit, file=sys.stderr, disable=None)
-
-    def on_progress(done: int, record: dict[str, float]) -> None:
-        progress.update(done - progress.n)
-        if record:
-            progress.set_postfix(
-                val_loss=f"{record['val_loss']:.4f}", val_acc=f"{record['val_accuracy']:.4f}"
-            )
+        device = compute_device()
+        n_classes = int(np.unique(labels).size)
+        print(f"{args.model}: {describe_network(model_settings, image_shape, n_classes)}", file=sys.stderr)
+        print(f"{args.model}: Keras on {os.environ.get('KERAS_BACKEND')}, {device}", file=sys.stderr)
+        on_progress = epoch_printer(args.model, model_settings.max_epochs)
+    else:
+        on_progress = ProgressBar(args.model, model_settings)
 
     started = time.perf_counter()
     try:
         with context.compute():
             trained = train_classifier(
-                model_settings, features, labels, settings.seed, on_progress if progress else None
+                model_settings, features, labels, settings.seed, on_progress, image_shape=image_shape
             )
     finally:
-        if progress is not None:
-            progress.close()
+        if hasattr(on_progress, "close"):
+            on_progress.close()
     fit_seconds = time.perf_counter() - started
     save_object(args.out / "classifier.joblib", trained.classifier)
     # timing lives outside the cached model folder, so that folder's hash changes only with the model
@@ -72,9 +87,57 @@ def train(context: StageContext) -> None:
             "epochs": len(trained.history),
             "best_epoch": trained.best_epoch,
             "search": asdict(trained.search) if trained.search is not None else None,
+            **({"device": device} if device is not None else {}),
         },
     )
     write_text_atomic(args.history, history_csv(trained.history))
+
+
+class ProgressBar:
+    """A tqdm bar over epochs (MLP) or trees (forest); a no-op for models trained in one go."""
+
+    def __init__(self, model: str, model_settings: ModelSettings) -> None:
+        units = progress_units(model_settings)
+        self.bar = None
+        if units is not None:
+            from tqdm import tqdm
+
+            unit = "epoch" if model_settings.type == "mlp" else "tree"
+            self.bar = tqdm(total=units, desc=model, unit=unit, file=sys.stderr, disable=None)
+
+    def __call__(self, done: int, record: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(done - self.bar.n)
+        if record:
+            self.bar.set_postfix(
+                val_loss=f"{record['val_loss']:.4f}", val_acc=f"{record['val_accuracy']:.4f}"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def epoch_printer(model: str, max_epochs: int) -> Callable[[int, dict[str, float]], None]:
+    """One line per epoch on stderr (losses, accuracies, learning rate, seconds), so a long training shows
+    where it is; lines, not a bar, so that logs of `dvc repro` and CI keep every epoch."""
+    last = [time.perf_counter()]
+    width = len(str(max_epochs))
+
+    def report(epoch: int, record: dict[str, float]) -> None:
+        now = time.perf_counter()
+        print(
+            f"{model} epoch {epoch:>{width}}/{max_epochs}: loss {record['train_loss']:.4f} "
+            f"acc {record['train_accuracy']:.4f} | val_loss {record['val_loss']:.4f} "
+            f"val_acc {record['val_accuracy']:.4f} | lr {record['learning_rate']:.3g} | "
+            f"{now - last[0]:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        last[0] = now
+
+    return report
 
 
 def parser():

@@ -1,0 +1,186 @@
+"""The Keras CNN: settings, the network built for any image size, epoch-by-epoch training with early
+stopping, determinism, and the classifier that takes raw pixels (pickled as a deterministic .keras file)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from mnist_lab.cnn import KerasImageClassifier, build_network, describe_network, layer_sizes, train_cnn
+from mnist_lab.data import Dataset, flatten_images, task_labels
+from mnist_lab.errors import SettingsError
+from mnist_lab.features import fit_featurizer, full_model
+from mnist_lab.inference import predict_frame
+from mnist_lab.models import SettingsClassifier, takes_images, train_classifier
+from mnist_lab.results import HISTORY_METRICS
+from mnist_lab.settings import CNNSettings, FeatureSettings, parse_settings
+
+FAST = {"type": "cnn", "filters": [8, 16], "max_epochs": 8, "patience": 2, "batch_size": 64}
+
+
+def cnn(**changes: object) -> CNNSettings:
+    return CNNSettings.model_validate({**FAST, **changes})
+
+
+def pixels_of(dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        flatten_images(dataset.train_images),
+        dataset.train_labels.astype(np.int64),
+        flatten_images(dataset.test_images),
+        dataset.test_labels.astype(np.int64),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(request: pytest.FixtureRequest) -> tuple:
+    """A small CNN trained on 400 digits (module-wide: a training costs seconds)."""
+    from mnist_lab.data import digits_dataset
+
+    digits = digits_dataset()
+    x_train, y_train, x_test, y_test = pixels_of(
+        Dataset(digits.train_images[:400], digits.train_labels[:400], digits.test_images, digits.test_labels)
+    )
+    settings = cnn(max_epochs=40, patience=3, learning_rate=0.01)  # stops early, at about epoch 19
+    rows: list[tuple[int, dict]] = []
+    result = train_cnn(settings, x_train, y_train, (8, 8), seed=3, on_epoch=lambda e, r: rows.append((e, r)))
+    return settings, result, rows, (x_train, y_train, x_test, y_test)
+
+
+def test_the_default_is_the_classic_small_convnet() -> None:
+    settings = CNNSettings(type="cnn")
+    assert (settings.filters, settings.kernel_size, settings.dense_units) == ([32, 64], 3, [])
+    assert (settings.dropout, settings.optimizer, settings.batch_size) == (0.5, "adam", 128)
+    assert settings.augmentation is None
+    assert describe_network(settings, (28, 28), 10) == (
+        "28x28 image -> conv 32 (3x3) + pool -> 14x14 -> conv 64 (3x3) + pool -> 7x7 -> dropout 0.5 "
+        "-> softmax 10"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"filtres": [32]}, "unknown key 'models.net.filtres'"),
+        ({"filters": "32"}, "models.net.filters"),
+        ({"filters": []}, "models.net.filters"),
+        ({"optimizer": "adagrad"}, "models.net.optimizer"),
+        ({"dropout": 1.0}, "models.net.dropout"),
+        ({"augmentation": {"shift": 0.1, "zoom": 2}}, "unknown key 'models.net.augmentation.zoom'"),
+        ({"learning_rate": "fast"}, "models.net.learning_rate"),
+    ],
+)
+def test_bad_cnn_settings_are_refused_naming_the_key(change: dict, message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
+        parse_settings({"models": {"net": {"type": "cnn", **change}}})
+
+
+@pytest.mark.parametrize(
+    ("image", "sizes"),
+    [((28, 28), [(14, 14), (7, 7)]), ((8, 8), [(4, 4), (2, 2)]), ((3, 5), [(1, 2), (1, 1)])],
+)
+def test_any_image_size_builds_without_changing_settings(image: tuple[int, int], sizes: list) -> None:
+    settings = cnn()
+    assert layer_sizes(settings, image) == sizes
+    network = build_network(settings, image, n_classes=10, seed=0)
+    assert network.input_shape == (None, image[0] * image[1])
+    pixels = np.full((2, image[0] * image[1]), 255.0, dtype=np.float32)
+    probabilities = network.predict(pixels, verbose=0)
+    assert probabilities.shape == (2, 10)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_training_reports_every_epoch_and_keeps_the_best(trained: tuple) -> None:
+    settings, result, rows, (_, _, x_test, y_test) = trained
+    history = result.history
+    assert [e for e, _ in rows] == list(range(1, len(history) + 1))  # the callback saw every epoch, in order
+    assert [r for _, r in rows] == history
+    assert set(history[0]) == {"epoch", *HISTORY_METRICS, "learning_rate"}
+    assert all(row["learning_rate"] == pytest.approx(settings.learning_rate) for row in history)
+    losses = [row["val_loss"] for row in history]
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    if len(history) < settings.max_epochs:  # stopped early: exactly `patience` epochs after the best
+        assert len(history) == result.best_epoch + settings.patience
+    assert result.best_epoch < len(history) < settings.max_epochs  # this training does stop early
+    accuracy = float(np.mean(result.classifier.predict(x_test) == y_test))
+    assert accuracy > 0.85 > 3 * np.bincount(y_test).max() / y_test.size
+
+
+def test_the_kept_weights_are_the_best_epochs_not_the_last(trained: tuple) -> None:
+    """The returned network scores the best epoch's validation loss, not the last epoch's."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import train_test_split
+
+    settings, result, _, (x_train, y_train, _, _) = trained
+    _, x_val, _, y_val = train_test_split(
+        x_train.astype(np.float32), y_train, test_size=settings.validation_fraction, random_state=3,
+        stratify=y_train,
+    )  # fmt: skip
+    loss = log_loss(y_val, result.classifier.predict_proba(x_val), labels=result.classifier.classes_)
+    best = result.history[result.best_epoch - 1]["val_loss"]
+    last = result.history[-1]["val_loss"]
+    assert best != last
+    assert loss == pytest.approx(best, rel=1e-3)
+
+
+def test_two_trainings_from_scratch_give_identical_weights_and_history(small_digits: Dataset) -> None:
+    x_train, y_train, _, _ = pixels_of(small_digits)
+    first = train_cnn(cnn(max_epochs=2), x_train, y_train, (8, 8), seed=11)
+    second = train_cnn(cnn(max_epochs=2), x_train, y_train, (8, 8), seed=11)
+    other = train_cnn(cnn(max_epochs=1), x_train, y_train, (8, 8), seed=12)
+    weights = [w for w in first.classifier.network.get_weights()]
+    assert all(
+        np.array_equal(a, b) for a, b in zip(weights, second.classifier.network.get_weights(), strict=True)
+    )
+    assert first.history == second.history
+    assert not np.array_equal(weights[0], other.classifier.network.get_weights()[0])  # the seed matters
+    assert pickle.dumps(first.classifier) == pickle.dumps(second.classifier)  # the model file, byte for byte
+
+
+def test_augmentation_is_seeded_and_changes_training(small_digits: Dataset) -> None:
+    x_train, y_train, _, _ = pixels_of(small_digits)
+    augmented = cnn(max_epochs=1, augmentation={"shift": 0.1, "rotation_degrees": 10})
+    first = train_cnn(augmented, x_train, y_train, (8, 8), seed=5)
+    second = train_cnn(augmented, x_train, y_train, (8, 8), seed=5)
+    plain = train_cnn(cnn(max_epochs=1), x_train, y_train, (8, 8), seed=5)
+    assert first.history == second.history
+    assert first.history != plain.history
+
+
+def test_the_five_detector(small_digits: Dataset) -> None:
+    x_train, y_train, x_test, y_test = pixels_of(small_digits)
+    binary_train, binary_test = task_labels(y_train, "binary", 5), task_labels(y_test, "binary", 5)
+    result = train_cnn(cnn(max_epochs=20, learning_rate=0.01), x_train, binary_train, (8, 8), seed=0)
+    assert list(result.classifier.classes_) == [0, 1]
+    probabilities = result.classifier.predict_proba(x_test)
+    assert probabilities.shape == (len(x_test), 2)
+    assert float(np.mean(result.classifier.predict(x_test) == binary_test)) > 0.9
+
+
+def test_the_classifier_takes_raw_pixels_and_pickles_whole(trained: tuple) -> None:
+    _, result, _, (x_train, _, x_test, _) = trained
+    classifier = result.classifier
+    featurizer = fit_featurizer(x_train, FeatureSettings(pca=True, pca_variance=0.9), seed=0)
+    model = full_model(featurizer, classifier)
+    assert model is classifier  # never behind the featurizer (PCA would feed it components, not images)
+    frame = predict_frame(model, x_test[:5].astype(np.float64))
+    assert list(frame.columns) == ["label", *(f"probability_{d}" for d in range(10))]
+    restored = pickle.loads(pickle.dumps(classifier))
+    assert isinstance(restored, KerasImageClassifier)
+    assert np.array_equal(restored.predict_proba(x_test), classifier.predict_proba(x_test))
+    with pytest.raises(ValueError, match="64 pixels"):
+        classifier.predict(np.zeros((2, 63)))
+
+
+def test_train_classifier_and_grid_search_route_to_the_cnn(small_digits: Dataset) -> None:
+    x_train, y_train, x_test, _ = pixels_of(small_digits)
+    settings = cnn(max_epochs=1, search={"grid": {"dropout": [0.2, 0.5]}, "cv": 2})
+    assert takes_images(settings)
+    with pytest.raises(TypeError, match="image_shape"):
+        train_classifier(settings.without_search(), x_train, y_train, seed=0)
+    trained = train_classifier(settings, x_train, y_train, seed=0, image_shape=(8, 8))
+    assert trained.search is not None and len(trained.search.candidates) == 2
+    assert len(trained.history) == 1 and trained.best_epoch == 1
+    assert trained.classifier.predict(x_test).shape == (len(x_test),)
+    assert SettingsClassifier(settings, 0, (8, 8)).get_params()["image_shape"] == (8, 8)
