@@ -3,12 +3,25 @@ stopping, determinism, and the classifier that takes raw pixels (pickled as a de
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from mnist_lab.cnn import KerasImageClassifier, build_network, describe_network, layer_sizes, train_cnn
+from mnist_lab.cnn import (
+    EXACT_ENV,
+    EXACT_REDUCTIONS_FLAG,
+    KerasImageClassifier,
+    build_network,
+    describe_network,
+    exact_reductions_flags,
+    layer_sizes,
+    train_cnn,
+)
 from mnist_lab.data import Dataset, flatten_images, task_labels
 from mnist_lab.errors import SettingsError
 from mnist_lab.features import fit_featurizer, full_model
@@ -146,6 +159,13 @@ def test_augmentation_is_seeded_and_changes_training(small_digits: Dataset) -> N
     plain = train_cnn(cnn(max_epochs=1), x_train, y_train, (8, 8), seed=5)
     assert first.history == second.history
     assert first.history != plain.history
+    names = [layer.name for layer in first.classifier.network.layers]
+    assert {"shift", "rotate"} <= set(names) and not {"shift", "rotate"} & {
+        layer.name for layer in plain.classifier.network.layers
+    }
+    shift_only = build_network(cnn(augmentation={"shift": 0.1, "rotation_degrees": 0}), (8, 8), 10, 0)
+    assert "shift" in [layer.name for layer in shift_only.layers]
+    assert "rotate" not in [layer.name for layer in shift_only.layers]
 
 
 def test_the_five_detector(small_digits: Dataset) -> None:
@@ -166,6 +186,10 @@ def test_the_classifier_takes_raw_pixels_and_pickles_whole(trained: tuple) -> No
     assert model is classifier  # never behind the featurizer (PCA would feed it components, not images)
     frame = predict_frame(model, x_test[:5].astype(np.float64))
     assert list(frame.columns) == ["label", *(f"probability_{d}" for d in range(10))]
+    # any request size, answered in power-of-two batches: the same probabilities as one batch of all
+    whole = classifier.predict_proba(x_test)
+    for size in (1, 3, 64, 200):
+        assert np.allclose(classifier.predict_proba(x_test[:size]), whole[:size], atol=1e-6)
     restored = pickle.loads(pickle.dumps(classifier))
     assert isinstance(restored, KerasImageClassifier)
     assert np.array_equal(restored.predict_proba(x_test), classifier.predict_proba(x_test))
@@ -175,12 +199,52 @@ def test_the_classifier_takes_raw_pixels_and_pickles_whole(trained: tuple) -> No
 
 def test_train_classifier_and_grid_search_route_to_the_cnn(small_digits: Dataset) -> None:
     x_train, y_train, x_test, _ = pixels_of(small_digits)
-    settings = cnn(max_epochs=1, search={"grid": {"dropout": [0.2, 0.5]}, "cv": 2})
+    settings = cnn(max_epochs=1, search={"grid": {"dropout": [0.25]}, "cv": 2})
     assert takes_images(settings)
     with pytest.raises(TypeError, match="image_shape"):
         train_classifier(settings.without_search(), x_train, y_train, seed=0)
     trained = train_classifier(settings, x_train, y_train, seed=0, image_shape=(8, 8))
-    assert trained.search is not None and len(trained.search.candidates) == 2
+    assert trained.search is not None and len(trained.search.candidates[0].fold_scores) == 2
+    assert trained.classifier.network.get_layer("dropout").rate == 0.25  # the refit is the candidate
     assert len(trained.history) == 1 and trained.best_epoch == 1
     assert trained.classifier.predict(x_test).shape == (len(x_test),)
     assert SettingsClassifier(settings, 0, (8, 8)).get_params()["image_shape"] == (8, 8)
+
+
+CORE_COUNT_SCRIPT = """
+import hashlib, numpy as np
+from mnist_lab.cnn import train_cnn
+from mnist_lab.settings import CNNSettings
+pixels = np.random.default_rng(0).integers(0, 256, size=(768, 784)).astype(np.uint8)
+trained = train_cnn(CNNSettings(type="cnn", max_epochs=1), pixels, np.arange(768) % 10, (28, 28), seed=1)
+print(hashlib.md5(b"".join(w.tobytes() for w in trained.classifier.network.get_weights())).hexdigest())
+"""
+
+
+@pytest.mark.skipif(not shutil.which("taskset") or (os.cpu_count() or 1) < 2, reason="needs taskset, 2 cores")
+def test_cpu_training_does_not_depend_on_the_core_count() -> None:
+    """The same training on one core and on two gives the same weights (XLA's YNNPACK reductions, which
+    split sums by thread count, are turned off for the CNN's processes)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", EXACT_ENV)}
+    hashes = []
+    for cores in ("0", "0,1"):
+        done = subprocess.run(
+            ["taskset", "-c", cores, sys.executable, "-c", CORE_COUNT_SCRIPT],
+            capture_output=True, text=True, env=environ, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        hashes.append(done.stdout.split()[-1])
+    assert hashes[0] == hashes[1]
+
+
+def test_the_exact_reductions_flag_is_added_only_where_it_is_known_and_wanted() -> None:
+    assert exact_reductions_flags({}, "0.10.2") == EXACT_REDUCTIONS_FLAG
+    assert exact_reductions_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.2") == (
+        f"--xla_dump_to=/tmp/d {EXACT_REDUCTIONS_FLAG}"
+    )
+    assert exact_reductions_flags({EXACT_ENV: "0"}, "0.10.2") is None  # opted out: faster, core-dependent
+    assert (
+        exact_reductions_flags({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}, "0.10.2") is None
+    )
+    assert exact_reductions_flags({}, "0.11.0") is None  # unknown to XLA there, maybe: it would abort
+    assert exact_reductions_flags({}, None) is None

@@ -27,9 +27,42 @@ POOL_SIZE = 2
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+# XLA's CPU backend sums reductions (a bias gradient, a softmax) with YNNPACK, whose result depends on how
+# many threads it gets, i.e. on the machine's core count: the same training gave other weights on 1 and 2
+# cores. Without YNNPACK's reductions (XLA's own; convolutions and matrix products stay with YNNPACK),
+# training is bit-identical on any core count, for ~10-30% more time per epoch on 2 cores. Checked with
+# jaxlib 0.10.2; XLA aborts the process on a flag it does not know, so other versions are left as they are.
+EXACT_REDUCTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
+EXACT_JAXLIB = "0.10."
+EXACT_ENV = "MNIST_LAB_EXACT_CPU"  # "0": keep XLA's default (faster, results depend on the core count)
+
+
+def exact_reductions_flags(environ: dict[str, str] | os._Environ, jaxlib_version: str | None) -> str | None:
+    """The XLA_FLAGS that make CPU training independent of the core count, or None to leave them: opted out,
+    flags of the user's own naming that choice, or a jaxlib this was not checked with."""
+    flags = environ.get("XLA_FLAGS", "")
+    if environ.get(EXACT_ENV, "1") == "0" or "ynn_fusion_type" in flags:
+        return None
+    if jaxlib_version is None or not jaxlib_version.startswith(EXACT_JAXLIB):
+        return None
+    return f"{flags} {EXACT_REDUCTIONS_FLAG}".strip()
+
+
 def import_keras() -> Any:
-    """`keras`, on the JAX backend unless `KERAS_BACKEND` names another (set before the first import)."""
+    """`keras`, on the JAX backend unless `KERAS_BACKEND` names another (set before the first import), with
+    XLA's CPU reductions made independent of the core count (see EXACT_REDUCTIONS_FLAG; it must be set before
+    JAX starts its CPU backend)."""
     os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
+    if os.environ["KERAS_BACKEND"] == "jax":
+        from importlib import metadata
+
+        try:
+            version: str | None = metadata.version("jaxlib")
+        except metadata.PackageNotFoundError:
+            version = None
+        flags = exact_reductions_flags(os.environ, version)
+        if flags is not None:
+            os.environ["XLA_FLAGS"] = flags
     import keras
 
     return keras
@@ -95,10 +128,12 @@ def build_network(settings: CNNSettings, image_shape: tuple[int, int], n_classes
     inputs = keras.Input(shape=(rows * cols,), name="pixels")
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     x = layers.Reshape((rows, cols, 1), name="image")(x)
-    if settings.augmentation is not None:
-        shift = settings.augmentation.shift
+    augmentation = settings.augmentation
+    if augmentation is not None and augmentation.shift > 0:
+        shift = augmentation.shift
         x = layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed, name="shift")(x)
-        turn = settings.augmentation.rotation_degrees / 360.0
+    if augmentation is not None and augmentation.rotation_degrees > 0:
+        turn = augmentation.rotation_degrees / 360.0  # Keras takes a fraction of a full turn
         x = layers.RandomRotation(turn, fill_mode="constant", seed=seed + 1, name="rotate")(x)
     size = (rows, cols)
     for index, (filters, pooled) in enumerate(
@@ -239,12 +274,23 @@ class KerasImageClassifier:
         self.n_features_in_ = self.image_shape[0] * self.image_shape[1]
 
     def predict_proba(self, pixels: Any) -> np.ndarray:
+        """Class probabilities, in chunks of at most PREDICT_BATCH images, each padded to a power of two:
+        the compiled prediction function is traced once per batch shape, so a server answering requests of
+        every size compiles at most 10 shapes instead of one per size."""
         values = np.asarray(pixels, dtype=np.float32)
         if values.ndim != 2 or values.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"expected flat images of {self.n_features_in_} pixels, got shape {values.shape}"
             )
-        return np.asarray(self.network.predict(values, batch_size=PREDICT_BATCH, verbose=0), dtype=np.float64)
+        chunks = []
+        for start in range(0, len(values), PREDICT_BATCH):
+            chunk = values[start : start + PREDICT_BATCH]
+            padded = np.zeros((1 << (len(chunk) - 1).bit_length(), values.shape[1]), dtype=np.float32)
+            padded[: len(chunk)] = chunk
+            chunks.append(np.asarray(self.network.predict_on_batch(padded))[: len(chunk)])
+        if not chunks:
+            return np.zeros((0, len(self.classes_)))
+        return np.concatenate(chunks).astype(np.float64)
 
     def predict(self, pixels: Any) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(pixels), axis=1)]
