@@ -62,19 +62,26 @@ def random_images(count: int, rows: int, cols: int, seed: int = 0) -> tuple[np.n
     return images, labels
 
 
-def pixel_model_record() -> Any:  # a tracking.ModelRunRecord
-    """A run whose model is what the evaluate stage logs: the pyfunc around featurizer + classifier."""
+def pixel_model_record(kind: str = "sklearn") -> Any:  # a tracking.ModelRunRecord
+    """A run whose model is what the evaluate stage logs: the pyfunc around featurizer + classifier, or
+    (`kind="cnn"`) around a small Keras CNN on 4x4 images."""
     from sklearn.linear_model import LogisticRegression
 
     from mnist_lab import tracking
     from mnist_lab.features import fit_featurizer, full_model, pixel_frame
+    from mnist_lab.models import train_classifier
     from mnist_lab.serving import DigitClassifier
-    from mnist_lab.settings import FeatureSettings
+    from mnist_lab.settings import CNNSettings, FeatureSettings
 
     pixels = np.random.default_rng(1).integers(0, 256, size=(60, 16)).astype(np.uint8)
     labels = (pixels[:, 0] > 127).astype(int)
     featurizer = fit_featurizer(pixels, FeatureSettings(pca=False), seed=0)
-    pipeline = full_model(featurizer, LogisticRegression().fit(featurizer.transform(pixels), labels))
+    if kind == "cnn":
+        settings = CNNSettings(type="cnn", filters=[4], max_epochs=2)
+        classifier = train_classifier(settings, pixels, labels, seed=0, image_shape=(4, 4)).classifier
+    else:
+        classifier = LogisticRegression().fit(featurizer.transform(pixels), labels)
+    pipeline = full_model(featurizer, classifier)
     return tracking.ModelRunRecord(
         run_name="pixels",
         params={},

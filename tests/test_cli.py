@@ -23,8 +23,8 @@ def test_report_prints_every_model_and_the_best(repo_root: Path, monkeypatch, ca
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["model", "accuracy", "f1_macro"]
-    assert {line.split()[0] for line in lines[1:4]} == {"sgd", "random_forest", "mlp"}
-    assert sum("*" in line for line in lines[1:4]) == 1 and "best by f1_macro" in lines[-1]
+    assert {line.split()[0] for line in lines[1:5]} == {"sgd", "random_forest", "mlp", "cnn"}
+    assert sum("*" in line for line in lines[1:5]) == 1 and "best by f1_macro" in lines[-1]
 
 
 def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -11,7 +11,7 @@ import pytest
 from mnist_lab.linking import RunLink, parse_trailers
 from tests.helpers import commit_all, copy_repository, run
 
-MODELS = ("sgd", "random_forest", "mlp")
+MODELS = ("sgd", "random_forest", "mlp", "cnn")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from mnist_lab.data import flatten_images
 from mnist_lab.datafiles import read_dataset
 from tests.helpers import REPO_ROOT, copy_repository, run
 
-MODELS = ("sgd", "random_forest", "mlp")
+MODELS = ("sgd", "random_forest", "mlp", "cnn")
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +113,38 @@ def test_each_model_is_one_complete_mlflow_run(pipeline: dict) -> None:
         assert accuracy == pytest.approx(
             recorded["accuracy"]
         )  # raw pixels in: the featurizer is in the model
-    history = list(csv.DictReader((root / "reports" / "mlp" / "history.csv").open()))
-    logged = client.get_metric_history(by_name["mlp"].info.run_id, "val_loss")
-    assert [(m.step, m.value) for m in logged] == [(int(r["epoch"]), float(r["val_loss"])) for r in history]
-    assert len(history) > 10
+    for name in ("mlp", "cnn"):  # trained epoch by epoch: every epoch's metrics are a history with steps
+        history = list(csv.DictReader((root / "reports" / name / "history.csv").open()))
+        assert len(history) > 10
+        for key in history[0].keys() - {"epoch"}:
+            logged = client.get_metric_history(by_name[name].info.run_id, key)
+            assert [(m.step, m.value) for m in logged] == [(int(r["epoch"]), float(r[key])) for r in history]
+    cnn = by_name["cnn"]
+    assert set(history[0]) == {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+    }
+    assert cnn.data.tags["mnist_lab.device"] == "cpu" and cnn.data.tags["mnist_lab.model_type"] == "cnn"
+    assert (
+        cnn.data.metrics["best_epoch"]
+        == json.loads((root / "reports/cnn/training.json").read_text())["best_epoch"]
+    )
+    assert (
+        cnn.data.params["features.input"] == "images 8x8" and cnn.data.params["model.filters"] == "[32, 64]"
+    )
+    artifacts = {a.path for a in client.list_artifacts(cnn.info.run_id, "figures")}
+    assert "figures/training_curves.png" in artifacts
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            json.loads((root / "reports/cnn/mlflow.json").read_text())["model_uri"]
+        )
+    )
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert {"keras", "jax", "jaxlib", "scikit-learn"} <= {line.split("==")[0] for line in requirements}
 
 
 def test_dagshub_logger_files(pipeline: dict) -> None:
@@ -128,8 +156,9 @@ def test_dagshub_logger_files(pipeline: dict) -> None:
     for _name, value, timestamp, step in rows[1:]:
         float(value)
         assert re.fullmatch(r"\d{13}", timestamp) and int(step) >= 1
-    mlp_steps = [int(r[3]) for r in rows[1:] if r[0] == "mlp.val_loss"]
-    assert mlp_steps == list(range(1, len(mlp_steps) + 1))
+    for name in ("mlp.val_loss", "cnn.val_loss", "cnn.learning_rate"):
+        steps = [int(r[3]) for r in rows[1:] if r[0] == name]
+        assert len(steps) > 10 and steps == list(range(1, len(steps) + 1)), name
     params = yaml.safe_load((root / "params.yml").read_text())
     assert params["models.random_forest.n_estimators"] == 100 and params["data.version"].endswith(".dir")
     assert all(isinstance(v, int | float | bool | str) or v is None for v in params.values())
@@ -169,6 +198,19 @@ def test_rerun_from_scratch_gives_identical_metrics(pipeline: dict) -> None:
     }
     assert second == first
     assert first[Path("metrics.json")] == (REPO_ROOT / "metrics.json").read_text()
+    # the models themselves, byte for byte (the CNN's .keras file carries no save date)
+    assert model_hashes(root / "dvc.lock") == model_hashes(REPO_ROOT / "dvc.lock")
+
+
+def model_hashes(lock: Path) -> dict[str, str]:
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    return {
+        out["path"]: out["md5"]
+        for name, stage in stages.items()
+        if name.startswith("train@")
+        for out in stage["outs"]
+        if out["path"].startswith("models/")
+    }
 
 
 # runs last: it leaves the workspace on the experiment's params

@@ -12,7 +12,7 @@ MINIMAL = {"models": {"sgd": {"type": "sgd"}}}
 
 def test_repository_params_are_valid_and_name_every_model(repo_root: Path) -> None:
     settings = load_settings(repo_root / "params.yaml")
-    assert set(settings.models) == {"sgd", "random_forest", "mlp"}
+    assert set(settings.models) == {"sgd", "random_forest", "mlp", "cnn"}
     assert settings.features.pca_variance == 0.95
     assert settings.task.positive_class == 5
 

@@ -164,17 +164,23 @@ def test_a_failure_while_logging_marks_the_run_failed(tracking_store: str, tmp_p
     assert [str(m.status) for m in models] == ["FAILED"]  # no model left PENDING
 
 
-def test_the_logged_model_loads_where_mnist_lab_is_not_installed(tracking_store: str, tmp_path: Path) -> None:
-    """The model holds this package's pixel scaling; it is pickled by value, so serving it needs no copy of
-    the package (no code_paths) and no mnist_lab install."""
+@pytest.mark.parametrize("kind", ["sklearn", "cnn"])
+def test_the_logged_model_loads_where_mnist_lab_is_not_installed(
+    tracking_store: str, tmp_path: Path, kind: str
+) -> None:
+    """The model holds this package's pixel scaling (or the CNN's wrapper); it is pickled by value, so
+    serving it needs no copy of the package (no code_paths) and no mnist_lab install; a CNN's model lists
+    Keras and its backend among its requirements."""
     import mlflow
 
-    record = pixel_model_record()
+    record = pixel_model_record(kind)
     logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     local = Path(
         mlflow.artifacts.download_artifacts(artifact_uri=logged.model_uri, dst_path=str(tmp_path / "m"))
     )
     assert not (local / "code").exists()
+    required = {line.split("==")[0] for line in (local / "requirements.txt").read_text().split()}
+    assert ({"keras", "jax", "jaxlib"} <= required) == (kind == "cnn")
     script = (
         "import sys; sys.modules['mnist_lab'] = None\n"  # any import of mnist_lab now fails
         "import io, json, mlflow.pyfunc, pandas as pd\n"

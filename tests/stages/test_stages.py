@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -116,6 +117,61 @@ def test_binary_task_reports_precision_recall_and_auc(workspace: Path) -> None:
     roc = list(csv.DictReader((workspace / "reports" / "sgd" / "roc.csv").open()))
     assert float(roc[0]["fpr"]) == 0.0 and float(roc[-1]["tpr"]) == 1.0
     assert json.loads((workspace / "metrics.json").read_text())["best"]["metric"] == "roc_auc"
+
+
+TINY_CNN = {"type": "cnn", "filters": [8], "max_epochs": 3, "patience": 2, "batch_size": 64}
+
+
+def test_the_cnn_trains_on_images_even_with_pca_and_says_so(
+    workspace: Path, tracking_store: str, capsys: pytest.CaptureFixture
+) -> None:
+    """features.pca applies to the MLP and the others, never to the CNN: its stage says so, its run records
+    what it really saw, and its logged model takes raw pixels without the PCA featurizer."""
+    params = {
+        **SMALL_PARAMS,
+        "features": {"pca": True, "pca_variance": 0.9},
+        "models": {"mlp": SMALL_PARAMS["models"]["mlp"], "cnn": TINY_CNN},
+    }
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_all(["mlp", "cnn"])
+    err = capsys.readouterr().err
+    assert "note: features.pca does not apply to cnn (a CNN needs the images)" in err
+    epoch_lines = re.findall(
+        r"^cnn epoch +(\d+)/3: loss [\d.]+ acc [\d.]+ \| val_loss .* \| [\d.]+ s$", err, re.M
+    )
+    assert epoch_lines == ["1", "2", "3"]  # one line per epoch, as it ends
+    training = json.loads((workspace / "reports" / "cnn" / "training.json").read_text())
+    assert training["device"] == "cpu" and training["epochs"] == 3
+    history = list(csv.DictReader((workspace / "reports" / "cnn" / "history.csv").open()))
+    assert list(history[0]) == [
+        "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate"
+    ]  # fmt: skip
+    client = mlflow.MlflowClient(tracking_store)
+    run_ids = {
+        m: json.loads((workspace / "reports" / m / "mlflow.json").read_text())["run_id"]
+        for m in ("mlp", "cnn")
+    }
+    cnn_run, mlp_run = client.get_run(run_ids["cnn"]), client.get_run(run_ids["mlp"])
+    assert cnn_run.data.params["features.pca_skipped"] == "True"
+    assert (
+        cnn_run.data.params["features.pca"] == "False"
+        and cnn_run.data.params["features.n_components"] == "64"
+    )
+    assert "features.pca_variance" not in cnn_run.data.params
+    assert mlp_run.data.params["features.pca"] == "True"  # the MLP did get the PCA features
+    assert int(mlp_run.data.params["features.n_components"]) < 64
+    assert cnn_run.data.tags["mnist_lab.device"] == "cpu"
+    steps = client.get_metric_history(run_ids["cnn"], "learning_rate")
+    assert [m.step for m in steps] == [1, 2, 3]
+    model = mlflow.pyfunc.load_model(
+        json.loads((workspace / "reports" / "cnn" / "mlflow.json").read_text())["model_uri"]
+    )
+    prepared = np.load(workspace / "outputs" / "prepared.npz")
+    answer = model.predict(prepared["test_pixels"][:20].astype(np.float64))
+    predictions = list(csv.DictReader((workspace / "reports" / "cnn" / "predictions.csv").open()))
+    assert list(answer["label"]) == [int(row["predicted"]) for row in predictions[:20]]
+    rows = list(csv.reader((workspace / "metrics.csv").open()))
+    assert [int(r[3]) for r in rows if r[0] == "cnn.learning_rate"] == [1, 2, 3]
 
 
 def test_a_grid_search_logs_a_parent_run_with_one_nested_run_per_candidate(
