@@ -24,12 +24,18 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "DAGSHUB_REPO": "",
     }
     run(["mnist-lab", "data", "restore"], root, env)
+    # as if the CNN were a model new to this repository: DVC ignores its files by adding a line here
+    ignored = root / "models" / ".gitignore"
+    ignored.write_text(ignored.read_text().replace("/cnn\n", ""))
+    commit_all(root, "Without the CNN's ignore line")
     run(["dvc", "repro"], root, env)
     source = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
     done = run(["mnist-lab", "commit", "-m", "First experiment"], root, env)
+    leftover = run(["git", "status", "--porcelain"], root).stdout
     commit = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
     links = {m: json.loads((root / "reports" / m / "mlflow.json").read_text()) for m in MODELS}
-    return {"root": root, "env": env, "source": source, "commit": commit, "links": links, "out": done.stdout}
+    return {"root": root, "env": env, "source": source, "commit": commit, "links": links, "out": done.stdout,
+            "leftover": leftover}  # fmt: skip
 
 
 def test_the_commit_holds_the_experiment_and_names_its_runs(experiment: dict) -> None:
@@ -37,6 +43,7 @@ def test_the_commit_holds_the_experiment_and_names_its_runs(experiment: dict) ->
     files = set(run(["git", "show", "--name-only", "--format=", "HEAD"], root).stdout.split())
     assert {"dvc.lock", "metrics.csv", "best_model.json", "reports/sgd/mlflow.json"} <= files
     assert not any(f.startswith("src/") for f in files)
+    assert "models/.gitignore" in files and experiment["leftover"] == ""  # nothing of the experiment left out
     message = run(["git", "log", "-1", "--format=%B"], root).stdout
     assert message.startswith("First experiment\n")
     links = {link.model: link for link in parse_trailers(message)}

@@ -25,6 +25,10 @@ EXPERIMENT_PATHS = (
     "best_model.json",
     "registry.json",
     "reports",
+    # DVC adds a line to these for each new model's or output's files (`/cnn`): left out, a new model would
+    # leave the tree dirty after its experiment was committed
+    "models/.gitignore",
+    "outputs/.gitignore",
 )
 TRAILER = "MLflow-Run"
 RESULTS_COMMIT_TAG = f"{tracking.TAG_PREFIX}results_commit"
