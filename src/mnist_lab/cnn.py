@@ -187,25 +187,15 @@ def train_cnn(
     every epoch record train/validation loss and accuracy and the learning rate, keep the weights of the best
     validation-loss epoch and stop after `patience` epochs without improvement. Seeded: the same inputs give
     the same weights (on the CPU)."""
-    from sklearn.model_selection import train_test_split
-
     keras = import_keras()
     if pixels.ndim != 2 or pixels.shape[1] != image_shape[0] * image_shape[1]:
         raise ValueError(
             f"pixels of shape {pixels.shape} are not flat {image_shape[0]}x{image_shape[1]} images"
         )
     keras.utils.set_random_seed(seed)
-    classes = np.unique(labels)
-    targets = np.searchsorted(classes, labels)
-    x_fit, x_val, y_fit, y_val = train_test_split(
-        np.asarray(pixels, dtype=np.float32),
-        targets,
-        test_size=settings.validation_fraction,
-        random_state=seed,
-        stratify=targets,
-    )
+    classes, (x_fit, x_val, y_fit, y_val) = validation_split(settings, pixels, labels, seed)
     network = build_network(settings, image_shape, len(classes), seed)
-    recorder = _epoch_recorder(keras, settings.patience, on_epoch)
+    recorder = epoch_recorder(keras, settings.patience, on_epoch)
     network.fit(
         x_fit,
         y_fit,
@@ -221,7 +211,26 @@ def train_cnn(
     return TrainedNetwork(classifier, recorder.history, recorder.best_epoch)
 
 
-def _epoch_recorder(keras: Any, patience: int, on_epoch: EpochCallback | None) -> Any:
+def validation_split(
+    settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, seed: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(the classes, (x_fit, x_val, y_fit, y_val)): float32 pixels, targets as class indices, a stratified
+    `validation_fraction` held out, seeded."""
+    from sklearn.model_selection import train_test_split
+
+    classes = np.unique(labels)
+    targets = np.searchsorted(classes, labels)
+    split = train_test_split(
+        np.asarray(pixels, dtype=np.float32),
+        targets,
+        test_size=settings.validation_fraction,
+        random_state=seed,
+        stratify=targets,
+    )
+    return classes, tuple(split)  # type: ignore[return-value]
+
+
+def epoch_recorder(keras: Any, patience: int, on_epoch: EpochCallback | None) -> Any:
     """A Keras callback: one history row per epoch (Keras's own names mapped to the pipeline's), the best
     validation-loss epoch's weights kept, training stopped `patience` epochs after it."""
 
@@ -310,8 +319,9 @@ KERAS_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def keras_file_bytes(network: Any) -> bytes:
-    """The network as a `.keras` file's bytes, the same for the same weights: Keras stamps the save date
-    into `metadata.json` and the weights' zip entry; both are taken out."""
+    """The network as a `.keras` file's bytes, the same for the same weights in any process: Keras stamps the
+    save date into `metadata.json` and the zip entries, and memory addresses into `config.json`'s shared
+    object ids; the first two are taken out, the ids numbered."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mnist-lab-keras-") as folder:
@@ -326,10 +336,28 @@ def keras_file_bytes(network: Any) -> bytes:
                 metadata = json.loads(content)
                 metadata.pop("date_saved", None)
                 content = json.dumps(metadata, sort_keys=True).encode("utf-8")
+            elif info.filename == "config.json":
+                content = json.dumps(_numbered_shared_objects(json.loads(content))).encode("utf-8")
             entry = zipfile.ZipInfo(info.filename, date_time=KERAS_ZIP_TIME)
             entry.compress_type = zipfile.ZIP_DEFLATED
             target.writestr(entry, content)
     return out.getvalue()
+
+
+def _numbered_shared_objects(config: Any, numbers: dict[int, int] | None = None) -> Any:
+    """`config` with each `shared_object_id` (Keras writes the object's memory address, other in every
+    process) replaced by 1, 2, ... in order of first appearance: the same sharing, the same bytes."""
+    numbers = {} if numbers is None else numbers
+    if isinstance(config, dict):
+        return {
+            key: numbers.setdefault(value, len(numbers) + 1)
+            if key == "shared_object_id"
+            else _numbered_shared_objects(value, numbers)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [_numbered_shared_objects(item, numbers) for item in config]
+    return config
 
 
 def load_keras_bytes(content: bytes) -> Any:
