@@ -51,7 +51,7 @@ from benchlib import (
     timed_repro,
     write_json,
 )
-from mnist_lab.cnn import _epoch_recorder, build_network, import_keras
+from mnist_lab.cnn import build_network, epoch_recorder, import_keras, validation_split
 from mnist_lab.data import Dataset, flatten_images, task_labels
 from mnist_lab.datafiles import encode_dataset, replace_directory
 from mnist_lab.files import read_json
@@ -67,20 +67,10 @@ TARGET_RATIO = 1.03
 
 def bare_fit(settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, shape: Any, seed: int) -> list:
     """Seconds of each epoch of the same network and split as `train_cnn`, fitted with no callbacks."""
-    from sklearn.model_selection import train_test_split
-
     keras = import_keras()
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    classes = np.unique(labels)
-    targets = np.searchsorted(classes, labels)
-    x_fit, x_val, y_fit, y_val = train_test_split(
-        np.asarray(pixels, dtype=np.float32),
-        targets,
-        test_size=settings.validation_fraction,
-        random_state=seed,
-        stratify=targets,
-    )
+    classes, (x_fit, x_val, y_fit, y_val) = validation_split(settings, pixels, labels, seed)
     network = build_network(settings, shape, len(classes), seed)
     seconds = []
     for _ in range(settings.max_epochs):
@@ -107,10 +97,10 @@ def tracked_fit(settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, s
 
 def callback_seconds(settings: CNNSettings, shape: Any, classes: int, seed: int, calls: int = 30) -> float:
     """Median seconds of one epoch's tracking work, timed directly on a built network: the repository's
-    EpochRecorder (`_epoch_recorder`, what `train_cnn` installs) with the stage's `epoch_printer`, its
+    EpochRecorder (`epoch_recorder`, what `train_cnn` installs) with the stage's `epoch_printer`, its
     output caught. Every call sees a better validation loss: the worst case, weights copied each time."""
     keras = import_keras()
-    recorder = _epoch_recorder(keras, settings.patience, epoch_printer("cnn", calls))
+    recorder = epoch_recorder(keras, settings.patience, epoch_printer("cnn", calls))
     recorder.set_model(build_network(settings, shape, classes, seed))
     logs = {"loss": 0.5, "accuracy": 0.9, "val_loss": 0.5, "val_accuracy": 0.9}
     seconds = []
