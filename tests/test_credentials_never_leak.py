@@ -72,7 +72,7 @@ def test_the_canary_is_nowhere(tmp_path: Path, restored_repo: Path, monkeypatch)
             client = mlflow.MlflowClient(server.url)
             experiment = client.get_experiment_by_name("mnist-lab")
             runs = client.search_runs([experiment.experiment_id])
-            assert len(runs) == 3
+            assert len(runs) == 4
             for logged in runs:
                 assert canary not in repr(logged.data.params) + repr(logged.data.tags) + repr(
                     logged.data.metrics

@@ -31,7 +31,7 @@ def test_make_run_on_a_fresh_clone_reproduces_the_committed_metrics(tmp_path: Pa
     assert (clone / "mlflow.db").is_file()  # the default store, at the clone's root
     runs = {
         json.loads((clone / "reports" / m / "mlflow.json").read_text())["store"]
-        for m in ("sgd", "random_forest", "mlp")
+        for m in ("sgd", "random_forest", "mlp", "cnn")
     }
     assert runs == {"local"}
     status = subprocess.run(

@@ -32,7 +32,7 @@ def test_pipeline_logs_to_a_tracking_server_named_in_dotenv(tmp_path: Path, rest
         client = mlflow.MlflowClient(url)
         experiment = client.get_experiment_by_name("remote-e2e")
         runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-        assert set(runs) == {"sgd", "random_forest", "mlp"}
+        assert set(runs) == {"sgd", "random_forest", "mlp", "cnn"}
         for name, run_ in runs.items():
             record = json.loads((root / "reports" / name / "mlflow.json").read_text())
             assert record["run_id"] == run_.info.run_id and record["store"] == url
@@ -109,13 +109,13 @@ def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, restore
         output, _ = repro.communicate(timeout=600)
         assert repro.returncode == 0, output[-3000:]  # training and the pipeline finished regardless
         pending = sorted((root / ".mnist-lab" / "outbox").iterdir())
-        assert len(pending) == 2, output[-3000:]
-        for model in ("random_forest", "mlp"):
+        assert len(pending) == 3, output[-3000:]
+        for model in ("random_forest", "mlp", "cnn"):
             assert json.loads((root / "reports" / model / "mlflow.json").read_text())["state"] == "pending"
 
         server.start()  # back, same port and store
         sync = run(["mnist-lab", "sync"], root)
-        assert "sent 2 run(s)" in sync.stdout
+        assert "sent 3 run(s)" in sync.stdout
         assert not any((root / ".mnist-lab" / "outbox").iterdir())
         again = run(["mnist-lab", "sync"], root)
         assert "nothing to send" in again.stdout
@@ -123,8 +123,8 @@ def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, restore
         experiment = client.get_experiment_by_name("lossy")
         runs = client.search_runs([experiment.experiment_id])
         by_record = {r.data.tags["mnist_lab.record_id"]: r for r in runs}
-        assert len(runs) == len(by_record) == 3  # nothing duplicated
-        for model in ("sgd", "random_forest", "mlp"):
+        assert len(runs) == len(by_record) == 4  # nothing duplicated
+        for model in ("sgd", "random_forest", "mlp", "cnn"):
             link = json.loads((root / "reports" / model / "mlflow.json").read_text())
             logged = by_record[link["record_id"]]
             assert logged.info.status == "FINISHED" and logged.info.run_name == model
@@ -161,7 +161,7 @@ def test_an_mlflow_2_server_gets_the_model_as_run_artifacts(tmp_path: Path, rest
         client = mlflow.MlflowClient(server.url)
         experiment = client.get_experiment_by_name("mnist-lab")
         runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-        assert set(runs) == {"sgd", "random_forest", "mlp"}
+        assert set(runs) == {"sgd", "random_forest", "mlp", "cnn"}
         assert {r.info.status for r in runs.values()} == {"FINISHED"}
         link = json.loads((root / "reports" / "mlp" / "mlflow.json").read_text())
         assert link["model_uri"] == f"runs:/{link['run_id']}/model"
