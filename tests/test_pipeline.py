@@ -15,6 +15,7 @@ import yaml
 
 from mnist_lab.data import flatten_images
 from mnist_lab.datafiles import read_dataset
+from mnist_lab.stages.common import TIMINGS_ENV
 from tests.helpers import REPO_ROOT, copy_repository, run
 
 MODELS = ("sgd", "random_forest", "mlp", "cnn")
@@ -26,7 +27,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = copy_repository(tmp_path_factory.mktemp("e2e") / "repo")
     store = root.parent / "store"
     store.mkdir()
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "e2e"}
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+        "MLFLOW_EXPERIMENT_NAME": "e2e",
+        TIMINGS_ENV: str(store / "stages.jsonl"),  # each stage's compute time and loaded modules
+    }
     restored = run(["mnist-lab", "data", "restore"], root, env)
     repro = run(["dvc", "repro"], root, env)
     return {
@@ -37,6 +42,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "repro": repro.stdout + repro.stderr,
         "metrics": (root / "metrics.json").read_text(),
         "head": run(["git", "rev-parse", "HEAD"], root).stdout.strip(),
+        "stages": [json.loads(line) for line in (store / "stages.jsonl").read_text().splitlines()],
     }
 
 
@@ -63,6 +69,20 @@ def test_fresh_run_reproduces_the_committed_metrics_exactly(pipeline: dict) -> N
     ):
         assert f"Running stage '{stage}'" in pipeline["repro"]
     assert pipeline["metrics"] == (REPO_ROOT / "metrics.json").read_text()
+
+
+def test_each_stage_depends_on_every_module_it_loads(pipeline: dict) -> None:
+    """A change to any of this package's code that a stage runs must rerun the stage: dvc.yaml lists, for
+    each stage, every module the stage's process loaded (including through unpickled models)."""
+    stages = yaml.safe_load((pipeline["root"] / "dvc.yaml").read_text())["stages"]
+    ran = {record["stage"] for record in pipeline["stages"]}
+    assert {"prepare", "featurize", "train@cnn", "evaluate@cnn", "select", "register"} <= ran
+    for record in pipeline["stages"]:
+        name = record["stage"].partition("@")[0]
+        deps = set(stages[name].get("do", stages[name])["deps"])
+        assert f"src/mnist_lab/stages/{name}.py" in record["modules"]  # the record is what it says
+        missing = [module for module in record["modules"] if module not in deps]
+        assert not missing, f"{record['stage']} loads {missing}, which dvc.yaml does not list as its deps"
 
 
 def test_metrics_are_sane(pipeline: dict) -> None:

@@ -19,7 +19,9 @@ from mnist_lab.errors import DataError, MnistLabError
 from mnist_lab.files import replace_via_temp
 from mnist_lab.settings import Settings, load_settings
 
-TIMINGS_ENV = "MNIST_LAB_TIMINGS"  # benchmarks set it to a file that collects each stage's compute time
+# benchmarks and tests set it to a file that collects, per stage, its compute time and this package's modules
+# it loaded (a test checks that dvc.yaml makes each stage depend on all of them)
+TIMINGS_ENV = "MNIST_LAB_TIMINGS"
 
 
 def stage_parser(description: str, model_argument: bool = False) -> argparse.ArgumentParser:
@@ -90,10 +92,22 @@ def run_stage(
             "stage": context.name,
             "compute_s": round(context.compute_seconds, 4),
             "body_s": round(time.perf_counter() - started, 4),
+            "modules": loaded_package_files(),
         }
         with open(timings, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     return 0
+
+
+def loaded_package_files() -> list[str]:
+    """The files of this package's modules loaded in this process, relative to the repository (`src/...`)."""
+    package = Path(sys.modules[__name__.partition(".")[0]].__file__).parent
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and Path(path).is_relative_to(package):
+            files.add(f"src/{package.name}/{Path(path).relative_to(package).as_posix()}")
+    return sorted(files)
 
 
 def main_for(name: str, parser: argparse.ArgumentParser, body: Callable[[StageContext], None]) -> None:
