@@ -97,6 +97,10 @@ def test_bad_cnn_settings_are_refused_naming_the_key(change: dict, message: str)
 def test_any_image_size_builds_without_changing_settings(image: tuple[int, int], sizes: list) -> None:
     settings = cnn()
     assert layer_sizes(settings, image) == sizes
+    assert describe_network(cnn(filters=[8, 8, 8, 8]), (8, 8), 10).startswith(
+        "8x8 image -> conv 8 (3x3) + pool -> 4x4 -> conv 8 (3x3) + pool -> 2x2 -> conv 8 (3x3) + pool -> 1x1 "
+        "-> conv 8 (3x3) -> 1x1 -> dropout"
+    )  # the last block has no pool: the map is already one pixel
     network = build_network(settings, image, n_classes=10, seed=0)
     assert network.input_shape == (None, image[0] * image[1])
     pixels = np.full((2, image[0] * image[1]), 255.0, dtype=np.float32)

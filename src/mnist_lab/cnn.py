@@ -104,14 +104,13 @@ def layer_sizes(settings: CNNSettings, image_shape: tuple[int, int]) -> list[tup
 
 def describe_network(settings: CNNSettings, image_shape: tuple[int, int], n_classes: int) -> str:
     """One line: the architecture as built for this image size."""
-    rows, cols = image_shape
-    parts = [f"{rows}x{cols} image"]
-    for filters, (out_rows, out_cols) in zip(
-        settings.filters, layer_sizes(settings, image_shape), strict=True
-    ):
-        parts.append(
-            f"conv {filters} ({settings.kernel_size}x{settings.kernel_size}) + pool -> {out_rows}x{out_cols}"
-        )
+    size = image_shape
+    parts = [f"{size[0]}x{size[1]} image"]
+    for filters, pooled in zip(settings.filters, layer_sizes(settings, image_shape), strict=True):
+        pool = " + pool" if pooled != size else ""  # no pool where the map is already one pixel
+        kernel = f"{settings.kernel_size}x{settings.kernel_size}"
+        parts.append(f"conv {filters} ({kernel}){pool} -> {pooled[0]}x{pooled[1]}")
+        size = pooled
     if settings.dropout:
         parts.append(f"dropout {settings.dropout:g}")
     parts.extend(f"dense {units}" for units in settings.dense_units)

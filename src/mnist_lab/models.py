@@ -212,7 +212,7 @@ def _plain(value: object) -> object:
 
 def progress_units(settings: ModelSettings) -> int | None:
     """How many units `on_progress` counts to for `settings` (None: no progress reported)."""
-    if isinstance(settings, MLPSettings | CNNSettings):
+    if isinstance(settings, MLPSettings):
         return settings.max_epochs
     if isinstance(settings, RandomForestSettings):
         return settings.n_estimators
