@@ -208,3 +208,27 @@ def mlflow_server(folder: Path, basic_auth: bool = False) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+def run_record(name: str = "m") -> Any:  # a tracking.ModelRunRecord
+    """A small run without a model: params, metrics, a two-epoch history, a tag and one artifact."""
+    from mnist_lab import tracking
+
+    return tracking.ModelRunRecord(
+        run_name=name,
+        params={"seed": 1},
+        metrics={"accuracy": 0.5},
+        history=[{"epoch": 1.0, "val_loss": 0.9}, {"epoch": 2.0, "val_loss": 0.4}],
+        tags={"mnist_lab.model": name},
+        artifacts={"figures/x.txt": b"x"},
+    )
+
+
+def run_children(count: int) -> list[Any]:  # list[tracking.ChildRunRecord]
+    """Nested runs as a grid search logs them: one per candidate."""
+    from mnist_lab import tracking
+
+    return [
+        tracking.ChildRunRecord(f"m-candidate-{i}", {"model.alpha": i}, {"mean_test_score": i / 10})
+        for i in range(count)
+    ]

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mnist_lab import tracking
 from mnist_lab.errors import MnistLabError
-from tests.helpers import pixel_model_record, run
+from tests.helpers import pixel_model_record, run, run_children, run_record
 
 
 def make_repo(root: Path, dvc_yaml: str = "stages: {}\n") -> Path:
@@ -260,7 +260,7 @@ def test_an_experiment_gone_since_the_check_is_looked_up_again(tracking_store: s
     import mlflow
 
     settings = dataclasses.replace(tracking.TrackingSettings.from_environment(tmp_path), experiment_id="999")
-    logged = tracking.log_model_run(_record(), settings)
+    logged = tracking.log_model_run(run_record(), settings)
     experiment = mlflow.MlflowClient(tracking_store).get_experiment_by_name("tests")
     assert logged.experiment_id == experiment.experiment_id != "999"
 
@@ -393,49 +393,11 @@ def test_an_unreachable_server_is_reported_in_seconds(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
 
 
-def _record(name: str = "m") -> tracking.ModelRunRecord:
-    return tracking.ModelRunRecord(
-        run_name=name,
-        params={"seed": 1},
-        metrics={"accuracy": 0.5},
-        history=[{"epoch": 1.0, "val_loss": 0.9}, {"epoch": 2.0, "val_loss": 0.4}],
-        tags={"mnist_lab.model": name},
-        artifacts={"figures/x.txt": b"x"},
-    )
-
-
-def test_spooled_runs_are_sent_identically_and_leave_the_outbox(tracking_store: str, tmp_path: Path) -> None:
-    import mlflow
-
-    record = _record()
-    spooled = tracking.spool(record, tmp_path, reason="ConnectionError: server down")
-    assert tracking.pending_records(tmp_path) == [spooled.path]
-    settings = tracking.TrackingSettings.from_environment(tmp_path)
-    sent, problems = tracking.send_pending(tmp_path, settings)
-    assert problems == [] and len(sent) == 1 and tracking.pending_records(tmp_path) == []
-    client = mlflow.MlflowClient(tracking_store)
-    run = client.get_run(sent[0].run_id)
-    assert run.data.tags["mnist_lab.record_id"] == record.record_id
-    assert run.info.start_time == record.created_ms
-    history = client.get_metric_history(run.info.run_id, "val_loss")
-    assert [(m.step, m.value, m.timestamp) for m in history] == [
-        (1, 0.9, record.created_ms),
-        (2, 0.4, record.created_ms),
-    ]
-
-
-def _children(count: int) -> list[tracking.ChildRunRecord]:
-    return [
-        tracking.ChildRunRecord(f"m-candidate-{i}", {"model.alpha": i}, {"mean_test_score": i / 10})
-        for i in range(count)
-    ]
-
-
 def test_nested_runs_hang_under_their_parent(tracking_store: str, tmp_path: Path) -> None:
     import mlflow
 
-    record = _record()
-    record.children = _children(3)
+    record = run_record()
+    record.children = run_children(3)
     logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     client = mlflow.MlflowClient(tracking_store)
     children = client.search_runs(
@@ -451,59 +413,6 @@ def test_nested_runs_hang_under_their_parent(tracking_store: str, tmp_path: Path
     ]
     assert all(r.data.tags["mnist_lab.parent_record_id"] == record.record_id for r in children)
     assert all("mnist_lab.record_id" not in r.data.tags for r in children)  # only the parent links a commit
-
-
-def test_a_resend_replaces_what_a_failed_attempt_left(tracking_store: str, tmp_path: Path) -> None:
-    import mlflow
-
-    record = _record()
-    record.children = _children(2)
-    settings = tracking.TrackingSettings.from_environment(tmp_path)
-    client = mlflow.MlflowClient(tracking_store)
-    experiment_id = client.create_experiment("tests")
-    partial = client.create_run(experiment_id, tags={"mnist_lab.record_id": record.record_id})
-    client.log_metric(partial.info.run_id, "accuracy", 0.5)
-    partial_child = client.create_run(  # one nested run had landed; then the server went away
-        experiment_id,
-        tags={"mnist_lab.parent_record_id": record.record_id, "mlflow.parentRunId": partial.info.run_id},
-    )
-    tracking.spool(record, tmp_path, reason="died half-way")
-    sent, _ = tracking.send_pending(tmp_path, settings)
-    active = client.search_runs(
-        [experiment_id], filter_string=f"tags.`mnist_lab.record_id` = '{record.record_id}'"
-    )
-    assert [r.info.run_id for r in active] == [sent[0].run_id]
-    assert client.get_run(partial.info.run_id).info.lifecycle_stage == "deleted"
-    assert client.get_run(partial_child.info.run_id).info.lifecycle_stage == "deleted"
-    children = client.search_runs(
-        [experiment_id], filter_string=f"tags.`mnist_lab.parent_record_id` = '{record.record_id}'"
-    )
-    assert sorted(r.data.tags["mlflow.parentRunId"] for r in children) == [sent[0].run_id] * 2
-
-
-def test_log_or_spool_keeps_the_run_when_the_server_fails(tmp_path: Path, capsys) -> None:
-    from tests.helpers import free_port
-
-    settings = tracking.TrackingSettings(f"http://127.0.0.1:{free_port()}", "x", None)
-    import os
-
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    try:
-        outcome = tracking.log_or_spool(_record(), settings, tmp_path)
-    finally:
-        del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
-    assert isinstance(outcome, tracking.SpooledRun)
-    assert tracking.pending_records(tmp_path) == [outcome.path]
-    assert "kept in .mnist-lab/outbox/" in capsys.readouterr().err
-
-
-def test_failure_reasons_are_redacted_before_they_are_kept(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-secret")
-    spooled = tracking.spool(
-        _record(), tmp_path, reason="API request to https://me:hunter2-secret@h/x failed"
-    )
-    kept = (spooled.path / "reason.txt").read_text()
-    assert "hunter2-secret" not in kept and "https://h/x" in kept
 
 
 def test_a_404_that_is_not_mlflows_fails_the_check(tmp_path: Path) -> None:
@@ -542,14 +451,14 @@ def test_inside_an_mlflow_project_run_model_runs_nest_under_it(
     project_experiment = client.create_experiment("project")
     project = client.create_run(project_experiment)
     monkeypatch.setenv("MLFLOW_RUN_ID", project.info.run_id)
-    record = _record()
+    record = run_record()
     record.tags = tracking.run_tags(tmp_path, "m", "sgd", "multiclass")
     logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     run = client.get_run(logged.run_id)
     assert run.data.tags["mlflow.parentRunId"] == project.info.run_id
     assert run.info.experiment_id == project_experiment  # beside its parent, so the UI nests it
     monkeypatch.setenv("MLFLOW_RUN_ID", "0" * 32)  # a run of another store
-    record = _record()
+    record = run_record()
     record.tags = tracking.run_tags(tmp_path, "m", "sgd", "multiclass")
     logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     assert "mlflow.parentRunId" not in client.get_run(logged.run_id).data.tags

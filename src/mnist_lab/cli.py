@@ -72,10 +72,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_sync(args: argparse.Namespace) -> None:
-    from mnist_lab import tracking
+    from mnist_lab import outbox, tracking
 
     root = tracking.repository_root()
-    if not tracking.pending_records(root):
+    if not outbox.pending_records(root):
         if not args.quiet:
             print(f"nothing to send: {tracking.OUTBOX}/ is empty")
         return
@@ -90,24 +90,35 @@ def _cmd_sync(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
         return
-    sent, problems = tracking.send_pending(root, settings)
+    sent, problems = outbox.send_pending(root, settings)
     print(f"sent {len(sent)} run(s) to {tracking.display_uri(settings.tracking_uri)}")
     if problems:
-        raise MnistLabError(f"still waiting in {tracking.OUTBOX}/: " + "; ".join(problems))
+        raise MnistLabError("not sent: " + "; ".join(problems))
 
 
-def _print_tagged_runs(heading: str, links) -> None:  # links: list[linking.RunLink]
+def _print_tagged_runs(heading: str, commit: str, links, untagged: list[str]) -> None:
+    """What `commit` / `link` did: the heading, each run, and a warning naming the runs that could not be
+    tagged with the commit (never announced as tagged). `links`: list[linking.RunLink]."""
     print(heading)
     for link in links:
-        print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id})")
+        state = " - NOT tagged" if link.model in untagged else ""
+        print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id}){state}")
+    if untagged:
+        print(
+            f"warning: could not tag the runs of {', '.join(untagged)} with {commit[:12]} (tag "
+            "mnist_lab.results_commit): the tracking server did not answer. The commit's trailers name "
+            f"them; `mnist-lab link {commit[:12]}` tags them once it answers",
+            file=sys.stderr,
+        )
 
 
 def _cmd_commit(args: argparse.Namespace) -> None:
     from mnist_lab.linking import commit_experiment
     from mnist_lab.tracking import repository_root
 
-    commit, links = commit_experiment(repository_root(), args.message)
-    _print_tagged_runs(f"committed the experiment as {commit[:12]}; its runs are tagged with it:", links)
+    commit, links, untagged = commit_experiment(repository_root(), args.message)
+    tagged = "its runs are tagged with it" if not untagged else "its runs (not all tagged: see below)"
+    _print_tagged_runs(f"committed the experiment as {commit[:12]}; {tagged}:", commit, links, untagged)
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
@@ -236,15 +247,21 @@ def _cmd_link(args: argparse.Namespace) -> None:
     from mnist_lab.linking import link_commit
     from mnist_lab.tracking import repository_root
 
-    commit, links = link_commit(repository_root(), args.revision)
-    _print_tagged_runs(f"tagged the runs of {commit[:12]} with it:", links)
+    commit, links, untagged = link_commit(repository_root(), args.revision)
+    heading = (
+        f"tagged the runs of {commit[:12]} with it"
+        if not untagged
+        else f"{commit[:12]}: not every run tagged"
+    )
+    _print_tagged_runs(f"{heading} (nothing committed):", commit, links, untagged)
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
-    from mnist_lab.linking import LinkingError, runs_of_commit
+    from mnist_lab.linking import LinkingError, resolve_sent_runs, runs_of_commit
     from mnist_lab.tracking import repository_root
 
-    links = runs_of_commit(repository_root(), args.revision)
+    root = repository_root()
+    links = resolve_sent_runs(root, runs_of_commit(root, args.revision))
     if not links:
         raise LinkingError(
             f"{args.revision} names no MLflow runs: no MLflow-Run trailers and no reports/*/mlflow.json"

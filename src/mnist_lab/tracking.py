@@ -28,8 +28,7 @@ from typing import Any
 import yaml
 
 from mnist_lab.errors import MnistLabError
-from mnist_lab.files import write_bytes_atomic
-from mnist_lab.redact import display_uri, redact
+from mnist_lab.redact import display_uri
 
 
 class TrackingConfigError(MnistLabError):
@@ -746,131 +745,6 @@ def preflight(root: Path) -> TrackingSettings:
             file=sys.stderr,
         )
     return settings
-
-
-@dataclass(frozen=True)
-class SpooledRun:
-    """A run kept in the outbox because the server could not take it."""
-
-    record_id: str
-    path: Path
-    reason: str
-
-
-def spool(record: ModelRunRecord, root: Path, reason: str) -> SpooledRun:
-    """Keep `record` (everything the run carries, the model included) in the outbox, atomically."""
-    import cloudpickle
-
-    outbox = root / OUTBOX
-    outbox.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{record.record_id}-", dir=outbox))
-    try:
-        (staging / "record.pkl").write_bytes(cloudpickle.dumps(record))
-        (staging / "reason.txt").write_text(redact(reason) + "\n", encoding="utf-8")
-        target = outbox / record.record_id
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return SpooledRun(record.record_id, target, reason)
-
-
-def pending_records(root: Path) -> list[Path]:
-    """The outbox entries waiting to be sent, oldest first."""
-    outbox = root / OUTBOX
-    if not outbox.is_dir():
-        return []
-    entries = [p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return sorted(entries, key=lambda p: p.stat().st_mtime)
-
-
-def retag_pending(root: Path, record_id: str, tags: dict[str, str]) -> bool:
-    """Add `tags` to a run still waiting in the outbox; False if it is not there (already sent)."""
-    import cloudpickle
-
-    entry = root / OUTBOX / record_id
-    if not (entry / "record.pkl").is_file():
-        return False
-    record: ModelRunRecord = cloudpickle.loads((entry / "record.pkl").read_bytes())
-    record.tags.update(tags)
-    write_bytes_atomic(entry / "record.pkl", cloudpickle.dumps(record))
-    return True
-
-
-def _delete_partial_runs(record: ModelRunRecord, settings: TrackingSettings) -> int:
-    """Delete runs a failed attempt left on the server for this record, so a resend never duplicates."""
-    import mlflow
-
-    client = mlflow.MlflowClient(settings.tracking_uri)
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    if experiment is None:
-        return 0
-    leftovers = [
-        run
-        for tag in ("record_id", "parent_record_id")  # the run and its nested runs
-        for run in client.search_runs(
-            [experiment.experiment_id], filter_string=f"tags.`{TAG_PREFIX}{tag}` = '{record.record_id}'"
-        )
-    ]
-    for run in leftovers:
-        client.delete_run(run.info.run_id)
-    return len(leftovers)
-
-
-def send_pending(root: Path, settings: TrackingSettings) -> tuple[list[LoggedRun], list[str]]:
-    """Send every outbox entry to the server in `settings`: (runs now logged, problems). An entry leaves
-    the outbox only once its run is complete on the server."""
-    import fcntl
-
-    import cloudpickle
-
-    sent, problems = [], []
-    outbox = root / OUTBOX
-    outbox.mkdir(parents=True, exist_ok=True)
-    # one sender at a time (parallel `dvc queue` runs, or a stage racing `mnist-lab sync`): two senders would
-    # resend the same entry and delete each other's runs as leftovers of a failed attempt
-    with open(outbox.with_name("outbox.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for entry in pending_records(root):
-            if not (entry / "record.pkl").is_file():
-                continue  # sent by another process meanwhile
-            try:
-                record: ModelRunRecord = cloudpickle.loads((entry / "record.pkl").read_bytes())
-                _delete_partial_runs(record, settings)
-                sent.append(log_model_run(record, settings))
-            except Exception as exc:  # any failure leaves the entry for the next attempt
-                problems.append(redact(f"{entry.name}: {type(exc).__name__}: {exc}"))
-                break  # the server is down again: keep the order, try later
-            shutil.rmtree(entry, ignore_errors=True)
-    return sent, problems
-
-
-def log_or_spool(record: ModelRunRecord, settings: TrackingSettings, root: Path) -> LoggedRun | SpooledRun:
-    """Log `record`; to a remote server, keep it in the outbox if the server fails, and after a success
-    send whatever earlier runs are waiting. A local store failing is an error, raised as is."""
-    if not settings.is_remote:
-        return log_model_run(record, settings)
-    try:
-        logged = log_model_run(record, settings)
-    except Exception as exc:  # whatever the server did, the run must not be lost
-        reason = redact(f"{type(exc).__name__}: {exc}")
-        spooled = spool(record, root, reason)
-        print(
-            f"warning: could not log {record.run_name} to {display_uri(settings.tracking_uri)} "
-            f"({reason.splitlines()[0][:300]}); kept in {OUTBOX / record.record_id}/, sent by the next run "
-            "or `mnist-lab sync`",
-            file=sys.stderr,
-        )
-        return spooled
-    if pending_records(root):
-        sent, problems = send_pending(root, settings)
-        if sent:
-            print(f"sent {len(sent)} run(s) waiting in {OUTBOX}/", file=sys.stderr)
-        for problem in problems:
-            print(f"warning: still waiting in {OUTBOX}/: {problem}", file=sys.stderr)
-    return logged
 
 
 # --- files committed with each experiment ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from mnist_lab.figures import confusion_matrix_png, curve_png, history_png
 from mnist_lab.files import read_json, write_json, write_text_atomic
 from mnist_lab.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
 from mnist_lab.models import class_scores, takes_images
+from mnist_lab.outbox import log_or_spool
 from mnist_lab.results import read_history, rows_csv
 from mnist_lab.serving import DigitClassifier
 from mnist_lab.settings import Settings, flatten
@@ -186,7 +187,7 @@ def evaluate(context: StageContext) -> None:
     )
     where = tracking.display_uri(tracking_settings.tracking_uri)
     print(f"log {args.model} to MLflow at {where}", file=sys.stderr)
-    outcome = tracking.log_or_spool(record, tracking_settings, root)
+    outcome = log_or_spool(record, tracking_settings, root)
     # no local paths in committed files: the local store is always <repository root>/mlflow.db
     link = {"record_id": record.record_id, "store": "local" if tracking_settings.is_local else where}
     if isinstance(outcome, tracking.LoggedRun):
