@@ -208,3 +208,49 @@ def test_batch_predictions_as_an_optional_dvc_stage(experiment: dict) -> None:
     assert "Data and pipelines are up to date." in run(["dvc", "status"], root, env).stdout
     nothing = run(["mnist-lab", "predict", "nope.csv", "-o", "x.csv", "--as-stage"], root, env, check=False)
     assert nothing.returncode == 2 and "nope.csv: no such file" in nothing.stderr
+
+
+def _commit_files(root: Path, files: dict[str, str | None], message: str) -> str:
+    """Write (or with None delete) files and commit them with `message`; the commit id."""
+    for name, text in files.items():
+        path = root / name
+        if text is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    return commit_all(root, message)
+
+
+def _run_file(run_id: str, record_id: str) -> str:
+    return json.dumps({"record_id": record_id, "run_id": run_id})
+
+
+def test_commit_of_finds_the_commit_that_first_recorded_the_run(tmp_path: Path, tracking_store: str) -> None:
+    """Not the later commit that removed its mlflow.json, nor a later commit naming it again."""
+    from mnist_lab.linking import LinkingError, commit_of_run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    run_a, record_a = "a1" * 16, "a2" * 16
+    added = _commit_files(tmp_path, {"reports/sgd/mlflow.json": _run_file(run_a, record_a)}, "plain commit")
+    _commit_files(tmp_path, {"reports/sgd/mlflow.json": _run_file("c1" * 16, "c2" * 16)}, "next experiment")
+    _commit_files(tmp_path, {"reports/sgd/mlflow.json": None}, "remove the reports")
+    for wanted in (run_a, record_a, run_a[:8], record_a[:10].upper()):
+        assert commit_of_run(tmp_path, wanted) == added
+
+    run_b, record_b = "b1" * 16, "b2" * 16
+    trailer = f"{RunLink('mlp', run_b, record_b).trailer()}"
+    first = _commit_files(tmp_path, {"notes.txt": "1"}, f"Experiment B\n\n{trailer}")
+    _commit_files(tmp_path, {"notes.txt": "2"}, f"Revert to B\n\n{trailer}")
+    assert commit_of_run(tmp_path, run_b) == first
+    assert commit_of_run(tmp_path, record_b[:8]) == first
+
+    twin = "a1a1a1a1" + "f" * 24  # shares its first 8 characters with run_a
+    _commit_files(tmp_path, {"notes.txt": "3"}, f"Twin\n\n{RunLink('cnn', twin, 'd' * 32).trailer()}")
+    with pytest.raises(LinkingError, match="'a1a1a1a1' is ambiguous: it starts the ids of 2 runs"):
+        commit_of_run(tmp_path, "a1a1a1a1")
+    assert commit_of_run(tmp_path, twin[:9]) != added
+    with pytest.raises(LinkingError, match="not a run id or record id: give 8 to 32 hexadecimal"):
+        commit_of_run(tmp_path, "sgd")
+    with pytest.raises(LinkingError, match="does not know it .outside the git history, give the full"):
+        commit_of_run(tmp_path, "e" * 8)

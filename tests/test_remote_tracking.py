@@ -142,6 +142,38 @@ def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, restore
             for line in (root / "reports" / "mlp" / "history.csv").read_text().splitlines()[1:]
         ]
         assert [m.value for m in client.get_metric_history(mlp.info.run_id, "val_loss")] == history
+
+        # every command finds the runs sent later by their record ids (reports/*/mlflow.json say pending)
+        sent_ids = {
+            model: by_record[json.loads((root / "reports" / model / "mlflow.json").read_text())["record_id"]]
+            for model in ("random_forest", "mlp", "cnn")
+        }
+        report = run(["mnist-lab", "report"], root).stdout
+        assert all(r.info.run_id in report for r in sent_ids.values()) and "pending" not in report, report
+        assert json.loads((root / "registry.json").read_text())["registered"] is False  # cnn was waiting
+        run(["dvc", "repro", "-f", "-s", "register"], root)
+        registry = json.loads((root / "registry.json").read_text())
+        best = json.loads((root / "best_model.json").read_text())["model"]
+        assert registry["registered"] is True and registry["run_id"] == sent_ids[best].info.run_id
+        committed = run(["mnist-lab", "commit", "-m", "lossy experiment"], root)
+        assert "its runs are tagged with it" in committed.stdout and "warning" not in committed.stderr
+        head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+        listed = dict(line.split("\t")[:2] for line in run(["mnist-lab", "runs"], root).stdout.splitlines())
+        assert {m: listed[m] for m in sent_ids} == {m: r.info.run_id for m, r in sent_ids.items()}
+        for logged in sent_ids.values():
+            assert (
+                run(["mnist-lab", "commit-of", logged.data.tags["mnist_lab.record_id"]], root).stdout.strip()
+                == head
+            )
+            assert client.get_run(logged.info.run_id).data.tags["mnist_lab.results_commit"] == head
+
+        server.stop(kill=True)  # linking while the server is away: said once, never announced as tagged
+        linked = run(["mnist-lab", "link", "HEAD"], root)
+        assert "not every run tagged (nothing committed)" in linked.stdout
+        assert "tagged the runs" not in linked.stdout and "committed" not in linked.stdout.replace(
+            "nothing committed", ""
+        )
+        assert linked.stderr.count("could not tag the runs of sgd, random_forest, mlp, cnn") == 1
     finally:
         server.stop()
 

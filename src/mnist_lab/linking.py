@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +90,9 @@ def parse_trailers(message: str) -> list[RunLink]:
     return links
 
 
-def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink]]:
-    """Commit the experiment's files with its runs as trailers; returns (commit, links). Refuses when the
+def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], list[str]]:
+    """Commit the experiment's files with its runs as trailers; returns (commit, links, models whose runs
+    could not be tagged with the commit). Refuses when the
     pipeline is not up to date, since the committed results would not be those of the committed params."""
     status = pipeline_status(root)
     if status:
@@ -106,33 +106,21 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink]]:
     # `-- paths`: only the experiment's files, whatever else the user has staged
     run_git(root, "commit", "--quiet", "-m", message, "-m", body, "--", *paths)
     commit = run_git(root, "rev-parse", "HEAD").stdout.strip()
-    tag_runs_with_commit(root, links, commit)
-    return commit, links
+    return commit, links, tag_runs_with_commit(root, links, commit)
 
 
 def resolve_sent_runs(root: Path, links: list[RunLink]) -> list[RunLink]:
-    """Fill in the run id of runs that waited in the outbox and have been sent since (found by record id)."""
-    waiting = [
-        link for link in links if not link.run_id and not (root / tracking.OUTBOX / link.record_id).exists()
-    ]
-    if not waiting:
+    """Fill in the run id of runs that waited in the outbox and have been sent since (found by record id:
+    this clone's record of what it sent, else the server). Offline, they stay pending."""
+    if all(link.run_id for link in links):
         return links
-    import mlflow
+    from mnist_lab.outbox import find_sent_run
 
     settings = tracking.TrackingSettings.from_environment(root)
-    try:
-        client = mlflow.MlflowClient(settings.tracking_uri)
-        experiment = client.get_experiment_by_name(settings.experiment_name)
-    except Exception:  # the server is unreachable: keep the record ids, which find the runs later
-        return links
     resolved = []
     for link in links:
-        if link in waiting and experiment is not None:
-            found = client.search_runs(
-                [experiment.experiment_id], f"tags.`{tracking.TAG_PREFIX}record_id` = '{link.record_id}'"
-            )
-            link = RunLink(link.model, found[0].info.run_id, link.record_id) if found else link
-        resolved.append(link)
+        sent = None if link.run_id else find_sent_run(root, link.record_id, settings)
+        resolved.append(RunLink(link.model, sent.run_id, link.record_id) if sent else link)
     return resolved
 
 
@@ -150,29 +138,35 @@ def pipeline_status(root: Path) -> str:
     return "changed: " + ", ".join(stages[:6]) if stages else "dvc status reports changes"
 
 
-def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> None:
-    """Tag each run with the commit holding its results; runs waiting in the outbox get the tag there."""
-    settings = tracking.TrackingSettings.from_environment(root)
-    untagged = []
-    sent = [link for link in links if link.run_id]
-    if sent:
-        import mlflow
+def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> list[str]:
+    """Tag each run with the commit holding its results (runs waiting in the outbox get the tag there);
+    returns the models whose runs could not be tagged (the server is away): the commit still names them."""
+    from mnist_lab.outbox import find_sent_run, is_transport_failure, retag_pending
 
-        client = mlflow.MlflowClient(settings.tracking_uri)
-        for link in sent:
-            try:
-                client.set_tag(link.run_id, RESULTS_COMMIT_TAG, commit)
-            except Exception:  # the commit is made: say what is missing rather than fail
-                untagged.append(link.model)
+    settings = tracking.TrackingSettings.from_environment(root)
+    client = None
+    untagged = []
+    server_away = False
     for link in links:
-        if not link.run_id and not tracking.retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit}):
+        if not link.run_id and retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit}):
+            continue
+        if server_away:
             untagged.append(link.model)
-    if untagged:
-        print(
-            f"warning: committed {commit[:12]}, but could not tag the runs of {', '.join(untagged)} with it "
-            f"(tag {RESULTS_COMMIT_TAG}); the commit's trailers still name them",
-            file=sys.stderr,
-        )
+            continue
+        sent = link.run_id or getattr(find_sent_run(root, link.record_id, settings), "run_id", None)
+        try:
+            if not sent:
+                raise LookupError(link.record_id)
+            if client is None:
+                tracking.apply_client_defaults()  # bounded retries
+                import mlflow
+
+                client = mlflow.MlflowClient(settings.tracking_uri)
+            client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
+        except Exception as exc:  # the commit is made (or was already): say what is missing rather than fail
+            untagged.append(link.model)
+            server_away = is_transport_failure(exc)  # then the other runs' tags would fail the same way
+    return untagged
 
 
 def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
@@ -196,41 +190,98 @@ def committed_run_files(root: Path, revision: str) -> list[RunLink]:
     return links
 
 
-def link_commit(root: Path, revision: str) -> tuple[str, list[RunLink]]:
+def link_commit(root: Path, revision: str) -> tuple[str, list[RunLink], list[str]]:
     """Tag the runs of an experiment committed without `mnist-lab commit` (say by `dvc exp branch`) with
-    the commit holding their results, as `mnist-lab commit` does."""
+    the commit holding their results, as `mnist-lab commit` does: (commit, links, models left untagged)."""
     commit = resolve_commit(root, revision)
     links = resolve_sent_runs(root, runs_of_commit(root, commit))
     if not links:
         raise LinkingError(
             f"commit {commit[:12]} holds no experiment: no MLflow-Run trailers, no reports/*/mlflow.json"
         )
-    tag_runs_with_commit(root, links, commit)
-    return commit, links
+    return commit, links, tag_runs_with_commit(root, links, commit)
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{8,32}")
 
 
 def commit_of_run(root: Path, run_or_record_id: str) -> str:
-    """The commit holding a run's results: from the git history (trailers, then the commit that added the
-    run's `mlflow.json`, DVC's experiment refs included), else from the run's tag."""
-    pattern = f"^{TRAILER}: .*(run|record)={re.escape(run_or_record_id)}"
-    found = run_git(root, "log", "--all", "--format=%H", "-E", f"--grep={pattern}").stdout.split()
-    if not found and re.fullmatch(r"[0-9a-f]{16,}", run_or_record_id):
-        found = run_git(
-            root, "log", "--all", "--format=%H", f"-S{run_or_record_id}", "--", "reports/*/mlflow.json"
-        ).stdout.split()
-    if found:
-        return found[0]
-    settings = tracking.TrackingSettings.from_environment(root)
+    """The commit that first recorded a run's results, for its run id or record id or a unique prefix of
+    either (8 characters or more, as `history` prints them): the oldest commit whose `MLflow-Run:` trailers
+    name it, else the oldest commit that added it to a `reports/*/mlflow.json` (DVC's experiment refs
+    included), else the run's `mnist_lab.results_commit` tag in the tracking store."""
+    wanted = run_or_record_id.strip().lower()
+    if not _RUN_ID.fullmatch(wanted):
+        raise LinkingError(
+            f"'{run_or_record_id}' is not a run id or record id: give 8 to 32 hexadecimal characters of one "
+            "(as `mnist-lab runs` or `mnist-lab history` print them)"
+        )
+    found = _commits_naming(root, wanted, trailers=True) + _commits_naming(root, wanted, trailers=False)
+    records = sorted({link.record_id for _, link in found})
+    if len(records) > 1:
+        named = ", ".join(
+            next(
+                f"{link.model} {link.run_id or 'pending'} (record {r})"
+                for _, link in found
+                if link.record_id == r
+            )
+            for r in records
+        )
+        raise LinkingError(
+            f"'{wanted}' is ambiguous: it starts the ids of {len(records)} runs: {named}; give more "
+            "characters"
+        )
+    if found:  # the oldest of the commits naming it
+        return run_git(root, "rev-list", "--no-walk", "--date-order", *{c for c, _ in found}).stdout.split()[
+            -1
+        ]
+    return _commit_from_store(root, wanted)
+
+
+def _commits_naming(root: Path, wanted: str, trailers: bool) -> list[tuple[str, RunLink]]:
+    """(commit, the run it names) for every commit naming a run whose id or record id starts with `wanted`,
+    from its trailers or (trailers=False) from the `mlflow.json` files it adds."""
+    order = ("log", "--all", "--format=%H")
+    if trailers:
+        commits = run_git(root, *order, "-E", f"--grep=^{TRAILER}: .*(run|record)={wanted}").stdout.split()
+    else:  # -S lists the commits that add *or remove* the id: keep those whose files hold it
+        commits = run_git(root, *order, f"-S{wanted}", "--", "reports/*/mlflow.json").stdout.split()
+    found = []
+    for commit in commits:
+        if trailers:
+            links = parse_trailers(run_git(root, "log", "-1", "--format=%B", commit).stdout)
+        else:
+            links = committed_run_files(root, commit)
+        found += [
+            (commit, link)
+            for link in links
+            if link.record_id.startswith(wanted) or (link.run_id or "").startswith(wanted)
+        ]
+    return found
+
+
+def _commit_from_store(root: Path, wanted: str) -> str:
+    """The commit a run not named in the git history was tagged with (`mnist-lab commit` / `link`)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    try:
-        run = mlflow.MlflowClient(settings.tracking_uri).get_run(run_or_record_id)
-    except MlflowException:
-        raise LinkingError(
-            f"no commit names run '{run_or_record_id}' and the tracking store does not know it"
-        ) from None
+    from mnist_lab.outbox import find_sent_run
+
+    settings = tracking.TrackingSettings.from_environment(root)
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    run = None
+    if len(wanted) == 32:
+        try:
+            run = client.get_run(wanted)
+        except MlflowException:
+            sent = find_sent_run(root, wanted, settings)  # a record id
+            run = client.get_run(sent.run_id) if sent else None
+    if run is None:
+        unknown = f"no commit names run '{wanted}' and the tracking store does not know it"
+        if len(wanted) < 32:
+            unknown += " (outside the git history, give the full 32-character run id)"
+        raise LinkingError(unknown)
     commit = run.data.tags.get(RESULTS_COMMIT_TAG)
     if not commit:
-        raise LinkingError(f"run {run_or_record_id} has not been committed (`mnist-lab commit -m ...`)")
+        raise LinkingError(f"run {run.info.run_id} has not been committed (`mnist-lab commit -m ...`)")
     return commit

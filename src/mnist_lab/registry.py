@@ -91,6 +91,11 @@ def register_challenger(root: Path, model_name: str, best_file: Path, reports: P
     best = read_json(best_file)
     link = read_json(reports / best["model"] / "mlflow.json")
     run_id, model_uri = link.get("run_id"), link.get("model_uri")
+    if not run_id and link.get("record_id"):  # waited in the outbox: the id it got once sent
+        from mnist_lab.outbox import find_sent_run
+
+        sent = find_sent_run(root, link["record_id"])
+        run_id, model_uri = (sent.run_id, sent.model_uri) if sent else (None, None)
     if not run_id or not model_uri:
         return Registration(
             model_name,

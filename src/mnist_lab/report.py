@@ -20,9 +20,9 @@ def results_table(root: Path) -> str:
     columns = [c for c in COLUMNS if any(c in m for m in models.values())]
     header = ["model", *columns, "mlflow run"]
     rows = []
+    run_ids = _run_ids(root, list(models))
     for name, metrics in models.items():
-        run_file = root / "reports" / name / "mlflow.json"
-        run_id = read_json(run_file).get("run_id", "") if run_file.is_file() else ""
+        run_id = run_ids.get(name, "")
         best = " *" if name == summary["best"]["model"] else ""
         rows.append([name + best, *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns), run_id])
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
@@ -31,5 +31,23 @@ def results_table(root: Path) -> str:
         for row in [header, *rows]
     ]
     best = summary["best"]
+    if any(run_id.startswith("pending") for run_id in run_ids.values()):
+        lines.append("pending: the run waits in the outbox (.mnist-lab/outbox/); `mnist-lab sync` sends it")
     lines.append(f"* best by {best['metric']}: {best['model']} ({best['value']:.4f})")
     return "\n".join(lines)
+
+
+def _run_ids(root: Path, models: list[str]) -> dict[str, str]:
+    """Each model's MLflow run id from `reports/<model>/mlflow.json`; for a run that waited in the outbox
+    and has been sent since, the id it got (found by its record id); "pending (record ...)" while it waits."""
+    from mnist_lab.linking import RunLink, resolve_sent_runs
+
+    links = []
+    for name in models:
+        run_file = root / "reports" / name / "mlflow.json"
+        if run_file.is_file():
+            record = read_json(run_file)
+            links.append(RunLink(name, record.get("run_id"), record.get("record_id", "")))
+    if any(not link.run_id and link.record_id for link in links):
+        links = resolve_sent_runs(root, links)
+    return {link.model: link.run_id or f"pending (record {link.record_id[:8]})" for link in links}

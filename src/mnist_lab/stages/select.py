@@ -36,10 +36,8 @@ def select(context: StageContext) -> None:
         "models": {name: headline_metrics(metrics) for name, metrics in per_model.items()},
     }
     write_json(args.metrics, summary)
-    run_ids = {}
-    for name in settings.models:
-        run_file = reports / name / "mlflow.json"
-        run_ids[name] = read_json(run_file).get("run_id") if run_file.is_file() else None
+    best_run_file = reports / best_name / "mlflow.json"
+    best_run = read_json(best_run_file) if best_run_file.is_file() else {}
     write_json(
         args.best,
         {
@@ -47,7 +45,9 @@ def select(context: StageContext) -> None:
             "metric": settings.select.metric,
             "value": best_value,
             "model_type": settings.model(best_name).type,
-            "mlflow_run_id": run_ids[best_name],
+            "mlflow_run_id": best_run.get("run_id"),
+            # names the run even while it waits in the outbox (`mnist-lab commit-of <record id>`)
+            "mlflow_record_id": best_run.get("record_id"),
         },
     )
 
