@@ -155,7 +155,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     if not with_registry:
         comparison = promote_commit(
             root, settings.select.metric, prepared["test_pixels"], y_true, settings.task.kind == "binary",
-            force=args.force,
+            force=args.force, min_delta=args.min_delta,
         )  # fmt: skip
         print(f"{name}: {comparison.table()}")
         return 0 if comparison.promoted else 1
@@ -168,6 +168,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
         settings.task.kind,
         settings.task.positive_class,
         force=args.force,
+        min_delta=args.min_delta,
     )
     print(f"{name}: {comparison.table()}")
     return 0 if comparison.promoted else 1
@@ -329,6 +330,16 @@ def _cmd_ui(args: argparse.Namespace) -> None:
     os.execv(command[0], command)
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (say 0.002)") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more (say 0.002)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-lab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -412,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     promote_mode.add_argument("--force", action="store_true", help="promote even if it does not beat it")
     promote_mode.add_argument(
         "--rollback", action="store_true", help="move champion back to the version it replaced"
+    )
+    promote.add_argument(
+        "--min-delta",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="X",
+        help="the challenger must beat the champion's score by more than X (default 0)",
     )
     promote.set_defaults(handler=_cmd_promote)
 

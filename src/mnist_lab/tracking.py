@@ -205,9 +205,16 @@ def uncommitted_diff(root: Path) -> str:
 def data_version(root: Path, dvc_file: str = "data.dvc") -> str | None:
     """The md5 that `data.dvc` records for the data directory."""
     try:
-        record = yaml.safe_load((root / dvc_file).read_text(encoding="utf-8"))
-        return str(record["outs"][0]["md5"])
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        return parse_data_version((root / dvc_file).read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+def parse_data_version(dvc_file_text: str) -> str | None:
+    """The md5 a `.dvc` file's text records for its output, or None."""
+    try:
+        return str(yaml.safe_load(dvc_file_text)["outs"][0]["md5"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
         return None
 
 

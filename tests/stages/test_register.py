@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -130,3 +131,74 @@ def test_predict_writes_what_evaluate_predicted(
     code = cli.main(["predict", str(test_images), "-o", "out/x.csv", "--model", f"models:/{NAME}@nobody"])
     assert code == 2 and "cannot load model 'models:/digits@nobody'" in capsys.readouterr().err
     assert not (workspace / "out" / "x.csv").exists()
+
+
+def test_only_the_workspaces_model_is_promoted_and_only_by_more_than_min_delta(
+    workspace: Path,  # noqa: F811
+    tracking_store: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    client = mlflow.MlflowClient(tracking_store, registry_uri=tracking_store)
+    weak = experiment(workspace, {"weak": {"type": "random_forest", "n_estimators": 1, "max_depth": 2}})
+    assert promote(capsys)[0] == 0
+    strong = experiment(workspace, {"forest": {"type": "random_forest", "n_estimators": 30}})
+    assert strong["version"] == "2"
+    gain = float(client.get_model_version(NAME, "2").tags["metric.f1_macro"]) - float(
+        client.get_model_version(NAME, "1").tags["metric.f1_macro"]
+    )
+    assert gain > 0.05  # on the same test set: the registered metrics are the workspace's test metrics
+
+    # the experiment is discarded (the workspace is the weak one again) but the alias stayed on v2
+    (workspace / "registry.json").write_text(json.dumps(weak))
+    code, out = promote(capsys)
+    assert code == 2 and "the challenger is v2, not v1, the model of the experiment in the workspace" in out
+    assert "`dvc exp apply`" in out and "--force promotes v2 anyway" in out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+
+    (workspace / "registry.json").write_text(json.dumps(strong))
+    code, out = promote(capsys, "--min-delta", "0.9")
+    assert code == 1 and "not promoted: v2 does not beat v1 by more than 0.9, which stays champion" in out
+    decided = re.search(
+        r"decided by (\d+) of 100 test images: (\d+) only the challenger gets right, (\d+)", out
+    )
+    assert (
+        decided and int(decided[1]) == int(decided[2]) + int(decided[3]) and int(decided[2]) > int(decided[3])
+    )
+    for bad, why in (("-1", "must be 0 or more"), ("lots", "is not a number"), ("nan", "must be 0 or more")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(["promote", "--min-delta", bad])
+        assert f"argument --min-delta: '{bad}' {why}" in capsys.readouterr().err
+    code, out = promote(capsys, "--min-delta", "0.01")
+    assert code == 0 and "promoted v2 to champion: it beats v1 by more than 0.01 (+" in out
+
+
+def test_models_of_another_data_version_or_image_size_are_not_compared(
+    workspace: Path,  # noqa: F811
+    tracking_store: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from mnist_lab.datafiles import encode_dataset, replace_directory
+    from tests.helpers import random_images
+
+    data_file = "outs:\n- md5: {}.dir\n  path: data\n"
+    (workspace / "data.dvc").write_text(data_file.format("a" * 32))
+    experiment(workspace, {"sgd": {"type": "sgd"}})
+    assert promote(capsys)[0] == 0
+    (workspace / "data.dvc").write_text(data_file.format("b" * 32))
+    experiment(workspace, {"sgd": {"type": "sgd"}})
+    code, out = promote(capsys)
+    assert (
+        code == 2 and "v1 was trained on data version aaaaaaaaaaaa, not the workspace's bbbbbbbbbbbb" in out
+    )
+
+    # 4x4 images: a model for 8x8 ones cannot even be scored on them; said, not a scikit-learn traceback
+    images, labels = random_images(200, 4, 4)
+    from mnist_lab.data import Dataset
+
+    replace_directory(encode_dataset(Dataset(images[:150], labels[:150], images[150:], labels[150:])),
+                      workspace / "data")  # fmt: skip
+    (workspace / "data.dvc").unlink()
+    experiment(workspace, {"sgd": {"type": "sgd"}})
+    code, out = promote(capsys)
+    assert code == 2 and "v1 takes images of 64 pixels, the workspace's test set has 16" in out
