@@ -25,10 +25,11 @@ from mnist_lab.datafiles import (
     encode_dataset,
     read_dataset,
     read_directory_files,
+    recorded_data_version,
 )
 from mnist_lab.errors import DataError
 from mnist_lab.idx import encode_idx
-from mnist_lab.ingest import MNIST_MD5, MNIST_MIRRORS, ingest, recorded_md5, write_digits
+from mnist_lab.ingest import MNIST_MD5, MNIST_MIRRORS, ingest, write_digits
 from tests.helpers import copy_repository, free_port, random_images
 
 
@@ -64,7 +65,7 @@ def http_server(mnist_shaped: tuple[Path, Dataset]) -> Iterator[str]:
 
 def test_bundled_digits_regenerate_exactly_what_data_dvc_records(repo_root: Path, tmp_path: Path) -> None:
     md5 = write_digits(tmp_path / "data", repo_root / "data.dvc")
-    assert md5 == recorded_md5(repo_root / "data.dvc")
+    assert md5 == recorded_data_version(repo_root / "data.dvc")
 
 
 def test_digits_are_not_written_when_data_dvc_records_other_data(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_digits_are_not_written_when_data_dvc_records_other_data(tmp_path: Path)
 def test_a_broken_dvc_file_is_reported(tmp_path: Path) -> None:
     (tmp_path / "data.dvc").write_text("just text\n")
     with pytest.raises(DataError, match="data.dvc: not a valid .dvc file"):
-        recorded_md5(tmp_path / "data.dvc")
+        recorded_data_version(tmp_path / "data.dvc")
 
 
 def test_ingest_from_a_folder_normalises_to_gzip(mnist_shaped: tuple[Path, Dataset], tmp_path: Path) -> None:

@@ -233,13 +233,86 @@ def model_hashes(lock: Path) -> dict[str, str]:
     }
 
 
+def workspace_state(root: Path) -> dict[str, str]:
+    """Every file git tracks and every file of the pipeline's outputs and data, by content hash."""
+    import hashlib
+
+    tracked = run(["git", "ls-files"], root).stdout.split()
+    files = {root / name for name in tracked if (root / name).is_file()}
+    for folder in ("data", "models", "outputs", "reports"):
+        files |= {p for p in (root / folder).rglob("*") if p.is_file()}
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda text: text + "extra_key: 1\n", "unknown key 'extra_key'"),
+        (lambda text: text.replace("alpha: 0.0001", "alpha: big", 1), "models.sgd.alpha: Input should be"),
+        (
+            lambda text: text.replace("metric: f1_macro", "metric: f1_macroo", 1),
+            "select.metric: 'f1_macroo' is not a metric of a multiclass task",
+        ),
+    ],
+    ids=["unknown-key", "wrong-type", "unknown-metric"],
+)
+def test_bad_params_stop_the_pipeline_before_any_output_is_removed(
+    pipeline: dict, change, message: str
+) -> None:
+    root, env = pipeline["root"], pipeline["env"]
+    params = root / "params.yaml"
+    original = params.read_text()
+    before = workspace_state(root)
+    params.write_text(change(original))
+    try:
+        failed = run(["dvc", "repro"], root, env, check=False)
+        assert failed.returncode != 0 and message in failed.stderr + failed.stdout, failed.stderr
+        assert "Running stage 'validate'" in failed.stdout and "Running stage 'prepare'" not in failed.stdout
+    finally:
+        params.write_text(original)
+    assert workspace_state(root) == before
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], root, env).stdout
+
+
+def test_a_bad_dvc_exp_run_setting_removes_nothing(pipeline: dict) -> None:
+    root, env = pipeline["root"], pipeline["env"]
+    before = workspace_state(root)
+    original = (root / "params.yaml").read_text()
+    failed = run(["dvc", "exp", "run", "-S", "models.sgd.alpha=big"], root, env, check=False)
+    assert failed.returncode != 0
+    assert "models.sgd.alpha: Input should be a valid number" in failed.stdout + failed.stderr
+    (root / "params.yaml").write_text(original)  # `dvc exp run -S` leaves its change in the workspace
+    assert workspace_state(root) == before
+
+
+def test_corrupt_data_never_becomes_the_data_version(pipeline: dict) -> None:
+    import gzip
+
+    root, env = pipeline["root"], pipeline["env"]
+    before = workspace_state(root)
+    labels = root / "data" / "t10k-labels-idx1-ubyte.gz"
+    good = labels.read_bytes()
+    labels.write_bytes(gzip.compress(gzip.decompress(good)[:100]))
+    try:
+        failed = run(["dvc", "repro"], root, env, check=False)
+        error = failed.stdout + failed.stderr
+        assert failed.returncode != 0 and "t10k-labels-idx1-ubyte.gz: truncated" in error
+        recorded = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]["md5"]
+        assert f"data.dvc still records data version {recorded}" in error
+        assert "dvc checkout --force data.dvc" in error
+        assert (root / "data.dvc").read_text() == (REPO_ROOT / "data.dvc").read_text()
+    finally:
+        labels.write_bytes(good)
+    assert workspace_state(root) == before
+
+
 # runs last: it leaves the workspace on the experiment's params
 def test_one_models_setting_reruns_only_that_model(pipeline: dict) -> None:
     root, env = pipeline["root"], pipeline["env"]
     done = run(["dvc", "exp", "run", "-n", "sgd-alpha", "-S", "models.sgd.alpha=0.001"], root, env)
     output = done.stdout + done.stderr
     ran = set(re.findall(r"Running stage '([^']+)'", output))
-    assert ran == {"train@sgd", "evaluate@sgd", "select"}, output
+    assert ran == {"validate", "train@sgd", "evaluate@sgd", "select"}, output
     latest = runs(pipeline["uri"])[-1]
     assert latest.info.run_name == "sgd" and latest.data.params["model.alpha"] == "0.001"
     assert latest.data.tags["mnist_lab.dvc_exp_name"] == "sgd-alpha"

@@ -154,3 +154,28 @@ def test_numbers_are_read_as_dvc_writes_them(tmp_path: Path) -> None:
     path.write_text("models:\n  sgd:\n    type: sgd\n    loss: 1e5hinge\n")
     with pytest.raises(SettingsError, match="models.sgd.loss"):
         load_settings(path)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary"])
+def test_select_metric_is_checked_when_settings_load_against_what_evaluate_computes(kind: str) -> None:
+    import numpy as np
+
+    from mnist_lab.metrics import evaluate_predictions
+    from mnist_lab.results import headline_metrics
+    from mnist_lab.settings import selectable_metrics
+
+    binary = kind == "binary"
+    y_true = np.array([0, 1, 0, 1, 1, 0]) if binary else np.arange(10).repeat(2)
+    scores = np.eye(2 if binary else 10)[y_true] * 0.8 + 0.01
+    computed = evaluate_predictions(y_true, y_true, scores, list(range(scores.shape[1])), binary).metrics
+    assert set(selectable_metrics(kind)) == set(headline_metrics(computed))
+    task = {"kind": kind}
+    for metric in (*selectable_metrics(kind), "recall_class_1"):
+        parse_settings({"models": {"s": {"type": "sgd"}}, "task": task, "select": {"metric": metric}})
+    wrong = "roc_auc_micro" if binary else "roc_auc"
+    with pytest.raises(SettingsError) as refused:
+        parse_settings({"models": {"s": {"type": "sgd"}}, "task": task, "select": {"metric": wrong}})
+    assert (
+        f"params.yaml: select.metric: '{wrong}' is not a metric of a {kind} task; use one of: accuracy"
+        in str(refused.value)
+    )

@@ -9,8 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mnist_lab.datafiles import parse_data_version
 from mnist_lab.ingest import dvc
 from mnist_lab.linking import LinkingError, RunLink, resolve_commit, runs_of_commit, workspace_links
 
@@ -37,8 +36,7 @@ def _data_version(root: Path, revision: str | None) -> str | None:
             ["git", "show", f"{revision}:data.dvc"], cwd=root, capture_output=True, text=True
         )
         text = done.stdout if done.returncode == 0 else None
-    record = yaml.safe_load(text) if text else None
-    return ((record or {}).get("outs") or [{}])[0].get("md5")
+    return parse_data_version(text)
 
 
 def _dvc_json(root: Path, *args: str) -> dict:

@@ -119,6 +119,29 @@ def dvc_directory_md5(files: dict[str, bytes]) -> str:
     return hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
+def parse_data_version(dvc_file_text: str | None) -> str | None:
+    """The md5 a `.dvc` file's text records for its output (`<hash>.dir` for a folder): the data version.
+    None for no text, or text that is not a `.dvc` file."""
+    import yaml
+
+    try:
+        return str(yaml.safe_load(dvc_file_text or "")["outs"][0]["md5"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
+
+
+def recorded_data_version(dvc_file: Path | str) -> str | None:
+    """The data version `dvc_file` records; None if there is no such file; a DataError saying how to
+    restore it if it is not a valid `.dvc` file."""
+    dvc_file = Path(dvc_file)
+    if not dvc_file.is_file():
+        return None
+    version = parse_data_version(dvc_file.read_text(encoding="utf-8"))
+    if version is None:
+        raise DataError(f"{dvc_file}: not a valid .dvc file; restore it with `git checkout -- {dvc_file}`")
+    return version
+
+
 def read_directory_files(directory: Path | str) -> dict[str, bytes]:
     """The regular files directly inside `directory`."""
     directory = Path(directory)

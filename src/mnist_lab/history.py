@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from mnist_lab.datafiles import parse_data_version
 from mnist_lab.linking import parse_trailers, resolve_commit
 from mnist_lab.settings import flatten, load_params_yaml
 
@@ -74,7 +75,7 @@ def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = N
         parent = parents.split()[0] if parents else None
         metrics_text = _show(root, commit, "metrics.json")
         metrics = json.loads(metrics_text) if metrics_text else {}
-        dvc_file = yaml.safe_load(_show(root, commit, "data.dvc") or "{}") or {}
+        data_version = parse_data_version(_show(root, commit, "data.dvc"))
         body = subprocess.run(
             ["git", "log", "-1", "--format=%B", commit], cwd=root, capture_output=True, text=True
         ).stdout
@@ -83,7 +84,7 @@ def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = N
                 commit=commit,
                 date=date,
                 message=subject,
-                data_version=(dvc_file.get("outs") or [{}])[0].get("md5"),
+                data_version=data_version,
                 params_changed=params_diff(_params(root, parent), _params(root, commit)),
                 best=metrics.get("best", {}),
                 accuracy={

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from mnist_lab.data import Dataset, digits_dataset
 from mnist_lab.datafiles import (
@@ -27,6 +26,7 @@ from mnist_lab.datafiles import (
     encode_dataset,
     read_dataset,
     read_directory_files,
+    recorded_data_version,
     replace_directory,
 )
 from mnist_lab.dvc_remote import diagnose_remote, mask_credentials
@@ -49,25 +49,13 @@ MNIST_MD5 = {
 }
 
 
-def recorded_md5(dvc_file: Path) -> str | None:
-    """The md5 a `.dvc` file records for its single output, or None if there is no such file."""
-    if not dvc_file.is_file():
-        return None
-    try:
-        return str(yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["outs"][0]["md5"])
-    except (yaml.YAMLError, KeyError, IndexError, TypeError):
-        raise DataError(
-            f"{dvc_file}: not a valid .dvc file; restore it with `git checkout -- {dvc_file}`"
-        ) from None
-
-
 def write_digits(out: Path, dvc_file: Path | None) -> str:
     """Write the bundled digits as IDX into `out`; if `dvc_file` records a version, check the bytes match it.
 
     Returns the directory md5. Nothing is written when the check fails."""
     files = encode_dataset(digits_dataset())
     md5 = dvc_directory_md5(files)
-    expected = recorded_md5(dvc_file) if dvc_file else None
+    expected = recorded_data_version(dvc_file) if dvc_file else None
     if expected is not None and expected != md5:
         raise DataError(
             f"{dvc_file} records data version {expected}, but the bundled digits regenerate as {md5}: "
@@ -214,7 +202,7 @@ def dvc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def restore_data(out: Path, dvc_file: Path) -> str:
     """Make `out` hold the data version `dvc_file` records: already there, from the DVC cache or remote,
     or (for the bundled default) regenerated and checked. Returns a sentence saying which."""
-    expected = recorded_md5(dvc_file)
+    expected = recorded_data_version(dvc_file)
     if expected is None:
         raise DataError(f"{dvc_file} is missing: restore it with `git checkout -- {dvc_file}`")
     if out.is_dir() and any(out.iterdir()):

@@ -544,7 +544,9 @@ def _committed_data_version(root: Path, commit: str) -> str | None:
     from mnist_lab.linking import run_git
 
     done = run_git(root, "show", f"{commit}:data.dvc", check=False)
-    return tracking.parse_data_version(done.stdout) if done.returncode == 0 else None
+    from mnist_lab.datafiles import parse_data_version
+
+    return parse_data_version(done.stdout) if done.returncode == 0 else None
 
 
 def roll_back_commit(root: Path) -> tuple[str, str]:

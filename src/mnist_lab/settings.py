@@ -184,6 +184,15 @@ class RegistrySettings(_Strict):
     model_name: str = Field("mnist-lab", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+def selectable_metrics(task_kind: str) -> tuple[str, ...]:
+    """The headline metrics the evaluate stage computes for a task (`mnist_lab.metrics`): what
+    `select.metric` may name."""
+    shared = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+    if task_kind == "binary":
+        return (*shared, "precision", "recall", "f1", "roc_auc")
+    return (*shared, "roc_auc_micro")
+
+
 class Settings(_Strict):
     """Everything in `params.yaml`."""
 
@@ -205,6 +214,17 @@ class Settings(_Strict):
                         f"model '{name}' needs a mapping with a 'type' key, one of: {', '.join(MODEL_TYPES)}"
                     )
         return value
+
+    @model_validator(mode="after")
+    def _select_metric_is_one_evaluate_computes(self) -> Settings:
+        metric = self.select.metric
+        known = selectable_metrics(self.task.kind)
+        if metric not in known and not re.fullmatch(r"(precision|recall)_class_[0-9]", metric):
+            raise ValueError(
+                f"select.metric: '{metric}' is not a metric of a {self.task.kind} task; use one of: "
+                f"{', '.join(known)} (or precision_class_<digit> / recall_class_<digit>)"
+            )
+        return self
 
     def model(self, name: str) -> ModelSettings:
         """The settings of model `name`, or a SettingsError naming the models that exist."""
@@ -247,6 +267,8 @@ def _describe(error: dict[str, Any], source: str) -> str:
     value = error.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     message = error["msg"].removeprefix("Value error, ")
+    if not parts:  # a check across keys names its key itself
+        return f"{source}: {message}"
     return f"{source}: {location}: {message}{shown}"
 
 

@@ -203,19 +203,11 @@ def uncommitted_diff(root: Path) -> str:
 
 
 def data_version(root: Path, dvc_file: str = "data.dvc") -> str | None:
-    """The md5 that `data.dvc` records for the data directory."""
-    try:
-        return parse_data_version((root / dvc_file).read_text(encoding="utf-8"))
-    except OSError:
-        return None
+    """The md5 that `data.dvc` records for the data directory (None: no such file, or not a .dvc file)."""
+    from mnist_lab.datafiles import parse_data_version
 
-
-def parse_data_version(dvc_file_text: str) -> str | None:
-    """The md5 a `.dvc` file's text records for its output, or None."""
-    try:
-        return str(yaml.safe_load(dvc_file_text)["outs"][0]["md5"])
-    except (yaml.YAMLError, KeyError, IndexError, TypeError):
-        return None
+    path = root / dvc_file
+    return parse_data_version(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def run_tags(root: Path, model_name: str, model_type: str, task: str) -> dict[str, str]:

@@ -1,0 +1,93 @@
+"""validate: check params.yaml and data/ first, so that bad input stops `dvc repro` before any output is lost.
+
+DVC deletes a stage's outputs just before it runs the stage. Every stage comes after this one (prepare
+depends on its marker file), so when a setting is wrong (an unknown key, a wrong type, an unknown
+`select.metric`) or data/ is corrupt, `dvc repro` and `dvc exp run` stop here with every output as it was.
+
+Before any stage runs, `dvc repro` re-hashes a changed data/ into `data.dvc` (DVC does this for every data
+source, frozen or not). When data/ does not read as MNIST-format IDX, this stage puts back the last
+`data.dvc` it validated (kept in `.mnist-lab/validated-data.dvc`, else the committed one), so corrupt data
+never becomes the recorded data version.
+
+The marker's content never changes (and DVC keeps it: `persist`), so passing this stage reruns nothing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from mnist_lab.datafiles import (
+    dvc_directory_md5,
+    parse_data_version,
+    read_dataset,
+    read_directory_files,
+)
+from mnist_lab.errors import DataError
+from mnist_lab.files import write_text_atomic
+from mnist_lab.stages.common import StageContext, main_for, stage_parser
+
+MARKER_TEXT = "params.yaml and data/ passed the validate stage\n"
+VALIDATED_COPY = Path(".mnist-lab") / "validated-data.dvc"  # git-ignored
+
+
+def check_data(data: Path, dvc_file: Path, validated_copy: Path) -> None:
+    """data/ reads as MNIST-format IDX (the loader's checks). If not, a DataError with the loader's message,
+    and `dvc_file` is put back to the last version that passed (see the module's doc)."""
+    text = dvc_file.read_text(encoding="utf-8") if dvc_file.is_file() else None
+    last = validated_copy.read_text(encoding="utf-8") if validated_copy.is_file() else None
+    found = dvc_directory_md5(read_directory_files(data)) if data.is_dir() else None
+    if text is not None and text == last and parse_data_version(text) == found:
+        return  # the data version that passed last time, byte for byte
+    try:
+        read_dataset(data)
+    except DataError as exc:
+        raise DataError(f"{exc}. {_put_back(dvc_file, found, last)}") from None
+    if text is not None and parse_data_version(text) == found:
+        write_text_atomic(validated_copy, text)
+
+
+def _put_back(dvc_file: Path, corrupt: str | None, last: str | None) -> str:
+    """Restore `dvc_file` to the last validated or the committed version; a sentence saying what it did."""
+    committed = subprocess.run(
+        ["git", "show", f"HEAD:./{dvc_file.name}"],
+        cwd=dvc_file.resolve().parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    for candidate in (last, committed.stdout if committed.returncode == 0 else None):
+        version = parse_data_version(candidate)
+        if candidate and version and version != corrupt:
+            if dvc_file.read_text(encoding="utf-8") != candidate:
+                write_text_atomic(dvc_file, candidate)
+            return (
+                f"{dvc_file} still records data version {version} (DVC had re-hashed these files into it; "
+                f"it was put back). Bring back that data with `dvc checkout --force {dvc_file}` (or "
+                "`mnist-lab data restore`), or fix the files and run again"
+            )
+    return (
+        f"{dvc_file} records these files (no earlier valid version to put back); fix them, or get valid "
+        "data with `mnist-lab data digits` / `mnist-lab data ingest`, then `dvc add data`"
+    )
+
+
+def validate(context: StageContext) -> None:
+    args = context.args
+    with context.compute():
+        context.settings  # noqa: B018 - loading the settings is the check (unknown keys, types, metric)
+        check_data(args.data, args.dvc_file, args.dvc_file.resolve().parent / VALIDATED_COPY)
+    if not args.out.is_file() or args.out.read_text(encoding="utf-8") != MARKER_TEXT:
+        write_text_atomic(args.out, MARKER_TEXT)
+
+
+def parser():
+    p = stage_parser(__doc__)
+    p.add_argument("--data", required=True, type=Path, help="folder with the MNIST-format IDX files")
+    p.add_argument("--dvc-file", required=True, type=Path, help="the .dvc file recording data/'s version")
+    p.add_argument("--out", required=True, type=Path, help="marker file (constant content)")
+    return p
+
+
+if __name__ == "__main__":
+    main_for("validate", parser(), validate)

@@ -1,0 +1,63 @@
+"""The validate stage on its own: corrupt data that DVC re-hashed into data.dvc is taken back out of it."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from mnist_lab.data import Dataset
+from mnist_lab.datafiles import dvc_directory_md5, encode_dataset, read_directory_files, replace_directory
+from mnist_lab.errors import DataError
+from mnist_lab.stages.validate import check_data
+from tests.helpers import commit_all, run
+
+
+def _dvc_file(data: Path) -> str:
+    """What `dvc add` / `dvc repro` write for data/ as it is now."""
+    return f"outs:\n- md5: {dvc_directory_md5(read_directory_files(data))}\n  path: data\n"
+
+
+def _corrupt(data: Path) -> None:
+    labels = data / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes())[:50]))
+
+
+@pytest.fixture
+def repo(tmp_path: Path, small_digits: Dataset) -> Path:
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    replace_directory(encode_dataset(small_digits), tmp_path / "data")
+    (tmp_path / "data.dvc").write_text(_dvc_file(tmp_path / "data"))
+    commit_all(tmp_path, "data")
+    return tmp_path
+
+
+def test_valid_data_passes_and_is_remembered(repo: Path) -> None:
+    copy = repo / ".mnist-lab" / "validated-data.dvc"
+    check_data(repo / "data", repo / "data.dvc", copy)
+    assert copy.read_text() == (repo / "data.dvc").read_text()
+
+
+@pytest.mark.parametrize("remembered", [True, False], ids=["last-validated", "committed"])
+def test_corrupt_data_rehashed_by_dvc_is_put_back(repo: Path, remembered: bool) -> None:
+    copy = repo / ".mnist-lab" / "validated-data.dvc"
+    good = (repo / "data.dvc").read_text()
+    if remembered:
+        check_data(repo / "data", repo / "data.dvc", copy)
+    _corrupt(repo / "data")
+    (repo / "data.dvc").write_text(_dvc_file(repo / "data"))  # what `dvc repro` does before any stage
+    with pytest.raises(DataError) as refused:
+        check_data(repo / "data", repo / "data.dvc", copy)
+    message = str(refused.value)
+    assert message.startswith(f"{repo / 'data'}/t10k-labels-idx1-ubyte.gz: truncated")  # the loader's
+    assert "data.dvc still records data version" in message and "it was put back" in message
+    assert (repo / "data.dvc").read_text() == good
+
+
+def test_with_nothing_to_put_back_it_says_so(tmp_path: Path, small_digits: Dataset) -> None:
+    replace_directory(encode_dataset(small_digits), tmp_path / "data")
+    _corrupt(tmp_path / "data")
+    (tmp_path / "data.dvc").write_text(_dvc_file(tmp_path / "data"))
+    with pytest.raises(DataError, match="records these files .no earlier valid version to put back."):
+        check_data(tmp_path / "data", tmp_path / "data.dvc", tmp_path / "none.dvc")
