@@ -59,3 +59,13 @@ def test_flatten_images_keeps_dtype() -> None:
     images, _ = random_images(3, 28, 28)
     flat = flatten_images(images)
     assert flat.shape == (3, 784) and flat.dtype == np.uint8
+
+
+def test_a_detector_needs_both_classes() -> None:
+    from mnist_lab.data import check_detector_labels
+
+    check_detector_labels(np.array([0, 1, 0]), 5, "training")
+    with pytest.raises(DataError, match="task.positive_class 5: the test set holds no example of digit 5"):
+        check_detector_labels(np.zeros(4, dtype=int), 5, "test")
+    with pytest.raises(DataError, match="the training set holds only examples of digit 3"):
+        check_detector_labels(np.ones(4, dtype=int), 3, "training")

@@ -57,6 +57,28 @@ def test_corrupt_files_name_the_file_and_the_problem(data: bytes, expected: str)
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("header", "expected_ndim", "expected"),
+    [
+        (b"\x00\x00\x08\x03", 1, "magic number 0x00000803 declares 3 dimensions, but a labels file has 1 "
+         "(magic 0x00000801): is this an images file?"),
+        (b"\x00\x00\x08\x01", 3, "magic number 0x00000801 declares 1 dimension, but an images file has 3 "
+         "(magic 0x00000803): is this a labels file?"),
+        (b"\x00\x00\x08\x07", 1, "magic number 0x00000807 declares 7 dimensions, but a labels file has 1 "
+         "(magic 0x00000801): the header is corrupt"),
+    ],
+)  # fmt: skip
+def test_a_wrong_dimension_count_is_named_before_sizes_are_trusted(
+    header: bytes, expected_ndim: int, expected: str
+) -> None:
+    """A labels file whose dimension byte is wrong: its label bytes would be read as sizes (billions of
+    bytes 'missing'); the message must name the magic number instead."""
+    data = header + struct.pack(">I", 360) + bytes(range(10)) * 36
+    with pytest.raises(DataError) as info:
+        decode_idx(data, "data/t10k-labels-idx1-ubyte.gz", expected_ndim)
+    assert str(info.value) == f"data/t10k-labels-idx1-ubyte.gz: {expected}"
+
+
 def test_truncated_gzip_is_reported() -> None:
     data = gzip_deterministic(encode_idx(np.zeros((10, 8, 8), dtype=np.uint8)))
     with pytest.raises(DataError, match="corrupt gzip stream"):

@@ -140,3 +140,25 @@ def test_a_searched_mlp_keeps_the_history_of_its_refit(small_digits: Dataset) ->
     assert trained.search is not None and len(trained.search.candidates) == 2
     assert len(trained.history) == 5 and trained.best_epoch is not None
     assert trained.classifier.hidden_layer_sizes == tuple(trained.search.best.params["hidden_layer_sizes"])
+
+
+def test_labels_a_model_cannot_train_on_are_named_before_any_training() -> None:
+    from mnist_lab.errors import DataError, SettingsError
+    from mnist_lab.models import check_training_labels
+    from mnist_lab.settings import CNNSettings
+
+    labels = np.array([0] * 10 + [1] * 10 + [2])  # class 2: a single example
+    sgd, forest = SGDSettings(type="sgd"), RandomForestSettings(type="random_forest")
+    check_training_labels(sgd, labels, "models.sgd")  # SGD and the forest hold nothing out
+    check_training_labels(forest, labels, "models.forest")
+    held_out = "models.m: class 2 has a single training example, but this model holds out a stratified 0.1"
+    for settings in (MLPSettings(type="mlp"), CNNSettings(type="cnn")):
+        with pytest.raises(DataError, match=held_out):
+            check_training_labels(settings, labels, "models.m")
+    searched = SGDSettings(type="sgd", search={"grid": {"alpha": [0.1, 0.01]}, "cv": 5})
+    too_many = r"models.sgd.search.cv is 5, but class 2 has only 1 training example\(s\).*search.cv to 2 or"
+    with pytest.raises(SettingsError, match=too_many):
+        check_training_labels(searched, labels, "models.sgd")
+    check_training_labels(searched, np.array([0, 1] * 5), "models.sgd")
+    with pytest.raises(DataError, match=r"models.sgd: the training set holds only class \[1\]"):
+        check_training_labels(sgd, np.ones(20, dtype=int), "models.sgd")

@@ -72,6 +72,18 @@ def task_labels(labels: np.ndarray, kind: str, positive_class: int) -> np.ndarra
     return labels.astype(np.int64)
 
 
+def check_detector_labels(labels: np.ndarray, positive_class: int, which: str) -> None:
+    """Binary task labels (`task_labels`) of the `which` set ("training", "test") must hold both the
+    positive class and the rest; a DataError naming `task.positive_class` otherwise."""
+    if np.unique(labels).size < 2:
+        missing = "no example of" if not labels.any() else "only examples of"
+        raise DataError(
+            f"task.positive_class {positive_class}: the {which} set holds {missing} digit {positive_class}, "
+            "so the detector cannot be trained or scored on it; choose another task.positive_class, or add "
+            "data"
+        )
+
+
 def digits_dataset() -> Dataset:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download) as 0-255 grey levels,
     split 80/20 stratified with a fixed seed, in MNIST's layout."""

@@ -34,12 +34,12 @@ def _find(directory: Path, name: str) -> Path | None:
     return None
 
 
-def _read_idx_file(path: Path) -> np.ndarray:
+def _read_idx_file(path: Path, expected_ndim: int) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
-    return decode_idx(data, str(path))
+    return decode_idx(data, str(path), expected_ndim)
 
 
 def read_dataset(directory: Path | str) -> Dataset:
@@ -59,8 +59,8 @@ def read_dataset(directory: Path | str) -> Dataset:
 
     def pair(images_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
         images_path, labels_path = found[images_name], found[labels_name]
-        images = check_images(_read_idx_file(images_path), str(images_path))
-        labels = check_labels(_read_idx_file(labels_path), str(labels_path))
+        images = check_images(_read_idx_file(images_path, 3), str(images_path))
+        labels = check_labels(_read_idx_file(labels_path, 1), str(labels_path))
         check_pair(images, labels, str(images_path), str(labels_path))
         return images, labels
 

@@ -46,8 +46,10 @@ def gzip_deterministic(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
-def decode_idx(data: bytes, source: str) -> np.ndarray:
-    """Decode IDX bytes (gzip or not). `source` names the file in error messages."""
+def decode_idx(data: bytes, source: str, expected_ndim: int | None = None) -> np.ndarray:
+    """Decode IDX bytes (gzip or not). `source` names the file in error messages. With `expected_ndim` (3
+    for images, 1 for labels), a header declaring another number of dimensions is refused as such, before
+    its sizes are trusted."""
     if data[:2] == GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
@@ -65,6 +67,14 @@ def decode_idx(data: bytes, source: str) -> np.ndarray:
         raise DataError(f"{source}: unknown IDX type code 0x{code:02x} in magic number 0x{data[:4].hex()}")
     if ndim == 0:
         raise DataError(f"{source}: IDX header declares 0 dimensions")
+    if expected_ndim is not None and ndim != expected_ndim:
+        kinds = {1: "a labels file", 3: "an images file"}
+        expected_kind = kinds.get(expected_ndim, f"a {expected_ndim}-dimension file")
+        raise DataError(
+            f"{source}: magic number 0x{data[:4].hex()} declares {ndim} dimension{'s' * (ndim != 1)}, but "
+            f"{expected_kind} has {expected_ndim} (magic 0x0000{code:02x}{expected_ndim:02x})"
+            + (f": is this {kinds[ndim]}?" if ndim in kinds else ": the header is corrupt")
+        )
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DataError(f"{source}: truncated header: {ndim} dimensions need {header_size} bytes")

@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.neural_network import MLPClassifier
 
+from mnist_lab.errors import DataError, SettingsError
 from mnist_lab.settings import (
     CNNSettings,
     MLPSettings,
@@ -98,6 +99,33 @@ def build_classifier(settings: ModelSettings, seed: int) -> ClassifierMixin:
 def takes_images(settings: ModelSettings) -> bool:
     """Whether the model trains on the images' raw pixels (a CNN) rather than on the featurizer's output."""
     return isinstance(settings, CNNSettings)
+
+
+def check_training_labels(settings: ModelSettings, labels: np.ndarray, where: str) -> None:
+    """A DataError (or SettingsError) naming what cannot work, before any training: fewer than two
+    classes; a class too small for the stratified validation split the MLP and the CNN hold out; a grid
+    search with more folds (`search.cv`) than the smallest class has examples. `where` names the model's
+    settings in messages (`models.mlp`)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.size < 2:
+        raise DataError(
+            f"{where}: the training set holds only class {classes.tolist()}: a classifier needs examples of "
+            "at least two classes"
+        )
+    smallest = int(np.argmin(counts))
+    rare, count = int(classes[smallest]), int(counts[smallest])
+    if settings.search is not None and count < settings.search.cv:
+        raise SettingsError(
+            f"{where}.search.cv is {settings.search.cv}, but class {rare} has only {count} training "
+            f"example(s): each of the {settings.search.cv} stratified folds needs one of every class. Set "
+            f"{where}.search.cv to {max(count, 2)} or fewer, or add data"
+        )
+    held_out = getattr(settings, "validation_fraction", None)
+    if held_out is not None and count < 2:
+        raise DataError(
+            f"{where}: class {rare} has a single training example, but this model holds out a stratified "
+            f"{held_out:g} of the training set for validation, which needs two of every class; add data"
+        )
 
 
 def train_classifier(

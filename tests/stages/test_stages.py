@@ -273,3 +273,32 @@ def test_stale_intermediate_files_are_reported(workspace: Path, capsys: pytest.C
     np.savez(workspace / "outputs" / "prepared.npz", something_else=np.zeros(3))
     assert run_dvc_stage("featurize") == 2
     assert "outputs/prepared.npz lacks train_pixels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("absent_from", ["training", "test"])
+def test_a_detector_for_a_digit_absent_from_a_set_is_a_clear_error(
+    workspace: Path, small_digits: Dataset, capsys: pytest.CaptureFixture, absent_from: str
+) -> None:
+    d = small_digits
+    keep_train = d.train_labels != 5 if absent_from == "training" else np.ones(len(d.train_labels), bool)
+    keep_test = d.test_labels != 5 if absent_from == "test" else np.ones(len(d.test_labels), bool)
+    data = Dataset(d.train_images[keep_train], d.train_labels[keep_train], d.test_images[keep_test],
+                   d.test_labels[keep_test])  # fmt: skip
+    replace_directory(encode_dataset(data), workspace / "data")
+    params = {
+        **SMALL_PARAMS,
+        "models": {"sgd": {"type": "sgd"}},
+        "task": {"kind": "binary", "positive_class": 5},
+    }
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("prepare", "featurize"):
+        assert run_dvc_stage(stage) == 0
+    failing = "train" if absent_from == "training" else "evaluate"
+    if failing == "evaluate":
+        assert run_dvc_stage("train", "sgd") == 0
+    capsys.readouterr()
+    assert run_dvc_stage(failing, "sgd") == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {failing}@sgd: task.positive_class 5: the {absent_from} set holds no "
+                            "example of digit 5")  # fmt: skip
+    assert "Traceback" not in error

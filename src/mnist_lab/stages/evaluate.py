@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mnist_lab import tracking
-from mnist_lab.data import task_labels
+from mnist_lab.data import check_detector_labels, task_labels
 from mnist_lab.features import full_model, pixel_frame
 from mnist_lab.figures import confusion_matrix_png, curve_png, history_png
 from mnist_lab.files import read_json, write_json, write_text_atomic
@@ -147,6 +147,8 @@ def evaluate(context: StageContext) -> None:
     history = read_history(args.history)
     binary = settings.task.kind == "binary"
     y_true = task_labels(prepared["test_labels"], settings.task.kind, settings.task.positive_class)
+    if settings.task.kind == "binary":
+        check_detector_labels(y_true, settings.task.positive_class, "test")
 
     with context.compute():
         y_pred = classifier.predict(test_features)

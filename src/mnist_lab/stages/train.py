@@ -15,9 +15,9 @@ from dataclasses import asdict
 import numpy as np
 
 from mnist_lab import tracking
-from mnist_lab.data import task_labels
+from mnist_lab.data import check_detector_labels, task_labels
 from mnist_lab.files import write_json, write_text_atomic
-from mnist_lab.models import progress_units, takes_images, train_classifier
+from mnist_lab.models import check_training_labels, progress_units, takes_images, train_classifier
 from mnist_lab.results import history_csv
 from mnist_lab.settings import CNNSettings, ModelSettings
 from mnist_lab.stages.common import StageContext, load_arrays, main_for, save_object, stage_parser
@@ -41,6 +41,9 @@ def train(context: StageContext) -> None:
         features = load_arrays(args.features, ("train_features",))["train_features"]
         labels = load_arrays(args.prepared, ("train_labels",))["train_labels"]
     labels = task_labels(labels, settings.task.kind, settings.task.positive_class)
+    if settings.task.kind == "binary":
+        check_detector_labels(labels, settings.task.positive_class, "training")
+    check_training_labels(model_settings, labels, f"models.{args.model}")
     print(
         f"train {args.model} ({model_settings.type}) on {features.shape[0]} x {features.shape[1]}",
         file=sys.stderr,
