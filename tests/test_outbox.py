@@ -275,3 +275,26 @@ def test_an_entry_of_an_older_mnist_lab_is_still_sent(tracking_store: str, tmp_p
     (sent,), problems = outbox.send_pending(tmp_path, tracking.TrackingSettings.from_environment(tmp_path))
     tags = mlflow.MlflowClient(tracking_store).get_run(sent.run_id).data.tags
     assert problems == [] and tags["mnist_lab.results_commit"] == "abc"
+
+
+def test_an_unreachable_server_is_reported_once_and_not_retried_by_later_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    first = tracking.preflight(tmp_path)
+    assert first.server_away and capsys.readouterr().err.count("warning: MLflow server") == 1
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a later stage tried the server again")
+
+    monkeypatch.setattr(tracking, "check_server", no_network)
+    monkeypatch.setattr(outbox, "log_model_run", no_network)
+    later = tracking.preflight(tmp_path)  # the next stage's process
+    assert later.server_away and capsys.readouterr().err == ""
+    spooled = outbox.log_or_spool(run_record(), later, tmp_path)
+    assert isinstance(spooled, outbox.SpooledRun) and "kept in .mnist-lab/outbox/" in capsys.readouterr().err
+    other = f"http://127.0.0.1:{free_port()}"  # another server is tried, whatever the first one did
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    with pytest.raises(AssertionError, match="tried the server again"):
+        tracking.preflight(tmp_path)

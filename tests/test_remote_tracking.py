@@ -31,7 +31,7 @@ def test_pipeline_logs_to_a_tracking_server_named_in_dotenv(tmp_path: Path, rest
         run(["dvc", "repro"], root)
         client = mlflow.MlflowClient(url)
         experiment = client.get_experiment_by_name("remote-e2e")
-        runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+        runs = {r.data.tags["mnist_lab.model"]: r for r in client.search_runs([experiment.experiment_id])}
         assert set(runs) == {"sgd", "random_forest", "mlp", "cnn"}
         for name, run_ in runs.items():
             record = json.loads((root / "reports" / name / "mlflow.json").read_text())
@@ -127,7 +127,7 @@ def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, restore
         for model in ("sgd", "random_forest", "mlp", "cnn"):
             link = json.loads((root / "reports" / model / "mlflow.json").read_text())
             logged = by_record[link["record_id"]]
-            assert logged.info.status == "FINISHED" and logged.info.run_name == model
+            assert logged.info.status == "FINISHED" and logged.info.run_name.startswith(f"{model}@")
             recorded = json.loads((root / "reports" / model / "metrics.json").read_text())
             assert {k: logged.data.metrics[k] for k in recorded} == recorded
             assert logged.data.params["model.name"] == model
@@ -192,7 +192,7 @@ def test_an_mlflow_2_server_gets_the_model_as_run_artifacts(tmp_path: Path, rest
         assert not (root / ".mnist-lab" / "outbox").exists()  # nothing had to wait
         client = mlflow.MlflowClient(server.url)
         experiment = client.get_experiment_by_name("mnist-lab")
-        runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+        runs = {r.data.tags["mnist_lab.model"]: r for r in client.search_runs([experiment.experiment_id])}
         assert set(runs) == {"sgd", "random_forest", "mlp", "cnn"}
         assert {r.info.status for r in runs.values()} == {"FINISHED"}
         link = json.loads((root / "reports" / "mlp" / "mlflow.json").read_text())

@@ -463,3 +463,12 @@ def test_inside_an_mlflow_project_run_model_runs_nest_under_it(
     logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(tmp_path))
     assert "mlflow.parentRunId" not in client.get_run(logged.run_id).data.tags
     assert "is not in this store: not nested" in capsys.readouterr().err
+
+
+def test_run_names_tell_runs_of_one_model_apart() -> None:
+    commit = "0123456789abcdef" * 2 + "01234567"
+    tags = {"mnist_lab.git_commit": commit, "mnist_lab.git_dirty": "false"}
+    assert tracking.run_name("sgd", tags) == "sgd@01234567"
+    assert tracking.run_name("sgd", {**tags, "mnist_lab.git_dirty": "true"}) == "sgd@01234567+dirty"
+    assert tracking.run_name("sgd", {**tags, "mnist_lab.dvc_exp_name": "tidy-bolt"}) == "sgd@tidy-bolt"
+    assert tracking.run_name("sgd", {}) == "sgd"  # not in a git repository

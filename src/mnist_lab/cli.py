@@ -90,6 +90,7 @@ def _cmd_sync(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
         return
+    (root / tracking.SERVER_AWAY).unlink(missing_ok=True)  # it answers: stages may try it again
     sent, problems = outbox.send_pending(root, settings)
     print(f"sent {len(sent)} run(s) to {tracking.display_uri(settings.tracking_uri)}")
     if problems:

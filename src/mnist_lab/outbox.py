@@ -367,6 +367,8 @@ def log_or_spool(record: ModelRunRecord, settings: TrackingSettings, root: Path)
     if not settings.is_remote:
         return log_model_run(record, settings)
     try:
+        if settings.server_away:
+            raise ConnectionError("the server did not answer the stage's check (see the warning above)")
         logged = log_model_run(record, settings)
     except Exception as exc:
         if not is_transport_failure(exc):

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from mnist_lab.errors import MnistLabError
+from mnist_lab.files import write_text_atomic
 from mnist_lab.redact import display_uri
 
 
@@ -94,6 +95,7 @@ class TrackingSettings:
     experiment_name: str
     artifact_location: str | None  # set for the local store; a server decides its own
     experiment_id: str | None = None  # known once `preflight` has found the experiment: no lookup to log
+    server_away: bool = False  # `preflight` found the server unreachable: runs go to the outbox at once
 
     @property
     def is_local(self) -> bool:
@@ -233,6 +235,19 @@ def run_tags(root: Path, model_name: str, model_type: str, task: str) -> dict[st
     if project_run:
         tags[PARENT_RUN_TAG] = project_run
     return tags
+
+
+def run_name(model_name: str, tags: Mapping[str, str]) -> str:
+    """`<model>@<DVC experiment>` inside `dvc exp run`, else `<model>@<source commit, 8 characters>` (with
+    `+dirty` for a tree with uncommitted changes): runs of one model are told apart in MLflow's lists."""
+    experiment = tags.get(f"{TAG_PREFIX}dvc_exp_name")
+    if experiment:
+        return f"{model_name}@{experiment}"
+    commit = tags.get(f"{TAG_PREFIX}git_commit")
+    if not commit:
+        return model_name
+    dirty = "+dirty" if tags.get(f"{TAG_PREFIX}git_dirty") == "true" else ""
+    return f"{model_name}@{commit[:8]}{dirty}"
 
 
 def model_requirements(model: Any) -> tuple[str, ...]:
@@ -384,7 +399,8 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
             )
             model_uri = None
             if record.model is not None:
-                logged_model = _create_logged_model(client, experiment_id, run_id)
+                model_name = record.tags.get(f"{TAG_PREFIX}model") or "model"
+                logged_model = _create_logged_model(client, experiment_id, run_id, model_name)
                 model_folder = Path(folder, "model")
                 _save_model(record, model_folder, run_id, logged_model)
                 if logged_model is None:  # an MLflow 2.x server: the model is the run's `model` artifacts
@@ -563,15 +579,16 @@ def this_package_pickled_by_value() -> Iterator[None]:
         cloudpickle.unregister_pickle_by_value(package)
 
 
-def _create_logged_model(client, experiment_id: str, run_id: str):  # -> LoggedModel | None
-    """A PENDING MLflow 3 logged model named `model` from run `run_id`, tagged as MLflow's `log_model` tags
-    it; None where the server lacks the logged-model endpoints (MLflow 2.x servers, such as DagsHub's)."""
+def _create_logged_model(client, experiment_id: str, run_id: str, name: str):  # -> LoggedModel | None
+    """A PENDING MLflow 3 logged model `name` (the model's name in params.yaml) from run `run_id`, tagged as
+    MLflow's `log_model` tags it; None where the server lacks the logged-model endpoints (MLflow 2.x
+    servers, such as DagsHub's)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking.context import registry as context_registry
 
     try:
         return client.create_logged_model(
-            experiment_id, name="model", source_run_id=run_id, tags=context_registry.resolve_tags()
+            experiment_id, name=name, source_run_id=run_id, tags=context_registry.resolve_tags()
         )
     except MlflowException as exc:
         if not _is_missing_endpoint(exc):
@@ -731,19 +748,48 @@ def _active_experiment_id(body: bytes) -> str | None:
     return identifier if isinstance(identifier, str) and identifier else None
 
 
+SERVER_AWAY = Path(".mnist-lab") / "server-away.json"  # under the repository root, git-ignored
+SERVER_AWAY_FOR_S = 120
+
+
 def preflight(root: Path) -> TrackingSettings:
     """The tracking settings, checked (with the experiment's id when the server has it, so logging needs no
     lookup): a configuration error stops the stage (exit 2); an unreachable server only warns, since its runs
-    wait in the outbox (`mnist-lab sync` sends them)."""
+    wait in the outbox (`mnist-lab sync` sends them).
+
+    The warning is printed once: the stages that follow within SERVER_AWAY_FOR_S seconds (every stage is its
+    own process) neither try the server again nor warn again; they keep their runs in the outbox at once
+    (`settings.server_away`), instead of each waiting through the retries."""
     settings = TrackingSettings.from_environment(root)
+    if not settings.is_remote:
+        return settings
+    marker = root / SERVER_AWAY
+    if _recently_away(marker, settings):
+        return dataclasses.replace(settings, server_away=True)
     try:
         settings = dataclasses.replace(settings, experiment_id=check_server(settings))
     except TrackingServerUnreachable as exc:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        uri = display_uri(settings.tracking_uri)
+        write_text_atomic(marker, json.dumps({"tracking_uri": uri, "until": time.time() + SERVER_AWAY_FOR_S}))
         print(
-            f"warning: {exc}. Runs are kept in {OUTBOX}/ and sent by the next run or `mnist-lab sync`.",
+            f"warning: {exc}. Runs are kept in {OUTBOX}/ and sent by the next run or `mnist-lab sync` "
+            f"(the next {SERVER_AWAY_FOR_S} s of stages do not try it again).",
             file=sys.stderr,
         )
+        return dataclasses.replace(settings, server_away=True)
+    marker.unlink(missing_ok=True)
     return settings
+
+
+def _recently_away(marker: Path, settings: TrackingSettings) -> bool:
+    try:
+        away = json.loads(marker.read_text(encoding="utf-8"))
+        return away["tracking_uri"] == display_uri(settings.tracking_uri) and time.time() < float(
+            away["until"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 # --- files committed with each experiment ------------------------------------------------------------------

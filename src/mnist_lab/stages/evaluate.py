@@ -177,7 +177,7 @@ def evaluate(context: StageContext) -> None:
         searched = {"best_cv_score": search["candidates"][search["best_index"]]["mean_score"]}
         artifacts["search/cv_results.csv"] = search_csv(search).encode("utf-8")
     record = tracking.ModelRunRecord(
-        run_name=args.model,
+        run_name=tracking.run_name(args.model, tags),
         params=run_params(settings, args.model, n_train, n_test, features_summary, search),
         metrics={**evaluation.metrics, "fit_seconds": float(training["fit_seconds"]), **epochs, **searched},
         history=history,

@@ -10,15 +10,23 @@ from pathlib import Path
 
 from mnist_lab import tracking
 from mnist_lab.files import write_json
-from mnist_lab.registry import register_challenger
+from mnist_lab.registry import Registration, register_challenger
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
 
 
 def register(context: StageContext) -> None:
     settings, args = context.settings, context.args
     root = tracking.repository_root()
-    tracking.preflight(root)
-    registration = register_challenger(root, settings.registry.model_name, args.best, args.reports)
+    if tracking.preflight(root).server_away:
+        registration = Registration(
+            settings.registry.model_name,
+            None,
+            None,
+            "not registered: the tracking server did not answer; once it does (and `mnist-lab sync` has sent "
+            "the runs waiting in the outbox), `dvc repro -f -s register` registers it",
+        )
+    else:
+        registration = register_challenger(root, settings.registry.model_name, args.best, args.reports)
     print(registration.note, file=sys.stderr)
     write_json(args.out, registration.as_json())
 
