@@ -174,6 +174,53 @@ def test_a_missing_local_folder_is_reported_with_the_fix(tmp_path: Path) -> None
     assert "exists and is writable" in check_remote(settings, tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["http", "s3"])
+def test_credentials_are_never_on_a_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Arguments of a process are visible to every user of the machine (`ps`): the secrets go into
+    .dvc/config.local through DVC's config API, in this process."""
+    import subprocess
+
+    from mnist_lab.dvc_remote import configure_remote
+
+    run(["git", "init", "-q", str(tmp_path)], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    secret = canary()
+    http = {
+        "DVC_REMOTE_URL": "https://dvc.example/store",
+        "DVC_REMOTE_USER": "u",
+        "DVC_REMOTE_PASSWORD": secret,
+    }
+    s3 = {
+        "DVC_REMOTE_URL": "s3://bucket/store",
+        "AWS_ACCESS_KEY_ID": "AKIA1",
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }
+    env = http if kind == "http" else s3
+    command_lines: list[str] = []
+    real_run, real_popen = subprocess.run, subprocess.Popen
+
+    def recording_run(args, *rest, **kwargs):
+        command_lines.append(" ".join(map(str, args)))
+        return real_run(args, *rest, **kwargs)
+
+    class RecordingPopen(real_popen):
+        def __init__(self, args, *rest, **kwargs):
+            command_lines.append(" ".join(map(str, args)) if not isinstance(args, str) else args)
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    monkeypatch.setattr(subprocess, "Popen", RecordingPopen)
+    configure_remote(tmp_path, RemoteSettings.from_environment(tmp_path, environ=env, configured={}))
+    monkeypatch.undo()
+    assert any("remote add" in line for line in command_lines)  # the recorder saw DVC's commands
+    assert not [line for line in command_lines if secret in line]
+    local = (tmp_path / ".dvc" / "config.local").read_text()
+    assert local.count(secret) == 1 and secret not in (tmp_path / ".dvc" / "config").read_text()
+    assert run(["dvc", "config", "--list"], tmp_path).stdout.count(secret) == 1  # DVC reads it back
+
+
 # --- helpers for the real-DVC tests -------------------------------------------------------------------------
 
 

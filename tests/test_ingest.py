@@ -370,3 +370,11 @@ def test_cli_ingest_mnist_still_checks_the_official_md5_of_the_users_mirror(
 def test_cli_mirror_is_only_for_mnist(tmp_path: Path, capsys) -> None:
     assert main(["data", "ingest", str(tmp_path), "--mirror", "http://127.0.0.1:9/"]) == 2
     assert "--mirror is only for `data ingest mnist`" in capsys.readouterr().err
+
+
+def test_a_url_with_credentials_is_never_shown_with_them(tmp_path: Path, http_server: str) -> None:
+    with_credentials = http_server.replace("http://", "http://alice:s3cret-pw@") + "/missing"
+    with pytest.raises(DataError) as refused:
+        ingest(with_credentials, tmp_path / "data")
+    assert "s3cret-pw" not in str(refused.value) and "alice" not in str(refused.value)
+    assert f"{http_server}/missing" in str(refused.value)

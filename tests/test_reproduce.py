@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,19 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
     params.write_text(params.read_text().replace("n_estimators: 100", "n_estimators: 20", 1))
     run(["dvc", "repro"], root, env)
     second = commit_all(root, "smaller forest")
+    canary = f"canary-{uuid.uuid4().hex}"  # as a remote's password: the clone gets it, a kept copy must not
+    (root / ".dvc" / "config.local").write_text(f"[core]\n    autostage = false\n# {canary}\n")
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
 
+    kept = root.parent / "kept"
     for revision in (first, second):
-        done = run(["mnist-lab", "reproduce", revision], root, env, check=False)
+        keep = ["--keep", str(kept)] if revision == second else []
+        done = run(["mnist-lab", "reproduce", revision, *keep], root, env, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "reproduces exactly" in done.stdout and " NO" not in done.stdout
+    kept_files = [p for p in kept.rglob("*") if p.is_file()]
+    assert any(p.name == "dvc.lock" for p in kept_files)  # the clone was kept
+    assert not [p for p in kept_files if canary.encode() in p.read_bytes()]
 
     summary = json.loads((root / "metrics.json").read_text())
     summary["models"]["random_forest"]["accuracy"] += 0.01  # a recorded result that was never measured

@@ -19,13 +19,14 @@ def _cmd_data_digits(args: argparse.Namespace) -> None:
 
 def _cmd_data_ingest(args: argparse.Namespace) -> None:
     from mnist_lab.ingest import MNIST_MIRRORS, dvc, ingest
+    from mnist_lab.redact import display_uri
 
     if args.mirror and args.source != "mnist":
         raise MnistLabError("--mirror is only for `data ingest mnist`; give any other base URL as the source")
     if args.source == "mnist" and Path("mnist").is_dir():
         print("note: `mnist` downloads MNIST; to ingest the folder ./mnist, write ./mnist", file=sys.stderr)
     md5 = ingest(args.source, args.out, mirrors=(*args.mirror, *MNIST_MIRRORS))
-    print(f"wrote {args.out}/ from {args.source} (data version {md5})")
+    print(f"wrote {args.out}/ from {display_uri(args.source)} (data version {md5})")
     if args.no_track:
         print(f"next: `dvc add {args.out}` and commit {args.out}.dvc, then `dvc repro`")
         return
@@ -528,7 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.handler(args)
     except MnistLabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from mnist_lab.redact import redact
+
+        # messages quote what git, DVC and servers said: URL credentials and secret values masked
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     return code or 0
 

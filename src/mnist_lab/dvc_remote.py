@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from mnist_lab.errors import MnistLabError
-from mnist_lab.redact import _URL_USERINFO, MASK, display_uri, mask_credentials  # noqa: F401 - re-exported
+from mnist_lab.redact import _URL_USERINFO, MASK, display_uri, mask_credentials, open_url  # noqa: F401 - re-exported
 from mnist_lab.tracking import load_env_file
 
 REMOTE_NAME = "origin"
@@ -321,6 +321,27 @@ def _local_config_is_ignored(root: Path) -> bool:
     return done.returncode != 1  # 0: ignored; 128: not a git repository; 1: would be committed
 
 
+def _write_local_credentials(
+    root: Path, name: str, options: dict[str, str | None], secrets: tuple[str, ...]
+) -> None:
+    """Write remote `name`'s credentials into `.dvc/config.local` through DVC's config API, in this process:
+    as arguments of `dvc remote modify` they would be on a command line, which every user of the machine
+    can read in the process list."""
+    from dvc.config import Config, ConfigError
+
+    try:
+        config = Config(dvc_dir=str(root / ".dvc"))
+        with config.edit("local") as local:
+            local.setdefault("remote", {}).setdefault(name, {}).update(
+                {key: str(value) for key, value in options.items() if value is not None}
+            )
+    except (ConfigError, OSError) as exc:
+        raise RemoteError(
+            f"cannot write the credentials of remote '{name}' to {root}/.dvc/config.local: "
+            f"{mask_credentials(str(exc), secrets)}"
+        ) from None
+
+
 def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
     """Make `settings` DVC's default remote in `root`: the URL (and an S3 endpoint) in `.dvc/config`,
     credentials only in `.dvc/config.local`, replacing whatever that file held for the remote.
@@ -353,8 +374,9 @@ def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
             lines.append(f"created the remote folder {folder}")
     _dvc_checked(root, "remote", "add", "--force", "-d", name, settings.url)
     if settings.kind == "http" and settings.user:
-        for option, value in (("auth", "basic"), ("user", settings.user), ("password", settings.password)):
-            _dvc_checked(root, "remote", "modify", "--local", name, option, str(value), secrets=secrets)
+        _write_local_credentials(
+            root, name, {"auth": "basic", "user": settings.user, "password": settings.password}, secrets
+        )
         lines.append(
             f"credentials: HTTP basic auth, user '{settings.user}' (from {settings.user_source}), password "
             f"from {settings.password_source}  [.dvc/config.local, git-ignored]"
@@ -366,11 +388,8 @@ def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
             _dvc_checked(root, "remote", "modify", name, "endpointurl", settings.endpoint_url)
             lines.append(f"S3 endpoint {display_uri(settings.endpoint_url)}  [.dvc/config]")
         if settings.access_key_id:
-            for option, value in (
-                ("access_key_id", settings.access_key_id),
-                ("secret_access_key", settings.secret_access_key),
-            ):
-                _dvc_checked(root, "remote", "modify", "--local", name, option, str(value), secrets=secrets)
+            keys = {"access_key_id": settings.access_key_id, "secret_access_key": settings.secret_access_key}
+            _write_local_credentials(root, name, keys, secrets)
             lines.append(f"credentials: S3 keys from {settings.keys_source}  [{LOCAL_CONFIG}, git-ignored]")
         else:
             lines.append("credentials: none written; DVC uses your AWS configuration (~/.aws, AWS_* vars)")
@@ -424,7 +443,7 @@ def _check_http(settings: RemoteSettings) -> str:
         request.add_header("Authorization", f"Basic {token}")
     where = f"DVC remote '{settings.name}' at {settings.display_url}"
     try:
-        with urllib.request.urlopen(request, timeout=CHECK_TIMEOUT_S) as response:
+        with open_url(request, timeout=CHECK_TIMEOUT_S) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code

@@ -31,6 +31,7 @@ from mnist_lab.datafiles import (
 )
 from mnist_lab.dvc_remote import diagnose_remote, mask_credentials
 from mnist_lab.errors import DataError, MnistLabError
+from mnist_lab.redact import display_uri
 
 DOWNLOAD_TIMEOUT_S = 60
 # Public copies of MNIST's four gzip files, tried in turn: torchvision's, TensorFlow's, the original
@@ -72,6 +73,8 @@ def _download(url: str, destination: Path) -> bool:
     A body shorter than its Content-Length is an error: urllib returns it without complaint."""
     from tqdm import tqdm
 
+    shown = display_uri(url)  # a mirror URL may carry user:password
+
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -89,12 +92,12 @@ def _download(url: str, destination: Path) -> bool:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return False
-        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        raise DataError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(f"{url}: cannot download ({reason}); check the URL and the network") from None
+        raise DataError(f"{shown}: cannot download ({reason}); check the URL and the network") from None
     if total is not None and received < total:
-        raise DataError(f"{url}: truncated download: {received} of {total} bytes; fetch it again")
+        raise DataError(f"{shown}: truncated download: {received} of {total} bytes; fetch it again")
     return True
 
 
@@ -102,12 +105,12 @@ def _download_checked(url: str, destination: Path, md5: str) -> str | None:
     """Download `url` to `destination`: None if its md5 is `md5`, else one line saying what went wrong."""
     try:
         if not _download(url, destination):
-            return f"{url}: not found (HTTP 404)"
+            return f"{display_uri(url)}: not found (HTTP 404)"
     except DataError as exc:
         return str(exc)
     with open(destination, "rb") as handle:
         found = hashlib.file_digest(handle, "md5").hexdigest()
-    return None if found == md5 else f"{url}: md5 {found} is not the official {md5}"
+    return None if found == md5 else f"{display_uri(url)}: md5 {found} is not the official {md5}"
 
 
 def download_mnist(

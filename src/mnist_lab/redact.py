@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 MASK = "***"
 SECRET_VARIABLES = (
@@ -34,3 +35,22 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
 def display_uri(uri: str) -> str:
     """The URI without any user:password part, safe to print."""
     return mask_credentials(uri)
+
+
+def open_url(request: Any, timeout: float) -> Any:
+    """`urllib.request.urlopen`, except that an Authorization header never follows a redirect to another
+    host (urllib copies it to wherever the server points; a compromised or misconfigured server could then
+    collect the credentials)."""
+    import urllib.parse
+    import urllib.request
+
+    class SameHostCredentials(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None:
+                before, after = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+                if (before.scheme, before.netloc) != (after.scheme, after.netloc):
+                    new.remove_header("Authorization")
+            return new
+
+    return urllib.request.build_opener(SameHostCredentials).open(request, timeout=timeout)

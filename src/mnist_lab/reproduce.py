@@ -185,8 +185,8 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
             environment="locked" if locked_env else "current",
         )
     finally:
-        if keep is not None:
-            shutil.copytree(scratch, keep, dirs_exist_ok=True)
+        if keep is not None:  # never the remote's credentials
+            shutil.copytree(scratch, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("config.local"))
         shutil.rmtree(scratch, ignore_errors=True)
 
 

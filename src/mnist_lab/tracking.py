@@ -29,7 +29,7 @@ import yaml
 
 from mnist_lab.errors import MnistLabError
 from mnist_lab.files import write_text_atomic
-from mnist_lab.redact import display_uri
+from mnist_lab.redact import display_uri, open_url
 
 
 class TrackingConfigError(MnistLabError):
@@ -708,7 +708,7 @@ def check_server(
     last_problem = ""
     for attempt in range(1, attempts + 1):
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with open_url(request, timeout=timeout) as response:
                 return _active_experiment_id(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and b"RESOURCE_DOES_NOT_EXIST" in exc.read():

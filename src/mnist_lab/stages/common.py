@@ -17,6 +17,7 @@ import numpy as np
 
 from mnist_lab.errors import DataError, MnistLabError
 from mnist_lab.files import replace_via_temp
+from mnist_lab.redact import redact
 from mnist_lab.settings import Settings, load_settings
 
 # benchmarks and tests set it to a file that collects, per stage, its compute time and this package's modules
@@ -84,7 +85,7 @@ def run_stage(
         with single_threaded_blas():
             body(context)
     except MnistLabError as exc:
-        print(f"error: {context.name}: {exc}", file=sys.stderr)
+        print(f"error: {context.name}: {redact(str(exc))}", file=sys.stderr)
         return 2
     timings = os.environ.get(TIMINGS_ENV)
     if timings:

@@ -1,0 +1,83 @@
+"""Secrets stay where they belong: masked in text, and never sent to a host a server redirects to."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+
+from mnist_lab import tracking
+from mnist_lab.redact import open_url
+
+
+@contextlib.contextmanager
+def server(answer) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A real HTTP server on 127.0.0.1: `answer(handler)` replies; every request's headers are kept."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({key.lower(): value for key, value in self.headers.items()} | {"path": self.path})
+            answer(self)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield str(httpd.server_address[1]), seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _mlflow_has_no_such_experiment(handler: http.server.BaseHTTPRequestHandler) -> None:
+    body = json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no experiment"}).encode()
+    handler.send_response(404)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _redirect_to(location: str):
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location + handler.path)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return answer
+
+
+def test_credentials_never_follow_a_redirect_to_another_host() -> None:
+    environ = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "s3cret"}
+    # `localhost` and 127.0.0.1 are the same machine but another host as far as HTTP is concerned
+    with (
+        server(_mlflow_has_no_such_experiment) as (other_port, other_seen),
+        server(_redirect_to(f"http://localhost:{other_port}")) as (port, seen),
+    ):
+        settings = tracking.TrackingSettings(f"http://127.0.0.1:{port}", "x", None)
+        assert tracking.check_server(settings, environ=environ) is None  # answered, through the redirect
+    assert seen[0]["authorization"].startswith("Basic ")  # the server it was meant for got them
+    assert len(other_seen) == 1 and "authorization" not in other_seen[0]
+
+
+def test_credentials_follow_a_redirect_on_the_same_host() -> None:
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if handler.path.startswith("/moved"):
+            _mlflow_has_no_such_experiment(handler)
+        else:
+            _redirect_to(f"http://127.0.0.1:{handler.server.server_address[1]}/moved")(handler)
+
+    with server(answer) as (port, seen):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/start")
+        request.add_header("Authorization", "Bearer token-1")
+        try:
+            open_url(request, timeout=5)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+    assert [s["authorization"] for s in seen] == ["Bearer token-1", "Bearer token-1"]
