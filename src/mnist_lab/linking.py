@@ -231,10 +231,10 @@ def commit_of_run(root: Path, run_or_record_id: str) -> str:
             f"'{wanted}' is ambiguous: it starts the ids of {len(records)} runs: {named}; give more "
             "characters"
         )
-    if found:  # the oldest of the commits naming it
-        return run_git(root, "rev-list", "--no-walk", "--date-order", *{c for c, _ in found}).stdout.split()[
-            -1
-        ]
+    if found:  # the oldest of the commits naming it: parents before children (dates can tie)
+        candidates = {commit for commit, _ in found}
+        history = run_git(root, "rev-list", "--topo-order", "--reverse", *candidates).stdout.split()
+        return next(commit for commit in history if commit in candidates)
     return _commit_from_store(root, wanted)
 
 

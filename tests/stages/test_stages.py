@@ -245,18 +245,31 @@ def test_unknown_model_name(workspace: Path, capsys: pytest.CaptureFixture) -> N
     assert not (workspace / "models").exists()
 
 
-def test_select_names_valid_metrics(workspace: Path, capsys: pytest.CaptureFixture) -> None:
-    run_all(["sgd", "forest", "mlp"])
+def test_an_unknown_select_metric_stops_the_first_stage(
+    workspace: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Checked when the settings load, not after all the training."""
     (workspace / "params.yaml").write_text(
         yaml.safe_dump({**SMALL_PARAMS, "select": {"metric": "acuracy"}}, sort_keys=False)
     )
-    before = (workspace / "metrics.json").read_text()
-    assert run_dvc_stage("select") == 2
-    assert (
-        "select.metric: 'acuracy' is not a metric of model 'sgd'; use one of: accuracy"
-        in capsys.readouterr().err
-    )
-    assert (workspace / "metrics.json").read_text() == before
+    for stage in ("validate", "prepare"):
+        assert run_dvc_stage(stage) == 2
+        assert "select.metric: 'acuracy' is not a metric of a multiclass task; use one of: accuracy" in (
+            capsys.readouterr().err
+        )
+    assert not (workspace / "outputs").exists()
+
+
+def test_select_names_a_metric_the_models_lack() -> None:
+    from mnist_lab.errors import SettingsError
+    from mnist_lab.results import best_model
+
+    per_model = {"a": {"accuracy": 0.9, "recall_class_0": 0.8}, "b": {"accuracy": 0.8, "recall_class_0": 0.7}}
+    assert best_model(per_model, "recall_class_0") == ("a", 0.8)
+    with pytest.raises(
+        SettingsError, match="'recall_class_7' is not a metric of model 'a'; use one of: accuracy"
+    ):
+        best_model(per_model, "recall_class_7")
 
 
 def test_select_requires_every_model_evaluated(workspace: Path, capsys: pytest.CaptureFixture) -> None:
