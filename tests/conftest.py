@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from mnist_lab.data import Dataset, digits_dataset
-from tests.helpers import REPO_ROOT, copy_repository, run
+from mnist_lab.datafiles import dvc_directory_md5, read_directory_files
+from tests.helpers import REPO_ROOT, SMALL_PARAMS, copy_repository, run
 
 
 @pytest.fixture(scope="session")
@@ -65,4 +66,28 @@ def restored_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     root = copy_repository(tmp_path / "repo")
     run(["mnist-lab", "data", "restore"], root)
+    return root
+
+
+@pytest.fixture
+def workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_digits: Dataset, tracking_store: str
+) -> Path:
+    """A repository folder with dvc.yaml, small params and small data; the cwd for the stages."""
+    import shutil
+
+    import yaml
+
+    from mnist_lab.datafiles import encode_dataset, replace_directory
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS, sort_keys=False))
+    replace_directory(encode_dataset(small_digits), root / "data")
+    (root / "data.dvc").write_text(
+        f"outs:\n- md5: {dvc_directory_md5(read_directory_files(root / 'data'))}\n  path: data\n"
+    )
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
     return root

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -232,3 +240,93 @@ def run_children(count: int) -> list[Any]:  # list[tracking.ChildRunRecord]
         tracking.ChildRunRecord(f"m-candidate-{i}", {"model.alpha": i}, {"mean_test_score": i / 10})
         for i in range(count)
     ]
+
+
+# --- the pipeline's stages, run in this process ------------------------------------------------------
+
+SMALL_PARAMS = {
+    "seed": 1,
+    "models": {
+        "sgd": {"type": "sgd"},
+        "forest": {"type": "random_forest", "n_estimators": 10},
+        "mlp": {"type": "mlp", "hidden_layer_sizes": [16], "max_epochs": 40},
+    },
+}
+PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def stage_argv(stage: str, key: str | None = None) -> tuple[str, list[str]]:
+    """(module, arguments) of a stage's command in dvc.yaml, with ${key} filled in."""
+    body = PIPELINE[stage].get("do", PIPELINE[stage])
+    command = body["cmd"].replace("${key}", key or "")
+    words = shlex.split(command)
+    assert words[:2] == ["python", "-m"], command
+    return words[2], words[3:]
+
+
+def run_dvc_stage(stage: str, key: str | None = None) -> int:
+    """Run one stage of dvc.yaml in this process (in the cwd), as DVC would run it; its exit code."""
+    from mnist_lab.stages.common import run_stage
+
+    module_name, argv = stage_argv(stage, key)
+    module = importlib.import_module(module_name)
+    return run_stage(stage, module.parser(), getattr(module, stage), argv)
+
+
+def run_all(models: list[str], select: bool = True) -> None:
+    """validate, prepare, featurize, then train and evaluate each of `models`, then select."""
+    assert run_dvc_stage("validate") == 0
+    assert run_dvc_stage("prepare") == 0
+    assert run_dvc_stage("featurize") == 0
+    for name in models:
+        assert run_dvc_stage("train", name) == 0
+        assert run_dvc_stage("evaluate", name) == 0
+    if select:
+        assert run_dvc_stage("select") == 0
+
+
+# --- served models (`mnist-lab serve`) -----------------------------------------------------------------
+
+
+def start(command: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env}
+    return subprocess.Popen(command, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def wait_until_ready(server: subprocess.Popen, port: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited ({server.returncode}):\n{server.stdout.read().decode()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"no answer on port {port} after {timeout_s} s")
+
+
+def stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def post(url: str, body: bytes | str, content_type: str = "application/json") -> tuple[int, dict | str]:
+    data = body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(f"{url}/invocations", data=data, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        text = error.read().decode()
+        try:
+            return error.code, json.loads(text)
+        except json.JSONDecodeError:
+            return error.code, text

@@ -88,11 +88,35 @@ def test_ingest_of_bad_files_exits_2_and_keeps_data(repo: Path, tmp_path: Path, 
     assert "already matches" in capsys.readouterr().out
 
 
-def test_help_lists_the_commands(capsys) -> None:
+def _commands(parser) -> dict[str, object]:
+    """Every command and sub-command of the parser, by its words (`data ingest`)."""
+    import argparse
+
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found.update({f"{name} {words}": nested for words, nested in _commands(sub).items()})
+    return found
+
+
+def test_help_lists_every_command_and_each_has_its_own_help(capsys) -> None:
+    from mnist_lab.cli import build_parser
+
     with pytest.raises(SystemExit):
         main(["--help"])
-    out = capsys.readouterr().out
-    assert all(word in out for word in ("data", "report", "ui"))
+    top = capsys.readouterr().out
+    commands = _commands(build_parser())
+    assert len(commands) >= 15
+    for words, sub in commands.items():
+        if " " not in words:
+            assert f"    {words}" in top, words  # listed, with its one-line help
+        with pytest.raises(SystemExit) as done:
+            main([*words.split(), "--help"])
+        assert done.value.code == 0, words
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"usage: mnist-lab {words}") and sub.format_help() == shown, words
 
 
 def test_restore_never_overwrites_changed_data(repo: Path, capsys) -> None:

@@ -16,9 +16,17 @@ import yaml
 
 from mnist_lab.data import Dataset, digits_dataset
 from mnist_lab.datafiles import encode_dataset, replace_directory
-from tests.helpers import REPO_ROOT, free_port, run
-from tests.stages.test_stages import run_all, run_dvc_stage
-from tests.test_serving import post, start, stop, wait_until_ready
+from tests.helpers import (
+    REPO_ROOT,
+    free_port,
+    post,
+    run,
+    run_all,
+    run_dvc_stage,
+    start,
+    stop,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow
 NAME = "digits-cnn"

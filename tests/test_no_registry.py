@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MlflowServer, free_port, run
+from tests.helpers import MlflowServer, free_port, post, run, start, stop, wait_until_ready
 from tests.servers import mlflow_without_registry
-from tests.test_serving import post, start, stop, wait_until_ready
 
 pytestmark = pytest.mark.slow
 

@@ -4,13 +4,7 @@ and a 4xx with a message for every bad request (slow: starts real servers)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +14,17 @@ import yaml
 
 from mnist_lab.data import Dataset, digits_dataset
 from mnist_lab.datafiles import encode_dataset, replace_directory
-from tests.helpers import BIN, REPO_ROOT, free_port, run
-from tests.stages.test_stages import run_all, run_dvc_stage
+from tests.helpers import (
+    REPO_ROOT,
+    free_port,
+    post,
+    run,
+    run_all,
+    run_dvc_stage,
+    start,
+    stop,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.slow
 NAME = "digits"
@@ -61,50 +64,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         yield {"root": root, "env": env, "url": f"http://127.0.0.1:{port}", "pixels": test_pixels}
     finally:
         stop(server)
-
-
-def start(command: list[str], cwd: Path, env: dict) -> subprocess.Popen:
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env}
-    return subprocess.Popen(command, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
-
-
-def wait_until_ready(server: subprocess.Popen, port: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited ({server.returncode}):\n{server.stdout.read().decode()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"no answer on port {port} after {timeout_s} s")
-
-
-def stop(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def post(url: str, body: bytes | str, content_type: str = "application/json") -> tuple[int, dict | str]:
-    data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(f"{url}/invocations", data=data, headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        text = error.read().decode()
-        try:
-            return error.code, json.loads(text)
-        except json.JSONDecodeError:
-            return error.code, text
 
 
 def columns(n: int) -> list[str]:

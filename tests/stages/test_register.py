@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mnist_lab import cli
-from tests.stages.test_stages import SMALL_PARAMS, run_all, run_dvc_stage, workspace  # noqa: F401
+from tests.helpers import SMALL_PARAMS, run_all, run_dvc_stage
 
 NAME = "digits"
 
@@ -35,7 +35,7 @@ def promote(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
 
 
 def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
-    workspace: Path,  # noqa: F811
+    workspace: Path,
     tracking_store: str,
     capsys: pytest.CaptureFixture,
 ) -> None:
@@ -77,7 +77,7 @@ def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
 
 
 def test_models_of_another_task_are_not_compared(
-    workspace: Path,  # noqa: F811
+    workspace: Path,
     tracking_store: str,
     capsys: pytest.CaptureFixture,
 ) -> None:
@@ -89,7 +89,7 @@ def test_models_of_another_task_are_not_compared(
 
 
 def test_no_challenger_and_no_test_data_are_clear_errors(
-    workspace: Path,  # noqa: F811
+    workspace: Path,
     tracking_store: str,
     capsys: pytest.CaptureFixture,
 ) -> None:
@@ -104,7 +104,7 @@ def test_no_challenger_and_no_test_data_are_clear_errors(
 
 
 def test_predict_writes_what_evaluate_predicted(
-    workspace: Path,  # noqa: F811
+    workspace: Path,
     tracking_store: str,
     capsys: pytest.CaptureFixture,
 ) -> None:
@@ -134,7 +134,7 @@ def test_predict_writes_what_evaluate_predicted(
 
 
 def test_only_the_workspaces_model_is_promoted_and_only_by_more_than_min_delta(
-    workspace: Path,  # noqa: F811
+    workspace: Path,
     tracking_store: str,
     capsys: pytest.CaptureFixture,
 ) -> None:
@@ -174,7 +174,7 @@ def test_only_the_workspaces_model_is_promoted_and_only_by_more_than_min_delta(
 
 
 def test_models_of_another_data_version_or_image_size_are_not_compared(
-    workspace: Path,  # noqa: F811
+    workspace: Path,
     tracking_store: str,
     capsys: pytest.CaptureFixture,
 ) -> None:

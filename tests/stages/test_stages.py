@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import re
-import shlex
 import shutil
 from pathlib import Path
 
@@ -17,58 +15,7 @@ import yaml
 
 from mnist_lab.data import Dataset
 from mnist_lab.datafiles import TRAIN_LABELS, encode_dataset, replace_directory
-from mnist_lab.stages.common import run_stage
-from tests.helpers import REPO_ROOT
-
-SMALL_PARAMS = {
-    "seed": 1,
-    "models": {
-        "sgd": {"type": "sgd"},
-        "forest": {"type": "random_forest", "n_estimators": 10},
-        "mlp": {"type": "mlp", "hidden_layer_sizes": [16], "max_epochs": 40},
-    },
-}
-PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-
-
-def stage_argv(stage: str, key: str | None = None) -> tuple[str, list[str]]:
-    """(module, arguments) of a stage's command in dvc.yaml, with ${key} filled in."""
-    body = PIPELINE[stage].get("do", PIPELINE[stage])
-    command = body["cmd"].replace("${key}", key or "")
-    words = shlex.split(command)
-    assert words[:2] == ["python", "-m"], command
-    return words[2], words[3:]
-
-
-def run_dvc_stage(stage: str, key: str | None = None) -> int:
-    module_name, argv = stage_argv(stage, key)
-    module = importlib.import_module(module_name)
-    return run_stage(stage, module.parser(), getattr(module, stage), argv)
-
-
-@pytest.fixture
-def workspace(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_digits: Dataset, tracking_store: str
-) -> Path:
-    """A repository folder with dvc.yaml, small params and small data; the cwd for the stages."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
-    (root / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS, sort_keys=False))
-    replace_directory(encode_dataset(small_digits), root / "data")
-    monkeypatch.chdir(root)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    return root
-
-
-def run_all(models: list[str], select: bool = True) -> None:
-    assert run_dvc_stage("prepare") == 0
-    assert run_dvc_stage("featurize") == 0
-    for name in models:
-        assert run_dvc_stage("train", name) == 0
-        assert run_dvc_stage("evaluate", name) == 0
-    if select:
-        assert run_dvc_stage("select") == 0
+from tests.helpers import SMALL_PARAMS, run_all, run_dvc_stage
 
 
 def test_the_pipeline_stages_in_order(workspace: Path, tracking_store: str) -> None:
