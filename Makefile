@@ -46,10 +46,10 @@ serve: venv ## serve the registry's champion over REST on port 5001 (PORT=...)
 
 test: venv ## lint and the default test suite (no servers; a few minutes)
 	ruff check src tests bench
-	pytest -q
+	pytest -q -n 2 --dist loadfile --durations=10
 
 test-slow: venv .venv-mlflow2/.installed ## tests that start real servers or build other environments
-	pytest -q -m slow
+	pytest -q -m slow -n 2 --dist loadfile --durations=15
 
 .venv-mlflow2/.installed: requirements-mlflow2.lock
 	@echo "==> creating .venv-mlflow2 (an MLflow 2.x server for compatibility tests)"
