@@ -38,7 +38,7 @@ def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("pixel_0,pixel_1\n1,abc\n", "column(s) pixel_1 are not"),
+        ("pixel_0,pixel_1\n1,abc\n", "row 0, column pixel_1 is 'abc'"),
         ("pixel_0,pixel_1\n1,300\n", "row 0, pixel 1 is 300.0"),
         ("pixel_0,pixel_1\n1,-1\n", "row 0, pixel 1 is -1.0"),
         ("pixel_0,pixel_1\n1,\n", "row 0, pixel 1 is nan"),
@@ -139,3 +139,20 @@ def test_the_served_model_uses_one_thread_per_request() -> None:
     assert served.pipeline.named_steps["classifier"].n_jobs == 1
     answer = served.predict(None, IMAGES.reshape(30, -1)[:2].tolist())
     assert list(answer.columns)[:2] == ["label", "probability_0"] and len(answer) == 2
+
+
+def test_a_value_that_is_not_a_number_is_named_by_row_and_column() -> None:
+    import pandas as pd
+
+    from mnist_lab.inference import request_pixels, table_pixels
+
+    with pytest.raises(
+        DataError, match=r"in.csv: pixel values must be numbers 0-255; row 2, column pixel_1 is 'zz'"
+    ):
+        table_pixels(pd.DataFrame({"pixel_0": [1, 2, 3], "pixel_1": ["3", "4", "zz"]}), "in.csv")
+    with pytest.raises(
+        DataError, match=r"request: pixel values must be numbers 0-255; row 0, column 3 is 'x'"
+    ):
+        request_pixels([[0, 0, 0, "x"]], 4)
+    with pytest.raises(DataError, match="request: each image needs 4 pixel values; row 1 has 3"):
+        request_pixels([[0, 0, 0, 0], [0, 0, 0]], 4)

@@ -81,9 +81,7 @@ def table_pixels(table: pd.DataFrame, source: str) -> np.ndarray:
 
     non_numeric = [str(c) for c in table.columns if not is_numeric_dtype(table[c]) or is_bool_dtype(table[c])]
     if non_numeric:
-        raise DataError(
-            f"{source}: pixel values must be numbers 0-255; column(s) {', '.join(non_numeric[:5])} are not"
-        )
+        raise DataError(f"{source}: pixel values must be numbers 0-255; {first_bad_cell(table)}")
     pixels = table.to_numpy(dtype=np.float64)
     check_pixel_values(pixels, source)
     return pixels
@@ -116,10 +114,21 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
                         f"missing {missing[:5] or 'none'}, unexpected {extra[:5] or 'none'}"
                     )
                 request = request[names]
+    if isinstance(request, list) and request and all(isinstance(row, list | tuple) for row in request):
+        lengths = {len(row) for row in request}
+        if len(lengths) > 1:  # ragged: say which row, where numpy would say "inhomogeneous shape"
+            short = next(i for i, row in enumerate(request) if len(row) != n_pixels)
+            raise DataError(
+                f"{source}: each image needs {n_pixels} pixel values; row {short} has {len(request[short])}"
+            )
     try:
         pixels = np.asarray(request, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{source}: pixel values must be numbers 0-255 ({exc})") from None
+        try:
+            where = first_bad_cell(pd.DataFrame(request))
+        except (TypeError, ValueError):  # not even a table: ragged rows
+            where = f"({exc})"
+        raise DataError(f"{source}: pixel values must be numbers 0-255; {where}") from None
     if pixels.ndim == 1 and pixels.size == n_pixels:
         pixels = pixels.reshape(1, n_pixels)
     if pixels.ndim != 2 or pixels.shape[1] != n_pixels:
@@ -131,6 +140,23 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
         raise DataError(f"{source}: no images")
     check_pixel_values(pixels, source)
     return pixels
+
+
+def first_bad_cell(table: pd.DataFrame) -> str:
+    """Where the first value that is not a number is: "row 3, column pixel_7 is 'x'" (rows from 0)."""
+    import pandas as pd
+    from pandas.api.types import is_bool_dtype
+
+    for column in table.columns:
+        values = table[column]
+        if is_bool_dtype(values):
+            bad = values.notna().to_numpy()
+        else:
+            bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            return f"row {row}, column {column} is {values.iloc[row]!r}"
+    return "a value is not a number"
 
 
 def check_pixel_values(pixels: np.ndarray, source: str) -> None:

@@ -106,8 +106,9 @@ def champion_commit_dir(root: Path) -> tuple[Path, str]:
 def serve_command(
     root: Path, model_uri: str | None, workspace: bool, host: str, port: int, workers: int
 ) -> tuple[list[str], dict[str, str], str]:
-    """(`mlflow models serve` command line, its environment, what it serves). The registry's champion by
-    default; checks that it exists first, so a missing one is a clear error rather than a server that dies."""
+    """(the uvicorn command line serving MLflow's scoring app as mnist_lab.rest wraps it, its environment,
+    what it serves). The registry's champion by default; checks that it exists first, so a missing one is a
+    clear error rather than a server that dies."""
     from mnist_lab import registry, tracking
     from mnist_lab.settings import load_settings
 
@@ -135,20 +136,24 @@ def serve_command(
         else:
             registry.load_sklearn_model(root, model_uri)  # fails clearly if it cannot be loaded
             uri, described = model_uri, model_uri
-    executable = str(Path(sys.executable).parent / "mlflow")
-    command = [
-        executable,
-        "models",
-        "serve",
-        "-m",
-        uri,
-        "--env-manager",
-        "local",
-        "-h",
-        host,
-        "-p",
-        str(port),
-        "-w",
-        str(workers),
-    ]
-    return command, env, described
+    from mlflow.pyfunc import scoring_server
+
+    # what `mlflow models serve --env-manager local` runs, with mnist_lab.rest's client-facing fixes
+    env[scoring_server._SERVER_MODEL_PATH] = local_model_dir(uri)
+    executable = str(Path(sys.executable).parent / "uvicorn")
+    command = [executable, "--host", host, "--port", str(port), "--workers", str(workers)]
+    return [*command, "--factory", "mnist_lab.rest:create_app"], env, described
+
+
+def local_model_dir(uri: str) -> str:
+    """A local folder holding the MLflow model at `uri` (downloaded from the store or registry the
+    environment names, as `mlflow models serve` does), or `uri` itself when it is one."""
+    if Path(uri).is_dir():
+        return str(Path(uri).resolve())
+    import tempfile
+
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="mnist-lab-serve-")
+    )
