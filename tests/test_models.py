@@ -114,13 +114,20 @@ def test_grid_search_refits_the_best_candidate_with_the_pipelines_training(small
     )
     assert search.best.rank == 1 and search.best.mean_score == max(c.mean_score for c in search.candidates)
     assert search.best.params["alpha"] == 1e-4  # alpha 1.0 regularises an SGD model into uselessness
-    # scikit-learn's own GridSearchCV over the same estimator agrees, and the refit is the plain training
+    # scikit-learn's own GridSearchCV over its own SGDClassifier (not this package's wrapper) gives the same
+    # fold scores and the same best candidate; the refit is the plain training
+    from sklearn.linear_model import SGDClassifier
+
     reference = GridSearchCV(
-        SettingsClassifier(settings.without_search(), 3),
+        SGDClassifier(max_iter=1000, tol=1e-3, random_state=3),
         settings.search.grid,
         cv=StratifiedKFold(3, shuffle=True, random_state=3),
     ).fit(x_train, y_train)
     assert reference.best_params_ == search.best.params
+    for index, candidate in enumerate(search.candidates):
+        assert reference.cv_results_["params"][index] == candidate.params
+        theirs = [reference.cv_results_[f"split{fold}_test_score"][index] for fold in range(3)]
+        assert candidate.fold_scores == pytest.approx(theirs, abs=1e-12)
     direct = train_classifier(settings.without_search(**search.best.params), x_train, y_train, seed=3)
     assert np.array_equal(class_scores(trained.classifier, x_test), class_scores(direct.classifier, x_test))
     assert clone(SettingsClassifier(settings, 3)).get_params()["seed"] == 3

@@ -4,12 +4,15 @@ server behind a proxy that hides its registry, two pipeline runs, a model server
 
 from __future__ import annotations
 
+import io
 import json
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from mnist_lab.datafiles import read_dataset
 from tests.helpers import MlflowServer, free_port, post, run, start, stop, wait_until_ready
 from tests.servers import mlflow_without_registry
 
@@ -63,10 +66,20 @@ def test_promote_and_serve_from_dvc_when_the_server_has_no_registry(
             served = start(["mnist-lab", "serve", "--port", str(port)], root, {})
             try:
                 wait_until_ready(served, port)
-                status, answer = post(f"http://127.0.0.1:{port}", json.dumps({"instances": [[0] * 64]}))
-                assert status == 200 and "label" in answer["predictions"][0]
+                test = read_dataset(root / "data")
+                rows = test.test_images.reshape(len(test.test_images), -1).astype(int).tolist()
+                status, answer = post(f"http://127.0.0.1:{port}", json.dumps({"instances": rows}))
+                assert status == 200
+                served_labels = [p["label"] for p in answer["predictions"]]
             finally:
                 stop(served)
+            # the champion commit's model, not the workspace's: what evaluate predicted at that commit
+            best = json.loads(run(["git", "show", f"{head}:best_model.json"], root).stdout)["model"]
+            predicted = run(["git", "show", f"{head}:reports/{best}/predictions.csv"], root).stdout
+            champion_labels = pd.read_csv(io.StringIO(predicted))["predicted"].tolist()
+            starved = json.loads((root / "best_model.json").read_text())["model"]
+            starved_labels = pd.read_csv(root / "reports" / starved / "predictions.csv")["predicted"].tolist()
+            assert served_labels == champion_labels and starved_labels != champion_labels
             with urllib.request.urlopen(f"{url}/health", timeout=10) as health:  # the proxy still works
                 assert health.status == 200
     finally:

@@ -18,6 +18,7 @@ import requests
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
 from mnist_lab import tracking
+from mnist_lab.datafiles import read_dataset
 from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server
 from tests.helpers import ADMIN_PASSWORD, BIN, MLFLOW2, MlflowServer, mlflow_server, pixel_model_record, run
 
@@ -134,8 +135,15 @@ def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, restore
             assert {"figures/confusion_matrix.png", "figures/roc.png"} <= {
                 a.path for a in client.list_artifacts(logged.info.run_id, "figures")
             }
-            model_files = {a.path for a in client.list_artifacts(logged.info.run_id)}
-            assert model_files  # artifacts landed
+            # the model landed whole: loaded from the server, it predicts what the evaluate stage predicted
+            (output,) = client.get_run(logged.info.run_id).outputs.model_outputs
+            mlflow.set_tracking_uri(server.url)
+            served = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+            test = read_dataset(root / "data")
+            pixels = test.test_images.reshape(len(test.test_images), -1).astype(float)
+            frame = pd.DataFrame(pixels, columns=[f"pixel_{i}" for i in range(pixels.shape[1])])
+            predicted = pd.read_csv(root / "reports" / model / "predictions.csv")["predicted"].tolist()
+            assert served.predict(frame)["label"].tolist() == predicted, model
         mlp = by_record[json.loads((root / "reports" / "mlp" / "mlflow.json").read_text())["record_id"]]
         history = [
             float(line.split(",")[3])
