@@ -298,3 +298,20 @@ def test_an_unreachable_server_is_reported_once_and_not_retried_by_later_stages(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
     with pytest.raises(AssertionError, match="tried the server again"):
         tracking.preflight(tmp_path)
+
+
+def test_finding_a_sent_run_does_not_retry_a_server_found_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mnist-lab report` / `runs` after a pipeline that found the server unreachable: the record ids of runs
+    sent from another clone are not looked up through minutes of MLflow's retries."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    settings = tracking.preflight(tmp_path)  # finds it away, and says so once
+    assert settings.server_away
+
+    asked = []
+    monkeypatch.setattr(mlflow, "MlflowClient", lambda *args, **kwargs: asked.append(args))
+    assert outbox.find_sent_run(tmp_path, "a" * 32, settings) is None
+    assert asked == []  # (an exception would be taken for the server being away: count the calls)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_lab import tracking
 from mnist_lab.files import read_json, write_bytes_atomic, write_json
 from mnist_lab.redact import display_uri, redact
 from mnist_lab.tracking import (
@@ -423,6 +424,10 @@ def find_sent_run(root: Path, record_id: str, settings: TrackingSettings | None 
         return LoggedRun(known["run_id"], known["experiment_id"], known["model_uri"], settings.tracking_uri)
     if (root / OUTBOX / record_id).is_dir():
         return None  # still waiting here
+    if settings.is_remote:
+        if tracking.server_recently_away(root, settings):
+            return None  # no minutes of retries to learn it again
+        tracking.apply_client_defaults()  # bounded retries
     import mlflow
 
     try:

@@ -764,7 +764,7 @@ def preflight(root: Path) -> TrackingSettings:
     if not settings.is_remote:
         return settings
     marker = root / SERVER_AWAY
-    if _recently_away(marker, settings):
+    if server_recently_away(root, settings):
         return dataclasses.replace(settings, server_away=True)
     try:
         settings = dataclasses.replace(settings, experiment_id=check_server(settings))
@@ -782,9 +782,10 @@ def preflight(root: Path) -> TrackingSettings:
     return settings
 
 
-def _recently_away(marker: Path, settings: TrackingSettings) -> bool:
+def server_recently_away(root: Path, settings: TrackingSettings) -> bool:
+    """Whether a stage found the server in `settings` unreachable less than SERVER_AWAY_FOR_S ago."""
     try:
-        away = json.loads(marker.read_text(encoding="utf-8"))
+        away = json.loads((root / SERVER_AWAY).read_text(encoding="utf-8"))
         return away["tracking_uri"] == display_uri(settings.tracking_uri) and time.time() < float(
             away["until"]
         )
