@@ -61,3 +61,12 @@ def test_with_nothing_to_put_back_it_says_so(tmp_path: Path, small_digits: Datas
     (tmp_path / "data.dvc").write_text(_dvc_file(tmp_path / "data"))
     with pytest.raises(DataError, match="records these files .no earlier valid version to put back."):
         check_data(tmp_path / "data", tmp_path / "data.dvc", tmp_path / "none.dvc")
+
+
+def test_a_deleted_dvc_file_is_put_back_too(repo: Path) -> None:
+    good = (repo / "data.dvc").read_text()
+    _corrupt(repo / "data")
+    (repo / "data.dvc").unlink()
+    with pytest.raises(DataError, match="it was put back"):
+        check_data(repo / "data", repo / "data.dvc", repo / ".mnist-lab" / "validated-data.dvc")
+    assert (repo / "data.dvc").read_text() == good

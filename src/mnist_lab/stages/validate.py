@@ -59,7 +59,7 @@ def _put_back(dvc_file: Path, corrupt: str | None, last: str | None) -> str:
     for candidate in (last, committed.stdout if committed.returncode == 0 else None):
         version = parse_data_version(candidate)
         if candidate and version and version != corrupt:
-            if dvc_file.read_text(encoding="utf-8") != candidate:
+            if not dvc_file.is_file() or dvc_file.read_text(encoding="utf-8") != candidate:
                 write_text_atomic(dvc_file, candidate)
             return (
                 f"{dvc_file} still records data version {version} (DVC had re-hashed these files into it; "
