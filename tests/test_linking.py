@@ -254,3 +254,27 @@ def test_commit_of_finds_the_commit_that_first_recorded_the_run(tmp_path: Path, 
         commit_of_run(tmp_path, "sgd")
     with pytest.raises(LinkingError, match="does not know it .outside the git history, give the full"):
         commit_of_run(tmp_path, "e" * 8)
+
+
+def test_commit_of_prefers_the_branches_to_dvcs_experiment_refs(tmp_path: Path, tracking_store: str) -> None:
+    """`dvc exp run` keeps each experiment as a commit under refs/exps, older than the commit a user makes
+    after `dvc exp apply`: that user commit is the answer; the experiment's commit only for a run never
+    committed otherwise."""
+    from mnist_lab.linking import commit_of_run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    base = _commit_files(tmp_path, {"params.yaml": "seed: 1\n"}, "base")
+    applied, orphan = ("a1" * 16, "a2" * 16), ("b1" * 16, "b2" * 16)
+    experiment_commits = []
+    for run_id, record_id in (applied, orphan):  # what `dvc exp run` stores: a commit on a ref of its own
+        _commit_files(tmp_path, {"reports/sgd/mlflow.json": _run_file(run_id, record_id)}, "exp")
+        experiment_commits.append(run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip())
+        run(["git", "update-ref", f"refs/exps/{run_id[:4]}", "HEAD"], tmp_path)
+        run(["git", "reset", "-q", "--hard", base], tmp_path)
+        (tmp_path / "reports").exists() and run(["git", "clean", "-qfd"], tmp_path)
+    trailer = RunLink("sgd", *applied).trailer()
+    user_commit = _commit_files(
+        tmp_path, {"reports/sgd/mlflow.json": _run_file(*applied)}, f"Best SGD\n\n{trailer}"
+    )
+    assert commit_of_run(tmp_path, applied[0]) == user_commit
+    assert commit_of_run(tmp_path, orphan[0]) == experiment_commits[1]

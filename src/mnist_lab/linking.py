@@ -208,15 +208,28 @@ _RUN_ID = re.compile(r"[0-9a-f]{8,32}")
 def commit_of_run(root: Path, run_or_record_id: str) -> str:
     """The commit that first recorded a run's results, for its run id or record id or a unique prefix of
     either (8 characters or more, as `history` prints them): the oldest commit whose `MLflow-Run:` trailers
-    name it, else the oldest commit that added it to a `reports/*/mlflow.json` (DVC's experiment refs
-    included), else the run's `mnist_lab.results_commit` tag in the tracking store."""
+    name it, else the oldest commit that added it to a `reports/*/mlflow.json`; looked for in the branches
+    and tags first, then in DVC's experiment refs (an experiment not committed yet); else the run's
+    `mnist_lab.results_commit` tag in the tracking store."""
     wanted = run_or_record_id.strip().lower()
     if not _RUN_ID.fullmatch(wanted):
         raise LinkingError(
             f"'{run_or_record_id}' is not a run id or record id: give 8 to 32 hexadecimal characters of one "
             "(as `mnist-lab runs` or `mnist-lab history` print them)"
         )
-    found = _commits_naming(root, wanted, trailers=True) + _commits_naming(root, wanted, trailers=False)
+    for scope in (("--branches", "--tags", "HEAD"), ("--all",)):
+        by_trailer = _commits_naming(root, wanted, scope, trailers=True)
+        by_file = _commits_naming(root, wanted, scope, trailers=False)
+        _refuse_ambiguous(wanted, by_trailer + by_file)
+        for found in (by_trailer, by_file):
+            if found:  # the oldest of the commits naming it: parents before children (dates can tie)
+                candidates = {commit for commit, _ in found}
+                history = run_git(root, "rev-list", "--topo-order", "--reverse", *candidates).stdout.split()
+                return next(commit for commit in history if commit in candidates)
+    return _commit_from_store(root, wanted)
+
+
+def _refuse_ambiguous(wanted: str, found: list[tuple[str, RunLink]]) -> None:
     records = sorted({link.record_id for _, link in found})
     if len(records) > 1:
         named = ", ".join(
@@ -231,17 +244,15 @@ def commit_of_run(root: Path, run_or_record_id: str) -> str:
             f"'{wanted}' is ambiguous: it starts the ids of {len(records)} runs: {named}; give more "
             "characters"
         )
-    if found:  # the oldest of the commits naming it: parents before children (dates can tie)
-        candidates = {commit for commit, _ in found}
-        history = run_git(root, "rev-list", "--topo-order", "--reverse", *candidates).stdout.split()
-        return next(commit for commit in history if commit in candidates)
-    return _commit_from_store(root, wanted)
 
 
-def _commits_naming(root: Path, wanted: str, trailers: bool) -> list[tuple[str, RunLink]]:
-    """(commit, the run it names) for every commit naming a run whose id or record id starts with `wanted`,
-    from its trailers or (trailers=False) from the `mlflow.json` files it adds."""
-    order = ("log", "--all", "--format=%H")
+def _commits_naming(
+    root: Path, wanted: str, scope: tuple[str, ...], trailers: bool
+) -> list[tuple[str, RunLink]]:
+    """(commit, the run it names) for every commit of `scope` (git log's revisions) naming a run whose id or
+    record id starts with `wanted`, from its trailers or (trailers=False) from the `mlflow.json` files it
+    adds."""
+    order = ("log", *scope, "--format=%H")
     if trailers:
         commits = run_git(root, *order, "-E", f"--grep=^{TRAILER}: .*(run|record)={wanted}").stdout.split()
     else:  # -S lists the commits that add *or remove* the id: keep those whose files hold it
