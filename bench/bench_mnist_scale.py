@@ -128,13 +128,15 @@ def model_results(workspace: Workspace) -> dict[str, dict[str, Any]]:
     summary = read_json(workspace.root / "metrics.json")["models"]
     results = {}
     for name, metrics in summary.items():
-        # reports/<model>/training.json; models/<model>/ in older versions of the pipeline
-        candidates = [workspace.root / folder / name / "training.json" for folder in ("reports", "models")]
-        training = read_json(next((path for path in candidates if path.is_file()), candidates[0]))
+        # the fit time: outputs/timing/<model>.json; in training.json (reports/ or models/) in older versions
+        candidates = [workspace.root / "outputs" / "timing" / f"{name}.json"]
+        candidates += [workspace.root / folder / name / "training.json" for folder in ("reports", "models")]
+        timing = read_json(next((path for path in candidates if path.is_file()), candidates[0]))
+        training = read_json(next((p for p in candidates[1:] if p.is_file()), candidates[1]))
         results[name] = {
             "accuracy": metrics["accuracy"],
             "f1_macro": metrics["f1_macro"],
-            "fit_s": training["fit_seconds"],
+            "fit_s": timing["fit_seconds"],
             "epochs": training.get("epochs"),
         }
     return results

@@ -154,6 +154,16 @@ def test_a_grid_search_logs_a_parent_run_with_one_nested_run_per_candidate(
     table = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/search/cv_results.csv")
     assert table.splitlines()[0] == "rank,alpha,loss,mean_accuracy,std_accuracy,mean_fit_seconds"
     assert len(table.splitlines()) == 5
+    # wall-clock figures stay out of the committed training.json: they are in the DVC-cached timing file,
+    # and each nested run's mean_fit_time is its own candidate's
+    training_text = (workspace / "reports" / "sgd" / "training.json").read_text()
+    assert "seconds" not in training_text and "time" not in training_text
+    timing = json.loads((workspace / "outputs" / "timing" / "sgd.json").read_text())
+    by_candidate = {
+        run.data.tags["mnist_lab.search_candidate"]: run.data.metrics["mean_fit_time"] for run in children
+    }
+    assert by_candidate == {str(i): s for i, s in enumerate(timing["search_mean_fit_seconds"])}
+    assert parent.data.metrics["fit_seconds"] == timing["fit_seconds"] > 0
 
 
 def test_missing_data_fails_with_how_to_get_it(workspace: Path, capsys: pytest.CaptureFixture) -> None:

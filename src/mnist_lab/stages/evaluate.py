@@ -80,16 +80,19 @@ def image_features(rows: int, cols: int, pca_requested: bool) -> dict[str, Any]:
     }
 
 
-def search_children(model_name: str, search: dict[str, Any], tags: dict[str, str]) -> list[ChildRunRecord]:
+def search_children(
+    model_name: str, search: dict[str, Any], fit_seconds: list[float], tags: dict[str, str]
+) -> list[ChildRunRecord]:
     """One nested run per grid-search candidate, named and scored as MLflow's scikit-learn autologging does
-    (`mean_test_score`, `std_test_score`, `rank_test_score`, `split<k>_test_score`, `mean_fit_time`)."""
+    (`mean_test_score`, `std_test_score`, `rank_test_score`, `split<k>_test_score`, `mean_fit_time`);
+    `fit_seconds` holds each candidate's mean fit time (the timing JSON)."""
     children = []
     for index, candidate in enumerate(search["candidates"]):
         metrics = {
             "mean_test_score": candidate["mean_score"],
             "std_test_score": candidate["std_score"],
             "rank_test_score": float(candidate["rank"]),
-            "mean_fit_time": candidate["mean_fit_seconds"],
+            "mean_fit_time": fit_seconds[index],
         }
         metrics |= {f"split{k}_test_score": score for k, score in enumerate(candidate["fold_scores"])}
         params = {f"model.{key}": value for key, value in candidate["params"].items()}
@@ -99,13 +102,17 @@ def search_children(model_name: str, search: dict[str, Any], tags: dict[str, str
     return children
 
 
-def search_csv(search: dict[str, Any]) -> str:
-    """Every candidate's settings and scores, best first."""
+def search_csv(search: dict[str, Any], fit_seconds: list[float]) -> str:
+    """Every candidate's settings, scores and mean fit time, best first."""
     keys = sorted(search["candidates"][0]["params"])
-    ranked = sorted(search["candidates"], key=lambda candidate: candidate["rank"])
+    timed = [
+        {**candidate, "seconds": seconds}
+        for candidate, seconds in zip(search["candidates"], fit_seconds, strict=True)
+    ]
+    ranked = sorted(timed, key=lambda candidate: candidate["rank"])
     header = ("rank", *keys, f"mean_{search['scoring']}", f"std_{search['scoring']}", "mean_fit_seconds")
     rows = (
-        (c["rank"], *(c["params"][k] for k in keys), c["mean_score"], c["std_score"], c["mean_fit_seconds"])
+        (c["rank"], *(c["params"][k] for k in keys), c["mean_score"], c["std_score"], c["seconds"])
         for c in ranked
     )
     return rows_csv(header, rows)
@@ -144,6 +151,7 @@ def evaluate(context: StageContext) -> None:
         test_features = load_arrays(args.features, ("test_features",))["test_features"]
     featurizer = load_object(args.featurizer)
     training = read_json(args.training)
+    timing = read_json(args.timing)
     history = read_history(args.history)
     binary = settings.task.kind == "binary"
     y_true = task_labels(prepared["test_labels"], settings.task.kind, settings.task.positive_class)
@@ -172,20 +180,21 @@ def evaluate(context: StageContext) -> None:
     if training.get("device"):
         tags[f"{tracking.TAG_PREFIX}device"] = training["device"]
     artifacts = run_artifacts(images, tracking.workspace_root())
-    searched = {}
+    searched, candidate_seconds = {}, []
     if search:
         searched = {"best_cv_score": search["candidates"][search["best_index"]]["mean_score"]}
-        artifacts["search/cv_results.csv"] = search_csv(search).encode("utf-8")
+        candidate_seconds = timing["search_mean_fit_seconds"]
+        artifacts["search/cv_results.csv"] = search_csv(search, candidate_seconds).encode("utf-8")
     record = tracking.ModelRunRecord(
         run_name=tracking.run_name(args.model, tags),
         params=run_params(settings, args.model, n_train, n_test, features_summary, search),
-        metrics={**evaluation.metrics, "fit_seconds": float(training["fit_seconds"]), **epochs, **searched},
+        metrics={**evaluation.metrics, "fit_seconds": float(timing["fit_seconds"]), **epochs, **searched},
         history=history,
         tags=tags,
         artifacts=artifacts,
         model=DigitClassifier(full_model(featurizer, classifier), int(prepared["test_pixels"].shape[1])),
         input_example=pixel_frame(prepared["test_pixels"][:INPUT_EXAMPLE_ROWS]),
-        children=search_children(args.model, search, tags) if search else [],
+        children=search_children(args.model, search, candidate_seconds, tags) if search else [],
     )
     where = tracking.display_uri(tracking_settings.tracking_uri)
     print(f"log {args.model} to MLflow at {where}", file=sys.stderr)
@@ -235,6 +244,7 @@ def parser():
     p.add_argument("--model-dir", required=True, type=Path)
     p.add_argument("--history", required=True, type=Path)
     p.add_argument("--training", required=True, type=Path)
+    p.add_argument("--timing", required=True, type=Path, help="the train stage's wall-clock figures (JSON)")
     p.add_argument("--reports", required=True, type=Path, help="folder for this model's reports")
     return p
 
