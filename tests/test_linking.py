@@ -27,6 +27,8 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # as if the CNN were a model new to this repository: DVC ignores its files by adding a line here
     ignored = root / "models" / ".gitignore"
     ignored.write_text(ignored.read_text().replace("/cnn\n", ""))
+    # and as if an output folder were new: DVC writes its ignore file when the stage first runs
+    (root / "outputs" / "timing" / ".gitignore").unlink(missing_ok=True)
     commit_all(root, "Without the CNN's ignore line")
     run(["dvc", "repro"], root, env)
     source = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
@@ -43,7 +45,8 @@ def test_the_commit_holds_the_experiment_and_names_its_runs(experiment: dict) ->
     files = set(run(["git", "show", "--name-only", "--format=", "HEAD"], root).stdout.split())
     assert {"dvc.lock", "metrics.csv", "best_model.json", "reports/sgd/mlflow.json"} <= files
     assert not any(f.startswith("src/") for f in files)
-    assert "models/.gitignore" in files and experiment["leftover"] == ""  # nothing of the experiment left out
+    assert {"models/.gitignore", "outputs/timing/.gitignore"} <= files
+    assert experiment["leftover"] == ""  # nothing of the experiment left out
     message = run(["git", "log", "-1", "--format=%B"], root).stdout
     assert message.startswith("First experiment\n")
     links = {link.model: link for link in parse_trailers(message)}

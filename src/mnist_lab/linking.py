@@ -24,11 +24,22 @@ EXPERIMENT_PATHS = (
     "best_model.json",
     "registry.json",
     "reports",
-    # DVC adds a line to these for each new model's or output's files (`/cnn`): left out, a new model would
-    # leave the tree dirty after its experiment was committed
-    "models/.gitignore",
-    "outputs/.gitignore",
 )
+# DVC writes a `.gitignore` beside each output it caches, and adds a line to it for each new model's or
+# output's files (`/cnn`): left out, a new model or output folder would leave the tree dirty after its
+# experiment was committed
+IGNORE_FILE_FOLDERS = ("models", "outputs")
+
+
+def experiment_paths(root: Path) -> list[str]:
+    """The files and folders of the experiment in `root` that exist: `EXPERIMENT_PATHS` and DVC's ignore
+    files under `IGNORE_FILE_FOLDERS`."""
+    paths = [p for p in EXPERIMENT_PATHS if (root / p).exists()]
+    for folder in IGNORE_FILE_FOLDERS:
+        paths += sorted(p.relative_to(root).as_posix() for p in (root / folder).rglob(".gitignore"))
+    return paths
+
+
 TRAILER = "MLflow-Run"
 RESULTS_COMMIT_TAG = f"{tracking.TAG_PREFIX}results_commit"
 _TRAILER_LINE = re.compile(
@@ -98,7 +109,7 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], lis
     if status:
         raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
     links = resolve_sent_runs(root, workspace_links(root))
-    paths = [p for p in EXPERIMENT_PATHS if (root / p).exists()]
+    paths = experiment_paths(root)
     run_git(root, "add", "--", *paths)
     if not run_git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
         raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
