@@ -35,6 +35,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
     restored = run(["mnist-lab", "data", "restore"], root, env)
     repro = run(["dvc", "repro"], root, env)
     return {
+        "runs_logged": len(runs(env["MLFLOW_TRACKING_URI"])),
         "root": root,
         "env": env,
         "uri": env["MLFLOW_TRACKING_URI"],
@@ -96,8 +97,12 @@ def test_each_model_is_one_complete_mlflow_run(pipeline: dict) -> None:
     root, uri = pipeline["root"], pipeline["uri"]
     client = mlflow.MlflowClient(uri)
     mlflow.set_tracking_uri(uri)  # models:/ URIs resolve against the current tracking server
-    by_name = {r.data.tags["mnist_lab.model"]: r for r in runs(uri)}
-    assert set(by_name) == set(MODELS)
+    assert pipeline["runs_logged"] == len(MODELS)  # one run per model, no more
+    by_name = {
+        m: client.get_run(json.loads((root / "reports" / m / "mlflow.json").read_text())["run_id"])
+        for m in MODELS
+    }
+    assert {r.data.tags["mnist_lab.model"] for r in by_name.values()} == set(MODELS)
     # told apart in MLflow's lists: the model and the commit it ran from
     assert {r.info.run_name for r in by_name.values()} == {f"{m}@{pipeline['head'][:8]}" for m in MODELS}
     data_md5 = yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
@@ -329,13 +334,21 @@ def test_the_readmes_dvc_exp_show_commands_work_as_written(pipeline: dict) -> No
             assert isinstance(value, float), (command, value)
 
 
-# runs last: it leaves the workspace on the experiment's params
 def test_one_models_setting_reruns_only_that_model(pipeline: dict) -> None:
     root, env = pipeline["root"], pipeline["env"]
-    done = run(["dvc", "exp", "run", "-n", "sgd-alpha", "-S", "models.sgd.alpha=0.001"], root, env)
-    output = done.stdout + done.stderr
-    ran = set(re.findall(r"Running stage '([^']+)'", output))
-    assert ran == {"validate", "train@sgd", "evaluate@sgd", "select"}, output
-    latest = runs(pipeline["uri"])[-1]
-    assert latest.info.run_name == "sgd@sgd-alpha" and latest.data.params["model.alpha"] == "0.001"
-    assert latest.data.tags["mnist_lab.dvc_exp_name"] == "sgd-alpha"
+    before = workspace_state(root)
+    tracked = {name: (root / name).read_bytes() for name in run(["git", "ls-files"], root).stdout.split()}
+    try:
+        done = run(["dvc", "exp", "run", "-n", "sgd-alpha", "-S", "models.sgd.alpha=0.001"], root, env)
+        output = done.stdout + done.stderr
+        ran = set(re.findall(r"Running stage '([^']+)'", output))
+        assert ran == {"validate", "train@sgd", "evaluate@sgd", "select"}, output
+        sgd_run = json.loads((root / "reports" / "sgd" / "mlflow.json").read_text())["run_id"]
+        logged = mlflow.MlflowClient(pipeline["uri"]).get_run(sgd_run)
+        assert logged.info.run_name == "sgd@sgd-alpha" and logged.data.params["model.alpha"] == "0.001"
+        assert logged.data.tags["mnist_lab.dvc_exp_name"] == "sgd-alpha"
+    finally:  # `dvc exp run` applies the experiment to the workspace: put the pipeline's state back
+        for name, content in tracked.items():
+            (root / name).write_bytes(content)
+        run(["dvc", "checkout", "--force"], root, env)
+    assert workspace_state(root) == before
