@@ -196,10 +196,13 @@ def test_a_finished_run_is_never_deleted_by_a_later_resend(tracking_store: str, 
     settings = tracking.TrackingSettings.from_environment(tmp_path)
     logged = tracking.log_model_run(record, settings)
     outbox.spool(record, tmp_path, reason="sent, but the entry stayed")
+    # `mnist-lab commit` re-tagged the entry after that send: the kept run gets the new tag
+    assert outbox.retag_pending(tmp_path, record.record_id, {"mnist_lab.results_commit": "abc"})
     sent, problems = outbox.send_pending(tmp_path, settings)
     assert problems == [] and [s.run_id for s in sent] == [logged.run_id]
     client = mlflow.MlflowClient(tracking_store)
     assert client.get_run(logged.run_id).info.lifecycle_stage == "active"
+    assert client.get_run(logged.run_id).data.tags["mnist_lab.results_commit"] == "abc"
     children = client.search_runs(
         [logged.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{logged.run_id}'"
     )
@@ -262,6 +265,55 @@ def test_retagging_waits_for_a_sender_in_another_process(tmp_path: Path) -> None
         ]
         == "abc"
     )
+
+
+_SEND = """
+import json, sys
+from pathlib import Path
+from mnist_lab import outbox, tracking
+root = Path(sys.argv[1])
+sent, problems = outbox.send_pending(root, tracking.TrackingSettings.from_environment(root))
+print(json.dumps({"sent": [run.run_id for run in sent], "problems": problems}))
+"""
+
+
+def test_two_senders_at_once_send_each_run_exactly_once(tracking_store: str, tmp_path: Path) -> None:
+    """Two processes send the same outbox at the same time (a stage and `mnist-lab sync`): every run lands
+    once, nothing is moved aside, nothing is deleted."""
+    records = [run_record() for _ in range(3)]
+    for record in records:
+        record.children = run_children(2)
+        outbox.spool(record, tmp_path, reason="down")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    senders = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SEND, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    answers = [json.loads(sender.communicate(timeout=120)[0]) for sender in senders]
+    assert [a["problems"] for a in answers] == [[], []]
+    sent = [run_id for answer in answers for run_id in answer["sent"]]
+    client = mlflow.MlflowClient(tracking_store)
+    experiment_id = client.get_experiment_by_name(
+        tracking.TrackingSettings.from_environment(tmp_path).experiment_name
+    ).experiment_id
+    for record in records:
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`mnist_lab.record_id` = '{record.record_id}'",
+            run_view_type=3,
+        )
+        assert [(r.info.status, r.info.lifecycle_stage) for r in runs] == [("FINISHED", "active")]
+        assert runs[0].info.run_id in sent
+        children = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{runs[0].info.run_id}'",
+            run_view_type=3,
+        )
+        assert len(children) == 2
+    assert len(sent) == 3 and outbox.pending_records(tmp_path) == []
+    assert not (tmp_path / ".mnist-lab" / "outbox-rejected").exists()
 
 
 def test_an_entry_of_an_older_mnist_lab_is_still_sent(tracking_store: str, tmp_path: Path) -> None:

@@ -303,8 +303,9 @@ def _runs_of_record(client, experiment_id: str, record_id: str) -> tuple[list, l
 
 def _already_sent(record: ModelRunRecord, settings: TrackingSettings) -> LoggedRun | None:
     """A FINISHED run of this record on the server (an earlier send completed, then the entry was not
-    removed): it is kept, never sent again. Runs a failed attempt left half-done are deleted, nested runs
-    included, so a resend never duplicates."""
+    removed): it is kept, never sent again, and given the entry's tags it lacks (`mnist-lab commit` may have
+    re-tagged the entry since). Runs a failed attempt left half-done are deleted, nested runs included, so a
+    resend never duplicates."""
     import mlflow
 
     client = mlflow.MlflowClient(settings.tracking_uri)
@@ -315,6 +316,9 @@ def _already_sent(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
     finished = [run for run in runs if run.info.status == "FINISHED"]
     if finished:
         run = finished[0]
+        for key, value in record.tags.items():
+            if run.data.tags.get(key) != value:
+                client.set_tag(run.info.run_id, key, value)
         return LoggedRun(
             run.info.run_id, run.info.experiment_id, _model_uri(client, run), settings.tracking_uri
         )
