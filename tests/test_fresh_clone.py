@@ -90,7 +90,8 @@ def assert_only_run_ids_changed(clone: Path, status: str, committed: Callable[[s
         for stage in lock["stages"].values():
             for entry in stage.get("deps", []) + stage.get("outs", []):
                 # `reports` (select's dependency) is a folder holding the mlflow.json files
-                if entry["path"] in RUN_RECORDS | {"reports"} or entry["path"].startswith("outputs/timing/"):
+                rerun_changes = RUN_RECORDS | {"reports", "metrics.csv"}
+                if entry["path"] in rerun_changes or entry["path"].startswith("outputs/timing/"):
                     for key in ("md5", "size", "nfiles"):
                         entry.pop(key, None)
         return lock
