@@ -51,14 +51,14 @@ from benchlib import (
     timed_repro,
     write_json,
 )
-from mnist_lab.cnn import build_network, epoch_recorder, import_keras, validation_split
-from mnist_lab.data import Dataset, flatten_images, task_labels
-from mnist_lab.datafiles import encode_dataset, replace_directory
-from mnist_lab.files import read_json
-from mnist_lab.models import train_classifier
-from mnist_lab.settings import CNNSettings, Settings, load_settings
+from mnist_lab.core.cnn import build_network, epoch_recorder, import_keras, validation_split
+from mnist_lab.core.data import Dataset, flatten_images, task_labels
+from mnist_lab.core.models import train_classifier
+from mnist_lab.core.settings import CNNSettings, Settings, load_settings
+from mnist_lab.datasets.folder import encode_dataset, replace_directory
 from mnist_lab.stages.common import single_threaded_blas
 from mnist_lab.stages.train import epoch_printer
+from mnist_lab.system.files import read_json
 
 BARE, TRACKED = "bare model.fit", "train@cnn"
 BLOCK = (BARE, TRACKED, TRACKED, BARE)

@@ -42,9 +42,9 @@ from benchlib import (
     timed_repro,
     write_json,
 )
-from mnist_lab.data import Dataset, digits_dataset
-from mnist_lab.datafiles import encode_dataset, replace_directory
-from mnist_lab.files import read_json
+from mnist_lab.core.data import Dataset, digits_dataset
+from mnist_lab.datasets.folder import encode_dataset, replace_directory
+from mnist_lab.system.files import read_json
 
 SIDE = 28  # MNIST's frame
 BOX = 20  # MNIST's digits fit a 20x20 box, centred in the frame

@@ -57,11 +57,12 @@ import numpy as np
 
 from benchlib import BIN_DIR, environment, environment_line, fmt, log, markdown_table, median, write_json
 from mnist_lab import tracking
-from mnist_lab.data import digits_dataset, flatten_images
-from mnist_lab.features import fit_featurizer, full_model, pixel_frame, scale_pixels
-from mnist_lab.models import train_classifier
-from mnist_lab.serving import DigitClassifier
-from mnist_lab.settings import FeatureSettings, MLPSettings
+from mnist_lab.core.data import digits_dataset, flatten_images
+from mnist_lab.core.features import fit_featurizer, full_model, pixel_frame, scale_pixels
+from mnist_lab.core.models import train_classifier
+from mnist_lab.core.settings import FeatureSettings, MLPSettings
+from mnist_lab.serving.pyfunc import DigitClassifier
+from mnist_lab.tracking import runs
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-password-0123456789"  # as tests/helpers.py: basic-auth needs 12+ characters
@@ -317,7 +318,7 @@ def log_record(record: tracking.ModelRunRecord, store: Store) -> dict[str, Any]:
     """One timed run logged as the evaluate stage logs it: the credentials check (`tracking.check_server`,
     which also finds the experiment's id; urllib, so timed here) then `log_model_run` (a fresh record id
     each time, so every call is a new run)."""
-    record.record_id = tracking._new_record_id()
+    record.record_id = runs._new_record_id()
     checks: list[tuple[str, float, float]] = []
 
     def check_and_log() -> None:
@@ -359,7 +360,7 @@ def per_point(store: Store, max_points: int, max_seconds: float) -> dict[str, An
     import mlflow
 
     client = mlflow.MlflowClient(store.uri)
-    experiment_id = tracking._experiment_id(client, store.settings())
+    experiment_id = runs._experiment_id(client, store.settings())
     run_id = client.create_run(experiment_id, run_name="per-point").info.run_id
     requests_log = RequestLog()
     points = 0
@@ -381,7 +382,7 @@ def request_latency(store: Store, repeats: int) -> dict[str, float] | None:
     import mlflow
 
     client = mlflow.MlflowClient(store.uri)
-    experiment_id = tracking._experiment_id(client, store.settings())
+    experiment_id = runs._experiment_id(client, store.settings())
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Models: the project's featurizer + classifier trained on generated 28x28 digits (bench_mnist_scale's
 generator; 10,000 training images), an MLP (hidden layer 100, 20 epochs) and a random forest (100 trees),
-each saved as the pyfunc the pipeline logs (mnist_lab.serving.DigitClassifier) and served by
+each saved as the pyfunc the pipeline logs (mnist_lab.serving.pyfunc.DigitClassifier) and served by
 `mlflow models serve --env-manager local -w 1` on 127.0.0.1, one at a time.
 
 Per model:
@@ -36,13 +36,13 @@ import numpy as np
 
 from bench_mnist_scale import mnist_like
 from benchlib import environment, environment_line, log, markdown_table, median, write_json
-from mnist_lab.data import flatten_images
-from mnist_lab.features import fit_featurizer, full_model
-from mnist_lab.idx import encode_idx
-from mnist_lab.inference import predict_frame, read_images, write_predictions
-from mnist_lab.models import train_classifier
-from mnist_lab.serving import DigitClassifier
-from mnist_lab.settings import FeatureSettings, MLPSettings, RandomForestSettings
+from mnist_lab.core.data import flatten_images
+from mnist_lab.core.features import fit_featurizer, full_model
+from mnist_lab.core.idx import encode_idx
+from mnist_lab.core.models import train_classifier
+from mnist_lab.core.settings import FeatureSettings, MLPSettings, RandomForestSettings
+from mnist_lab.serving.inference import predict_frame, read_images, write_predictions
+from mnist_lab.serving.pyfunc import DigitClassifier
 from mnist_lab.tracking import pinned_requirements, this_package_pickled_by_value
 
 MODELS = {

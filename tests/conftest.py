@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab.data import Dataset, digits_dataset
-from mnist_lab.datafiles import dvc_directory_md5, read_directory_files
+from mnist_lab.core.data import Dataset, digits_dataset
+from mnist_lab.datasets.folder import dvc_directory_md5, read_directory_files
 from tests.helpers import REPO_ROOT, SMALL_PARAMS, copy_repository, run
 
 
@@ -78,7 +78,7 @@ def workspace(
 
     import yaml
 
-    from mnist_lab.datafiles import encode_dataset, replace_directory
+    from mnist_lab.datasets.folder import encode_dataset, replace_directory
 
     root = tmp_path / "repo"
     root.mkdir()

@@ -76,10 +76,10 @@ def pixel_model_record(kind: str = "sklearn") -> Any:  # a tracking.ModelRunReco
     from sklearn.linear_model import LogisticRegression
 
     from mnist_lab import tracking
-    from mnist_lab.features import fit_featurizer, full_model, pixel_frame
-    from mnist_lab.models import train_classifier
-    from mnist_lab.serving import DigitClassifier
-    from mnist_lab.settings import CNNSettings, FeatureSettings
+    from mnist_lab.core.features import fit_featurizer, full_model, pixel_frame
+    from mnist_lab.core.models import train_classifier
+    from mnist_lab.core.settings import CNNSettings, FeatureSettings
+    from mnist_lab.serving.pyfunc import DigitClassifier
 
     pixels = np.random.default_rng(1).integers(0, 256, size=(60, 16)).astype(np.uint8)
     labels = (pixels[:, 0] > 127).astype(int)

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from mnist_lab.cli import main
-from mnist_lab.datafiles import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_dataset
-from mnist_lab.idx import encode_idx
+from mnist_lab.core.idx import encode_idx
+from mnist_lab.datasets.folder import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_dataset
 from tests.helpers import copy_repository, random_images
 
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from mnist_lab.cnn import (
+from mnist_lab.core.cnn import (
     EXACT_ENV,
     EXACT_REDUCTIONS_FLAG,
     KerasImageClassifier,
@@ -23,13 +23,13 @@ from mnist_lab.cnn import (
     train_cnn,
     validation_split,
 )
-from mnist_lab.data import Dataset, flatten_images, task_labels
-from mnist_lab.errors import SettingsError
-from mnist_lab.features import fit_featurizer, full_model
-from mnist_lab.inference import predict_frame
-from mnist_lab.models import SettingsClassifier, takes_images, train_classifier
-from mnist_lab.results import HISTORY_METRICS
-from mnist_lab.settings import CNNSettings, FeatureSettings, parse_settings
+from mnist_lab.core.data import Dataset, flatten_images, task_labels
+from mnist_lab.core.errors import SettingsError
+from mnist_lab.core.features import fit_featurizer, full_model
+from mnist_lab.core.models import SettingsClassifier, takes_images, train_classifier
+from mnist_lab.core.results import HISTORY_METRICS
+from mnist_lab.core.settings import CNNSettings, FeatureSettings, parse_settings
+from mnist_lab.serving.inference import predict_frame
 
 FAST = {"type": "cnn", "filters": [8, 16], "max_epochs": 8, "patience": 2, "batch_size": 64}
 
@@ -50,7 +50,7 @@ def pixels_of(dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 @pytest.fixture(scope="module")
 def trained(request: pytest.FixtureRequest) -> tuple:
     """A small CNN trained on 400 digits (module-wide: a training costs seconds)."""
-    from mnist_lab.data import digits_dataset
+    from mnist_lab.core.data import digits_dataset
 
     digits = digits_dataset()
     x_train, y_train, x_test, y_test = pixels_of(
@@ -214,8 +214,8 @@ def test_train_classifier_and_grid_search_route_to_the_cnn(small_digits: Dataset
 
 CORE_COUNT_SCRIPT = """
 import hashlib, pickle, numpy as np
-from mnist_lab.cnn import train_cnn
-from mnist_lab.settings import CNNSettings
+from mnist_lab.core.cnn import train_cnn
+from mnist_lab.core.settings import CNNSettings
 pixels = np.random.default_rng(0).integers(0, 256, size=(768, 784)).astype(np.uint8)
 trained = train_cnn(CNNSettings(type="cnn", max_epochs=1), pixels, np.arange(768) % 10, (28, 28), seed=1)
 print(hashlib.md5(pickle.dumps(trained.classifier)).hexdigest())  # the weights, and the model file's bytes

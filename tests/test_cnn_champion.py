@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mnist_lab.data import Dataset, digits_dataset
-from mnist_lab.datafiles import encode_dataset, replace_directory
+from mnist_lab.core.data import Dataset, digits_dataset
+from mnist_lab.datasets.folder import encode_dataset, replace_directory
 from tests.helpers import (
     REPO_ROOT,
     free_port,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mnist_lab.data import (
+from mnist_lab.core.data import (
     Dataset,
     digits_dataset,
     flatten_images,
@@ -9,7 +9,7 @@ from mnist_lab.data import (
     task_labels,
     with_test_set,
 )
-from mnist_lab.errors import DataError
+from mnist_lab.core.errors import DataError
 from tests.helpers import random_images
 
 
@@ -62,7 +62,7 @@ def test_flatten_images_keeps_dtype() -> None:
 
 
 def test_a_detector_needs_both_classes() -> None:
-    from mnist_lab.data import check_detector_labels
+    from mnist_lab.core.data import check_detector_labels
 
     check_detector_labels(np.array([0, 1, 0]), 5, "training")
     with pytest.raises(DataError, match="task.positive_class 5: the test set holds no example of digit 5"):

@@ -4,8 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lab.data import Dataset
-from mnist_lab.datafiles import (
+from mnist_lab.core.data import Dataset
+from mnist_lab.core.errors import DataError
+from mnist_lab.core.idx import encode_idx
+from mnist_lab.datasets.folder import (
     TEST_IMAGES,
     TEST_LABELS,
     TRAIN_IMAGES,
@@ -16,8 +18,6 @@ from mnist_lab.datafiles import (
     read_directory_files,
     replace_directory,
 )
-from mnist_lab.errors import DataError
-from mnist_lab.idx import encode_idx
 from tests.helpers import random_images, run
 
 

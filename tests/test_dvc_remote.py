@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_lab.dvc_remote import (
+from mnist_lab.datasets.remote import (
     RemoteAuthError,
     RemoteConfigError,
     RemoteSettings,
@@ -182,7 +182,7 @@ def test_credentials_are_never_on_a_command_line(
     .dvc/config.local through DVC's config API, in this process."""
     import subprocess
 
-    from mnist_lab.dvc_remote import configure_remote
+    from mnist_lab.datasets.remote import configure_remote
 
     run(["git", "init", "-q", str(tmp_path)], tmp_path)
     run(["dvc", "init", "-q"], tmp_path)

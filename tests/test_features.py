@@ -1,8 +1,8 @@
 import numpy as np
 
-from mnist_lab.data import Dataset, flatten_images
-from mnist_lab.features import describe_featurizer, fit_featurizer, scale_pixels
-from mnist_lab.settings import FeatureSettings
+from mnist_lab.core.data import Dataset, flatten_images
+from mnist_lab.core.features import describe_featurizer, fit_featurizer, scale_pixels
+from mnist_lab.core.settings import FeatureSettings
 
 
 def test_scale_pixels_maps_0_255_to_unit_interval() -> None:

@@ -4,8 +4,15 @@ import struct
 import numpy as np
 import pytest
 
-from mnist_lab.errors import DataError
-from mnist_lab.idx import check_images, check_labels, check_pair, decode_idx, encode_idx, gzip_deterministic
+from mnist_lab.core.errors import DataError
+from mnist_lab.core.idx import (
+    check_images,
+    check_labels,
+    check_pair,
+    decode_idx,
+    encode_idx,
+    gzip_deterministic,
+)
 
 
 @pytest.mark.parametrize("shape", [(5, 8, 8), (3, 28, 28), (7,)])

@@ -6,11 +6,11 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import SGDClassifier
 
-from mnist_lab.errors import DataError
-from mnist_lab.features import fit_featurizer, full_model
-from mnist_lab.idx import encode_idx
-from mnist_lab.inference import predict_frame, read_images, write_predictions
-from mnist_lab.settings import FeatureSettings
+from mnist_lab.core.errors import DataError
+from mnist_lab.core.features import fit_featurizer, full_model
+from mnist_lab.core.idx import encode_idx
+from mnist_lab.core.settings import FeatureSettings
+from mnist_lab.serving.inference import predict_frame, read_images, write_predictions
 
 IMAGES = np.random.default_rng(0).integers(0, 256, size=(30, 4, 4), dtype=np.uint8)
 LABELS = np.arange(30) % 3
@@ -92,7 +92,7 @@ def test_predictions_are_written_whole_or_not_at_all(tmp_path) -> None:
 
 
 def test_requests_in_every_serving_format_give_the_same_pixels() -> None:
-    from mnist_lab.inference import request_pixels
+    from mnist_lab.serving.inference import request_pixels
 
     pixels = IMAGES.reshape(30, -1)[:2].astype(np.float64)
     columns = [f"pixel_{i}" for i in range(16)]
@@ -125,7 +125,7 @@ def test_requests_in_every_serving_format_give_the_same_pixels() -> None:
     ],
 )
 def test_bad_requests_say_what_is_wrong(request_body, expected: str) -> None:
-    from mnist_lab.inference import request_pixels
+    from mnist_lab.serving.inference import request_pixels
 
     with pytest.raises(DataError) as info:
         request_pixels(request_body, 16)
@@ -133,7 +133,7 @@ def test_bad_requests_say_what_is_wrong(request_body, expected: str) -> None:
 
 
 def test_the_served_model_uses_one_thread_per_request() -> None:
-    from mnist_lab.serving import DigitClassifier
+    from mnist_lab.serving.pyfunc import DigitClassifier
 
     served = DigitClassifier(model(RandomForestClassifier(n_estimators=5, n_jobs=-1, random_state=0)), 16)
     assert served.pipeline.named_steps["classifier"].n_jobs == 1
@@ -144,7 +144,7 @@ def test_the_served_model_uses_one_thread_per_request() -> None:
 def test_a_value_that_is_not_a_number_is_named_by_row_and_column() -> None:
     import pandas as pd
 
-    from mnist_lab.inference import request_pixels, table_pixels
+    from mnist_lab.serving.inference import request_pixels, table_pixels
 
     with pytest.raises(
         DataError, match=r"in.csv: pixel values must be numbers 0-255; row 2, column pixel_1 is 'zz'"

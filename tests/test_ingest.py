@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_lab import ingest as ingest_module
 from mnist_lab.cli import main
-from mnist_lab.data import Dataset
-from mnist_lab.datafiles import (
+from mnist_lab.core.data import Dataset
+from mnist_lab.core.errors import DataError
+from mnist_lab.core.idx import encode_idx
+from mnist_lab.datasets import ingest as ingest_module
+from mnist_lab.datasets.folder import (
     DATA_FILES,
     TEST_IMAGES,
     TEST_LABELS,
@@ -27,9 +29,7 @@ from mnist_lab.datafiles import (
     read_directory_files,
     recorded_data_version,
 )
-from mnist_lab.errors import DataError
-from mnist_lab.idx import encode_idx
-from mnist_lab.ingest import MNIST_MD5, MNIST_MIRRORS, ingest, write_digits
+from mnist_lab.datasets.ingest import MNIST_MD5, MNIST_MIRRORS, ingest, write_digits
 from tests.helpers import copy_repository, free_port, random_images
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from mnist_lab.linking import RunLink, parse_trailers
+from mnist_lab.experiments.linking import RunLink, parse_trailers
 from tests.helpers import commit_all, copy_repository, run
 
 MODELS = ("sgd", "random_forest", "mlp", "cnn")
@@ -112,7 +112,7 @@ def test_commit_refuses_what_would_mislead(experiment: dict) -> None:
 
 def test_a_run_from_a_dirty_tree_carries_the_diff(experiment: dict) -> None:
     root, env = experiment["root"], experiment["env"]
-    report = root / "src" / "mnist_lab" / "report.py"
+    report = root / "src" / "mnist_lab" / "experiments" / "report.py"
     report.write_text(report.read_text() + "\n# an uncommitted change\n")
     try:
         run(["dvc", "repro", "-f", "-s", "evaluate@sgd"], root, env)
@@ -231,7 +231,7 @@ def _run_file(run_id: str, record_id: str) -> str:
 
 def test_commit_of_finds_the_commit_that_first_recorded_the_run(tmp_path: Path, tracking_store: str) -> None:
     """Not the later commit that removed its mlflow.json, nor a later commit naming it again."""
-    from mnist_lab.linking import LinkingError, commit_of_run
+    from mnist_lab.experiments.linking import LinkingError, commit_of_run
 
     run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
     run_a, record_a = "a1" * 16, "a2" * 16
@@ -263,7 +263,7 @@ def test_commit_of_prefers_the_branches_to_dvcs_experiment_refs(tmp_path: Path, 
     """`dvc exp run` keeps each experiment as a commit under refs/exps, older than the commit a user makes
     after `dvc exp apply`: that user commit is the answer; the experiment's commit only for a run never
     committed otherwise."""
-    from mnist_lab.linking import commit_of_run
+    from mnist_lab.experiments.linking import commit_of_run
 
     run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
     base = _commit_files(tmp_path, {"params.yaml": "seed: 1\n"}, "base")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mnist_lab.metrics import Curve, evaluate_predictions, thin_curve
-from mnist_lab.results import headline_metrics
+from mnist_lab.core.metrics import Curve, evaluate_predictions, thin_curve
+from mnist_lab.core.results import headline_metrics
 
 
 def test_multiclass_metrics_by_hand() -> None:

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from mnist_lab.data import Dataset, flatten_images, task_labels
-from mnist_lab.features import scale_pixels
-from mnist_lab.models import SettingsClassifier, build_classifier, class_scores, train_classifier
-from mnist_lab.results import HISTORY_METRICS
-from mnist_lab.settings import MLPSettings, RandomForestSettings, SGDSettings
+from mnist_lab.core.data import Dataset, flatten_images, task_labels
+from mnist_lab.core.features import scale_pixels
+from mnist_lab.core.models import SettingsClassifier, build_classifier, class_scores, train_classifier
+from mnist_lab.core.results import HISTORY_METRICS
+from mnist_lab.core.settings import MLPSettings, RandomForestSettings, SGDSettings
 
 SETTINGS = {
     "sgd": SGDSettings(type="sgd"),
@@ -150,9 +150,9 @@ def test_a_searched_mlp_keeps_the_history_of_its_refit(small_digits: Dataset) ->
 
 
 def test_labels_a_model_cannot_train_on_are_named_before_any_training() -> None:
-    from mnist_lab.errors import DataError, SettingsError
-    from mnist_lab.models import check_training_labels
-    from mnist_lab.settings import CNNSettings
+    from mnist_lab.core.errors import DataError, SettingsError
+    from mnist_lab.core.models import check_training_labels
+    from mnist_lab.core.settings import CNNSettings
 
     labels = np.array([0] * 10 + [1] * 10 + [2])  # class 2: a single example
     sgd, forest = SGDSettings(type="sgd"), RandomForestSettings(type="random_forest")

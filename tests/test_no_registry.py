@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mnist_lab.datafiles import read_dataset
+from mnist_lab.datasets.folder import read_dataset
 from tests.helpers import MlflowServer, free_port, post, run, start, stop, wait_until_ready
 from tests.servers import mlflow_without_registry
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab.data import Dataset, digits_dataset
-from mnist_lab.datafiles import encode_dataset, replace_directory
+from mnist_lab.core.data import Dataset, digits_dataset
+from mnist_lab.datasets.folder import encode_dataset, replace_directory
 from tests.helpers import commit_all, run
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 import requests
 
-from mnist_lab import outbox, tracking
+from mnist_lab import tracking
+from mnist_lab.tracking import outbox
 from tests.helpers import free_port, pixel_model_record, run_children, run_record
 
 
@@ -234,7 +235,7 @@ def test_a_run_sent_later_is_found_by_its_record_id(tracking_store: str, tmp_pat
 _HOLD_THE_LOCK = """
 import sys, time
 from pathlib import Path
-from mnist_lab import outbox
+from mnist_lab.tracking import outbox
 with outbox.locked(Path(sys.argv[1])):
     print("holding", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -270,7 +271,8 @@ def test_retagging_waits_for_a_sender_in_another_process(tmp_path: Path) -> None
 _SEND = """
 import json, sys
 from pathlib import Path
-from mnist_lab import outbox, tracking
+from mnist_lab.tracking import outbox
+from mnist_lab import tracking
 root = Path(sys.argv[1])
 sent, problems = outbox.send_pending(root, tracking.TrackingSettings.from_environment(root))
 print(json.dumps({"sent": [run.run_id for run in sent], "problems": problems}))
@@ -340,7 +342,7 @@ def test_an_unreachable_server_is_reported_once_and_not_retried_by_later_stages(
     def no_network(*args, **kwargs):
         raise AssertionError("a later stage tried the server again")
 
-    monkeypatch.setattr(tracking, "check_server", no_network)
+    monkeypatch.setattr(tracking.server, "check_server", no_network)
     monkeypatch.setattr(outbox, "log_model_run", no_network)
     later = tracking.preflight(tmp_path)  # the next stage's process
     assert later.server_away and capsys.readouterr().err == ""

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from mnist_lab.data import flatten_images
-from mnist_lab.datafiles import read_dataset
+from mnist_lab.core.data import flatten_images
+from mnist_lab.datasets.folder import read_dataset
 from mnist_lab.stages.common import TIMINGS_ENV
 from tests.helpers import REPO_ROOT, copy_repository, run
 

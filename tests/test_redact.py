@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 
 from mnist_lab import tracking
-from mnist_lab.redact import open_url
+from mnist_lab.system.redact import open_url
 
 
 @contextlib.contextmanager

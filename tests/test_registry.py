@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab.registry import _decide, register_challenger
+from mnist_lab.serving.registry import _decide, register_challenger
 from tests.helpers import free_port
 
 

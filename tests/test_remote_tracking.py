@@ -18,8 +18,8 @@ import requests
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
 from mnist_lab import tracking
-from mnist_lab.datafiles import read_dataset
-from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server
+from mnist_lab.datasets.folder import read_dataset
+from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server, runs
 from tests.helpers import ADMIN_PASSWORD, BIN, MLFLOW2, MlflowServer, mlflow_server, pixel_model_record, run
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,9 @@ def test_pipeline_logs_to_a_tracking_server_named_in_dotenv(tmp_path: Path, rest
         model = mlflow.pyfunc.load_model(
             json.loads((root / "reports" / "mlp" / "mlflow.json").read_text())["model_uri"]
         )
-        assert model.metadata.get_input_schema() is None  # it checks its input itself (mnist_lab.serving)
+        assert (
+            model.metadata.get_input_schema() is None
+        )  # it checks its input itself (mnist_lab.serving.pyfunc)
         assert "probability_0" in model.predict(model.input_example).columns
     assert not (root / "mlflow.db").exists()  # nothing went to the local store
     assert run(["git", "check-ignore", "-q", ".env"], root, check=False).returncode == 0  # never committed
@@ -276,7 +278,7 @@ def test_a_run_logged_with_concurrent_requests_is_complete(
         upload(self, local_file, artifact_path)
 
     monkeypatch.setattr(MlflowArtifactsRepository, "log_artifact", refusing)
-    record.record_id = tracking._new_record_id()
+    record.record_id = runs._new_record_id()
     with pytest.raises(OSError, match="upload refused"):
         tracking.log_model_run(record, settings)
     failed = client.search_runs(

@@ -1,4 +1,4 @@
-from mnist_lab.reproduce import lock_differences
+from mnist_lab.experiments.reproduce import lock_differences
 
 
 def test_lock_differences_name_each_package_that_does_not_match() -> None:

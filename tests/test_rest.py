@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from mnist_lab.rest import MAX_MESSAGE, ClientFacing, short_error_body, short_message, with_csv_header
+from mnist_lab.serving.rest import MAX_MESSAGE, ClientFacing, short_error_body, short_message, with_csv_header
 
 
 def test_mlflows_echo_of_the_input_gives_way_to_the_models_reason() -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_lab.data import Dataset, digits_dataset
-from mnist_lab.datafiles import encode_dataset, replace_directory
+from mnist_lab.core.data import Dataset, digits_dataset
+from mnist_lab.datasets.folder import encode_dataset, replace_directory
 from tests.helpers import (
     REPO_ROOT,
     free_port,

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_lab.errors import SettingsError
-from mnist_lab.settings import MLPSettings, Settings, flatten, load_settings, parse_settings
+from mnist_lab.core.errors import SettingsError
+from mnist_lab.core.settings import MLPSettings, Settings, flatten, load_settings, parse_settings
 
 MINIMAL = {"models": {"sgd": {"type": "sgd"}}}
 
@@ -160,9 +160,9 @@ def test_numbers_are_read_as_dvc_writes_them(tmp_path: Path) -> None:
 def test_select_metric_is_checked_when_settings_load_against_what_evaluate_computes(kind: str) -> None:
     import numpy as np
 
-    from mnist_lab.metrics import evaluate_predictions
-    from mnist_lab.results import headline_metrics
-    from mnist_lab.settings import selectable_metrics
+    from mnist_lab.core.metrics import evaluate_predictions
+    from mnist_lab.core.results import headline_metrics
+    from mnist_lab.core.settings import selectable_metrics
 
     binary = kind == "binary"
     y_true = np.array([0, 1, 0, 1, 1, 0]) if binary else np.arange(10).repeat(2)

@@ -11,7 +11,10 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from mnist_lab import tracking
-from mnist_lab.errors import MnistLabError
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.system import workspace
+from mnist_lab.system.redact import display_uri
+from mnist_lab.tracking import runs, server
 from tests.helpers import pixel_model_record, run, run_children, run_record
 
 
@@ -24,12 +27,12 @@ def make_repo(root: Path, dvc_yaml: str = "stages: {}\n") -> Path:
 def test_repository_root_is_found_from_below_and_from_dvc_temp_runs(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo")
     (root / "src" / "deep").mkdir(parents=True)
-    assert tracking.repository_root(root / "src" / "deep") == root.resolve()
+    assert workspace.repository_root(root / "src" / "deep") == root.resolve()
     temp_run = make_repo(root / ".dvc" / "tmp" / "exps" / "tmpabc123")
-    assert tracking.repository_root(temp_run) == root.resolve()  # runs land in the owning repo's store
-    assert tracking.workspace_root(temp_run / "src") == temp_run.resolve()  # tags describe what ran
+    assert workspace.repository_root(temp_run) == root.resolve()  # runs land in the owning repo's store
+    assert workspace.workspace_root(temp_run / "src") == temp_run.resolve()  # tags describe what ran
     with pytest.raises(MnistLabError, match="no repository found"):
-        tracking.repository_root(Path("/"))
+        workspace.repository_root(Path("/"))
 
 
 def test_default_store_is_at_the_repository_root_not_the_cwd(tmp_path: Path, monkeypatch) -> None:
@@ -54,13 +57,9 @@ def test_env_file_is_read_but_the_environment_wins(tmp_path: Path, monkeypatch) 
 
 
 def test_display_uri_hides_credentials() -> None:
-    assert (
-        tracking.display_uri("https://user:s3cret@dagshub.com/o/r.mlflow") == "https://dagshub.com/o/r.mlflow"
-    )
-    assert tracking.display_uri("sqlite:///x/mlflow.db") == "sqlite:///x/mlflow.db"
-    assert (
-        tracking.display_uri("https://u:p@ss@h.example/x/a@b") == "https://h.example/x/a@b"
-    )  # "@" in a password
+    assert display_uri("https://user:s3cret@dagshub.com/o/r.mlflow") == "https://dagshub.com/o/r.mlflow"
+    assert display_uri("sqlite:///x/mlflow.db") == "sqlite:///x/mlflow.db"
+    assert display_uri("https://u:p@ss@h.example/x/a@b") == "https://h.example/x/a@b"  # "@" in a password
 
 
 def test_output_globs_come_from_dvc_yaml(repo_root: Path) -> None:
@@ -270,7 +269,7 @@ def test_run_all_calls_every_task_and_raises_the_first_failure() -> None:
     import time
 
     calls: list[int] = []
-    tracking._run_all([lambda i=i: calls.append(i) for i in range(5)], workers=1)
+    runs._run_all([lambda i=i: calls.append(i) for i in range(5)], workers=1)
     assert calls == [0, 1, 2, 3, 4]  # one worker: in order, in this thread
 
     threads: set[str] = set()
@@ -280,7 +279,7 @@ def test_run_all_calls_every_task_and_raises_the_first_failure() -> None:
         threads.add(threading.current_thread().name)
         started.wait()
 
-    tracking._run_all([together, together], workers=4)
+    runs._run_all([together, together], workers=4)
     assert len(threads) == 2 and threading.current_thread().name not in threads
 
     def failing() -> None:
@@ -289,16 +288,16 @@ def test_run_all_calls_every_task_and_raises_the_first_failure() -> None:
     later: list[int] = []
     tasks = [failing, *[lambda: (time.sleep(0.05), later.append(1)) for _ in range(20)]]
     with pytest.raises(ValueError, match="upload refused"):
-        tracking._run_all(tasks, workers=2)
+        runs._run_all(tasks, workers=2)
     assert len(later) <= 3  # the queued ones were cancelled (the two workers may have started one each)
 
 
 def test_the_check_returns_the_experiment_id_unless_it_is_deleted() -> None:
     answer = b'{"experiment": {"experiment_id": "7", "name": "x", "lifecycle_stage": "active"}}'
-    assert tracking._active_experiment_id(answer) == "7"
-    assert tracking._active_experiment_id(answer.replace(b"active", b"deleted")) is None
+    assert server._active_experiment_id(answer) == "7"
+    assert server._active_experiment_id(answer.replace(b"active", b"deleted")) is None
     for odd in (b"", b"<html>", b"{}", b'{"experiment": null}', b'{"experiment": {"experiment_id": 7}}'):
-        assert tracking._active_experiment_id(odd) is None
+        assert server._active_experiment_id(odd) is None
 
 
 def test_dagshub_files_have_the_loggers_format(tmp_path: Path) -> None:

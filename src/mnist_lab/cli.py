@@ -7,19 +7,19 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_lab.errors import MnistLabError
+from mnist_lab.core.errors import MnistLabError
 
 
 def _cmd_data_digits(args: argparse.Namespace) -> None:
-    from mnist_lab.ingest import write_digits
+    from mnist_lab.datasets.ingest import write_digits
 
     md5 = write_digits(args.out, None if args.no_check else args.dvc_file)
     print(f"wrote scikit-learn's bundled digits to {args.out}/ as MNIST-format IDX (data version {md5})")
 
 
 def _cmd_data_ingest(args: argparse.Namespace) -> None:
-    from mnist_lab.ingest import MNIST_MIRRORS, dvc, ingest
-    from mnist_lab.redact import display_uri
+    from mnist_lab.datasets.ingest import MNIST_MIRRORS, dvc, ingest
+    from mnist_lab.system.redact import display_uri
 
     if args.mirror and args.source != "mnist":
         raise MnistLabError("--mirror is only for `data ingest mnist`; give any other base URL as the source")
@@ -37,14 +37,14 @@ def _cmd_data_ingest(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_restore(args: argparse.Namespace) -> None:
-    from mnist_lab.ingest import restore_data
+    from mnist_lab.datasets.ingest import restore_data
 
     print(restore_data(args.out, args.dvc_file))
 
 
 def _cmd_remote_setup(args: argparse.Namespace) -> None:
-    from mnist_lab.dvc_remote import check_remote, configure_remote, load_remote_settings
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.datasets.remote import check_remote, configure_remote, load_remote_settings
+    from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
     settings = load_remote_settings(root)
@@ -58,8 +58,8 @@ def _cmd_remote_setup(args: argparse.Namespace) -> None:
 
 
 def _cmd_remote_check(args: argparse.Namespace) -> None:
-    from mnist_lab.dvc_remote import check_remote, load_remote_settings
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.datasets.remote import check_remote, load_remote_settings
+    from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
     settings = load_remote_settings(root)
@@ -67,15 +67,18 @@ def _cmd_remote_check(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from mnist_lab.report import results_table
+    from mnist_lab.experiments.report import results_table
 
     print(results_table(Path.cwd()))
 
 
 def _cmd_sync(args: argparse.Namespace) -> None:
-    from mnist_lab import outbox, tracking
+    from mnist_lab import tracking
+    from mnist_lab.system.redact import display_uri
+    from mnist_lab.system.workspace import repository_root
+    from mnist_lab.tracking import outbox
 
-    root = tracking.repository_root()
+    root = repository_root()
     if not outbox.pending_records(root):
         if not args.quiet:
             print(f"nothing to send: {tracking.OUTBOX}/ is empty")
@@ -93,7 +96,7 @@ def _cmd_sync(args: argparse.Namespace) -> None:
         return
     (root / tracking.SERVER_AWAY).unlink(missing_ok=True)  # it answers: stages may try it again
     sent, problems = outbox.send_pending(root, settings)
-    print(f"sent {len(sent)} run(s) to {tracking.display_uri(settings.tracking_uri)}")
+    print(f"sent {len(sent)} run(s) to {display_uri(settings.tracking_uri)}")
     if problems:
         raise MnistLabError("not sent: " + "; ".join(problems))
 
@@ -115,8 +118,8 @@ def _print_tagged_runs(heading: str, commit: str, links, untagged: list[str]) ->
 
 
 def _cmd_commit(args: argparse.Namespace) -> None:
-    from mnist_lab.linking import commit_experiment
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.experiments.linking import commit_experiment
+    from mnist_lab.system.workspace import repository_root
 
     commit, links, untagged = commit_experiment(repository_root(), args.message)
     tagged = "its runs are tagged with it" if not untagged else "its runs (not all tagged: see below)"
@@ -124,8 +127,9 @@ def _cmd_commit(args: argparse.Namespace) -> None:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from mnist_lab.data import task_labels
-    from mnist_lab.registry import (
+    from mnist_lab.core.data import task_labels
+    from mnist_lab.core.settings import load_settings
+    from mnist_lab.serving.registry import (
         CHAMPION,
         CHAMPION_TAG,
         promote,
@@ -134,9 +138,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
         roll_back,
         roll_back_commit,
     )
-    from mnist_lab.settings import load_settings
     from mnist_lab.stages.common import load_arrays
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
     settings = load_settings(root / "params.yaml")
@@ -180,10 +183,10 @@ def _load_model(root: Path, model_uri: str | None):
     """The model `--model` names (any MLflow model URI), else the workspace's best model from its
     DVC-tracked files (featurizer + classifier; offline, no tracking store needed)."""
     if model_uri:
-        from mnist_lab.registry import load_sklearn_model
+        from mnist_lab.serving.registry import load_sklearn_model
 
         return load_sklearn_model(root, model_uri), model_uri
-    from mnist_lab.inference import workspace_best_model
+    from mnist_lab.serving.inference import workspace_best_model
 
     name, pipeline, _ = workspace_best_model(root)
     return pipeline, f"the workspace's best model ({name}, from DVC)"
@@ -192,7 +195,7 @@ def _load_model(root: Path, model_uri: str | None):
 def _add_predict_stage(root: Path, args: argparse.Namespace) -> None:
     """Add (or replace) a `predict` stage in dvc.yaml that reruns this command when the images or the best
     model change."""
-    from mnist_lab.ingest import dvc
+    from mnist_lab.datasets.ingest import dvc
 
     if args.model:
         raise MnistLabError("--as-stage predicts with the workspace's best model: leave out --model")
@@ -211,8 +214,8 @@ def _add_predict_stage(root: Path, args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     import time
 
-    from mnist_lab.inference import predict_frame, read_images, write_predictions
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.serving.inference import predict_frame, read_images, write_predictions
+    from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
     if args.as_stage:
@@ -232,8 +235,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from mnist_lab.serving import serve_command
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.serving.pyfunc import serve_command
+    from mnist_lab.system.workspace import repository_root
 
     command, env, described = serve_command(
         repository_root(), args.model, args.workspace, args.host, args.port, args.workers
@@ -247,8 +250,8 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_link(args: argparse.Namespace) -> None:
-    from mnist_lab.linking import link_commit
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.experiments.linking import link_commit
+    from mnist_lab.system.workspace import repository_root
 
     commit, links, untagged = link_commit(repository_root(), args.revision)
     heading = (
@@ -260,8 +263,8 @@ def _cmd_link(args: argparse.Namespace) -> None:
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
-    from mnist_lab.linking import LinkingError, resolve_sent_runs, runs_of_commit
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.experiments.linking import LinkingError, resolve_sent_runs, runs_of_commit
+    from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
     links = resolve_sent_runs(root, runs_of_commit(root, args.revision))
@@ -274,31 +277,31 @@ def _cmd_runs(args: argparse.Namespace) -> None:
 
 
 def _cmd_commit_of(args: argparse.Namespace) -> None:
-    from mnist_lab.linking import commit_of_run
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.experiments.linking import commit_of_run
+    from mnist_lab.system.workspace import repository_root
 
     print(commit_of_run(repository_root(), args.run_id))
 
 
 def _cmd_history(args: argparse.Namespace) -> None:
-    from mnist_lab.history import as_json, as_markdown, as_text, experiment_history
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.experiments.history import as_json, as_markdown, as_text, experiment_history
+    from mnist_lab.system.workspace import repository_root
 
     rows = experiment_history(repository_root(), args.revision, args.limit)
     print(as_json(rows) if args.json else as_markdown(rows) if args.md else as_text(rows))
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from mnist_lab.compare import as_json, as_text, compare
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.experiments.compare import as_json, as_text, compare
+    from mnist_lab.system.workspace import repository_root
 
     comparison = compare(repository_root(), args.old, args.new)
     print(as_json(comparison) if args.json else as_text(comparison))
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from mnist_lab.reproduce import as_table, reproduce
-    from mnist_lab.tracking import repository_root
+    from mnist_lab.experiments.reproduce import as_table, reproduce
+    from mnist_lab.system.workspace import repository_root
 
     result = reproduce(repository_root(), args.revision, keep=args.keep, locked_env=args.locked_env)
     print(as_table(result, everything=args.all))
@@ -306,7 +309,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> None:
-    from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings, display_uri, repository_root
+    from mnist_lab.system.redact import display_uri
+    from mnist_lab.system.workspace import repository_root
+    from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings
 
     root = repository_root()
     settings = TrackingSettings.from_environment(root)
@@ -529,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.handler(args)
     except MnistLabError as exc:
-        from mnist_lab.redact import redact
+        from mnist_lab.system.redact import redact
 
         # messages quote what git, DVC and servers said: URL credentials and secret values masked
         print(f"error: {redact(str(exc))}", file=sys.stderr)

@@ -178,7 +178,7 @@ def test_models_of_another_data_version_or_image_size_are_not_compared(
     tracking_store: str,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    from mnist_lab.datafiles import encode_dataset, replace_directory
+    from mnist_lab.datasets.folder import encode_dataset, replace_directory
     from tests.helpers import random_images
 
     data_file = "outs:\n- md5: {}.dir\n  path: data\n"
@@ -194,7 +194,7 @@ def test_models_of_another_data_version_or_image_size_are_not_compared(
 
     # 4x4 images: a model for 8x8 ones cannot even be scored on them; said, not a scikit-learn traceback
     images, labels = random_images(200, 4, 4)
-    from mnist_lab.data import Dataset
+    from mnist_lab.core.data import Dataset
 
     replace_directory(encode_dataset(Dataset(images[:150], labels[:150], images[150:], labels[150:])),
                       workspace / "data")  # fmt: skip

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_lab.data import Dataset
-from mnist_lab.datafiles import TRAIN_LABELS, encode_dataset, replace_directory
+from mnist_lab.core.data import Dataset
+from mnist_lab.datasets.folder import TRAIN_LABELS, encode_dataset, replace_directory
 from tests.helpers import SMALL_PARAMS, run_all, run_dvc_stage
 
 
@@ -218,8 +218,8 @@ def test_an_unknown_select_metric_stops_the_first_stage(
 
 
 def test_select_names_a_metric_the_models_lack() -> None:
-    from mnist_lab.errors import SettingsError
-    from mnist_lab.results import best_model
+    from mnist_lab.core.errors import SettingsError
+    from mnist_lab.core.results import best_model
 
     per_model = {"a": {"accuracy": 0.9, "recall_class_0": 0.8}, "b": {"accuracy": 0.8, "recall_class_0": 0.7}}
     assert best_model(per_model, "recall_class_0") == ("a", 0.8)

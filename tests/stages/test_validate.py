@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab.data import Dataset
-from mnist_lab.datafiles import dvc_directory_md5, encode_dataset, read_directory_files, replace_directory
-from mnist_lab.errors import DataError
+from mnist_lab.core.data import Dataset
+from mnist_lab.core.errors import DataError
+from mnist_lab.datasets.folder import (
+    dvc_directory_md5,
+    encode_dataset,
+    read_directory_files,
+    replace_directory,
+)
 from mnist_lab.stages.validate import check_data
 from tests.helpers import commit_all, run
 

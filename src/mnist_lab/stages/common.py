@@ -11,14 +11,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mnist_lab.errors import DataError, MnistLabError
-from mnist_lab.files import replace_via_temp
-from mnist_lab.redact import redact
-from mnist_lab.settings import Settings, load_settings
+from mnist_lab.core.errors import DataError, MnistLabError
+from mnist_lab.core.settings import Settings, load_settings
+from mnist_lab.system.files import replace_via_temp
+from mnist_lab.system.redact import redact
 
 # benchmarks and tests set it to a file that collects, per stage, its compute time and this package's modules
 # it loaded (a test checks that dvc.yaml makes each stage depend on all of them)
@@ -142,19 +141,3 @@ def load_arrays(path: Path | str, required: tuple[str, ...]) -> dict[str, np.nda
         if missing:
             raise DataError(f"{path} lacks {', '.join(missing)}: it is stale or foreign; rerun `dvc repro`")
         return {name: archive[name] for name in archive.files}
-
-
-def save_object(path: Path | str, obj: Any) -> None:
-    """Pickle a fitted scikit-learn object with joblib, atomically."""
-    import joblib
-
-    replace_via_temp(Path(path), lambda tmp: joblib.dump(obj, tmp))
-
-
-def load_object(path: Path | str) -> Any:
-    import joblib
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} is missing: run the stage that writes it (`dvc repro`)")
-    return joblib.load(path)

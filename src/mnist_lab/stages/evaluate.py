@@ -12,18 +12,20 @@ from typing import Any
 import numpy as np
 
 from mnist_lab import tracking
-from mnist_lab.data import check_detector_labels, task_labels
-from mnist_lab.features import full_model, pixel_frame
-from mnist_lab.figures import confusion_matrix_png, curve_png, history_png
-from mnist_lab.files import read_json, write_json, write_text_atomic
-from mnist_lab.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
-from mnist_lab.models import class_scores, takes_images
-from mnist_lab.outbox import log_or_spool
-from mnist_lab.results import read_history, rows_csv
-from mnist_lab.serving import DigitClassifier
-from mnist_lab.settings import Settings, flatten
-from mnist_lab.stages.common import StageContext, load_arrays, load_object, main_for, stage_parser
+from mnist_lab.core.data import check_detector_labels, task_labels
+from mnist_lab.core.features import full_model, pixel_frame
+from mnist_lab.core.figures import confusion_matrix_png, curve_png, history_png
+from mnist_lab.core.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
+from mnist_lab.core.models import class_scores, takes_images
+from mnist_lab.core.results import read_history, rows_csv
+from mnist_lab.core.settings import Settings, flatten
+from mnist_lab.serving.pyfunc import DigitClassifier
+from mnist_lab.stages.common import StageContext, load_arrays, main_for, stage_parser
+from mnist_lab.system import workspace
+from mnist_lab.system.files import load_object, read_json, write_json, write_text_atomic
+from mnist_lab.system.redact import display_uri
 from mnist_lab.tracking import ChildRunRecord
+from mnist_lab.tracking.outbox import log_or_spool
 
 INPUT_EXAMPLE_ROWS = 3
 
@@ -166,7 +168,7 @@ def evaluate(context: StageContext) -> None:
 
     write_reports(args.reports, evaluation, y_true, y_pred, images)
 
-    root = tracking.repository_root()
+    root = workspace.repository_root()
     tracking_settings = tracking.preflight(root)
     if takes_images(model_settings):
         rows, cols = (int(size) for size in prepared["image_shape"])
@@ -176,10 +178,10 @@ def evaluate(context: StageContext) -> None:
     n_train, n_test = int(prepared["train_labels"].size), int(y_true.size)
     epochs = {"best_epoch": float(training["best_epoch"])} if training.get("best_epoch") else {}
     search = training.get("search")
-    tags = tracking.run_tags(tracking.workspace_root(), args.model, model_settings.type, settings.task.kind)
+    tags = tracking.run_tags(workspace.workspace_root(), args.model, model_settings.type, settings.task.kind)
     if training.get("device"):
         tags[f"{tracking.TAG_PREFIX}device"] = training["device"]
-    artifacts = run_artifacts(images, tracking.workspace_root())
+    artifacts = run_artifacts(images, workspace.workspace_root())
     searched, candidate_seconds = {}, []
     if search:
         searched = {"best_cv_score": search["candidates"][search["best_index"]]["mean_score"]}
@@ -196,7 +198,7 @@ def evaluate(context: StageContext) -> None:
         input_example=pixel_frame(prepared["test_pixels"][:INPUT_EXAMPLE_ROWS]),
         children=search_children(args.model, search, candidate_seconds, tags) if search else [],
     )
-    where = tracking.display_uri(tracking_settings.tracking_uri)
+    where = display_uri(tracking_settings.tracking_uri)
     print(f"log {args.model} to MLflow at {where}", file=sys.stderr)
     outcome = log_or_spool(record, tracking_settings, root)
     # no local paths in committed files: the local store is always <repository root>/mlflow.db

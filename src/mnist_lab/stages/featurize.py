@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from mnist_lab.features import describe_featurizer, fit_featurizer
-from mnist_lab.files import write_json
+from mnist_lab.core.features import describe_featurizer, fit_featurizer
 from mnist_lab.stages.common import (
     StageContext,
     load_arrays,
     main_for,
     save_arrays,
-    save_object,
     stage_parser,
 )
+from mnist_lab.system.files import save_object, write_json
 
 PREPARED = ("train_pixels", "train_labels", "test_pixels", "test_labels")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_lab.data import flatten_images, with_test_set
-from mnist_lab.datafiles import read_dataset
+from mnist_lab.core.data import flatten_images, with_test_set
+from mnist_lab.datasets.folder import read_dataset
 from mnist_lab.stages.common import StageContext, main_for, save_arrays, stage_parser
 
 

@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 from mnist_lab import tracking
-from mnist_lab.files import write_json
-from mnist_lab.registry import Registration, register_challenger
+from mnist_lab.serving.registry import Registration, register_challenger
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
+from mnist_lab.system import workspace
+from mnist_lab.system.files import write_json
 
 
 def register(context: StageContext) -> None:
     settings, args = context.settings, context.args
-    root = tracking.repository_root()
+    root = workspace.repository_root()
     if tracking.preflight(root).server_away:
         registration = Registration(
             settings.registry.model_name,

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnist_lab import tracking
-from mnist_lab.errors import DataError
-from mnist_lab.files import read_json, write_json
-from mnist_lab.results import best_model, headline_metrics, read_history
-from mnist_lab.settings import Settings, flatten
+from mnist_lab.core.errors import DataError
+from mnist_lab.core.results import best_model, headline_metrics, read_history
+from mnist_lab.core.settings import Settings, flatten
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
+from mnist_lab.system import workspace
+from mnist_lab.system.files import read_json, write_json
 
 
 def experiment_params(settings: Settings, data_version: str | None) -> dict:
@@ -51,7 +52,7 @@ def select(context: StageContext) -> None:
         },
     )
 
-    root = tracking.workspace_root()
+    root = workspace.workspace_root()
     with tracking.dagshub_files(args.dagshub_metrics, args.dagshub_params) as logger:
         logger.log_hyperparams(
             {

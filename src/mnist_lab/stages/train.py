@@ -19,18 +19,19 @@ from typing import Any
 import numpy as np
 
 from mnist_lab import tracking
-from mnist_lab.data import check_detector_labels, task_labels
-from mnist_lab.files import write_json, write_text_atomic
-from mnist_lab.models import (
+from mnist_lab.core.data import check_detector_labels, task_labels
+from mnist_lab.core.models import (
     TrainedModel,
     check_training_labels,
     progress_units,
     takes_images,
     train_classifier,
 )
-from mnist_lab.results import history_csv
-from mnist_lab.settings import CNNSettings, ModelSettings
-from mnist_lab.stages.common import StageContext, load_arrays, main_for, save_object, stage_parser
+from mnist_lab.core.results import history_csv
+from mnist_lab.core.settings import CNNSettings, ModelSettings
+from mnist_lab.stages.common import StageContext, load_arrays, main_for, stage_parser
+from mnist_lab.system import workspace
+from mnist_lab.system.files import save_object, write_json, write_text_atomic
 
 
 def train(context: StageContext) -> None:
@@ -59,7 +60,7 @@ def train(context: StageContext) -> None:
         file=sys.stderr,
     )
     # a wrong tracking server or credentials stop the pipeline here, before any training work
-    tracking.preflight(tracking.repository_root())
+    tracking.preflight(workspace.repository_root())
     if model_settings.search is not None:
         count = len(model_settings.search.candidates())
         print(
@@ -69,7 +70,7 @@ def train(context: StageContext) -> None:
         )
     device = None
     if isinstance(model_settings, CNNSettings):
-        from mnist_lab.cnn import compute_device, describe_network
+        from mnist_lab.core.cnn import compute_device, describe_network
 
         device = compute_device()
         n_classes = int(np.unique(labels).size)

@@ -13,18 +13,18 @@ The marker's content never changes (and DVC keeps it: `persist`), so passing thi
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from mnist_lab.datafiles import (
+from mnist_lab.core.errors import DataError
+from mnist_lab.datasets.folder import (
     dvc_directory_md5,
     parse_data_version,
     read_dataset,
     read_directory_files,
 )
-from mnist_lab.errors import DataError
-from mnist_lab.files import write_text_atomic
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
+from mnist_lab.system import commands
+from mnist_lab.system.files import write_text_atomic
 
 MARKER_TEXT = "params.yaml and data/ passed the validate stage\n"
 VALIDATED_COPY = Path(".mnist-lab") / "validated-data.dvc"  # git-ignored
@@ -48,15 +48,8 @@ def check_data(data: Path, dvc_file: Path, validated_copy: Path) -> None:
 
 def _put_back(dvc_file: Path, corrupt: str | None, last: str | None) -> str:
     """Restore `dvc_file` to the last validated or the committed version; a sentence saying what it did."""
-    committed = subprocess.run(
-        ["git", "show", f"HEAD:./{dvc_file.name}"],
-        cwd=dvc_file.resolve().parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    for candidate in (last, committed.stdout if committed.returncode == 0 else None):
+    committed = commands.git_output("show", f"HEAD:./{dvc_file.name}", cwd=dvc_file.resolve().parent)
+    for candidate in (last, committed):
         version = parse_data_version(candidate)
         if candidate and version and version != corrupt:
             if not dvc_file.is_file() or dvc_file.read_text(encoding="utf-8") != candidate:

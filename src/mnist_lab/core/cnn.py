@@ -1,0 +1,371 @@
+"""The convolutional network (Keras 3): built from typed settings, trained epoch by epoch on images, and
+wrapped as a classifier that takes raw 0-255 pixels, like the pipeline's other models.
+
+Keras is imported only when a network is built or loaded (the other models never pay for it). Its backend
+is JAX unless `KERAS_BACKEND` says otherwise; JAX trains on a GPU by itself when its CUDA build is
+installed. A network pickles as the bytes of a `.keras` file written deterministically (no save date, fixed
+zip times), so the same training gives the same model file byte for byte."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mnist_lab.core.settings import CNNSettings
+
+DEFAULT_BACKEND = "jax"
+PREDICT_BATCH = 512
+POOL_SIZE = 2
+# (epoch from 1, that epoch's metrics) after every epoch: the same hook the MLP reports through
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+# XLA's CPU backend sums reductions (a bias gradient, a softmax) with YNNPACK, whose result depends on how
+# many threads it gets, i.e. on the machine's core count: the same training gave other weights on 1 and 2
+# cores. Without YNNPACK's reductions (XLA's own; convolutions and matrix products stay with YNNPACK),
+# training is bit-identical on any core count, for ~10-30% more time per epoch on 2 cores. Checked with
+# jaxlib 0.10.2; XLA aborts the process on a flag it does not know, so other versions are left as they are.
+EXACT_REDUCTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
+EXACT_JAXLIB = "0.10."
+EXACT_ENV = "MNIST_LAB_EXACT_CPU"  # "0": keep XLA's default (faster, results depend on the core count)
+
+
+def exact_reductions_flags(environ: dict[str, str] | os._Environ, jaxlib_version: str | None) -> str | None:
+    """The XLA_FLAGS that make CPU training independent of the core count, or None to leave them: opted out,
+    flags of the user's own naming that choice, or a jaxlib this was not checked with."""
+    flags = environ.get("XLA_FLAGS", "")
+    if environ.get(EXACT_ENV, "1") == "0" or "ynn_fusion_type" in flags:
+        return None
+    if jaxlib_version is None or not jaxlib_version.startswith(EXACT_JAXLIB):
+        return None
+    return f"{flags} {EXACT_REDUCTIONS_FLAG}".strip()
+
+
+def import_keras() -> Any:
+    """`keras`, on the JAX backend unless `KERAS_BACKEND` names another (set before the first import), with
+    XLA's CPU reductions made independent of the core count (see EXACT_REDUCTIONS_FLAG; it must be set before
+    JAX starts its CPU backend)."""
+    os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
+    if os.environ["KERAS_BACKEND"] == "jax":
+        from importlib import metadata
+
+        try:
+            version: str | None = metadata.version("jaxlib")
+        except metadata.PackageNotFoundError:
+            version = None
+        flags = exact_reductions_flags(os.environ, version)
+        if flags is not None:
+            os.environ["XLA_FLAGS"] = flags
+    import keras
+
+    return keras
+
+
+def backend_packages() -> tuple[str, ...]:
+    """The packages a saved network needs at prediction time, for the logged model's pip requirements."""
+    backend = os.environ.get("KERAS_BACKEND", DEFAULT_BACKEND)
+    extra = {"jax": ("jax", "jaxlib"), "tensorflow": ("tensorflow",), "torch": ("torch",)}
+    return ("keras", "h5py", *extra.get(backend, ()))
+
+
+def compute_device() -> str:
+    """Where the backend runs: `cpu`, or `gpu: <name>` for an accelerator (recorded as an MLflow tag)."""
+    keras = import_keras()
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return "cpu" if device.platform == "cpu" else f"{device.platform}: {device.device_kind}"
+    return keras.backend.backend()
+
+
+def _pooled(size: int) -> int:
+    return size // POOL_SIZE if size >= POOL_SIZE else size
+
+
+def layer_sizes(settings: CNNSettings, image_shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """The feature map's size after each convolution block: "same" padding keeps it, the 2x2 max-pool halves
+    it (and is left out along a side already a single pixel wide), so any image size works: 8x8 digits
+    (8 -> 4 -> 2) as well as 28x28 MNIST (28 -> 14 -> 7)."""
+    rows, cols = image_shape
+    sizes = []
+    for _ in settings.filters:
+        rows, cols = _pooled(rows), _pooled(cols)
+        sizes.append((rows, cols))
+    return sizes
+
+
+def describe_network(settings: CNNSettings, image_shape: tuple[int, int], n_classes: int) -> str:
+    """One line: the architecture as built for this image size."""
+    size = image_shape
+    parts = [f"{size[0]}x{size[1]} image"]
+    for filters, pooled in zip(settings.filters, layer_sizes(settings, image_shape), strict=True):
+        pool = " + pool" if pooled != size else ""  # no pool where the map is already one pixel
+        kernel = f"{settings.kernel_size}x{settings.kernel_size}"
+        parts.append(f"conv {filters} ({kernel}){pool} -> {pooled[0]}x{pooled[1]}")
+        size = pooled
+    if settings.dropout:
+        parts.append(f"dropout {settings.dropout:g}")
+    parts.extend(f"dense {units}" for units in settings.dense_units)
+    parts.append(f"softmax {n_classes}")
+    return " -> ".join(parts)
+
+
+def build_network(settings: CNNSettings, image_shape: tuple[int, int], n_classes: int, seed: int) -> Any:
+    """The compiled Keras model: flat raw 0-255 pixels in (what the served model receives), scaled to
+    [0, 1] and reshaped into an image inside the network, class probabilities out."""
+    keras = import_keras()
+    layers = keras.layers
+    rows, cols = image_shape
+    inputs = keras.Input(shape=(rows * cols,), name="pixels")
+    x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+    x = layers.Reshape((rows, cols, 1), name="image")(x)
+    augmentation = settings.augmentation
+    if augmentation is not None and augmentation.shift > 0:
+        shift = augmentation.shift
+        x = layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed, name="shift")(x)
+    if augmentation is not None and augmentation.rotation_degrees > 0:
+        turn = augmentation.rotation_degrees / 360.0  # Keras takes a fraction of a full turn
+        x = layers.RandomRotation(turn, fill_mode="constant", seed=seed + 1, name="rotate")(x)
+    size = (rows, cols)
+    for index, (filters, pooled) in enumerate(
+        zip(settings.filters, layer_sizes(settings, image_shape), strict=True), start=1
+    ):
+        x = layers.Conv2D(
+            filters, settings.kernel_size, padding="same", activation="relu", name=f"conv{index}"
+        )(x)
+        if pooled != size:
+            pool = (size[0] // pooled[0], size[1] // pooled[1])
+            x = layers.MaxPooling2D(pool, name=f"pool{index}")(x)
+        size = pooled
+    x = layers.Flatten(name="flatten")(x)
+    if settings.dropout:
+        x = layers.Dropout(settings.dropout, seed=seed, name="dropout")(x)
+    for index, units in enumerate(settings.dense_units, start=1):
+        x = layers.Dense(units, activation="relu", name=f"dense{index}")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    network = keras.Model(inputs, outputs, name="cnn")
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    network.compile(
+        # named: Keras numbers unnamed optimizers per process (adam, adam_1, ...), which would change the
+        # saved file of an identical second training
+        optimizer=optimizers[settings.optimizer](learning_rate=settings.learning_rate, name="optimizer"),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return network
+
+
+@dataclass
+class TrainedNetwork:
+    classifier: KerasImageClassifier
+    history: list[dict[str, float]]
+    best_epoch: int
+
+
+def train_cnn(
+    settings: CNNSettings,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    image_shape: tuple[int, int],
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> TrainedNetwork:
+    """Train on flat 0-255 `pixels` (count, rows*cols) with a stratified, seeded validation split; after
+    every epoch record train/validation loss and accuracy and the learning rate, keep the weights of the best
+    validation-loss epoch and stop after `patience` epochs without improvement. Seeded: the same inputs give
+    the same weights (on the CPU)."""
+    keras = import_keras()
+    if pixels.ndim != 2 or pixels.shape[1] != image_shape[0] * image_shape[1]:
+        raise ValueError(
+            f"pixels of shape {pixels.shape} are not flat {image_shape[0]}x{image_shape[1]} images"
+        )
+    keras.utils.set_random_seed(seed)
+    classes, (x_fit, x_val, y_fit, y_val) = validation_split(settings, pixels, labels, seed)
+    network = build_network(settings, image_shape, len(classes), seed)
+    recorder = epoch_recorder(keras, settings.patience, on_epoch)
+    network.fit(
+        x_fit,
+        y_fit,
+        batch_size=settings.batch_size,
+        epochs=settings.max_epochs,
+        validation_data=(x_val, y_val),
+        shuffle=True,
+        verbose=0,
+        callbacks=[recorder],
+    )
+    network.set_weights(recorder.best_weights)
+    classifier = KerasImageClassifier(network, classes, image_shape)
+    return TrainedNetwork(classifier, recorder.history, recorder.best_epoch)
+
+
+def validation_split(
+    settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, seed: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(the classes, (x_fit, x_val, y_fit, y_val)): float32 pixels, targets as class indices, a stratified
+    `validation_fraction` held out, seeded."""
+    from sklearn.model_selection import train_test_split
+
+    classes = np.unique(labels)
+    targets = np.searchsorted(classes, labels)
+    split = train_test_split(
+        np.asarray(pixels, dtype=np.float32),
+        targets,
+        test_size=settings.validation_fraction,
+        random_state=seed,
+        stratify=targets,
+    )
+    return classes, tuple(split)  # type: ignore[return-value]
+
+
+def epoch_recorder(keras: Any, patience: int, on_epoch: EpochCallback | None) -> Any:
+    """A Keras callback: one history row per epoch (Keras's own names mapped to the pipeline's), the best
+    validation-loss epoch's weights kept, training stopped `patience` epochs after it."""
+
+    class EpochRecorder(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.history: list[dict[str, float]] = []
+            self.best_loss = float("inf")
+            self.best_epoch = 0
+            self.best_weights: list[np.ndarray] = []
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            learning_rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            row = {
+                "epoch": float(epoch + 1),
+                "train_loss": float(logs["loss"]),
+                "train_accuracy": float(logs["accuracy"]),
+                "val_loss": float(logs["val_loss"]),
+                "val_accuracy": float(logs["val_accuracy"]),
+                "learning_rate": float(learning_rate),
+            }
+            self.history.append(row)
+            if row["val_loss"] < self.best_loss:
+                self.best_loss, self.best_epoch = row["val_loss"], epoch + 1
+                self.best_weights = self.model.get_weights()
+            elif epoch + 1 - self.best_epoch >= patience:
+                self.model.stop_training = True
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
+
+    return EpochRecorder()
+
+
+class KerasImageClassifier:
+    """A trained network as the pipeline's classifiers look: `predict` / `predict_proba` on flat raw 0-255
+    pixels (arrays or DataFrames), `classes_`, `n_features_in_`. It takes raw pixels itself (scaling is a
+    layer of the network), so the logged model is this alone, never the featurizer (PCA) in front of it."""
+
+    takes_raw_pixels = True
+
+    @property
+    def runtime_packages(self) -> tuple[str, ...]:
+        return backend_packages()
+
+    def __init__(self, network: Any, classes: np.ndarray, image_shape: tuple[int, int]) -> None:
+        self.network = network
+        self.classes_ = np.asarray(classes)
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self.n_features_in_ = self.image_shape[0] * self.image_shape[1]
+
+    def predict_proba(self, pixels: Any) -> np.ndarray:
+        """Class probabilities, in chunks of at most PREDICT_BATCH images, each padded to a power of two:
+        the compiled prediction function is traced once per batch shape, so a server answering requests of
+        every size compiles at most 10 shapes instead of one per size."""
+        values = np.asarray(pixels, dtype=np.float32)
+        if values.ndim != 2 or values.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"expected flat images of {self.n_features_in_} pixels, got shape {values.shape}"
+            )
+        chunks = []
+        for start in range(0, len(values), PREDICT_BATCH):
+            chunk = values[start : start + PREDICT_BATCH]
+            padded = np.zeros((1 << (len(chunk) - 1).bit_length(), values.shape[1]), dtype=np.float32)
+            padded[: len(chunk)] = chunk
+            chunks.append(np.asarray(self.network.predict_on_batch(padded))[: len(chunk)])
+        if not chunks:
+            return np.zeros((0, len(self.classes_)))
+        return np.concatenate(chunks).astype(np.float64)
+
+    def predict(self, pixels: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(pixels), axis=1)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "keras_file": keras_file_bytes(self.network),
+            "classes": self.classes_,
+            "image_shape": self.image_shape,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(load_keras_bytes(state["keras_file"]), state["classes"], state["image_shape"])
+
+
+KERAS_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def keras_file_bytes(network: Any) -> bytes:
+    """The network as a `.keras` file's bytes, the same for the same weights in any process: Keras stamps the
+    save date into `metadata.json` and the zip entries, and memory addresses into `config.json`'s shared
+    object ids; the first two are taken out, the ids numbered."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mnist-lab-keras-") as folder:
+        path = os.path.join(folder, "model.keras")
+        network.save(path)
+        with zipfile.ZipFile(path) as source:
+            entries = [(info, source.read(info)) for info in source.infolist()]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info, content in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(content)
+                metadata.pop("date_saved", None)
+                content = json.dumps(metadata, sort_keys=True).encode("utf-8")
+            elif info.filename == "config.json":
+                content = json.dumps(_numbered_shared_objects(json.loads(content))).encode("utf-8")
+            entry = zipfile.ZipInfo(info.filename, date_time=KERAS_ZIP_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            target.writestr(entry, content)
+    return out.getvalue()
+
+
+def _numbered_shared_objects(config: Any, numbers: dict[int, int] | None = None) -> Any:
+    """`config` with each `shared_object_id` (Keras writes the object's memory address, other in every
+    process) replaced by 1, 2, ... in order of first appearance: the same sharing, the same bytes."""
+    numbers = {} if numbers is None else numbers
+    if isinstance(config, dict):
+        return {
+            key: numbers.setdefault(value, len(numbers) + 1)
+            if key == "shared_object_id"
+            else _numbered_shared_objects(value, numbers)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [_numbered_shared_objects(item, numbers) for item in config]
+    return config
+
+
+def load_keras_bytes(content: bytes) -> Any:
+    """A network from `keras_file_bytes` output (any Keras backend can load it)."""
+    import tempfile
+
+    keras = import_keras()
+    with tempfile.TemporaryDirectory(prefix="mnist-lab-keras-") as folder:
+        path = os.path.join(folder, "model.keras")
+        with open(path, "wb") as handle:
+            handle.write(content)
+        return keras.saving.load_model(path)

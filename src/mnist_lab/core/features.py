@@ -1,0 +1,75 @@
+"""Feature extraction: pixel scaling and optional PCA, fitted on the training set only.
+
+The fitted featurizer is a scikit-learn pipeline, so the model logged to MLflow is
+`featurizer + classifier` and takes raw 0-255 pixels: what a user sends to the served model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.decomposition import PCA
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from mnist_lab.core.data import PIXEL_MAX
+from mnist_lab.core.settings import FeatureSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def scale_pixels(pixels: np.ndarray) -> np.ndarray:
+    """0-255 grey levels -> float32 in [0, 1]."""
+    return np.asarray(pixels, dtype=np.float32) / np.float32(PIXEL_MAX)
+
+
+def build_featurizer(settings: FeatureSettings, seed: int) -> Pipeline:
+    """An unfitted featurizer: scaling, then PCA keeping `pca_variance` of the variance if enabled."""
+    steps: list[tuple[str, object]] = [
+        ("scale", FunctionTransformer(scale_pixels, feature_names_out="one-to-one"))
+    ]
+    if settings.pca:
+        n_components = None if settings.pca_variance >= 1.0 else settings.pca_variance
+        steps.append(("pca", PCA(n_components=n_components, svd_solver="full", random_state=seed)))
+    return Pipeline(steps)
+
+
+def fit_featurizer(train_pixels: np.ndarray, settings: FeatureSettings, seed: int) -> Pipeline:
+    """Fit the featurizer on the training pixels (count, n_pixels) only."""
+    return build_featurizer(settings, seed).fit(train_pixels)
+
+
+def describe_featurizer(featurizer: Pipeline, n_pixels: int) -> dict[str, float | int | bool]:
+    """What the featurizer does, for the experiment record: input and output sizes, variance kept."""
+    summary: dict[str, float | int | bool] = {"n_pixels": n_pixels, "pca": "pca" in featurizer.named_steps}
+    if "pca" in featurizer.named_steps:
+        pca: PCA = featurizer.named_steps["pca"]
+        summary["n_components"] = int(pca.n_components_)
+        summary["explained_variance"] = float(np.sum(pca.explained_variance_ratio_))
+    else:
+        summary["n_components"] = n_pixels
+        summary["explained_variance"] = 1.0
+    return summary
+
+
+def pixel_columns(n_pixels: int) -> list[str]:
+    """The logged model's input columns: `pixel_0` … `pixel_<n-1>`, row by row as in the IDX image."""
+    return [f"pixel_{index}" for index in range(n_pixels)]
+
+
+def pixel_frame(pixels: np.ndarray) -> pd.DataFrame:
+    """Flattened 0-255 images as the DataFrame the logged model takes (float64 columns `pixel_i`)."""
+    import pandas as pd  # only the stages that log or serve need it
+
+    return pd.DataFrame(np.asarray(pixels, dtype=np.float64), columns=pixel_columns(pixels.shape[1]))
+
+
+def full_model(featurizer: Pipeline, classifier: ClassifierMixin) -> Pipeline:
+    """Featurizer and classifier as one model that takes raw pixels: what is logged, served and registered.
+    A classifier that takes raw pixels itself (the CNN: `takes_raw_pixels`) is that model alone."""
+    if getattr(classifier, "takes_raw_pixels", False):
+        return classifier
+    return Pipeline([("featurizer", featurizer), ("classifier", classifier)])

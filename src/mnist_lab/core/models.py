@@ -1,0 +1,310 @@
+"""Classifiers: built from typed settings and trained; the MLP epoch by epoch with a metric history."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import SGDClassifier
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.neural_network import MLPClassifier
+
+from mnist_lab.core.errors import DataError, SettingsError
+from mnist_lab.core.settings import (
+    CNNSettings,
+    MLPSettings,
+    ModelSettings,
+    RandomForestSettings,
+    SearchSettings,
+    SGDSettings,
+)
+
+# Called as training advances: (units done so far: epochs or trees, that unit's metrics if it has any)
+ProgressCallback = Callable[[int, dict[str, float]], None]
+FOREST_CHUNKS = 10
+
+
+@dataclass(frozen=True)
+class SearchCandidate:
+    """One combination of a grid search: its settings values and its cross-validation scores."""
+
+    params: dict[str, object]
+    mean_score: float
+    std_score: float
+    rank: int
+    fold_scores: list[float]
+    mean_fit_seconds: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    scoring: str
+    cv: int
+    candidates: list[SearchCandidate]
+    best_index: int
+
+    @property
+    def best(self) -> SearchCandidate:
+        return self.candidates[self.best_index]
+
+
+@dataclass
+class TrainedModel:
+    """A fitted classifier and, for models trained in epochs, one dict of metrics per epoch (epoch from 1);
+    for a grid search, every candidate's scores (the classifier is the best one refitted on all the data)."""
+
+    classifier: ClassifierMixin
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    search: SearchResult | None = None
+
+
+def build_classifier(settings: ModelSettings, seed: int) -> ClassifierMixin:
+    """The unfitted scikit-learn estimator for `settings`."""
+    if isinstance(settings, SGDSettings):
+        return SGDClassifier(
+            loss=settings.loss,
+            alpha=settings.alpha,
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            random_state=seed,
+        )
+    if isinstance(settings, RandomForestSettings):
+        return RandomForestClassifier(
+            n_estimators=settings.n_estimators,
+            max_depth=settings.max_depth,
+            min_samples_leaf=settings.min_samples_leaf,
+            max_features=settings.max_features,
+            n_jobs=-1,
+            random_state=seed,
+        )
+    if isinstance(settings, MLPSettings):
+        return MLPClassifier(
+            hidden_layer_sizes=tuple(settings.hidden_layer_sizes),
+            alpha=settings.alpha,
+            learning_rate_init=settings.learning_rate_init,
+            batch_size=settings.batch_size,
+            solver="adam",
+            shuffle=True,
+            random_state=seed,
+        )
+    raise TypeError(f"no classifier for settings of type {type(settings).__name__}")
+
+
+def takes_images(settings: ModelSettings) -> bool:
+    """Whether the model trains on the images' raw pixels (a CNN) rather than on the featurizer's output."""
+    return isinstance(settings, CNNSettings)
+
+
+def check_training_labels(settings: ModelSettings, labels: np.ndarray, where: str) -> None:
+    """A DataError (or SettingsError) naming what cannot work, before any training: fewer than two
+    classes; a class too small for the stratified validation split the MLP and the CNN hold out; a grid
+    search with more folds (`search.cv`) than the smallest class has examples. `where` names the model's
+    settings in messages (`models.mlp`)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.size < 2:
+        raise DataError(
+            f"{where}: the training set holds only class {classes.tolist()}: a classifier needs examples of "
+            "at least two classes"
+        )
+    smallest = int(np.argmin(counts))
+    rare, count = int(classes[smallest]), int(counts[smallest])
+    if settings.search is not None and count < settings.search.cv:
+        raise SettingsError(
+            f"{where}.search.cv is {settings.search.cv}, but class {rare} has only {count} training "
+            f"example(s): each of the {settings.search.cv} stratified folds needs one of every class. Set "
+            f"{where}.search.cv to {max(count, 2)} or fewer, or add data"
+        )
+    held_out = getattr(settings, "validation_fraction", None)
+    if held_out is not None and count < 2:
+        raise DataError(
+            f"{where}: class {rare} has a single training example, but this model holds out a stratified "
+            f"{held_out:g} of the training set for validation, which needs two of every class; add data"
+        )
+
+
+def train_classifier(
+    settings: ModelSettings,
+    features: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    on_progress: ProgressCallback | None = None,
+    image_shape: tuple[int, int] | None = None,
+) -> TrainedModel:
+    """Fit the classifier for `settings` on (features, labels); with `settings.search`, grid-search first
+    (`on_progress` then reports the refit of the best candidate only). A CNN (`takes_images`) takes flat
+    raw 0-255 pixels as `features` and needs the `image_shape` (rows, cols) they came from."""
+    if settings.search is not None:
+        return _grid_search(settings, features, labels, seed, on_progress, image_shape)
+    if isinstance(settings, CNNSettings):
+        from mnist_lab.core.cnn import train_cnn
+
+        if image_shape is None:
+            raise TypeError("a CNN needs the image_shape of its flat pixels")
+        network = train_cnn(settings, features, labels, image_shape, seed, on_progress)
+        return TrainedModel(network.classifier, network.history, best_epoch=network.best_epoch)
+    if isinstance(settings, MLPSettings):
+        return _train_mlp(settings, features, labels, seed, on_progress)
+    if isinstance(settings, RandomForestSettings):
+        return _train_forest(settings, features, labels, seed, on_progress)
+    return TrainedModel(build_classifier(settings, seed).fit(features, labels))
+
+
+class SettingsClassifier(ClassifierMixin, BaseEstimator):
+    """A scikit-learn estimator whose parameters are this project's model settings, trained exactly as the
+    pipeline trains them (the forest in chunks, the MLP epoch by epoch with early stopping), so that
+    `GridSearchCV` searches the model the pipeline would build."""
+
+    def __init__(
+        self,
+        settings: ModelSettings | None = None,
+        seed: int = 0,
+        image_shape: tuple[int, int] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.seed = seed
+        self.image_shape = image_shape
+
+    def set_params(self, **params: object) -> SettingsClassifier:
+        own = {key: value for key, value in params.items() if key not in ("settings", "seed", "image_shape")}
+        if "settings" in params:
+            self.settings = params["settings"]  # type: ignore[assignment]
+        if "seed" in params:
+            self.seed = int(params["seed"])  # type: ignore[call-overload]
+        if "image_shape" in params:
+            self.image_shape = params["image_shape"]  # type: ignore[assignment]
+        if own:
+            assert self.settings is not None
+            self.settings = self.settings.without_search(**own)  # validated like params.yaml
+        return self
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> SettingsClassifier:
+        assert self.settings is not None
+        self.trained_ = train_classifier(
+            self.settings, features, labels, self.seed, image_shape=self.image_shape
+        )
+        self.classes_ = self.trained_.classifier.classes_
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.trained_.classifier.predict(features)
+
+
+def _grid_search(
+    settings: ModelSettings,
+    features: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    on_progress: ProgressCallback | None,
+    image_shape: tuple[int, int] | None = None,
+) -> TrainedModel:
+    """`GridSearchCV` over `settings.search.grid` (stratified, shuffled folds seeded by `seed`); the best
+    candidate is refitted on all of (features, labels) with the pipeline's own training."""
+    search: SearchSettings = settings.search  # type: ignore[assignment]
+    grid = GridSearchCV(
+        SettingsClassifier(settings.without_search(), seed, image_shape),
+        {key: list(values) for key, values in search.grid.items()},
+        scoring=search.scoring,
+        cv=StratifiedKFold(search.cv, shuffle=True, random_state=seed),
+        refit=False,
+        error_score="raise",
+    ).fit(features, labels)
+    results = grid.cv_results_
+    folds = [results[f"split{i}_test_score"] for i in range(search.cv)]
+    candidates = [
+        SearchCandidate(
+            params={key: _plain(value) for key, value in params.items()},
+            mean_score=float(results["mean_test_score"][index]),
+            std_score=float(results["std_test_score"][index]),
+            rank=int(results["rank_test_score"][index]),
+            fold_scores=[float(fold[index]) for fold in folds],
+            mean_fit_seconds=float(results["mean_fit_time"][index]),
+        )
+        for index, params in enumerate(results["params"])
+    ]
+    best_index = int(grid.best_index_)
+    best_settings = settings.without_search(**candidates[best_index].params)
+    trained = train_classifier(best_settings, features, labels, seed, on_progress, image_shape)
+    trained.search = SearchResult(search.scoring, search.cv, candidates, best_index)
+    return trained
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def progress_units(settings: ModelSettings) -> int | None:
+    """How many units `on_progress` counts to for `settings` (None: no progress reported)."""
+    if isinstance(settings, MLPSettings):
+        return settings.max_epochs
+    if isinstance(settings, RandomForestSettings):
+        return settings.n_estimators
+    return None
+
+
+def _train_forest(
+    settings: RandomForestSettings,
+    features: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    on_progress: ProgressCallback | None,
+) -> TrainedModel:
+    """Grow the forest in chunks (`warm_start`), reporting progress; scikit-learn draws the trees' seeds so
+    that the result is identical to growing all of them at once."""
+    forest = build_classifier(settings, seed)
+    step = max(1, -(-settings.n_estimators // FOREST_CHUNKS))
+    for grown in range(step, settings.n_estimators + step, step):
+        forest.set_params(n_estimators=min(grown, settings.n_estimators), warm_start=True)
+        forest.fit(features, labels)
+        if on_progress is not None:
+            on_progress(forest.n_estimators, {})
+    return TrainedModel(forest.set_params(warm_start=False))
+
+
+def _train_mlp(
+    settings: MLPSettings,
+    features: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    on_progress: ProgressCallback | None,
+) -> TrainedModel:
+    """Adam, one `partial_fit` pass per epoch over a stratified split; keep the epoch with the best
+    validation loss and stop after `patience` epochs without improvement."""
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        features, labels, test_size=settings.validation_fraction, random_state=seed, stratify=labels
+    )
+    classes = np.unique(labels)
+    classifier = build_classifier(settings, seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, MLPClassifier] | None = None
+    for epoch in range(1, settings.max_epochs + 1):
+        classifier.partial_fit(x_fit, y_fit, classes=classes)
+        val_proba = classifier.predict_proba(x_val)
+        record = {
+            "epoch": float(epoch),
+            "train_loss": float(classifier.loss_),
+            "train_accuracy": float(accuracy_score(y_fit, classifier.predict(x_fit))),
+            "val_loss": float(log_loss(y_val, val_proba, labels=classes)),
+            "val_accuracy": float(accuracy_score(y_val, classes[np.argmax(val_proba, axis=1)])),
+        }
+        history.append(record)
+        if on_progress is not None:
+            on_progress(epoch, record)
+        if best is None or record["val_loss"] < best[0]:
+            best = (record["val_loss"], epoch, copy.deepcopy(classifier))
+        elif epoch - best[1] >= settings.patience:
+            break
+    assert best is not None  # max_epochs >= 1
+    return TrainedModel(best[2], history, best_epoch=best[1])
+
+
+def class_scores(classifier: ClassifierMixin, features: np.ndarray) -> np.ndarray:
+    """Per-class scores for curves and AUC: probabilities where the model has them, else decision values."""
+    if hasattr(classifier, "predict_proba"):
+        return classifier.predict_proba(features)
+    return classifier.decision_function(features)

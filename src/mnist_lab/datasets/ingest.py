@@ -1,0 +1,235 @@
+"""Getting data into `data/`: the bundled digits, IDX files from a folder or URL, or MNIST from its mirrors
+or OpenML."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mnist_lab.core.data import Dataset, digits_dataset
+from mnist_lab.core.errors import DataError
+from mnist_lab.datasets.folder import (
+    DATA_FILES,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    dvc_directory_md5,
+    encode_dataset,
+    read_dataset,
+    read_directory_files,
+    recorded_data_version,
+    replace_directory,
+)
+from mnist_lab.datasets.remote import diagnose_remote, mask_credentials
+from mnist_lab.system.commands import dvc
+from mnist_lab.system.redact import display_uri
+
+DOWNLOAD_TIMEOUT_S = 60
+# Public copies of MNIST's four gzip files, tried in turn: torchvision's, TensorFlow's, the original
+# (often down).
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+# The md5 of each official gzip file (as torchvision lists them): any mirror must serve exactly these bytes.
+MNIST_MD5 = {
+    TRAIN_IMAGES: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    TRAIN_LABELS: "d53e105ee54ea40749a09fcbcd1e9432",
+    TEST_IMAGES: "9fb629c4189551a2d022fa330f9573f3",
+    TEST_LABELS: "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+
+def write_digits(out: Path, dvc_file: Path | None) -> str:
+    """Write the bundled digits as IDX into `out`; if `dvc_file` records a version, check the bytes match it.
+
+    Returns the directory md5. Nothing is written when the check fails."""
+    files = encode_dataset(digits_dataset())
+    md5 = dvc_directory_md5(files)
+    expected = recorded_data_version(dvc_file) if dvc_file else None
+    if expected is not None and expected != md5:
+        raise DataError(
+            f"{dvc_file} records data version {expected}, but the bundled digits regenerate as {md5}: "
+            "this repository's data is not the bundled default (get it with `dvc pull`), or this "
+            "environment differs from the lock file (rebuild it with `make venv`)"
+        )
+    replace_directory(files, out)
+    return md5
+
+
+def _download(url: str, destination: Path) -> bool:
+    """Download `url` to `destination` with a progress bar; False if the server says 404.
+
+    A body shorter than its Content-Length is an error: urllib returns it without complaint."""
+    from tqdm import tqdm
+
+    shown = display_uri(url)  # a mirror URL may carry user:password
+
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
+            with (
+                open(destination, "wb") as handle,
+                tqdm(
+                    total=total, unit="B", unit_scale=True, desc=Path(url).name, file=sys.stderr, disable=None
+                ) as bar,
+            ):
+                while chunk := response.read(1 << 16):
+                    handle.write(chunk)
+                    bar.update(len(chunk))
+                    received += len(chunk)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise DataError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"{shown}: cannot download ({reason}); check the URL and the network") from None
+    if total is not None and received < total:
+        raise DataError(f"{shown}: truncated download: {received} of {total} bytes; fetch it again")
+    return True
+
+
+def _download_checked(url: str, destination: Path, md5: str) -> str | None:
+    """Download `url` to `destination`: None if its md5 is `md5`, else one line saying what went wrong."""
+    try:
+        if not _download(url, destination):
+            return f"{display_uri(url)}: not found (HTTP 404)"
+    except DataError as exc:
+        return str(exc)
+    with open(destination, "rb") as handle:
+        found = hashlib.file_digest(handle, "md5").hexdigest()
+    return None if found == md5 else f"{display_uri(url)}: md5 {found} is not the official {md5}"
+
+
+def download_mnist(
+    staging: Path, mirrors: Sequence[str] = MNIST_MIRRORS, md5s: Mapping[str, str] = MNIST_MD5
+) -> None:
+    """Download MNIST's four gzip files into `staging`, each from the first of `mirrors` that serves it with
+    the md5 `md5s` names. Each failed try is one line on stderr; a file no mirror has raises a DataError."""
+    for name in DATA_FILES:
+        problems = []
+        for number, mirror in enumerate(mirrors, start=1):
+            problem = _download_checked(f"{mirror.rstrip('/')}/{name}", staging / name, md5s[name])
+            if problem is None:
+                break
+            problems.append(problem)
+            print(problem + ("; trying the next mirror" if number < len(mirrors) else ""), file=sys.stderr)
+        else:
+            raise DataError(
+                f"{name}: no mirror has the official file (md5 {md5s[name]}): "
+                f"{'; '.join(problems) or 'no mirror given'}. Nothing was changed; check the network, "
+                "or give a mirror that has the official files with --mirror URL"
+            )
+
+
+def _collect(source: str, staging: Path) -> None:
+    """Copy (or download) whatever of MNIST's four files `source` has into `staging`."""
+    if "://" in source:
+        base = source.rstrip("/")
+        for name in DATA_FILES:
+            if not _download(f"{base}/{name}", staging / name):
+                _download(f"{base}/{name.removesuffix('.gz')}", staging / name.removesuffix(".gz"))
+        return
+    folder = Path(source)
+    if not folder.is_dir():
+        raise DataError(f"ingest source '{source}' is neither a folder nor a URL")
+    for name in DATA_FILES:
+        for candidate in (name, name.removesuffix(".gz")):
+            if (folder / candidate).is_file():
+                shutil.copyfile(folder / candidate, staging / candidate)
+                break
+
+
+def fetch_openml() -> Dataset:
+    """MNIST (mnist_784) from OpenML: the first 60,000 images train, the last 10,000 test.
+
+    Needs the network."""
+    from sklearn.datasets import fetch_openml as sklearn_fetch_openml
+
+    try:
+        bunch = sklearn_fetch_openml("mnist_784", version=1, as_frame=False, parser="liac-arff")
+    except Exception as exc:
+        raise DataError(f"cannot fetch mnist_784 from OpenML ({exc}); are you online?") from None
+    images = np.asarray(bunch.data, dtype=np.uint8).reshape(-1, 28, 28)
+    labels = np.asarray(bunch.target).astype(np.uint8)
+    return Dataset(images[:60000], labels[:60000], images[60000:], labels[60000:])
+
+
+def ingest(
+    source: str, out: Path, mirrors: Sequence[str] = MNIST_MIRRORS, md5s: Mapping[str, str] = MNIST_MD5
+) -> str:
+    """Validate the IDX files at `source` (folder, URL, `mnist` or `openml`) and write them to `out`,
+    normalised to deterministic gzip. Returns the directory md5. `out` is untouched if anything is wrong.
+
+    `mnist` downloads the official files from `mirrors`, each checked against `md5s`."""
+    if source == "openml":
+        files = encode_dataset(fetch_openml())
+    else:
+        with tempfile.TemporaryDirectory(prefix="mnist-lab-ingest-") as folder:
+            staging = Path(folder)
+            if source == "mnist":
+                download_mnist(staging, mirrors, md5s)
+            else:
+                _collect(source, staging)
+            try:
+                dataset = read_dataset(staging)
+            except DataError as exc:
+                raise DataError(f"ingest {source}: {str(exc).replace(str(staging) + '/', '')}") from None
+            files = encode_dataset(dataset)
+    replace_directory(files, out)
+    return dvc_directory_md5(files)
+
+
+def restore_data(out: Path, dvc_file: Path) -> str:
+    """Make `out` hold the data version `dvc_file` records: already there, from the DVC cache or remote,
+    or (for the bundled default) regenerated and checked. Returns a sentence saying which."""
+    expected = recorded_data_version(dvc_file)
+    if expected is None:
+        raise DataError(f"{dvc_file} is missing: restore it with `git checkout -- {dvc_file}`")
+    if out.is_dir() and any(out.iterdir()):
+        found = dvc_directory_md5(read_directory_files(out))
+        if found == expected:
+            return f"{out}/ already matches {dvc_file} ({expected})"
+        raise DataError(
+            f"{out}/ holds data version {found}, not the {expected} that {dvc_file} records; nothing was "
+            f"changed. Record it with `dvc add {out}`, or discard it with `dvc checkout --force {dvc_file}`"
+        )
+    if (
+        dvc("checkout", str(dvc_file)).returncode == 0
+        and out.is_dir()
+        and dvc_directory_md5(read_directory_files(out)) == expected
+    ):
+        return f"{out}/ restored from the DVC cache ({expected})"
+    problem = None  # what is wrong with the remote, when a pull failed because of it
+    if (remote := dvc("remote", "default")).returncode == 0 and remote.stdout.strip():
+        pulled = dvc("pull", str(dvc_file))
+        if pulled.returncode == 0:
+            return f"{out}/ pulled from DVC remote '{remote.stdout.strip()}' ({expected})"
+        output = mask_credentials((pulled.stderr or pulled.stdout).strip())
+        problem = diagnose_remote(dvc_file.resolve().parent)
+        print(f"dvc pull failed, trying to regenerate: {problem or output[-500:]}", file=sys.stderr)
+    try:
+        write_digits(out, dvc_file)
+    except DataError as exc:
+        if problem:
+            raise DataError(f"cannot restore {out}/: `dvc pull` failed: {problem}; and {exc}") from None
+        raise DataError(f"cannot restore {out}/: no DVC cache or remote has it, and {exc}") from None
+    # into the DVC cache too, so that `dvc push` sends it (it pushes only what the cache holds)
+    committed = dvc("commit", "--force", "--quiet", str(dvc_file))
+    if committed.returncode != 0:
+        print(f"warning: `dvc commit {dvc_file}` failed: {committed.stderr.strip()[-300:]}", file=sys.stderr)
+    return (
+        f"{out}/ regenerated from scikit-learn's bundled digits and checked against {dvc_file} ({expected})"
+    )

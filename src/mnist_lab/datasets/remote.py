@@ -1,0 +1,518 @@
+"""The DVC remote: its URL in the committed `.dvc/config`, its credentials only in `.dvc/config.local`.
+
+Settings come from the environment and the git-ignored `.env` (the environment wins), falling back to what
+DVC's config already holds, so a fresh clone needs only credentials in `.env`:
+
+- `DVC_REMOTE_URL`: any DVC URL: a local path, `s3://bucket/prefix`, `http(s)://...`;
+- `DVC_REMOTE_USER` / `DVC_REMOTE_PASSWORD`: HTTP basic auth;
+- `DVC_REMOTE_ENDPOINT_URL`: an S3-compatible server; S3 keys: `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`;
+- `DAGSHUB_REPO=<owner>/<repo>` without `DVC_REMOTE_URL`: DagsHub's `https://dagshub.com/<owner>/<repo>.dvc`.
+  On dagshub.com the user and password fall back to `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`
+  (DagsHub takes the same user and token for both).
+
+No secret is ever printed: messages show URLs without their user:password part and mask secret values.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.system import commands
+from mnist_lab.system.redact import _URL_USERINFO, MASK, display_uri, mask_credentials, open_url  # noqa: F401 - re-exported
+from mnist_lab.system.workspace import load_env_file
+
+REMOTE_NAME = "origin"
+DAGSHUB_HOST = "dagshub.com"
+CHECK_TIMEOUT_S = 10  # connect and read, per request: a dead server fails in seconds
+DVC_TIMEOUT_S = 120  # a `dvc remote`/`dvc config` command only edits files
+LOCAL_CONFIG = ".dvc/config.local"
+_DAGSHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+Kind = Literal["local", "s3", "http"]
+
+
+class RemoteError(MnistLabError):
+    """The DVC remote is misconfigured, unreachable, or refuses the credentials."""
+
+
+class RemoteConfigError(RemoteError):
+    """The remote's settings (environment, `.env`, DVC config) are missing or contradict each other."""
+
+
+class RemoteAuthError(RemoteError):
+    """The remote answered, but refused the credentials."""
+
+
+class RemoteUnreachableError(RemoteError):
+    """The remote did not answer, or does not exist."""
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """One DVC remote and its credentials; `*_source` name where each value came from, for messages."""
+
+    url: str  # never holds credentials: it goes into the committed .dvc/config
+    url_source: str
+    name: str = REMOTE_NAME
+    user: str | None = None
+    user_source: str = "DVC_REMOTE_USER"
+    password: str | None = field(default=None, repr=False)
+    password_source: str = "DVC_REMOTE_PASSWORD"
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    keys_source: str = "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+
+    @property
+    def kind(self) -> Kind:
+        return remote_kind(self.url)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values no output may show."""
+        return tuple(s for s in (self.password, self.secret_access_key) if s)
+
+    @property
+    def display_url(self) -> str:
+        return display_uri(self.url)
+
+    def local_path(self, root: Path) -> Path:
+        """A local remote's folder; relative URLs are relative to the repository root."""
+        return (root / os.path.expanduser(self.url)).resolve()
+
+    @classmethod
+    def from_environment(
+        cls,
+        root: Path,
+        environ: Mapping[str, str] | None = None,
+        configured: Mapping[str, str] | None = None,
+    ) -> RemoteSettings:
+        """Settings from `environ` (default: the environment plus `<root>/.env`), falling back to the default
+        remote in `configured` (DVC's merged config as `dvc config --list` prints it) for whatever they lack.
+
+        Raises RemoteConfigError naming the variable and the fix when no remote is named or values clash."""
+        if environ is None:
+            load_env_file(root)
+            environ = os.environ
+        env = {key: value.strip() for key, value in environ.items() if value and value.strip()}
+        configured = configured or {}
+        name = configured.get("core.remote", REMOTE_NAME)
+        saved = {
+            key.removeprefix(f"remote.{name}."): value
+            for key, value in configured.items()
+            if key.startswith(f"remote.{name}.")
+        }
+
+        url, url_source = _remote_url(env, saved, name)
+        url, user_in_url, password_in_url = _split_userinfo(url, url_source)
+        kind = remote_kind(url)
+        same_remote = "url" in saved and _same_url(saved["url"], url, root)
+        fallback = saved if same_remote else {}
+        values: dict = {"url": url, "url_source": url_source, "name": name if same_remote else REMOTE_NAME}
+
+        if kind == "http":
+            values.update(_http_credentials(env, fallback, url, user_in_url, password_in_url))
+        elif env.get("DVC_REMOTE_USER") or env.get("DVC_REMOTE_PASSWORD"):
+            fix = "set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY instead" if kind == "s3" else "remove them"
+            raise RemoteConfigError(
+                f"DVC_REMOTE_USER / DVC_REMOTE_PASSWORD are for http(s) remotes, but {display_uri(url)} is a "
+                f"{kind} remote: {fix} in .env"
+            )
+        if kind == "s3":
+            values.update(_s3_settings(env, fallback))
+        elif env.get("DVC_REMOTE_ENDPOINT_URL"):
+            raise RemoteConfigError(
+                f"DVC_REMOTE_ENDPOINT_URL is for s3:// remotes, but DVC_REMOTE_URL is {display_uri(url)}: "
+                "remove DVC_REMOTE_ENDPOINT_URL from .env, or use an s3://bucket/prefix URL"
+            )
+        return cls(**values)
+
+
+def remote_kind(url: str) -> Kind:
+    """`local`, `s3` or `http` (http or https); other schemes are refused with the supported ones."""
+    if "://" not in url:
+        return "local"
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "s3":
+        return "s3"
+    if scheme in ("http", "https"):
+        return "http"
+    raise RemoteConfigError(
+        f"DVC remote URL {display_uri(url)}: scheme '{scheme}' is not supported here; use a local path, "
+        "s3://bucket/prefix (also S3-compatible servers, with DVC_REMOTE_ENDPOINT_URL) or http(s)://..."
+    )
+
+
+def _remote_url(env: Mapping[str, str], saved: Mapping[str, str], name: str) -> tuple[str, str]:
+    if url := env.get("DVC_REMOTE_URL"):
+        return url, "DVC_REMOTE_URL"
+    if repo := env.get("DAGSHUB_REPO"):
+        repo = repo.strip("/").removesuffix(".git")
+        if not _DAGSHUB_REPO.match(repo):
+            raise RemoteConfigError(
+                f"DAGSHUB_REPO={repo!r} is not <owner>/<repo>: set it like DAGSHUB_REPO=alice/mnist-lab"
+            )
+        return f"https://{DAGSHUB_HOST}/{repo}.dvc", "DAGSHUB_REPO"
+    if url := saved.get("url"):
+        return url, f"DVC's config (remote '{name}')"
+    raise RemoteConfigError(
+        "no DVC remote is named: set DVC_REMOTE_URL (a folder, s3://bucket/prefix or https://...) or "
+        "DAGSHUB_REPO=<owner>/<repo> in .env (see .env.example), then run `mnist-lab remote setup`"
+    )
+
+
+def _split_userinfo(url: str, source: str) -> tuple[str, str | None, str | None]:
+    """The URL without a user:password part, and that part: credentials never go into .dvc/config."""
+    if "://" not in url:
+        return url, None, None
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise RemoteConfigError(
+            f"{source}: {display_uri(url)} must not hold credentials; for s3 set AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY"
+        )
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    user = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password else None
+    return clean, user, password
+
+
+def _same_url(saved: str, url: str, root: Path) -> bool:
+    if "://" in saved or "://" in url:
+        return saved.rstrip("/") == url.rstrip("/")
+    return (root / saved).resolve() == (root / url).resolve()
+
+
+def _http_credentials(
+    env: Mapping[str, str],
+    saved: Mapping[str, str],
+    url: str,
+    user_in_url: str | None,
+    password_in_url: str | None,
+) -> dict:
+    """User and password for basic auth: DVC_REMOTE_*, then the URL's user:password, then (dagshub.com)
+    MLFLOW_TRACKING_*, then what DVC's config holds; each with where it came from."""
+    dagshub = (urllib.parse.urlsplit(url).hostname or "").lower() == DAGSHUB_HOST
+    candidates = {
+        "user": [
+            ("DVC_REMOTE_USER", env.get("DVC_REMOTE_USER")),
+            ("the user in DVC_REMOTE_URL", user_in_url),
+            ("MLFLOW_TRACKING_USERNAME", env.get("MLFLOW_TRACKING_USERNAME") if dagshub else None),
+            (".dvc/config.local", saved.get("user")),
+        ],
+        "password": [
+            ("DVC_REMOTE_PASSWORD", env.get("DVC_REMOTE_PASSWORD")),
+            ("the password in DVC_REMOTE_URL", password_in_url),
+            ("MLFLOW_TRACKING_PASSWORD", env.get("MLFLOW_TRACKING_PASSWORD") if dagshub else None),
+            (".dvc/config.local", saved.get("password")),
+        ],
+    }
+    found = {}
+    for key, options in candidates.items():
+        source, value = next(((s, v) for s, v in options if v), (options[0][0], None))
+        found[key], found[f"{key}_source"] = value, source
+    if bool(found["user"]) != bool(found["password"]):
+        missing = "password" if found["user"] else "user"
+        raise RemoteConfigError(
+            f"HTTP basic auth for {display_uri(url)} needs both a user and a password, but the {missing} is "
+            f"not set: set DVC_REMOTE_USER and DVC_REMOTE_PASSWORD in .env"
+            + (" (on DagsHub: your user name and an access token)" if dagshub else "")
+        )
+    return found
+
+
+def _s3_settings(env: Mapping[str, str], saved: Mapping[str, str]) -> dict:
+    endpoint = env.get("DVC_REMOTE_ENDPOINT_URL") or saved.get("endpointurl")
+    if endpoint and "://" not in endpoint:
+        raise RemoteConfigError(
+            f"DVC_REMOTE_ENDPOINT_URL={display_uri(endpoint)} is not a URL: set it like https://s3.example.org"
+        )
+    if endpoint and _URL_USERINFO.search(endpoint):
+        raise RemoteConfigError(
+            "DVC_REMOTE_ENDPOINT_URL must not hold credentials (it goes into the committed .dvc/config): "
+            "set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY instead"
+        )
+    key_id, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    source = "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+    if not key_id and not secret and (saved.get("access_key_id") or saved.get("secret_access_key")):
+        key_id, secret = saved.get("access_key_id"), saved.get("secret_access_key")
+        source = "the keys in .dvc/config.local"
+    if bool(key_id) != bool(secret):
+        raise RemoteConfigError(
+            f"S3 credentials need both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, but only one is set "
+            f"({source}): set both in .env, or neither to use your AWS configuration (~/.aws)"
+        )
+    return {
+        "endpoint_url": endpoint,
+        "access_key_id": key_id,
+        "secret_access_key": secret,
+        "keys_source": source,
+    }
+
+
+# --- DVC's config -----------------------------------------------------------------------------------------
+
+
+def _dvc(root: Path, *args: str, secrets: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run this environment's `dvc` in `root`; errors show the command and its output with secrets masked."""
+    try:
+        return commands.dvc(*args, cwd=root, timeout=DVC_TIMEOUT_S, secrets=secrets)
+    except commands.CommandError as exc:
+        raise RemoteError(str(exc)) from None
+
+
+def _dvc_checked(root: Path, *args: str, secrets: tuple[str, ...] = ()) -> None:
+    done = _dvc(root, *args, secrets=secrets)
+    if done.returncode != 0:
+        shown = mask_credentials(" ".join(["dvc", *args]), secrets)
+        output = mask_credentials((done.stderr or done.stdout).strip(), secrets)
+        raise RemoteError(f"`{shown}` failed in {root}: {output}")
+
+
+def dvc_config(root: Path) -> dict[str, str]:
+    """DVC's merged config for `root` (`dvc config --list`), or {} when DVC cannot read it."""
+    done = _dvc(root, "config", "--list")
+    if done.returncode != 0:
+        return {}
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+def load_remote_settings(root: Path) -> RemoteSettings:
+    """The remote from the environment and `<root>/.env`, completed by DVC's config of `root`."""
+    return RemoteSettings.from_environment(root, configured=dvc_config(root))
+
+
+def _local_config_is_ignored(root: Path) -> bool:
+    """Whether git ignores .dvc/config.local (DVC's .dvc/.gitignore does); True outside git."""
+    try:
+        done = commands.git("check-ignore", "-q", ".dvc/config.local", cwd=root)
+    except commands.CommandError:
+        return True
+    return done.returncode != 1  # 0: ignored; 128: not a git repository; 1: would be committed
+
+
+def _write_local_credentials(
+    root: Path, name: str, options: dict[str, str | None], secrets: tuple[str, ...]
+) -> None:
+    """Write remote `name`'s credentials into `.dvc/config.local` through DVC's config API, in this process:
+    as arguments of `dvc remote modify` they would be on a command line, which every user of the machine
+    can read in the process list."""
+    from dvc.config import Config, ConfigError
+
+    try:
+        config = Config(dvc_dir=str(root / ".dvc"))
+        with config.edit("local") as local:
+            local.setdefault("remote", {}).setdefault(name, {}).update(
+                {key: str(value) for key, value in options.items() if value is not None}
+            )
+    except (ConfigError, OSError) as exc:
+        raise RemoteError(
+            f"cannot write the credentials of remote '{name}' to {root}/.dvc/config.local: "
+            f"{mask_credentials(str(exc), secrets)}"
+        ) from None
+
+
+def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
+    """Make `settings` DVC's default remote in `root`: the URL (and an S3 endpoint) in `.dvc/config`,
+    credentials only in `.dvc/config.local`, replacing whatever that file held for the remote.
+
+    Returns lines saying what was written, without secrets."""
+    if not (root / ".dvc").is_dir():
+        raise RemoteConfigError(f"{root} is not a DVC repository (no .dvc/): run this in the repository")
+    if not _local_config_is_ignored(root):
+        raise RemoteConfigError(
+            f"{root}/.dvc/config.local is not ignored by git, so credentials written there could be "
+            "committed: restore DVC's .dvc/.gitignore (`git checkout -- .dvc/.gitignore`) and run this again"
+        )
+    name, secrets = settings.name, settings.secrets
+    if (root / ".dvc" / "config.local").is_file():
+        done = _dvc(root, "remote", "remove", "--local", name)
+        if done.returncode != 0 and "doesn't exist" not in done.stderr:
+            raise RemoteError(
+                f"`dvc remote remove --local {name}` failed: {mask_credentials(done.stderr.strip(), secrets)}"
+            )
+    lines = [f"DVC remote '{name}' (default) -> {settings.display_url}  [.dvc/config]"]
+    if settings.kind == "local":
+        folder = settings.local_path(root)
+        if not folder.exists():
+            try:
+                folder.mkdir(parents=True)
+            except OSError as exc:
+                raise RemoteUnreachableError(
+                    f"cannot create the DVC remote folder {folder} ({exc.strerror}): fix DVC_REMOTE_URL"
+                ) from None
+            lines.append(f"created the remote folder {folder}")
+    _dvc_checked(root, "remote", "add", "--force", "-d", name, settings.url)
+    if settings.kind == "http" and settings.user:
+        _write_local_credentials(
+            root, name, {"auth": "basic", "user": settings.user, "password": settings.password}, secrets
+        )
+        lines.append(
+            f"credentials: HTTP basic auth, user '{settings.user}' (from {settings.user_source}), password "
+            f"from {settings.password_source}  [.dvc/config.local, git-ignored]"
+        )
+    elif settings.kind == "http":
+        lines.append("credentials: none (set DVC_REMOTE_USER / DVC_REMOTE_PASSWORD if the server needs them)")
+    if settings.kind == "s3":
+        if settings.endpoint_url:
+            _dvc_checked(root, "remote", "modify", name, "endpointurl", settings.endpoint_url)
+            lines.append(f"S3 endpoint {display_uri(settings.endpoint_url)}  [.dvc/config]")
+        if settings.access_key_id:
+            keys = {"access_key_id": settings.access_key_id, "secret_access_key": settings.secret_access_key}
+            _write_local_credentials(root, name, keys, secrets)
+            lines.append(f"credentials: S3 keys from {settings.keys_source}  [{LOCAL_CONFIG}, git-ignored]")
+        else:
+            lines.append("credentials: none written; DVC uses your AWS configuration (~/.aws, AWS_* vars)")
+    return lines
+
+
+# --- is it there, and do the credentials work? ------------------------------------------------------------
+
+
+def check_remote(settings: RemoteSettings, root: Path) -> str:
+    """Prove the remote answers and accepts the credentials, without transferring data; bounded by
+    CHECK_TIMEOUT_S per request. Returns a sentence saying what was checked; raises RemoteError subclasses."""
+    if settings.kind == "local":
+        return _check_local(settings, root)
+    if settings.kind == "s3":
+        return _check_s3(settings)
+    return _check_http(settings)
+
+
+def _check_local(settings: RemoteSettings, root: Path) -> str:
+    folder = settings.local_path(root)
+    if not folder.is_dir():
+        raise RemoteUnreachableError(
+            f"DVC remote folder {folder} (from {settings.url_source}) does not exist: create it "
+            f"(`mkdir -p {folder}`) or fix DVC_REMOTE_URL"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RemoteUnreachableError(
+            f"DVC remote folder {folder} is not writable: fix its permissions or set another DVC_REMOTE_URL"
+        )
+    return f"remote folder {folder} exists and is writable"
+
+
+def _http_auth_fix(settings: RemoteSettings) -> str:
+    if not settings.user:
+        return (
+            "the server wants credentials and none are set: set DVC_REMOTE_USER and DVC_REMOTE_PASSWORD in "
+            ".env" + (" (your DagsHub user name and an access token)" if "dagshub" in settings.url else "")
+        )
+    sources = f"{settings.user_source} / {settings.password_source}"
+    fix = f"check {sources}"
+    if settings.user_source.startswith("MLFLOW_"):
+        fix += " (used because DVC_REMOTE_USER / DVC_REMOTE_PASSWORD are not set)"
+    return fix + " in .env, then run `mnist-lab remote setup` again"
+
+
+def _check_http(settings: RemoteSettings) -> str:
+    request = urllib.request.Request(settings.url, method="HEAD")
+    if settings.user:
+        token = base64.b64encode(f"{settings.user}:{settings.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    where = f"DVC remote '{settings.name}' at {settings.display_url}"
+    try:
+        with open_url(request, timeout=CHECK_TIMEOUT_S) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        if status in (401, 403):
+            raise RemoteAuthError(
+                f"{where} refused the credentials (HTTP {status} {exc.reason}): {_http_auth_fix(settings)}"
+            ) from None
+        if status >= 500:
+            raise RemoteUnreachableError(
+                f"{where} answered HTTP {status} {exc.reason}: the server is failing; try again later, or "
+                f"check {settings.url_source}"
+            ) from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = mask_credentials(str(getattr(exc, "reason", exc)), settings.secrets)
+        raise RemoteUnreachableError(
+            f"cannot reach {where} ({reason}): check {settings.url_source} and the network"
+        ) from None
+    credentials = f"user '{settings.user}' accepted" if settings.user else "no credentials needed"
+    return f"{settings.display_url} answers (HTTP {status} to HEAD); {credentials}"
+
+
+def _check_s3(settings: RemoteSettings) -> str:
+    import botocore.config
+    import botocore.exceptions
+    import botocore.session
+
+    parts = urllib.parse.urlsplit(settings.url)
+    bucket = parts.netloc
+    where = f"DVC remote '{settings.name}' bucket '{bucket}'" + (
+        f" at {display_uri(settings.endpoint_url)}" if settings.endpoint_url else ""
+    )
+    keys = settings.keys_source if settings.access_key_id else "your AWS configuration (AWS_*, ~/.aws)"
+    client = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        config=botocore.config.Config(
+            connect_timeout=CHECK_TIMEOUT_S, read_timeout=CHECK_TIMEOUT_S, retries={"max_attempts": 2}
+        ),
+    )
+    try:
+        client.head_bucket(Bucket=bucket)
+    except botocore.exceptions.NoCredentialsError:
+        raise RemoteAuthError(
+            f"{where}: no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in .env, "
+            "then run `mnist-lab remote setup`"
+        ) from None
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("404", "NoSuchBucket") or status == 404:
+            raise RemoteUnreachableError(
+                f"{where} does not exist: create the bucket, or fix {settings.url_source}"
+            ) from None
+        if code in ("400", "401", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied") or (
+            status in (400, 401, 403)
+        ):
+            raise RemoteAuthError(
+                f"{where} refused the credentials (HTTP {status} {code}): check {keys} in .env, then run "
+                "`mnist-lab remote setup` again"
+            ) from None
+        raise RemoteError(f"{where}: {mask_credentials(str(exc), settings.secrets)}") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        reason = mask_credentials(str(exc), settings.secrets)
+        raise RemoteUnreachableError(
+            f"cannot reach {where} ({reason}): check DVC_REMOTE_ENDPOINT_URL, {settings.url_source} and the "
+            "network"
+        ) from None
+    return f"bucket '{bucket}' answers and accepts the keys from {keys}"
+
+
+def diagnose_remote(start: Path) -> str | None:
+    """Why the DVC remote of the repository at or above `start` cannot be used, as one message naming the
+    fix; None when it answers and takes the credentials. For after a failed `dvc pull`: DVC reports an http
+    remote that refuses the credentials only as missing files (its existence checks get 401)."""
+    from mnist_lab.system.workspace import repository_root
+
+    try:
+        root = repository_root(start)
+        check_remote(load_remote_settings(root), root)
+    except MnistLabError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,118 @@
+"""`mnist-lab compare A [B]`: two experiments (revisions, or the workspace) side by side: params, metrics
+with deltas, whether the data changed, which code changed, and their MLflow runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_lab.datasets.folder import parse_data_version
+from mnist_lab.experiments.linking import (
+    LinkingError,
+    RunLink,
+    resolve_commit,
+    runs_of_commit,
+    workspace_links,
+)
+from mnist_lab.system import commands
+from mnist_lab.system.commands import dvc
+
+CODE_PATHS = ("src", "dvc.yaml", "pyproject.toml", "requirements.lock")
+WORKSPACE = "workspace"
+
+
+@dataclass
+class Comparison:
+    old: str
+    new: str
+    params: dict[str, dict[str, Any]]  # key -> {"old", "new"}
+    metrics: dict[str, dict[str, Any]]  # key -> {"old", "new", "diff"}
+    data: dict[str, str | None]  # {"old", "new"} data versions
+    code_changed: list[str]
+    runs: dict[str, list[dict[str, Any]]]  # "old"/"new" -> links
+
+
+def _data_version(root: Path, revision: str | None) -> str | None:
+    if revision is None:
+        text = (root / "data.dvc").read_text() if (root / "data.dvc").is_file() else None
+    else:
+        text = commands.git_output("show", f"{revision}:data.dvc", cwd=root)
+    return parse_data_version(text)
+
+
+def _dvc_json(root: Path, *args: str) -> dict:
+    done = dvc(*args, "--json", cwd=root)
+    if done.returncode != 0:
+        raise LinkingError(f"dvc {' '.join(args)} failed: {done.stderr.strip()[-400:]}")
+    return json.loads(done.stdout or "{}")
+
+
+def _runs(root: Path, revision: str | None) -> list[RunLink]:
+    if revision is None:
+        try:
+            return workspace_links(root)
+        except LinkingError:
+            return []
+    return runs_of_commit(root, revision)
+
+
+def compare(root: Path, old: str, new: str | None = None) -> Comparison:
+    """Compare revision `old` with revision `new`, or with the workspace when `new` is None."""
+    old_commit = resolve_commit(root, old)
+    new_commit = resolve_commit(root, new) if new else None
+    revisions = [old_commit, *([new_commit] if new_commit else [])]
+    params = {
+        key: {"old": v["old"], "new": v["new"]}
+        for entries in _dvc_json(root, "params", "diff", *revisions).values()
+        for key, v in entries.items()
+    }
+    metrics = {
+        key: {"old": v.get("old"), "new": v.get("new"), "diff": v.get("diff")}
+        for entries in _dvc_json(root, "metrics", "diff", "--all", *revisions).values()
+        for key, v in entries.items()
+    }
+    code = commands.git(
+        "diff", "--name-only", *revisions, "--", *CODE_PATHS, cwd=root, check=True
+    ).stdout.split()
+    return Comparison(
+        old=old,
+        new=new or WORKSPACE,
+        params=params,
+        metrics=metrics,
+        data={"old": _data_version(root, old_commit), "new": _data_version(root, new_commit)},
+        code_changed=code,
+        runs={
+            "old": [asdict(link) for link in _runs(root, old_commit)],
+            "new": [asdict(link) for link in _runs(root, new_commit)],
+        },
+    )
+
+
+def as_json(comparison: Comparison) -> str:
+    return json.dumps(asdict(comparison), indent=2)
+
+
+def as_text(c: Comparison) -> str:
+    lines = [f"{c.old} -> {c.new}", ""]
+    lines.append("params changed:" if c.params else "params: unchanged")
+    lines += [f"  {key}: {v['old']} -> {v['new']}" for key, v in sorted(c.params.items())]
+    lines.append("")
+    lines.append("metrics:" if c.metrics else "metrics: none recorded")
+    for key, v in sorted(c.metrics.items()):
+        if isinstance(v["old"], float) or isinstance(v["new"], float):
+            diff = f"{v['diff']:+.4f}" if isinstance(v["diff"], (int, float)) else "-"
+            old = f"{v['old']:.4f}" if isinstance(v["old"], (int, float)) else str(v["old"])
+            new = f"{v['new']:.4f}" if isinstance(v["new"], (int, float)) else str(v["new"])
+            lines.append(f"  {key}: {old} -> {new} ({diff})")
+        else:
+            lines.append(f"  {key}: {v['old']} -> {v['new']}")
+    lines.append("")
+    same = c.data["old"] == c.data["new"]
+    lines.append(f"data: {'unchanged' if same else 'CHANGED'} ({c.data['old']} -> {c.data['new']})")
+    lines.append("code changed: " + (", ".join(c.code_changed) if c.code_changed else "none"))
+    for side in ("old", "new"):
+        runs = ", ".join(f"{r['model']}={r['run_id'] or 'pending'}" for r in c.runs[side]) or "none linked"
+        lines.append(f"runs of {getattr(c, side)}: {runs}")
+    return "\n".join(lines)

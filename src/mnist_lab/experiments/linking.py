@@ -1,0 +1,306 @@
+"""Every commit is an experiment: commit an experiment's files with its MLflow runs as trailers, tag each run
+with the commit that holds its results, and find one from the other in both directions."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_lab import tracking
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.core.settings import load_settings
+from mnist_lab.system import commands
+from mnist_lab.system.files import read_json
+
+# What an experiment commit holds: its definition and results (pipeline outputs with `cache: false`)
+EXPERIMENT_PATHS = (
+    "params.yaml",
+    "dvc.lock",
+    "data.dvc",
+    "metrics.json",
+    "metrics.csv",
+    "params.yml",
+    "best_model.json",
+    "registry.json",
+    "reports",
+)
+# DVC writes a `.gitignore` beside each output it caches, and adds a line to it for each new model's or
+# output's files (`/cnn`): left out, a new model or output folder would leave the tree dirty after its
+# experiment was committed
+IGNORE_FILE_FOLDERS = ("models", "outputs")
+
+
+def experiment_paths(root: Path) -> list[str]:
+    """The files and folders of the experiment in `root` that exist: `EXPERIMENT_PATHS` and DVC's ignore
+    files under `IGNORE_FILE_FOLDERS`."""
+    paths = [p for p in EXPERIMENT_PATHS if (root / p).exists()]
+    for folder in IGNORE_FILE_FOLDERS:
+        paths += sorted(p.relative_to(root).as_posix() for p in (root / folder).rglob(".gitignore"))
+    return paths
+
+
+TRAILER = "MLflow-Run"
+RESULTS_COMMIT_TAG = f"{tracking.TAG_PREFIX}results_commit"
+_TRAILER_LINE = re.compile(
+    rf"^{TRAILER}: (?P<model>[a-z][a-z0-9_]*) run=(?P<run>\S+) record=(?P<record>[0-9a-f]+)$"
+)
+
+
+class LinkingError(MnistLabError):
+    """An experiment cannot be committed or looked up as asked."""
+
+
+@dataclass(frozen=True)
+class RunLink:
+    """One model's MLflow run in an experiment; `run_id` is None while it waits in the outbox."""
+
+    model: str
+    run_id: str | None
+    record_id: str
+
+    def trailer(self) -> str:
+        return f"{TRAILER}: {self.model} run={self.run_id or 'pending'} record={self.record_id}"
+
+
+def run_git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = commands.git(*args, cwd=root)
+    if check and done.returncode != 0:
+        raise LinkingError(f"git {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done
+
+
+def resolve_commit(root: Path, revision: str) -> str:
+    """The full commit id of `revision`, or a LinkingError naming it."""
+    done = run_git(root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False)
+    if done.returncode != 0:
+        raise LinkingError(f"'{revision}' is not a commit of this repository (try `mnist-lab history`)")
+    return done.stdout.strip()
+
+
+def workspace_links(root: Path) -> list[RunLink]:
+    """The runs of the experiment in the workspace, from `reports/<model>/mlflow.json`."""
+    links = []
+    for model in load_settings(root / "params.yaml").models:
+        path = root / "reports" / model / "mlflow.json"
+        if not path.is_file():
+            raise LinkingError(f"{path} is missing: model '{model}' has no run yet; run `dvc repro` first")
+        record = read_json(path)
+        links.append(RunLink(model, record.get("run_id"), record["record_id"]))
+    return links
+
+
+def parse_trailers(message: str) -> list[RunLink]:
+    """The runs named by a commit message's `MLflow-Run:` trailers."""
+    links = []
+    for line in message.splitlines():
+        match = _TRAILER_LINE.match(line.strip())
+        if match:
+            run_id = None if match["run"] == "pending" else match["run"]
+            links.append(RunLink(match["model"], run_id, match["record"]))
+    return links
+
+
+def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], list[str]]:
+    """Commit the experiment's files with its runs as trailers; returns (commit, links, models whose runs
+    could not be tagged with the commit). Refuses when the
+    pipeline is not up to date, since the committed results would not be those of the committed params."""
+    status = pipeline_status(root)
+    if status:
+        raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
+    links = resolve_sent_runs(root, workspace_links(root))
+    paths = experiment_paths(root)
+    run_git(root, "add", "--", *paths)
+    if not run_git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
+        raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
+    body = "\n".join(link.trailer() for link in links)
+    # `-- paths`: only the experiment's files, whatever else the user has staged
+    run_git(root, "commit", "--quiet", "-m", message, "-m", body, "--", *paths)
+    commit = run_git(root, "rev-parse", "HEAD").stdout.strip()
+    return commit, links, tag_runs_with_commit(root, links, commit)
+
+
+def resolve_sent_runs(root: Path, links: list[RunLink]) -> list[RunLink]:
+    """Fill in the run id of runs that waited in the outbox and have been sent since (found by record id:
+    this clone's record of what it sent, else the server). Offline, they stay pending."""
+    if all(link.run_id for link in links):
+        return links
+    from mnist_lab.tracking.outbox import find_sent_run
+
+    settings = tracking.TrackingSettings.from_environment(root)
+    resolved = []
+    for link in links:
+        sent = None if link.run_id else find_sent_run(root, link.record_id, settings)
+        resolved.append(RunLink(link.model, sent.run_id, link.record_id) if sent else link)
+    return resolved
+
+
+def pipeline_status(root: Path) -> str:
+    """`dvc status`'s complaint, or "" when every stage is up to date."""
+    from mnist_lab.system.commands import dvc
+
+    done = dvc("status", "--quiet", cwd=root)
+    if done.returncode == 0:
+        return ""
+    changed = dvc("status", cwd=root).stdout
+    stages = [
+        line.strip().rstrip(":") for line in changed.splitlines() if line and not line.startswith((" ", "\t"))
+    ]
+    return "changed: " + ", ".join(stages[:6]) if stages else "dvc status reports changes"
+
+
+def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> list[str]:
+    """Tag each run with the commit holding its results (runs waiting in the outbox get the tag there);
+    returns the models whose runs could not be tagged (the server is away): the commit still names them."""
+    from mnist_lab.tracking.outbox import find_sent_run, is_transport_failure, retag_pending
+
+    settings = tracking.TrackingSettings.from_environment(root)
+    client = None
+    untagged = []
+    server_away = False
+    for link in links:
+        if not link.run_id and retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit}):
+            continue
+        if server_away:
+            untagged.append(link.model)
+            continue
+        sent = link.run_id or getattr(find_sent_run(root, link.record_id, settings), "run_id", None)
+        try:
+            if not sent:
+                raise LookupError(link.record_id)
+            if client is None:
+                client = tracking.mlflow_client(settings)  # bounded retries
+            client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
+        except Exception as exc:  # the commit is made (or was already): say what is missing rather than fail
+            untagged.append(link.model)
+            server_away = is_transport_failure(exc)  # then the other runs' tags would fail the same way
+    return untagged
+
+
+def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
+    """The runs a commit names (from git alone: works offline and without the MLflow store): its trailers,
+    or for a commit made otherwise (`dvc exp branch`, a plain `git commit`) its `reports/*/mlflow.json`."""
+    done = run_git(root, "log", "-1", "--format=%B", revision, check=False)
+    if done.returncode != 0:
+        raise LinkingError(f"'{revision}' is not a commit of this repository")
+    return parse_trailers(done.stdout) or committed_run_files(root, revision)
+
+
+def committed_run_files(root: Path, revision: str) -> list[RunLink]:
+    """The runs recorded in a commit's `reports/<model>/mlflow.json` files."""
+    import json
+
+    names = run_git(root, "ls-tree", "-r", "--name-only", revision, "--", "reports").stdout.split()
+    links = []
+    for name in sorted(n for n in names if re.fullmatch(r"reports/[a-z][a-z0-9_]*/mlflow\.json", n)):
+        record = json.loads(run_git(root, "show", f"{revision}:{name}").stdout)
+        links.append(RunLink(name.split("/")[1], record.get("run_id"), record["record_id"]))
+    return links
+
+
+def link_commit(root: Path, revision: str) -> tuple[str, list[RunLink], list[str]]:
+    """Tag the runs of an experiment committed without `mnist-lab commit` (say by `dvc exp branch`) with
+    the commit holding their results, as `mnist-lab commit` does: (commit, links, models left untagged)."""
+    commit = resolve_commit(root, revision)
+    links = resolve_sent_runs(root, runs_of_commit(root, commit))
+    if not links:
+        raise LinkingError(
+            f"commit {commit[:12]} holds no experiment: no MLflow-Run trailers, no reports/*/mlflow.json"
+        )
+    return commit, links, tag_runs_with_commit(root, links, commit)
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{8,32}")
+
+
+def commit_of_run(root: Path, run_or_record_id: str) -> str:
+    """The commit that first recorded a run's results, for its run id or record id or a unique prefix of
+    either (8 characters or more, as `history` prints them): the oldest commit whose `MLflow-Run:` trailers
+    name it, else the oldest commit that added it to a `reports/*/mlflow.json`; looked for in the branches
+    and tags first, then in DVC's experiment refs (an experiment not committed yet); else the run's
+    `mnist_lab.results_commit` tag in the tracking store."""
+    wanted = run_or_record_id.strip().lower()
+    if not _RUN_ID.fullmatch(wanted):
+        raise LinkingError(
+            f"'{run_or_record_id}' is not a run id or record id: give 8 to 32 hexadecimal characters of one "
+            "(as `mnist-lab runs` or `mnist-lab history` print them)"
+        )
+    for scope in (("--branches", "--tags", "HEAD"), ("--all",)):
+        by_trailer = _commits_naming(root, wanted, scope, trailers=True)
+        by_file = _commits_naming(root, wanted, scope, trailers=False)
+        _refuse_ambiguous(wanted, by_trailer + by_file)
+        for found in (by_trailer, by_file):
+            if found:  # the oldest of the commits naming it: parents before children (dates can tie)
+                candidates = {commit for commit, _ in found}
+                history = run_git(root, "rev-list", "--topo-order", "--reverse", *candidates).stdout.split()
+                return next(commit for commit in history if commit in candidates)
+    return _commit_from_store(root, wanted)
+
+
+def _refuse_ambiguous(wanted: str, found: list[tuple[str, RunLink]]) -> None:
+    records = sorted({link.record_id for _, link in found})
+    if len(records) > 1:
+        named = ", ".join(
+            next(
+                f"{link.model} {link.run_id or 'pending'} (record {r})"
+                for _, link in found
+                if link.record_id == r
+            )
+            for r in records
+        )
+        raise LinkingError(
+            f"'{wanted}' is ambiguous: it starts the ids of {len(records)} runs: {named}; give more "
+            "characters"
+        )
+
+
+def _commits_naming(
+    root: Path, wanted: str, scope: tuple[str, ...], trailers: bool
+) -> list[tuple[str, RunLink]]:
+    """(commit, the run it names) for every commit of `scope` (git log's revisions) naming a run whose id or
+    record id starts with `wanted`, from its trailers or (trailers=False) from the `mlflow.json` files it
+    adds."""
+    order = ("log", *scope, "--format=%H")
+    if trailers:
+        commits = run_git(root, *order, "-E", f"--grep=^{TRAILER}: .*(run|record)={wanted}").stdout.split()
+    else:  # -S lists the commits that add *or remove* the id: keep those whose files hold it
+        commits = run_git(root, *order, f"-S{wanted}", "--", "reports/*/mlflow.json").stdout.split()
+    found = []
+    for commit in commits:
+        if trailers:
+            links = parse_trailers(run_git(root, "log", "-1", "--format=%B", commit).stdout)
+        else:
+            links = committed_run_files(root, commit)
+        found += [
+            (commit, link)
+            for link in links
+            if link.record_id.startswith(wanted) or (link.run_id or "").startswith(wanted)
+        ]
+    return found
+
+
+def _commit_from_store(root: Path, wanted: str) -> str:
+    """The commit a run not named in the git history was tagged with (`mnist-lab commit` / `link`)."""
+    from mlflow.exceptions import MlflowException
+
+    from mnist_lab.tracking.outbox import find_sent_run
+
+    settings = tracking.TrackingSettings.from_environment(root)
+    client = tracking.mlflow_client(settings)
+    run = None
+    if len(wanted) == 32:
+        try:
+            run = client.get_run(wanted)
+        except MlflowException:
+            sent = find_sent_run(root, wanted, settings)  # a record id
+            run = client.get_run(sent.run_id) if sent else None
+    if run is None:
+        unknown = f"no commit names run '{wanted}' and the tracking store does not know it"
+        if len(wanted) < 32:
+            unknown += " (outside the git history, give the full 32-character run id)"
+        raise LinkingError(unknown)
+    commit = run.data.tags.get(RESULTS_COMMIT_TAG)
+    if not commit:
+        raise LinkingError(f"run {run.info.run_id} has not been committed (`mnist-lab commit -m ...`)")
+    return commit

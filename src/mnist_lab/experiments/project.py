@@ -1,0 +1,83 @@
+"""The MLflow Projects entry points (`MLproject`): `main` runs the pipeline, `train` one model with params
+overrides. Both run DVC, so every default is params.yaml's and only what changed reruns; `train` runs as a
+temporary DVC experiment (`dvc exp run --temp`), leaving the workspace as it was.
+
+    python -m mnist_lab.experiments.project main
+    python -m mnist_lab.experiments.project train --model mlp \
+        --set "models.mlp.alpha=0.001 models.mlp.max_epochs=20"
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from mnist_lab.core.errors import MnistLabError, SettingsError
+from mnist_lab.core.settings import load_params_yaml, parse_settings
+from mnist_lab.system import commands
+from mnist_lab.system.workspace import repository_root
+
+
+def parse_overrides(text: str) -> list[tuple[str, str]]:
+    """`key=value key=value` (spaces or commas between) -> [(key, value)], or a SettingsError."""
+    pairs = []
+    for item in shlex.split(text.replace(",", " ")):
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise SettingsError(f"--set: '{item}' is not key=value (for example models.mlp.alpha=0.001)")
+        pairs.append((key, value))
+    return pairs
+
+
+def check_overrides(raw: dict, model: str, overrides: list[tuple[str, str]]) -> None:
+    """Apply the overrides to a copy of params.yaml and validate it, so a typo fails before any work."""
+    import copy
+
+    candidate = copy.deepcopy(raw)
+    for key, value in overrides:
+        node = candidate
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise SettingsError(f"--set {key}: params.yaml has no section '{part}' there")
+            node = node[part]
+        node[leaf] = load_params_yaml(value)
+    parse_settings(candidate, source="params.yaml with --set").model(model)
+
+
+def _run(command: list[str], cwd) -> int:
+    print("+ " + " ".join(shlex.quote(part) for part in command), file=sys.stderr, flush=True)
+    program, *args = command
+    return commands.run(program, *args, cwd=cwd, timeout=None, capture=False).returncode  # a pipeline run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="entry_point", required=True)
+    commands.add_parser("main", help="dvc repro, then send any runs waiting in the outbox")
+    train = commands.add_parser("train", help="train and evaluate one model as a temporary DVC experiment")
+    train.add_argument("--model", required=True, help="a key of `models` in params.yaml")
+    train.add_argument("--set", default="", help="params.yaml overrides: key=value ...")
+    args = parser.parse_args(argv)
+    try:
+        root = repository_root()
+        if args.entry_point == "main":
+            code = _run(["dvc", "repro"], root)
+            return code or _run([sys.executable, "-m", "mnist_lab.cli", "sync", "--quiet"], root)
+        raw = load_params_yaml((root / "params.yaml").read_text(encoding="utf-8"))
+        overrides = parse_overrides(args.set)
+        check_overrides(raw, args.model, overrides)
+        command = ["dvc", "exp", "run", "--temp"]
+        for key, value in overrides:
+            command += ["-S", f"{key}={value}"]
+        return _run([*command, f"evaluate@{args.model}"], root)
+    except MnistLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The results table printed after a run: one row per model, from the committed experiment files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.system.files import read_json
+
+COLUMNS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "roc_auc_micro")
+
+
+def results_table(root: Path) -> str:
+    """A plain-text table of `metrics.json`, marking the best model, with each model's MLflow run id."""
+    metrics_file = root / "metrics.json"
+    if not metrics_file.is_file():
+        raise MnistLabError(f"{metrics_file} is missing: run the pipeline first (`make run` or `dvc repro`)")
+    summary = read_json(metrics_file)
+    models: dict[str, dict[str, float]] = summary["models"]
+    columns = [c for c in COLUMNS if any(c in m for m in models.values())]
+    header = ["model", *columns, "mlflow run"]
+    rows = []
+    run_ids = _run_ids(root, list(models))
+    for name, metrics in models.items():
+        run_id = run_ids.get(name, "")
+        best = " *" if name == summary["best"]["model"] else ""
+        rows.append([name + best, *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns), run_id])
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    best = summary["best"]
+    if any(run_id.startswith("pending") for run_id in run_ids.values()):
+        lines.append("pending: the run waits in the outbox (.mnist-lab/outbox/); `mnist-lab sync` sends it")
+    lines.append(f"* best by {best['metric']}: {best['model']} ({best['value']:.4f})")
+    return "\n".join(lines)
+
+
+def _run_ids(root: Path, models: list[str]) -> dict[str, str]:
+    """Each model's MLflow run id from `reports/<model>/mlflow.json`; for a run that waited in the outbox
+    and has been sent since, the id it got (found by its record id); "pending (record ...)" while it waits."""
+    from mnist_lab.experiments.linking import RunLink, resolve_sent_runs
+
+    links = []
+    for name in models:
+        run_file = root / "reports" / name / "mlflow.json"
+        if run_file.is_file():
+            record = read_json(run_file)
+            links.append(RunLink(name, record.get("run_id"), record.get("record_id", "")))
+    if any(not link.run_id and link.record_id for link in links):
+        links = resolve_sent_runs(root, links)
+    return {link.model: link.run_id or f"pending (record {link.record_id[:8]})" for link in links}

@@ -1,0 +1,215 @@
+"""`mnist-lab reproduce <rev>`: rerun a past experiment in a temporary clone and check it gives exactly the
+metrics it recorded. Never touches the working tree, the DVC cache or the MLflow store of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.core.settings import flatten
+from mnist_lab.experiments.linking import resolve_commit
+from mnist_lab.system import commands
+
+SCRATCH_EXPERIMENT = "mnist-lab-reproductions"
+
+
+class ReproductionError(MnistLabError):
+    """The reproduction could not be run (as opposed to: it ran and differed)."""
+
+
+@dataclass
+class Reproduction:
+    commit: str
+    rows: list[tuple[str, object, object]] = field(default_factory=list)  # (metric, recorded, reproduced)
+    log: str = ""
+    # packages whose version in the environment that ran it differs from the commit's requirements.lock
+    environment_differences: list[str] = field(default_factory=list)
+    environment: str = "current"  # or "locked": built from the commit's requirements.lock
+
+    @property
+    def mismatches(self) -> list[tuple[str, object, object]]:
+        return [row for row in self.rows if row[1] != row[2]]
+
+    @property
+    def matches(self) -> bool:
+        return bool(self.rows) and not self.mismatches
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A step of the reproduction; no time limit: it builds an environment or runs the whole pipeline."""
+    return commands.run(command[0], *command[1:], cwd=cwd, env=env, timeout=None)
+
+
+def _recorded_metrics(root: Path, commit: str) -> dict[str, object]:
+    """metrics.json and every reports/<model>/metrics.json of `commit`, flattened."""
+    listed = commands.git("ls-tree", "-r", "--name-only", commit, cwd=root, check=True).stdout.split()
+    paths = [
+        p for p in listed if p == "metrics.json" or (p.startswith("reports/") and p.endswith("/metrics.json"))
+    ]
+    recorded: dict[str, object] = {}
+    for path in paths:
+        text = commands.git("show", f"{commit}:{path}", cwd=root, check=True).stdout
+        recorded.update({f"{path}:{key}": value for key, value in flatten(json.loads(text)).items()})
+    if not recorded:
+        raise ReproductionError(
+            f"{commit[:12]} records no metrics (no metrics.json): not an experiment commit"
+        )
+    return recorded
+
+
+def lock_differences(lock_text: str, installed: dict[str, str] | None = None) -> list[str]:
+    """`name: locked -> installed` for each `name==version` line of a lock file that the environment
+    (`installed`, default: this one) does not match."""
+    from importlib import metadata
+
+    if installed is None:
+        installed = {
+            (dist.metadata["Name"] or "").lower().replace("_", "-"): dist.version
+            for dist in metadata.distributions()
+        }
+    differences = []
+    for line in lock_text.splitlines():
+        name, separator, version = line.split("#", 1)[0].strip().partition("==")
+        if not separator:
+            continue
+        key = name.strip().lower().replace("_", "-").split("[", 1)[0]
+        have = installed.get(key)
+        if have != version.strip():
+            differences.append(f"{key}: {version.strip()} -> {have or 'not installed'}")
+    return differences
+
+
+def _locked_environment(clone: Path, scratch: Path, env: dict[str, str]) -> Path:
+    """A virtual environment from the clone's requirements.lock with the clone's package: its bin folder."""
+    venv = scratch / "venv"
+    print(f"building the environment of requirements.lock in {venv} ...", file=sys.stderr, flush=True)
+    steps = (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-r", str(clone / "requirements.lock")],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-deps", str(clone)],
+    )  # fmt: skip
+    for command in steps:
+        done = _run(command, clone, env)
+        if done.returncode != 0:
+            raise ReproductionError(
+                f"cannot build the environment of its requirements.lock: {done.stderr.strip()[-1500:]}"
+            )
+    return venv / "bin"
+
+
+def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: bool = False) -> Reproduction:
+    """Clone `revision` into a temporary folder, get its data, rerun its pipeline (tracking to a scratch
+    store there), and compare every recorded metric with the reproduced one. It runs in this environment
+    (and says which packages differ from the revision's requirements.lock), or with `locked_env` in one built
+    from that lock file."""
+    commit = resolve_commit(root, revision)
+    recorded = _recorded_metrics(root, commit)
+    scratch = Path(tempfile.mkdtemp(prefix="mnist-lab-reproduce-"))
+    clone = scratch / "repo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DAGSHUB_"))}
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch / 'mlflow.db'}"
+    env["MLFLOW_EXPERIMENT_NAME"] = SCRATCH_EXPERIMENT
+    log = []
+    differences: list[str] = []
+    try:
+        for command, cwd in (
+            (["git", "clone", "--quiet", "--no-checkout", str(root), str(clone)], scratch),
+            (["git", "checkout", "--quiet", commit], clone),
+        ):
+            done = _run(command, cwd, env)
+            if done.returncode != 0:
+                raise ReproductionError(f"{' '.join(command[:2])} failed: {done.stderr.strip()}")
+        lock = clone / "requirements.lock"
+        if locked_env:
+            if not lock.is_file():
+                raise ReproductionError(
+                    f"{commit[:12]} has no requirements.lock to build its environment from"
+                )
+            env["PATH"] = (
+                f"{_locked_environment(clone, scratch, env)}{os.pathsep}{os.environ.get('PATH', '')}"
+            )
+        else:
+            # the clone's own code, not this working tree's (the package is installed editable from here)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(clone / "src"), env.get("PYTHONPATH", "")]))
+            differences = lock_differences(lock.read_text()) if lock.is_file() else ["no requirements.lock"]
+            if differences:
+                print(
+                    f"warning: this environment differs from {commit[:12]}'s requirements.lock in "
+                    f"{len(differences)} package(s) ({'; '.join(differences[:3])}); metrics may differ: "
+                    "--locked-env builds its own",
+                    file=sys.stderr,
+                )
+        if (root / ".dvc" / "config.local").is_file():  # the remote's credentials, if any
+            shutil.copy(root / ".dvc" / "config.local", clone / ".dvc" / "config.local")
+        # read data and outputs from the repository's own cache without writing to it
+        user_cache = root / ".dvc" / "cache"
+        if user_cache.is_dir():
+            _run(["dvc", "remote", "add", "--local", "repository-cache", str(user_cache)], clone, env)
+            log.append(
+                _run(["dvc", "pull", "--quiet", "-r", "repository-cache", "data.dvc"], clone, env).stderr
+            )
+        restored = _run(["mnist-lab", "data", "restore"], clone, env)
+        if restored.returncode != 0:
+            raise ReproductionError(f"cannot get the data of {commit[:12]}: {restored.stderr.strip()}")
+        print(f"reproducing {commit[:12]} in {clone} ...", file=sys.stderr, flush=True)
+        repro = _run(["dvc", "repro", "--force"], clone, env)
+        log.append(repro.stdout + repro.stderr)
+        if repro.returncode != 0:
+            raise ReproductionError(
+                f"dvc repro failed in the clone of {commit[:12]}:\n{repro.stderr.strip()[-2000:]}"
+            )
+        reproduced: dict[str, object] = {}
+        for path in {key.split(":", 1)[0] for key in recorded}:
+            if (clone / path).is_file():
+                metrics = flatten(json.loads((clone / path).read_text()))
+                reproduced.update({f"{path}:{key}": value for key, value in metrics.items()})
+        rows = [(key, value, reproduced.get(key)) for key, value in recorded.items()]
+        return Reproduction(
+            commit=commit,
+            rows=rows,
+            log="\n".join(log),
+            environment_differences=differences,
+            environment="locked" if locked_env else "current",
+        )
+    finally:
+        if keep is not None:  # never the remote's credentials
+            shutil.copytree(scratch, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("config.local"))
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def as_table(result: Reproduction, everything: bool = False) -> str:
+    rows = (
+        result.rows
+        if everything
+        else [r for r in result.rows if ":models." in r[0] or ":best." in r[0] or r in result.mismatches]
+    )
+    width = max((len(r[0]) for r in rows), default=10)
+    lines = [f"{'metric'.ljust(width)}  {'recorded':>20}  {'reproduced':>20}  match"]
+    for key, old, new in rows:
+        mark = "yes" if old == new else "NO"
+        lines.append(f"{key.ljust(width)}  {old!s:>20}  {new!s:>20}  {mark}")
+    verdict = (
+        f"{result.commit[:12]} reproduces exactly: {len(result.rows)} metrics identical"
+        if result.matches
+        else f"{result.commit[:12]} does NOT reproduce: {len(result.mismatches)} of {len(result.rows)} "
+        "metrics differ"
+    )
+    if result.environment == "locked":
+        verdict += " (in an environment built from its requirements.lock)"
+    elif result.environment_differences:
+        verdict += (
+            f" (in this environment, which differs from its requirements.lock in "
+            f"{len(result.environment_differences)} package(s); --locked-env builds its own)"
+        )
+    return "\n".join([*lines, verdict])

@@ -1,0 +1,160 @@
+"""The logged model as MLflow serves it: a pyfunc that checks every request and answers with the label and
+per-class probabilities (or decision scores, for models without probabilities).
+
+`mlflow models serve` turns the MlflowException raised here into an HTTP 400 with this message. The model
+stores no signature on purpose: MLflow's column-signature enforcement silently drops extra columns, rejects
+list-of-lists `instances`/`inputs` (the natural shape of images) and answers with the whole schema; here
+every request format is accepted and every bad one gets a short 4xx naming what is wrong. The class and
+the functions it calls are pickled by value with the model, so serving needs no mnist_lab install."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from mnist_lab.core.errors import DataError
+from mnist_lab.serving.inference import predict_frame, request_pixels
+
+
+class DigitClassifier(mlflow.pyfunc.PythonModel):
+    """A fitted scikit-learn pipeline that takes raw 0-255 pixels (featurizer + classifier)."""
+
+    def __init__(self, pipeline: Any, n_pixels: int) -> None:
+        # One thread per request (a server answers requests one at a time per worker; add workers to scale):
+        # a 100-tree forest answered one image in 23 ms with n_jobs=-1 and 6 ms with n_jobs=1 here.
+        for step in getattr(pipeline, "named_steps", {}).values():
+            if "n_jobs" in step.get_params(deep=False):
+                step.set_params(n_jobs=1)
+        self.pipeline = pipeline
+        self.n_pixels = n_pixels
+        # packages beyond scikit-learn's that predicting needs (the CNN's Keras and its backend)
+        self.runtime_packages = tuple(getattr(pipeline, "runtime_packages", ()))
+
+    # MLflow reads `model_input`'s hint: `Any` made it try to infer an input schema and print two warnings at
+    # every import, save and load. A DataFrame hint is one it neither infers from nor converts to; requests
+    # also arrive as arrays, lists or dicts (MLflow parses them so without a signature): request_pixels
+    # takes them all.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            pixels = request_pixels(model_input, self.n_pixels)
+            return predict_frame(self.pipeline, pixels)
+        except DataError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
+    """`pipeline` saved as this pyfunc under `.mnist-lab/serve/<key>/` (once per key, whole or not at all)."""
+    import shutil
+    import tempfile
+
+    from mnist_lab.tracking import model_requirements, pinned_requirements, this_package_pickled_by_value
+
+    target = root / ".mnist-lab" / "serve" / key
+    if (target / "MLmodel").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    try:
+        with this_package_pickled_by_value():
+            mlflow.pyfunc.save_model(
+                path=str(staging / "model"),
+                python_model=(model := DigitClassifier(pipeline, int(pipeline.n_features_in_))),
+                signature=False,
+                pip_requirements=pinned_requirements(model_requirements(model)),
+            )
+        if not target.exists():
+            (staging / "model").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def workspace_model_dir(root: Path) -> tuple[Path, str]:
+    """The workspace's best model (from its DVC-tracked files) as this pyfunc, for serving without a
+    registry or tracking store."""
+    import hashlib
+
+    from mnist_lab.serving.inference import workspace_best_model
+
+    name, pipeline, files = workspace_best_model(root)
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()[:16]
+    return pyfunc_dir(root, f"{name}-{digest}", pipeline), f"the workspace's best model ({name}, from DVC)"
+
+
+def champion_commit_dir(root: Path) -> tuple[Path, str]:
+    """Without a registry: the model of the commit git tag `mnist-lab/champion` points at, as this pyfunc."""
+    from mnist_lab.serving.pyfunc import registry
+
+    commit = registry.tagged_commit(root, registry.CHAMPION_TAG)
+    if commit is None:
+        raise registry.RegistryError(
+            f"this tracking server has no Model Registry and no commit is tagged {registry.CHAMPION_TAG}: "
+            "promote one (`mnist-lab promote`), or serve the workspace's best model with --workspace"
+        )
+    name, pipeline = registry.committed_model(root, commit)
+    return pyfunc_dir(root, f"{name}-{commit[:16]}", pipeline), f"{name} of champion commit {commit[:12]}"
+
+
+def serve_command(
+    root: Path, model_uri: str | None, workspace: bool, host: str, port: int, workers: int
+) -> tuple[list[str], dict[str, str], str]:
+    """(the uvicorn command line serving MLflow's scoring app as mnist_lab.serving.rest wraps it, its
+    environment, what it serves). The registry's champion by default; checks that it exists first, so a
+    missing one is a clear error rather than a server that dies."""
+    from mnist_lab import tracking
+    from mnist_lab.core.settings import load_settings
+    from mnist_lab.serving.pyfunc import registry
+
+    if not 0 < port < 65536:
+        raise DataError(f"--port {port}: use a port number from 1 to 65535")
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn, mlflow
+    if workspace:
+        model_dir, described = workspace_model_dir(root)
+        uri = str(model_dir)
+    else:
+        settings = tracking.TrackingSettings.from_environment(root)
+        env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+        env["MLFLOW_REGISTRY_URI"] = settings.tracking_uri
+        if model_uri is None and not registry.registry_available(root):
+            model_dir, described = champion_commit_dir(root)
+            uri = str(model_dir)
+        elif model_uri is None:
+            name = load_settings(root / "params.yaml").registry.model_name
+            champion = registry.champion_version(root, name)
+            uri, described = (
+                f"models:/{name}@{registry.CHAMPION}",
+                f"{name} v{champion} ({registry.CHAMPION})",
+            )
+        else:
+            registry.load_sklearn_model(root, model_uri)  # fails clearly if it cannot be loaded
+            uri, described = model_uri, model_uri
+    from mlflow.pyfunc import scoring_server
+
+    # what `mlflow models serve --env-manager local` runs, with mnist_lab.serving.rest's client-facing fixes
+    env[scoring_server._SERVER_MODEL_PATH] = local_model_dir(uri)
+    executable = str(Path(sys.executable).parent / "uvicorn")
+    command = [executable, "--host", host, "--port", str(port), "--workers", str(workers)]
+    return [*command, "--factory", "mnist_lab.serving.rest:create_app"], env, described
+
+
+def local_model_dir(uri: str) -> str:
+    """A local folder holding the MLflow model at `uri` (downloaded from the store or registry the
+    environment names, as `mlflow models serve` does), or `uri` itself when it is one."""
+    if Path(uri).is_dir():
+        return str(Path(uri).resolve())
+    import tempfile
+
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="mnist-lab-serve-")
+    )

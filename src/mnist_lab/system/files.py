@@ -1,0 +1,59 @@
+"""Atomic file writes (a reader, or a crash, never sees half a file where a good one was), JSON, and
+fitted objects pickled with joblib."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mnist_lab.core.errors import DataError
+
+
+def replace_via_temp(path: Path | str, write: Callable[[Path], None], suffix: str = "") -> None:
+    """Call `write` on a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path | str, content: bytes) -> None:
+    replace_via_temp(path, lambda tmp: tmp.write_bytes(content))
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json(path: Path | str, payload: Any) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_object(path: Path | str, obj: Any) -> None:
+    """Pickle a fitted scikit-learn object with joblib, atomically."""
+    import joblib
+
+    replace_via_temp(Path(path), lambda tmp: joblib.dump(obj, tmp))
+
+
+def load_object(path: Path | str) -> Any:
+    import joblib
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run the stage that writes it (`dvc repro`)")
+    return joblib.load(path)

@@ -1,0 +1,152 @@
+"""Remote servers: the credentials check before any training work (`preflight`), and the marker that
+keeps later stages from retrying a server found unreachable."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.system.files import write_text_atomic
+from mnist_lab.system.redact import display_uri, open_url
+from mnist_lab.tracking.config import TrackingConfigError, TrackingSettings
+
+# --- remote servers: the credentials check and the outbox -------------------------------------------------
+
+OUTBOX = Path(".mnist-lab") / "outbox"  # under the repository root, git-ignored
+CHECK_ATTEMPTS = 3
+CHECK_TIMEOUT_S = 5.0
+
+
+class TrackingServerUnreachable(MnistLabError):
+    """The tracking server did not answer: runs are kept in the outbox until it does."""
+
+
+def _credentials_hint(environ: Mapping[str, str]) -> str:
+    if environ.get("MLFLOW_TRACKING_TOKEN"):
+        return "MLFLOW_TRACKING_TOKEN"
+    if environ.get("MLFLOW_TRACKING_USERNAME") or environ.get("MLFLOW_TRACKING_PASSWORD"):
+        return "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+    return "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (not set)"
+
+
+def check_server(
+    settings: TrackingSettings,
+    environ: Mapping[str, str] | None = None,
+    attempts: int = CHECK_ATTEMPTS,
+    timeout: float = CHECK_TIMEOUT_S,
+) -> str | None:
+    """Prove a remote server answers and accepts the credentials, in seconds, before any training work, and
+    return the id of its experiment `settings.experiment_name` (None: not there yet, or a local store).
+
+    401/403 raise TrackingConfigError naming the variables to fix; no answer after `attempts` tries raises
+    TrackingServerUnreachable. Uses urllib, so the stages that only train never import MLflow."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if not settings.is_remote:
+        return None
+    environ = os.environ if environ is None else environ
+    query = urllib.parse.urlencode({"experiment_name": settings.experiment_name})
+    request = urllib.request.Request(
+        f"{settings.tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}"
+    )
+    if environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {environ['MLFLOW_TRACKING_TOKEN']}")
+    elif environ.get("MLFLOW_TRACKING_USERNAME") or environ.get("MLFLOW_TRACKING_PASSWORD"):
+        pair = f"{environ.get('MLFLOW_TRACKING_USERNAME', '')}:{environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+    where = display_uri(settings.tracking_uri)
+    last_problem = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            with open_url(request, timeout=timeout) as response:
+                return _active_experiment_id(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and b"RESOURCE_DOES_NOT_EXIST" in exc.read():
+                return (
+                    None  # an MLflow server without this experiment yet: it answered and took the credentials
+                )
+            if exc.code in (401, 403):
+                what = "rejected the credentials (401)" if exc.code == 401 else "refused access (403)"
+                raise TrackingConfigError(
+                    f"MLflow server {where} {what}: set {_credentials_hint(environ)} in .env to a user and "
+                    "password (on DagsHub: your user name and an access token) that may write to it"
+                ) from None
+            last_problem = f"HTTP {exc.code} {exc.reason}"
+            if exc.code < 500:
+                raise TrackingConfigError(
+                    f"MLflow server {where} answered {last_problem}: is MLFLOW_TRACKING_URI an MLflow server?"
+                ) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            last_problem = str(getattr(exc, "reason", exc))
+        if attempt < attempts:
+            time.sleep(attempt)
+    raise TrackingServerUnreachable(
+        f"MLflow server {where} did not answer after {attempts} attempts ({last_problem}); check "
+        "MLFLOW_TRACKING_URI, or unset it to log to the local store"
+    )
+
+
+def _active_experiment_id(body: bytes) -> str | None:
+    """The experiment id in a `get-by-name` answer, unless the experiment is deleted (or the answer odd)."""
+    try:
+        experiment = json.loads(body)["experiment"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(experiment, dict) or experiment.get("lifecycle_stage", "active") != "active":
+        return None
+    identifier = experiment.get("experiment_id")
+    return identifier if isinstance(identifier, str) and identifier else None
+
+
+SERVER_AWAY = Path(".mnist-lab") / "server-away.json"  # under the repository root, git-ignored
+SERVER_AWAY_FOR_S = 120
+
+
+def preflight(root: Path) -> TrackingSettings:
+    """The tracking settings, checked (with the experiment's id when the server has it, so logging needs no
+    lookup): a configuration error stops the stage (exit 2); an unreachable server only warns, since its runs
+    wait in the outbox (`mnist-lab sync` sends them).
+
+    The warning is printed once: the stages that follow within SERVER_AWAY_FOR_S seconds (every stage is its
+    own process) neither try the server again nor warn again; they keep their runs in the outbox at once
+    (`settings.server_away`), instead of each waiting through the retries."""
+    settings = TrackingSettings.from_environment(root)
+    if not settings.is_remote:
+        return settings
+    marker = root / SERVER_AWAY
+    if server_recently_away(root, settings):
+        return dataclasses.replace(settings, server_away=True)
+    try:
+        settings = dataclasses.replace(settings, experiment_id=check_server(settings))
+    except TrackingServerUnreachable as exc:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        uri = display_uri(settings.tracking_uri)
+        write_text_atomic(marker, json.dumps({"tracking_uri": uri, "until": time.time() + SERVER_AWAY_FOR_S}))
+        print(
+            f"warning: {exc}. Runs are kept in {OUTBOX}/ and sent by the next run or `mnist-lab sync` "
+            f"(the next {SERVER_AWAY_FOR_S} s of stages do not try it again).",
+            file=sys.stderr,
+        )
+        return dataclasses.replace(settings, server_away=True)
+    marker.unlink(missing_ok=True)
+    return settings
+
+
+def server_recently_away(root: Path, settings: TrackingSettings) -> bool:
+    """Whether a stage found the server in `settings` unreachable less than SERVER_AWAY_FOR_S ago."""
+    try:
+        away = json.loads((root / SERVER_AWAY).read_text(encoding="utf-8"))
+        return away["tracking_uri"] == display_uri(settings.tracking_uri) and time.time() < float(
+            away["until"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
