@@ -24,9 +24,10 @@ def test_a_server_that_does_not_answer_delays_registering_without_failing_the_pi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    (tmp_path / "best_model.json").write_text(json.dumps({"model": "m"}))
+    best = {"model": "m", "metric": "f1_macro", "value": 0.9, "model_type": "sgd"}
+    (tmp_path / "best_model.json").write_text(json.dumps(best))
     (tmp_path / "reports" / "m").mkdir(parents=True)
-    link = {"run_id": "a" * 32, "model_uri": "models:/m-123", "record_id": "b" * 32}
+    link = {"run_id": "a" * 32, "model_uri": "models:/m-123", "record_id": "b" * 32, "store": "local"}
     (tmp_path / "reports" / "m" / "mlflow.json").write_text(json.dumps(link))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:s3cret@127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from mnist_lab import tracking
 from mnist_lab.core.errors import MnistLabError
+from mnist_lab.core.experiment_files import RunFile
 from mnist_lab.core.settings import load_settings
 from mnist_lab.system import commands
-from mnist_lab.system.files import read_json
+from mnist_lab.system.files import read_experiment_file
 
 # What an experiment commit holds: its definition and results (pipeline outputs with `cache: false`)
 EXPERIMENT_PATHS = (
@@ -86,8 +87,8 @@ def workspace_links(root: Path) -> list[RunLink]:
         path = root / "reports" / model / "mlflow.json"
         if not path.is_file():
             raise LinkingError(f"{path} is missing: model '{model}' has no run yet; run `dvc repro` first")
-        record = read_json(path)
-        links.append(RunLink(model, record.get("run_id"), record["record_id"]))
+        record = read_experiment_file(path, RunFile)
+        links.append(RunLink(model, record.run_id, record.record_id))
     return links
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
-from mnist_lab.system.files import read_json
+from mnist_lab.core.experiment_files import RunFile
+from mnist_lab.system.files import read_experiment_file, read_json
 
 COLUMNS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "roc_auc_micro")
 
@@ -46,8 +47,8 @@ def _run_ids(root: Path, models: list[str]) -> dict[str, str]:
     for name in models:
         run_file = root / "reports" / name / "mlflow.json"
         if run_file.is_file():
-            record = read_json(run_file)
-            links.append(RunLink(name, record.get("run_id"), record.get("record_id", "")))
+            record = read_experiment_file(run_file, RunFile)
+            links.append(RunLink(name, record.run_id, record.record_id))
     if any(not link.run_id and link.record_id for link in links):
         links = resolve_sent_runs(root, links)
     return {link.model: link.run_id or f"pending (record {link.record_id[:8]})" for link in links}

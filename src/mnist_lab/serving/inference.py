@@ -28,15 +28,16 @@ def _is_idx(path: Path) -> bool:
 def workspace_best_model(root: Path) -> tuple[str, Any, list[Path]]:
     """(name, featurizer + classifier, the files it came from) of the workspace's best model: the one
     best_model.json names, from its DVC-tracked files (no tracking store needed)."""
+    from mnist_lab.core.experiment_files import BestModelFile
     from mnist_lab.core.features import full_model
-    from mnist_lab.system.files import load_object, read_json
+    from mnist_lab.system.files import load_object, read_experiment_file
 
     best_file = root / "best_model.json"
     if not best_file.is_file():
         raise DataError(
             f"{best_file} is missing: run `dvc repro` (or `dvc pull`), or name a model with --model"
         )
-    name = read_json(best_file)["model"]
+    name = read_experiment_file(best_file, BestModelFile).model
     files = [root / "outputs" / "featurizer.joblib", root / "models" / name / "classifier.joblib"]
     featurizer, classifier = (load_object(path) for path in files)  # DataError naming a missing one
     return name, full_model(featurizer, classifier), files

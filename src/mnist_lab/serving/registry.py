@@ -16,7 +16,8 @@ import numpy as np
 
 from mnist_lab import tracking
 from mnist_lab.core.errors import MnistLabError
-from mnist_lab.system.files import read_json
+from mnist_lab.core.experiment_files import BestModelFile, RegistryFile, RunFile, parse_experiment_file
+from mnist_lab.system.files import read_experiment_file, read_json
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -72,14 +73,15 @@ class Registration:
     note: str
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "registered": self.version is not None,
-            "version": self.version,
-            "alias": CHALLENGER if self.version is not None else None,
-            "run_id": self.run_id,
-            "note": self.note,
-        }
+        """As `registry.json` holds it."""
+        return RegistryFile(
+            model_name=self.model_name,
+            registered=self.version is not None,
+            version=self.version,
+            alias=CHALLENGER if self.version is not None else None,
+            run_id=self.run_id,
+            note=self.note,
+        ).as_json()
 
 
 def register_challenger(root: Path, model_name: str, best_file: Path, reports: Path) -> Registration:
@@ -89,20 +91,20 @@ def register_challenger(root: Path, model_name: str, best_file: Path, reports: P
     still in the outbox, a server without a registry): the returned note says so."""
     from mlflow.exceptions import MlflowException
 
-    best = read_json(best_file)
-    link = read_json(reports / best["model"] / "mlflow.json")
-    run_id, model_uri = link.get("run_id"), link.get("model_uri")
-    if not run_id and link.get("record_id"):  # waited in the outbox: the id it got once sent
+    best = read_experiment_file(best_file, BestModelFile)
+    link = read_experiment_file(reports / best.model / "mlflow.json", RunFile)
+    run_id, model_uri = link.run_id, link.model_uri
+    if not run_id:  # waited in the outbox: the id it got once sent
         from mnist_lab.tracking.outbox import find_sent_run
 
-        sent = find_sent_run(root, link["record_id"])
+        sent = find_sent_run(root, link.record_id)
         run_id, model_uri = (sent.run_id, sent.model_uri) if sent else (None, None)
     if not run_id or not model_uri:
         return Registration(
             model_name,
             None,
             None,
-            f"not registered: the run of '{best['model']}' waits in the outbox; once `mnist-lab sync` has "
+            f"not registered: the run of '{best.model}' waits in the outbox; once `mnist-lab sync` has "
             "sent it, `dvc repro -f -s register` registers it",
         )
     client, uri = _client(root)
@@ -111,7 +113,7 @@ def register_challenger(root: Path, model_name: str, best_file: Path, reports: P
         if existing:
             version = str(existing[0].version)
         else:
-            version = _create_version(client, root, model_name, run_id, model_uri, reports / best["model"])
+            version = _create_version(client, root, model_name, run_id, model_uri, reports / best.model)
         client.set_registered_model_alias(model_name, CHALLENGER, version)
     except MlflowException as exc:
         if not _is_missing_registry(exc):
@@ -319,12 +321,10 @@ def workspace_version(root: Path) -> str:
     path = root / "registry.json"
     if not path.is_file():
         raise RegistryError(f"{path} is missing: `dvc repro` registers the workspace's best model")
-    registration = read_json(path)
-    if not registration.get("registered") or not registration.get("version"):
-        raise RegistryError(
-            f"the workspace's best model is not registered ({registration.get('note', 'registry.json')})"
-        )
-    return str(registration["version"])
+    registration = read_experiment_file(path, RegistryFile)
+    if not registration.registered or not registration.version:
+        raise RegistryError(f"the workspace's best model is not registered ({registration.note or path})")
+    return registration.version
 
 
 def promote(
@@ -457,7 +457,8 @@ def committed_model(root: Path, commit: str) -> tuple[str, Any]:
 
     from mnist_lab.core.features import full_model
 
-    name = json.loads(_git(root, "show", f"{commit}:best_model.json"))["model"]
+    source = f"{commit[:12]}:best_model.json"
+    name = parse_experiment_file(BestModelFile, json.loads(_git(root, "show", source)), source).model
     parts = []
     for path in ("outputs/featurizer.joblib", f"models/{name}/classifier.joblib"):
         try:

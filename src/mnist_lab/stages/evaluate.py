@@ -13,6 +13,7 @@ import numpy as np
 
 from mnist_lab import tracking
 from mnist_lab.core.data import check_detector_labels, task_labels
+from mnist_lab.core.experiment_files import RunFile
 from mnist_lab.core.features import full_model, pixel_frame
 from mnist_lab.core.figures import confusion_matrix_png, curve_png, history_png
 from mnist_lab.core.metrics import Curve, Evaluation, evaluate_predictions, thin_curve
@@ -202,16 +203,18 @@ def evaluate(context: StageContext) -> None:
     print(f"log {args.model} to MLflow at {where}", file=sys.stderr)
     outcome = log_or_spool(record, tracking_settings, root)
     # no local paths in committed files: the local store is always <repository root>/mlflow.db
-    link = {"record_id": record.record_id, "store": "local" if tracking_settings.is_local else where}
+    store = "local" if tracking_settings.is_local else where
     if isinstance(outcome, tracking.LoggedRun):
-        link |= {
-            "run_id": outcome.run_id,
-            "experiment_id": outcome.experiment_id,
-            "model_uri": outcome.model_uri,
-        }
+        link = RunFile(
+            record_id=record.record_id,
+            store=store,
+            run_id=outcome.run_id,
+            experiment_id=outcome.experiment_id,
+            model_uri=outcome.model_uri,
+        )
     else:  # waiting in the outbox: the run id is known once it is sent (find it by tag mnist_lab.record_id)
-        link |= {"run_id": None, "state": "pending"}
-    write_json(args.reports / "mlflow.json", link)
+        link = RunFile(record_id=record.record_id, store=store, state="pending")
+    write_json(args.reports / "mlflow.json", link.as_json())
 
 
 def run_artifacts(images: dict[str, bytes], workspace: Path) -> dict[str, bytes]:

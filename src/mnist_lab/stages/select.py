@@ -7,11 +7,12 @@ from pathlib import Path
 
 from mnist_lab import tracking
 from mnist_lab.core.errors import DataError
+from mnist_lab.core.experiment_files import BestModelFile, RunFile
 from mnist_lab.core.results import best_model, headline_metrics, read_history
 from mnist_lab.core.settings import Settings, flatten
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
 from mnist_lab.system import workspace
-from mnist_lab.system.files import read_json, write_json
+from mnist_lab.system.files import read_experiment_file, read_json, write_json
 
 
 def experiment_params(settings: Settings, data_version: str | None) -> dict:
@@ -37,20 +38,16 @@ def select(context: StageContext) -> None:
         "models": {name: headline_metrics(metrics) for name, metrics in per_model.items()},
     }
     write_json(args.metrics, summary)
-    best_run_file = reports / best_name / "mlflow.json"
-    best_run = read_json(best_run_file) if best_run_file.is_file() else {}
-    write_json(
-        args.best,
-        {
-            "model": best_name,
-            "metric": settings.select.metric,
-            "value": best_value,
-            "model_type": settings.model(best_name).type,
-            "mlflow_run_id": best_run.get("run_id"),
-            # names the run even while it waits in the outbox (`mnist-lab commit-of <record id>`)
-            "mlflow_record_id": best_run.get("record_id"),
-        },
+    best_run = read_experiment_file(reports / best_name / "mlflow.json", RunFile)
+    best = BestModelFile(
+        model=best_name,
+        metric=settings.select.metric,
+        value=best_value,
+        model_type=settings.model(best_name).type,
+        mlflow_run_id=best_run.run_id,
+        mlflow_record_id=best_run.record_id,  # names the run even while it waits in the outbox
     )
+    write_json(args.best, best.as_json())
 
     root = workspace.workspace_root()
     with tracking.dagshub_files(args.dagshub_metrics, args.dagshub_params) as logger:

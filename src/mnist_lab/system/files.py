@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lab.core.errors import DataError
+from mnist_lab.core.experiment_files import FileT, parse_experiment_file
 
 
 def replace_via_temp(path: Path | str, write: Callable[[Path], None], suffix: str = "") -> None:
@@ -41,6 +42,19 @@ def write_json(path: Path | str, payload: Any) -> None:
 
 def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_experiment_file(path: Path | str, kind: type[FileT]) -> FileT:
+    """`reports/<model>/mlflow.json`, `best_model.json` or `registry.json` as its typed schema; a DataError
+    names a file that is missing, not JSON, or missing a field."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run `dvc repro` (or `dvc checkout`) to write it")
+    try:
+        data = read_json(path)
+    except ValueError as exc:
+        raise DataError(f"{path} is not JSON ({exc}): restore it with `git checkout -- {path}`") from None
+    return parse_experiment_file(kind, data, str(path))
 
 
 def save_object(path: Path | str, obj: Any) -> None:
