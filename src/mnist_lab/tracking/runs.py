@@ -177,8 +177,9 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
                 _written(record.artifacts, Path(folder, "artifacts")), run.info.artifact_uri, settings
             )
             model_uri = None
-            if record.model is not None:
-                model_name = record.tags.get(f"{TAG_PREFIX}model") or "model"
+            model_name = record.tags.get(f"{TAG_PREFIX}model") or "model"
+            fast_model = record.model is not None and model_logging_path() == "fast"
+            if fast_model:
                 logged_model = _create_logged_model(client, experiment_id, run_id, model_name)
                 model_folder = Path(folder, "model")
                 _save_model(record, model_folder, run_id, logged_model)
@@ -199,6 +200,8 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
                 for params, metrics in _batches(record, model_id)
             ]
             _run_all(tasks, workers)
+            if record.model is not None and not fast_model:
+                model_uri = _log_model_with_mlflow_api(record, run_id, model_name)
     except BaseException:
         with contextlib.suppress(Exception):  # the server may be what failed
             if logged_model is not None:
@@ -387,19 +390,77 @@ def _link_model(client, run_id: str, model_id: str) -> None:
     client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
 
 
-def _save_model(record: ModelRunRecord, folder: Path, run_id: str, logged_model: Any) -> None:
-    """Save the model in MLflow format in `folder`, as MLflow's `log_model` would for `logged_model` (None:
-    as the run's `model` artifacts): a pyfunc `PythonModel` as it is (no signature: it checks its input
-    itself, see mnist_lab.serving.pyfunc), a scikit-learn estimator in the sklearn flavor with a signature
-    inferred from the input example; explicit pip requirements, the input example."""
+MODEL_LOGGING_ENV = "MNIST_LAB_MODEL_LOGGING"  # "mlflow-api" forces MLflow's own log_model
+
+
+def model_logging_path() -> str:
+    """How the model is logged: "fast" (saved here and uploaded with the run's other files, in parallel:
+    `_create_logged_model` + `_save_model` + `_file_uploads`) when the MLflow internals that relies on are
+    all there, else "mlflow-api" (`mlflow.<flavor>.log_model` in the run, MLflow's public API: slower, one
+    upload at a time, and it needs a server with MLflow 3's logged-model endpoints). `MNIST_LAB_MODEL_LOGGING
+    =mlflow-api` chooses the public API whatever the MLflow version."""
+    if os.environ.get(MODEL_LOGGING_ENV, "").strip() == "mlflow-api":
+        return "mlflow-api"
+    try:
+        import mlflow
+        from mlflow.entities import LoggedModelOutput  # noqa: F401
+        from mlflow.models import Model
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # noqa: F401
+        from mlflow.tracking.context import registry
+
+        needed = [
+            registry.resolve_tags,
+            mlflow.MlflowClient.create_logged_model,
+            mlflow.MlflowClient.finalize_logged_model,
+            mlflow.MlflowClient.log_outputs,
+        ]
+        Model(artifact_path="model", run_id="0", model_id="m-0", model_uuid="m-0")
+    except (ImportError, AttributeError, TypeError):
+        return "mlflow-api"
+    return "fast" if all(callable(item) for item in needed) else "mlflow-api"
+
+
+def _model_options(record: ModelRunRecord) -> tuple[Any, dict[str, Any]]:
+    """(the MLflow flavor module, its save/log options) for `record.model`: a pyfunc `PythonModel` as it is
+    (no signature: it checks its input itself, see mnist_lab.serving.pyfunc), a scikit-learn estimator in the
+    sklearn flavor with a signature inferred from the input example; explicit pip requirements, the input
+    example."""
     import mlflow.pyfunc
     import mlflow.sklearn
-    from mlflow.models import Model, infer_signature
+    from mlflow.models import infer_signature
 
     # cloudpickle (not skops): the model holds this package's code, pickled by value. MLflow warns about
     # pickle on every save: the model is only ever loaded from this project's own store.
     for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    options: dict[str, Any] = {
+        "input_example": record.input_example,
+        "pip_requirements": pinned_requirements(model_requirements(record.model)),
+    }
+    if isinstance(record.model, mlflow.pyfunc.PythonModel):
+        return mlflow.pyfunc, options | {"python_model": record.model, "signature": False}
+    return mlflow.sklearn, options | {
+        "sk_model": record.model,
+        "signature": infer_signature(record.input_example, record.model.predict(record.input_example)),
+        "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+    }
+
+
+def _log_model_with_mlflow_api(record: ModelRunRecord, run_id: str, name: str) -> str:
+    """The fallback: log the model with MLflow's public API in the (otherwise complete) run; its URI."""
+    import mlflow
+
+    flavor, options = _model_options(record)
+    with mlflow.start_run(run_id=run_id), this_package_pickled_by_value():
+        info = flavor.log_model(name=name, **options)
+    return info.model_uri
+
+
+def _save_model(record: ModelRunRecord, folder: Path, run_id: str, logged_model: Any) -> None:
+    """The fast path: save the model in MLflow format in `folder`, as MLflow's `log_model` would for
+    `logged_model` (None: as the run's `model` artifacts), with `_model_options`."""
+    from mlflow.models import Model
+
     if logged_model is None:
         metadata = Model(artifact_path="model", run_id=run_id)
     else:
@@ -409,23 +470,9 @@ def _save_model(record: ModelRunRecord, folder: Path, run_id: str, logged_model:
             run_id=run_id,
             model_id=logged_model.model_id,
         )
-    options: dict[str, Any] = {
-        "mlflow_model": metadata,
-        "input_example": record.input_example,
-        "pip_requirements": pinned_requirements(model_requirements(record.model)),
-    }
-    if isinstance(record.model, mlflow.pyfunc.PythonModel):
-        flavor = mlflow.pyfunc
-        options |= {"python_model": record.model, "signature": False}
-    else:
-        flavor = mlflow.sklearn
-        options |= {
-            "sk_model": record.model,
-            "signature": infer_signature(record.input_example, record.model.predict(record.input_example)),
-            "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-        }
+    flavor, options = _model_options(record)
     with _requirements_check_skipped(), this_package_pickled_by_value():
-        flavor.save_model(path=str(folder), **options)
+        flavor.save_model(path=str(folder), mlflow_model=metadata, **options)
     for cache in folder.rglob("__pycache__"):  # as MLflow's log_model: a save may load the model back
         shutil.rmtree(cache, ignore_errors=True)
 
