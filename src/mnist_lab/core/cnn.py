@@ -30,8 +30,9 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 # XLA's CPU backend sums reductions (a bias gradient, a softmax) with YNNPACK, whose result depends on how
 # many threads it gets, i.e. on the machine's core count: the same training gave other weights on 1 and 2
 # cores. Without YNNPACK's reductions (XLA's own; convolutions and matrix products stay with YNNPACK),
-# training is bit-identical on any core count, for ~10-30% more time per epoch on 2 cores. Checked with
-# jaxlib 0.10.2; XLA aborts the process on a flag it does not know, so other versions are left as they are.
+# training is bit-identical on any core count, for somewhat more time per epoch (README, Performance).
+# Checked with jaxlib 0.10.2; XLA aborts the process on a flag it does not know, so other versions are left
+# as they are.
 EXACT_REDUCTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 EXACT_JAXLIB = "0.10."
 EXACT_ENV = "MNIST_LAB_EXACT_CPU"  # "0": keep XLA's default (faster, results depend on the core count)

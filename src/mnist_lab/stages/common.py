@@ -62,8 +62,8 @@ class StageContext:
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """One BLAS thread: results then do not depend on the machine's core count (a BLAS reduction's order
-    does), and OpenBLAS's spinning threads cannot stall under contention (an MNIST-sized MLP epoch took
-    0.8 s with one thread, 2.1-2.5 s with two, on 2 busy cores). Models parallelise elsewhere (forests)."""
+    does), and OpenBLAS's spinning threads cannot stall under contention (an MLP epoch ran about 3x faster
+    with one thread on 2 busy cores: README, Performance). Models parallelise elsewhere (forests)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
@@ -113,9 +113,9 @@ def loaded_package_files() -> list[str]:
 def main_for(name: str, parser: argparse.ArgumentParser, body: Callable[[StageContext], None]) -> None:
     """The `__main__` of a stage: run it, then exit without tearing the interpreter down.
 
-    With scikit-learn, pandas and MLflow loaded, CPython's module teardown takes ~1.1 s (measured on the
-    evaluate stage) and does nothing useful for a process that is about to end: every output was written
-    and closed by then. Exit handlers still run; only the teardown is skipped."""
+    With scikit-learn, pandas and MLflow loaded, CPython's module teardown takes about a second (README,
+    Performance) and does nothing useful for a process that is about to end: every output was written and
+    closed by then. Exit handlers still run; only the teardown is skipped."""
     code = run_stage(name, parser, body)
     atexit._run_exitfuncs()
     sys.stdout.flush()

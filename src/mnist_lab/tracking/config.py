@@ -23,7 +23,7 @@ LOCAL_ARTIFACTS = "mlartifacts"
 TAG_PREFIX = "mnist_lab."
 PARENT_RUN_TAG = "mlflow.parentRunId"
 CLIENT_DEFAULTS = {
-    # bounded retries for remote servers: MLflow's defaults block ~4 minutes on a dead server
+    # bounded retries for remote servers: MLflow's defaults block for minutes on a dead server
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
@@ -31,7 +31,8 @@ CLIENT_DEFAULTS = {
     # (with any user:password in it): log_model_run prints it itself, credentials masked
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
-# What the logged model needs at load time; passing it explicitly saves ~4 s of inference per model.
+# What the logged model needs at load time; passing it explicitly spares MLflow's requirement inference,
+# seconds per model (README, Performance).
 MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "numpy", "scipy", "pandas", "cloudpickle")
 # Requests sent at once to a remote server when they do not depend on each other (uploads, metrics batches).
 REMOTE_REQUESTS_AT_ONCE = 4

@@ -118,7 +118,7 @@ def store_initialisation_lock(settings: TrackingSettings) -> Iterator[None]:
 @contextlib.contextmanager
 def _requirements_check_skipped() -> Iterator[None]:
     """MLflow checks explicit pip requirements against the installed packages by mapping every installed
-    module to its distribution (0.4-0.8 s per model here). Ours are read from the installed packages
+    module to its distribution (a fraction of a second per model). Ours are read from the installed packages
     (`pinned_requirements`), so they match by construction: skip that check."""
     import mlflow.utils.environment as environment
 
@@ -154,8 +154,8 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
     """Log one run: params, final metrics and histories (batched), tags, artifacts, nested runs and the model
     in MLflow format (an MLflow 3 logged model; the run's `model` artifacts on servers without one).
 
-    Few requests, and the independent ones at once to a remote server (each costs a round trip, and ~0.2 s
-    of the server's CPU on MLflow's default basic-auth app, which hashes the password on every request): the
+    Few requests, and the independent ones at once to a remote server (each costs a round trip, and server
+    CPU on MLflow's default basic-auth app, which hashes the password on every request): the
     run, the logged model, then together every file upload, metrics batch, nested run and the run-to-model
     link, then the run's end and the model's READY. The run reads FINISHED only once everything is in; a
     failure marks it (and its model) FAILED when the server still answers, and is raised."""
