@@ -91,7 +91,7 @@ def workspace_model_dir(root: Path) -> tuple[Path, str]:
 
 def champion_commit_dir(root: Path) -> tuple[Path, str]:
     """Without a registry: the model of the commit git tag `mnist-lab/champion` points at, as this pyfunc."""
-    from mnist_lab.serving.pyfunc import registry
+    from mnist_lab.serving import registry
 
     commit = registry.tagged_commit(root, registry.CHAMPION_TAG)
     if commit is None:
@@ -111,7 +111,7 @@ def serve_command(
     missing one is a clear error rather than a server that dies."""
     from mnist_lab import tracking
     from mnist_lab.core.settings import load_settings
-    from mnist_lab.serving.pyfunc import registry
+    from mnist_lab.serving import registry
 
     if not 0 < port < 65536:
         raise DataError(f"--port {port}: use a port number from 1 to 65535")
