@@ -47,6 +47,7 @@ serve: venv ## serve the registry's champion over REST on port 5001 (PORT=...)
 test: venv ## lint and the default test suite (no servers; a few minutes)
 	ruff check src tests bench
 	lint-imports
+	mypy
 	pytest -q -n 2 --dist loadfile --durations=10
 
 test-slow: venv .venv-mlflow2/.installed ## tests that start real servers or build other environments
@@ -58,10 +59,11 @@ test-slow: venv .venv-mlflow2/.installed ## tests that start real servers or bui
 	@.venv-mlflow2/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-mlflow2.lock
 	@touch $@
 
-lint: venv ## ruff lint and format check, and the package's layers (import-linter contracts in pyproject.toml)
+lint: venv ## ruff lint and format check, the package's layers (import-linter) and types (mypy)
 	ruff check src tests bench
 	ruff format --check src tests bench
 	lint-imports
+	mypy
 
 format: venv ## apply ruff's formatting and fixes
 	ruff format src tests bench

@@ -227,7 +227,7 @@ def validation_split(
         random_state=seed,
         stratify=targets,
     )
-    return classes, tuple(split)  # type: ignore[return-value]
+    return classes, tuple(split)
 
 
 def epoch_recorder(keras: Any, patience: int, on_epoch: EpochCallback | None) -> Any:
@@ -312,7 +312,8 @@ class KerasImageClassifier:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(load_keras_bytes(state["keras_file"]), state["classes"], state["image_shape"])
+        keras_model = load_keras_bytes(state["keras_file"])
+        type(self).__init__(self, keras_model, state["classes"], state["image_shape"])
 
 
 KERAS_ZIP_TIME = (1980, 1, 1, 0, 0, 0)

@@ -7,8 +7,9 @@ Unknown keys and wrong types are rejected with a message naming the key, so a ty
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,10 +79,12 @@ class SearchSettings(_Strict):
 
 
 class _ModelSettings(_Strict):
+    if TYPE_CHECKING:  # for the type checker: each model type declares its own Literal (the discriminator)
+        type: str
     search: SearchSettings | None = None
 
     @model_validator(mode="after")
-    def _grid_names_settings_of_this_model(self) -> _ModelSettings:
+    def _grid_names_settings_of_this_model(self) -> Self:
         if self.search is None:
             return self
         own = [name for name in type(self).model_fields if name not in ("type", "search")]
@@ -102,7 +105,7 @@ class _ModelSettings(_Strict):
                 ) from None
         return self
 
-    def without_search(self, **changes: Any) -> _ModelSettings:
+    def without_search(self, **changes: Any) -> Self:
         """These settings with `changes` applied (validated) and no search: one candidate of the grid."""
         return type(self).model_validate({**self.model_dump(exclude={"search"}), **changes})
 
@@ -250,7 +253,7 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _describe(error: dict[str, Any], source: str) -> str:
+def _describe(error: Mapping[str, Any], source: str) -> str:
     # Discriminated unions repeat the tag in the location (models.sgd.sgd.alpha): drop the tag.
     parts = [str(p) for p in error["loc"]]
     if len(parts) >= 3 and parts[0] == "models" and parts[2] in MODEL_TYPES:

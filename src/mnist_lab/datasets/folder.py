@@ -66,6 +66,7 @@ def read_dataset(directory: Path | str) -> Dataset:
 
     def pair(images_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
         images_path, labels_path = found[images_name], found[labels_name]
+        assert images_path is not None and labels_path is not None  # checked above
         images = check_images(_read_idx_file(images_path, 3), str(images_path))
         labels = check_labels(_read_idx_file(labels_path, 1), str(labels_path))
         check_pair(images, labels, str(images_path), str(labels_path))
@@ -89,7 +90,7 @@ def encode_dataset(dataset: Dataset) -> dict[str, bytes]:
         TRAIN_IMAGES: dataset.train_images,
         TRAIN_LABELS: dataset.train_labels,
     }
-    if dataset.has_test_set:
+    if dataset.test_images is not None and dataset.test_labels is not None:  # has_test_set
         files[TEST_IMAGES] = dataset.test_images
         files[TEST_LABELS] = dataset.test_labels
     return {name: gzip_deterministic(encode_idx(array)) for name, array in files.items()}

@@ -16,12 +16,13 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 from mnist_lab.core.errors import DataError
 from mnist_lab.serving.inference import predict_frame, request_pixels
 
 
-class DigitClassifier(mlflow.pyfunc.PythonModel):
+class DigitClassifier(PythonModel):
     """A fitted scikit-learn pipeline that takes raw 0-255 pixels (featurizer + classifier)."""
 
     def __init__(self, pipeline: Any, n_pixels: int) -> None:

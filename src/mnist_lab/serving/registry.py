@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from mnist_lab import tracking
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.experiment_files import BestModelFile, RegistryFile, RunFile, parse_experiment_file
 from mnist_lab.system.files import read_experiment_file, read_json
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -53,7 +56,7 @@ def _is_missing_registry(exc: Exception) -> bool:
     )
 
 
-def _client(root: Path) -> tuple[Any, str]:
+def _client(root: Path) -> tuple[MlflowClient, str]:
     """(an MlflowClient on the repository's tracking store and its registry, the store's URI)."""
     settings = tracking.TrackingSettings.from_environment(root)
     client = tracking.mlflow_client(settings, registry=True)
@@ -150,7 +153,9 @@ def _server_failed(model_name: str, run_id: str, exc: Exception) -> Registration
     )
 
 
-def _create_version(client, root: Path, model_name: str, run_id: str, model_uri: str, reports: Path) -> str:
+def _create_version(
+    client: MlflowClient, root: Path, model_name: str, run_id: str, model_uri: str, reports: Path
+) -> str:
     from mlflow.exceptions import MlflowException
 
     run = client.get_run(run_id)
@@ -211,7 +216,7 @@ class Comparison:
         )
 
 
-def _version_by_alias(client, model_name: str, alias: str):
+def _version_by_alias(client: MlflowClient, model_name: str, alias: str):
     from mlflow.exceptions import MlflowException
 
     try:

@@ -101,7 +101,7 @@ def run_stage(
 
 def loaded_package_files() -> list[str]:
     """The files of this package's modules loaded in this process, relative to the repository (`src/...`)."""
-    package = Path(sys.modules[__name__.partition(".")[0]].__file__).parent
+    package = Path(str(sys.modules[__name__.partition(".")[0]].__file__)).parent
     files = set()
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
@@ -128,7 +128,8 @@ def main_for(name: str, parser: argparse.ArgumentParser, body: Callable[[StageCo
 
 def save_arrays(path: Path | str, **arrays: np.ndarray) -> None:
     """Save named arrays as an uncompressed .npz, atomically."""
-    replace_via_temp(Path(path), lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+    write = lambda tmp: np.savez(tmp, **arrays)  # type: ignore[arg-type]  # noqa: E731 - numpy's stub
+    replace_via_temp(Path(path), write, suffix=".npz")
 
 
 def load_arrays(path: Path | str, required: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ def prepare(context: StageContext) -> None:
     dataset = read_dataset(args.data)
     with context.compute():
         dataset = with_test_set(dataset, settings.data.test_size, settings.seed)
+    assert dataset.test_images is not None and dataset.test_labels is not None  # with_test_set's
     save_arrays(
         args.out,
         train_pixels=flatten_images(dataset.train_images),

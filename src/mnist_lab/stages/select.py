@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mnist_lab import tracking
 from mnist_lab.core.errors import DataError
@@ -33,7 +34,7 @@ def select(context: StageContext) -> None:
         histories[name] = read_history(reports / name / "history.csv")
     with context.compute():
         best_name, best_value = best_model(per_model, settings.select.metric)
-    summary = {
+    summary: dict[str, Any] = {
         "best": {"model": best_name, "metric": settings.select.metric, "value": best_value},
         "models": {name: headline_metrics(metrics) for name, metrics in per_model.items()},
     }

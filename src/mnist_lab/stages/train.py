@@ -74,6 +74,7 @@ def train(context: StageContext) -> None:
 
         device = compute_device()
         n_classes = int(np.unique(labels).size)
+        assert image_shape is not None  # a CNN takes images
         print(f"{args.model}: {describe_network(model_settings, image_shape, n_classes)}", file=sys.stderr)
         print(f"{args.model}: Keras on {os.environ.get('KERAS_BACKEND')}, {device}", file=sys.stderr)
         on_progress = epoch_printer(args.model, model_settings.max_epochs)

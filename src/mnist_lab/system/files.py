@@ -14,7 +14,7 @@ from mnist_lab.core.errors import DataError
 from mnist_lab.core.experiment_files import FileT, parse_experiment_file
 
 
-def replace_via_temp(path: Path | str, write: Callable[[Path], None], suffix: str = "") -> None:
+def replace_via_temp(path: Path | str, write: Callable[[Path], object], suffix: str = "") -> None:
     """Call `write` on a temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

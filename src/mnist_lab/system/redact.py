@@ -45,7 +45,7 @@ def open_url(request: Any, timeout: float) -> Any:
     import urllib.request
 
     class SameHostCredentials(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
             new = super().redirect_request(req, fp, code, msg, headers, newurl)
             if new is not None:
                 before, after = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_lab import tracking
 from mnist_lab.system.files import read_json, write_bytes_atomic, write_json
@@ -42,6 +42,9 @@ from mnist_lab.tracking import (
     log_model_run,
     this_package_pickled_by_value,
 )
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 FORMAT = "mnist-lab-outbox"
 VERSION = 1
@@ -292,7 +295,7 @@ def _move_aside(root: Path, entry: Path, why: str) -> str:
 # --- sending --------------------------------------------------------------------------------------------
 
 
-def _runs_of_record(client, experiment_id: str, record_id: str) -> tuple[list, list]:
+def _runs_of_record(client: MlflowClient, experiment_id: str, record_id: str) -> tuple[list, list]:
     """(runs tagged with the record id, their nested runs) on the server."""
     runs = client.search_runs([experiment_id], filter_string=f"tags.`{RECORD_TAG}` = '{record_id}'")
     children = client.search_runs(
@@ -325,7 +328,7 @@ def _already_sent(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
     return None
 
 
-def _model_uri(client: Any, run: Any) -> str | None:
+def _model_uri(client: MlflowClient, run: Any) -> str | None:
     """Where a sent run's model is: its MLflow 3 logged model, else its `model` artifacts (MLflow 2.x);
     None for a run without a model."""
     outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []

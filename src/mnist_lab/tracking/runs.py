@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_lab.system.redact import display_uri
 from mnist_lab.tracking.config import (
@@ -30,6 +30,9 @@ from mnist_lab.tracking.config import (
     TrackingSettings,
 )
 from mnist_lab.tracking.metadata import model_requirements, pinned_requirements
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 def _new_record_id() -> str:
@@ -79,7 +82,7 @@ class LoggedRun:
     tracking_uri: str
 
 
-def _experiment_id(client, settings: TrackingSettings) -> str:
+def _experiment_id(client: MlflowClient, settings: TrackingSettings) -> str:
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(settings.experiment_name)
@@ -126,7 +129,7 @@ def _requirements_check_skipped() -> Iterator[None]:
     if original is None:  # a future MLflow without the check
         yield
         return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    environment.warn_dependency_requirement_mismatches = lambda model_requirements: None
     try:
         yield
     finally:
@@ -140,7 +143,7 @@ def apply_client_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def mlflow_client(settings: TrackingSettings, *, registry: bool = False) -> Any:
+def mlflow_client(settings: TrackingSettings, *, registry: bool = False) -> MlflowClient:
     """An `MlflowClient` on the store in `settings` (and its Model Registry with `registry=True`), with
     CLIENT_DEFAULTS applied: every MLflow client of this package is made here."""
     apply_client_defaults()
@@ -208,7 +211,7 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
                 client.finalize_logged_model(logged_model.model_id, "FAILED")
             client.set_terminated(run_id, status="FAILED")
         raise
-    ends = [functools.partial(client.set_terminated, run_id, status="FINISHED")]
+    ends: list[Callable[[], object]] = [functools.partial(client.set_terminated, run_id, status="FINISHED")]
     if logged_model is not None:
         ends.append(functools.partial(client.finalize_logged_model, logged_model.model_id, "READY"))
     _run_all(ends, workers)
@@ -221,7 +224,11 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
 
 
 def _create_run(
-    record: ModelRunRecord, tags: dict[str, str], experiment_id: str, settings: TrackingSettings, client
+    record: ModelRunRecord,
+    tags: dict[str, str],
+    experiment_id: str,
+    settings: TrackingSettings,
+    client: MlflowClient,
 ) -> tuple[Any, str]:
     """(the new run, its experiment id): in `experiment_id`, or beside its parent run when `tags` name one
     (an MLflow project's run). When that is the experiment `preflight` found and it has gone since, the
@@ -276,7 +283,7 @@ def _written(files: Mapping[str, bytes], folder: Path) -> Path:
 
 def _file_uploads(
     folder: Path, artifact_uri: str, settings: TrackingSettings, artifact_path: str | None = None
-) -> list[Callable[[], None]]:
+) -> list[Callable[[], object]]:
     """One upload per file under `folder` to `artifact_uri` (under `artifact_path`), keeping subfolders."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -284,7 +291,7 @@ def _file_uploads(
     if not files:
         return []
     repository = get_artifact_repository(artifact_uri, tracking_uri=settings.tracking_uri)
-    uploads: list[Callable[[], None]] = []
+    uploads: list[Callable[[], object]] = []
     for path in files:
         parts = [artifact_path, *path.parent.relative_to(folder).parts]
         target = "/".join(part for part in parts if part) or None
@@ -292,7 +299,7 @@ def _file_uploads(
     return uploads
 
 
-def _parent_experiment(client, tags: dict[str, str], default: str) -> str:
+def _parent_experiment(client: MlflowClient, tags: dict[str, str], default: str) -> str:
     """The experiment of the parent run `tags` names; a parent this store does not know is dropped."""
     from mlflow.exceptions import MlflowException
 
@@ -307,7 +314,11 @@ def _parent_experiment(client, tags: dict[str, str], default: str) -> str:
 
 
 def _log_child(
-    child: ChildRunRecord, record: ModelRunRecord, parent_run_id: str, experiment_id: str, client
+    child: ChildRunRecord,
+    record: ModelRunRecord,
+    parent_run_id: str,
+    experiment_id: str,
+    client: MlflowClient,
 ) -> None:
     """One nested run (a search candidate), as MLflow's scikit-learn autologging nests them."""
     from mlflow.entities import Metric, Param
@@ -361,7 +372,9 @@ def this_package_pickled_by_value() -> Iterator[None]:
         cloudpickle.unregister_pickle_by_value(package)
 
 
-def _create_logged_model(client, experiment_id: str, run_id: str, name: str):  # -> LoggedModel | None
+def _create_logged_model(
+    client: MlflowClient, experiment_id: str, run_id: str, name: str
+):  # -> LoggedModel | None
     """A PENDING MLflow 3 logged model `name` (the model's name in params.yaml) from run `run_id`, tagged as
     MLflow's `log_model` tags it; None where the server lacks the logged-model endpoints (MLflow 2.x
     servers, such as DagsHub's)."""
@@ -383,7 +396,7 @@ def _create_logged_model(client, experiment_id: str, run_id: str, name: str):  #
     return None
 
 
-def _link_model(client, run_id: str, model_id: str) -> None:
+def _link_model(client: MlflowClient, run_id: str, model_id: str) -> None:
     """The run's output: its logged model (MLflow's run page lists it)."""
     from mlflow.entities import LoggedModelOutput
 
