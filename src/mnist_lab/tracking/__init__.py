@@ -26,6 +26,8 @@ from mnist_lab.tracking.config import (
     TAG_PREFIX,
     TrackingConfigError,
     TrackingSettings,
+    apply_client_defaults,
+    mlflow_client,
 )
 from mnist_lab.tracking.dagshub import (
     as_python_scalar,
@@ -46,9 +48,7 @@ from mnist_lab.tracking.runs import (
     ChildRunRecord,
     LoggedRun,
     ModelRunRecord,
-    apply_client_defaults,
     log_model_run,
-    mlflow_client,
     store_initialisation_lock,
     this_package_pickled_by_value,
 )

@@ -8,9 +8,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.system.workspace import load_env_file
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 class TrackingConfigError(MnistLabError):
@@ -79,3 +83,20 @@ class TrackingSettings:
         name = environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
         artifacts = (root / LOCAL_ARTIFACTS).as_uri() if uri.startswith("sqlite:") else None
         return cls(tracking_uri=uri, experiment_name=name, artifact_location=artifacts)
+
+
+def apply_client_defaults() -> None:
+    """CLIENT_DEFAULTS for MLflow's client (bounded retries and timeouts, ...), unless the environment sets
+    its own."""
+    for name, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def mlflow_client(settings: TrackingSettings, *, registry: bool = False) -> MlflowClient:
+    """An `MlflowClient` on the store in `settings` (and its Model Registry with `registry=True`), with
+    CLIENT_DEFAULTS applied: every MLflow client of this package is made here."""
+    apply_client_defaults()
+    import mlflow
+
+    uri = settings.tracking_uri
+    return mlflow.MlflowClient(uri, registry_uri=uri) if registry else mlflow.MlflowClient(uri)

@@ -1,8 +1,9 @@
 """Logging a model's run to MLflow: params, metrics and per-epoch histories in batches, tags, artifacts,
 nested grid-search runs and the model itself, with uploads to a remote server in parallel.
 
-One piece (about 400 lines): the run, its nested runs and its model are created, filled and finished
-together, and a failure half-way marks all of them FAILED."""
+One piece (about 480 lines): the run, its nested runs and its model are created, filled and finished
+together, and a failure half-way marks all of them FAILED; the model is saved by the fast path here
+(`model_logging_path`) or by MLflow's own `log_model`, its fallback."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_lab.system.redact import display_uri
 from mnist_lab.tracking.config import (
-    CLIENT_DEFAULTS,
     PARENT_RUN_TAG,
     REMOTE_REQUESTS_AT_ONCE,
     TAG_PREFIX,
     TrackingSettings,
+    apply_client_defaults,
+    mlflow_client,
 )
 from mnist_lab.tracking.metadata import model_requirements, pinned_requirements
 
@@ -134,23 +136,6 @@ def _requirements_check_skipped() -> Iterator[None]:
         yield
     finally:
         environment.warn_dependency_requirement_mismatches = original
-
-
-def apply_client_defaults() -> None:
-    """CLIENT_DEFAULTS for MLflow's client (bounded retries and timeouts, ...), unless the environment sets
-    its own."""
-    for name, value in CLIENT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-
-
-def mlflow_client(settings: TrackingSettings, *, registry: bool = False) -> MlflowClient:
-    """An `MlflowClient` on the store in `settings` (and its Model Registry with `registry=True`), with
-    CLIENT_DEFAULTS applied: every MLflow client of this package is made here."""
-    apply_client_defaults()
-    import mlflow
-
-    uri = settings.tracking_uri
-    return mlflow.MlflowClient(uri, registry_uri=uri) if registry else mlflow.MlflowClient(uri)
 
 
 def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedRun:
