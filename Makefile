@@ -11,11 +11,11 @@ export PATH := $(BIN):$(PATH)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(INSTALLED): requirements.lock pyproject.toml
+$(INSTALLED): requirements.lock requirements-dev.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mnist-lab needs Python 3.11+; set PYTHON=python3.11 (or newer)")'
-	@echo "==> creating $(VENV) from requirements.lock (first time: a few minutes)"
+	@echo "==> creating $(VENV) from requirements.lock + requirements-dev.lock (first time: a few minutes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock -r requirements-dev.lock
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
@@ -45,7 +45,7 @@ serve: venv ## serve the registry's champion over REST on port 5001 (PORT=...)
 	mnist-lab serve --port $(or $(PORT),5001)
 
 test: venv ## lint and the default test suite (no servers; a few minutes)
-	ruff check src tests bench
+	ruff check src tests bench scripts
 	lint-imports
 	mypy
 	pytest -q -n 2 --dist loadfile --durations=10
@@ -60,26 +60,21 @@ test-slow: venv .venv-mlflow2/.installed ## tests that start real servers or bui
 	@touch $@
 
 lint: venv ## ruff lint and format check, the package's layers (import-linter) and types (mypy)
-	ruff check src tests bench
-	ruff format --check src tests bench
+	ruff check src tests bench scripts
+	ruff format --check src tests bench scripts
 	lint-imports
 	mypy
 
 format: venv ## apply ruff's formatting and fixes
-	ruff format src tests bench
-	ruff check --fix src tests bench
+	ruff format src tests bench scripts
+	ruff check --fix src tests bench scripts
 
 bench: venv ## benchmarks (figures go into the README by hand)
 	python bench/bench_pipeline.py
 	python bench/bench_serving.py
 
-lock: ## re-resolve requirements.lock from pyproject.toml in a scratch environment
-	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
-	( echo "# Exact versions of every package (runtime + dev), resolved on Linux x86_64, CPython 3.11."; \
-	  echo "# Regenerate with \`make lock\` after changing pyproject.toml dependencies."; \
-	  .venv-lock/bin/python -m pip freeze --exclude-editable ) > requirements.lock
-	rm -rf .venv-lock
+lock: ## re-pin requirements.lock (runtime) and requirements-dev.lock, hashed (keeps pins; UPGRADE=1: all afresh)
+	$(PYTHON) scripts/lock.py $(if $(UPGRADE),--upgrade)
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)

@@ -64,3 +64,67 @@ def test_every_import_of_the_package_resolves() -> None:
                     if alias.name.startswith("mnist_lab"):
                         importlib.import_module(alias.name)
     assert not unresolved, unresolved
+
+
+def _pins(lock: str) -> dict[str, list[str]]:
+    """`name -> [sha256, ...]` of a hashed lock file (a pin line, then its `--hash` lines)."""
+    pins: dict[str, list[str]] = {}
+    current = None
+    for line in (REPO_ROOT / lock).read_text().splitlines():
+        text = line.split("#", 1)[0].strip().rstrip("\\").strip()
+        if "==" in text:
+            current = _normalized(text.split("==", 1)[0])
+            pins[current] = []
+        elif text.startswith("--hash=sha256:") and current:
+            pins[current].append(text.removeprefix("--hash=sha256:"))
+    return pins
+
+
+def test_the_runtime_lock_satisfies_pyproject_and_holds_no_development_package() -> None:
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    runtime, dev = _pins("requirements.lock"), _pins("requirements-dev.lock")
+    versions = {
+        _normalized(line.split("==")[0]): line.split("==")[1].split()[0]
+        for lock in ("requirements.lock", "requirements-dev.lock")
+        for line in (REPO_ROOT / lock).read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec.split("#")[0])
+        name = _normalized(requirement.name)
+        assert name in runtime, f"{name} (a runtime dependency) is not pinned in requirements.lock"
+        assert requirement.specifier.contains(versions[name]), f"{name}=={versions[name]} is not {spec}"
+    for spec in project["optional-dependencies"]["dev"]:
+        requirement = Requirement(spec.split("#")[0])
+        name = _normalized(requirement.name)
+        assert name in runtime or name in dev, f"{name} (a dev dependency) is pinned in no lock file"
+    assert not set(runtime) & set(dev), "a package is pinned in both lock files"
+    tools = {"pytest", "pytest-xdist", "ruff", "mypy", "import-linter", "moto"}
+    assert not tools & set(runtime), f"test tools in the runtime lock: {tools & set(runtime)}"
+
+
+def test_every_pin_carries_hashes() -> None:
+    for lock in ("requirements.lock", "requirements-dev.lock"):
+        pins = _pins(lock)
+        assert len(pins) > 10
+        unhashed = [name for name, hashes in pins.items() if not hashes]
+        assert not unhashed, f"{lock}: pins without a --hash: {unhashed}"
+        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for hashes in pins.values() for h in hashes)
+
+
+def test_python_env_never_mixes_the_hashed_lock_with_an_unhashed_requirement() -> None:
+    """MLflow installs each of python_env.yaml's lists with one `pip install -r`; pip refuses an unhashed
+    requirement (the package itself) in the same call as hashed ones, and the project is installed from a
+    temporary copy, so it must not be editable."""
+    from mlflow.utils.environment import _PythonEnv
+
+    env = _PythonEnv.from_yaml(str(REPO_ROOT / "python_env.yaml"))
+    lists = [env.build_dependencies, env.dependencies]
+    assert ["-r requirements.lock"] in lists
+    for entries in lists:
+        if "-r requirements.lock" in entries:
+            assert entries == ["-r requirements.lock"], entries
+    everything = [entry for entries in lists for entry in entries]
+    assert "." in everything and not any(entry.startswith("-e") for entry in everything)

@@ -29,9 +29,9 @@ from mnist_lab.datasets.folder import (
     recorded_data_version,
     replace_directory,
 )
-from mnist_lab.datasets.remote import diagnose_remote, mask_credentials
+from mnist_lab.datasets.remote_check import diagnose_remote
 from mnist_lab.system.commands import dvc
-from mnist_lab.system.redact import display_uri
+from mnist_lab.system.redact import display_uri, mask_credentials
 
 DOWNLOAD_TIMEOUT_S = 60
 # Public copies of MNIST's four gzip files, tried in turn: torchvision's, TensorFlow's, the original

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,25 +65,30 @@ def _recorded_metrics(root: Path, commit: str) -> dict[str, object]:
     return recorded
 
 
+def _canonical(name: str) -> str:
+    """A distribution's name as PEP 503 compares them (`Flufl.Lock` and `flufl-lock` are one package)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def lock_differences(lock_text: str, installed: dict[str, str] | None = None) -> list[str]:
-    """`name: locked -> installed` for each `name==version` line of a lock file that the environment
-    (`installed`, default: this one) does not match."""
+    """`name: locked -> installed` for each `name==version` pin of a lock file (hashed or not) that the
+    environment (`installed`, default: this one) does not match."""
     from importlib import metadata
 
     if installed is None:
         installed = {
-            (dist.metadata["Name"] or "").lower().replace("_", "-"): dist.version
-            for dist in metadata.distributions()
+            _canonical(dist.metadata["Name"] or ""): dist.version for dist in metadata.distributions()
         }
     differences = []
     for line in lock_text.splitlines():
         name, separator, version = line.split("#", 1)[0].strip().partition("==")
         if not separator:
             continue
-        key = name.strip().lower().replace("_", "-").split("[", 1)[0]
+        key = _canonical(name.strip().split("[", 1)[0])
+        locked = version.split()[0].rstrip("\\") if version.split() else ""
         have = installed.get(key)
-        if have != version.strip():
-            differences.append(f"{key}: {version.strip()} -> {have or 'not installed'}")
+        if have != locked:
+            differences.append(f"{key}: {locked} -> {have or 'not installed'}")
     return differences
 
 

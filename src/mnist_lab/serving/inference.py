@@ -1,7 +1,8 @@
 """Batch inference: images in (IDX, CSV or Parquet), predictions out (label and per-class probabilities).
 
-Pure except for reading and writing the files it is given; the model is any fitted scikit-learn pipeline that
-takes raw 0-255 pixels (what the pipeline logs and registers)."""
+Pure except for reading and writing the files it is given (and `add_predict_stage`, which adds the DVC stage
+that reruns a batch prediction); the model is any fitted scikit-learn pipeline that takes raw 0-255 pixels
+(what the pipeline logs and registers)."""
 
 from __future__ import annotations
 
@@ -211,3 +212,23 @@ def write_predictions(predictions: pd.DataFrame, path: Path | str) -> None:
         replace_via_temp(path, lambda temporary: predictions.to_parquet(temporary, index=False), ".parquet")
     else:
         replace_via_temp(path, lambda temporary: predictions.to_csv(temporary, index=False), ".csv")
+
+
+def add_predict_stage(root: Path, images: Path | str, output: Path | str) -> str:
+    """Add (or replace) a `predict` stage in dvc.yaml that reruns `mnist-lab predict` with the workspace's
+    best model when the images or that model change; returns the stage's command."""
+    import os
+
+    from mnist_lab.core.errors import MnistLabError
+    from mnist_lab.system.commands import dvc
+
+    images, output = (Path(os.path.relpath(Path(p).resolve(), root)) for p in (images, output))
+    if not (root / images).is_file():
+        raise DataError(f"{images}: no such file")
+    deps = [str(images), "best_model.json", "outputs/featurizer.joblib", "models"]
+    command = f"python -m mnist_lab.cli predict {images} -o {output}"
+    added = dvc("stage", "add", "--force", "--name", "predict", *(f"--deps={d}" for d in deps),
+                f"--outs={output}", command, cwd=root)  # fmt: skip
+    if added.returncode != 0:
+        raise MnistLabError(f"`dvc stage add` failed: {added.stderr.strip() or added.stdout.strip()}")
+    return command

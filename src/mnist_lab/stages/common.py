@@ -12,11 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
-from mnist_lab.core.errors import DataError, MnistLabError
+from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import Settings, load_settings
-from mnist_lab.system.files import replace_via_temp
 from mnist_lab.system.redact import redact
 
 # benchmarks and tests set it to a file that collects, per stage, its compute time and this package's modules
@@ -121,24 +118,3 @@ def main_for(name: str, parser: argparse.ArgumentParser, body: Callable[[StageCo
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-# --- files ----------------------------------------------------------------------------------------------
-
-
-def save_arrays(path: Path | str, **arrays: np.ndarray) -> None:
-    """Save named arrays as an uncompressed .npz, atomically."""
-    write = lambda tmp: np.savez(tmp, **arrays)  # type: ignore[arg-type]  # noqa: E731 - numpy's stub
-    replace_via_temp(Path(path), write, suffix=".npz")
-
-
-def load_arrays(path: Path | str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Load an .npz written by `save_arrays`, checking it holds `required`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} is missing: run the stage that writes it (`dvc repro`)")
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [name for name in required if name not in archive.files]
-        if missing:
-            raise DataError(f"{path} lacks {', '.join(missing)}: it is stale or foreign; rerun `dvc repro`")
-        return {name: archive[name] for name in archive.files}

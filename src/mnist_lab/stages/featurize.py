@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 from mnist_lab.core.features import describe_featurizer, fit_featurizer
-from mnist_lab.stages.common import (
-    StageContext,
-    load_arrays,
-    main_for,
-    save_arrays,
-    stage_parser,
-)
-from mnist_lab.system.files import save_object, write_json
+from mnist_lab.stages.common import StageContext, main_for, stage_parser
+from mnist_lab.system.files import load_arrays, save_arrays, save_object, write_json
 
 PREPARED = ("train_pixels", "train_labels", "test_pixels", "test_labels")
 

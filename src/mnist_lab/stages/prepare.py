@@ -6,7 +6,8 @@ import numpy as np
 
 from mnist_lab.core.data import flatten_images, with_test_set
 from mnist_lab.datasets.folder import read_dataset
-from mnist_lab.stages.common import StageContext, main_for, save_arrays, stage_parser
+from mnist_lab.stages.common import StageContext, main_for, stage_parser
+from mnist_lab.system.files import save_arrays
 
 
 def prepare(context: StageContext) -> None:

@@ -29,9 +29,9 @@ from mnist_lab.core.models import (
 )
 from mnist_lab.core.results import history_csv
 from mnist_lab.core.settings import CNNSettings, ModelSettings
-from mnist_lab.stages.common import StageContext, load_arrays, main_for, stage_parser
+from mnist_lab.stages.common import StageContext, main_for, stage_parser
 from mnist_lab.system import workspace
-from mnist_lab.system.files import save_object, write_json, write_text_atomic
+from mnist_lab.system.files import load_arrays, save_object, write_json, write_text_atomic
 
 
 def train(context: StageContext) -> None:

@@ -8,10 +8,13 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mnist_lab.core.errors import DataError
 from mnist_lab.core.experiment_files import FileT, parse_experiment_file
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def replace_via_temp(path: Path | str, write: Callable[[Path], object], suffix: str = "") -> None:
@@ -71,3 +74,25 @@ def load_object(path: Path | str) -> Any:
     if not path.is_file():
         raise DataError(f"{path} is missing: run the stage that writes it (`dvc repro`)")
     return joblib.load(path)
+
+
+def save_arrays(path: Path | str, **arrays: np.ndarray) -> None:
+    """Save named arrays as an uncompressed .npz, atomically."""
+    import numpy as np
+
+    write = lambda tmp: np.savez(tmp, **arrays)  # type: ignore[arg-type]  # noqa: E731 - numpy's stub
+    replace_via_temp(Path(path), write, suffix=".npz")
+
+
+def load_arrays(path: Path | str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Load an .npz written by `save_arrays`, checking it holds `required`."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is missing: run the stage that writes it (`dvc repro`)")
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [name for name in required if name not in archive.files]
+        if missing:
+            raise DataError(f"{path} lacks {', '.join(missing)}: it is stale or foreign; rerun `dvc repro`")
+        return {name: archive[name] for name in archive.files}

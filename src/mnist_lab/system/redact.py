@@ -15,12 +15,12 @@ SECRET_VARIABLES = (
     "AWS_SECRET_ACCESS_KEY",
 )
 # scheme://userinfo@ — greedy up to the last "@" before the path, so a password holding "@" is removed whole
-_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
 
 
 def mask_credentials(text: str, secrets: tuple[str, ...] = ()) -> str:
     """`text` with the user:password part of every URL removed and each secret value replaced by ***."""
-    text = _URL_USERINFO.sub(r"\1", text)
+    text = URL_USERINFO.sub(r"\1", text)
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text

@@ -13,6 +13,10 @@ a configuration error and fails the stage. Each entry is data, readable after th
 One process at a time touches the outbox (`outbox.lock`): a sender, and `mnist-lab commit` re-tagging a run
 that waits. A run sent from here is remembered in `.mnist-lab/sent.json` (record id -> run id), so every
 command finds it by its record id, offline too.
+
+One module (~450 lines) on purpose: writing an entry, sending it, the lock and the sent-runs record share
+one on-disk format and one set of invariants (an entry is complete or absent; a run is sent once); split,
+each half would have to know the other's file layout.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from mnist_lab.datasets.remote import (
     RemoteConfigError,
     RemoteSettings,
     RemoteUnreachableError,
-    check_remote,
-    mask_credentials,
 )
+from mnist_lab.datasets.remote_check import check_remote
+from mnist_lab.system.redact import mask_credentials
 from tests.helpers import copy_repository, run
 from tests.servers import basic_auth_http_server, moto_s3_server
 

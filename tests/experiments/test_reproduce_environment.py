@@ -8,7 +8,18 @@ def test_lock_differences_name_each_package_that_does_not_match() -> None:
     assert lock_differences("dagshub==0.7\n", {}) == ["dagshub: 0.7 -> not installed"]
 
 
+def test_lock_differences_read_hashed_pins() -> None:
+    lock = (
+        "numpy==2.4.6 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+        "pandas==3.0.0 \\\n    --hash=sha256:cc\n"
+        "flufl-lock==8.2.0 \\\n    --hash=sha256:dd\n"
+    )
+    installed = {"numpy": "2.4.6", "pandas": "3.1.1", "flufl-lock": "8.2.0"}
+    assert lock_differences(lock, installed) == ["pandas: 3.0.0 -> 3.1.1"]
+
+
 def test_this_environment_matches_the_repositorys_lock_file() -> None:
     from tests.helpers import REPO_ROOT
 
-    assert lock_differences((REPO_ROOT / "requirements.lock").read_text()) == []
+    for lock in ("requirements.lock", "requirements-dev.lock"):
+        assert lock_differences((REPO_ROOT / lock).read_text()) == [], lock

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab.serving.registry import _decide, register_challenger
+from mnist_lab.serving.promotion import _decide
+from mnist_lab.serving.registry import register_challenger
 from tests.helpers import free_port
 
 

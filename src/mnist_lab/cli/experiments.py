@@ -1,0 +1,227 @@
+"""The experiment commands: results (`report`), runs waiting for the server (`sync`), commits and their runs
+(`commit`, `link`, `runs`, `commit-of`), `history`, `compare`, `reproduce`, and the MLflow UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mnist_lab.core.errors import MnistLabError
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.report import results_table
+
+    print(results_table(Path.cwd()))
+
+
+def _cmd_sync(args: argparse.Namespace) -> None:
+    from mnist_lab import tracking
+    from mnist_lab.system.redact import display_uri
+    from mnist_lab.system.workspace import repository_root
+    from mnist_lab.tracking import outbox
+
+    root = repository_root()
+    if not outbox.pending_records(root):
+        if not args.quiet:
+            print(f"nothing to send: {tracking.OUTBOX}/ is empty")
+        return
+    settings = tracking.TrackingSettings.from_environment(root)
+    try:
+        tracking.check_server(settings)
+    except tracking.TrackingServerUnreachable as exc:
+        if not args.quiet:
+            raise
+        print(
+            f"warning: {exc}; runs stay in {tracking.OUTBOX}/ until `mnist-lab sync` reaches it",
+            file=sys.stderr,
+        )
+        return
+    (root / tracking.SERVER_AWAY).unlink(missing_ok=True)  # it answers: stages may try it again
+    sent, problems = outbox.send_pending(root, settings)
+    print(f"sent {len(sent)} run(s) to {display_uri(settings.tracking_uri)}")
+    if problems:
+        raise MnistLabError("not sent: " + "; ".join(problems))
+
+
+def _print_tagged_runs(heading: str, commit: str, links, untagged: list[str]) -> None:
+    """What `commit` / `link` did: the heading, each run, and a warning naming the runs that could not be
+    tagged with the commit (never announced as tagged). `links`: list[linking.RunLink]."""
+    print(heading)
+    for link in links:
+        state = " - NOT tagged" if link.model in untagged else ""
+        print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id}){state}")
+    if untagged:
+        print(
+            f"warning: could not tag the runs of {', '.join(untagged)} with {commit[:12]} (tag "
+            "mnist_lab.results_commit): the tracking server did not answer. The commit's trailers name "
+            f"them; `mnist-lab link {commit[:12]}` tags them once it answers",
+            file=sys.stderr,
+        )
+
+
+def _cmd_commit(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.linking import commit_experiment
+    from mnist_lab.system.workspace import repository_root
+
+    commit, links, untagged = commit_experiment(repository_root(), args.message)
+    tagged = "its runs are tagged with it" if not untagged else "its runs (not all tagged: see below)"
+    _print_tagged_runs(f"committed the experiment as {commit[:12]}; {tagged}:", commit, links, untagged)
+
+
+def _cmd_link(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.linking import link_commit
+    from mnist_lab.system.workspace import repository_root
+
+    commit, links, untagged = link_commit(repository_root(), args.revision)
+    heading = (
+        f"tagged the runs of {commit[:12]} with it"
+        if not untagged
+        else f"{commit[:12]}: not every run tagged"
+    )
+    _print_tagged_runs(f"{heading} (nothing committed):", commit, links, untagged)
+
+
+def _cmd_runs(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.linking import LinkingError, resolve_sent_runs, runs_of_commit
+    from mnist_lab.system.workspace import repository_root
+
+    root = repository_root()
+    links = resolve_sent_runs(root, runs_of_commit(root, args.revision))
+    if not links:
+        raise LinkingError(
+            f"{args.revision} names no MLflow runs: no MLflow-Run trailers and no reports/*/mlflow.json"
+        )
+    for link in links:
+        print(f"{link.model}\t{link.run_id or 'pending'}\t{link.record_id}")
+
+
+def _cmd_commit_of(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.linking import commit_of_run
+    from mnist_lab.system.workspace import repository_root
+
+    print(commit_of_run(repository_root(), args.run_id))
+
+
+def _cmd_history(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.history import as_json, as_markdown, as_text, experiment_history
+    from mnist_lab.system.workspace import repository_root
+
+    rows = experiment_history(repository_root(), args.revision, args.limit)
+    print(as_json(rows) if args.json else as_markdown(rows) if args.md else as_text(rows))
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.compare import as_json, as_text, compare
+    from mnist_lab.system.workspace import repository_root
+
+    comparison = compare(repository_root(), args.old, args.new)
+    print(as_json(comparison) if args.json else as_text(comparison))
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from mnist_lab.experiments.reproduce import as_table, reproduce
+    from mnist_lab.system.workspace import repository_root
+
+    result = reproduce(repository_root(), args.revision, keep=args.keep, locked_env=args.locked_env)
+    print(as_table(result, everything=args.all))
+    return 0 if result.matches else 1
+
+
+def _cmd_ui(args: argparse.Namespace) -> None:
+    from mnist_lab.system.redact import display_uri
+    from mnist_lab.system.workspace import repository_root
+    from mnist_lab.tracking import LOCAL_ARTIFACTS, TrackingSettings
+
+    root = repository_root()
+    settings = TrackingSettings.from_environment(root)
+    if not settings.is_local:
+        print(f"runs go to a remote server: open {display_uri(settings.tracking_uri)} in a browser")
+        return
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [
+        str(mlflow),
+        "ui",
+        "--backend-store-uri",
+        settings.tracking_uri,
+        "--artifacts-destination",
+        str(root / LOCAL_ARTIFACTS),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    os.execv(command[0], command)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The experiment commands."""
+    report = commands.add_parser("report", help="table of the models' metrics and their MLflow runs")
+    report.set_defaults(handler=_cmd_report)
+
+    sync = commands.add_parser("sync", help="send runs kept while the tracking server was unreachable")
+    sync.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing when there is nothing to send; only warn if the server is unreachable",
+    )
+    sync.set_defaults(handler=_cmd_sync)
+
+    commit = commands.add_parser(
+        "commit", help="commit the experiment's files with its MLflow runs, and tag the runs with the commit"
+    )
+    commit.add_argument("-m", "--message", required=True)
+    commit.set_defaults(handler=_cmd_commit)
+
+    link = commands.add_parser(
+        "link", help="tag the runs of a commit not made by `mnist-lab commit` (e.g. `dvc exp branch`) with it"
+    )
+    link.add_argument("revision", nargs="?", default="HEAD")
+    link.set_defaults(handler=_cmd_link)
+
+    runs = commands.add_parser("runs", help="the MLflow runs of an experiment commit (from git alone)")
+    runs.add_argument("revision", nargs="?", default="HEAD")
+    runs.set_defaults(handler=_cmd_runs)
+
+    commit_of = commands.add_parser("commit-of", help="the commit holding a run's results")
+    commit_of.add_argument("run_id", help="an MLflow run id (or a mnist_lab.record_id)")
+    commit_of.set_defaults(handler=_cmd_commit_of)
+
+    history = commands.add_parser("history", help="one row per experiment commit, from git alone")
+    history.add_argument("revision", nargs="?", default="HEAD")
+    history.add_argument("-n", "--limit", type=int)
+    output = history.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--md", action="store_true", help="a Markdown table")
+    history.set_defaults(handler=_cmd_history)
+
+    compare = commands.add_parser("compare", help="two experiments: params, metrics, data, code, runs")
+    compare.add_argument("old", help="a revision (commit, branch, tag, DVC experiment ref)")
+    compare.add_argument("new", nargs="?", help="a revision (default: the workspace)")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(handler=_cmd_compare)
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="rerun a past experiment in a temporary clone; exit 0 only if its metrics match exactly",
+    )
+    reproduce.add_argument("revision")
+    reproduce.add_argument("--all", action="store_true", help="show every metric, per class too")
+    reproduce.add_argument("--keep", type=Path, help="copy the clone and its scratch store here")
+    reproduce.add_argument(
+        "--locked-env",
+        action="store_true",
+        help="run it in a new environment built from the revision's requirements.lock (needs the package "
+        "index or pip's cache) rather than this one",
+    )
+    reproduce.set_defaults(handler=_cmd_reproduce)
+
+    ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_cmd_ui)

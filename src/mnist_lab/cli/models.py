@@ -1,0 +1,147 @@
+"""The model commands: `promote` the registry's challenger, batch `predict`, `serve` over REST."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mnist_lab.core.errors import MnistLabError
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from mnist_lab.serving.promotion import promote_champion, roll_back_champion
+    from mnist_lab.system.workspace import repository_root
+
+    root = repository_root()
+    if args.rollback:
+        name, before, after = roll_back_champion(root)
+        print(f"{name}: champion moved back from {before} to {after}")
+        return 0
+    name, decision = promote_champion(root, force=args.force, min_delta=args.min_delta)
+    print(f"{name}: {decision.table()}")
+    return 0 if decision.promoted else 1
+
+
+def _load_model(root: Path, model_uri: str | None):
+    """The model `--model` names (any MLflow model URI), else the workspace's best model from its
+    DVC-tracked files (featurizer + classifier; offline, no tracking store needed)."""
+    if model_uri:
+        from mnist_lab.serving.registry import load_sklearn_model
+
+        return load_sklearn_model(root, model_uri), model_uri
+    from mnist_lab.serving.inference import workspace_best_model
+
+    name, pipeline, _ = workspace_best_model(root)
+    return pipeline, f"the workspace's best model ({name}, from DVC)"
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    import time
+
+    from mnist_lab.serving.inference import add_predict_stage, predict_frame, read_images, write_predictions
+    from mnist_lab.system.workspace import repository_root
+
+    root = repository_root()
+    if args.as_stage:
+        if args.model:
+            raise MnistLabError("--as-stage predicts with the workspace's best model: leave out --model")
+        command = add_predict_stage(root, args.input, args.output)
+        print(
+            f"added stage `predict` to dvc.yaml: {command}\nrun it with `dvc repro predict` (or `dvc repro`)"
+        )
+        return
+    model, described = _load_model(root, args.model)
+    pixels = read_images(args.input)
+    started = time.perf_counter()
+    predictions = predict_frame(model, pixels, str(args.input))
+    seconds = time.perf_counter() - started
+    write_predictions(predictions, args.output)
+    rate = len(pixels) / seconds if seconds > 0 else float("inf")
+    print(
+        f"wrote {len(predictions)} predictions to {args.output} with {described} ({rate:,.0f} images/s)",
+        file=sys.stderr,
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from mnist_lab.serving.pyfunc import serve_command
+    from mnist_lab.system.workspace import repository_root
+
+    command, env, described = serve_command(
+        repository_root(), args.model, args.workspace, args.host, args.port, args.workers
+    )
+    print(
+        f"serving {described} at http://{args.host}:{args.port}/invocations (Ctrl-C stops it)",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    os.execvpe(command[0], command, env)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (say 0.002)") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more (say 0.002)")
+    return value
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The model commands."""
+    promote = commands.add_parser(
+        "promote",
+        help="move alias champion to the registered challenger if it beats the champion on this workspace's "
+        "test set (exit 1 when it does not)",
+    )
+    promote_mode = promote.add_mutually_exclusive_group()
+    promote_mode.add_argument("--force", action="store_true", help="promote even if it does not beat it")
+    promote_mode.add_argument(
+        "--rollback", action="store_true", help="move champion back to the version it replaced"
+    )
+    promote.add_argument(
+        "--min-delta",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="X",
+        help="the challenger must beat the champion's score by more than X (default 0)",
+    )
+    promote.set_defaults(handler=_cmd_promote)
+
+    predict = commands.add_parser(
+        "predict", help="batch predictions (label, per-class probabilities) for IDX, CSV or Parquet images"
+    )
+    predict.add_argument("input", type=Path, help="IDX images file (*-idx3-ubyte[.gz]), .csv or .parquet")
+    predict.add_argument("-o", "--output", required=True, type=Path, help="predictions: .csv or .parquet")
+    predict.add_argument(
+        "--model",
+        help="an MLflow model URI, e.g. models:/mnist-lab@champion (default: the workspace's best model)",
+    )
+    predict.add_argument(
+        "--as-stage",
+        action="store_true",
+        help="add this as a DVC stage `predict` (dvc.yaml) instead, rerun by `dvc repro` when the images or "
+        "the best model change",
+    )
+    predict.set_defaults(handler=_cmd_predict)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the champion (or --model URI, or --workspace) over REST with `mlflow models serve`",
+    )
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model", help="an MLflow model URI (default: models:/<registry.model_name>@champion)"
+    )
+    source.add_argument(
+        "--workspace",
+        action="store_true",
+        help="serve the workspace's best model from its DVC-tracked files (no registry or store needed)",
+    )
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_cmd_serve)
