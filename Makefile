@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data data-mnist run report ui serve test test-slow lint format bench lock clean-venv
+.PHONY: help venv data data-mnist run report ui board serve test test-slow lint format bench lock clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ report: venv ## print the models' metrics and MLflow run ids
 ui: venv ## open the MLflow UI on the local store
 	mnist-lab ui
 
+board: venv ## the experiments page on http://127.0.0.1:8050 (PORT=...): table, query, compare, run, digit pad
+	mnist-lab board --port $(or $(PORT),8050)
+
 serve: venv ## serve the registry's champion over REST on port 5001 (PORT=...)
 	mnist-lab serve --port $(or $(PORT),5001)
 
@@ -72,6 +75,7 @@ format: venv ## apply ruff's formatting and fixes
 bench: venv ## benchmarks (figures go into the README by hand)
 	python bench/bench_pipeline.py
 	python bench/bench_serving.py
+	python bench/bench_board.py
 
 lock: ## re-pin requirements.lock (runtime) and requirements-dev.lock, hashed (keeps pins; UPGRADE=1: all afresh)
 	$(PYTHON) scripts/lock.py $(if $(UPGRADE),--upgrade)

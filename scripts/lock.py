@@ -6,6 +6,9 @@ install together without conflict. Every pin carries the sha256 of every file Py
 (wheels for every platform and the sdist), so `pip install -r requirements.lock` checks hashes on any
 machine, not only the one that locked.
 
+A dev package that wants extras of a runtime one (selenium: `urllib3[socks]`) gets that runtime package
+pinned again in the dev lock, same version, with the extras, so the runtime lock installs on its own.
+
 Existing pins are kept (like pip-compile): only packages that are new, or whose pin no longer satisfies
 pyproject.toml, are resolved afresh. `--upgrade` resolves everything to the newest allowed versions.
 
@@ -135,6 +138,7 @@ def main() -> None:
         print(f"resolving the runtime dependencies ({len(kept)} pins kept) ...", file=sys.stderr)
         _pip(python, "install", "--quiet", "-c", str(constraints), str(ROOT))
         runtime = _freeze(python)
+        runtime_extras = _extras(python)
         constraints.write_text(
             "".join(f"{name}=={version}\n" for name, version in {**kept, **runtime}.items())
         )
@@ -146,13 +150,20 @@ def main() -> None:
     if changed:
         sys.exit(f"the dev extra moved runtime pins (it must not): {changed}")
     dev = {name: version for name, version in everything.items() if name not in runtime}
+    # a dev package may want more of a runtime one (selenium: urllib3[socks]): the dev lock pins that runtime
+    # package again, same version, with those extras, so that the runtime lock alone needs no dev package
+    more = {
+        name: version
+        for name, version in runtime.items()
+        if set(extras.get(name, [])) - set(runtime_extras.get(name, []))
+    }
     print(f"hashing {len(everything)} pins from {INDEX} ...", file=sys.stderr)
     RUNTIME_LOCK.write_text(
         render(
             "Runtime requirements of mnist-lab (what a reproduced experiment rebuilds)",
             "# Install: pip install -r requirements.lock && pip install --no-deps -e .",
             runtime,
-            extras,
+            runtime_extras,
         )
     )
     DEV_LOCK.write_text(
@@ -160,7 +171,7 @@ def main() -> None:
             "Development requirements of mnist-lab (tests, linters, test servers) on top of the runtime ones",
             "# Install: pip install -r requirements.lock -r requirements-dev.lock\n"
             "#          pip install --no-deps -e .",
-            dev,
+            {**dev, **more},
             extras,
         )
     )

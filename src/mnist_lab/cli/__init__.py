@@ -1,20 +1,20 @@
-"""`mnist-lab`: data and the DVC remote (`cli.data`), experiments and their runs (`cli.experiments`), and
-the models: promote, predict, serve (`cli.models`). Each module holds its commands' handlers and arguments;
-the work itself lives in the package's other layers."""
+"""`mnist-lab`: data and the DVC remote (`cli.data`), experiments and their runs (`cli.experiments`), the
+models: promote, predict, serve (`cli.models`), and the experiments page (`cli.board`). Each module holds its
+commands' handlers and arguments; the work itself lives in the package's other layers."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from mnist_lab.cli import data, experiments, models
+from mnist_lab.cli import board, data, experiments, models
 from mnist_lab.core.errors import MnistLabError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-lab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for area in (data, experiments, models):
+    for area in (data, experiments, models, board):
         area.add_commands(commands)
     return parser
 

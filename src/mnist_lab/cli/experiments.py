@@ -159,6 +159,17 @@ def _cmd_ui(args: argparse.Namespace) -> None:
     os.execv(command[0], command)
 
 
+def _cmd_label(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.labels import LABELS_FILE, experiment_id, set_label
+    from mnist_lab.system.workspace import repository_root
+
+    root = repository_root()
+    experiment = experiment_id(root, args.experiment)
+    labels = set_label(root, experiment, args.label, present=not args.remove)
+    shown = experiment if experiment.startswith("exp:") else experiment[:12]
+    print(f"{shown}: {', '.join(labels) or 'no labels'} (in {LABELS_FILE}: commit it to share)")
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """The experiment commands."""
     report = commands.add_parser("report", help="table of the models' metrics and their MLflow runs")
@@ -220,6 +231,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "index or pip's cache) rather than this one",
     )
     reproduce.set_defaults(handler=_cmd_reproduce)
+
+    label = commands.add_parser(
+        "label", help="add (or --remove) a label on an experiment, e.g. hidden or baseline (labels.yaml)"
+    )
+    label.add_argument("experiment", help="a revision (commit, branch, tag) or exp:<DVC experiment name>")
+    label.add_argument("label", help="1-32 characters: a-z 0-9 - _ .")
+    label.add_argument("--remove", action="store_true")
+    label.set_defaults(handler=_cmd_label)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
     ui.add_argument("--host", default="127.0.0.1")

@@ -37,10 +37,36 @@ def history_csv(history: Sequence[dict[str, float]]) -> str:
 def read_history(path: Path) -> list[dict[str, float]]:
     """The rows of a history CSV written by `history_csv`."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+        return read_history_text(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path} is missing: run the train stage (`dvc repro`)") from None
+
+
+def read_history_text(text: str) -> list[dict[str, float]]:
+    """The rows of a history CSV's text (a committed version of it, say)."""
+    return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(io.StringIO(text))]
+
+
+def confusion_counts(predictions_csv: str) -> dict[str, list]:
+    """`{"labels", "matrix"}` from a predictions CSV (`actual,predicted` per test image): matrix[i][j] counts
+    the images of class labels[i] predicted as labels[j]."""
+    pairs = [(row["actual"], row["predicted"]) for row in csv.DictReader(io.StringIO(predictions_csv))]
+    labels = sorted({label for pair in pairs for label in pair}, key=lambda x: (len(x), x))
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for actual, predicted in pairs:
+        matrix[index[actual]][index[predicted]] += 1
+    return {"labels": labels, "matrix": matrix}
+
+
+LOWER_IS_BETTER = ("loss", "error", "seconds", "time", "rank")
+
+
+def metric_direction(name: str) -> str:
+    """ "higher" or "lower": which way a metric improves, from its name (losses, errors, times, ranks go
+    down; accuracies, F1, precision, recall, AUC and the rest go up)."""
+    last = name.rsplit(".", 1)[-1].lower()
+    return "lower" if any(word in last for word in LOWER_IS_BETTER) else "higher"
 
 
 def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:

@@ -288,9 +288,10 @@ def parse_settings(raw: Any, source: str = "params.yaml") -> Settings:
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
 
 
-class _ParamsLoader(yaml.SafeLoader):
+class _ParamsLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """YAML as DVC reads and writes params.yaml (YAML 1.2 numbers): `1e-05`, which `dvc exp run -S` writes
-    for 0.00001, is a float, not the string that YAML 1.1 (PyYAML) makes of a number without a dot."""
+    for 0.00001, is a float, not the string that YAML 1.1 (PyYAML) makes of a number without a dot. LibYAML's
+    parser where PyYAML has it (10x faster: the experiments page parses one params.yaml per experiment)."""
 
 
 _ParamsLoader.add_implicit_resolver(

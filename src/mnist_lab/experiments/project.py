@@ -30,8 +30,9 @@ def parse_overrides(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def check_overrides(raw: dict, model: str, overrides: list[tuple[str, str]]) -> None:
-    """Apply the overrides to a copy of params.yaml and validate it, so a typo fails before any work."""
+def check_overrides(raw: dict, model: str | None, overrides: list[tuple[str, str]]) -> None:
+    """Apply the overrides to a copy of params.yaml and validate it (and that `model` is one of its models),
+    so a typo fails before any work."""
     import copy
 
     candidate = copy.deepcopy(raw)
@@ -43,7 +44,9 @@ def check_overrides(raw: dict, model: str, overrides: list[tuple[str, str]]) -> 
                 raise SettingsError(f"--set {key}: params.yaml has no section '{part}' there")
             node = node[part]
         node[leaf] = load_params_yaml(value)
-    parse_settings(candidate, source="params.yaml with --set").model(model)
+    settings = parse_settings(candidate, source="params.yaml with --set")
+    if model is not None:
+        settings.model(model)
 
 
 def _run(command: list[str], cwd) -> int:

@@ -41,9 +41,12 @@ def run(
     capture: bool = True,
     env: Mapping[str, str] | None = None,
     secrets: tuple[str, ...] = (),
+    input: str | bytes | None = None,
+    text: bool = True,
 ) -> subprocess.CompletedProcess:
-    """Run `program args` in `cwd` (text output, captured unless `capture=False`, when it streams to this
-    process's terminal). A non-zero exit is returned as is unless `check`."""
+    """Run `program args` in `cwd` (text output unless `text=False`, captured unless `capture=False`, when it
+    streams to this process's terminal; `input` goes to its stdin). A non-zero exit is returned as is unless
+    `check`."""
     shown = _shown(" ".join([program, *args]), secrets)
     try:
         done = subprocess.run(
@@ -51,7 +54,8 @@ def run(
             cwd=cwd,
             env=dict(env) if env is not None else None,
             capture_output=capture,
-            text=True,
+            text=text,
+            input=input.encode() if isinstance(input, str) and not text else input,
             timeout=timeout,
             check=False,
         )
@@ -62,7 +66,11 @@ def run(
     except subprocess.TimeoutExpired:
         raise CommandError(f"`{shown}` did not finish within {timeout:.0f} s (in {cwd or '.'})") from None
     if check and done.returncode != 0:
-        output = ((done.stderr or "").strip() or (done.stdout or "").strip()) if capture else ""
+        stderr, stdout = (
+            (out.decode(errors="replace") if isinstance(out, bytes) else out or "")
+            for out in (done.stderr, done.stdout)
+        )
+        output = (stderr.strip() or stdout.strip()) if capture else ""
         raise CommandError(
             f"`{shown}` failed (exit {done.returncode}): {_shown(output, secrets)}".rstrip(": ")
         )

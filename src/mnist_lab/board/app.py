@@ -1,0 +1,242 @@
+"""`mnist-lab board`: the experiments page and its JSON API, served on 127.0.0.1 by uvicorn.
+
+Every script and style comes from this package (`board/static/`), nothing from a CDN: the page works offline.
+The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoints):
+
+    GET  /api/experiments?q=&sort=&desc=&hidden=   the table: columns and rows (400 for a malformed query)
+    GET  /api/experiments/{id}                     one row
+    GET  /api/compare?ids=a,b[,c...]&baseline=a    params, metrics with deltas, curves, confusion, code diffs
+    GET  /api/model?experiment=                    the model the digit pad asks: what it is, its input size
+    POST /api/labels   {"experiment": id, "label": "hidden", "remove": false}
+                                                   a label in labels.yaml, as `mnist-lab label` sets it
+    GET  /api/params                               the workspace's params.yaml, flattened
+    GET  /api/queue                                DVC's experiment queue (`dvc queue status`)
+    POST /api/queue    {"set": {"models.mlp.alpha": "0.001"}, "name": null}
+                                                   checked by the settings, then `dvc exp run --queue -S`
+    POST /api/queue/start                          `dvc queue start`
+    POST /api/predict  {"pixels": [[0-255, ...]], "experiment": id}
+                                                   labels and per-class probabilities (the served pyfunc)
+
+Bad input answers 4xx with `{"error": "<what is wrong and how to fix it>"}`. GET requests change nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from mnist_lab.board.views import ExperimentsBoard, UnknownExperiment
+from mnist_lab.core.errors import MnistLabError
+
+STATIC = Path(__file__).with_name("static")
+MAX_IMAGES = 64  # per predict request: the pad sends one; a few for batch checks
+MAX_BODY_BYTES = 2_000_000
+
+
+class DigitPad:
+    """The models the digit pad asks, each in the pyfunc that `mnist-lab serve` serves, loaded once: the
+    workspace's best model (from its DVC-tracked files), or the best model of any experiment commit (from the
+    DVC cache; the champion is the commit git tag `mnist-lab/champion` points at)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._models: dict[str | None, tuple[Any, str]] = {}
+
+    def model(self, commit: str | None = None) -> tuple[Any, str]:
+        """(the pyfunc, what it is) for `commit`'s best model, or the workspace's when None."""
+        from mnist_lab.serving.pyfunc import DigitClassifier
+
+        with self._lock:
+            if commit not in self._models:
+                if commit is None:
+                    from mnist_lab.serving.inference import workspace_best_model
+
+                    name, pipeline, _ = workspace_best_model(self.root)
+                    described = f"the workspace's best model ({name}, from DVC)"
+                else:
+                    from mnist_lab.serving.registry import committed_model
+
+                    name, pipeline = committed_model(self.root, commit)
+                    described = f"{name} of experiment {commit[:12]} (from the DVC cache)"
+                self._models[commit] = (DigitClassifier(pipeline, int(pipeline.n_features_in_)), described)
+            return self._models[commit]
+
+    def describe(self, commit: str | None = None) -> dict[str, Any]:
+        model, described = self.model(commit)
+        side = round(model.n_pixels**0.5)
+        return {"model": described, "commit": commit, "n_pixels": model.n_pixels, "rows": side, "cols": side}
+
+    def predict(self, pixels: list[list[float]], commit: str | None = None) -> list[dict[str, Any]]:
+        import numpy as np
+
+        from mnist_lab.core.features import pixel_frame
+        from mnist_lab.serving.inference import check_pixel_values
+
+        model, _ = self.model(commit)
+        if not pixels or len(pixels) > MAX_IMAGES:
+            raise BadRequest(f"pixels: send 1 to {MAX_IMAGES} images, each a list of {model.n_pixels} values")
+        side = round(model.n_pixels**0.5)
+        wrong = [i for i, image in enumerate(pixels) if len(image) != model.n_pixels]
+        if wrong:
+            raise BadRequest(
+                f"pixels: image {wrong[0]} has {len(pixels[wrong[0]])} values; this model takes "
+                f"{model.n_pixels} ({side}x{side}, row by row): resize the image first"
+            )
+        array = np.asarray(pixels, dtype=np.float64)
+        check_pixel_values(array, "pixels")
+        frame = model.predict(None, pixel_frame(array))
+        return frame.to_dict(orient="records")
+
+
+class PredictRequest(BaseModel):
+    pixels: list[list[float]] = Field(description="images, 0-255 grey levels, row by row")
+    experiment: str | None = Field(None, description="whose model (default: the workspace's best)")
+
+
+class LabelRequest(BaseModel):
+    experiment: str = Field(description="an experiment id")
+    label: str = Field(description="1-32 characters: a-z 0-9 - _ .")
+    remove: bool = Field(False, description="remove the label instead")
+
+
+class QueueRequest(BaseModel):
+    set: dict[str, str] = Field(
+        description="params.yaml overrides, `{key: value}` (dvc exp run -S key=value)"
+    )
+    name: str | None = Field(None, description="the experiment's name (default: DVC's)")
+
+
+class BadRequest(MnistLabError):
+    """A request the API refuses (400), with what to send instead."""
+
+
+def create_app(root: Path) -> FastAPI:
+    board = ExperimentsBoard(root)
+    pad = DigitPad(root)
+    app = FastAPI(
+        title="mnist-lab board",
+        description=__doc__,
+        docs_url=None,  # the interactive docs load scripts from a CDN: the page must work offline
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+
+    @app.exception_handler(UnknownExperiment)
+    async def _unknown(request: Request, exc: UnknownExperiment) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+
+    @app.exception_handler(MnistLabError)
+    async def _refused(request: Request, exc: MnistLabError) -> JSONResponse:
+        from mnist_lab.system.redact import redact
+
+        return JSONResponse({"error": redact(str(exc))}, status_code=400)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse(
+                {"error": f"request body over {MAX_BODY_BYTES:,} bytes: send fewer or smaller images"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/ping", include_in_schema=False)
+    def ping() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/snapshot.js", include_in_schema=False)
+    def snapshot() -> Response:  # a static export fills it; the live page asks the API
+        return Response("window.BOARD_SNAPSHOT = null;\n", media_type="text/javascript")
+
+    @app.get("/api/experiments")
+    def experiments(
+        q: str = Query("", description="a query: `accuracy > 0.97 and model = cnn` (see the README)"),
+        sort: str | None = Query(None, description="a column to sort by"),
+        desc: bool = Query(False, description="sort descending"),
+        hidden: bool = Query(False, description="include experiments labelled `hidden`"),
+    ) -> dict[str, Any]:
+        return board.table(q, sort, desc, hidden)
+
+    @app.get("/api/experiments/{experiment}")
+    def experiment(experiment: str) -> dict[str, Any]:
+        return board.row(experiment)
+
+    @app.get("/api/compare")
+    def compare(
+        ids: str = Query(..., description="experiment ids, comma-separated (two or more)"),
+        baseline: str | None = Query(None, description="the experiment deltas are taken against"),
+    ) -> dict[str, Any]:
+        return board.compare([i for i in ids.split(",") if i], baseline)
+
+    def _commit(experiment: str | None) -> str | None:
+        return board.row(experiment)["commit"] if experiment else None
+
+    @app.get("/api/model")
+    def model(
+        experiment: str | None = Query(None, description="an experiment id (default: the workspace's model)"),
+    ) -> dict[str, Any]:
+        return pad.describe(_commit(experiment))
+
+    @app.post("/api/predict")
+    def predict(request: PredictRequest) -> dict[str, Any]:
+        commit = _commit(request.experiment)
+        return {"predictions": pad.predict(request.pixels, commit), "model": pad.describe(commit)["model"]}
+
+    @app.post("/api/labels")
+    def label(request: LabelRequest) -> dict[str, Any]:
+        """Add or remove a label in labels.yaml, as `mnist-lab label` does; answers the experiment's row."""
+        return board.set_label(request.experiment, request.label, not request.remove)
+
+    @app.get("/api/params")
+    def params() -> dict[str, Any]:
+        """The workspace's params.yaml, flattened: what a queued experiment changes."""
+        from mnist_lab.core.settings import flatten, load_params_yaml
+
+        return {"params": flatten(load_params_yaml((root / "params.yaml").read_text(encoding="utf-8")) or {})}
+
+    @app.get("/api/queue")
+    def queue() -> dict[str, Any]:
+        """DVC's experiment queue (`dvc queue status`)."""
+        from mnist_lab.experiments.queue import queue_status
+
+        return {"tasks": queue_status(root)}
+
+    @app.post("/api/queue")
+    def enqueue(request: QueueRequest) -> dict[str, Any]:
+        """Check the overrides with the typed settings, then `dvc exp run --queue -S ...`."""
+        from mnist_lab.experiments.queue import queue_experiment
+
+        if not request.set:
+            raise BadRequest(
+                'set: give at least one params.yaml override, e.g. {"models.mlp.alpha": "0.001"}'
+            )
+        return {"queued": queue_experiment(root, list(request.set.items()), request.name)}
+
+    @app.post("/api/queue/start")
+    def start() -> dict[str, Any]:
+        """`dvc queue start`: a DVC worker runs the queued experiments; each shows up in the table."""
+        from mnist_lab.experiments.queue import start_queue
+
+        return {"started": start_queue(root)}
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def serve(root: Path, host: str, port: int) -> None:
+    """Serve the board until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(root), host=host, port=port, log_level="warning")

@@ -1,0 +1,545 @@
+// The experiments page: a client of the board's JSON API (or, in a static export, of the snapshot of its
+// answers in snapshot.js). The view's state (view, query, filters, sort, selection, compare options) lives in
+// the URL's hash, so a link reproduces a view.
+(function () {
+  "use strict";
+
+  const $ = (selector) => document.querySelector(selector);
+  const SNAPSHOT = window.BOARD_SNAPSHOT || null;
+  const PALETTE = ["#2255cc", "#d1495b", "#00798c", "#edae49", "#66a182", "#8d6a9f", "#e07a5f", "#3d405b",
+                   "#81b29a", "#f2cc8f", "#5e548e", "#9a031e"];
+  const DEFAULT_COLUMNS = ["id", "source", "date", "message", "labels", "data", "model", "metric", "value", "accuracy"];
+  const CURVES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"];
+
+  let table = null; // {columns, rows, total}
+  let comparison = null;
+
+  // --- state in the URL -----------------------------------------------------------------------------------
+  function readState() {
+    const [view, query] = (location.hash.replace(/^#\/?/, "") || "table").split("?");
+    const params = new URLSearchParams(query || "");
+    const filters = {};
+    for (const [key, value] of params) if (key.startsWith("f.")) filters[key.slice(2)] = value;
+    return {
+      view: ["table", "compare", "run", "pad"].includes(view) ? view : "table",
+      q: params.get("q") || "",
+      sort: params.get("sort") || "",
+      desc: params.get("desc") === "1",
+      hidden: params.get("hidden") === "1",
+      selected: (params.get("ids") || "").split(",").filter(Boolean),
+      baseline: params.get("baseline") || "",
+      changed: params.get("changed") !== "0",
+      smooth: Number(params.get("smooth") || 0),
+      log: params.get("log") === "1",
+      model: params.get("model") || "",
+      experiment: params.get("experiment") || "",
+      filters,
+    };
+  }
+
+  function writeState(state, replace = true) {
+    const params = new URLSearchParams();
+    if (state.q) params.set("q", state.q);
+    if (state.sort) params.set("sort", state.sort);
+    if (state.desc) params.set("desc", "1");
+    if (state.hidden) params.set("hidden", "1");
+    if (state.selected.length) params.set("ids", state.selected.join(","));
+    if (state.baseline) params.set("baseline", state.baseline);
+    if (!state.changed) params.set("changed", "0");
+    if (state.smooth) params.set("smooth", String(state.smooth));
+    if (state.log) params.set("log", "1");
+    if (state.model) params.set("model", state.model);
+    if (state.experiment) params.set("experiment", state.experiment);
+    for (const [column, value] of Object.entries(state.filters)) if (value) params.set(`f.${column}`, value);
+    const query = params.toString().replace(/%2C/gi, ","); // commas need no escaping in a fragment
+    const hash = `#/${state.view}${query ? "?" + query : ""}`;
+    if (hash !== location.hash) {
+      if (replace) history.replaceState(null, "", hash);
+      else history.pushState(null, "", hash);
+    }
+  }
+
+  // --- the API (or the export's snapshot of it) -----------------------------------------------------------
+  async function api(path, options) {
+    if (SNAPSHOT) {
+      if (path in SNAPSHOT) return SNAPSHOT[path];
+      if (path.startsWith("/api/compare?")) {
+        // the export holds one comparison: any order of its experiments shows it (with its baseline)
+        const wanted = new URLSearchParams(path.split("?")[1]).get("ids").split(",").sort().join(",");
+        const held = Object.keys(SNAPSHOT).find((key) => key.startsWith("/api/compare?") &&
+          SNAPSHOT[key].experiments.slice().sort().join(",") === wanted);
+        if (held) return SNAPSHOT[held];
+      }
+      throw new Error(`this static export does not hold ${path}: open the live board (mnist-lab board)`);
+    }
+    const answer = await fetch(path, options);
+    const body = await answer.json().catch(() => ({ error: `${answer.status} ${answer.statusText}` }));
+    if (!answer.ok) throw new Error(body.error || JSON.stringify(body.detail || body));
+    return body;
+  }
+
+  function status(text) { $("#status").textContent = text; }
+
+  function escapeHtml(value) {
+    return String(value).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  }
+
+  function colour(id, ids) {
+    // a stable colour per experiment: by its rank among all experiments of the table, else a hash of its id
+    const all = table ? table.rows.map((r) => r.id) : ids;
+    let index = all.indexOf(id);
+    if (index < 0) index = [...id].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7);
+    return PALETTE[index % PALETTE.length];
+  }
+
+  function shortId(id) { return id.startsWith("exp:") ? id : id.slice(0, 8); }
+
+  function formatValue(value) {
+    if (value === null || value === undefined) return "";
+    if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toPrecision(6).replace(/\.?0+$/, "");
+    if (Array.isArray(value)) return `[${value.map(formatValue).join(", ")}]`;
+    return String(value);
+  }
+
+  // --- table ----------------------------------------------------------------------------------------------
+  function columnFilter(column, text) {
+    // a column filter is a comparison when it starts with an operator (`> 0.97`), else "contains"
+    const match = /^\s*(==|!=|<=|>=|!~|=|<|>|~)\s*(.*)$/.exec(text);
+    const operator = match ? match[1] : "~";
+    const raw = match ? match[2] : text;
+    const number = Number(raw);
+    const operand = raw.trim() !== "" && !Number.isNaN(number) && !operator.includes("~") ? number : raw;
+    return (row) => MnistQuery.compare(row[column] === undefined ? null : row[column], operator, operand);
+  }
+
+  function visibleRows(state) {
+    const columns = table.columns;
+    let keep;
+    try {
+      keep = MnistQuery.parseQuery(state.q, columns);
+      $("#query-error").hidden = true;
+    } catch (error) {
+      $("#query-error").textContent = error.message;
+      $("#query-error").hidden = false;
+      keep = () => true;
+    }
+    const filters = Object.entries(state.filters).filter(([, text]) => text).map(([c, t]) => columnFilter(c, t));
+    let rows = table.rows.filter((row) => (state.hidden || !row.labels.includes("hidden")) && keep(row)
+                                          && filters.every((f) => f(row)));
+    if (state.sort) {
+      const present = rows.filter((r) => r[state.sort] !== null && r[state.sort] !== undefined);
+      const absent = rows.filter((r) => r[state.sort] === null || r[state.sort] === undefined);
+      present.sort((a, b) => {
+        const x = a[state.sort], y = b[state.sort];
+        const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+        return state.desc ? -order : order;
+      });
+      rows = present.concat(absent);
+    }
+    return rows;
+  }
+
+  function shownColumns() {
+    // the headline columns, then every param that changed in any experiment
+    const changed = new Set();
+    for (const row of table.rows) for (const key of row.changed || []) changed.add(`params.${key}`);
+    return DEFAULT_COLUMNS.concat([...changed].sort());
+  }
+
+  function renderTable(state) {
+    const started = performance.now();
+    const columns = shownColumns();
+    const head = $("#experiments thead");
+    if (!head.dataset.columns || head.dataset.columns !== columns.join("|")) {
+      head.dataset.columns = columns.join("|");
+      head.innerHTML =
+        `<tr><th></th>${columns.map((c) => `<th class="sortable" data-column="${escapeHtml(c)}">${escapeHtml(c.replace(/^params\./, ""))} <span class="arrow"></span></th>`).join("")}</tr>` +
+        `<tr class="filters"><th></th>${columns.map((c) => `<th><input data-filter="${escapeHtml(c)}" placeholder="filter" aria-label="filter ${escapeHtml(c)}"></th>`).join("")}</tr>`;
+    }
+    for (const th of head.querySelectorAll("th.sortable")) {
+      th.querySelector(".arrow").textContent = th.dataset.column === state.sort ? (state.desc ? "▼" : "▲") : "";
+    }
+    for (const input of head.querySelectorAll("input[data-filter]")) {
+      const value = state.filters[input.dataset.filter] || "";
+      if (document.activeElement !== input && input.value !== value) input.value = value;
+    }
+    const rows = visibleRows(state);
+    const selected = new Set(state.selected);
+    const cells = (row) => columns.map((c) => {
+      const value = row[c];
+      if (c === "labels") return `<td>${value.map((l) => `<span class="chip ${escapeHtml(l)}">${escapeHtml(l)}</span>`).join("")}</td>`;
+      if (c === "id") return `<td class="mono"><span class="swatch" style="background:${colour(row.id)}"></span>${escapeHtml(shortId(row.id))}</td>`;
+      if (c === "source") return `<td class="source">${escapeHtml(value)}</td>`;
+      if (c === "date") return `<td>${escapeHtml(String(value || "").slice(0, 16).replace("T", " "))}</td>`;
+      if (c === "data") return `<td class="mono">${escapeHtml(String(value || "").slice(0, 8))}</td>`;
+      if (c === "message") return `<td class="message" title="${escapeHtml(value || "")}">${escapeHtml(value || "")}</td>`;
+      return `<td class="${typeof value === "number" ? "num" : ""}">${escapeHtml(formatValue(value))}</td>`;
+    }).join("");
+    $("#experiments tbody").innerHTML = rows.map((row) =>
+      `<tr data-id="${escapeHtml(row.id)}" class="${selected.has(row.id) ? "selected" : ""}">` +
+      `<td><input type="checkbox" class="select" ${selected.has(row.id) ? "checked" : ""} aria-label="select ${escapeHtml(row.id)}"></td>${cells(row)}</tr>`
+    ).join("");
+    $("#table-summary").textContent = `${rows.length} of ${table.rows.length} experiments` +
+      (state.hidden ? "" : " (hidden ones left out)") + (SNAPSHOT ? " · static export" : "");
+    $("#compare-selected").disabled = state.selected.length < 2;
+    $("#label-add").disabled = $("#label-remove").disabled = !state.selected.length || Boolean(SNAPSHOT);
+    $("#compare-selected").textContent = `Compare selected (${state.selected.length})`;
+    $("#show-hidden").checked = state.hidden;
+    if ($("#query") !== document.activeElement) $("#query").value = state.q;
+    document.body.dataset.renderMs = String(Math.round(performance.now() - started));
+    document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
+    if (!performance.getEntriesByName("first-table").length) performance.mark("first-table");
+  }
+
+  // --- compare --------------------------------------------------------------------------------------------
+  function renderCompare(state) {
+    const data = comparison;
+    const ids = data.experiments;
+    const rowsById = Object.fromEntries(data.rows.map((r) => [r.id, r]));
+    const head = `<tr><th></th>${ids.map((id) => `<th><span class="swatch" style="background:${colour(id, ids)}"></span>${escapeHtml(shortId(id))}${id === data.baseline ? " (baseline)" : ""}</th>`).join("")}</tr>`;
+    $("#compare-experiments").innerHTML = head +
+      ["message", "date", "source", "model", "metric", "value", "data"].map((key) =>
+        `<tr><th>${key}</th>${ids.map((id) => `<td title="${escapeHtml(formatValue(rowsById[id][key]))}">${escapeHtml(formatValue(rowsById[id][key]))}</td>`).join("")}</tr>`).join("") +
+      `<tr><th>baseline</th>${ids.map((id) => `<td><input type="radio" name="baseline" value="${escapeHtml(id)}" ${id === data.baseline ? "checked" : ""}></td>`).join("")}</tr>`;
+    $("#compare-metrics").innerHTML = head + Object.entries(data.metrics).filter(([key]) => !key.includes("_class_")).map(([key, m]) =>
+      `<tr><th class="mono">${escapeHtml(key)}</th>${m.values.map((value, i) => {
+        const delta = m.deltas[i];
+        const shown = ids[i] === data.baseline || delta === null || delta === 0 ? formatValue(value)
+          : `${formatValue(value)} (${delta > 0 ? "+" : ""}${formatValue(delta)})`;
+        return `<td class="num ${m.verdicts[i] === "better" ? "better" : m.verdicts[i] === "worse" ? "worse" : ""}">${escapeHtml(shown)}</td>`;
+      }).join("")}</tr>`).join("");
+    $("#only-changed").checked = state.changed;
+    $("#compare-params").innerHTML = head + Object.entries(data.params).filter(([, p]) => !state.changed || p.changed).map(([key, p]) =>
+      `<tr><th class="mono">${escapeHtml(key)}</th>${p.values.map((v) => `<td>${escapeHtml(formatValue(v))}</td>`).join("")}</tr>`).join("");
+    const models = [...new Set(ids.flatMap((id) => Object.keys(data.curves[id] || {})))].sort();
+    const withCurves = models.filter((m) => ids.some((id) => (data.curves[id][m] || []).length));
+    const model = state.model && models.includes(state.model) ? state.model
+      : withCurves[0] || rowsById[data.baseline].model || models[0] || "";
+    $("#curve-model").innerHTML = models.map((m) => `<option ${m === model ? "selected" : ""}>${escapeHtml(m)}</option>`).join("");
+    $("#smoothing").value = String(state.smooth);
+    $("#log-scale").checked = state.log;
+    $("#curves").innerHTML = CURVES.map((metric) => chart(metric, ids.map((id) => ({
+      id, points: ((data.curves[id] || {})[model] || []).map((r) => [r.epoch, r[metric]]),
+    })), state)).join("") || "";
+    if (!ids.some((id) => ((data.curves[id] || {})[model] || []).length)) {
+      $("#curves").innerHTML = `<p class="summary">${escapeHtml(model)} is trained without epochs: no curves.</p>`;
+    }
+    $("#confusion").innerHTML = ids.map((id) => matrix(id, ((data.confusion[id] || {})[model]), ids)).join("");
+    $("#diffs").innerHTML = Object.entries(data.diffs).map(([id, diff]) =>
+      `<h3 class="mono">${escapeHtml(shortId(data.baseline))} → ${escapeHtml(shortId(id))}</h3>` +
+      (diff.text ? `<pre class="diff">${diff.text.split("\n").map((line) => {
+        const kind = line.startsWith("@@") ? "hunk" : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : "";
+        return `<span class="${kind}">${escapeHtml(line)}</span>`;
+      }).join("\n")}</pre>${diff.truncated ? "<p class='summary'>(truncated)</p>" : ""}` : `<p class="summary">no change in src/, params.yaml or dvc.yaml</p>`)
+    ).join("");
+  }
+
+  function smooth(points, weight) {
+    if (!weight) return points;
+    let last = null;
+    return points.map(([x, y]) => { last = last === null ? y : last * weight + (1 - weight) * y; return [x, last]; });
+  }
+
+  function chart(metric, series, state) {
+    const width = 360, height = 220, pad = 36;
+    const lines = series.map((s) => ({ id: s.id, points: smooth(s.points.filter(([, y]) => Number.isFinite(y) && (!state.log || y > 0)), state.smooth) }))
+      .filter((s) => s.points.length);
+    if (!lines.length) return "";
+    const xs = lines.flatMap((s) => s.points.map((p) => p[0]));
+    const ys = lines.flatMap((s) => s.points.map((p) => state.log ? Math.log10(p[1]) : p[1]));
+    const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
+    let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+    if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
+    const sx = (x) => pad + (x1 === x0 ? 0.5 : (x - x0) / (x1 - x0)) * (width - pad - 8);
+    const sy = (y) => height - pad + 10 - ((state.log ? Math.log10(y) : y) - y0) / (y1 - y0) * (height - pad - 8);
+    const label = (v) => state.log ? formatValue(Number((10 ** v).toPrecision(2))) : formatValue(Number(v.toPrecision(3)));
+    const paths = lines.map((s) =>
+      `<polyline fill="none" stroke="${colour(s.id, series.map((x) => x.id))}" stroke-width="1.8" data-experiment="${escapeHtml(s.id)}" points="${s.points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" ")}"/>`).join("");
+    return `<svg class="chart" data-metric="${metric}" width="${width}" height="${height}" role="img" aria-label="${metric} by epoch">` +
+      `<text x="${pad}" y="14">${metric}${state.log ? " (log)" : ""}</text>` +
+      `<text x="4" y="${sy(state.log ? 10 ** y1 : y1) + 4}">${label(y1)}</text><text x="4" y="${sy(state.log ? 10 ** y0 : y0)}">${label(y0)}</text>` +
+      `<text x="${pad}" y="${height - 6}">epoch ${x0}</text><text x="${width - 60}" y="${height - 6}">epoch ${x1}</text>` +
+      `<line x1="${pad}" y1="${height - pad + 10}" x2="${width - 8}" y2="${height - pad + 10}" stroke="#d9dee7"/>${paths}</svg>`;
+  }
+
+  function matrix(id, counts, ids) {
+    if (!counts) return `<div><h3 class="mono">${escapeHtml(shortId(id))}</h3><p class="summary">no predictions</p></div>`;
+    const max = Math.max(1, ...counts.matrix.flat());
+    return `<div><h3 class="mono"><span class="swatch" style="background:${colour(id, ids)}"></span>${escapeHtml(shortId(id))}</h3><table class="matrix" data-experiment="${escapeHtml(id)}">` +
+      `<tr><th></th>${counts.labels.map((l) => `<th>${escapeHtml(l)}</th>`).join("")}</tr>` +
+      counts.matrix.map((row, i) => `<tr><th>${escapeHtml(counts.labels[i])}</th>${row.map((n, j) => {
+        const alpha = n / max;
+        const tint = i === j ? `rgba(34,85,204,${alpha})` : `rgba(180,35,24,${Math.min(1, alpha * 3)})`;
+        return `<td style="background:${n ? tint : "transparent"};color:${alpha > 0.5 ? "#fff" : "inherit"}">${n || ""}</td>`;
+      }).join("")}</tr>`).join("") + "</table></div>";
+  }
+
+  // --- digit pad ------------------------------------------------------------------------------------------
+  let padModel = null;
+  function setupPad() {
+    const canvas = $("#pad-canvas");
+    const context = canvas.getContext("2d");
+    const clear = () => { context.fillStyle = "#000"; context.fillRect(0, 0, canvas.width, canvas.height); };
+    clear();
+    let drawing = false;
+    const at = (event) => {
+      const box = canvas.getBoundingClientRect();
+      return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+    };
+    canvas.addEventListener("pointerdown", (event) => { drawing = true; const [x, y] = at(event); context.beginPath(); context.moveTo(x, y); });
+    canvas.addEventListener("pointermove", (event) => {
+      if (!drawing) return;
+      const [x, y] = at(event);
+      context.strokeStyle = "#fff"; context.lineWidth = 22; context.lineCap = "round"; context.lineJoin = "round";
+      context.lineTo(x, y); context.stroke();
+    });
+    const stop = () => { if (drawing) { drawing = false; predict(); } };
+    canvas.addEventListener("pointerup", stop);
+    canvas.addEventListener("pointerleave", stop);
+    $("#pad-clear").addEventListener("click", () => { clear(); $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = ""; });
+    $("#pad-predict").addEventListener("click", predict);
+    $("#pad-upload").addEventListener("change", (event) => {
+      const file = event.target.files[0];
+      if (!file) return;
+      const image = new Image();
+      image.onload = () => {
+        clear();
+        context.drawImage(image, 0, 0, canvas.width, canvas.height);
+        // digits are light on dark, as in MNIST: invert a dark-on-light picture
+        const data = context.getImageData(0, 0, canvas.width, canvas.height);
+        let sum = 0;
+        for (let i = 0; i < data.data.length; i += 4) sum += data.data[i];
+        if (sum / (data.data.length / 4) > 127) {
+          for (let i = 0; i < data.data.length; i += 4) for (let c = 0; c < 3; c++) data.data[i + c] = 255 - data.data[i + c];
+          context.putImageData(data, 0, 0);
+        }
+        URL.revokeObjectURL(image.src);
+        predict();
+      };
+      image.src = URL.createObjectURL(file);
+    });
+  }
+
+  function padPixels() {
+    // the drawing, cropped to its ink and centred in a square (as MNIST's digits are), at the model's size
+    const canvas = $("#pad-canvas");
+    const source = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+    let [left, top, right, bottom] = [canvas.width, canvas.height, -1, -1];
+    for (let y = 0; y < canvas.height; y++) for (let x = 0; x < canvas.width; x++) {
+      if (source.data[(y * canvas.width + x) * 4] > 30) { left = Math.min(left, x); right = Math.max(right, x); top = Math.min(top, y); bottom = Math.max(bottom, y); }
+    }
+    const { rows, cols } = padModel;
+    const small = document.createElement("canvas");
+    small.width = cols; small.height = rows;
+    const context = small.getContext("2d");
+    context.fillStyle = "#000"; context.fillRect(0, 0, cols, rows);
+    if (right >= 0) {
+      const side = Math.max(right - left, bottom - top) * 1.4 + 1;
+      const cx = (left + right) / 2, cy = (top + bottom) / 2;
+      context.imageSmoothingEnabled = true; context.imageSmoothingQuality = "high";
+      context.drawImage(canvas, cx - side / 2, cy - side / 2, side, side, 0, 0, cols, rows);
+    }
+    const data = context.getImageData(0, 0, cols, rows).data;
+    let pixels = [];
+    for (let i = 0; i < data.length; i += 4) pixels.push(data[i]);
+    // strokes thin out when shrunk: stretch the darkest-to-brightest range to 0-255, as MNIST's digits are
+    const brightest = Math.max(...pixels);
+    if (brightest > 0) pixels = pixels.map((p) => Math.round(p * 255 / brightest));
+    const shown = context.createImageData(cols, rows);
+    pixels.forEach((p, i) => { shown.data.set([p, p, p, 255], i * 4); });
+    context.putImageData(shown, 0, 0);
+    const seen = $("#pad-seen").getContext("2d");
+    seen.imageSmoothingEnabled = false;
+    seen.drawImage(small, 0, 0, 112, 112);
+    return pixels;
+  }
+
+  async function predict() {
+    $("#pad-error").hidden = true;
+    try {
+      const state = readState();
+      if (!padModel || padModel.experiment !== state.experiment) {
+        padModel = await api(`/api/model${state.experiment ? "?experiment=" + encodeURIComponent(state.experiment) : ""}`);
+        padModel.experiment = state.experiment;
+        $("#pad-model").textContent = `${padModel.model}, ${padModel.rows}x${padModel.cols} pixels`;
+      }
+      const answer = await api("/api/predict", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ pixels: [padPixels()], experiment: state.experiment || null }),
+      });
+      const prediction = answer.predictions[0];
+      $("#pad-answer").textContent = prediction.label;
+      const probabilities = Object.entries(prediction).filter(([k]) => k.startsWith("probability_") || k.startsWith("score_"));
+      $("#pad-probabilities").innerHTML = probabilities.map(([key, value]) => {
+        const label = key.replace(/^(probability|score)_/, "");
+        const top = String(label) === String(prediction.label);
+        return `<div class="bar ${top ? "top" : ""}" data-class="${escapeHtml(label)}"><span>${escapeHtml(label)}</span><div style="width:${Math.max(1, value * 240)}px"></div><em>${(value * 100).toFixed(1)}%</em></div>`;
+      }).join("");
+    } catch (error) {
+      $("#pad-error").textContent = error.message;
+      $("#pad-error").hidden = false;
+    }
+  }
+
+  // --- run an experiment ---------------------------------------------------------------------------------
+  let polling = null;
+  async function showRun() {
+    if (SNAPSHOT) throw new Error("a static export cannot run experiments: open the live board (mnist-lab board)");
+    if (!$("#run-params").dataset.loaded) {
+      const { params } = await api("/api/params");
+      $("#run-params").innerHTML = Object.entries(params).map(([k, v]) =>
+        `<tr><th class="mono">${escapeHtml(k)}</th><td>${escapeHtml(formatValue(v))}</td></tr>`).join("");
+      $("#run-params").dataset.loaded = "1";
+    }
+    await refreshQueue();
+  }
+
+  async function refreshQueue() {
+    const { tasks } = await api("/api/queue");
+    $("#run-tasks").innerHTML = tasks.length
+      ? "<tr><th>name</th><th>created</th><th>status</th></tr>" + tasks.map((t) =>
+        `<tr data-name="${escapeHtml(t.name)}"><td class="mono">${escapeHtml(t.name)}</td><td>${escapeHtml(t.created)}</td><td>${escapeHtml(t.status)}</td></tr>`).join("")
+      : "<tr><td class='summary'>nothing queued</td></tr>";
+    const busy = tasks.some((t) => t.status === "Queued" || t.status === "Running");
+    clearTimeout(polling);
+    if (busy && readState().view === "run") polling = setTimeout(() => { table = null; refreshQueue(); }, 2000);
+  }
+
+  $("#run-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("#run-error").hidden = true;
+    const set = {};
+    for (const line of $("#run-set").value.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      const at = line.indexOf("=");
+      if (at < 1) { $("#run-error").textContent = `'${line}' is not key=value (for example models.mlp.alpha=0.001)`; $("#run-error").hidden = false; return; }
+      set[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+    try {
+      const answer = await api("/api/queue", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ set, name: $("#run-name").value.trim() || null }),
+      });
+      $("#run-message").textContent = `queued ${answer.queued}: start the queue to run it`;
+      await refreshQueue();
+    } catch (error) {
+      $("#run-error").textContent = error.message;
+      $("#run-error").hidden = false;
+    }
+  });
+  $("#run-start").addEventListener("click", async () => {
+    $("#run-error").hidden = true;
+    try {
+      await api("/api/queue/start", { method: "POST" });
+      $("#run-message").textContent = "the queue is running: each experiment shows in the table when it ends";
+      await refreshQueue();
+    } catch (error) {
+      $("#run-error").textContent = error.message;
+      $("#run-error").hidden = false;
+    }
+  });
+
+  // --- wiring ---------------------------------------------------------------------------------------------
+  async function show() {
+    const state = readState();
+    for (const view of ["table", "compare", "run", "pad"]) $(`#view-${view}`).hidden = view !== state.view;
+    for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.view === state.view);
+    try {
+      if (!table) {
+        status("loading experiments ...");
+        table = await api("/api/experiments?hidden=1");
+        status(`${table.total} experiments`);
+      }
+      if (state.view === "table") renderTable(state);
+      if (state.view === "compare") {
+        const ids = state.selected;
+        $("#compare-empty").hidden = ids.length >= 2;
+        $("#compare-body").hidden = ids.length < 2;
+        if (ids.length >= 2) {
+          const path = `/api/compare?ids=${ids.map(encodeURIComponent).join(",")}${state.baseline ? "&baseline=" + encodeURIComponent(state.baseline) : ""}`;
+          if (!comparison || comparison.path !== path) {
+            status("comparing ...");
+            comparison = await api(path);
+            comparison.path = path;
+            status(`${comparison.experiments.length} experiments compared`);
+          }
+          renderCompare(state);
+        }
+      }
+      if (state.view === "run") await showRun();
+      if (state.view === "pad" && !padModel) {
+        padModel = await api(`/api/model${state.experiment ? "?experiment=" + encodeURIComponent(state.experiment) : ""}`);
+        padModel.experiment = state.experiment;
+        $("#pad-model").textContent = `${padModel.model}, ${padModel.rows}x${padModel.cols} pixels`;
+      }
+    } catch (error) {
+      status("");
+      const target = { pad: "#pad-error", run: "#run-error" }[state.view] || "#query-error";
+      if (state.view === "compare") { $("#compare-empty").hidden = false; $("#compare-empty").textContent = error.message; $("#compare-empty").classList.add("error"); }
+      else { $(target).textContent = error.message; $(target).hidden = false; }
+    }
+  }
+
+  function update(change, push = false) {
+    const state = Object.assign(readState(), change);
+    writeState(state, !push);
+    show();
+  }
+
+  let typing = null;
+  $("#query").addEventListener("input", (event) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => update({ q: event.target.value }), 120);
+  });
+  $("#query-form").addEventListener("submit", (event) => { event.preventDefault(); update({ q: $("#query").value }); });
+  $("#show-hidden").addEventListener("change", (event) => update({ hidden: event.target.checked }));
+  $("#experiments thead").addEventListener("click", (event) => {
+    const th = event.target.closest("th.sortable");
+    if (!th) return;
+    const state = readState();
+    update({ sort: th.dataset.column, desc: state.sort === th.dataset.column ? !state.desc : false });
+  });
+  $("#experiments thead").addEventListener("input", (event) => {
+    const column = event.target.dataset.filter;
+    if (!column) return;
+    clearTimeout(typing);
+    typing = setTimeout(() => update({ filters: Object.assign(readState().filters, { [column]: event.target.value }) }), 120);
+  });
+  $("#experiments tbody").addEventListener("change", (event) => {
+    if (!event.target.classList.contains("select")) return;
+    const id = event.target.closest("tr").dataset.id;
+    const selected = readState().selected.filter((x) => x !== id);
+    if (event.target.checked) selected.push(id);
+    update({ selected });
+  });
+  $("#compare-selected").addEventListener("click", () => update({ view: "compare" }, true));
+  async function label(remove) {
+    const state = readState();
+    const name = $("#label-name").value.trim();
+    try {
+      for (const experiment of state.selected) {
+        await api("/api/labels", {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ experiment, label: name, remove }),
+        });
+      }
+      $("#query-error").hidden = true;
+      table = null; // labels.yaml changed: read the table again
+      show();
+    } catch (error) {
+      $("#query-error").textContent = error.message;
+      $("#query-error").hidden = false;
+    }
+  }
+  $("#label-add").addEventListener("click", () => label(false));
+  $("#label-remove").addEventListener("click", () => label(true));
+  $("#compare-experiments").addEventListener("change", (event) => {
+    if (event.target.name === "baseline") update({ baseline: event.target.value });
+  });
+  $("#only-changed").addEventListener("change", (event) => update({ changed: event.target.checked }));
+  $("#curve-model").addEventListener("change", (event) => update({ model: event.target.value }));
+  $("#smoothing").addEventListener("input", (event) => update({ smooth: Number(event.target.value) }));
+  $("#log-scale").addEventListener("change", (event) => update({ log: event.target.checked }));
+  window.addEventListener("hashchange", show);
+  setupPad();
+  show();
+})();

@@ -1,0 +1,173 @@
+// The experiments page's query language, as src/mnist_lab/core/query.py defines it (read its docstring).
+// Both are tested against the same cases: tests/core/query_cases.json. A classic script (no ES module),
+// so that the static export works from file://; under Node.js it is a CommonJS module.
+(function (root) {
+  "use strict";
+
+  const OPERATORS = ["==", "!=", "<=", ">=", "!~", "=", "<", ">", "~"];
+  const OPERATORS_SHOWN = "= < > ~ == != <= >= !~";
+  const KEYWORDS = ["and", "or", "not"];
+  const TOKEN = /\s*(?:([()])|(==|!=|<=|>=|!~|=|<|>|~)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([^\s()=!<>~"']+))/y;
+
+  class QueryError extends Error {}
+
+  function repr(text) {
+    // Python's repr of a short string, so both implementations word their errors alike
+    return text.includes("'") && !text.includes('"') ? `"${text}"` : `'${text}'`;
+  }
+
+  function tokenize(query) {
+    const tokens = [];
+    let position = 0;
+    while (position < query.length) {
+      if (query.slice(position).trim() === "") break;
+      TOKEN.lastIndex = position;
+      const match = TOKEN.exec(query);
+      if (!match || TOKEN.lastIndex === position) {
+        const rest = query.slice(position);
+        const at = position + rest.length - rest.trimStart().length;
+        throw new QueryError(`query: cannot read ${repr(query.slice(at, at + 12))} at character ${at + 1}`);
+      }
+      const kinds = ["paren", "op", "string", "word"];
+      const group = [1, 2, 3, 4].find((i) => match[i] !== undefined);
+      const text = match[group];
+      tokens.push({ kind: kinds[group - 1], text, position: TOKEN.lastIndex - text.length });
+      position = TOKEN.lastIndex;
+    }
+    tokens.push({ kind: "end", text: "", position: query.length });
+    return tokens;
+  }
+
+  function asNumber(value) {
+    if (value === null || value === undefined || typeof value === "boolean") return null;
+    if (typeof value === "number") return value;
+    const text = String(value).trim();
+    if (text === "" || !/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?(inf|infinity|nan)$/i.test(text)) return null;
+    return Number(text.replace(/^([+-]?)inf$/i, "$1Infinity"));
+  }
+
+  function asText(value) {
+    if (typeof value === "boolean") return value ? "true" : "false";
+    if (value === null || value === undefined) return "null";
+    if (typeof value === "number") return Number.isInteger(value) ? `${value}` : `${value}`;
+    return String(value);
+  }
+
+  function literal(token) {
+    if (token.kind === "string") return token.text.slice(1, -1).replace(/\\(.)/g, "$1");
+    const lowered = token.text.toLowerCase();
+    if (lowered === "true" || lowered === "false") return lowered === "true";
+    if (lowered === "null") return null;
+    const number = asNumber(token.text);
+    return number === null ? token.text : number;
+  }
+
+  function compare(left, operator, right) {
+    if ((left === null || left === undefined) && right !== null) return false;
+    if (operator === "~" || operator === "!~") {
+      const contains = asText(left).toLowerCase().includes(asText(right).toLowerCase());
+      return operator === "~" ? contains : !contains;
+    }
+    let a = asNumber(left);
+    let b = asNumber(right);
+    if ((a === null) !== (b === null) && !["=", "==", "!="].includes(operator)) return false;
+    if (a === null || b === null) {
+      a = asText(left);
+      b = asText(right);
+    }
+    switch (operator) {
+      case "=":
+      case "==":
+        return a === b;
+      case "!=":
+        return a !== b;
+      case "<":
+        return a < b;
+      case "<=":
+        return a <= b;
+      case ">":
+        return a > b;
+      default:
+        return a >= b;
+    }
+  }
+
+  function resolveField(name, columns) {
+    if (columns.includes(name)) return name;
+    const matches = columns.filter((c) => c.endsWith(`.${name}`)).sort();
+    if (matches.length === 1) return matches[0];
+    if (matches.length) {
+      const shown = matches.slice(0, 6).join(", ") + (matches.length > 6 ? ", ..." : "");
+      throw new QueryError(`query: ${repr(name)} is ambiguous: say which one (${shown})`);
+    }
+    const known = [...columns].sort();
+    const shown = known.slice(0, 12).join(", ") + (known.length > 12 ? ", ..." : "");
+    throw new QueryError(`query: no column ${repr(name)} (columns: ${shown})`);
+  }
+
+  function parseQuery(query, columns) {
+    const tokens = tokenize(query);
+    let index = 0;
+    const token = () => tokens[index];
+    const keyword = (word) => {
+      if (token().kind === "word" && token().text.toLowerCase() === word) {
+        index += 1;
+        return true;
+      }
+      return false;
+    };
+    const fail = (expected) => {
+      const found = token().kind !== "end" ? repr(token().text) : "the end";
+      return new QueryError(`query: expected ${expected} at character ${token().position + 1}, found ${found}`);
+    };
+    const orExpr = () => {
+      const parts = [andExpr()];
+      while (keyword("or")) parts.push(andExpr());
+      return parts.length === 1 ? parts[0] : (row) => parts.some((p) => p(row));
+    };
+    const andExpr = () => {
+      const parts = [notExpr()];
+      while (keyword("and")) parts.push(notExpr());
+      return parts.length === 1 ? parts[0] : (row) => parts.every((p) => p(row));
+    };
+    const notExpr = () => {
+      if (keyword("not")) {
+        const inner = notExpr();
+        return (row) => !inner(row);
+      }
+      return atom();
+    };
+    const atom = () => {
+      if (token().kind === "paren" && token().text === "(") {
+        index += 1;
+        const inner = orExpr();
+        if (!(token().kind === "paren" && token().text === ")")) throw fail("`)`");
+        index += 1;
+        return inner;
+      }
+      if (!["word", "string"].includes(token().kind) || KEYWORDS.includes(token().text.toLowerCase())) {
+        throw fail("a field name");
+      }
+      const name = token().kind === "word" ? token().text : literal(token());
+      const field = resolveField(name, columns);
+      index += 1;
+      if (token().kind !== "op") throw fail(`an operator (${OPERATORS_SHOWN}) after ${repr(name)}`);
+      const operator = token().text;
+      index += 1;
+      const isKeyword = token().kind === "word" && KEYWORDS.includes(token().text.toLowerCase());
+      if (!["word", "string"].includes(token().kind) || isKeyword) throw fail(`a value after ${repr(operator)}`);
+      const value =
+        (operator === "~" || operator === "!~") && token().kind === "word" ? token().text : literal(token());
+      index += 1;
+      return (row) => compare(row[field] === undefined ? null : row[field], operator, value);
+    };
+    if (token().kind === "end") return () => true;
+    const predicate = orExpr();
+    if (token().kind !== "end") throw fail("`and`, `or` or the end");
+    return predicate;
+  }
+
+  const api = { parseQuery, QueryError, OPERATORS, compare };
+  if (typeof module !== "undefined" && module.exports) module.exports = api;
+  else root.MnistQuery = api;
+})(typeof window !== "undefined" ? window : this);

@@ -1,0 +1,171 @@
+"""What the experiments page shows, as JSON-ready dicts: the table (filtered and sorted) and the comparison of
+experiments. Read from git alone (offline; no MLflow store needed), cached per repository state."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.core.query import filter_rows
+from mnist_lab.core.results import confusion_counts, metric_direction
+from mnist_lab.experiments.labels import read_labels, set_label
+from mnist_lab.experiments.table import experiment_files, experiment_rows, history_rows
+from mnist_lab.system import commands
+
+CODE_PATHS = ("src", "params.yaml", "dvc.yaml")
+MAX_DIFF_CHARS = 200_000
+HEADLINE = ("id", "source", "date", "message", "labels", "data", "model", "metric", "value", "accuracy")
+
+
+class UnknownExperiment(MnistLabError):
+    """An experiment id the table does not hold."""
+
+
+class CompareError(MnistLabError):
+    """A comparison that cannot be made as asked."""
+
+
+class ExperimentsBoard:
+    """The table and comparisons of one repository; rows are read again only when the repository's
+    experiments change (HEAD, the DVC experiment refs, labels.yaml or the champion tag)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._rows: list[dict[str, Any]] = []
+
+    def _state(self) -> tuple:
+        refs = commands.git(
+            "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags", "refs/exps",
+            cwd=self.root, check=True,
+        ).stdout  # fmt: skip
+        head = commands.git_output("rev-parse", "HEAD", cwd=self.root)
+        labels = self.root / "labels.yaml"
+        return head, refs, labels.stat().st_mtime_ns if labels.is_file() else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        state = self._state()
+        with self._lock:
+            if state != self._key:
+                self._rows = experiment_rows(self.root)
+                self._key = state
+            return self._rows
+
+    def table(
+        self, query: str = "", sort: str | None = None, descending: bool = False, hidden: bool = False
+    ) -> dict[str, Any]:
+        """`{"columns", "rows", "total"}`: the rows `query` keeps (a QueryError otherwise), without those
+        labelled `hidden` unless `hidden`, sorted by column `sort` (missing values last)."""
+        rows = self.rows()
+        kept = filter_rows(rows, query)
+        if not hidden:
+            kept = [row for row in kept if "hidden" not in row["labels"]]
+        if sort:
+            present = [row for row in kept if row.get(sort) is not None]
+            absent = [row for row in kept if row.get(sort) is None]
+            present.sort(key=lambda row: _sort_key(row[sort]), reverse=descending)
+            kept = present + absent
+        columns = list(HEADLINE) + sorted(
+            {c for row in rows for c in row} - set(HEADLINE) - {"runs", "changed"}
+        )
+        return {"columns": columns, "rows": kept, "total": len(rows)}
+
+    def row(self, experiment: str) -> dict[str, Any]:
+        """The row of `experiment`: its id, or a unique prefix of 7+ characters of a commit."""
+        rows = self.rows()
+        exact = [row for row in rows if row["id"] == experiment]
+        if exact:
+            return exact[0]
+        if len(experiment) >= 7:
+            matches = [row for row in rows if row["source"] == "commit" and row["id"].startswith(experiment)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise UnknownExperiment(f"experiment {experiment!r} is ambiguous: give more characters")
+        raise UnknownExperiment(
+            f"no experiment {experiment!r}: give a commit of `mnist-lab history` (7+ characters) or an id "
+            "from /api/experiments"
+        )
+
+    def compare(self, experiments: list[str], baseline: str | None = None) -> dict[str, Any]:
+        """Params side by side (and which differ), metrics with deltas against `baseline` (default: the
+        first) and whether each delta is better, per-epoch curves, confusion matrices, and the code diff of
+        each experiment against the baseline."""
+        if len(experiments) < 2:
+            raise CompareError("compare needs two experiments or more (ids=a,b)")
+        rows = [self.row(e) for e in experiments]
+        base = self.row(baseline) if baseline else rows[0]
+        if base["id"] not in [row["id"] for row in rows]:
+            rows.insert(0, base)
+        ids = [row["id"] for row in rows]
+        params = _side_by_side(rows, "params.")
+        metrics = _side_by_side(rows, "metrics.")
+        base_index = ids.index(base["id"])
+        metric_view = {}
+        for key, values in metrics.items():
+            direction = metric_direction(key)
+            reference = values[base_index]
+            deltas, verdicts = [], []
+            for value in values:
+                numeric = isinstance(value, int | float) and isinstance(reference, int | float)
+                delta = value - reference if numeric else None
+                deltas.append(delta)
+                if delta is None or delta == 0:
+                    verdicts.append("same" if delta == 0 else None)
+                else:
+                    verdicts.append("better" if (delta > 0) == (direction == "higher") else "worse")
+            metric_view[key] = {
+                "values": values,
+                "deltas": deltas,
+                "verdicts": verdicts,
+                "direction": direction,
+            }
+        curves, confusion = {}, {}
+        for row in rows:
+            models = sorted({key.split(".")[2] for key in row if key.startswith("metrics.models.")})
+            files = experiment_files(self.root, row["commit"], models)
+            curves[row["id"]] = {m: history_rows(f["history.csv"]) for m, f in files.items()}
+            confusion[row["id"]] = {
+                m: confusion_counts(f["predictions.csv"]) for m, f in files.items() if f["predictions.csv"]
+            }
+        return {
+            "experiments": ids,
+            "baseline": base["id"],
+            "rows": [{key: row.get(key) for key in HEADLINE} | {"commit": row["commit"]} for row in rows],
+            "params": {key: {"values": values, "changed": len({repr(v) for v in values}) > 1}
+                       for key, values in params.items()},
+            "metrics": metric_view,
+            "curves": curves,
+            "confusion": confusion,
+            "diffs": {r["id"]: self._diff(base["commit"], r["commit"]) for r in rows if r is not base},
+        }  # fmt: skip
+
+    def _diff(self, old: str, new: str) -> dict[str, Any]:
+        done = commands.git("diff", "--no-color", old, new, "--", *CODE_PATHS, cwd=self.root, check=True)
+        text = done.stdout
+        return {"text": text[:MAX_DIFF_CHARS], "truncated": len(text) > MAX_DIFF_CHARS}
+
+    def labels(self) -> dict[str, list[str]]:
+        return read_labels(self.root)
+
+    def set_label(self, experiment: str, label: str, present: bool) -> dict[str, Any]:
+        """Add or remove a label of `experiment` (as `mnist-lab label` does); its row afterwards."""
+        row = self.row(experiment)
+        set_label(self.root, row["id"], label, present)
+        return self.row(row["id"])
+
+
+def _sort_key(value: Any) -> tuple:
+    if isinstance(value, bool):
+        return (1, str(value))
+    if isinstance(value, int | float):
+        return (0, value)
+    return (1, str(value))
+
+
+def _side_by_side(rows: list[dict[str, Any]], prefix: str) -> dict[str, list[Any]]:
+    keys = sorted({key for row in rows for key in row if key.startswith(prefix)})
+    return {key[len(prefix) :]: [row.get(key) for row in rows] for key in keys}

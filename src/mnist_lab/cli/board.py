@@ -1,0 +1,44 @@
+"""`mnist-lab board`: the experiments page on 127.0.0.1, or its static export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_board(args: argparse.Namespace) -> None:
+    from mnist_lab.system.workspace import repository_root
+
+    root = repository_root()
+    if args.export:
+        from mnist_lab.board.export import export_board
+
+        compare = [i for i in (args.compare or "").split(",") if i] or None
+        ids = export_board(root, args.export, compare)
+        page = (args.export / "index.html").resolve()
+        print(f"wrote the board to {args.export}/: open file://{page}")
+        if len(ids) >= 2:
+            print(f"  its comparison: file://{page}#/compare?ids={','.join(ids)}")
+        return
+    from mnist_lab.board.app import serve
+
+    print(f"mnist-lab board on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    serve(root, args.host, args.port)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The board command."""
+    board = commands.add_parser(
+        "board",
+        help="the experiments page: table, query, compare, digit pad (offline; --export for static files)",
+    )
+    board.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    board.add_argument("--port", type=int, default=8050)
+    board.add_argument(
+        "--export", type=Path, metavar="DIR", help="write static files there instead of serving"
+    )
+    board.add_argument(
+        "--compare", metavar="IDS", help="with --export: the experiments its compare view holds (a,b,...)"
+    )
+    board.set_defaults(handler=_cmd_board)

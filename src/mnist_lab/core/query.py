@@ -1,0 +1,228 @@
+"""The experiments page's query language: filter rows (flat dicts) with comparisons joined by and / or / not.
+
+    accuracy > 0.97 and model = cnn
+    (model = mlp or model = cnn) and not message ~ rerun
+    params.models.mlp.alpha <= 0.001 or label = champion
+
+- A field is a row's column (`commit`, `model`, `params.seed`, `metrics.models.cnn.accuracy`, ...) or the
+  unique column whose name ends with `.<field>` (`alpha` when one model has one). An unknown or ambiguous
+  field is an error that names the candidates.
+- Operators: `=` (also `==`), `!=`, `<`, `<=`, `>`, `>=`, `~` (contains, case-insensitive), `!~`.
+- Values: numbers, `true` / `false` / `null`, quoted strings ('...' or "..."), or bare words.
+- Numbers compare as numbers; anything else compares as text. A row without the field fails a comparison
+  (and `!=` / `!~` too: a missing value is not "different", it is unknown).
+- `and` binds tighter than `or`; parentheses group; keywords are case-insensitive.
+
+The page runs the same language in JavaScript (`board/static/query.js`); both are tested against the same
+cases (`tests/core/query_cases.json`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mnist_lab.core.errors import MnistLabError
+
+Row = Mapping[str, Any]
+Predicate = Callable[[Row], bool]
+
+OPERATORS = ("==", "!=", "<=", ">=", "!~", "=", "<", ">", "~")
+KEYWORDS = ("and", "or", "not")
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<paren>[()])
+      | (?P<op>==|!=|<=|>=|!~|=|<|>|~)
+      | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+      | (?P<word>[^\s()=!<>~"']+)
+    )""",
+    re.VERBOSE,
+)
+
+
+class QueryError(MnistLabError):
+    """A query that cannot be read, or names a field no row has."""
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # paren, op, string, word, end
+    text: str
+    position: int  # 0-based character offset in the query
+
+
+def tokenize(query: str) -> list[Token]:
+    tokens = []
+    position = 0
+    while position < len(query):
+        if query[position:].strip() == "":
+            break
+        match = _TOKEN.match(query, position)
+        if not match or match.end() == position:
+            at = position + len(query[position:]) - len(query[position:].lstrip())
+            raise QueryError(f"query: cannot read {query[at : at + 12]!r} at character {at + 1}")
+        kind = match.lastgroup or "word"
+        text = match.group(kind)
+        tokens.append(Token(kind, text, match.start(kind)))
+        position = match.end()
+    tokens.append(Token("end", "", len(query)))
+    return tokens
+
+
+def _literal(token: Token) -> Any:
+    if token.kind == "string":
+        return re.sub(r"\\(.)", r"\1", token.text[1:-1])
+    lowered = token.text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "null":
+        return None
+    number = _number(token.text)
+    return token.text if number is None else number
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a number, if it is one or spells one (as JavaScript's twin reads numbers: no `1_000`)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def compare(left: Any, operator: str, right: Any) -> bool:
+    """One comparison, as the language defines it (a missing left value: always False)."""
+    if left is None and right is not None:
+        return False
+    if operator in ("~", "!~"):
+        contains = _text(right).lower() in _text(left).lower()
+        return contains if operator == "~" else not contains
+    a, b = _number(left), _number(right)
+    if (a is None) != (b is None) and operator not in ("=", "==", "!="):
+        return False  # a number is neither more nor less than a word
+    if a is None or b is None:
+        a, b = _text(left), _text(right)  # type: ignore[assignment]
+    if operator in ("=", "=="):
+        return a == b
+    if operator == "!=":
+        return a != b
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[operator]  # type: ignore[operator]
+
+
+def resolve_field(name: str, columns: Iterable[str]) -> str:
+    """The column `name` means: itself, or the only column ending with `.name`."""
+    columns = list(columns)
+    if name in columns:
+        return name
+    matches = sorted(column for column in columns if column.endswith(f".{name}"))
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(matches[:6]) + (", ..." if len(matches) > 6 else "")
+        raise QueryError(f"query: {name!r} is ambiguous: say which one ({shown})")
+    known = sorted(columns)
+    shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+    raise QueryError(f"query: no column {name!r} (columns: {shown})")
+
+
+class _Parser:
+    def __init__(self, query: str, columns: Iterable[str]):
+        self.query = query
+        self.tokens = tokenize(query)
+        self.index = 0
+        self.columns = list(columns)
+
+    @property
+    def token(self) -> Token:
+        return self.tokens[self.index]
+
+    def _keyword(self, word: str) -> bool:
+        if self.token.kind == "word" and self.token.text.lower() == word:
+            self.index += 1
+            return True
+        return False
+
+    def _fail(self, expected: str) -> QueryError:
+        found = f"{self.token.text!r}" if self.token.kind != "end" else "the end"
+        return QueryError(f"query: expected {expected} at character {self.token.position + 1}, found {found}")
+
+    def parse(self) -> Predicate:
+        if self.token.kind == "end":
+            return lambda row: True
+        predicate = self._or()
+        if self.token.kind != "end":
+            raise self._fail("`and`, `or` or the end")
+        return predicate
+
+    def _or(self) -> Predicate:
+        parts = [self._and()]
+        while self._keyword("or"):
+            parts.append(self._and())
+        return parts[0] if len(parts) == 1 else (lambda row: any(p(row) for p in parts))
+
+    def _and(self) -> Predicate:
+        parts = [self._not()]
+        while self._keyword("and"):
+            parts.append(self._not())
+        return parts[0] if len(parts) == 1 else (lambda row: all(p(row) for p in parts))
+
+    def _not(self) -> Predicate:
+        if self._keyword("not"):
+            inner = self._not()
+            return lambda row: not inner(row)
+        return self._atom()
+
+    def _atom(self) -> Predicate:
+        if self.token.kind == "paren" and self.token.text == "(":
+            self.index += 1
+            inner = self._or()
+            if not (self.token.kind == "paren" and self.token.text == ")"):
+                raise self._fail("`)`")
+            self.index += 1
+            return inner
+        if self.token.kind not in ("word", "string") or self.token.text.lower() in KEYWORDS:
+            raise self._fail("a field name")
+        name = self.token.text if self.token.kind == "word" else _literal(self.token)
+        field = resolve_field(name, self.columns)
+        self.index += 1
+        if self.token.kind != "op":
+            raise self._fail(f"an operator ({' '.join(OPERATORS[5:] + OPERATORS[:5])}) after {name!r}")
+        operator = self.token.text
+        self.index += 1
+        if self.token.kind not in ("word", "string") or (
+            self.token.kind == "word" and self.token.text.lower() in KEYWORDS
+        ):
+            raise self._fail(f"a value after {operator!r}")
+        # `~` matches text: a bare word keeps its spelling (`commit ~ 0123` is not the number 123)
+        value = (
+            self.token.text if operator in ("~", "!~") and self.token.kind == "word" else _literal(self.token)
+        )
+        self.index += 1
+        return lambda row: compare(row.get(field), operator, value)
+
+
+def parse_query(query: str, columns: Iterable[str]) -> Predicate:
+    """A predicate over rows for `query` (the empty query keeps every row); QueryError names what is wrong
+    and where. `columns`: every column a row may have (fields resolve against them)."""
+    return _Parser(query, columns).parse()
+
+
+def filter_rows(rows: list[dict[str, Any]], query: str) -> list[dict[str, Any]]:
+    """The rows `query` keeps, in order."""
+    columns = {column for row in rows for column in row}
+    keep = parse_query(query, columns)
+    return [row for row in rows if keep(row)]

@@ -1,0 +1,75 @@
+"""Labels on experiments (`hidden`, `champion`, `baseline`, anything short), kept in the committed
+`labels.yaml` so they are versioned with the experiments: `experiment id -> [labels]`, where an id is a full
+commit hash or `exp:<DVC experiment name>`. `mnist-lab label` and the experiments page both write it here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.system.files import write_text_atomic
+
+LABELS_FILE = "labels.yaml"
+LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+
+
+class LabelError(MnistLabError):
+    """A label or a labels file that cannot be used."""
+
+
+def read_labels(root: Path) -> dict[str, list[str]]:
+    """`labels.yaml` as `id -> labels` (no file: no labels)."""
+    path = root / LABELS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise LabelError(f"{path} is not YAML ({exc}); fix it or remove it") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, list | type(None)) for v in raw.values()):
+        raise LabelError(f"{path} must map experiment ids to lists of labels (`<commit>: [hidden]`)")
+    return {str(key): [str(label) for label in value or []] for key, value in raw.items()}
+
+
+def set_label(root: Path, experiment: str, label: str, present: bool = True) -> list[str]:
+    """Add (or with `present=False` remove) `label` on `experiment` (a full commit hash or `exp:<name>`) in
+    labels.yaml, written atomically; returns the experiment's labels."""
+    if not LABEL.fullmatch(label):
+        raise LabelError(
+            f"label {label!r}: use 1-32 lower-case letters, digits, '-', '_' or '.', starting with a letter "
+            "or digit (say `hidden`, `champion`, `baseline`)"
+        )
+    labels = read_labels(root)
+    current = labels.get(experiment, [])
+    updated = sorted({*current, label}) if present else [x for x in current if x != label]
+    if updated:
+        labels[experiment] = updated
+    else:
+        labels.pop(experiment, None)
+    text = (
+        "# Labels of experiments (mnist-lab label / the experiments page): commit or exp:<name> -> labels\n"
+        + (
+            yaml.safe_dump(dict(sorted(labels.items())), sort_keys=False, default_flow_style=None)
+            if labels
+            else ""
+        )
+    )
+    write_text_atomic(root / LABELS_FILE, text)
+    return updated
+
+
+def experiment_id(root: Path, revision: str) -> str:
+    """The id labels.yaml keys `revision` by: `exp:<name>` for a DVC experiment (that exists), else the
+    full hash of the commit `revision` names."""
+    from mnist_lab.experiments.linking import resolve_commit
+    from mnist_lab.system import commands
+
+    if revision.startswith("exp:"):
+        refs = commands.git("for-each-ref", "--format=%(refname)", "refs/exps", cwd=root, check=True).stdout
+        if not any(ref.rsplit("/", 1)[-1] == revision[4:] for ref in refs.split()):
+            raise LabelError(f"no DVC experiment {revision[4:]!r}: `dvc exp list` names them")
+        return revision
+    return resolve_commit(root, revision)

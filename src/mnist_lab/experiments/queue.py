@@ -1,0 +1,65 @@
+"""DVC's experiment queue, for the experiments page: queue an experiment with params.yaml overrides (checked
+by the typed settings first, with the same message as `mlflow run . -e train -P set=...`), start the queue,
+and read its status: the same `dvc exp run --queue -S`, `dvc queue start` and `dvc queue status` a user
+runs."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from mnist_lab.core.errors import MnistLabError
+from mnist_lab.core.settings import load_params_yaml
+from mnist_lab.experiments.project import check_overrides
+from mnist_lab.system import commands
+
+_QUEUED = re.compile(r"Queued experiment '([^']+)'")
+_STATUS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(.+?)\s+(Queued|Running|Success|Failed|Revoked)\s*$")
+
+
+class QueueError(MnistLabError):
+    """DVC refused to queue or start an experiment."""
+
+
+def queue_experiment(root: Path, overrides: list[tuple[str, str]], name: str | None = None) -> str:
+    """Check the overrides against the settings, then `dvc exp run --queue -S key=value ...`; returns the
+    queued experiment's name. Nothing is queued when a value is wrong."""
+    raw = load_params_yaml((root / "params.yaml").read_text(encoding="utf-8"))
+    check_overrides(raw, None, overrides)
+    command = ["exp", "run", "--queue", *(["-n", name] if name else [])]
+    for key, value in overrides:
+        command += ["-S", f"{key}={value}"]
+    done = commands.dvc(*command, cwd=root)
+    queued = _QUEUED.search(done.stdout + done.stderr)
+    if done.returncode != 0 or not queued:
+        raise QueueError(f"`dvc {' '.join(command)}` failed: {(done.stderr or done.stdout).strip()[-600:]}")
+    return queued.group(1)
+
+
+def start_queue(root: Path, jobs: int = 1) -> str:
+    """`dvc queue start -j jobs`: DVC's workers run the queued experiments in the background. DVC starts
+    each worker as `dvc` from PATH: this environment's bin goes first, or a board started as
+    `.venv/bin/mnist-lab board` (PATH without the environment) would start workers that die at once."""
+    dvc = Path(commands.executable("dvc"))
+    env = dict(os.environ)
+    if dvc.is_absolute():
+        env["PATH"] = f"{dvc.parent}{os.pathsep}{env.get('PATH', '')}"
+    done = commands.dvc("queue", "start", "-j", str(jobs), cwd=root, env=env)
+    if done.returncode != 0:
+        raise QueueError(f"`dvc queue start` failed: {(done.stderr or done.stdout).strip()[-600:]}")
+    return (done.stdout or done.stderr).strip()
+
+
+def queue_status(root: Path) -> list[dict[str, str]]:
+    """`dvc queue status` as rows: task, name, created, status (Queued, Running, Success, Failed)."""
+    done = commands.dvc("queue", "status", cwd=root)
+    if done.returncode != 0:
+        raise QueueError(f"`dvc queue status` failed: {(done.stderr or done.stdout).strip()[-600:]}")
+    rows = []
+    for line in done.stdout.splitlines():
+        match = _STATUS_LINE.match(line.strip())
+        if match and match.group(1) != "Task":
+            task, name, created, status = match.groups()
+            rows.append({"task": task, "name": name, "created": created, "status": status})
+    return rows

@@ -1,0 +1,205 @@
+"""The experiments table of `mnist-lab board`: one row per experiment, read from git in a fixed number of
+processes however long the history (one `git log`, one `git cat-file --batch`), so hundreds of experiment
+commits load in about a second.
+
+Rows come from three sources, joined by the links this repository records:
+- `commit`: experiment commits (those that changed `dvc.lock` or `metrics.json`), with their trailers' runs;
+- `dvc-experiment`: DVC experiments not committed to a branch (`refs/exps/...`: DVC keeps each as a git
+  commit whose first parent is its baseline), read the same way, without running DVC;
+- `run`: MLflow runs that no commit or DVC experiment names (`unlinked_run_rows`, from the tracking store).
+
+A row is a flat dict: `id`, `source`, `commit`, `date`, `message`, `dirty`, `data`, `model` / `metric` /
+`value` (the best model), `accuracy` (the best model's), `labels`, `changed` (params that differ from the
+parent experiment), `runs` (model -> run id), then every param as `params.<key>` and every metric as
+`metrics.<key>` (`metrics.models.cnn.accuracy`), so the query language reaches any of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_lab.core.results import read_history_text
+from mnist_lab.core.settings import flatten, load_params_yaml
+from mnist_lab.datasets.folder import parse_data_version
+from mnist_lab.experiments.labels import read_labels
+from mnist_lab.experiments.linking import RunLink, parse_trailers
+from mnist_lab.system import commands
+
+EXPERIMENT_FILES = ("metrics.json", "params.yaml", "data.dvc")
+CHAMPION_TAG = "mnist-lab/champion"
+RECORD_SEPARATOR, FIELD_SEPARATOR = "\x1e", "\x1f"
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    commit: str
+    parent: str | None
+    date: str
+    subject: str
+    body: str
+
+
+def read_blobs(root: Path, specs: Iterable[str]) -> dict[str, bytes | None]:
+    """`{"<rev>:<path>": content or None}` for many blobs in one `git cat-file --batch` process."""
+    specs = list(dict.fromkeys(specs))
+    if not specs:
+        return {}
+    done = commands.run(
+        "git", "cat-file", "--batch", cwd=root, input="\n".join(specs) + "\n", text=False, check=True
+    )
+    out: dict[str, bytes | None] = {}
+    data, position = done.stdout, 0
+    for spec in specs:
+        end = data.index(b"\n", position)
+        header = data[position:end].decode()
+        position = end + 1
+        parts = header.split()
+        if len(parts) == 3 and parts[1] == "blob":
+            size = int(parts[2])
+            out[spec] = data[position : position + size]
+            position += size + 1  # the blob and its trailing newline
+        else:  # "<spec> missing", or a tree / an ambiguous name
+            out[spec] = None
+            if len(parts) == 3:  # a non-blob object: cat-file printed it too
+                position += int(parts[2]) + 1
+    return out
+
+
+def _log(
+    root: Path, *revisions: str, paths: tuple[str, ...] = ("dvc.lock", "metrics.json")
+) -> list[CommitInfo]:
+    fields = FIELD_SEPARATOR.join(("%H", "%P", "%aI", "%s", "%b"))
+    done = commands.git(
+        "log", f"--format={fields}{RECORD_SEPARATOR}", *revisions, "--", *paths, cwd=root, check=True
+    )
+    commits = []
+    for record in done.stdout.split(RECORD_SEPARATOR):
+        record = record.strip("\n")
+        if not record:
+            continue
+        commit, parents, date, subject, body = record.split(FIELD_SEPARATOR, 4)
+        commits.append(CommitInfo(commit, parents.split()[0] if parents else None, date, subject, body))
+    return commits
+
+
+def _exp_refs(root: Path) -> list[tuple[str, str]]:
+    """(commit, name) of each DVC experiment ref (`refs/exps/<xx>/<baseline rest>/<name>`); queued ones
+    (`refs/exps/celery/...`, stashes) are not experiments yet."""
+    done = commands.git(
+        "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps", cwd=root, check=True
+    )
+    refs = []
+    for line in done.stdout.splitlines():
+        sha, _, ref = line.partition(" ")
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[2] not in ("celery", "temp", "runs", "exec", "stash"):
+            refs.append((sha, parts[4]))
+    return refs
+
+
+def _text(blob: bytes | None) -> str | None:
+    return blob.decode("utf-8", errors="replace") if blob is not None else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _params(blob: bytes | None) -> dict[str, Any]:
+    """Flattened params of a params.yaml blob (cached by content: a commit's parent is the commit before it,
+    and most experiments share their params.yaml with others). Callers must not change the answer."""
+    try:
+        return flatten(load_params_yaml(blob.decode("utf-8", errors="replace")) or {}) if blob else {}
+    except (yaml.YAMLError, ValueError):
+        return {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _data_version(blob: bytes | None) -> str | None:
+    """data.dvc's version (cached by content: experiments mostly share their data)."""
+    return parse_data_version(_text(blob))
+
+
+def _metrics(blob: bytes | None) -> dict[str, Any]:
+    try:
+        parsed = json.loads(blob) if blob else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _row(
+    info: CommitInfo,
+    source: str,
+    blobs: dict[str, bytes | None],
+    name: str | None = None,
+    labels: list[str] | None = None,
+) -> dict[str, Any]:
+    metrics = _metrics(blobs.get(f"{info.commit}:metrics.json"))
+    params = _params(blobs.get(f"{info.commit}:params.yaml"))
+    parent = _params(blobs.get(f"{info.parent}:params.yaml")) if info.parent else {}
+    best = metrics.get("best") or {}
+    models = metrics.get("models") or {}
+    best_model = best.get("model")
+    links: list[RunLink] = parse_trailers(info.body)
+    row: dict[str, Any] = {
+        "id": info.commit if source == "commit" else f"exp:{name}",
+        "source": source,
+        "commit": info.commit,
+        "baseline": info.parent if source == "dvc-experiment" else None,
+        "name": name,
+        "date": info.date,
+        "message": info.subject if source == "commit" else f"DVC experiment {name}",
+        "dirty": False,
+        "data": _data_version(blobs.get(f"{info.commit}:data.dvc")),
+        "model": best_model,
+        "metric": best.get("metric"),
+        "value": best.get("value"),
+        "accuracy": (models.get(best_model) or {}).get("accuracy") if best_model else None,
+        "labels": list(labels or []),
+        "changed": sorted(k for k in params.keys() | parent.keys() if params.get(k) != parent.get(k)),
+        "runs": {link.model: link.run_id for link in links},
+    }
+    row |= {f"params.{key}": value for key, value in params.items()}
+    row |= {f"metrics.{key}": value for key, value in flatten(metrics).items()}
+    return row
+
+
+def experiment_rows(root: Path, revision: str = "HEAD", limit: int | None = None) -> list[dict[str, Any]]:
+    """The committed experiments reachable from `revision` (newest first), then the DVC experiments not
+    committed, each a row (see the module's docstring)."""
+    commits = _log(root, *([f"-n{limit}"] if limit else []), revision)
+    experiments = [(info, name) for sha, name in _exp_refs(root) for info in _log(root, "-n1", sha, paths=())]
+    everything = [*commits, *(info for info, _ in experiments)]
+    specs = [f"{info.commit}:{path}" for info in everything for path in EXPERIMENT_FILES]
+    specs += [f"{info.parent}:params.yaml" for info in everything if info.parent]
+    blobs = read_blobs(root, specs)
+    labels = read_labels(root)
+    champion = commands.git_output("rev-parse", "--verify", "--quiet", f"{CHAMPION_TAG}^{{commit}}", cwd=root)
+    rows = []
+    for info in commits:
+        tags = labels.get(info.commit, []) + (["champion"] if info.commit == champion else [])
+        rows.append(_row(info, "commit", blobs, labels=tags))
+    committed = {info.commit for info in commits}
+    for info, name in experiments:
+        if info.commit not in committed:  # an experiment branched and committed is a commit row
+            rows.append(_row(info, "dvc-experiment", blobs, name=name, labels=labels.get(f"exp:{name}", [])))
+    return rows
+
+
+def experiment_files(root: Path, commit: str, models: Iterable[str]) -> dict[str, dict[str, str | None]]:
+    """Per model, the committed report files the compare view draws from: `history.csv` (per-epoch
+    curves) and `predictions.csv` (the confusion matrix), read in one git process."""
+    models = list(models)
+    names = ("history.csv", "predictions.csv")
+    blobs = read_blobs(root, [f"{commit}:reports/{m}/{name}" for m in models for name in names])
+    return {m: {name: _text(blobs[f"{commit}:reports/{m}/{name}"]) for name in names} for m in models}
+
+
+def history_rows(text: str | None) -> list[dict[str, float]]:
+    """The rows of a committed history.csv (empty for a model trained without epochs)."""
+    return read_history_text(text) if text else []

@@ -1,0 +1,206 @@
+"""The board's JSON API and page, through FastAPI's test client (no port, no browser: the browser test is in
+tests/board/test_browser.py, slow suite)."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.linear_model import LogisticRegression
+
+from mnist_lab.board.app import MAX_IMAGES, STATIC, create_app
+from mnist_lab.core.features import fit_featurizer
+from mnist_lab.core.settings import FeatureSettings
+from mnist_lab.system.files import save_object
+from tests.board.experiment_history import write_history
+
+
+def write_workspace_model(root: Path, side: int = 8) -> None:
+    """A best model in the workspace as the pipeline leaves it: best_model.json and its DVC-tracked files.
+    It tells a bright top half (label 1) from a bright bottom half (label 0)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 60, size=(200, side, side)).astype(np.float64)
+    labels = np.arange(200) % 2
+    half = side // 2
+    images[labels == 1, :half] += 180
+    images[labels == 0, half:] += 180
+    pixels = images.reshape(200, -1)
+    featurizer = fit_featurizer(pixels, FeatureSettings(pca=False), seed=0)
+    classifier = LogisticRegression(max_iter=500).fit(featurizer.transform(pixels), labels)
+    save_object(root / "outputs" / "featurizer.joblib", featurizer)
+    save_object(root / "models" / "mlp" / "classifier.joblib", classifier)
+    best = {"model": "mlp", "metric": "f1_macro", "value": 1.0, "model_type": "mlp"}
+    (root / "best_model.json").write_text(json.dumps(best))
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory) -> tuple[TestClient, Path, list[str]]:
+    root = tmp_path_factory.mktemp("board")
+    commits = write_history(root, 6, experiments=1)
+    write_workspace_model(root)
+    return TestClient(create_app(root)), root, commits
+
+
+def test_the_page_loads_only_its_own_scripts_and_styles(client) -> None:
+    http, _, _ = client
+    page = http.get("/")
+    assert page.status_code == 200 and "mnist-lab board" in page.text
+    references = re.findall(r'(?:src|href)="([^"#]+)"', page.text)
+    assert references and not [r for r in references if "://" in r or r.startswith("//")]
+    for reference in references:
+        assert http.get(f"/{reference}").status_code == 200, reference
+    for name in ("board.js", "query.js", "board.css"):  # nothing fetched from elsewhere at run time either
+        assert not re.search(r"https?://", (STATIC / name).read_text()), name
+    assert http.get("/snapshot.js").text.strip() == "window.BOARD_SNAPSHOT = null;"
+
+
+def test_experiments_answer_rows_and_a_query_narrows_them(client) -> None:
+    http, _, commits = client
+    answer = http.get("/api/experiments").json()
+    assert [row["id"] for row in answer["rows"]] == [*commits, "exp:exp-0"]
+    assert {"id", "accuracy", "params.models.mlp.alpha", "metrics.models.cnn.accuracy"} <= set(
+        answer["columns"]
+    )
+    narrowed = http.get("/api/experiments", params={"q": "mlp.alpha = 0.001 and source = commit"}).json()
+    assert narrowed["rows"] and all(r["params.models.mlp.alpha"] == 0.001 for r in narrowed["rows"])
+    assert len(narrowed["rows"]) < len(answer["rows"]) and narrowed["total"] == len(answer["rows"])
+    ranked = http.get("/api/experiments", params={"sort": "value", "desc": "true"}).json()["rows"]
+    assert [r["value"] for r in ranked] == sorted((r["value"] for r in ranked), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/api/experiments?q=accuracy%20%3E", 400, "query: expected a value after '>' at character 11"),
+        ("/api/experiments?q=loss%20%3C%201", 400, "no column 'loss'"),
+        ("/api/experiments?q=alpha%20%3D%201", 400, "'alpha' is ambiguous: say which one (params.models.mlp"),
+        ("/api/experiments/0123456789abcdef", 404, "no experiment '0123456789abcdef'"),
+        ("/api/compare?ids=exp:exp-0", 400, "two experiments or more"),
+        ("/api/compare?ids=exp:exp-0,nope", 404, "no experiment 'nope'"),
+    ],
+)
+def test_bad_requests_answer_4xx_with_a_clear_message(client, path: str, status: int, message: str) -> None:
+    http, _, _ = client
+    answer = http.get(path)
+    assert answer.status_code == status and message in answer.json()["error"]
+
+
+def test_compare_answers_what_the_compare_view_draws(client) -> None:
+    http, _, commits = client
+    answer = http.get("/api/compare", params={"ids": f"{commits[1][:8]},exp:exp-0"}).json()
+    assert answer["experiments"] == [commits[1], "exp:exp-0"] and answer["baseline"] == commits[1]
+    assert set(answer) >= {"params", "metrics", "curves", "confusion", "diffs", "rows"}
+    assert answer["curves"]["exp:exp-0"]["cnn"][0]["epoch"] == 1
+    rebased = http.get("/api/compare", params={"ids": f"{commits[1]},exp:exp-0", "baseline": "exp:exp-0"})
+    assert rebased.json()["baseline"] == "exp:exp-0"
+
+
+def test_the_digit_pad_answers_with_the_served_pyfunc(client) -> None:
+    http, _, _ = client
+    described = http.get("/api/model").json()
+    assert described["n_pixels"] == 64 and described["rows"] == 8 and "mlp" in described["model"]
+    top, bottom = [0.0] * 64, [0.0] * 64
+    top[:32] = [250.0] * 32
+    bottom[32:] = [250.0] * 32
+    answer = http.post("/api/predict", json={"pixels": [top, bottom]}).json()
+    labels = [p["label"] for p in answer["predictions"]]
+    assert labels == [1, 0]
+    first = answer["predictions"][0]
+    assert sum(v for k, v in first.items() if k.startswith("probability_")) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"pixels": [[0.0] * 63]}, 400, "image 0 has 63 values; this model takes 64 (8x8"),
+        ({"pixels": [[300.0] * 64]}, 400, "0-255"),
+        ({"pixels": []}, 400, f"send 1 to {MAX_IMAGES} images"),
+        ({"pixels": [[0.0] * 64] * (MAX_IMAGES + 1)}, 400, f"send 1 to {MAX_IMAGES} images"),
+        ({"pixels": [[0.0] * 64], "experiment": "nope"}, 404, "no experiment 'nope'"),
+    ],
+)
+def test_bad_images_answer_4xx_naming_the_fix(client, body: dict, status: int, message: str) -> None:
+    http, _, _ = client
+    answer = http.post("/api/predict", json=body)
+    assert answer.status_code == status and message in answer.json()["error"], answer.json()
+
+
+def test_an_oversize_body_is_refused_before_it_is_read(client) -> None:
+    http, _, _ = client
+    answer = http.post("/api/predict", content=b"x" * 3_000_000, headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "over 2,000,000 bytes" in answer.json()["error"]
+
+
+def test_a_malformed_body_is_a_4xx_too(client) -> None:
+    http, _, _ = client
+    answer = http.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert answer.status_code == 422
+
+
+def test_the_api_is_documented(client) -> None:
+    http, _, _ = client
+    schema = http.get("/api/openapi.json").json()
+    assert {
+        "/api/experiments",
+        "/api/experiments/{experiment}",
+        "/api/compare",
+        "/api/model",
+        "/api/predict",
+    } <= set(schema["paths"])
+    assert http.get("/docs").status_code == 404  # the interactive docs would load scripts from a CDN
+
+
+def test_labels_are_written_to_labels_yaml_as_the_cli_writes_them(client) -> None:
+    http, root, commits = client
+    answer = http.post("/api/labels", json={"experiment": commits[2][:9], "label": "hidden"})
+    assert answer.status_code == 200 and answer.json()["labels"] == ["hidden"]
+    assert f"{commits[2]}: [hidden]" in (root / "labels.yaml").read_text()
+    assert commits[2] not in [r["id"] for r in http.get("/api/experiments").json()["rows"]]
+    assert commits[2] in [r["id"] for r in http.get("/api/experiments?hidden=true").json()["rows"]]
+    bad = http.post("/api/labels", json={"experiment": commits[2], "label": "Not OK!"})
+    assert bad.status_code == 400 and "label 'Not OK!': use 1-32 lower-case letters" in bad.json()["error"]
+    assert (
+        http.post("/api/labels", json={"experiment": commits[2], "label": "hidden", "remove": True}).json()[
+            "labels"
+        ]
+        == []
+    )
+    assert "hidden" not in (root / "labels.yaml").read_text()
+    assert http.get("/api/experiments").json()["rows"][2]["id"] == commits[2]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"models.mlp.alpha": "-1"}, "models.mlp.alpha"),
+        ({"models.nope.alpha": "1"}, "--set models.nope.alpha: params.yaml has no section 'nope' there"),
+        ({"models.mlp.alhpa": "1"}, "alhpa"),
+    ],
+)
+def test_queueing_a_wrong_value_is_refused_with_the_clis_message(
+    client, overrides: dict, message: str
+) -> None:
+    from mnist_lab.core.errors import SettingsError
+    from mnist_lab.core.settings import load_params_yaml
+    from mnist_lab.experiments.project import check_overrides
+
+    http, root, _ = client
+    answer = http.post("/api/queue", json={"set": overrides})
+    assert answer.status_code == 400 and message in answer.json()["error"]
+    with pytest.raises(SettingsError) as raised:  # what `mlflow run . -e train -P set=...` says
+        check_overrides(load_params_yaml((root / "params.yaml").read_text()), None, list(overrides.items()))
+    # the same message, and DVC never ran (in this repository, which has no .dvc, it would have said so)
+    assert answer.json()["error"] == str(raised.value)
+
+
+def test_queueing_nothing_is_refused(client) -> None:
+    http, _, _ = client
+    answer = http.post("/api/queue", json={"set": {}})
+    assert answer.status_code == 400 and "at least one params.yaml override" in answer.json()["error"]
+
+
+def test_params_answer_the_workspaces_params_flattened(client) -> None:
+    http, _, _ = client
+    assert http.get("/api/params").json()["params"]["models.mlp.alpha"] == 0.01

@@ -1,0 +1,150 @@
+"""The experiments page in a real headless chromium against a real `mnist-lab board` on 127.0.0.1, and its
+static export from file:// (slow: starts a server and a browser)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.board.browser import chromium, wait_for
+from tests.board.experiment_history import write_history
+from tests.board.test_app import write_workspace_model
+from tests.helpers import BIN, free_port, start, stop, wait_until_ready
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    root = tmp_path_factory.mktemp("board")
+    commits = write_history(root, 8, experiments=1)
+    write_workspace_model(root)
+    port = free_port()
+    server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {})
+    try:
+        wait_until_ready(server, port, timeout_s=60)
+        with chromium() as browser:
+            yield browser, f"http://127.0.0.1:{port}", root, commits
+    finally:
+        stop(server)
+
+
+def _rows(browser) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [
+        tr.get_attribute("data-id") for tr in browser.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")
+    ]
+
+
+def test_the_table_shows_the_experiments_and_a_query_and_a_filter_narrow_it(board) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser, url, _, commits = board
+    browser.get(f"{url}/#/table")
+    wait_for(lambda: len(_rows(browser)) == 9)
+    assert _rows(browser) == [*commits, "exp:exp-0"]
+    query = browser.find_element(By.ID, "query")
+    query.send_keys("mlp.alpha = 0.001 and source = commit")
+    wait_for(lambda: 0 < len(_rows(browser)) < 9)
+    narrowed = _rows(browser)
+    assert "q=mlp.alpha" in browser.current_url  # the view is in the URL
+    browser.get(browser.current_url)  # a link reproduces it
+    browser.refresh()
+    wait_for(lambda: _rows(browser) == narrowed)
+    # a column filter on top: `<` on the message column of experiment numbers is text; use the id's
+    browser.find_element(By.CSS_SELECTOR, "input[data-filter='id']").send_keys(narrowed[0][:6])
+    wait_for(lambda: _rows(browser) == [narrowed[0]])
+    # a malformed query says what is wrong, where
+    browser.get(f"{url}/#/table?q=accuracy%20%3E")
+    browser.refresh()
+    error = wait_for(lambda: browser.find_element(By.ID, "query-error").text)
+    assert "expected a value after '>' at character 11" in error
+
+
+def test_compare_draws_curves_matrices_and_the_code_diff(board) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser, url, _, commits = board
+    browser.get(f"{url}/#/table")
+    wait_for(lambda: len(_rows(browser)) == 9)
+    for commit in commits[:2]:
+        browser.find_element(By.CSS_SELECTOR, f"tr[data-id='{commit}'] input.select").click()
+    browser.find_element(By.ID, "compare-selected").click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
+    charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
+    assert [c.get_attribute("data-metric") for c in charts] == [
+        "train_loss",
+        "val_loss",
+        "train_accuracy",
+        "val_accuracy",
+    ]
+    lines = charts[0].find_elements(By.CSS_SELECTOR, "polyline")
+    assert {line.get_attribute("data-experiment") for line in lines} == set(commits[:2])
+    assert len({line.get_attribute("stroke") for line in lines}) == 2  # a colour per experiment
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.matrix")) == 2
+    assert "ALPHA_DEFAULT" in browser.find_element(By.ID, "diffs").text
+    metrics = browser.find_element(By.ID, "compare-metrics")
+    assert metrics.find_elements(By.CSS_SELECTOR, "td.better, td.worse")  # deltas coloured by direction
+    assert f"ids={commits[0]},{commits[1]}" in browser.current_url
+
+
+def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    browser, url, _, _ = board
+    browser.get(f"{url}/#/pad")
+    wait_for(lambda: browser.find_element(By.ID, "pad-model").text)
+    canvas = browser.find_element(By.ID, "pad-canvas")
+    # a bright stroke across the top half: the test model (tests/board/test_app.py) answers 1
+    chain = ActionChains(browser).move_to_element_with_offset(canvas, -100, -80).click_and_hold()
+    for _ in range(8):
+        chain = chain.move_by_offset(25, 0)
+    chain.move_by_offset(0, -30).move_by_offset(-200, 0).release().perform()
+    answer = wait_for(lambda: browser.find_element(By.ID, "pad-answer").text)
+    assert answer == "1"
+    bars = browser.find_elements(By.CSS_SELECTOR, "#pad-probabilities .bar")
+    assert [bar.get_attribute("data-class") for bar in bars] == ["0", "1"]
+
+
+def test_queueing_a_wrong_value_shows_the_settings_error(board) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser, url, _, _ = board
+    browser.get(f"{url}/#/run")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#run-params tr"))
+    browser.find_element(By.ID, "run-set").send_keys("models.mlp.alpha=-1")
+    browser.find_element(By.ID, "run-queue").click()
+    error = wait_for(lambda: browser.find_element(By.ID, "run-error").text)
+    assert "params.yaml with --set" in error and "models.mlp.alpha" in error
+    assert browser.find_element(By.ID, "run-message").text == ""  # nothing queued
+
+
+def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser, _, root, commits = board
+    out = tmp_path / "export"
+    done = subprocess.run(
+        [str(BIN / "mnist-lab"), "board", "--export", str(out), "--compare", f"{commits[2]},{commits[0]}"],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    browser.get(f"file://{out / 'index.html'}#/table")
+    wait_for(lambda: len(_rows(browser)) == 9)
+    browser.find_element(By.ID, "query").send_keys("model = cnn")
+    wait_for(lambda: len(_rows(browser)) < 9)
+    browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[0]},{commits[2]}")
+    browser.refresh()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
+    assert "ALPHA_DEFAULT" in browser.find_element(By.ID, "diffs").text
+    # what the export does not hold, it says so
+    browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[0]},{commits[1]}")
+    browser.refresh()
+    message = wait_for(lambda: browser.find_element(By.ID, "compare-empty").text)
+    assert "static export does not hold" in message
+    time.sleep(0)  # nothing else to wait for

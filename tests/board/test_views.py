@@ -1,0 +1,101 @@
+"""The experiments table and comparisons, read from a generated git history (no server)."""
+
+from pathlib import Path
+
+import pytest
+
+from mnist_lab.board.views import CompareError, ExperimentsBoard, UnknownExperiment
+from mnist_lab.core.query import QueryError
+from mnist_lab.experiments.table import experiment_rows, read_blobs
+from tests.board.experiment_history import experiment_files, write_history
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("history")
+    return root, write_history(root, 12, experiments=2)
+
+
+def test_one_row_per_experiment_commit_then_each_dvc_experiment(history) -> None:
+    root, commits = history
+    rows = experiment_rows(root)
+    assert [row["id"] for row in rows[:12]] == commits
+    assert [row["source"] for row in rows] == ["commit"] * 12 + ["dvc-experiment"] * 2
+    assert {row["id"] for row in rows[12:]} == {"exp:exp-0", "exp:exp-1"}
+    assert all(row["baseline"] == commits[0] for row in rows[12:])
+
+
+def test_a_row_holds_what_the_commit_recorded(history) -> None:
+    root, commits = history
+    row = experiment_rows(root)[-3]  # the oldest commit: experiment 0
+    _, metrics = experiment_files(0)
+    assert row["commit"] == commits[-1] and row["message"] == "Experiment 0: mlp alpha and cnn epochs"
+    assert row["model"] == metrics["best"]["model"] and row["value"] == metrics["best"]["value"]
+    assert row["accuracy"] == metrics["models"][row["model"]]["accuracy"]
+    assert row["metrics.models.cnn.f1_macro"] == metrics["models"]["cnn"]["f1_macro"]
+    assert row["params.models.mlp.alpha"] == 0.0001 and row["params.seed"] == 42
+    assert row["data"] == "0" * 32 + ".dir"
+    assert row["runs"] == {m: f"{0:016x}{i + 1:016x}" for i, m in enumerate(("sgd", "mlp", "cnn"))}
+
+
+def test_changed_names_the_params_that_differ_from_the_parent(history) -> None:
+    root, _ = history
+    rows = experiment_rows(root)
+    by_message = {row["message"]: row for row in rows}
+    # experiment 1 changed the mlp's alpha and the cnn's epochs against experiment 0; seed stayed
+    assert by_message["Experiment 1: mlp alpha and cnn epochs"]["changed"] == [
+        "models.cnn.max_epochs",
+        "models.mlp.alpha",
+    ]
+    assert "seed" in by_message["Experiment 3: mlp alpha and cnn epochs"]["changed"]
+
+
+def test_read_blobs_tells_a_missing_file_from_an_empty_one(history) -> None:
+    root, commits = history
+    blobs = read_blobs(root, [f"{commits[0]}:nope.txt", f"{commits[0]}:params.yaml", f"{commits[0]}:reports"])
+    assert blobs[f"{commits[0]}:nope.txt"] is None and blobs[f"{commits[0]}:reports"] is None
+    assert blobs[f"{commits[0]}:params.yaml"].startswith(b"seed:")
+
+
+def test_the_table_filters_sorts_and_hides(history) -> None:
+    root, _ = history
+    board = ExperimentsBoard(root)
+    everything = board.table()
+    assert everything["total"] == 14 and len(everything["rows"]) == 14
+    cnn = board.table("model = cnn")["rows"]
+    assert cnn and all(row["model"] == "cnn" for row in cnn)
+    ranked = board.table(sort="accuracy", descending=True)["rows"]
+    assert [r["accuracy"] for r in ranked] == sorted((r["accuracy"] for r in ranked), reverse=True)
+    with pytest.raises(QueryError, match="expected a value"):
+        board.table("accuracy >")
+    (root / "labels.yaml").write_text(f"{ranked[0]['id']}: [hidden]\n")
+    assert len(board.table()["rows"]) == 13 and len(board.table(hidden=True)["rows"]) == 14
+    (root / "labels.yaml").unlink()
+
+
+def test_compare_puts_deltas_against_the_baseline_by_direction(history) -> None:
+    root, commits = history
+    board = ExperimentsBoard(root)
+    old, new = commits[-1], commits[-2]
+    data = board.compare([old[:10], new[:10]])
+    assert data["experiments"] == [old, new] and data["baseline"] == old
+    accuracy = data["metrics"]["models.cnn.accuracy"]
+    delta = accuracy["values"][1] - accuracy["values"][0]
+    assert accuracy["deltas"] == [0, pytest.approx(delta)]
+    assert accuracy["verdicts"][1] == ("better" if delta > 0 else "worse")
+    assert data["params"]["models.mlp.alpha"] == {"values": [0.0001, 0.001], "changed": True}
+    assert data["params"]["task.kind"]["changed"] is False
+    assert [row["epoch"] for row in data["curves"][new]["cnn"]] == [1, 2, 3, 4]
+    assert data["curves"][new]["sgd"] == []
+    confusion = data["confusion"][old]["cnn"]
+    assert confusion["labels"][:2] == ["0", "1"] and sum(map(sum, confusion["matrix"])) == 60
+    assert "-ALPHA_DEFAULT = 0.0001" in data["diffs"][new]["text"]
+
+
+def test_unknown_or_ambiguous_experiments_are_named(history) -> None:
+    root, _ = history
+    board = ExperimentsBoard(root)
+    with pytest.raises(UnknownExperiment, match="no experiment 'deadbeef00'"):
+        board.row("deadbeef00")
+    with pytest.raises(CompareError, match="two experiments or more"):
+        board.compare(["exp:exp-0"])

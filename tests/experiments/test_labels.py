@@ -1,0 +1,45 @@
+"""labels.yaml: written atomically and sorted, read back, refused when malformed; `mnist-lab label`."""
+
+from pathlib import Path
+
+import pytest
+
+from mnist_lab.cli import main
+from mnist_lab.experiments.labels import LabelError, experiment_id, read_labels, set_label
+from tests.board.experiment_history import write_history
+
+
+def test_set_label_adds_and_removes_and_keeps_the_file_tidy(tmp_path: Path) -> None:
+    assert set_label(tmp_path, "b" * 40, "hidden") == ["hidden"]
+    assert set_label(tmp_path, "a" * 40, "baseline") == ["baseline"]
+    assert set_label(tmp_path, "a" * 40, "champion") == ["baseline", "champion"]
+    assert read_labels(tmp_path) == {"a" * 40: ["baseline", "champion"], "b" * 40: ["hidden"]}
+    assert set_label(tmp_path, "b" * 40, "hidden", present=False) == []
+    assert read_labels(tmp_path) == {"a" * 40: ["baseline", "champion"]}
+    text = (tmp_path / "labels.yaml").read_text()
+    assert text.startswith("# Labels of experiments") and f"{'a' * 40}: [baseline, champion]" in text
+
+
+@pytest.mark.parametrize("label", ["", "Hidden", "a b", "-x", "x" * 33])
+def test_a_bad_label_is_refused_and_nothing_is_written(tmp_path: Path, label: str) -> None:
+    with pytest.raises(LabelError, match="use 1-32 lower-case letters"):
+        set_label(tmp_path, "a" * 40, label)
+    assert not (tmp_path / "labels.yaml").exists()
+
+
+def test_a_malformed_labels_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "labels.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(LabelError, match="must map experiment ids to lists of labels"):
+        read_labels(tmp_path)
+
+
+def test_mnist_lab_label_resolves_revisions_and_dvc_experiments(tmp_path: Path, monkeypatch, capsys) -> None:
+    commits = write_history(tmp_path, 3, experiments=1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["label", "HEAD~1", "baseline"]) == 0
+    assert read_labels(tmp_path) == {commits[1]: ["baseline"]}
+    assert main(["label", "exp:exp-0", "hidden"]) == 0
+    assert read_labels(tmp_path)["exp:exp-0"] == ["hidden"]
+    assert experiment_id(tmp_path, "main") == commits[0]
+    assert main(["label", "exp:nope", "hidden"]) == 2
+    assert "no DVC experiment 'nope'" in capsys.readouterr().err
