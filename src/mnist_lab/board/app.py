@@ -3,7 +3,8 @@
 Every script and style comes from this package (`board/static/`), nothing from a CDN: the page works offline.
 The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoints):
 
-    GET  /api/experiments?q=&sort=&desc=&hidden=   the table: columns and rows (400 for a malformed query)
+    GET  /api/experiments?q=&sort=&desc=&hidden=&runs=   the table: columns, rows (400: a malformed query)
+    GET  /api/runs                                 the tracking store's runs no experiment names, as rows
     GET  /api/experiments/{id}                     one row
     GET  /api/compare?ids=a,b[,c...]&baseline=a    params, metrics with deltas, curves, confusion, code diffs
     GET  /api/model?experiment=                    the model the digit pad asks: what it is, its input size
@@ -127,6 +128,7 @@ def create_app(root: Path) -> FastAPI:
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
+    app.state.board = board
 
     @app.exception_handler(UnknownExperiment)
     async def _unknown(request: Request, exc: UnknownExperiment) -> JSONResponse:
@@ -166,8 +168,21 @@ def create_app(root: Path) -> FastAPI:
         sort: str | None = Query(None, description="a column to sort by"),
         desc: bool = Query(False, description="sort descending"),
         hidden: bool = Query(False, description="include experiments labelled `hidden`"),
+        runs: bool = Query(False, description="include the store's runs that no experiment names"),
     ) -> dict[str, Any]:
-        return board.table(q, sort, desc, hidden)
+        return board.table(q, sort, desc, hidden, runs)
+
+    @app.get("/api/runs")
+    def unlinked_runs() -> Any:
+        """The tracking store's runs that no experiment commit or DVC experiment names, as rows."""
+        try:
+            return {"rows": board.runs()}
+        except Exception as exc:  # the store is unreachable, or refuses: the table works without it
+            from mnist_lab.system.redact import redact
+
+            return JSONResponse(
+                {"error": f"cannot read the tracking store's runs: {redact(str(exc))[:500]}"}, status_code=503
+            )
 
     @app.get("/api/experiments/{experiment}")
     def experiment(experiment: str) -> dict[str, Any]:
@@ -236,7 +251,18 @@ def create_app(root: Path) -> FastAPI:
 
 
 def serve(root: Path, host: str, port: int) -> None:
-    """Serve the board until interrupted."""
+    """Serve the board until interrupted. The table and the store's runs are read once in the background at
+    start, so the first page does not wait for MLflow's import (about 3 s)."""
     import uvicorn
 
-    uvicorn.run(create_app(root), host=host, port=port, log_level="warning")
+    app = create_app(root)
+    threading.Thread(target=_prewarm, args=(app.state.board,), daemon=True).start()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _prewarm(board: ExperimentsBoard) -> None:
+    try:
+        board.rows()
+        board.runs()
+    except Exception:  # the page asks again and shows what is wrong
+        pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,13 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
     table = board.table(hidden=True)
     ids = compare or [row["id"] for row in table["rows"][:2]]
     snapshot: dict[str, Any] = {"/api/experiments?hidden=1": table}
+    try:  # the store's unlinked runs, when it answers (the export works without them)
+        snapshot["/api/runs"] = {"rows": board.runs()}
+    except Exception as exc:
+        print(
+            f"note: the export holds no runs: the tracking store did not answer ({exc})"[:300],
+            file=sys.stderr,
+        )
     if len(ids) >= 2:
         data = board.compare(ids)
         snapshot[f"/api/compare?ids={','.join(ids)}"] = data

@@ -11,12 +11,24 @@ from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.query import filter_rows
 from mnist_lab.core.results import confusion_counts, metric_direction
 from mnist_lab.experiments.labels import read_labels, set_label
-from mnist_lab.experiments.table import experiment_files, experiment_rows, history_rows
+from mnist_lab.experiments.table import experiment_files, experiment_rows, history_rows, run_curves
 from mnist_lab.system import commands
 
 CODE_PATHS = ("src", "params.yaml", "dvc.yaml")
 MAX_DIFF_CHARS = 200_000
-HEADLINE = ("id", "source", "date", "message", "labels", "data", "model", "metric", "value", "accuracy")
+HEADLINE = (
+    "id",
+    "source",
+    "dirty",
+    "date",
+    "message",
+    "labels",
+    "data",
+    "model",
+    "metric",
+    "value",
+    "accuracy",
+)
 
 
 class UnknownExperiment(MnistLabError):
@@ -36,6 +48,8 @@ class ExperimentsBoard:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._rows: list[dict[str, Any]] = []
+        self._run_rows: list[dict[str, Any]] = []
+        self._runs_at: float | None = None
 
     def _state(self) -> tuple:
         refs = commands.git(
@@ -46,6 +60,25 @@ class ExperimentsBoard:
         labels = self.root / "labels.yaml"
         return head, refs, labels.stat().st_mtime_ns if labels.is_file() else None
 
+    def runs(self, max_age_s: float = 10.0) -> list[dict[str, Any]]:
+        """The tracking store's runs that no experiment names (`unlinked_run_rows`), asked again after
+        `max_age_s`: runs arrive without any change to git."""
+        import time
+
+        from mnist_lab.experiments.table import unlinked_run_rows
+
+        with self._lock:
+            fresh = self._runs_at is not None and time.monotonic() - self._runs_at < max_age_s
+        if not fresh:
+            known = {run for row in self.rows() for run in row["runs"].values() if run}
+            rows = unlinked_run_rows(self.root, known)
+            labels = read_labels(self.root)
+            for row in rows:
+                row["labels"] = labels.get(row["id"], [])
+            with self._lock:
+                self._run_rows, self._runs_at = rows, time.monotonic()
+        return self._run_rows
+
     def rows(self) -> list[dict[str, Any]]:
         state = self._state()
         with self._lock:
@@ -55,11 +88,17 @@ class ExperimentsBoard:
             return self._rows
 
     def table(
-        self, query: str = "", sort: str | None = None, descending: bool = False, hidden: bool = False
+        self,
+        query: str = "",
+        sort: str | None = None,
+        descending: bool = False,
+        hidden: bool = False,
+        runs: bool = False,
     ) -> dict[str, Any]:
         """`{"columns", "rows", "total"}`: the rows `query` keeps (a QueryError otherwise), without those
-        labelled `hidden` unless `hidden`, sorted by column `sort` (missing values last)."""
-        rows = self.rows()
+        labelled `hidden` unless `hidden`, sorted by column `sort` (missing values last); with `runs`, the
+        store's runs that no experiment names are rows too."""
+        rows = self.rows() + (self.runs() if runs else [])
         kept = filter_rows(rows, query)
         if not hidden:
             kept = [row for row in kept if "hidden" not in row["labels"]]
@@ -75,7 +114,7 @@ class ExperimentsBoard:
 
     def row(self, experiment: str) -> dict[str, Any]:
         """The row of `experiment`: its id, or a unique prefix of 7+ characters of a commit."""
-        rows = self.rows()
+        rows = self.rows() + (self.runs() if experiment.startswith("run:") else [])
         exact = [row for row in rows if row["id"] == experiment]
         if exact:
             return exact[0]
@@ -123,8 +162,13 @@ class ExperimentsBoard:
                 "verdicts": verdicts,
                 "direction": direction,
             }
-        curves, confusion = {}, {}
+        curves: dict[str, Any] = {}
+        confusion: dict[str, Any] = {}
         for row in rows:
+            if row["source"] == "run":  # its curves are in the store; no committed predictions
+                curves[row["id"]] = {row["model"]: run_curves(self.root, row["runs"][row["model"]])}
+                confusion[row["id"]] = {}
+                continue
             models = sorted({key.split(".")[2] for key in row if key.startswith("metrics.models.")})
             files = experiment_files(self.root, row["commit"], models)
             curves[row["id"]] = {m: history_rows(f["history.csv"]) for m, f in files.items()}
@@ -143,7 +187,9 @@ class ExperimentsBoard:
             "diffs": {r["id"]: self._diff(base["commit"], r["commit"]) for r in rows if r is not base},
         }  # fmt: skip
 
-    def _diff(self, old: str, new: str) -> dict[str, Any]:
+    def _diff(self, old: str | None, new: str | None) -> dict[str, Any]:
+        if not old or not new:
+            return {"text": "", "truncated": False, "note": "a run without a recorded commit: no diff"}
         done = commands.git("diff", "--no-color", old, new, "--", *CODE_PATHS, cwd=self.root, check=True)
         text = done.stdout
         return {"text": text[:MAX_DIFF_CHARS], "truncated": len(text) > MAX_DIFF_CHARS}

@@ -146,6 +146,9 @@ def _row(
     models = metrics.get("models") or {}
     best_model = best.get("model")
     links: list[RunLink] = parse_trailers(info.body)
+    runs = {link.model: link.run_id for link in links} or {
+        model: _run_id(blobs.get(f"{info.commit}:reports/{model}/mlflow.json")) for model in models
+    }  # a commit made otherwise (`dvc exp branch`, a plain commit) names its runs in its reports
     row: dict[str, Any] = {
         "id": info.commit if source == "commit" else f"exp:{name}",
         "source": source,
@@ -162,11 +165,17 @@ def _row(
         "accuracy": (models.get(best_model) or {}).get("accuracy") if best_model else None,
         "labels": list(labels or []),
         "changed": sorted(k for k in params.keys() | parent.keys() if params.get(k) != parent.get(k)),
-        "runs": {link.model: link.run_id for link in links},
+        "runs": runs,
     }
     row |= {f"params.{key}": value for key, value in params.items()}
     row |= {f"metrics.{key}": value for key, value in flatten(metrics).items()}
     return row
+
+
+def _run_id(blob: bytes | None) -> str | None:
+    """The run id a committed `reports/<model>/mlflow.json` names (None while it waited in the outbox)."""
+    parsed = _metrics(blob)
+    return parsed.get("run_id") if isinstance(parsed.get("run_id"), str) else None
 
 
 def experiment_rows(root: Path, revision: str = "HEAD", limit: int | None = None) -> list[dict[str, Any]]:
@@ -178,6 +187,13 @@ def experiment_rows(root: Path, revision: str = "HEAD", limit: int | None = None
     specs = [f"{info.commit}:{path}" for info in everything for path in EXPERIMENT_FILES]
     specs += [f"{info.parent}:params.yaml" for info in everything if info.parent]
     blobs = read_blobs(root, specs)
+    reports = [
+        f"{info.commit}:reports/{model}/mlflow.json"
+        for info in everything
+        if not parse_trailers(info.body)
+        for model in (_metrics(blobs.get(f"{info.commit}:metrics.json")).get("models") or {})
+    ]
+    blobs |= read_blobs(root, reports)
     labels = read_labels(root)
     champion = commands.git_output("rev-parse", "--verify", "--quiet", f"{CHAMPION_TAG}^{{commit}}", cwd=root)
     rows = []
@@ -203,3 +219,89 @@ def experiment_files(root: Path, commit: str, models: Iterable[str]) -> dict[str
 def history_rows(text: str | None) -> list[dict[str, float]]:
     """The rows of a committed history.csv (empty for a model trained without epochs)."""
     return read_history_text(text) if text else []
+
+
+def unlinked_run_rows(root: Path, known: set[str], limit: int = 10_000) -> list[dict[str, Any]]:
+    """The tracking store's model runs (not grid-search candidates) that no experiment row names, newest
+    first, each a row shaped like an experiment's: `run:<id>`, source `run`, the commit it started from,
+    its model's params and metrics under `params.models.<model>.*` / `metrics.models.<model>.*`."""
+    from mnist_lab import tracking
+
+    settings = tracking.TrackingSettings.from_environment(root)
+    client = tracking.mlflow_client(settings)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        return []
+    rows: list[dict[str, Any]] = []
+    token = None
+    while len(rows) < limit:
+        page = client.search_runs(
+            [experiment.experiment_id],
+            max_results=1000,
+            page_token=token,
+            order_by=["attributes.start_time DESC"],
+        )
+        for run in page:
+            tags = run.data.tags
+            if run.info.run_id in known or "mlflow.parentRunId" in tags:
+                continue
+            rows.append(_run_row(run))
+        token = page.token
+        if not token:
+            break
+    return rows[:limit]
+
+
+def _run_row(run: Any) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    tags, prefix = run.data.tags, "mnist_lab."
+    model = tags.get(f"{prefix}model") or run.info.run_name
+    metrics = run.data.metrics
+    row: dict[str, Any] = {
+        "id": f"run:{run.info.run_id}",
+        "source": "run",
+        "commit": tags.get(f"{prefix}git_commit"),
+        "baseline": None,
+        "name": run.info.run_name,
+        "date": datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds"),
+        "message": f"MLflow run {run.info.run_name} ({run.info.status.lower()})",
+        "dirty": tags.get(f"{prefix}git_dirty") == "true",
+        "data": tags.get(f"{prefix}data_version"),
+        "model": model,
+        "metric": None,
+        "value": None,
+        "accuracy": metrics.get("accuracy"),
+        "labels": [],
+        "changed": [],
+        "runs": {model: run.info.run_id},
+    }
+    for key, value in run.data.params.items():
+        name = (
+            f"params.models.{model}.{key[len('model.') :]}" if key.startswith("model.") else f"params.{key}"
+        )
+        row[name] = _number_or_text(value)
+    row |= {f"metrics.models.{model}.{key}": value for key, value in metrics.items()}
+    return row
+
+
+def _number_or_text(value: str) -> Any:
+    """MLflow keeps params as text: numbers become numbers again, so queries compare them as numbers."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+
+
+def run_curves(root: Path, run_id: str) -> list[dict[str, float]]:
+    """A run's per-epoch metric histories (MLflow) as history.csv's rows (empty without epochs)."""
+    from mnist_lab import tracking
+    from mnist_lab.core.results import HISTORY_METRICS
+
+    client = tracking.mlflow_client(tracking.TrackingSettings.from_environment(root))
+    by_epoch: dict[int, dict[str, float]] = {}
+    for metric in HISTORY_METRICS:
+        for point in client.get_metric_history(run_id, metric):
+            by_epoch.setdefault(int(point.step), {"epoch": float(point.step)})[metric] = point.value
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]

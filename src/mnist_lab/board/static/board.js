@@ -8,7 +8,7 @@
   const SNAPSHOT = window.BOARD_SNAPSHOT || null;
   const PALETTE = ["#2255cc", "#d1495b", "#00798c", "#edae49", "#66a182", "#8d6a9f", "#e07a5f", "#3d405b",
                    "#81b29a", "#f2cc8f", "#5e548e", "#9a031e"];
-  const DEFAULT_COLUMNS = ["id", "source", "date", "message", "labels", "data", "model", "metric", "value", "accuracy"];
+  const DEFAULT_COLUMNS = ["id", "source", "dirty", "date", "message", "labels", "data", "model", "metric", "value", "accuracy"];
   const CURVES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"];
 
   let table = null; // {columns, rows, total}
@@ -92,7 +92,7 @@
     return PALETTE[index % PALETTE.length];
   }
 
-  function shortId(id) { return id.startsWith("exp:") ? id : id.slice(0, 8); }
+  function shortId(id) { return id.startsWith("exp:") ? id : id.startsWith("run:") ? id.slice(0, 12) : id.slice(0, 8); }
 
   function formatValue(value) {
     if (value === null || value === undefined) return "";
@@ -170,6 +170,7 @@
       if (c === "labels") return `<td>${value.map((l) => `<span class="chip ${escapeHtml(l)}">${escapeHtml(l)}</span>`).join("")}</td>`;
       if (c === "id") return `<td class="mono"><span class="swatch" style="background:${colour(row.id)}"></span>${escapeHtml(shortId(row.id))}</td>`;
       if (c === "source") return `<td class="source">${escapeHtml(value)}</td>`;
+      if (c === "dirty") return `<td>${value ? "dirty" : ""}</td>`;
       if (c === "date") return `<td>${escapeHtml(String(value || "").slice(0, 16).replace("T", " "))}</td>`;
       if (c === "data") return `<td class="mono">${escapeHtml(String(value || "").slice(0, 8))}</td>`;
       if (c === "message") return `<td class="message" title="${escapeHtml(value || "")}">${escapeHtml(value || "")}</td>`;
@@ -448,6 +449,7 @@
         status("loading experiments ...");
         table = await api("/api/experiments?hidden=1");
         status(`${table.total} experiments`);
+        loadRuns(table);
       }
       if (state.view === "table") renderTable(state);
       if (state.view === "compare") {
@@ -476,6 +478,22 @@
       const target = { pad: "#pad-error", run: "#run-error" }[state.view] || "#query-error";
       if (state.view === "compare") { $("#compare-empty").hidden = false; $("#compare-empty").textContent = error.message; $("#compare-empty").classList.add("error"); }
       else { $(target).textContent = error.message; $(target).hidden = false; }
+    }
+  }
+
+  async function loadRuns(forTable) {
+    // the store's runs that no experiment names: asked after the table is drawn (the store may be slow or away)
+    try {
+      const { rows } = await api("/api/runs");
+      if (table !== forTable || !rows.length) return;
+      table.rows = table.rows.concat(rows);
+      const known = new Set(table.columns);
+      for (const row of rows) for (const column of Object.keys(row)) if (!known.has(column)) { known.add(column); table.columns.push(column); }
+      status(`${table.total} experiments, ${rows.length} runs no experiment names`);
+      if (readState().view === "table") renderTable(readState());
+      performance.mark("runs-merged");
+    } catch (error) {
+      if (table === forTable) status(`${table.total} experiments (runs: ${error.message})`);
     }
   }
 

@@ -1,0 +1,83 @@
+"""The tracking store's runs that no experiment names become rows of the table (a real sqlite store)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mnist_lab.board.app import create_app
+from tests.board.experiment_history import GIT, write_history
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    import mlflow
+
+    root = tmp_path_factory.mktemp("runs")
+    commits = write_history(root, 3)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("mnist-lab")
+
+    def new_run(model: str, alpha: str, accuracy: float, **tags: str) -> str:
+        run = client.create_run(
+            experiment, run_name=f"{model}@{commits[0][:8]}", tags={"mnist_lab.model": model, **tags}
+        )
+        client.log_param(run.info.run_id, "model.alpha", alpha)
+        client.log_param(run.info.run_id, "seed", "42")
+        client.log_metric(run.info.run_id, "accuracy", accuracy)
+        for epoch in (1, 2, 3):
+            client.log_metric(run.info.run_id, "train_loss", 1.0 / epoch, step=epoch)
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    linked = new_run("mlp", "0.001", 0.95, **{"mnist_lab.git_commit": commits[0]})
+    loose = new_run(
+        "mlp", "0.01", 0.97, **{"mnist_lab.git_commit": commits[0], "mnist_lab.git_dirty": "true"}
+    )
+    candidate = client.create_run(experiment, tags={"mlflow.parentRunId": loose}).info.run_id
+    # an experiment commit naming `linked` in its trailers
+    (root / "metrics.json").write_text(json.dumps({"models": {"mlp": {"accuracy": 0.95}}}))
+    message = f"Experiment: linked\n\nMLflow-Run: mlp run={linked} record={'0' * 32}\n"
+    subprocess.run([*GIT, "commit", "-qam", message], cwd=root, check=True)
+    return root, uri, {"linked": linked, "loose": loose, "candidate": candidate}
+
+
+def test_runs_no_experiment_names_are_rows_with_their_params_and_metrics(store, monkeypatch) -> None:
+    root, uri, runs = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    http = TestClient(create_app(root))
+    rows = http.get("/api/runs").json()["rows"]
+    assert [row["id"] for row in rows] == [f"run:{runs['loose']}"]  # not the linked one, not a candidate
+    row = rows[0]
+    assert row["source"] == "run" and row["dirty"] is True and row["model"] == "mlp"
+    assert row["params.models.mlp.alpha"] == 0.01 and row["params.seed"] == 42
+    assert row["metrics.models.mlp.accuracy"] == 0.97 and row["accuracy"] == 0.97
+    table = http.get("/api/experiments", params={"runs": "true", "q": "source = run and accuracy > 0.96"})
+    assert [r["id"] for r in table.json()["rows"]] == [f"run:{runs['loose']}"]
+    assert len(http.get("/api/experiments").json()["rows"]) == 4  # without runs=true: the commits only
+
+
+def test_a_run_row_compares_with_its_curves_from_the_store(store, monkeypatch) -> None:
+    root, uri, runs = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    http = TestClient(create_app(root))
+    head = http.get("/api/experiments").json()["rows"][0]["id"]
+    answer = http.get("/api/compare", params={"ids": f"{head},run:{runs['loose']}"}).json()
+    curve = answer["curves"][f"run:{runs['loose']}"]["mlp"]
+    assert [point["epoch"] for point in curve] == [1, 2, 3] and curve[2]["train_loss"] == pytest.approx(1 / 3)
+    assert answer["params"]["models.mlp.alpha"]["values"][1] == 0.01
+
+
+def test_an_unreachable_store_leaves_the_table_working(store, monkeypatch) -> None:
+    root, _, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    http = TestClient(create_app(root))
+    answer = http.get("/api/runs")
+    assert answer.status_code == 503 and "cannot read the tracking store's runs" in answer.json()["error"]
+    assert len(http.get("/api/experiments").json()["rows"]) == 4
