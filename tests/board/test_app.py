@@ -136,7 +136,9 @@ def test_an_oversize_body_is_refused_before_it_is_read(client) -> None:
 def test_a_malformed_body_is_a_4xx_too(client) -> None:
     http, _, _ = client
     answer = http.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"})
-    assert answer.status_code == 422
+    assert answer.status_code == 422 and answer.json()["error"].startswith("malformed request: ")
+    missing = http.post("/api/predict", json={"images": []})
+    assert missing.status_code == 422 and "pixels: Field required" in missing.json()["error"]
 
 
 def test_the_api_is_documented(client) -> None:

@@ -48,3 +48,20 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     row = rows["exp:from-the-board"]
     assert row["source"] == "dvc-experiment" and row["params.models.sgd.alpha"] == 0.001
     assert row["changed"] == ["models.sgd.alpha"] and row["metrics.models.sgd.accuracy"] > 0.5
+
+    # applied and committed from its row, as `dvc exp apply` + `mnist-lab commit` do
+    (root / "notes.txt").write_text("untracked files do not block")
+    committed = http.post(
+        "/api/commit", json={"experiment": "exp:from-the-board", "message": "SGD alpha 0.001"}
+    )
+    assert committed.status_code == 200, committed.json()
+    sha = committed.json()["commit"]
+    head = http.get("/api/experiments").json()["rows"][0]
+    assert head["id"] == sha and head["message"] == "SGD alpha 0.001"
+    assert head["params.models.sgd.alpha"] == 0.001 and head["runs"]["sgd"]
+    assert head["metrics.models.sgd.accuracy"] == row["metrics.models.sgd.accuracy"]
+    # a tracked change in the workspace is never overwritten by an apply
+    (root / "params.yaml").write_text((root / "params.yaml").read_text() + "\n# my edit\n")
+    refused = http.post("/api/commit", json={"experiment": "exp:from-the-board", "message": "again"})
+    assert refused.status_code == 400 and "uncommitted changes (params.yaml)" in refused.json()["error"]
+    assert (root / "params.yaml").read_text().endswith("# my edit\n")

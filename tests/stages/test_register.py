@@ -202,3 +202,20 @@ def test_models_of_another_data_version_or_image_size_are_not_compared(
     experiment(workspace, {"sgd": {"type": "sgd"}})
     code, out = promote(capsys)
     assert code == 2 and "v1 takes images of 64 pixels, the workspace's test set has 16" in out
+
+
+def test_the_board_promotes_with_the_same_rules(workspace: Path, tracking_store: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from mnist_lab.board.app import create_app
+
+    experiment(workspace, {"forest": {"type": "random_forest", "n_estimators": 30}})
+    http = TestClient(create_app(workspace))
+    first = http.post("/api/promote", json={}).json()
+    assert first["model"] == NAME and first["promoted"] is True
+    assert "promoted v1 to champion: there was no champion" in first["decision"]
+    again = http.post("/api/promote", json={}).json()
+    assert again["promoted"] is False and "v1 is already the champion" in again["decision"]
+    bad = http.post("/api/promote", json={"min_delta": -1})
+    assert bad.status_code == 422  # refused before anything is compared
+    assert bad.json()["error"] == "malformed request: min_delta: Input should be greater than or equal to 0"

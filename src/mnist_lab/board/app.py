@@ -15,6 +15,8 @@ The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoin
     POST /api/queue    {"set": {"models.mlp.alpha": "0.001"}, "name": null}
                                                    checked by the settings, then `dvc exp run --queue -S`
     POST /api/queue/start                          `dvc queue start`
+    POST /api/commit   {"message": "...", "experiment": "exp:<name>"}   `dvc exp apply` + `mnist-lab commit`
+    POST /api/promote  {"force": false, "min_delta": 0}   `mnist-lab promote`
     POST /api/predict  {"pixels": [[0-255, ...]], "experiment": id}
                                                    labels and per-class probabilities (the served pyfunc)
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -114,6 +117,16 @@ class QueueRequest(BaseModel):
     name: str | None = Field(None, description="the experiment's name (default: DVC's)")
 
 
+class CommitRequest(BaseModel):
+    message: str = Field(min_length=1, description="the commit message")
+    experiment: str | None = Field(None, description="a DVC experiment (exp:<name>) to apply first")
+
+
+class PromoteRequest(BaseModel):
+    force: bool = Field(False, description="promote even if the challenger does not beat the champion")
+    min_delta: float = Field(0.0, ge=0, description="the challenger must win by more than this")
+
+
 class BadRequest(MnistLabError):
     """A request the API refuses (400), with what to send instead."""
 
@@ -133,6 +146,14 @@ def create_app(root: Path) -> FastAPI:
     @app.exception_handler(UnknownExperiment)
     async def _unknown(request: Request, exc: UnknownExperiment) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'][1:]) or 'body'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return JSONResponse({"error": f"malformed request: {problems}"}, status_code=422)
 
     @app.exception_handler(MnistLabError)
     async def _refused(request: Request, exc: MnistLabError) -> JSONResponse:
@@ -245,6 +266,29 @@ def create_app(root: Path) -> FastAPI:
         from mnist_lab.experiments.queue import start_queue
 
         return {"started": start_queue(root)}
+
+    @app.post("/api/commit")
+    def commit(request: CommitRequest) -> dict[str, Any]:
+        """Apply a DVC experiment (if given), then commit the experiment as `mnist-lab commit -m` does."""
+        from mnist_lab.experiments.linking import commit_experiment
+        from mnist_lab.experiments.queue import apply_experiment
+
+        if request.experiment:
+            if not request.experiment.startswith("exp:"):
+                raise BadRequest(
+                    "experiment: only a DVC experiment (exp:<name>) is applied; commits are already in git"
+                )
+            apply_experiment(root, request.experiment[4:])
+        sha, links, untagged = commit_experiment(root, request.message)
+        return {"commit": sha, "runs": {link.model: link.run_id for link in links}, "untagged": untagged}
+
+    @app.post("/api/promote")
+    def promote(request: PromoteRequest) -> dict[str, Any]:
+        """`mnist-lab promote`: the challenger becomes champion only if it beats it (same rules)."""
+        from mnist_lab.serving.promotion import promote_champion
+
+        name, decision = promote_champion(root, force=request.force, min_delta=request.min_delta)
+        return {"model": name, "promoted": decision.promoted, "decision": decision.table()}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -63,3 +63,17 @@ def queue_status(root: Path) -> list[dict[str, str]]:
             task, name, created, status = match.groups()
             rows.append({"task": task, "name": name, "created": created, "status": status})
     return rows
+
+
+def apply_experiment(root: Path, name: str) -> None:
+    """`dvc exp apply <name>`: the experiment's params, code and results into the workspace, refused while
+    the workspace has uncommitted changes to tracked files (they would be overwritten)."""
+    changed = commands.git("status", "--porcelain", "--untracked-files=no", cwd=root, check=True).stdout
+    if changed.strip():
+        files = ", ".join(line[3:] for line in changed.splitlines()[:5])
+        raise QueueError(
+            f"the workspace has uncommitted changes ({files}): commit or stash them before applying {name}"
+        )
+    done = commands.dvc("exp", "apply", name, cwd=root)
+    if done.returncode != 0:
+        raise QueueError(f"`dvc exp apply {name}` failed: {(done.stderr or done.stdout).strip()[-600:]}")

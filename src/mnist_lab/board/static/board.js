@@ -184,6 +184,8 @@
       (state.hidden ? "" : " (hidden ones left out)") + (SNAPSHOT ? " · static export" : "");
     $("#compare-selected").disabled = state.selected.length < 2;
     $("#label-add").disabled = $("#label-remove").disabled = !state.selected.length || Boolean(SNAPSHOT);
+    $("#commit-selected").disabled = Boolean(SNAPSHOT) || state.selected.length !== 1 || !state.selected[0].startsWith("exp:");
+    $("#promote").disabled = Boolean(SNAPSHOT);
     $("#compare-selected").textContent = `Compare selected (${state.selected.length})`;
     $("#show-hidden").checked = state.hidden;
     if ($("#query") !== document.activeElement) $("#query").value = state.q;
@@ -548,6 +550,26 @@
       $("#query-error").hidden = false;
     }
   }
+  async function action(path, body, describe) {
+    $("#query-error").hidden = true;
+    try {
+      const answer = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      $("#action-message").textContent = describe(answer);
+      $("#action-message").hidden = false;
+      table = null; // the repository changed: read the table again
+      show();
+    } catch (error) {
+      $("#query-error").textContent = error.message;
+      $("#query-error").hidden = false;
+    }
+  }
+  $("#commit-selected").addEventListener("click", () => {
+    const experiment = readState().selected[0];
+    const message = window.prompt(`Commit message for ${experiment}:`, `Experiment: ${experiment.slice(4)}`);
+    if (message) action("/api/commit", { experiment, message }, (a) => `committed ${experiment} as ${a.commit.slice(0, 12)}` +
+      (a.untagged.length ? ` (runs of ${a.untagged.join(", ")} not tagged yet: mnist-lab link)` : ""));
+  });
+  $("#promote").addEventListener("click", () => action("/api/promote", {}, (a) => `${a.model}: ${a.decision}`));
   $("#label-add").addEventListener("click", () => label(false));
   $("#label-remove").addEventListener("click", () => label(true));
   $("#compare-experiments").addEventListener("change", (event) => {
