@@ -47,7 +47,9 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     assert new == {"exp:from-the-board"}
     row = rows["exp:from-the-board"]
     assert row["source"] == "dvc-experiment" and row["params.models.sgd.alpha"] == 0.001
-    assert row["changed"] == ["models.sgd.alpha"] and row["metrics.models.sgd.accuracy"] > 0.5
+    assert (
+        row["changed"] == {"models.sgd.alpha": [0.0001, 0.001]} and row["metrics.models.sgd.accuracy"] > 0.5
+    )
 
     # applied and committed from its row, as `dvc exp apply` + `mnist-lab commit` do
     (root / "notes.txt").write_text("untracked files do not block")

@@ -43,11 +43,13 @@ def test_changed_names_the_params_that_differ_from_the_parent(history) -> None:
     rows = experiment_rows(root)
     by_message = {row["message"]: row for row in rows}
     # experiment 1 changed the mlp's alpha and the cnn's epochs against experiment 0; seed stayed
-    assert by_message["Experiment 1: mlp alpha and cnn epochs"]["changed"] == [
-        "models.cnn.max_epochs",
-        "models.mlp.alpha",
-    ]
-    assert "seed" in by_message["Experiment 3: mlp alpha and cnn epochs"]["changed"]
+    assert by_message["Experiment 1: mlp alpha and cnn epochs"]["changed"] == {
+        "models.cnn.max_epochs": [3, 4],
+        "models.mlp.alpha": [0.0001, 0.001],
+    }
+    assert by_message["Experiment 3: mlp alpha and cnn epochs"]["changed"]["seed"] == [42, 43]
+    first = by_message["Experiment 0: mlp alpha and cnn epochs"]["changed"]  # no parent: every param is new
+    assert first["models.mlp.alpha"] == [None, 0.0001] and all(old is None for old, _ in first.values())
 
 
 def test_read_blobs_tells_a_missing_file_from_an_empty_one(history) -> None:

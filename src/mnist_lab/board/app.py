@@ -25,6 +25,7 @@ Bad input answers 4xx with `{"error": "<what is wrong and how to fix it>"}`. GET
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -295,18 +296,18 @@ def create_app(root: Path) -> FastAPI:
 
 
 def serve(root: Path, host: str, port: int) -> None:
-    """Serve the board until interrupted. The table and the store's runs are read once in the background at
-    start, so the first page does not wait for MLflow's import (about 3 s)."""
+    """Serve the board until interrupted. The table is read before the server starts (a fraction of a
+    second), the store's runs in the background after, so the first page waits for neither MLflow's import
+    (about 3 s) nor the git history."""
     import uvicorn
 
     app = create_app(root)
-    threading.Thread(target=_prewarm, args=(app.state.board,), daemon=True).start()
+    board = app.state.board
+    _quietly(board.rows)
+    threading.Thread(target=_quietly, args=(board.runs,), daemon=True).start()
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def _prewarm(board: ExperimentsBoard) -> None:
-    try:
-        board.rows()
-        board.runs()
-    except Exception:  # the page asks again and shows what is wrong
-        pass
+def _quietly(read: Any) -> None:
+    with contextlib.suppress(Exception):  # the page asks again and shows what is wrong
+        read()

@@ -7,14 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mnist_lab.core.settings import flatten, load_params_yaml
-from mnist_lab.datasets.folder import parse_data_version
-from mnist_lab.experiments.linking import parse_trailers, resolve_commit
-from mnist_lab.system import commands
-
-SEPARATOR = "\x1f"
+from mnist_lab.experiments.linking import resolve_commit
+from mnist_lab.experiments.table import experiment_rows
 
 
 @dataclass
@@ -31,66 +25,30 @@ class ExperimentRow:
     runs: dict[str, str | None] = field(default_factory=dict)
 
 
-def _show(root: Path, commit: str, path: str) -> str | None:
-    return commands.git_output("show", f"{commit}:{path}", cwd=root)
-
-
-def _params(root: Path, commit: str | None) -> dict[str, Any]:
-    text = _show(root, commit, "params.yaml") if commit else None
-    try:
-        return flatten(load_params_yaml(text) or {}) if text else {}
-    except yaml.YAMLError:
-        return {}
-
-
-def params_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
-    """Flattened keys whose value differs: key -> [before, after] (None where absent)."""
-    return {
-        key: [before.get(key), after.get(key)]
-        for key in sorted(before.keys() | after.keys())
-        if before.get(key) != after.get(key)
-    }
-
-
 def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = None) -> list[ExperimentRow]:
     """Every commit (newest first) that changed the pipeline's results (`dvc.lock` or `metrics.json`): the
-    experiments. A rerun whose metrics came out the same still records new runs in `dvc.lock`."""
-    command = [
-        "git",
-        "log",
-        f"--format=%H{SEPARATOR}%P{SEPARATOR}%aI{SEPARATOR}%s",
-        revision,
-        "--",
-        "dvc.lock",
-        "metrics.json",
-    ]
-    if limit:
-        command.insert(2, f"-n{limit}")
+    experiments. A rerun whose metrics came out the same still records new runs in `dvc.lock`. Read as the
+    experiments page reads them (`table.experiment_rows`: two git processes however long the history)."""
     resolve_commit(root, revision)  # a clear error for a revision that does not exist
-    log = commands.git(*command[1:], cwd=root, check=True).stdout
-    rows = []
-    for line in log.splitlines():
-        commit, parents, date, subject = line.split(SEPARATOR, 3)
-        parent = parents.split()[0] if parents else None
-        metrics_text = _show(root, commit, "metrics.json")
-        metrics = json.loads(metrics_text) if metrics_text else {}
-        data_version = parse_data_version(_show(root, commit, "data.dvc"))
-        body = commands.git_output("log", "-1", "--format=%B", commit, cwd=root) or ""
-        rows.append(
-            ExperimentRow(
-                commit=commit,
-                date=date,
-                message=subject,
-                data_version=data_version,
-                params_changed=params_diff(_params(root, parent), _params(root, commit)),
-                best=metrics.get("best", {}),
-                accuracy={
-                    name: m["accuracy"] for name, m in metrics.get("models", {}).items() if "accuracy" in m
-                },
-                runs={link.model: link.run_id for link in parse_trailers(body)},
-            )
+    return [
+        ExperimentRow(
+            commit=row["commit"],
+            date=row["date"],
+            message=row["message"],
+            data_version=row["data"],
+            params_changed=row["changed"],
+            best={"model": row["model"], "metric": row["metric"], "value": row["value"]}
+            if row["model"]
+            else {},
+            accuracy={
+                key.split(".")[2]: value
+                for key, value in row.items()
+                if key.startswith("metrics.models.") and key.endswith(".accuracy")
+            },
+            runs=row["runs"],
         )
-    return rows
+        for row in experiment_rows(root, revision, limit, dvc_experiments=False)
+    ]
 
 
 def as_json(rows: list[ExperimentRow]) -> str:

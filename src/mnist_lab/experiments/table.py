@@ -10,8 +10,9 @@ Rows come from three sources, joined by the links this repository records:
 
 A row is a flat dict: `id`, `source`, `commit`, `date`, `message`, `dirty`, `data`, `model` / `metric` /
 `value` (the best model), `accuracy` (the best model's), `labels`, `changed` (params that differ from the
-parent experiment), `runs` (model -> run id), then every param as `params.<key>` and every metric as
-`metrics.<key>` (`metrics.models.cnn.accuracy`), so the query language reaches any of them.
+parent experiment: key -> [its value, this one's]), `runs` (model -> run id), then every param as
+`params.<key>` and every metric as `metrics.<key>` (`metrics.models.cnn.accuracy`), so the query language
+reaches any of them.
 """
 
 from __future__ import annotations
@@ -164,7 +165,11 @@ def _row(
         "value": best.get("value"),
         "accuracy": (models.get(best_model) or {}).get("accuracy") if best_model else None,
         "labels": list(labels or []),
-        "changed": sorted(k for k in params.keys() | parent.keys() if params.get(k) != parent.get(k)),
+        "changed": {
+            key: [parent.get(key), params.get(key)]
+            for key in sorted(params.keys() | parent.keys())
+            if params.get(key) != parent.get(key)
+        },
         "runs": runs,
     }
     row |= {f"params.{key}": value for key, value in params.items()}
@@ -178,11 +183,14 @@ def _run_id(blob: bytes | None) -> str | None:
     return parsed.get("run_id") if isinstance(parsed.get("run_id"), str) else None
 
 
-def experiment_rows(root: Path, revision: str = "HEAD", limit: int | None = None) -> list[dict[str, Any]]:
-    """The committed experiments reachable from `revision` (newest first), then the DVC experiments not
-    committed, each a row (see the module's docstring)."""
+def experiment_rows(
+    root: Path, revision: str = "HEAD", limit: int | None = None, dvc_experiments: bool = True
+) -> list[dict[str, Any]]:
+    """The committed experiments reachable from `revision` (newest first), then (with `dvc_experiments`)
+    the DVC experiments not committed, each a row (see the module's docstring)."""
     commits = _log(root, *([f"-n{limit}"] if limit else []), revision)
-    experiments = [(info, name) for sha, name in _exp_refs(root) for info in _log(root, "-n1", sha, paths=())]
+    refs = _exp_refs(root) if dvc_experiments else []
+    experiments = [(info, name) for sha, name in refs for info in _log(root, "-n1", sha, paths=())]
     everything = [*commits, *(info for info, _ in experiments)]
     specs = [f"{info.commit}:{path}" for info in everything for path in EXPERIMENT_FILES]
     specs += [f"{info.parent}:params.yaml" for info in everything if info.parent]
@@ -273,7 +281,7 @@ def _run_row(run: Any) -> dict[str, Any]:
         "value": None,
         "accuracy": metrics.get("accuracy"),
         "labels": [],
-        "changed": [],
+        "changed": {},
         "runs": {model: run.info.run_id},
     }
     for key, value in run.data.params.items():

@@ -139,11 +139,20 @@
     return rows;
   }
 
+  let varying = null;
   function shownColumns() {
-    // the headline columns, then every param that changed in any experiment
-    const changed = new Set();
-    for (const row of table.rows) for (const key of row.changed || []) changed.add(`params.${key}`);
-    return DEFAULT_COLUMNS.concat([...changed].sort());
+    // the headline columns, then every param whose value is not the same in all experiments
+    if (!varying || varying.rows !== table.rows) {
+      const values = new Map();
+      for (const row of table.rows) for (const [key, value] of Object.entries(row)) {
+        if (!key.startsWith("params.")) continue;
+        if (!values.has(key)) values.set(key, new Set());
+        values.get(key).add(JSON.stringify(value));
+      }
+      const keys = [...values].filter(([, seen]) => seen.size > 1).map(([key]) => key);
+      varying = { rows: table.rows, columns: DEFAULT_COLUMNS.concat(keys.sort()) };
+    }
+    return varying.columns;
   }
 
   function renderTable(state) {
