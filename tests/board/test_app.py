@@ -13,8 +13,11 @@ from sklearn.linear_model import LogisticRegression
 from mnist_lab.board.app import MAX_IMAGES, STATIC, create_app
 from mnist_lab.core.features import fit_featurizer
 from mnist_lab.core.settings import FeatureSettings
+from mnist_lab.experiments.labels import read_labels
 from mnist_lab.system.files import save_object
 from tests.board.experiment_history import write_history
+
+PAGE = {"X-Mnist-Lab": "board"}  # what the board's page sends with each POST
 
 
 def write_workspace_model(root: Path, side: int = 8) -> None:
@@ -40,7 +43,7 @@ def client(tmp_path_factory) -> tuple[TestClient, Path, list[str]]:
     root = tmp_path_factory.mktemp("board")
     commits = write_history(root, 6, experiments=1)
     write_workspace_model(root)
-    return TestClient(create_app(root)), root, commits
+    return TestClient(create_app(root), headers=PAGE), root, commits
 
 
 def test_the_page_loads_only_its_own_scripts_and_styles(client) -> None:
@@ -206,3 +209,24 @@ def test_queueing_nothing_is_refused(client) -> None:
 def test_params_answer_the_workspaces_params_flattened(client) -> None:
     http, _, _ = client
     assert http.get("/api/params").json()["params"]["models.mlp.alpha"] == 0.01
+
+
+def test_a_post_from_anywhere_but_the_boards_page_is_refused(client) -> None:
+    _, root, commits = client
+    bare = TestClient(create_app(root))  # no page header: a cross-site form, or a script without preflight
+    refused = bare.post("/api/labels", json={"experiment": commits[0], "label": "hidden"})
+    assert refused.status_code == 403 and "must come from the board's page" in refused.json()["error"]
+    evil = bare.post(
+        "/api/labels",
+        json={"experiment": commits[0], "label": "hidden"},
+        headers={**PAGE, "Origin": "http://evil.example"},
+    )
+    assert evil.status_code == 403 and "from another site (http://evil.example)" in evil.json()["error"]
+    assert "hidden" not in read_labels(root).get(commits[0], [])
+    same = bare.post(
+        "/api/labels",
+        json={"experiment": commits[0], "label": "hidden", "remove": True},
+        headers={**PAGE, "Origin": "http://testserver"},
+    )
+    assert same.status_code == 200
+    assert bare.get("/api/experiments").status_code == 200  # reading needs no header

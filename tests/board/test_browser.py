@@ -148,3 +148,17 @@ def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None
     message = wait_for(lambda: browser.find_element(By.ID, "compare-empty").text)
     assert "static export does not hold" in message
     time.sleep(0)  # nothing else to wait for
+
+
+def test_the_server_answers_only_its_own_host_names(board) -> None:
+    """Bound to 127.0.0.1, a request naming another host (a DNS-rebinding page) is refused."""
+    import urllib.error
+    import urllib.request
+
+    _, url, _, _ = board
+    with urllib.request.urlopen(f"{url}/api/experiments", timeout=30) as answer:
+        assert answer.status == 200
+    request = urllib.request.Request(f"{url}/api/experiments", headers={"Host": "evil.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 400

@@ -15,6 +15,8 @@ from tests.helpers import BIN, commit_all, run
 
 pytestmark = pytest.mark.slow
 
+PAGE = {"X-Mnist-Lab": "board"}  # what the board's page sends with each POST
+
 
 def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo: Path, monkeypatch) -> None:
     root = restored_repo
@@ -25,7 +27,7 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     monkeypatch.setenv(
         "PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != BIN)
     )
-    http = TestClient(create_app(root))
+    http = TestClient(create_app(root), headers=PAGE)
     before = {row["id"] for row in http.get("/api/experiments?hidden=true").json()["rows"]}
     queued = http.post("/api/queue", json={"set": {"models.sgd.alpha": "0.001"}, "name": "from-the-board"})
     assert queued.status_code == 200, queued.json()

@@ -210,7 +210,7 @@ def test_the_board_promotes_with_the_same_rules(workspace: Path, tracking_store:
     from mnist_lab.board.app import create_app
 
     experiment(workspace, {"forest": {"type": "random_forest", "n_estimators": 30}})
-    http = TestClient(create_app(workspace))
+    http = TestClient(create_app(workspace), headers={"X-Mnist-Lab": "board"})
     first = http.post("/api/promote", json={}).json()
     assert first["model"] == NAME and first["promoted"] is True
     assert "promoted v1 to champion: there was no champion" in first["decision"]

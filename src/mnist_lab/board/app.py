@@ -20,7 +20,10 @@ The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoin
     POST /api/predict  {"pixels": [[0-255, ...]], "experiment": id}
                                                    labels and per-class probabilities (the served pyfunc)
 
-Bad input answers 4xx with `{"error": "<what is wrong and how to fix it>"}`. GET requests change nothing.
+Bad input answers 4xx with `{"error": "<what is wrong and how to fix it>"}`. GET requests change nothing; a
+POST is served only from the board's own page (its `X-Mnist-Lab: board` header, and a browser's Origin, when
+sent, this server's): another site cannot make a visitor's browser queue, commit or promote. Bound to a
+loopback address (the default), the app answers only Host names of that address (no DNS rebinding).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import contextlib
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +46,8 @@ from mnist_lab.core.errors import MnistLabError
 STATIC = Path(__file__).with_name("static")
 MAX_IMAGES = 64  # per predict request: the pad sends one; a few for batch checks
 MAX_BODY_BYTES = 2_000_000
+PAGE_HEADER, PAGE_HEADER_VALUE = "X-Mnist-Lab", "board"  # sent by static/board.js with every POST
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class DigitPad:
@@ -161,6 +167,24 @@ def create_app(root: Path) -> FastAPI:
         from mnist_lab.system.redact import redact
 
         return JSONResponse({"error": redact(str(exc))}, status_code=400)
+
+    @app.middleware("http")
+    async def _own_page_only(request: Request, call_next):
+        """A POST changes the repository: it must come from this board's own page. The page sends a header
+        no cross-site form can (and a cross-site script cannot without a CORS preflight, which this app
+        never grants), and a browser's Origin, when sent, must be this server's."""
+        if request.method != "GET" and request.method != "HEAD":
+            origin = request.headers.get("origin")
+            if request.headers.get(PAGE_HEADER.lower()) != PAGE_HEADER_VALUE:
+                return JSONResponse(
+                    {"error": f"refused: a POST must come from the board's page (header {PAGE_HEADER})"},
+                    status_code=403,
+                )
+            if origin and urlsplit(origin).netloc != request.headers.get("host"):
+                return JSONResponse(
+                    {"error": f"refused: a POST from another site ({origin})"}, status_code=403
+                )
+        return await call_next(request)
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next):
@@ -302,6 +326,10 @@ def serve(root: Path, host: str, port: int) -> None:
     import uvicorn
 
     app = create_app(root)
+    if host in LOOPBACK:  # a page of another site rebinding its name to 127.0.0.1 is not served
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
     board = app.state.board
     _quietly(board.rows)
     threading.Thread(target=_quietly, args=(board.runs,), daemon=True).start()

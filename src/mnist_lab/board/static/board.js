@@ -72,7 +72,9 @@
       }
       throw new Error(`this static export does not hold ${path}: open the live board (mnist-lab board)`);
     }
-    const answer = await fetch(path, options);
+    const request = Object.assign({}, options);
+    if (request.method === "POST") request.headers = Object.assign({ "X-Mnist-Lab": "board" }, request.headers);
+    const answer = await fetch(path, request);
     const body = await answer.json().catch(() => ({ error: `${answer.status} ${answer.statusText}` }));
     if (!answer.ok) throw new Error(body.error || JSON.stringify(body.detail || body));
     return body;
