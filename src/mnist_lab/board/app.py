@@ -327,7 +327,7 @@ def serve(root: Path, host: str, port: int) -> None:
 
     app = create_app(root)
     if host in LOOPBACK:  # a page of another site rebinding its name to 127.0.0.1 is not served
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        from fastapi.middleware.trustedhost import TrustedHostMiddleware
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
     board = app.state.board
