@@ -209,6 +209,9 @@ def test_the_board_promotes_with_the_same_rules(workspace: Path, tracking_store:
 
     from mnist_lab.board.app import create_app
 
+    http = TestClient(create_app(workspace), headers={"X-Mnist-Lab": "board"})
+    missing = http.get("/api/model", params={"experiment": "champion"})  # nothing registered yet
+    assert missing.status_code == 400 and "promote one" in missing.json()["error"]
     experiment(workspace, {"forest": {"type": "random_forest", "n_estimators": 30}})
     http = TestClient(create_app(workspace), headers={"X-Mnist-Lab": "board"})
     first = http.post("/api/promote", json={}).json()
@@ -216,6 +219,12 @@ def test_the_board_promotes_with_the_same_rules(workspace: Path, tracking_store:
     assert "promoted v1 to champion: there was no champion" in first["decision"]
     again = http.post("/api/promote", json={}).json()
     assert again["promoted"] is False and "v1 is already the champion" in again["decision"]
+    # the digit pad asks the registry's champion, through the served pyfunc
+    described = http.get("/api/model", params={"experiment": "champion"}).json()
+    assert described["model"] == f"the registry's champion ({NAME} v1)" and described["n_pixels"] == 64
+    answer = http.post("/api/predict", json={"pixels": [[0.0] * 64], "experiment": "champion"})
+    assert answer.status_code == 200 and answer.json()["model"] == described["model"]
+    assert "label" in answer.json()["predictions"][0]
     bad = http.post("/api/promote", json={"min_delta": -1})
     assert bad.status_code == 422  # refused before anything is compared
     assert bad.json()["error"] == "malformed request: min_delta: Input should be greater than or equal to 0"

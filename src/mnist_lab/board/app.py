@@ -7,7 +7,7 @@ The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoin
     GET  /api/runs                                 the tracking store's runs no experiment names, as rows
     GET  /api/experiments/{id}                     one row
     GET  /api/compare?ids=a,b[,c...]&baseline=a    params, metrics with deltas, curves, confusion, code diffs
-    GET  /api/model?experiment=                    the model the digit pad asks: what it is, its input size
+    GET  /api/model?experiment=                    the pad's model (an id, `champion`) and its input size
     POST /api/labels   {"experiment": id, "label": "hidden", "remove": false}
                                                    a label in labels.yaml, as `mnist-lab label` sets it
     GET  /api/params                               the workspace's params.yaml, flattened
@@ -48,36 +48,41 @@ MAX_IMAGES = 64  # per predict request: the pad sends one; a few for batch check
 MAX_BODY_BYTES = 2_000_000
 PAGE_HEADER, PAGE_HEADER_VALUE = "X-Mnist-Lab", "board"  # sent by static/board.js with every POST
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+CHAMPION = "champion"  # the pad's name for the champion's model (registry alias, else the champion commit)
 
 
 class DigitPad:
     """The models the digit pad asks, each in the pyfunc that `mnist-lab serve` serves, loaded once: the
-    workspace's best model (from its DVC-tracked files), or the best model of any experiment commit (from the
-    DVC cache; the champion is the commit git tag `mnist-lab/champion` points at)."""
+    workspace's best model (from its DVC-tracked files), the best model of any experiment commit (from the
+    DVC cache), or the champion (the registry's alias; without a registry, the tagged champion commit's)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
-        self._models: dict[str | None, tuple[Any, str]] = {}
+        self._models: dict[str | None, tuple[Any, str]] = {}  # by commit, or "champion <which one>"
 
     def model(self, commit: str | None = None) -> tuple[Any, str]:
         """(the pyfunc, what it is) for `commit`'s best model, or the workspace's when None."""
         from mnist_lab.serving.pyfunc import DigitClassifier
 
+        # the champion is asked which model it is each time: a newly promoted one is loaded, not the old
+        key = f"{CHAMPION} {_champion_identity(self.root)}" if commit == CHAMPION else commit
         with self._lock:
-            if commit not in self._models:
+            if key not in self._models:
                 if commit is None:
                     from mnist_lab.serving.inference import workspace_best_model
 
                     name, pipeline, _ = workspace_best_model(self.root)
                     described = f"the workspace's best model ({name}, from DVC)"
+                elif key is not None and commit == CHAMPION:
+                    pipeline, described = _champion(self.root, key.split(" ", 1)[1])
                 else:
                     from mnist_lab.serving.registry import committed_model
 
                     name, pipeline = committed_model(self.root, commit)
                     described = f"{name} of experiment {commit[:12]} (from the DVC cache)"
-                self._models[commit] = (DigitClassifier(pipeline, int(pipeline.n_features_in_)), described)
-            return self._models[commit]
+                self._models[key] = (DigitClassifier(pipeline, int(pipeline.n_features_in_)), described)
+            return self._models[key]
 
     def describe(self, commit: str | None = None) -> dict[str, Any]:
         model, described = self.model(commit)
@@ -106,9 +111,42 @@ class DigitPad:
         return frame.to_dict(orient="records")
 
 
+def _champion_identity(root: Path) -> str:
+    """Which model is the champion now: `v<version>` of the registry's alias, or without a registry the
+    commit git tag `mnist-lab/champion` points at (RegistryError saying how to get one when there is none)."""
+    from mnist_lab.core.settings import load_settings
+    from mnist_lab.serving import registry
+
+    if registry.registry_available(root):
+        name = load_settings(root / "params.yaml").registry.model_name
+        return f"v{registry.champion_version(root, name)}"
+    commit = registry.tagged_commit(root, registry.CHAMPION_TAG)
+    if commit is None:
+        raise registry.RegistryError(
+            f"no champion: this server has no registry and no commit is tagged {registry.CHAMPION_TAG}; "
+            "promote one first (`mnist-lab promote`)"
+        )
+    return commit
+
+
+def _champion(root: Path, identity: str) -> tuple[Any, str]:
+    """The champion's pipeline and what it is, for `_champion_identity`'s answer."""
+    from mnist_lab.core.settings import load_settings
+    from mnist_lab.serving import registry
+
+    if identity.startswith("v"):
+        name = load_settings(root / "params.yaml").registry.model_name
+        pipeline = registry.load_sklearn_model(root, f"models:/{name}/{identity[1:]}")
+        return pipeline, f"the registry's champion ({name} {identity})"
+    model, pipeline = registry.committed_model(root, identity)
+    return pipeline, f"the champion commit {identity[:12]}'s {model} (from the DVC cache)"
+
+
 class PredictRequest(BaseModel):
     pixels: list[list[float]] = Field(description="images, 0-255 grey levels, row by row")
-    experiment: str | None = Field(None, description="whose model (default: the workspace's best)")
+    experiment: str | None = Field(
+        None, description="whose model: an id, or `champion` (default: the workspace's)"
+    )
 
 
 class LabelRequest(BaseModel):
@@ -242,11 +280,15 @@ def create_app(root: Path) -> FastAPI:
         return board.compare([i for i in ids.split(",") if i], baseline)
 
     def _commit(experiment: str | None) -> str | None:
+        if experiment == CHAMPION:
+            return CHAMPION
         return board.row(experiment)["commit"] if experiment else None
 
     @app.get("/api/model")
     def model(
-        experiment: str | None = Query(None, description="an experiment id (default: the workspace's model)"),
+        experiment: str | None = Query(
+            None, description="an experiment id, or `champion` (default: the workspace's best model)"
+        ),
     ) -> dict[str, Any]:
         return pad.describe(_commit(experiment))
 

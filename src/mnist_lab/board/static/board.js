@@ -440,6 +440,12 @@
       $("#run-error").hidden = false;
     }
   });
+  $("#pad-source").addEventListener("change", (event) => {
+    padModel = null;
+    $("#pad-answer").textContent = "";
+    $("#pad-probabilities").innerHTML = "";
+    update({ experiment: event.target.value });
+  });
   $("#run-start").addEventListener("click", async () => {
     $("#run-error").hidden = true;
     try {
@@ -481,6 +487,13 @@
         }
       }
       if (state.view === "run") await showRun();
+      if (state.view === "pad") {
+        const source = $("#pad-source");
+        if (state.experiment && ![...source.options].some((o) => o.value === state.experiment)) {
+          source.add(new Option(`experiment ${shortId(state.experiment)}`, state.experiment));
+        }
+        source.value = state.experiment;
+      }
       if (state.view === "pad" && !padModel) {
         padModel = await api(`/api/model${state.experiment ? "?experiment=" + encodeURIComponent(state.experiment) : ""}`);
         padModel.experiment = state.experiment;
