@@ -1,25 +1,28 @@
 """Serving and batch inference on MNIST-sized images: REST latency and throughput, `mnist-lab predict` speed.
 
-Models: the project's featurizer + classifier trained on generated 28x28 digits (bench_mnist_scale's
-generator; 10,000 training images), an MLP (hidden layer 100, 20 epochs) and a random forest (100 trees),
-each saved as the pyfunc the pipeline logs (mnist_lab.serving.pyfunc.DigitClassifier) and served by
-`mlflow models serve --env-manager local -w 1` on 127.0.0.1, one at a time.
+Models: trained on generated 28x28 digits (bench_mnist_scale's generator; 10,000 training images) and saved
+as the pyfunc the pipeline logs (mnist_lab.serving.pyfunc.DigitClassifier): an MLP (the featurizer + hidden
+layer 100, 20 epochs), a random forest (100 trees) and the CNN (params.yaml's network, 2 epochs; its speed
+does not depend on how well it is trained).
 
-Per model:
-  * baseline, in this process: `DigitClassifier.predict` on one image (no HTTP), p50 / p99;
-  * the HTTP floor: `GET /ping` round trips;
-  * single-image latency: `POST /invocations` with `{"instances": [[784 pixels]]}`, --requests times, p50/p99;
-  * throughput with batches of 1, 32 and 1,000 images (JSON `instances`), images/s over >= --images images;
-  * batch inference as `mnist-lab predict` does it: read 10,000 IDX images, predict, write CSV; images/s,
-    and `predict_frame` alone.
+Per model, two servers on 127.0.0.1, one worker each, one after the other, the same model folder:
+  * `mlflow models serve --env-manager local` (MLflow's scoring app alone: the baseline), and
+  * `mnist-lab serve`'s app (mnist_lab.serving.rest: the same app behind the fast path for image arrays and
+    Parquet), started as `mnist-lab serve` starts it (uvicorn, --factory);
+and for each: `GET /ping` round trips, single-image latency (`{"instances": [[784 pixels]]}`, --requests
+times, p50/p99), and images/s with 1,000-image requests in three formats MLflow documents: JSON
+`instances`, Parquet (`application/vnd.apache.parquet`, columns pixel_0...) and CSV. The in-process
+baseline: `DigitClassifier.predict` in this process (no HTTP), one image p50/p99 and 1,000 images. Every
+answer of the two servers is checked equal. Then batch inference as `mnist-lab predict` does it.
 
-    python bench/bench_serving.py [--requests 300] [--images 4000] [--json out.json]
+    python bench/bench_serving.py [--requests 300] [--images 4000] [--models mlp,cnn] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import os
 import signal
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from bench_mnist_scale import mnist_like
 from benchlib import environment, environment_line, log, markdown_table, median, write_json
@@ -40,16 +44,21 @@ from mnist_lab.core.data import flatten_images
 from mnist_lab.core.features import fit_featurizer, full_model
 from mnist_lab.core.idx import encode_idx
 from mnist_lab.core.models import train_classifier
-from mnist_lab.core.settings import FeatureSettings, MLPSettings, RandomForestSettings
-from mnist_lab.serving.inference import predict_frame, read_images, write_predictions
+from mnist_lab.core.settings import CNNSettings, FeatureSettings, MLPSettings, RandomForestSettings
+from mnist_lab.serving.batch import read_images, write_predictions
+from mnist_lab.serving.inference import predict_frame
 from mnist_lab.serving.pyfunc import DigitClassifier
-from mnist_lab.tracking import pinned_requirements, this_package_pickled_by_value
+from mnist_lab.tracking import model_requirements, pinned_requirements, this_package_pickled_by_value
 
 MODELS = {
     "mlp": MLPSettings(type="mlp", hidden_layer_sizes=[100], max_epochs=20, patience=20),
     "random_forest": RandomForestSettings(type="random_forest", n_estimators=100),
+    "cnn": CNNSettings(type="cnn", max_epochs=2),
 }
-BATCHES = (1, 32, 1000)
+SERVERS = ("mlflow models serve", "mnist-lab serve")
+FORMATS = ("json", "parquet", "csv")
+CONTENT_TYPES = {"json": "application/json", "parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
+BATCH = 1000
 BIN = Path(sys.executable).parent
 
 
@@ -68,28 +77,36 @@ def save(model: DigitClassifier, folder: Path) -> Path:
         import mlflow.pyfunc
 
         mlflow.pyfunc.save_model(
-            path=str(folder), python_model=model, signature=False, pip_requirements=pinned_requirements()
-        )
+            path=str(folder), python_model=model, signature=False,
+            pip_requirements=pinned_requirements(model_requirements(model)),
+        )  # fmt: skip
     return folder
 
 
-def serve(model_dir: Path, port: int) -> subprocess.Popen:
+def serve(server: str, model_dir: Path, port: int) -> subprocess.Popen:
+    from mlflow.pyfunc import scoring_server
+
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
-    server = subprocess.Popen(
+    if server == "mlflow models serve":
+        command = [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+                   "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
+    else:  # what mnist_lab.serving.pyfunc.serve_command runs
+        env[scoring_server._SERVER_MODEL_PATH] = str(model_dir)
+        command = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                   "--factory", "mnist_lab.serving.rest:create_app"]  # fmt: skip
+    process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                return server
+                return process
         except OSError:
-            if server.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited with {server.returncode}") from None
+            if process.poll() is not None:
+                raise RuntimeError(f"{server} exited with {process.returncode}") from None
             time.sleep(0.5)
-    raise RuntimeError("the server did not answer in 180 s")
+    raise RuntimeError(f"{server} did not answer in 180 s")
 
 
 def stop(server: subprocess.Popen) -> None:
@@ -100,14 +117,14 @@ def stop(server: subprocess.Popen) -> None:
         os.killpg(server.pid, signal.SIGKILL)
 
 
-def post(url: str, body: bytes) -> float:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[float, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=120) as answer:
-        answer.read()
+        content = answer.read()
         if answer.status != 200:
             raise RuntimeError(f"HTTP {answer.status}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, content
 
 
 def ping(url: str) -> float:
@@ -117,53 +134,79 @@ def ping(url: str) -> float:
     return time.perf_counter() - started
 
 
-def measure_model(name: str, model: DigitClassifier, test: np.ndarray, args, folder: Path) -> dict[str, Any]:
-    one = test[:1]
-    in_process = []
-    for _ in range(args.requests):
+def encode(form: str, images: np.ndarray) -> bytes:
+    """`images` (count, 784) of 0-255 as a request body in `form`."""
+    if form == "json":
+        return json.dumps({"instances": images.tolist()}).encode()
+    frame = pd.DataFrame(images.astype(np.uint8), columns=[f"pixel_{i}" for i in range(images.shape[1])])
+    if form == "parquet":
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer)
+        return buffer.getvalue()
+    return frame.to_csv(index=False).encode()
+
+
+def in_process(model: DigitClassifier, test: np.ndarray, requests: int) -> dict[str, Any]:
+    single = []
+    for i in range(requests):
         started = time.perf_counter()
-        model.predict(None, one.tolist())
-        in_process.append(time.perf_counter() - started)
-    model_dir = save(model, folder / name)
-    port = free_port()
-    log(f"{name}: serving on port {port}")
+        model.predict(None, test[i % len(test)][None])
+        single.append(time.perf_counter() - started)
+    batches = [test[(i * BATCH) % len(test) :][:BATCH] for i in range(5)]
+    model.predict(None, batches[0])
     started = time.perf_counter()
-    server = serve(model_dir, port)
+    for batch in batches:
+        model.predict(None, batch)
+    seconds = time.perf_counter() - started
+    return {"single_ms": {"p50": percentile(single, 50) * 1e3, "p99": percentile(single, 99) * 1e3},
+            "images_per_s": len(batches) * BATCH / seconds}  # fmt: skip
+
+
+def measure_server(server: str, model_dir: Path, test: np.ndarray, args) -> dict[str, Any]:
+    port = free_port()
+    started = time.perf_counter()
+    process = serve(server, model_dir, port)
     startup = time.perf_counter() - started
-    base = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}/invocations"
     try:
-        for _ in range(10):  # warm-up
-            post(f"{base}/invocations", json.dumps({"instances": one.tolist()}).encode())
-        pings = [ping(f"{base}/ping") for _ in range(args.requests)]
-        single = [
-            post(
-                f"{base}/invocations", json.dumps({"instances": test[i % len(test)][None].tolist()}).encode()
-            )
-            for i in range(args.requests)
-        ]
-        throughput = {}
-        for batch in BATCHES:
-            requests = max(5, args.images // batch)
-            bodies = [
-                json.dumps({"instances": test[(i * batch) % len(test) :][:batch].tolist()}).encode()
-                for i in range(requests)
-            ]
-            started = time.perf_counter()
+        for i in range(10):  # warm-up: every image count the CNN pads to is compiled once
+            post(url, encode("json", test[: 1 << i]))
+        pings = [ping(f"http://127.0.0.1:{port}/ping") for _ in range(args.requests)]
+        single = [post(url, encode("json", test[i % len(test)][None]))[0] for i in range(args.requests)]
+        throughput, answers = {}, {}
+        for form in FORMATS:
+            requests = max(3, args.images // BATCH)
+            bodies = [encode(form, test[(i * BATCH) % len(test) :][:BATCH]) for i in range(requests)]
+            post(url, bodies[0], CONTENT_TYPES[form])
+            seconds = 0.0
             for body in bodies:
-                post(f"{base}/invocations", body)
-            seconds = time.perf_counter() - started
-            throughput[batch] = {"requests": requests, "images": requests * batch, "seconds": seconds,
-                                 "images_per_s": requests * batch / seconds}  # fmt: skip
-            log(f"{name}: batch {batch}: {requests * batch / seconds:,.0f} images/s")
+                elapsed, content = post(url, body, CONTENT_TYPES[form])
+                seconds += elapsed
+            answers[form] = json.loads(content)
+            throughput[form] = requests * BATCH / seconds
+            log(f"{server}: {form}: {throughput[form]:,.0f} images/s")
     finally:
-        stop(server)
+        stop(process)
     return {
         "startup_s": startup,
-        "in_process_ms": {"p50": percentile(in_process, 50) * 1e3, "p99": percentile(in_process, 99) * 1e3},
         "ping_ms": {"p50": percentile(pings, 50) * 1e3, "p99": percentile(pings, 99) * 1e3},
         "single_ms": {"p50": percentile(single, 50) * 1e3, "p99": percentile(single, 99) * 1e3},
-        "throughput": throughput,
+        "images_per_s": throughput,
+        "answers": answers,
     }
+
+
+def measure_model(name: str, model: DigitClassifier, test: np.ndarray, args, folder: Path) -> dict[str, Any]:
+    model_dir = save(model, folder / name)
+    result: dict[str, Any] = {"in_process": in_process(model, test, args.requests), "servers": {}}
+    for server in SERVERS:
+        log(f"{name}: {server}")
+        result["servers"][server] = measure_server(server, model_dir, test, args)
+    answers = [result["servers"][server].pop("answers") for server in SERVERS]
+    for form in FORMATS:
+        if answers[0][form] != answers[1][form]:
+            raise RuntimeError(f"{name}: the two servers answered {form} differently")
+    return result
 
 
 def measure_batch(name: str, model: DigitClassifier, images: np.ndarray, folder: Path) -> dict[str, Any]:
@@ -189,19 +232,22 @@ def tables(raw: dict[str, Any]) -> str:
     out = [f"**Serving** ({environment_line(raw['environment'])}). {raw['note']}", ""]
     rows = []
     for name, result in raw["models"].items():
-        rows.append((
-            name,
-            f"{result['in_process_ms']['p50']:.2f} / {result['in_process_ms']['p99']:.2f}",
-            f"{result['ping_ms']['p50']:.2f} / {result['ping_ms']['p99']:.2f}",
-            f"{result['single_ms']['p50']:.2f} / {result['single_ms']['p99']:.2f}",
-            f"{result['single_ms']['p50'] / result['in_process_ms']['p50']:.1f}×",
-            *(f"{result['throughput'][b]['images_per_s']:,.0f}" for b in BATCHES),
-            f"{result['startup_s']:.1f}",
-        ))  # fmt: skip
+        base = result["in_process"]
+        single = f"{base['single_ms']['p50']:.2f} / {base['single_ms']['p99']:.2f}"
+        speed = f"{base['images_per_s']:,.0f}"
+        rows.append((name, "in-process `predict`", "", single, "1.0×", speed, "", "", "", ""))
+        for server, measured in result["servers"].items():
+            speed = measured["images_per_s"]
+            rows.append((
+                "", f"`{server}`", f"{measured['ping_ms']['p50']:.2f}",
+                f"{measured['single_ms']['p50']:.2f} / {measured['single_ms']['p99']:.2f}",
+                f"{measured['single_ms']['p50'] / base['single_ms']['p50']:.2f}×",
+                "", *(f"{speed[form]:,.0f} ({speed[form] / base['images_per_s']:.2f}×)" for form in FORMATS),
+                f"{measured['startup_s']:.1f}",
+            ))  # fmt: skip
     out.append(markdown_table(
-        ("model", "in-process predict, 1 image, ms p50 / p99", "`GET /ping` ms p50 / p99",
-         "REST, 1 image, ms p50 / p99", "REST / in-process (p50)", "images/s, batch 1", "batch 32",
-         "batch 1,000", "server start s"),
+        ("model", "answered by", "`GET /ping` ms p50", "1 image, ms p50 / p99", "p50 / in-process",
+         "images/s, 1,000 at once", "REST JSON `instances`", "REST Parquet", "REST CSV", "server start s"),
         rows,
     ))  # fmt: skip
     out += [
@@ -223,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=300, help="single-image requests (default 300)")
     parser.add_argument("--images", type=int, default=4000, help="images per throughput case (default 4000)")
+    parser.add_argument("--models", default=",".join(MODELS), help="which models (default: all)")
     parser.add_argument("--json", help="where to write the raw numbers")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -235,17 +282,19 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, Any] = {"environment": environment(), "models": {}, "batch": {}}
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
-        for name, settings in MODELS.items():
+        for name in args.models.split(","):
+            settings = MODELS[name]
             log(f"training {name}")
+            inputs = train if settings.type == "cnn" else features
             classifier = train_classifier(
-                settings, features, data.train_labels.astype(np.int64), seed=0
+                settings, inputs, data.train_labels.astype(np.int64), seed=0, image_shape=(28, 28)
             ).classifier
             model = DigitClassifier(full_model(featurizer, classifier), train.shape[1])
             raw["models"][name] = measure_model(name, model, test.astype(np.int64), args, Path(folder))
             raw["batch"][name] = measure_batch(name, model, data.test_images, Path(folder))
     raw["note"] = (
-        f"`mlflow models serve --env-manager local -w 1` on 127.0.0.1; JSON `instances`; sequential requests "
-        f"from one client; 28x28 images; {args.requests} single-image requests; load average "
+        f"one worker per server on 127.0.0.1; sequential requests from one client; 28x28 images; "
+        f"{args.requests} single-image requests; (×) against in-process; load average "
         f"{load:.1f} -> {os.getloadavg()[0]:.1f}; {time.perf_counter() - started:.0f} s in all."
     )
     target = write_json(args.json, raw, "bench-serving-")

@@ -1,5 +1,3 @@
-import gzip
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,10 +5,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import SGDClassifier
 
 from mnist_lab.core.errors import DataError
-from mnist_lab.core.features import fit_featurizer, full_model
-from mnist_lab.core.idx import encode_idx
+from mnist_lab.core.features import fit_featurizer, full_model, pixel_frame
 from mnist_lab.core.settings import FeatureSettings
-from mnist_lab.serving.inference import predict_frame, read_images, write_predictions
+from mnist_lab.serving.inference import labels_are_most_probable, predict_frame
 
 IMAGES = np.random.default_rng(0).integers(0, 256, size=(30, 4, 4), dtype=np.uint8)
 LABELS = np.arange(30) % 3
@@ -20,48 +17,6 @@ def model(classifier):
     pixels = IMAGES.reshape(30, -1)
     featurizer = fit_featurizer(pixels, FeatureSettings(), seed=0)
     return full_model(featurizer, classifier.fit(featurizer.transform(pixels), LABELS))
-
-
-def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
-    flat = IMAGES.reshape(30, -1).astype(np.float64)
-    (tmp_path / "images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(IMAGES)))
-    (tmp_path / "images-idx3-ubyte").write_bytes(encode_idx(IMAGES))
-    columns = [f"pixel_{i}" for i in range(16)]
-    table = pd.DataFrame(flat.astype(np.int64), columns=columns)
-    table[columns[::-1]].assign(id=range(30)).to_csv(tmp_path / "shuffled.csv", index=False)  # any order
-    table.to_csv(tmp_path / "plain.csv", index=False, header=False)
-    table.to_parquet(tmp_path / "images.parquet")
-    for name in ("images-idx3-ubyte.gz", "images-idx3-ubyte", "shuffled.csv", "plain.csv", "images.parquet"):
-        assert np.array_equal(read_images(tmp_path / name), flat), name
-
-
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        ("pixel_0,pixel_1\n1,abc\n", "row 0, column pixel_1 is 'abc'"),
-        ("pixel_0,pixel_1\n1,300\n", "row 0, pixel 1 is 300.0"),
-        ("pixel_0,pixel_1\n1,-1\n", "row 0, pixel 1 is -1.0"),
-        ("pixel_0,pixel_1\n1,\n", "row 0, pixel 1 is nan"),
-        ("pixel_0,pixel_1\n", "no images (an empty table)"),
-    ],
-)
-def test_bad_tables_are_named(tmp_path, content: str, expected: str) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text(content)
-    with pytest.raises(DataError, match="bad.csv") as info:
-        read_images(path)
-    assert expected in str(info.value)
-
-
-def test_missing_and_unknown_files(tmp_path) -> None:
-    with pytest.raises(DataError, match="no such file"):
-        read_images(tmp_path / "nope.csv")
-    (tmp_path / "x.json").write_text("{}")
-    with pytest.raises(DataError, match="unknown format; give an IDX images file"):
-        read_images(tmp_path / "x.json")
-    (tmp_path / "labels-idx1-ubyte").write_bytes(encode_idx(LABELS.astype(np.uint8)))
-    with pytest.raises(DataError, match="is this a labels file"):
-        read_images(tmp_path / "labels-idx1-ubyte")
 
 
 def test_predictions_have_labels_and_probabilities_or_scores() -> None:
@@ -78,17 +33,6 @@ def test_predictions_have_labels_and_probabilities_or_scores() -> None:
     assert list(hinge.columns) == ["label", "score_0", "score_1", "score_2"]
     with pytest.raises(DataError, match="images have 15 pixels, the model takes 16"):
         predict_frame(forest, pixels[:, :15], "batch.csv")
-
-
-def test_predictions_are_written_whole_or_not_at_all(tmp_path) -> None:
-    frame = pd.DataFrame({"label": [1, 2], "probability_1": [0.9, 0.1]})
-    write_predictions(frame, tmp_path / "p.parquet")
-    assert pd.read_parquet(tmp_path / "p.parquet").equals(frame)
-    write_predictions(frame, tmp_path / "p.csv")
-    assert pd.read_csv(tmp_path / "p.csv").equals(frame)
-    with pytest.raises(DataError, match="write predictions to a .csv or a .parquet file"):
-        write_predictions(frame, tmp_path / "p.txt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.parquet"]
 
 
 def test_requests_in_every_serving_format_give_the_same_pixels() -> None:
@@ -156,3 +100,38 @@ def test_a_value_that_is_not_a_number_is_named_by_row_and_column() -> None:
         request_pixels([[0, 0, 0, "x"]], 4)
     with pytest.raises(DataError, match="request: each image needs 4 pixel values; row 1 has 3"):
         request_pixels([[0, 0, 0, 0], [0, 0, 0]], 4)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_labels_from_one_pass_equal_the_models_own_predict(n_classes: int) -> None:
+    """Forest and MLP labels are taken from predict_proba alone; they must be exactly what predict says."""
+    from sklearn.neural_network import MLPClassifier
+
+    pixels = IMAGES.reshape(30, -1)
+    labels = LABELS % n_classes
+    featurizer = fit_featurizer(pixels, FeatureSettings(), seed=0)
+    for classifier in (
+        RandomForestClassifier(n_estimators=3, random_state=0),  # few trees: ties between classes
+        MLPClassifier(hidden_layer_sizes=(4,), max_iter=30, random_state=0),
+    ):
+        fitted = full_model(featurizer, classifier.fit(featurizer.transform(pixels), labels))
+        assert labels_are_most_probable(fitted)
+        noisy = np.random.default_rng(1).integers(0, 256, size=(500, 16))
+        assert np.array_equal(predict_frame(fitted, noisy)["label"], fitted.predict(pixel_frame(noisy)))
+    assert not labels_are_most_probable(model(SGDClassifier(loss="log_loss", random_state=0)))
+
+
+def test_a_classifier_that_says_so_is_asked_once() -> None:
+    class MostProbable:
+        label_is_most_probable = True
+        classes_ = np.array([3, 7])
+        n_features_in_ = 2
+
+        def predict_proba(self, frame):
+            return np.array([[0.2, 0.8], [0.5, 0.5]])
+
+        def predict(self, frame):
+            raise AssertionError("predict_frame ran the model twice")
+
+    frame = predict_frame(MostProbable(), np.zeros((2, 2)))
+    assert frame["label"].tolist() == [7, 3]  # a tie goes to the first class, as numpy's argmax

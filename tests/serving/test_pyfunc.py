@@ -3,12 +3,14 @@ and a 4xx with a message for every bad request (slow: starts real servers)."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -88,6 +90,9 @@ def test_every_request_format_gets_labels_and_probabilities(served: dict) -> Non
     answers["csv"] = post(served["url"], csv, "text/csv")
     headerless = "\n".join(",".join(map(str, r)) for r in rows) + "\n"  # 64 (or 784) values per line
     answers["csv without a header"] = post(served["url"], headerless, "text/csv")
+    parquet = io.BytesIO()
+    pd.DataFrame(pixels.astype(np.uint8), columns=names).to_parquet(parquet)
+    answers["parquet"] = post(served["url"], parquet.getvalue(), "application/vnd.apache.parquet")
     expected = None
     for form, (status, answer) in answers.items():
         assert status == 200, (form, answer)

@@ -1,12 +1,29 @@
-"""What a client of `mnist-lab serve` sees: short error bodies, CSV without a header (the served end to end
-tests are in test_serving.py)."""
+"""What a client of `mnist-lab serve` sees: short error bodies, CSV without a header, the fast path for
+image arrays and Parquet giving MLflow's own answers (the served end to end tests are in test_pyfunc.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import time
 
-from mnist_lab.serving.rest import MAX_MESSAGE, ClientFacing, short_error_body, short_message, with_csv_header
+import numpy as np
+import pandas as pd
+import pytest
+
+from mnist_lab.serving.rest import (
+    MAX_MESSAGE,
+    ClientFacing,
+    FastImages,
+    predictions_json,
+    short_error_body,
+    short_message,
+    with_csv_header,
+)
+
+JSON_TYPE = "application/json"
+PARQUET_TYPE = "application/vnd.apache.parquet"
 
 
 def test_mlflows_echo_of_the_input_gives_way_to_the_models_reason() -> None:
@@ -39,7 +56,12 @@ def test_a_csv_of_numbers_gets_a_header() -> None:
 
 
 def _served(
-    app_status: int, app_body: bytes, request_body: bytes, content_type: bytes
+    app_status: int,
+    app_body: bytes,
+    request_body: bytes,
+    content_type: bytes,
+    fast: object = None,
+    timeout: float = 60,
 ) -> tuple[dict, bytes, list[dict]]:
     """Run the middleware over an ASGI app answering `app_status` / `app_body` in two chunks, with the
     request body arriving in two chunks: (what the app received, the body sent back, every message sent)."""
@@ -67,8 +89,13 @@ def _served(
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "path": "/invocations", "headers": [(b"content-type", content_type)]}
-    asyncio.run(ClientFacing(app)(scope, receive, send))
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "headers": [(b"content-type", content_type)],
+    }
+    asyncio.run(ClientFacing(app, fast, timeout)(scope, receive, send))  # type: ignore[arg-type]
     return seen, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"), sent
 
 
@@ -84,3 +111,157 @@ def test_the_middleware_rewrites_errors_and_adds_the_csv_header() -> None:
     )
     seen, body, _ = _served(200, b'{"predictions": []}', b'{"instances": [[1]]}', b"application/json")
     assert seen["body"] == b'{"instances": [[1]]}' and body == b'{"predictions": []}'  # left alone
+
+
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory):
+    """A small forest as the pipeline logs it (DigitClassifier), loaded the way the server loads it."""
+    import mlflow.pyfunc
+    from mlflow.pyfunc import scoring_server
+    from sklearn.ensemble import RandomForestClassifier
+
+    from mnist_lab.core.features import fit_featurizer, full_model
+    from mnist_lab.core.settings import FeatureSettings
+    from mnist_lab.serving.pyfunc import DigitClassifier
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(60, 16))
+    featurizer = fit_featurizer(pixels, FeatureSettings(), seed=0)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    pipeline = full_model(featurizer, forest.fit(featurizer.transform(pixels), np.arange(60) % 3))
+    folder = tmp_path_factory.mktemp("model") / "model"
+    mlflow.pyfunc.save_model(
+        path=str(folder), python_model=DigitClassifier(pipeline, 16), signature=False, pip_requirements=[]
+    )
+    return scoring_server.load_model_with_mlflow_config(str(folder))
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    return buffer.getvalue()
+
+
+IMAGES = np.random.default_rng(1).integers(0, 256, size=(7, 16))
+ROWS = IMAGES.tolist()
+FRAME = pd.DataFrame(IMAGES, columns=[f"pixel_{i}" for i in range(16)])
+NAMES = [f"pixel_{i}" for i in range(16)]
+FAST = {
+    "instances": (JSON_TYPE, json.dumps({"instances": IMAGES.tolist()})),
+    "inputs": (JSON_TYPE, json.dumps({"inputs": IMAGES.tolist()})),
+    "one image": (JSON_TYPE, json.dumps({"instances": IMAGES[0].tolist()})),
+    "floats": (JSON_TYPE, json.dumps({"inputs": (IMAGES * 0.5 + 0.25).tolist()})),
+    "charset": ("application/json; charset=utf-8", json.dumps({"instances": IMAGES.tolist()})),
+    "parquet": (PARQUET_TYPE, _parquet(pd.DataFrame(IMAGES.astype(np.uint8), columns=NAMES))),
+    "parquet floats": (PARQUET_TYPE, _parquet(pd.DataFrame(IMAGES / 2, columns=NAMES))),
+    "parquet, range index": (PARQUET_TYPE, _parquet(FRAME.set_axis(range(5, 12)))),
+    "parquet, mixed": (PARQUET_TYPE, _parquet(FRAME.astype({"pixel_3": "float32", "pixel_5": "int16"}))),
+}
+MLFLOWS = {
+    "records": (
+        JSON_TYPE,
+        json.dumps({"instances": [dict(zip(NAMES, r, strict=True)) for r in IMAGES.tolist()]}),
+    ),
+    "columns": (JSON_TYPE, json.dumps({"inputs": {n: IMAGES[:, i].tolist() for i, n in enumerate(NAMES)}})),
+    "split": (JSON_TYPE, json.dumps({"dataframe_split": {"columns": NAMES, "data": IMAGES.tolist()}})),
+    "params": (JSON_TYPE, json.dumps({"instances": IMAGES.tolist(), "params": {}})),
+    "strings": (JSON_TYPE, json.dumps({"instances": [["1"] * 16]})),
+    "bools": (JSON_TYPE, json.dumps({"instances": [[True] * 16]})),
+    "nulls": (JSON_TYPE, json.dumps({"instances": [[None] * 16]})),
+    "ragged": (JSON_TYPE, json.dumps({"instances": [[1] * 16, [1] * 15]})),
+    "empty": (JSON_TYPE, json.dumps({"instances": []})),
+    "not json": (JSON_TYPE, "not json"),
+    "out of range": (JSON_TYPE, json.dumps({"instances": [[300] * 16]})),
+    "wrong size": (JSON_TYPE, json.dumps({"instances": [[1] * 15]})),
+    "unknown parameter": (
+        "application/json; format=pandas-split",
+        json.dumps({"instances": IMAGES.tolist()}),
+    ),
+    "parquet, other columns": (PARQUET_TYPE, _parquet(pd.DataFrame(IMAGES, columns=NAMES[::-1]))),
+    "parquet, text index": (PARQUET_TYPE, _parquet(FRAME.set_axis(list("abcdefg")))),
+    "parquet, nulls": (
+        PARQUET_TYPE,
+        _parquet(pd.DataFrame(IMAGES, columns=NAMES).astype(float).mask(IMAGES > 250)),
+    ),
+    "parquet, text": (PARQUET_TYPE, _parquet(pd.DataFrame(IMAGES, columns=NAMES).astype(str))),
+    "parquet, bools": (PARQUET_TYPE, _parquet(FRAME > 100)),
+    "parquet, no rows": (PARQUET_TYPE, _parquet(FRAME.iloc[:0])),
+    "not parquet": (PARQUET_TYPE, b"PAR1 not really"),
+}
+
+
+def _mlflows_answer(model, content_type: str, body: str | bytes) -> tuple[int, bytes]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        result = scoring_server.invocations(body, content_type, model, None)
+    except MlflowException as exc:
+        return exc.get_http_status_code(), b""
+    return result.status, result.response.encode()
+
+
+@pytest.mark.parametrize("form", FAST)
+def test_the_fast_path_answers_mlflows_bytes(served_model, form: str) -> None:
+    content_type, body = FAST[form]
+    data = body.encode() if isinstance(body, str) else body
+    answer = FastImages(served_model).answer(content_type.encode(), data)
+    assert answer is not None, form
+    assert (200, answer) == _mlflows_answer(served_model, content_type, body)
+
+
+def test_predictions_of_any_kind_are_written_as_mlflow_writes_them() -> None:
+    import io as _io
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    frames = [
+        pd.DataFrame({"label": [1, 2], "probability_0": [0.25, float("nan")]}),
+        pd.DataFrame({"label": [3], "text": ["x"]}),  # not numbers: MLflow's conversion
+        pd.DataFrame([[1, 2]], columns=[0, 1]),  # names that are not text
+        np.array([[0.5, 0.5]]),
+    ]
+    for frame in frames:
+        expected = _io.StringIO()
+        predictions_to_json(frame, expected)
+        assert predictions_json(frame) == expected.getvalue().encode()
+
+
+@pytest.mark.parametrize("form", MLFLOWS)
+def test_anything_else_is_left_to_mlflow(served_model, form: str) -> None:
+    content_type, body = MLFLOWS[form]
+    data = body.encode() if isinstance(body, str) else body
+    assert FastImages(served_model).answer(content_type.encode(), data) is None
+
+
+class _Fast:
+    def __init__(self, answer: bytes | None, seconds: float = 0) -> None:
+        self.answer_body, self.seconds, self.calls = answer, seconds, 0
+
+    def answer(self, content_type: bytes, body: bytes) -> bytes | None:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return self.answer_body
+
+
+def test_the_middleware_answers_from_the_fast_path_or_hands_the_request_on() -> None:
+    fast = _Fast(b'{"predictions": [1]}')
+    seen, body, sent = _served(500, b"never", b'{"instances": [[1]]}', b"application/json", fast)
+    assert body == b'{"predictions": [1]}' and "body" not in seen and fast.calls == 1
+    assert sent[0]["status"] == 200 and dict(sent[0]["headers"])[b"content-length"] == b"20"
+    fast = _Fast(None)  # not for the fast path: MLflow's app gets the whole body, unchanged
+    seen, body, _ = _served(200, b'{"predictions": []}', b'{"instances": "x"}', b"application/json", fast)
+    assert seen["body"] == b'{"instances": "x"}' and body == b'{"predictions": []}' and fast.calls == 1
+    fast = _Fast(b"never")  # CSV goes to MLflow with its header added
+    seen, _, _ = _served(200, b'{"predictions": []}', b"1,2\n", b"text/csv", fast)
+    assert seen["body"] == b"pixel_0,pixel_1\n1,2\n" and fast.calls == 0
+
+
+def test_a_slow_fast_path_times_out_as_mlflow_does() -> None:
+    fast = _Fast(b'{"predictions": [1]}', seconds=0.5)
+    many = json.dumps({"instances": [[255] * 784] * 30}).encode()  # beyond INLINE_BYTES: on a thread
+    seen, body, sent = _served(200, b"never", many, b"application/json", fast, 0.05)
+    assert sent[0]["status"] == 504 and "body" not in seen
+    assert json.loads(body) == {
+        "error_code": "INTERNAL_ERROR",
+        "message": "Request processing time exceeded limit",
+    }

@@ -40,7 +40,8 @@ def _load_model(root: Path, model_uri: str | None):
 def _cmd_predict(args: argparse.Namespace) -> None:
     import time
 
-    from mnist_lab.serving.inference import add_predict_stage, predict_frame, read_images, write_predictions
+    from mnist_lab.serving.batch import predict_file
+    from mnist_lab.serving.inference import add_predict_stage
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
@@ -53,14 +54,21 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         )
         return
     model, described = _load_model(root, args.model)
-    pixels = read_images(args.input)
+    from tqdm import tqdm
+
     started = time.perf_counter()
-    predictions = predict_frame(model, pixels, str(args.input))
+    # a bar on a terminal (images, images/s); none in logs, where the last line says it all
+    with tqdm(desc="predict", unit=" images", unit_scale=True, file=sys.stderr, disable=None) as bar:
+
+        def on_chunk(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        count = predict_file(model, args.input, args.output, on_chunk)
     seconds = time.perf_counter() - started
-    write_predictions(predictions, args.output)
-    rate = len(pixels) / seconds if seconds > 0 else float("inf")
+    rate = count / seconds if seconds > 0 else float("inf")
     print(
-        f"wrote {len(predictions)} predictions to {args.output} with {described} ({rate:,.0f} images/s)",
+        f"wrote {count} predictions to {args.output} with {described} ({rate:,.0f} images/s)",
         file=sys.stderr,
     )
 

@@ -271,6 +271,7 @@ class KerasImageClassifier:
     layer of the network), so the logged model is this alone, never the featurizer (PCA) in front of it."""
 
     takes_raw_pixels = True
+    label_is_most_probable = True  # `predict` is the argmax of `predict_proba`
 
     @property
     def runtime_packages(self) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ The fitted featurizer is a scikit-learn pipeline, so the model logged to MLflow 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -64,7 +65,16 @@ def pixel_frame(pixels: np.ndarray) -> pd.DataFrame:
     """Flattened 0-255 images as the DataFrame the logged model takes (float64 columns `pixel_i`)."""
     import pandas as pd  # only the stages that log or serve need it
 
-    return pd.DataFrame(np.asarray(pixels, dtype=np.float64), columns=pixel_columns(pixels.shape[1]))
+    return pd.DataFrame(np.asarray(pixels, dtype=np.float64), columns=_pixel_index(pixels.shape[1]))
+
+
+@functools.cache
+def _pixel_index(n_pixels: int) -> pd.Index:
+    """pixel_columns as a pandas Index, built once per size: building 784 names into one costs more than a
+    served MLP's prediction of an image (an Index cannot change, so every frame can share it)."""
+    import pandas as pd
+
+    return pd.Index(pixel_columns(n_pixels))
 
 
 def full_model(featurizer: Pipeline, classifier: ClassifierMixin) -> Pipeline:

@@ -55,6 +55,19 @@ def decode_idx(data: bytes, source: str, expected_ndim: int | None = None) -> np
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{source}: corrupt gzip stream ({exc}); fetch the file again") from None
+    dtype, shape, header_size = idx_header(data, source, expected_ndim)
+    expected = idx_data_bytes(dtype, shape)
+    actual = len(data) - header_size
+    if actual != expected:
+        raise DataError(idx_size_error(source, shape, expected, actual))
+    return np.frombuffer(data, dtype=dtype, offset=header_size).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def idx_header(
+    data: bytes, source: str, expected_ndim: int | None = None
+) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(value type, shape, header size in bytes) from the start of uncompressed IDX bytes (the whole
+    header at least, when there is one), checked as decode_idx checks it."""
     if len(data) < 4:
         raise DataError(f"{source}: too short to be an IDX file ({len(data)} bytes)")
     if data[0] != 0 or data[1] != 0:
@@ -79,29 +92,38 @@ def decode_idx(data: bytes, source: str, expected_ndim: int | None = None) -> np
     if len(data) < header_size:
         raise DataError(f"{source}: truncated header: {ndim} dimensions need {header_size} bytes")
     shape = struct.unpack(f">{ndim}I", data[4:header_size])
-    dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header_size
-    if actual != expected:
-        what = "truncated" if actual < expected else "has trailing bytes"
-        raise DataError(
-            f"{source}: {what}: header says shape {shape} ({expected} bytes of data), file has {actual} bytes"
-        )
-    return np.frombuffer(data, dtype=dtype, offset=header_size).reshape(shape).astype(dtype.newbyteorder("="))
+    return IDX_DTYPES[code], tuple(int(n) for n in shape), header_size
+
+
+def idx_data_bytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """How many bytes of values follow an IDX header declaring `dtype` and `shape`."""
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def idx_size_error(source: str, shape: tuple[int, ...], expected: int, actual: int) -> str:
+    what = "truncated" if actual < expected else "has trailing bytes"
+    return f"{source}: {what}: header says shape {shape} ({expected} bytes of data), file has {actual} bytes"
 
 
 def check_images(images: np.ndarray, source: str) -> np.ndarray:
     """Images must be `ubyte` with shape (count, rows, cols)."""
-    if images.ndim != 3:
+    check_image_shape(images.dtype, images.shape, source)
+    return images
+
+
+def check_image_shape(dtype: np.dtype, shape: tuple[int, ...], source: str) -> None:
+    """check_images on what an IDX header declares, before any image is read."""
+    if len(shape) != 3:
         raise DataError(
-            f"{source}: images need 3 dimensions (count, rows, cols), got shape {images.shape}; "
+            f"{source}: images need 3 dimensions (count, rows, cols), got shape {shape}; "
             "is this a labels file?"
         )
-    if images.dtype != np.uint8:
-        raise DataError(f"{source}: images must be unsigned bytes (type code 0x08), got {images.dtype}")
-    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
-        raise DataError(f"{source}: empty image set, shape {images.shape}")
-    return images
+    if dtype.kind != "u" or dtype.itemsize != 1:
+        raise DataError(
+            f"{source}: images must be unsigned bytes (type code 0x08), got {dtype.newbyteorder('=')}"
+        )
+    if 0 in shape:
+        raise DataError(f"{source}: empty image set, shape {shape}")
 
 
 def check_labels(labels: np.ndarray, source: str) -> np.ndarray:

@@ -1,8 +1,8 @@
-"""Batch inference: images in (IDX, CSV or Parquet), predictions out (label and per-class probabilities).
-
-Pure except for reading and writing the files it is given (and `add_predict_stage`, which adds the DVC stage
-that reruns a batch prediction); the model is any fitted scikit-learn pipeline that takes raw 0-255 pixels
-(what the pipeline logs and registers)."""
+"""Predicting images: checked pixels in (a served request, a table's rows), predictions out (label and
+per-class probabilities or scores). The model is any fitted scikit-learn pipeline that takes raw 0-255
+pixels (what the pipeline logs and registers). Files, a chunk at a time, are serving/batch.py's;
+`workspace_best_model` reads the workspace's model and `add_predict_stage` adds the DVC stage that reruns a
+batch prediction."""
 
 from __future__ import annotations
 
@@ -13,17 +13,9 @@ import numpy as np
 
 from mnist_lab.core.errors import DataError
 from mnist_lab.core.features import pixel_frame
-from mnist_lab.core.idx import check_images, decode_idx
 
 if TYPE_CHECKING:
     import pandas as pd
-
-TABLE_SUFFIXES = (".csv", ".parquet")
-
-
-def _is_idx(path: Path) -> bool:
-    name = path.name.removesuffix(".gz")
-    return name.endswith(("-ubyte", ".idx", ".idx3")) or path.suffix == ".gz"
 
 
 def workspace_best_model(root: Path) -> tuple[str, Any, list[Path]]:
@@ -44,35 +36,9 @@ def workspace_best_model(root: Path) -> tuple[str, Any, list[Path]]:
     return name, full_model(featurizer, classifier), files
 
 
-def read_images(path: Path | str) -> np.ndarray:
-    """Flattened images (count, n_pixels) as float64 0-255 grey levels, from an IDX images file (gzipped or
-    not), or a CSV/Parquet table with one row per image: columns `pixel_0`... or, for CSV, plain numbers."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; give an IDX images file, a .csv or a .parquet table")
-    if _is_idx(path):
-        images = check_images(decode_idx(path.read_bytes(), str(path)), str(path))
-        return images.reshape(len(images), -1).astype(np.float64)
-    if path.suffix not in TABLE_SUFFIXES:
-        raise DataError(
-            f"{path}: unknown format; give an IDX images file (*-idx3-ubyte[.gz]), a .csv or a .parquet table"
-        )
-    import pandas as pd
-
-    try:
-        if path.suffix == ".parquet":
-            table = pd.read_parquet(path)
-        else:
-            table = pd.read_csv(path)
-            if not any(str(c).startswith("pixel_") for c in table.columns):  # no header: numbers only
-                table = pd.read_csv(path, header=None)
-    except Exception as exc:  # pandas and pyarrow raise many kinds
-        raise DataError(f"{path}: cannot read it as {path.suffix[1:]}: {exc}") from None
-    return table_pixels(table, str(path))
-
-
-def table_pixels(table: pd.DataFrame, source: str) -> np.ndarray:
-    """The pixel columns of a table (`pixel_<i>` if it has them, else all its columns), checked."""
+def table_pixels(table: pd.DataFrame, source: str, first_row: int = 0) -> np.ndarray:
+    """The pixel columns of a table (`pixel_<i>` if it has them, else all its columns), checked; errors
+    count rows from `first_row` (the table's first row's number in its file)."""
     pixel_names = [c for c in table.columns if str(c).startswith("pixel_")]
     if pixel_names:
         table = table[sorted(pixel_names, key=lambda c: int(str(c).removeprefix("pixel_")))]
@@ -82,9 +48,9 @@ def table_pixels(table: pd.DataFrame, source: str) -> np.ndarray:
 
     non_numeric = [str(c) for c in table.columns if not is_numeric_dtype(table[c]) or is_bool_dtype(table[c])]
     if non_numeric:
-        raise DataError(f"{source}: pixel values must be numbers 0-255; {first_bad_cell(table)}")
+        raise DataError(f"{source}: pixel values must be numbers 0-255; {first_bad_cell(table, first_row)}")
     pixels = table.to_numpy(dtype=np.float64)
-    check_pixel_values(pixels, source)
+    check_pixel_values(pixels, source, first_row)
     return pixels
 
 
@@ -95,13 +61,15 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
     or nested lists (`instances`, `inputs`), one image alone included."""
     import pandas as pd
 
-    names = [f"pixel_{i}" for i in range(n_pixels)]
+    from mnist_lab.core.features import pixel_columns
+
     if isinstance(request, dict):
         try:
             request = pd.DataFrame({key: np.ravel(value) for key, value in request.items()})
         except ValueError as exc:
             raise DataError(f"{source}: malformed columns: {exc}") from None
     if isinstance(request, pd.DataFrame):
+        names = pixel_columns(n_pixels)
         columns = list(request.columns)
         if columns != names:
             if len(columns) == n_pixels and all(isinstance(c, int | np.integer) for c in columns):
@@ -143,8 +111,9 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
     return pixels
 
 
-def first_bad_cell(table: pd.DataFrame) -> str:
-    """Where the first value that is not a number is: "row 3, column pixel_7 is 'x'" (rows from 0)."""
+def first_bad_cell(table: pd.DataFrame, first_row: int = 0) -> str:
+    """Where the first value that is not a number is: "row 3, column pixel_7 is 'x'" (rows from
+    `first_row`)."""
     import pandas as pd
     from pandas.api.types import is_bool_dtype
 
@@ -156,17 +125,17 @@ def first_bad_cell(table: pd.DataFrame) -> str:
             bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            return f"row {row}, column {column} is {values.iloc[row]!r}"
+            return f"row {first_row + row}, column {column} is {values.iloc[row]!r}"
     return "a value is not a number"
 
 
-def check_pixel_values(pixels: np.ndarray, source: str) -> None:
+def check_pixel_values(pixels: np.ndarray, source: str, first_row: int = 0) -> None:
     bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255)
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
         raise DataError(
             f"{source}: pixel values must be 0-255 grey levels; "
-            f"row {row}, pixel {column} is {pixels[row, column]}"
+            f"row {first_row + row}, pixel {column} is {pixels[row, column]}"
         )
 
 
@@ -174,6 +143,26 @@ def expected_pixels(model: Any) -> int | None:
     """How many pixels per image `model` takes (None if it does not say)."""
     count = getattr(model, "n_features_in_", None)
     return int(count) if count is not None else None
+
+
+# Classifiers whose `predict` is by definition the class of highest `predict_proba` (ties to the first),
+# with the same arithmetic: a forest's averaged tree votes; an MLP's output layer (binary: p > 0.5, which is
+# argmax of [1 - p, p], ties included, since 1 - p is exact for p >= 0.5). Not SGD: its `predict` takes
+# the argmax of decision scores, which two saturated probabilities can no longer tell apart.
+_LABEL_IS_MOST_PROBABLE = {
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+}
+
+
+def labels_are_most_probable(model: Any) -> bool:
+    """Whether `model`'s labels are the argmax of its probabilities (see _LABEL_IS_MOST_PROBABLE; the CNN's
+    classifier says so itself), so that one `predict_proba` gives both."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    kind = type(final)
+    return bool(getattr(final, "label_is_most_probable", False)) or (
+        f"{kind.__module__}.{kind.__qualname__}" in _LABEL_IS_MOST_PROBABLE
+    )
 
 
 def predict_frame(model: Any, pixels: np.ndarray, source: str = "input") -> pd.DataFrame:
@@ -189,29 +178,19 @@ def predict_frame(model: Any, pixels: np.ndarray, source: str = "input") -> pd.D
         )
     frame = pixel_frame(pixels)
     classes = [int(c) for c in model.classes_]
-    out = pd.DataFrame({"label": model.predict(frame).astype(np.int64)})
     if hasattr(model, "predict_proba"):
         values, prefix = model.predict_proba(frame), "probability"
+        if labels_are_most_probable(model):  # one pass of the model instead of two
+            labels = np.asarray(model.classes_)[np.argmax(values, axis=1)]
+        else:
+            labels = model.predict(frame)
     else:
+        labels = model.predict(frame)
         values, prefix = model.decision_function(frame), "score"
         if values.ndim == 1:  # binary: the positive class's score
             values = np.column_stack([-values, values])
-    for index, label in enumerate(classes):
-        out[f"{prefix}_{label}"] = values[:, index]
-    return out
-
-
-def write_predictions(predictions: pd.DataFrame, path: Path | str) -> None:
-    """Write atomically as CSV or Parquet (by the suffix)."""
-    from mnist_lab.system.files import replace_via_temp
-
-    path = Path(path)
-    if path.suffix not in TABLE_SUFFIXES:
-        raise DataError(f"{path}: write predictions to a .csv or a .parquet file")
-    if path.suffix == ".parquet":
-        replace_via_temp(path, lambda temporary: predictions.to_parquet(temporary, index=False), ".parquet")
-    else:
-        replace_via_temp(path, lambda temporary: predictions.to_csv(temporary, index=False), ".csv")
+    columns = {f"{prefix}_{label}": values[:, index] for index, label in enumerate(classes)}
+    return pd.DataFrame({"label": labels.astype(np.int64), **columns})  # one frame: not 10 inserts
 
 
 def add_predict_stage(root: Path, images: Path | str, output: Path | str) -> str:

@@ -6,16 +6,28 @@ with its request formats), behind two fixes for what a client sees.
   never a stack trace with this machine's paths (MLflow adds one to every parsing error).
 - **CSV without a header.** `text/csv` whose first line holds numbers is images, one per line (784 values
   for MNIST): the header `pixel_0,...` is added, where MLflow would have taken the first image for one.
+- **A fast path for the image formats.** MLflow's own path decodes a JSON body twice, deep-copies every
+  pixel of `instances` / `inputs` and writes the answer with the pure-Python JSON encoder: 2,000-3,000
+  images/s for a model that predicts 70,000/s (README, Performance). A JSON body whose `instances` or
+  `inputs` is a plain array of numbers, and a Parquet body whose columns are `pixel_0...` of numbers, are
+  answered here instead: decoded once, handed to the same model's `predict`, written with MLflow's own
+  conversion by the C encoder (the same bytes; tests/serving/test_rest.py compares them). Anything else,
+  and any request the model refuses, goes to MLflow's path unchanged, so every other format and every
+  error answer is MLflow's (shortened as above).
 
 Run by uvicorn as `mnist_lab.serving.rest:app`, with the model's local folder in MLflow's own variable, as
 `mlflow models serve --env-manager local` does (`serving.serve_command`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_MESSAGE = 300
 _NUMBER = re.compile(rb"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*")
@@ -63,19 +75,134 @@ def with_csv_header(body: bytes) -> bytes:
     return header + b"\n" + body.lstrip()
 
 
+PARQUET = b"application/vnd.apache.parquet"
+JSON = b"application/json"
+TIMED_OUT = b"Request processing time exceeded limit"  # MLflow's words
+INLINE_BYTES = 64 * 1024  # up to ~20 MNIST images in JSON: predicted on the event loop, no thread
+
+
+def json_images(body: bytes) -> np.ndarray | None:
+    """The images of a JSON body `{"instances": [...]}` or `{"inputs": [...]}` whose value is an array of
+    numbers (one image or a list of them), as MLflow would hand them to the model; None for anything else."""
+    import numpy as np
+
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or len(parsed) != 1:
+        return None
+    key, value = next(iter(parsed.items()))
+    if key not in ("instances", "inputs") or not isinstance(value, list) or not value:
+        return None
+    try:
+        images = np.asarray(value)
+    except ValueError:  # ragged
+        return None
+    return images if images.dtype.kind in "iuf" else None  # not bools, strings, None (object)
+
+
+def parquet_images(body: bytes) -> np.ndarray | None:
+    """The images of a Parquet body whose columns are exactly `pixel_0 ... pixel_<n-1>`, integers or
+    floats without nulls, as an (count, n) array; None for anything else."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(pa.BufferReader(body)).read(use_pandas_metadata=False)
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    names = [f"pixel_{i}" for i in range(table.num_columns)]
+    if not names or table.column_names != names or table.num_rows == 0:
+        return None
+    if not all(pa.types.is_integer(kind) or pa.types.is_floating(kind) for kind in set(table.schema.types)):
+        return None
+    try:  # one row-major copy in C++ (a column at a time in Python costs 3x more); raises on a null
+        return np.asarray(table.combine_chunks().to_batches()[0].to_tensor(row_major=True))
+    except (pa.ArrowException, ValueError):
+        return None
+
+
+def predictions_json(predictions: Any) -> bytes:
+    """What MLflow's scoring server answers for `predictions`, byte for byte, by the C JSON encoder. The
+    model's frame (string column names, numbers) is turned into records a column at a time, which costs a
+    tenth of pandas' `to_dict` for one image; anything else goes through MLflow's own conversion."""
+    import pandas as pd
+
+    if (
+        isinstance(predictions, pd.DataFrame)
+        and predictions.columns.is_unique
+        and all(isinstance(name, str) for name in predictions.columns)
+        and all(kind.kind in "iuf" for kind in predictions.dtypes)
+    ):
+        names = list(predictions.columns)
+        columns = [predictions[name].tolist() for name in names]
+        records = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        return json.dumps({"predictions": records}).encode()
+    from mlflow.pyfunc.scoring_server import _get_jsonable_obj
+    from mlflow.utils.proto_json_utils import NumpyEncoder
+
+    jsonable = _get_jsonable_obj(predictions, pandas_orient="records")
+    return json.dumps({"predictions": jsonable}, cls=NumpyEncoder).encode()
+
+
+class FastImages:
+    """The fast path of the module's doc: `answer(content type, body)` is the JSON body of a 200, or None
+    where MLflow's path must answer."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model  # MLflow's PyFuncModel
+
+    def answer(self, content_type: bytes, body: bytes) -> bytes | None:
+        mime, *parameters = (part.strip().lower() for part in content_type.split(b";"))
+        if any(parameter.replace(b" ", b"") != b"charset=utf-8" for parameter in parameters):
+            return None  # MLflow answers other parameters with 415
+        images = json_images(body) if mime == JSON else parquet_images(body) if mime == PARQUET else None
+        if images is None:
+            return None
+        try:
+            predictions = self.model.predict(images)
+        except Exception:  # MLflow's path answers the same request with its error
+            return None
+        return predictions_json(predictions)
+
+
 class ClientFacing:
     """ASGI middleware around MLflow's scoring app (see the module's doc): only `/invocations` is touched."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], fast: FastImages | None = None, timeout: float = 60
+    ) -> None:
         self.app = app
+        self.fast = fast
+        self.timeout = timeout  # MLflow's request time limit, which its app applies to its own path
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") != "/invocations":
             await self.app(scope, receive, send)
             return
         content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
-        if content_type.split(b";")[0].strip().lower() == b"text/csv":
+        mime = content_type.split(b";")[0].strip().lower()
+        if mime == b"text/csv":
             receive = await _replayed(receive, with_csv_header)
+        elif self.fast is not None and scope.get("method") == "POST" and mime in (JSON, PARQUET):
+            receive, body = await _read_body(receive)
+            try:
+                if len(body) <= INLINE_BYTES:  # a few images: answered at once (a thread costs more)
+                    fast_body = self.fast.answer(content_type, body)
+                else:
+                    fast_body = await asyncio.wait_for(
+                        asyncio.to_thread(self.fast.answer, content_type, body), self.timeout
+                    )
+                status = 200
+            except TimeoutError:  # what MLflow's app answers when its path runs out of time
+                fast_body, status = short_error_body(TIMED_OUT, 504), 504
+            if fast_body is not None:
+                headers = [(b"content-type", JSON), (b"content-length", str(len(fast_body)).encode())]
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": fast_body})
+                return
         started: Message | None = None
         held: list[bytes] = []
 
@@ -105,6 +232,14 @@ class ClientFacing:
 
 async def _replayed(receive: Receive, change: Callable[[bytes], bytes]) -> Receive:
     """A `receive` that hands the app the whole request body once, changed by `change`."""
+    replay, _ = await _read_body(receive, change)
+    return replay
+
+
+async def _read_body(
+    receive: Receive, change: Callable[[bytes], bytes] | None = None
+) -> tuple[Receive, bytes]:
+    """(a `receive` that hands the app the whole request body once, changed by `change`; that body)."""
     chunks = []
     while True:
         message = await receive()
@@ -113,7 +248,9 @@ async def _replayed(receive: Receive, change: Callable[[bytes], bytes]) -> Recei
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             break
-    body = change(b"".join(chunks))
+    body = b"".join(chunks)
+    if change is not None:
+        body = change(body)
     sent = False
 
     async def replay() -> Message:
@@ -123,14 +260,16 @@ async def _replayed(receive: Receive, change: Callable[[bytes], bytes]) -> Recei
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    return replay
+    return replay, body
 
 
 def create_app() -> Any:
     """MLflow's scoring app for the model in MLflow's `_SERVER_MODEL_PATH` variable, client-facing."""
     import os
 
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.pyfunc import scoring_server
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[scoring_server._SERVER_MODEL_PATH])
-    return ClientFacing(scoring_server.init(model))
+    timeout = float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
+    return ClientFacing(scoring_server.init(model), FastImages(model), timeout)

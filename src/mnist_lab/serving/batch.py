@@ -1,0 +1,244 @@
+"""Batch inference on files in bounded memory: images are read, predicted and written a chunk at a time
+(IDX, gzipped or not, CSV or Parquet in; CSV or Parquet out), so a million images need no more memory than
+CHUNK_IMAGES of them. The output is written beside its path and renamed over it at the end: a file that
+turns out bad at its millionth image leaves no half-written predictions behind."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from mnist_lab.core.errors import DataError
+from mnist_lab.core.idx import GZIP_MAGIC, check_image_shape, idx_data_bytes, idx_header, idx_size_error
+from mnist_lab.serving.inference import predict_frame, table_pixels
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CHUNK_IMAGES = 10_000  # 63 MB of float64 MNIST pixels; a chunk's intermediates are a few times that
+TABLE_SUFFIXES = (".csv", ".parquet")
+IDX_HEADER_MAX = 4 + 4 * 255
+
+
+@dataclass(frozen=True)
+class ImageChunks:
+    """Images of one file, read as (count, n_pixels) float64 chunks; `count` is None where the format does
+    not say before it is read (CSV)."""
+
+    count: int | None
+    chunks: Iterator[np.ndarray]
+
+
+def _is_idx(path: Path) -> bool:
+    name = path.name.removesuffix(".gz")
+    return name.endswith(("-ubyte", ".idx", ".idx3")) or path.suffix == ".gz"
+
+
+def image_chunks(path: Path | str, chunk_images: int = CHUNK_IMAGES) -> ImageChunks:
+    """The images of an IDX images file (gzipped or not) or a CSV/Parquet table with one row per image
+    (columns `pixel_0`... or, for CSV, plain numbers), `chunk_images` at a time. The header is checked
+    here; each chunk's values as it is read (errors name the file and the row, counted from the file's
+    first image)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; give an IDX images file, a .csv or a .parquet table")
+    if _is_idx(path):
+        return _idx_chunks(path, chunk_images)
+    if path.suffix == ".parquet":
+        return _parquet_chunks(path, chunk_images)
+    if path.suffix == ".csv":
+        return _csv_chunks(path, chunk_images)
+    raise DataError(
+        f"{path}: unknown format; give an IDX images file (*-idx3-ubyte[.gz]), a .csv or a .parquet table"
+    )
+
+
+def read_images(path: Path | str) -> np.ndarray:
+    """All the images of `path` (see image_chunks) as one (count, n_pixels) float64 array."""
+    return np.concatenate(list(image_chunks(path).chunks))
+
+
+def _idx_chunks(path: Path, chunk_images: int) -> ImageChunks:
+    source = str(path)
+    with path.open("rb") as raw:
+        compressed = raw.read(2) == GZIP_MAGIC
+    with _opened(path, compressed) as stream:
+        head = _read(stream, IDX_HEADER_MAX, source)
+    dtype, shape, header_size = idx_header(head, source, expected_ndim=3)
+    check_image_shape(dtype, shape, source)
+    expected = idx_data_bytes(dtype, shape)
+    if not compressed:  # the size is known before any work: refuse a truncated file at once
+        actual = path.stat().st_size - header_size
+        if actual != expected:
+            raise DataError(idx_size_error(source, shape, expected, actual))
+    image_bytes = shape[1] * shape[2]
+
+    def chunks() -> Iterator[np.ndarray]:
+        with _opened(path, compressed) as stream:
+            _read(stream, header_size, source)
+            done = 0
+            while done < shape[0]:
+                want = min(chunk_images, shape[0] - done) * image_bytes
+                data = _read(stream, want, source)
+                if len(data) < want:
+                    raise DataError(idx_size_error(source, shape, expected, done * image_bytes + len(data)))
+                images = np.frombuffer(data, dtype=np.uint8).reshape(-1, image_bytes)
+                done += len(images)
+                yield images.astype(np.float64)
+            extra = len(_read(stream, 1 << 20, source))
+            if extra:
+                raise DataError(idx_size_error(source, shape, expected, expected + extra))
+
+    return ImageChunks(shape[0], chunks())
+
+
+def _opened(path: Path, compressed: bool) -> IO[bytes]:
+    return cast("IO[bytes]", gzip.open(path, "rb") if compressed else path.open("rb"))
+
+
+def _read(stream: IO[bytes], size: int, source: str) -> bytes:
+    """Up to `size` bytes (fewer only at the end), with a corrupt gzip stream named as such."""
+    parts, left = [], size
+    try:
+        while left > 0:
+            part = stream.read(left)
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{source}: corrupt gzip stream ({exc}); fetch the file again") from None
+    return b"".join(parts)
+
+
+def _parquet_chunks(path: Path, chunk_images: int) -> ImageChunks:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read it as parquet: {exc}") from None
+
+    def chunks() -> Iterator[np.ndarray]:
+        first_row = 0
+        with parquet:
+            for batch in parquet.iter_batches(batch_size=chunk_images):
+                yield table_pixels(batch.to_pandas(), str(path), first_row)
+                first_row += batch.num_rows
+        if first_row == 0:
+            raise DataError(f"{path}: no images (an empty table)")
+
+    return ImageChunks(parquet.metadata.num_rows, chunks())
+
+
+def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
+    import pandas as pd
+
+    try:
+        columns = pd.read_csv(path, nrows=0).columns
+    except Exception as exc:  # pandas raises many kinds
+        raise DataError(f"{path}: cannot read it as csv: {exc}") from None
+    header = 0 if any(str(c).startswith("pixel_") for c in columns) else None  # else numbers only
+
+    def chunks() -> Iterator[np.ndarray]:
+        first_row = 0
+        try:
+            with pd.read_csv(path, header=header, chunksize=chunk_images) as reader:
+                for table in reader:
+                    yield table_pixels(table, str(path), first_row)
+                    first_row += len(table)
+        except DataError:
+            raise
+        except Exception as exc:  # a malformed line far into the file
+            raise DataError(f"{path}: cannot read it as csv: {exc}") from None
+        if first_row == 0:
+            raise DataError(f"{path}: no images (an empty table)")
+
+    return ImageChunks(None, chunks())
+
+
+class PredictionWriter:
+    """Predictions written a chunk at a time, as CSV or Parquet (by the suffix), to a temporary file beside
+    `path` that replaces it when the writer closes without an error (and is removed when it does not)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if self.path.suffix not in TABLE_SUFFIXES:
+            raise DataError(f"{self.path}: write predictions to a .csv or a .parquet file")
+        self._temporary: Path | None = None
+        self._csv: IO[str] | None = None
+        self._parquet: Any = None
+        self.rows = 0
+
+    def __enter__(self) -> PredictionWriter:
+        import tempfile
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=self.path.suffix
+        )
+        import os
+
+        os.close(handle)
+        self._temporary = Path(name)
+        return self
+
+    def write(self, predictions: pd.DataFrame) -> None:
+        assert self._temporary is not None, "use PredictionWriter as a context manager"
+        if self.path.suffix == ".csv":
+            if self._csv is None:
+                self._csv = self._temporary.open("w", newline="")
+            predictions.to_csv(self._csv, index=False, header=self.rows == 0)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(predictions, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._temporary, table.schema)
+            self._parquet.write_table(table)
+        self.rows += len(predictions)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        import os
+
+        assert self._temporary is not None
+        try:
+            for handle in (self._csv, self._parquet):
+                if handle is not None:
+                    handle.close()
+            if kind is None:
+                os.replace(self._temporary, self.path)
+        finally:
+            self._temporary.unlink(missing_ok=True)
+
+
+def write_predictions(predictions: pd.DataFrame, path: Path | str) -> None:
+    """Write `predictions` whole, atomically, as CSV or Parquet (by the suffix)."""
+    with PredictionWriter(path) as writer:
+        writer.write(predictions)
+
+
+def predict_file(
+    model: Any,
+    images: Path | str,
+    output: Path | str,
+    on_chunk: Callable[[int, int | None], None] | None = None,
+    chunk_images: int = CHUNK_IMAGES,
+) -> int:
+    """Predict every image of `images` with `model` (see predict_frame) into `output`, a chunk at a time;
+    `on_chunk(images done, images in all or None)` after each chunk. Returns how many were predicted."""
+    with PredictionWriter(output) as writer:  # checks the output's suffix before any work
+        source = image_chunks(images, chunk_images)
+        for pixels in source.chunks:
+            writer.write(predict_frame(model, pixels, str(images)))
+            if on_chunk is not None:
+                on_chunk(writer.rows, source.count)
+        return writer.rows

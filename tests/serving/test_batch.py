@@ -1,0 +1,201 @@
+"""Batch inference on files, a chunk at a time: every format read the same whole or in chunks, errors naming
+the row counted from the file's start, predictions written whole or not at all."""
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from mnist_lab.core.errors import DataError
+from mnist_lab.core.features import fit_featurizer, full_model
+from mnist_lab.core.idx import encode_idx
+from mnist_lab.core.settings import FeatureSettings
+from mnist_lab.serving.batch import (
+    PredictionWriter,
+    image_chunks,
+    predict_file,
+    read_images,
+    write_predictions,
+)
+from mnist_lab.serving.inference import predict_frame
+
+IMAGES = np.random.default_rng(0).integers(0, 256, size=(30, 4, 4), dtype=np.uint8)
+LABELS = np.arange(30) % 3
+
+
+def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
+    flat = IMAGES.reshape(30, -1).astype(np.float64)
+    (tmp_path / "images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(IMAGES)))
+    (tmp_path / "images-idx3-ubyte").write_bytes(encode_idx(IMAGES))
+    columns = [f"pixel_{i}" for i in range(16)]
+    table = pd.DataFrame(flat.astype(np.int64), columns=columns)
+    table[columns[::-1]].assign(id=range(30)).to_csv(tmp_path / "shuffled.csv", index=False)  # any order
+    table.to_csv(tmp_path / "plain.csv", index=False, header=False)
+    table.to_parquet(tmp_path / "images.parquet")
+    for name in ("images-idx3-ubyte.gz", "images-idx3-ubyte", "shuffled.csv", "plain.csv", "images.parquet"):
+        assert np.array_equal(read_images(tmp_path / name), flat), name
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("pixel_0,pixel_1\n1,abc\n", "row 0, column pixel_1 is 'abc'"),
+        ("pixel_0,pixel_1\n1,300\n", "row 0, pixel 1 is 300.0"),
+        ("pixel_0,pixel_1\n1,-1\n", "row 0, pixel 1 is -1.0"),
+        ("pixel_0,pixel_1\n1,\n", "row 0, pixel 1 is nan"),
+        ("pixel_0,pixel_1\n", "no images (an empty table)"),
+    ],
+)
+def test_bad_tables_are_named(tmp_path, content: str, expected: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match="bad.csv") as info:
+        read_images(path)
+    assert expected in str(info.value)
+
+
+def test_missing_and_unknown_files(tmp_path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_images(tmp_path / "nope.csv")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(DataError, match="unknown format; give an IDX images file"):
+        read_images(tmp_path / "x.json")
+    (tmp_path / "labels-idx1-ubyte").write_bytes(encode_idx(LABELS.astype(np.uint8)))
+    with pytest.raises(DataError, match="is this a labels file"):
+        read_images(tmp_path / "labels-idx1-ubyte")
+
+
+def test_predictions_are_written_whole_or_not_at_all(tmp_path) -> None:
+    frame = pd.DataFrame({"label": [1, 2], "probability_1": [0.9, 0.1]})
+    write_predictions(frame, tmp_path / "p.parquet")
+    assert pd.read_parquet(tmp_path / "p.parquet").equals(frame)
+    write_predictions(frame, tmp_path / "p.csv")
+    assert pd.read_csv(tmp_path / "p.csv").equals(frame)
+    with pytest.raises(DataError, match="write predictions to a .csv or a .parquet file"):
+        write_predictions(frame, tmp_path / "p.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.parquet"]
+
+
+def _files(tmp_path) -> dict[str, object]:
+    """The 30 images in every input format."""
+    columns = [f"pixel_{i}" for i in range(16)]
+    table = pd.DataFrame(IMAGES.reshape(30, -1).astype(np.int64), columns=columns)
+    (tmp_path / "images-idx3-ubyte.gz").write_bytes(gzip.compress(encode_idx(IMAGES)))
+    (tmp_path / "images-idx3-ubyte").write_bytes(encode_idx(IMAGES))
+    table.to_csv(tmp_path / "named.csv", index=False)
+    table.to_csv(tmp_path / "plain.csv", index=False, header=False)
+    table.to_parquet(tmp_path / "images.parquet")
+    return {"idx.gz": tmp_path / "images-idx3-ubyte.gz", "idx": tmp_path / "images-idx3-ubyte",
+            "csv": tmp_path / "named.csv", "plain csv": tmp_path / "plain.csv",
+            "parquet": tmp_path / "images.parquet"}  # fmt: skip
+
+
+def test_chunks_of_every_format_are_the_whole_file_in_order(tmp_path) -> None:
+    flat = IMAGES.reshape(30, -1).astype(np.float64)
+    for name, path in _files(tmp_path).items():
+        source = image_chunks(path, chunk_images=7)
+        chunks = list(source.chunks)
+        assert [len(c) for c in chunks] == [7, 7, 7, 7, 2], name
+        assert np.array_equal(np.concatenate(chunks), flat), name
+        assert source.count == (None if "csv" in name else 30), name
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_bad_value_far_into_a_table_is_named_by_its_row_in_the_file(tmp_path, suffix: str) -> None:
+    table = pd.DataFrame(IMAGES.reshape(30, -1).astype(np.float64), columns=[f"pixel_{i}" for i in range(16)])
+    table.iloc[23, 5] = 300
+    path = tmp_path / f"bad{suffix}"
+    table.to_csv(path, index=False) if suffix == ".csv" else table.to_parquet(path)
+    chunks = image_chunks(path, chunk_images=7).chunks
+    assert len(next(chunks)) == 7  # read lazily: the bad row is found when its chunk is
+    with pytest.raises(DataError, match=r"row 23, pixel 5 is 300.0"):
+        list(chunks)
+    text = table.astype(object)
+    text.iloc[16, 2] = "x"
+    text.to_csv(tmp_path / "text.csv", index=False)
+    with pytest.raises(DataError, match=r"row 16, column pixel_2 is 'x'"):
+        list(image_chunks(tmp_path / "text.csv", chunk_images=7).chunks)
+
+
+def test_truncated_and_overlong_idx_files_are_refused(tmp_path) -> None:
+    whole = encode_idx(IMAGES)
+    (tmp_path / "short-idx3-ubyte").write_bytes(whole[:-5])
+    with pytest.raises(DataError, match=r"truncated: header says shape \(30, 4, 4\)"):
+        image_chunks(tmp_path / "short-idx3-ubyte")  # before any image is read: the size is known
+    (tmp_path / "short-idx3-ubyte.gz").write_bytes(gzip.compress(whole[:-5]))
+    with pytest.raises(DataError, match=r"truncated: .* file has 475 bytes"):
+        list(image_chunks(tmp_path / "short-idx3-ubyte.gz", chunk_images=7).chunks)
+    (tmp_path / "long-idx3-ubyte.gz").write_bytes(gzip.compress(whole + b"\0\0"))
+    with pytest.raises(DataError, match=r"has trailing bytes: .* file has 482 bytes"):
+        list(image_chunks(tmp_path / "long-idx3-ubyte.gz", chunk_images=7).chunks)
+    (tmp_path / "cut-idx3-ubyte.gz").write_bytes(gzip.compress(whole)[:-30])
+    with pytest.raises(DataError, match="corrupt gzip stream"):
+        list(image_chunks(tmp_path / "cut-idx3-ubyte.gz").chunks)
+    (tmp_path / "labels-idx1-ubyte.gz").write_bytes(gzip.compress(encode_idx(LABELS.astype(np.uint8))))
+    with pytest.raises(DataError, match="is this a labels file"):
+        image_chunks(tmp_path / "labels-idx1-ubyte.gz")
+
+
+class ShapeRecorder:
+    """A model that records the size of every batch it is asked about."""
+
+    classes_ = np.array([0, 1, 2])
+    n_features_in_ = 16
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def predict_proba(self, frame):
+        self.batches.append(len(frame))
+        return np.full((len(frame), 3), 1 / 3)
+
+    def predict(self, frame):
+        return np.zeros(len(frame), dtype=np.int64)
+
+
+def test_predict_file_holds_one_chunk_at_a_time_and_reports_progress(tmp_path) -> None:
+    path = _files(tmp_path)["idx.gz"]
+    model, progress = ShapeRecorder(), []
+    count = predict_file(model, path, tmp_path / "out.csv", lambda d, t: progress.append((d, t)), 7)
+    assert count == 30 and model.batches == [7, 7, 7, 7, 2]
+    assert progress == [(7, 30), (14, 30), (21, 30), (28, 30), (30, 30)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_chunked_predictions_are_the_whole_files_predictions(tmp_path, suffix: str) -> None:
+    pixels = IMAGES.reshape(30, -1)
+    featurizer = fit_featurizer(pixels, FeatureSettings(), seed=0)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    model = full_model(featurizer, forest.fit(featurizer.transform(pixels), LABELS))
+    whole = tmp_path / f"whole{suffix}"
+    write_predictions(predict_frame(model, pixels.astype(np.float64)), whole)
+    for name, path in _files(tmp_path).items():
+        out = tmp_path / f"chunked-{name.replace(' ', '-')}{suffix}"
+        assert predict_file(model, path, out, chunk_images=7) == 30
+        if suffix == ".csv":
+            assert out.read_bytes() == whole.read_bytes(), name
+        else:
+            pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(whole))
+
+
+def test_a_failure_late_in_the_input_leaves_the_old_output_untouched(tmp_path) -> None:
+    table = pd.DataFrame(IMAGES.reshape(30, -1).astype(int), columns=[f"pixel_{i}" for i in range(16)])
+    table.iloc[29, 0] = -1
+    table.to_csv(tmp_path / "bad.csv", index=False)
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"predictions{suffix}"
+        out.write_text("the previous predictions")
+        with pytest.raises(DataError, match="row 29, pixel 0 is -1.0"):
+            predict_file(ShapeRecorder(), tmp_path / "bad.csv", out, chunk_images=7)
+        assert out.read_text() == "the previous predictions"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["bad.csv", "predictions.csv", "predictions.parquet"]  # no temporary files
+    with pytest.raises(DataError, match="write predictions to a .csv or a .parquet file"):
+        predict_file(ShapeRecorder(), tmp_path / "bad.csv", tmp_path / "out.json")
+    with pytest.raises(DataError, match="no such file"):
+        predict_file(ShapeRecorder(), tmp_path / "nope.csv", tmp_path / "out.csv")
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.csv").exists()
+    with pytest.raises(AssertionError, match="context manager"):
+        PredictionWriter(tmp_path / "x.csv").write(table)
