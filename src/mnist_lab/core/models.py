@@ -184,10 +184,15 @@ class SettingsClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> SettingsClassifier:
+        from threadpoolctl import threadpool_limits
+
         assert self.settings is not None
-        self.trained_ = train_classifier(
-            self.settings, features, labels, self.seed, image_shape=self.image_shape
-        )
+        # one BLAS thread, as the stages train (a BLAS reduction's order depends on its thread count), so
+        # a candidate scores the same in this process, in joblib's workers and on a cluster's
+        with threadpool_limits(limits=1, user_api="blas"):
+            self.trained_ = train_classifier(
+                self.settings, features, labels, self.seed, image_shape=self.image_shape
+            )
         self.classes_ = self.trained_.classifier.classes_
         return self
 

@@ -9,6 +9,7 @@ output that git never sees, so the committed training JSON is the same on every 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ from mnist_lab.core.results import history_csv
 from mnist_lab.core.settings import CNNSettings, ModelSettings
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
 from mnist_lab.system import workspace
+from mnist_lab.system.cluster import cluster_address, dask_search
 from mnist_lab.system.files import load_arrays, save_object, write_json, write_text_atomic
 
 
@@ -60,12 +62,17 @@ def train(context: StageContext) -> None:
         file=sys.stderr,
     )
     # a wrong tracking server or credentials stop the pipeline here, before any training work
-    tracking.preflight(workspace.repository_root())
+    root = workspace.repository_root()
+    tracking.preflight(root)
+    cluster = None
     if model_settings.search is not None:
         count = len(model_settings.search.candidates())
+        workspace.load_env_file(root)
+        cluster = cluster_address(os.environ)  # a wrong address stops here too, before any work
         print(
             f"grid search: {count} candidates x {model_settings.search.cv} folds "
-            f"({count * model_settings.search.cv} fits), scored by {model_settings.search.scoring}",
+            f"({count * model_settings.search.cv} fits), scored by {model_settings.search.scoring}"
+            + (f", on the Dask cluster at {cluster}" if cluster else ""),
             file=sys.stderr,
         )
     device = None
@@ -83,7 +90,7 @@ def train(context: StageContext) -> None:
 
     started = time.perf_counter()
     try:
-        with context.compute():
+        with context.compute(), dask_search(cluster) if cluster else contextlib.nullcontext():
             trained = train_classifier(
                 model_settings, features, labels, settings.seed, on_progress, image_shape=image_shape
             )

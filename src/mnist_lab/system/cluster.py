@@ -1,0 +1,129 @@
+"""Grid searches on a Dask cluster: when `.env` (or the environment) names a scheduler in CLUSTER_ENV, the
+train stage's `GridSearchCV` sends its candidates' fits to the cluster's workers through joblib's `dask`
+backend; without it they run on this machine, as before.
+
+Dask rather than Ray: joblib's backend runs scikit-learn's own `GridSearchCV` unchanged (the same folds,
+the same fits, so the same scores and best candidate), and `distributed` is a small pure-Python install
+(Ray is a large binary one). The workers run the repository's environment (`requirements.lock` and this
+package) and should be started with one BLAS thread (README, "Grid searches on a Dask cluster"); each fit
+limits BLAS to one thread itself, so scores do not depend on the workers' core counts.
+
+A worker lost mid-search has its fits rerun by the scheduler on the others; a search that cannot finish
+(no worker left, a fit that killed its workers three times) fails with a ClusterError naming the
+scheduler, before anything is written or logged."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from mnist_lab.core.errors import MnistLabError
+
+CLUSTER_ENV = "MNIST_LAB_DASK_SCHEDULER"
+CONNECT_SECONDS = 10.0  # to reach the scheduler
+WORKERS_SECONDS = 30.0  # for at least one worker to be there
+_ADDRESS = re.compile(r"(tcp|tls|ws|wss|inproc)://[^\s/]+")
+
+
+class ClusterError(MnistLabError):
+    """The cluster named in CLUSTER_ENV cannot run the search; the message says what to do."""
+
+
+def cluster_address(environ: Mapping[str, str]) -> str | None:
+    """The scheduler address the environment names (None: search on this machine), checked for form."""
+    address = environ.get(CLUSTER_ENV, "").strip()
+    if not address:
+        return None
+    if not _ADDRESS.fullmatch(address):
+        raise ClusterError(
+            f"{CLUSTER_ENV}={address!r} is not a Dask scheduler address: write it as tcp://<host>:<port> "
+            "(`dask scheduler` prints it; 8786 is its default port), or remove the line to search here"
+        )
+    return address
+
+
+def package_version() -> str:
+    """This package's version where it runs (sent to each worker to check it has the package)."""
+    from importlib.metadata import version
+
+    return version("mnist-lab")
+
+
+@contextmanager
+def dask_search(address: str) -> Iterator[Any]:
+    """Inside: joblib runs on the Dask cluster at `address` (all its workers), and any way the cluster fails
+    the search becomes a ClusterError. Checks first that the scheduler answers, that it has workers and that
+    every worker has this package at this version."""
+    import joblib
+
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise ClusterError(f"{CLUSTER_ENV} is set but `distributed` is not installed: `make venv`") from None
+    try:
+        client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"{CLUSTER_ENV}={address}: no Dask scheduler answers there ({_reason(exc)}): start one "
+            f"(`dask scheduler`) and its workers (`dask worker {address}`), or remove {CLUSTER_ENV} from "
+            ".env to search on this machine"
+        ) from None
+    try:
+        _check_workers(client, address)
+        with joblib.parallel_config(backend="dask", n_jobs=-1, client=client):
+            yield client
+    except ClusterError:
+        raise
+    except Exception as exc:
+        if not _from_the_cluster(exc):
+            raise
+        raise ClusterError(
+            f"the grid search on the Dask cluster at {address} failed: {_reason(exc)}; nothing was written "
+            "or logged. Check the workers (`dask worker` logs), then run the stage again"
+        ) from exc
+    finally:
+        client.close()
+
+
+def _check_workers(client: Any, address: str) -> None:
+    try:
+        client.wait_for_workers(1, timeout=WORKERS_SECONDS)
+    except TimeoutError:
+        raise ClusterError(
+            f"the Dask scheduler at {address} has no workers after {WORKERS_SECONDS:.0f} s: start some "
+            f"(`dask worker {address} --nthreads 1`)"
+        ) from None
+    mine = package_version()
+    try:
+        versions = client.run(package_version)
+    except Exception as exc:  # a worker without the package cannot even unpickle the function
+        raise ClusterError(
+            f"a worker of the Dask cluster at {address} cannot import mnist_lab ({_reason(exc)}): run the "
+            "workers in this repository's environment (`pip install -r requirements.lock`, `pip install .`)"
+        ) from None
+    wrong = {worker: version for worker, version in versions.items() if version != mine}
+    if wrong:
+        shown = ", ".join(f"{worker} has {version}" for worker, version in sorted(wrong.items()))
+        raise ClusterError(
+            f"the Dask workers at {address} must run mnist-lab {mine}, as this machine does: {shown}"
+        )
+
+
+def _from_the_cluster(exc: BaseException) -> bool:
+    """Whether `exc` is the cluster's failure (a lost worker or scheduler, a cancelled fit) rather than an
+    error of the fit itself (which is raised as it is, as on this machine)."""
+    from concurrent.futures import CancelledError
+
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    lost = (KilledWorker, CommClosedError, CancelledError, FutureCancelledError, TimeoutError, OSError)
+    return isinstance(exc, lost)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

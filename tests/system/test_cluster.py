@@ -1,0 +1,180 @@
+"""Grid searches on a Dask cluster: the address in the environment, and (slow) a real scheduler and workers on
+127.0.0.1 running the train stage's search with the same results as this machine, through a worker killed
+mid-search, and failing clearly with nothing written when no worker is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_lab.system import cluster
+from mnist_lab.system.cluster import CLUSTER_ENV, ClusterError, cluster_address, dask_search
+from tests.helpers import SMALL_PARAMS, free_port, run_dvc_stage
+
+BIN = Path(sys.executable).parent
+
+
+def test_the_address_comes_from_the_environment_and_is_checked() -> None:
+    assert cluster_address({}) is None and cluster_address({CLUSTER_ENV: "  "}) is None
+    assert cluster_address({CLUSTER_ENV: "tcp://10.0.0.5:8786"}) == "tcp://10.0.0.5:8786"
+    for wrong in ("10.0.0.5:8786", "http://x:8786", "tcp://"):
+        with pytest.raises(ClusterError, match=f"{CLUSTER_ENV}=.* is not a Dask scheduler address"):
+            cluster_address({CLUSTER_ENV: wrong})
+
+
+def test_a_scheduler_that_does_not_answer_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1.0)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    expected = rf"{CLUSTER_ENV}={address}: no Dask scheduler answers there"
+    with pytest.raises(ClusterError, match=expected), dask_search(address):
+        pass
+
+
+# --- a real cluster ---------------------------------------------------------------------------------------
+
+GRID = {"hidden_layer_sizes": [[8], [16]], "learning_rate_init": [0.001, 0.003], "alpha": [0.0001, 0.01]}
+
+
+class Cluster:
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1 (workers without a nanny, so that a
+    killed worker stays dead, as a lost machine does)."""
+
+    def __init__(self, folder: Path, scheduler_env: dict[str, str] | None = None) -> None:
+        self.folder = folder
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+                    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+        port = self.address.rsplit(":", 1)[1]
+        arguments = ["scheduler", "--host", "127.0.0.1", "--port", port, "--dashboard-address", ":0"]
+        self.scheduler = self._start(arguments, "scheduler", scheduler_env or {})
+        self.workers: list[subprocess.Popen] = []
+
+    def _start(self, args: list[str], name: str, extra: dict[str, str]) -> subprocess.Popen:
+        log = (self.folder / f"{name}.log").open("w")
+        return subprocess.Popen([str(BIN / "dask"), *args], env={**self.env, **extra}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def add_workers(self, count: int) -> None:
+        from distributed import Client
+
+        for _ in range(count):
+            index = len(self.workers)
+            self.workers.append(self._start([
+                "worker", self.address, "--nthreads", "1", "--no-nanny", "--name", f"w{index}",
+                "--host", "127.0.0.1", "--dashboard-address", ":0",
+            ], f"worker-{index}", {}))  # fmt: skip
+        with Client(self.address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(len(self.workers), timeout=60)
+
+    def kill_when_busy(self, indexes: list[int]) -> threading.Thread:
+        """Kill the workers `indexes` (SIGKILL) as soon as each of them is running a fit; in a thread."""
+        from distributed import Client
+
+        def watch() -> None:
+            with Client(self.address, timeout=30, set_as_default=False) as client:
+                names = {
+                    info["name"]: address for address, info in client.scheduler_info()["workers"].items()
+                }
+                targets = [names[f"w{index}"] for index in indexes]
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    processing = client.processing()
+                    if all(processing.get(target) for target in targets):
+                        break
+                    time.sleep(0.02)
+            for index in indexes:
+                os.killpg(self.workers[index].pid, signal.SIGKILL)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.scheduler]:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [*self.workers, self.scheduler]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def searched(workspace: Path) -> Path:
+    """The workspace with an MLP grid search of 8 candidates x 2 folds, prepared and featurized, and the
+    search's result on this machine (`local-training.json`)."""
+    params = {
+        **SMALL_PARAMS,
+        "models": {"mlp": {**SMALL_PARAMS["models"]["mlp"], "search": {"grid": GRID, "cv": 2}}},
+    }
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_dvc_stage("prepare") == 0 and run_dvc_stage("featurize") == 0
+    assert run_dvc_stage("train", "mlp") == 0
+    shutil.move(workspace / "reports" / "mlp" / "training.json", workspace / "local-training.json")
+    shutil.rmtree(workspace / "models" / "mlp")
+    return workspace
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def _search_result(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_a_search_on_the_cluster_equals_the_local_one_even_when_a_worker_dies(
+    searched: Path, dask_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    dask_cluster.add_workers(2)
+    monkeypatch.setenv(CLUSTER_ENV, dask_cluster.address)
+    assert run_dvc_stage("train", "mlp") == 0, capsys.readouterr().err
+    assert f"on the Dask cluster at {dask_cluster.address}" in capsys.readouterr().err
+    local = _search_result(searched / "local-training.json")
+    assert _search_result(searched / "reports" / "mlp" / "training.json") == local
+    # a worker lost mid-search: its fits are rerun on the other; the same result
+    (searched / "reports" / "mlp" / "training.json").unlink()
+    killer = dask_cluster.kill_when_busy([0])
+    assert run_dvc_stage("train", "mlp") == 0, capsys.readouterr().err
+    killer.join(timeout=60)
+    assert dask_cluster.workers[0].poll() is not None  # it really died
+    assert _search_result(searched / "reports" / "mlp" / "training.json") == local
+
+
+@pytest.mark.slow
+def test_a_search_with_no_worker_left_fails_clearly_and_writes_nothing(
+    searched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    started = Cluster(tmp_path, {"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "3s"})
+    try:
+        started.add_workers(2)
+        monkeypatch.setenv(CLUSTER_ENV, started.address)
+        killer = started.kill_when_busy([0, 1])
+        code = run_dvc_stage("train", "mlp")
+        killer.join(timeout=60)
+    finally:
+        started.stop()
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"the grid search on the Dask cluster at {started.address} failed" in err, err
+    assert "nothing was written or logged" in err
+    assert not (searched / "reports" / "mlp" / "training.json").exists()
+    assert not (searched / "models" / "mlp").exists()
