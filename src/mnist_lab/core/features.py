@@ -6,7 +6,6 @@ The fitted featurizer is a scikit-learn pipeline, so the model logged to MLflow 
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,16 +64,17 @@ def pixel_frame(pixels: np.ndarray) -> pd.DataFrame:
     """Flattened 0-255 images as the DataFrame the logged model takes (float64 columns `pixel_i`)."""
     import pandas as pd  # only the stages that log or serve need it
 
-    return pd.DataFrame(np.asarray(pixels, dtype=np.float64), columns=_pixel_index(pixels.shape[1]))
+    n_pixels = pixels.shape[1]
+    if n_pixels not in _PIXEL_INDEXES:
+        _PIXEL_INDEXES[n_pixels] = pd.Index(pixel_columns(n_pixels))
+    return pd.DataFrame(np.asarray(pixels, dtype=np.float64), columns=_PIXEL_INDEXES[n_pixels])
 
 
-@functools.cache
-def _pixel_index(n_pixels: int) -> pd.Index:
-    """pixel_columns as a pandas Index, built once per size: building 784 names into one costs more than a
-    served MLP's prediction of an image (an Index cannot change, so every frame can share it)."""
-    import pandas as pd
-
-    return pd.Index(pixel_columns(n_pixels))
+# pixel_columns as a pandas Index, built once per size: building 784 names into one costs more than a served
+# MLP's prediction of an image (an Index cannot change, so every frame can share it). A plain dict, not
+# functools.cache: the logged model pickles this module's functions by value, and a cache wrapper would be
+# pickled by reference (a model that needs mnist_lab installed to load).
+_PIXEL_INDEXES: dict[int, pd.Index] = {}
 
 
 def full_model(featurizer: Pipeline, classifier: ClassifierMixin) -> Pipeline:

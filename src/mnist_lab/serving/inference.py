@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist_lab.core.errors import DataError
-from mnist_lab.core.features import pixel_frame
+from mnist_lab.core.features import pixel_columns, pixel_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,8 +60,6 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
     `dataframe_records`, CSV; columns `pixel_<i>`, or none at all), a dict of columns (`inputs`), an array
     or nested lists (`instances`, `inputs`), one image alone included."""
     import pandas as pd
-
-    from mnist_lab.core.features import pixel_columns
 
     if isinstance(request, dict):
         try:
