@@ -176,6 +176,7 @@ MLFLOWS = {
         "application/json; format=pandas-split",
         json.dumps({"instances": IMAGES.tolist()}),
     ),
+    "spaced parameter": ("application/json; charset = utf-8", json.dumps({"instances": ROWS})),  # a 415
     "parquet, other columns": (PARQUET_TYPE, _parquet(pd.DataFrame(IMAGES, columns=NAMES[::-1]))),
     "parquet, text index": (PARQUET_TYPE, _parquet(FRAME.set_axis(list("abcdefg")))),
     "parquet, nulls": (

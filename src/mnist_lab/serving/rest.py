@@ -156,7 +156,7 @@ class FastImages:
 
     def answer(self, content_type: bytes, body: bytes) -> bytes | None:
         mime, *parameters = (part.strip().lower() for part in content_type.split(b";"))
-        if any(parameter.replace(b" ", b"") != b"charset=utf-8" for parameter in parameters):
+        if any(parameter != b"charset=utf-8" for parameter in parameters):
             return None  # MLflow answers other parameters with 415
         images = json_images(body) if mime == JSON else parquet_images(body) if mime == PARQUET else None
         if images is None:
