@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench_mnist_scale import mnist_like
+from bench_serving import free_port
 from benchlib import environment, environment_line, log, markdown_table, write_json
 from mnist_lab.core.data import flatten_images
 from mnist_lab.core.features import fit_featurizer
@@ -34,12 +34,6 @@ from mnist_lab.system.cluster import dask_search
 
 BIN = Path(sys.executable).parent
 GRID = {"hidden_layer_sizes": [[50], [100]], "alpha": [0.0001, 0.001], "learning_rate_init": [0.001, 0.003]}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_cluster(workers: int) -> tuple[str, list[subprocess.Popen]]:
