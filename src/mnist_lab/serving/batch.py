@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -17,6 +18,7 @@ import numpy as np
 from mnist_lab.core.errors import DataError
 from mnist_lab.core.idx import GZIP_MAGIC, check_image_shape, idx_data_bytes, idx_header, idx_size_error
 from mnist_lab.serving.inference import predict_frame, table_pixels
+from mnist_lab.system.files import replaced_via_temp
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -166,28 +168,23 @@ def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
 
 class PredictionWriter:
     """Predictions written a chunk at a time, as CSV or Parquet (by the suffix), to a temporary file beside
-    `path` that replaces it when the writer closes without an error (and is removed when it does not)."""
+    `path` that replaces it when the writer closes without an error (and is removed when it does not:
+    system.files.replaced_via_temp)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if self.path.suffix not in TABLE_SUFFIXES:
             raise DataError(f"{self.path}: write predictions to a .csv or a .parquet file")
+        self._stack: ExitStack | None = None
         self._temporary: Path | None = None
         self._csv: IO[str] | None = None
         self._parquet: Any = None
         self.rows = 0
 
     def __enter__(self) -> PredictionWriter:
-        import tempfile
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=self.path.suffix
-        )
-        import os
-
-        os.close(handle)
-        self._temporary = Path(name)
+        with ExitStack() as stack:
+            self._temporary = stack.enter_context(replaced_via_temp(self.path, self.path.suffix))
+            self._stack = stack.pop_all()
         return self
 
     def write(self, predictions: pd.DataFrame) -> None:
@@ -206,18 +203,14 @@ class PredictionWriter:
             self._parquet.write_table(table)
         self.rows += len(predictions)
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        import os
-
-        assert self._temporary is not None
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: Any) -> None:
+        assert self._stack is not None
         try:
             for handle in (self._csv, self._parquet):
                 if handle is not None:
                     handle.close()
-            if kind is None:
-                os.replace(self._temporary, self.path)
-        finally:
-            self._temporary.unlink(missing_ok=True)
+        finally:  # renames the temporary file over `path` on success, removes it on an error
+            self._stack.__exit__(kind, value, trace)
 
 
 def write_predictions(predictions: pd.DataFrame, path: Path | str) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,18 +18,26 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def replace_via_temp(path: Path | str, write: Callable[[Path], object], suffix: str = "") -> None:
-    """Call `write` on a temporary file beside `path`, then rename it over `path`."""
+@contextmanager
+def replaced_via_temp(path: Path | str, suffix: str = "") -> Iterator[Path]:
+    """A temporary file beside `path` to write in the block; renamed over `path` when the block ends without
+    an error, removed when it does not."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(handle)
     try:
-        write(Path(temporary))
+        yield Path(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def replace_via_temp(path: Path | str, write: Callable[[Path], object], suffix: str = "") -> None:
+    """Call `write` on a temporary file beside `path`, then rename it over `path`."""
+    with replaced_via_temp(path, suffix) as temporary:
+        write(temporary)
 
 
 def write_bytes_atomic(path: Path | str, content: bytes) -> None:
