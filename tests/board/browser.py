@@ -42,12 +42,20 @@ def chromium(width: int = 1400, height: int = 900) -> Iterator[Any]:
 
 
 def wait_for(predicate, timeout_s: float = 30, interval_s: float = 0.1) -> Any:
-    """`predicate()`'s first truthy answer, polled; AssertionError after `timeout_s`."""
+    """`predicate()`'s first truthy answer, polled; AssertionError after `timeout_s`.
+
+    An element the page re-rendered between finding it and reading it (StaleElementReferenceException) is
+    "not yet": the page is still changing, so the predicate is asked again."""
     import time
+
+    from selenium.common.exceptions import StaleElementReferenceException
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(interval_s)

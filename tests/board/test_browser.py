@@ -33,11 +33,21 @@ def board(tmp_path_factory):
 
 
 def _rows(browser) -> list[str]:
-    from selenium.webdriver.common.by import By
+    """The table's row ids, read in one script: the page may re-render rows between two WebDriver calls."""
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll('#experiments tbody tr'),"
+        " tr => tr.getAttribute('data-id'))"
+    )
 
-    return [
-        tr.get_attribute("data-id") for tr in browser.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")
-    ]
+
+def _charts(browser) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Each curve chart's metric and its lines' (experiment, colour), read in one script (see `_rows`)."""
+    charts = browser.execute_script(
+        "return Array.from(document.querySelectorAll('svg.chart'), svg => [svg.getAttribute('data-metric'),"
+        " Array.from(svg.querySelectorAll('polyline'),"
+        " line => [line.getAttribute('data-experiment'), line.getAttribute('stroke')])])"
+    )
+    return [(metric, [tuple(line) for line in lines]) for metric, lines in charts]
 
 
 def test_the_table_shows_the_experiments_and_a_query_and_a_filter_narrow_it(board) -> None:
@@ -74,17 +84,11 @@ def test_compare_draws_curves_matrices_and_the_code_diff(board) -> None:
     for commit in commits[:2]:
         browser.find_element(By.CSS_SELECTOR, f"tr[data-id='{commit}'] input.select").click()
     browser.find_element(By.ID, "compare-selected").click()
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
-    charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
-    assert [c.get_attribute("data-metric") for c in charts] == [
-        "train_loss",
-        "val_loss",
-        "train_accuracy",
-        "val_accuracy",
-    ]
-    lines = charts[0].find_elements(By.CSS_SELECTOR, "polyline")
-    assert {line.get_attribute("data-experiment") for line in lines} == set(commits[:2])
-    assert len({line.get_attribute("stroke") for line in lines}) == 2  # a colour per experiment
+    charts = wait_for(lambda: _charts(browser))
+    assert [metric for metric, _ in charts] == ["train_loss", "val_loss", "train_accuracy", "val_accuracy"]
+    lines = charts[0][1]
+    assert {experiment for experiment, _ in lines} == set(commits[:2])
+    assert len({stroke for _, stroke in lines}) == 2  # a colour per experiment
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.matrix")) == 2
     assert "ALPHA_DEFAULT" in browser.find_element(By.ID, "diffs").text
     metrics = browser.find_element(By.ID, "compare-metrics")
