@@ -256,12 +256,13 @@ PIPELINE = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def stage_argv(stage: str, key: str | None = None) -> tuple[str, list[str]]:
-    """(module, arguments) of a stage's command in dvc.yaml, with ${key} filled in."""
+    """(module, arguments) of a stage's command in dvc.yaml, with ${key} filled in: `python -m
+    mnist_lab.stages <stage> ...` runs the module `mnist_lab.stages.<stage>`."""
     body = PIPELINE[stage].get("do", PIPELINE[stage])
     command = body["cmd"].replace("${key}", key or "")
     words = shlex.split(command)
-    assert words[:2] == ["python", "-m"], command
-    return words[2], words[3:]
+    assert words[:3] == ["python", "-m", "mnist_lab.stages"], command
+    return f"mnist_lab.stages.{words[3]}", words[4:]
 
 
 def run_dvc_stage(stage: str, key: str | None = None) -> int:

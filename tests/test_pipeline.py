@@ -16,6 +16,8 @@ import yaml
 from mnist_lab.core.data import flatten_images
 from mnist_lab.datasets.folder import read_dataset
 from mnist_lab.stages.common import TIMINGS_ENV
+from mnist_lab.system.warm import DIR_ENV as WARM_DIR_ENV
+from mnist_lab.system.warm import WARM_ENV
 from tests.helpers import REPO_ROOT, copy_repository, run
 
 MODELS = ("sgd", "random_forest", "mlp", "cnn")
@@ -33,7 +35,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict:
         TIMINGS_ENV: str(store / "stages.jsonl"),  # each stage's compute time and loaded modules
     }
     restored = run(["mnist-lab", "data", "restore"], root, env)
-    repro = run(["dvc", "repro"], root, env)
+    # cold (each stage its own process), so that test_rerun_from_scratch compares a warm run with it
+    repro = run(["dvc", "repro"], root, {**env, WARM_ENV: "0"})
     return {
         "runs_logged": len(runs(env["MLFLOW_TRACKING_URI"])),
         "root": root,
@@ -213,12 +216,20 @@ def test_second_repro_is_a_no_op(pipeline: dict) -> None:
 
 
 def test_rerun_from_scratch_gives_identical_metrics(pipeline: dict) -> None:
+    """Again with `dvc repro -f`, this time warm (stages forked from a server that preloaded the
+    libraries, system/warm.py): every output the same as the cold run's, and the committed metrics."""
     root, env = pipeline["root"], pipeline["env"]
     first = {
         p.relative_to(root): p.read_text()
         for p in [root / "metrics.json", *root.glob("reports/*/metrics.json")]
     }
+    cold_outputs = output_hashes(root / "dvc.lock")
+    server = start_warm_server(root, env)
+    timings = Path(env[TIMINGS_ENV])
+    before = len(timings.read_text().splitlines())
     run(["dvc", "repro", "-f"], root, env)
+    records = [json.loads(line) for line in timings.read_text().splitlines()[before:]]
+    assert len(records) == len(pipeline["stages"]) and {r["ppid"] for r in records} == {server}
     second = {
         p.relative_to(root): p.read_text()
         for p in [root / "metrics.json", *root.glob("reports/*/metrics.json")]
@@ -227,6 +238,47 @@ def test_rerun_from_scratch_gives_identical_metrics(pipeline: dict) -> None:
     assert first[Path("metrics.json")] == (REPO_ROOT / "metrics.json").read_text()
     # the models themselves, byte for byte (the CNN's .keras file carries no save date)
     assert model_hashes(root / "dvc.lock") == model_hashes(REPO_ROOT / "dvc.lock")
+    # and every other output, but for run ids and wall-clock times
+    assert output_hashes(root / "dvc.lock") == cold_outputs
+
+
+# outputs that hold MLflow run ids, record ids or wall-clock times, which differ from run to run
+RUN_SPECIFIC = re.compile(
+    r"(^reports$|mlflow\.json$|^outputs/timing/|^metrics\.csv$|^best_model\.json$|^registry\.json$)"
+)
+
+
+def output_hashes(lock: Path) -> dict[tuple[str, str], str]:
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    return {
+        (name, out["path"]): out["md5"]
+        for name, stage in stages.items()
+        for out in stage.get("outs", [])
+        if not RUN_SPECIFIC.search(out["path"])
+    }
+
+
+def start_warm_server(root: Path, env: dict) -> int:
+    """Start the stages' warm server for this environment (a cold stage run starts it) and wait until it
+    serves; its pid."""
+    import os
+    import time
+
+    key = run(["python", "-c", KEY_OF_STAGES], root, env).stdout.strip()
+    run(["python", "-m", "mnist_lab.stages", "validate", "--help"], root, env)
+    lock = Path(os.environ[WARM_DIR_ENV]) / f"{key}.lock"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if lock.with_suffix(".sock").exists():
+            return int(lock.read_text())
+        time.sleep(0.1)
+    raise AssertionError(f"no warm server {key} after 120 s")
+
+
+KEY_OF_STAGES = (
+    "from mnist_lab.stages.__main__ import warm_imports; from mnist_lab.system.warm import server_key; "
+    "print(server_key(warm_imports()))"
+)
 
 
 def model_hashes(lock: Path) -> dict[str, str]:

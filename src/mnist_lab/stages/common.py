@@ -87,6 +87,8 @@ def run_stage(
     if timings:
         record = {
             "stage": context.name,
+            "pid": os.getpid(),
+            "ppid": os.getppid(),  # a warm server's pid when the stage ran warm (system/warm.py)
             "compute_s": round(context.compute_seconds, 4),
             "body_s": round(time.perf_counter() - started, 4),
             "modules": loaded_package_files(),
