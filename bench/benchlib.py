@@ -246,13 +246,16 @@ class Repro:
 
 
 def timed_repro(workspace: Workspace, commands: list[tuple[str, str]], label: str, *args: str) -> Repro:
-    """`dvc repro <args>` with every stage process timed (shim) and its compute time recorded."""
+    """`dvc repro <args>` with every stage process timed (shim) and its compute time recorded; stages cold."""
     shim_log = workspace.scratch / f"shim-{label}.jsonl"
     timings = workspace.scratch / f"timings-{label}.jsonl"
     for path in (shim_log, timings):
         path.unlink(missing_ok=True)
     extra = python_shim(workspace.scratch / "shim", shim_log, workspace.env["PATH"])
-    done = workspace.run(["dvc", "repro", *args], **extra, **{TIMINGS_ENV: str(timings)})
+    # each stage cold, in its own process, so that the shim's wait4 sees the stage's peak memory (a warm
+    # stage, src/mnist_lab/system/warm.py, is a child of the warm server instead)
+    cold = {"MNIST_LAB_WARM_STAGES": "0"}
+    done = workspace.run(["dvc", "repro", *args], **extra, **cold, **{TIMINGS_ENV: str(timings)})
     processes = shim_records_by_stage(shim_log, commands)
     inside = {record["stage"]: record for record in read_jsonl(timings)}
     stages = {}
