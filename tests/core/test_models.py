@@ -3,7 +3,13 @@ import pytest
 
 from mnist_lab.core.data import Dataset, flatten_images, task_labels
 from mnist_lab.core.features import scale_pixels
-from mnist_lab.core.models import SettingsClassifier, build_classifier, class_scores, train_classifier
+from mnist_lab.core.models import (
+    SettingsClassifier,
+    build_classifier,
+    class_scores,
+    single_threaded_prediction,
+    train_classifier,
+)
 from mnist_lab.core.results import HISTORY_METRICS
 from mnist_lab.core.settings import MLPSettings, RandomForestSettings, SGDSettings
 
@@ -133,6 +139,40 @@ def test_grid_search_refits_the_best_candidate_with_the_pipelines_training(small
     assert clone(SettingsClassifier(settings, 3)).get_params()["seed"] == 3
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        {
+            "type": "mlp",
+            "hidden_layer_sizes": [16],
+            "max_epochs": 5,
+            "search": {"grid": {"alpha": [1e-4, 1e-2]}},
+        },
+        {"type": "random_forest", "n_estimators": 5, "search": {"grid": {"max_depth": [3, 8]}}},
+    ],
+    ids=["mlp", "random_forest"],
+)
+def test_a_search_in_parallel_processes_scores_every_fold_as_one_in_this_process(
+    small_digits: Dataset, model: dict
+) -> None:
+    """The candidates' fits in 2 joblib processes (what a stage does on a 2-core machine: one per core):
+    the same fold scores to the bit, the same best candidate, the same refitted model."""
+    from mnist_lab.core.settings import RandomForestSettings
+
+    x_train, y_train, x_test, _ = features(small_digits)
+    kind = MLPSettings if model["type"] == "mlp" else RandomForestSettings
+    settings = kind.model_validate({**model, "search": {**model["search"], "cv": 3}})
+    here = train_classifier(settings, x_train, y_train, seed=5, search_jobs=1)
+    parallel = train_classifier(settings, x_train, y_train, seed=5, search_jobs=2)
+    assert here.search is not None and parallel.search is not None
+    assert [c.fold_scores for c in parallel.search.candidates] == [
+        c.fold_scores for c in here.search.candidates
+    ]
+    assert parallel.search.best.params == here.search.best.params
+    one, other = (single_threaded_prediction(t.classifier) for t in (parallel, here))  # as evaluated
+    assert np.array_equal(class_scores(one, x_test), class_scores(other, x_test))
+
+
 def test_a_searched_mlp_keeps_the_history_of_its_refit(small_digits: Dataset) -> None:
     x_train, y_train, _, _ = features(small_digits)
     settings = MLPSettings.model_validate(
@@ -169,3 +209,19 @@ def test_labels_a_model_cannot_train_on_are_named_before_any_training() -> None:
     check_training_labels(searched, np.array([0, 1] * 5), "models.sgd")
     with pytest.raises(DataError, match=r"models.sgd: the training set holds only class \[1\]"):
         check_training_labels(sgd, np.ones(20, dtype=int), "models.sgd")
+
+
+def test_a_forest_predicts_the_same_probabilities_every_time_on_one_thread(small_digits: Dataset) -> None:
+    """With all cores, a forest sums its trees' probabilities in the order its threads finish (different
+    last bits from call to call); single_threaded_prediction makes every call sum in tree order."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    x_train, y_train, x_test, _ = features(small_digits)
+    forest = RandomForestClassifier(n_estimators=60, min_samples_leaf=3, n_jobs=-1, random_state=0)
+    forest.fit(x_train, y_train)
+    in_tree_order = sum(tree.predict_proba(x_test) for tree in forest.estimators_) / len(forest.estimators_)
+    assert single_threaded_prediction(forest) is forest
+    for _ in range(10):
+        assert np.array_equal(class_scores(forest, x_test), in_tree_order)
+    not_an_estimator = object()  # such as the CNN's wrapper: left as it is
+    assert single_threaded_prediction(not_an_estimator) is not_an_estimator

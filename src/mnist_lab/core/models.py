@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -135,12 +136,16 @@ def train_classifier(
     seed: int,
     on_progress: ProgressCallback | None = None,
     image_shape: tuple[int, int] | None = None,
+    search_jobs: int = -1,
 ) -> TrainedModel:
     """Fit the classifier for `settings` on (features, labels); with `settings.search`, grid-search first
-    (`on_progress` then reports the refit of the best candidate only). A CNN (`takes_images`) takes flat
-    raw 0-255 pixels as `features` and needs the `image_shape` (rows, cols) they came from."""
+    (`on_progress` then reports the refit of the best candidate only), its candidates' fits in `search_jobs`
+    parallel processes (joblib's; -1: one per core; under a joblib backend context such as the Dask
+    cluster's, that backend's workers). The results do not depend on it: every fit is seeded and limits BLAS
+    to one thread. A CNN (`takes_images`) takes flat raw 0-255 pixels as `features` and needs the
+    `image_shape` (rows, cols) they came from."""
     if settings.search is not None:
-        return _grid_search(settings, features, labels, seed, on_progress, image_shape)
+        return _grid_search(settings, features, labels, seed, on_progress, image_shape, search_jobs)
     if isinstance(settings, CNNSettings):
         from mnist_lab.core.cnn import train_cnn
 
@@ -207,9 +212,11 @@ def _grid_search(
     seed: int,
     on_progress: ProgressCallback | None,
     image_shape: tuple[int, int] | None = None,
+    jobs: int = -1,
 ) -> TrainedModel:
-    """`GridSearchCV` over `settings.search.grid` (stratified, shuffled folds seeded by `seed`); the best
-    candidate is refitted on all of (features, labels) with the pipeline's own training."""
+    """`GridSearchCV` over `settings.search.grid` (stratified, shuffled folds seeded by `seed`), its fits in
+    `jobs` processes; the best candidate is refitted on all of (features, labels) with the pipeline's own
+    training, in this process."""
     search: SearchSettings = settings.search  # type: ignore[assignment]
     grid = GridSearchCV(
         SettingsClassifier(settings.without_search(), seed, image_shape),
@@ -218,6 +225,7 @@ def _grid_search(
         cv=StratifiedKFold(search.cv, shuffle=True, random_state=seed),
         refit=False,
         error_score="raise",
+        n_jobs=jobs,
     ).fit(features, labels)
     results = grid.cv_results_
     folds = [results[f"split{i}_test_score"] for i in range(search.cv)]
@@ -306,6 +314,17 @@ def _train_mlp(
             break
     assert best is not None  # max_epochs >= 1
     return TrainedModel(best[2], history, best_epoch=best[1])
+
+
+def single_threaded_prediction(estimator: Any) -> Any:
+    """`estimator` (or each step of a pipeline) set to predict on one thread, and returned. A forest with
+    `n_jobs=-1` sums its trees' probabilities in whatever order its threads finish, so they differ in the
+    last bit from one call to the next (29 of 30 calls on 2 cores), and so can a label they tie on; one
+    thread sums in tree order, the same every time. Training keeps all cores (its trees are seeded)."""
+    for step in [estimator, *getattr(estimator, "named_steps", {}).values()]:
+        if hasattr(step, "get_params") and "n_jobs" in step.get_params(deep=False):  # not the CNN's wrapper
+            step.set_params(n_jobs=1)
+    return estimator
 
 
 def class_scores(classifier: ClassifierMixin, features: np.ndarray) -> np.ndarray:
