@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lab.core.cnn import COMPILE_CACHE_ENV
 from mnist_lab.core.data import Dataset, digits_dataset
 from mnist_lab.datasets.folder import dvc_directory_md5, read_directory_files
 from mnist_lab.system.warm import DIR_ENV, IDLE_ENV, stop_servers
@@ -19,16 +20,19 @@ from tests.helpers import REPO_ROOT, SMALL_PARAMS, copy_repository, run
 @pytest.fixture(scope="session", autouse=True)
 def warm_stage_servers() -> Iterator[Path]:
     """The stages the tests run start warm (system/warm.py) from this session's own servers, kept in a
-    private directory and stopped at the end (never a developer's own servers)."""
+    private directory and stopped at the end (never a developer's own servers), and keep the CNN's compiled
+    programs in this session's own directory (not the user's cache)."""
     directory = Path(tempfile.mkdtemp(prefix="mlw-", dir="/tmp"))  # short: socket paths are limited
-    saved = {name: os.environ.get(name) for name in (DIR_ENV, IDLE_ENV)}
-    os.environ[DIR_ENV] = str(directory)
-    os.environ[IDLE_ENV] = "300"
+    compiled = Path(tempfile.mkdtemp(prefix="mnist-lab-tests-xla-"))
+    values = {DIR_ENV: str(directory), IDLE_ENV: "300", COMPILE_CACHE_ENV: str(compiled)}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield directory
     finally:
         stop_servers(directory)
         shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(compiled, ignore_errors=True)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mnist_lab.core.cnn import (
+    COMPILE_CACHE_ENV,
     EXACT_ENV,
     EXACT_REDUCTIONS_FLAG,
     KerasImageClassifier,
@@ -227,7 +228,7 @@ def test_cpu_training_does_not_depend_on_the_core_count() -> None:
     """The same training in two processes, one on one core and one on two, gives the same weights and the
     same model bytes (XLA's YNNPACK reductions, which split sums by thread count, are turned off for the
     CNN's processes; Keras's memory addresses are numbered out of the .keras file)."""
-    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", EXACT_ENV)}
+    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", EXACT_ENV, COMPILE_CACHE_ENV)}
     hashes = []
     for cores in ("0", "0,1"):
         done = subprocess.run(
@@ -237,6 +238,35 @@ def test_cpu_training_does_not_depend_on_the_core_count() -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         hashes.append(done.stdout.split()[-1])
     assert hashes[0] == hashes[1]
+
+
+SMALL_TRAINING_SCRIPT = """
+import hashlib, pickle, numpy as np
+from mnist_lab.core.cnn import train_cnn
+from mnist_lab.core.settings import CNNSettings
+pixels = np.random.default_rng(0).integers(0, 256, size=(200, 64)).astype(np.uint8)
+trained = train_cnn(CNNSettings(type="cnn", max_epochs=1), pixels, np.arange(200) % 10, (8, 8), seed=1)
+print(hashlib.md5(pickle.dumps(trained.classifier)).hexdigest())
+"""
+
+
+def test_compiled_programs_are_kept_and_reused_by_the_next_process_with_the_same_weights(tmp_path) -> None:
+    cache = tmp_path / "xla"
+
+    def weights(directory: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", SMALL_TRAINING_SCRIPT], capture_output=True, text=True, check=False,
+            env={**os.environ, COMPILE_CACHE_ENV: directory},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-1]
+
+    first = weights(str(cache))
+    kept = sorted(path.name for path in cache.iterdir())
+    assert kept  # the training's programs, compiled once
+    assert weights(str(cache)) == first
+    assert sorted(path.name for path in cache.iterdir()) == kept  # the second process compiled nothing new
+    assert weights("0") == first  # and without the cache: the same weights
 
 
 def test_the_exact_reductions_flag_is_added_only_where_it_is_known_and_wanted() -> None:

@@ -36,6 +36,11 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 EXACT_REDUCTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 EXACT_JAXLIB = "0.10."
 EXACT_ENV = "MNIST_LAB_EXACT_CPU"  # "0": keep XLA's default (faster, results depend on the core count)
+# XLA's compiled programs kept in this directory and reused by the next process that compiles the same
+# program (JAX's persistent compilation cache: the same executable, so the same results). The stages set it
+# (stages/common.py); unset or "0": every process compiles afresh. Loading a saved network alone compiles
+# its weights' initializers (~1.5 s on 2 cores) before the saved weights replace them.
+COMPILE_CACHE_ENV = "MNIST_LAB_JAX_CACHE"
 
 
 def exact_reductions_flags(environ: dict[str, str] | os._Environ, jaxlib_version: str | None) -> str | None:
@@ -52,7 +57,8 @@ def exact_reductions_flags(environ: dict[str, str] | os._Environ, jaxlib_version
 def import_keras() -> Any:
     """`keras`, on the JAX backend unless `KERAS_BACKEND` names another (set before the first import), with
     XLA's CPU reductions made independent of the core count (see EXACT_REDUCTIONS_FLAG; it must be set before
-    JAX starts its CPU backend)."""
+    JAX starts its CPU backend) and, where COMPILE_CACHE_ENV names a directory, compiled programs kept there
+    (before the first compilation too)."""
     os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
     if os.environ["KERAS_BACKEND"] == "jax":
         from importlib import metadata
@@ -66,6 +72,13 @@ def import_keras() -> Any:
             os.environ["XLA_FLAGS"] = flags
     import keras
 
+    cache = os.environ.get(COMPILE_CACHE_ENV, "")
+    if os.environ["KERAS_BACKEND"] == "jax" and cache not in ("", "0"):
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # every program: most are small
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return keras
 
 

@@ -16,7 +16,7 @@ from mnist_lab.core.data import check_detector_labels, task_labels
 from mnist_lab.core.experiment_files import RunFile
 from mnist_lab.core.features import full_model, pixel_frame
 from mnist_lab.core.metrics import Evaluation, evaluate_predictions
-from mnist_lab.core.models import class_scores, takes_images
+from mnist_lab.core.models import class_scores, single_threaded_prediction, takes_images
 from mnist_lab.core.results import read_history, rows_csv
 from mnist_lab.core.run_summary import (
     curve_csv,
@@ -27,7 +27,7 @@ from mnist_lab.core.run_summary import (
     search_csv,
 )
 from mnist_lab.serving.pyfunc import DigitClassifier
-from mnist_lab.stages.common import StageContext, main_for, stage_parser
+from mnist_lab.stages.common import StageContext, keep_compiled_programs, main_for, stage_parser
 from mnist_lab.system import workspace
 from mnist_lab.system.files import load_arrays, load_object, read_json, write_json, write_text_atomic
 from mnist_lab.system.redact import display_uri
@@ -56,7 +56,9 @@ def evaluate(context: StageContext) -> None:
     settings, args = context.settings, context.args
     model_settings = settings.model(args.model)
     prepared = load_arrays(args.prepared, ("test_pixels", "test_labels", "train_labels", "image_shape"))
-    classifier = load_object(args.model_dir / "classifier.joblib")
+    if takes_images(model_settings):
+        keep_compiled_programs()  # before loading the network compiles anything
+    classifier = single_threaded_prediction(load_object(args.model_dir / "classifier.joblib"))
     if takes_images(model_settings):
         test_features = prepared["test_pixels"]
     else:

@@ -30,7 +30,7 @@ from mnist_lab.core.models import (
 )
 from mnist_lab.core.results import history_csv
 from mnist_lab.core.settings import CNNSettings, ModelSettings
-from mnist_lab.stages.common import StageContext, main_for, stage_parser
+from mnist_lab.stages.common import StageContext, keep_compiled_programs, main_for, stage_parser
 from mnist_lab.system import workspace
 from mnist_lab.system.cluster import cluster_address, dask_search
 from mnist_lab.system.files import load_arrays, save_object, write_json, write_text_atomic
@@ -41,6 +41,7 @@ def train(context: StageContext) -> None:
     model_settings = settings.model(args.model)
     image_shape = None
     if takes_images(model_settings):
+        keep_compiled_programs()
         prepared = load_arrays(args.prepared, ("train_pixels", "train_labels", "image_shape"))
         features, labels = prepared["train_pixels"], prepared["train_labels"]
         image_shape = (int(prepared["image_shape"][0]), int(prepared["image_shape"][1]))
