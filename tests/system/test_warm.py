@@ -117,6 +117,18 @@ def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
+def test_python_found_through_a_relative_path_entry_starts_a_server(warm) -> None:
+    """`PATH=.venv/bin:$PATH dvc repro` makes sys.executable relative; the server starts elsewhere."""
+    (warm["work"] / "venv").symlink_to(Path(sys.executable).parent.parent)  # only from the caller's cwd
+    env = {**warm["env"], "PATH": f"venv/bin{os.pathsep}{warm['env']['PATH']}"}
+    run = lambda: subprocess.run(["python", "-c", CLIENT, "x"], cwd=warm["work"], env=env,  # noqa: E731
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+    first = run()
+    assert first.returncode == 0, first.stderr
+    (socket_path,) = wait_for_server(warm["directory"])
+    assert probe_answer(run())["ppid"] == server_pid(socket_path)
+
+
 def test_the_umask_and_environment_are_the_callers_of_each_run(warm) -> None:
     client(warm)
     wait_for_server(warm["directory"])

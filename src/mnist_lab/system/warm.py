@@ -86,7 +86,10 @@ def run_module(module: str, argv: Sequence[str], imports: WarmImports) -> int:
         try:
             status = request_run(directory / f"{key}.sock", module, argv)
         except WarmError:
-            start_server(directory, key, imports)
+            try:
+                start_server(directory, key, imports)
+            except OSError as exc:  # never a reason for the stage itself to fail
+                _warn(f"could not start a warm server ({exc})")
         else:
             if status < 0:  # ended by a signal: end the same way, as the stage's own process would have
                 signal.signal(-status, signal.SIG_DFL)
@@ -138,7 +141,8 @@ def _warn(message: str) -> None:
 
 def server_key(imports: WarmImports) -> str:
     """What a server's imports depend on, hashed: callers with the same key may share a server."""
-    parts: list[Any] = [sys.executable, sys.version, tuple(sys.flags), sorted(sys._xoptions.items())]
+    parts: list[Any] = [os.path.abspath(sys.executable), sys.version, tuple(sys.flags)]
+    parts.append(sorted(sys._xoptions.items()))
     parts += [imports.modules, sorted(imports.environment.items())]
     parts.append(hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
     for entry in [*sys.path[1:], *(os.path.expanduser(name) for name in imports.config_files)]:
@@ -240,7 +244,10 @@ def start_server(directory: Path, key: str, imports: WarmImports) -> None:
     preload (its `.error` file says why; a new key, e.g. after fixing the environment, tries again)."""
     if (directory / f"{key}.error").exists() or _locked(directory / f"{key}.lock"):
         return
-    command = [sys.executable, "-P", *_interpreter_options(), "-m", MODULE, "serve", str(directory), key]
+    # absolute: `python` found through a relative PATH entry (PATH=.venv/bin:...) has a relative
+    # sys.executable, and the server starts in the socket directory
+    executable = os.path.abspath(sys.executable)
+    command = [executable, "-P", *_interpreter_options(), "-m", MODULE, "serve", str(directory), key]
     environment = {**imports.environment, **os.environ}  # the caller's values win
     with open(directory / f"{key}.log", "ab") as log:
         subprocess.Popen(
