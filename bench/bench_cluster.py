@@ -3,9 +3,10 @@
 MNIST-size data (60,000 generated 28x28 training images, bench_mnist_scale's generator; the featurizer of
 params.yaml), an MLP grid of 8 candidates (hidden layer 50 or 100, alpha, learning rate) x 2 folds, each
 fit --epochs epochs; the search the train stage runs (`train_classifier` with `search`, which refits the
-best candidate on all the data). Three runs, timed: on this machine (no cluster), then inside
-`mnist_lab.system.cluster.dask_search` on a `dask scheduler` with 1 and with 2 `dask worker --nthreads 1`
-processes on 127.0.0.1. The three results are checked identical (every candidate's fold scores, the best).
+best candidate on all the data). Four runs, timed: on this machine (no cluster) in one process and in one
+process per core (what a stage does without a cluster), then inside `mnist_lab.system.cluster.dask_search`
+on a `dask scheduler` with 1 and with 2 `dask worker --nthreads 1` processes on 127.0.0.1. The results are
+checked identical (every candidate's fold scores, the best).
 
     python bench/bench_cluster.py [--train 60000] [--epochs 5] [--json out.json]
 """
@@ -96,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, dict[str, Any]] = {}
     from threadpoolctl import threadpool_limits
 
-    for label, workers in (("this machine", 0), ("1 worker", 1), ("2 workers", 2)):
+    plan = (
+        ("this machine, 1 process", 0, 1),
+        (f"this machine, {os.cpu_count()} processes (a stage's default)", 0, -1),
+        ("1 worker", 1, -1),
+        ("2 workers", 2, -1),
+    )
+    for label, workers, jobs in plan:
         processes: list[subprocess.Popen] = []
         try:
             if workers:
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                     with dask_search(address):
                         trained = train_classifier(settings, features, labels, seed=0)
                 else:
-                    trained = train_classifier(settings, features, labels, seed=0)
+                    trained = train_classifier(settings, features, labels, seed=0, search_jobs=jobs)
             seconds = time.perf_counter() - begun
         finally:
             if processes:
