@@ -152,15 +152,18 @@ def test_an_edited_module_runs_as_edited_without_a_new_server(warm) -> None:
     assert answer["ppid"] == server_pid(socket_path)
 
 
-def test_an_interrupt_reaches_the_stage_and_its_exit_status_comes_back(warm) -> None:
+def sleeping_stage(warm: dict, **popen: object) -> tuple[subprocess.Popen, int, Path]:
+    """A caller whose stage (the probe's `--sleep`) runs warm and waits; (caller, the stage's pid, socket)."""
     client(warm)
     (socket_path,) = wait_for_server(warm["directory"])
     pid_file = warm["work"] / "pid"
-    caller = subprocess.Popen(
-        [sys.executable, "-c", CLIENT, "--sleep", str(pid_file)], cwd=warm["work"], env=warm["env"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    stage = wait_for_pid(pid_file)
+    caller = subprocess.Popen([sys.executable, "-c", CLIENT, "--sleep", str(pid_file)], cwd=warm["work"],
+                              env=warm["env"], **popen)  # fmt: skip
+    return caller, wait_for_pid(pid_file), socket_path
+
+
+def test_an_interrupt_reaches_the_stage_and_its_exit_status_comes_back(warm) -> None:
+    caller, stage, socket_path = sleeping_stage(warm, stdout=subprocess.PIPE, text=True)
     assert parent_of(stage) == server_pid(socket_path)
     caller.send_signal(signal.SIGINT)
     assert caller.wait(timeout=30) == 42
@@ -168,23 +171,13 @@ def test_an_interrupt_reaches_the_stage_and_its_exit_status_comes_back(warm) -> 
 
 
 def test_a_stage_ended_by_a_signal_ends_its_caller_by_the_same_signal(warm) -> None:
-    client(warm)
-    wait_for_server(warm["directory"])
-    pid_file = warm["work"] / "pid"
-    caller = subprocess.Popen([sys.executable, "-c", CLIENT, "--sleep", str(pid_file)], cwd=warm["work"],
-                              env=warm["env"])  # fmt: skip
-    stage = wait_for_pid(pid_file)
+    caller, stage, _ = sleeping_stage(warm)
     os.kill(stage, signal.SIGTERM)
     assert caller.wait(timeout=30) == -signal.SIGTERM
 
 
 def test_a_caller_killed_outright_takes_its_stage_with_it(warm) -> None:
-    client(warm)
-    wait_for_server(warm["directory"])
-    pid_file = warm["work"] / "pid"
-    caller = subprocess.Popen([sys.executable, "-c", CLIENT, "--sleep", str(pid_file)], cwd=warm["work"],
-                              env=warm["env"])  # fmt: skip
-    stage = wait_for_pid(pid_file)
+    caller, stage, _ = sleeping_stage(warm)
     caller.kill()
     caller.wait(timeout=30)
     deadline = time.monotonic() + 30
