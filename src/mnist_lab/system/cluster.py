@@ -72,7 +72,7 @@ def dask_search(address: str) -> Iterator[Any]:
         ) from None
     try:
         _check_workers(client, address)
-        with joblib.parallel_config(backend="dask", n_jobs=-1, client=client):
+        with joblib.parallel_config(backend="dask", n_jobs=-1, client=_ReplicatingClient(client)):
             yield client
     except ClusterError:
         raise
@@ -85,6 +85,22 @@ def dask_search(address: str) -> Iterator[Any]:
         ) from exc
     finally:
         client.close()
+
+
+class _ReplicatingClient:
+    """The Dask client as joblib's backend sees it, but scattering every large argument of the fits (the
+    images, the folds' indices) to all the workers rather than one. joblib scatters each to a single worker:
+    a worker killed holding the only copy made the scheduler forget the data, and every fit that needed it
+    was cancelled ("already forgotten") instead of rerun on the workers left."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def scatter(self, data: Any, **options: Any) -> Any:
+        return self._client.scatter(data, **{**options, "broadcast": True})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 def _check_workers(client: Any, address: str) -> None:
