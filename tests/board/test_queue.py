@@ -1,17 +1,19 @@
-"""Running an experiment from the board's API on the real pipeline: queue it (checked first), start DVC's
-queue, see it finish and become a row of the table with its params (slow: runs the pipeline)."""
+"""Running an experiment from the board on the real pipeline: queue it through the API (checked first),
+start DVC's queue from the page in a real chromium, follow its output there while it runs, see it finish and
+become a row of the table with its params (slow: runs the pipeline)."""
 
 from __future__ import annotations
 
 import os
-import time
+import re
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from mnist_lab.board.app import create_app
-from tests.helpers import BIN, commit_all, run
+from tests.board.browser import chromium, wait_for
+from tests.helpers import BIN, commit_all, free_port, run, start, stop, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +35,43 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     assert queued.status_code == 200, queued.json()
     assert queued.json() == {"queued": "from-the-board"}
     assert [t["status"] for t in http.get("/api/queue").json()["tasks"]] == ["Queued"]
-    assert http.post("/api/queue/start").status_code == 200
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        tasks = http.get("/api/queue").json()["tasks"]
-        if all(t["status"] not in ("Queued", "Running") for t in tasks):
-            break
-        time.sleep(2)
+    waiting = http.get("/api/queue/from-the-board/output").json()
+    assert waiting == {"name": "from-the-board", "started": False, "stage": None, "epoch": None, "lines": []}
+    unknown = http.get("/api/queue/no-such-experiment/output")
+    assert (
+        unknown.status_code == 404 and "no experiment named 'no-such-experiment'" in unknown.json()["error"]
+    )
+
+    # started from the page of a board run as `.venv/bin/mnist-lab board` is (PATH as above), which follows
+    # the experiment's output while it runs, then says how it ended
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {"PATH": os.environ["PATH"]})
+    try:
+        wait_until_ready(server, port, timeout_s=60)
+        with chromium() as browser:
+            browser.get(f"http://127.0.0.1:{port}/#/run")
+            wait_for(lambda: "from-the-board" in browser.find_element(By.ID, "run-tasks").text)
+            browser.find_element(By.ID, "run-start").click()
+            progress = lambda: browser.find_element(By.ID, "run-progress").text  # noqa: E731
+            running = wait_for(lambda: re.fullmatch(r"from-the-board: running (\S+@\S+|\S+)", progress()),
+                               timeout_s=300)  # fmt: skip
+            wait_for(lambda: progress().startswith("from-the-board: success (last stage: "), timeout_s=600)
+            shown = browser.find_element(By.ID, "run-output").text
+    finally:
+        stop(server)
+    assert running.group(1) in ("train@sgd", "evaluate@sgd", "select", "register"), running.group(0)
+    assert "Running stage '" in shown, shown
+    tasks = http.get("/api/queue").json()["tasks"]
     assert [t["status"] for t in tasks] == ["Success"], (
         tasks,
         run(["dvc", "queue", "logs", "from-the-board"], root, check=False).stdout[-3000:],
     )
+    output = http.get("/api/queue/from-the-board/output").json()
+    assert output["started"] and output["stage"] and output["epoch"] is None  # sgd trains in one go
+    assert output["stage"] in ("train@sgd", "evaluate@sgd", "select", "register"), output
+    assert output["lines"] and len(output["lines"]) <= 40
     rows = {row["id"]: row for row in http.get("/api/experiments?hidden=true").json()["rows"]}
     new = set(rows) - before
     assert new == {"exp:from-the-board"}

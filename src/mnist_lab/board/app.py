@@ -14,6 +14,8 @@ The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoin
     GET  /api/queue                                DVC's experiment queue (`dvc queue status`)
     POST /api/queue    {"set": {"models.mlp.alpha": "0.001"}, "name": null}
                                                    checked by the settings, then `dvc exp run --queue -S`
+    GET  /api/queue/{name}/output                  what a queued experiment printed so far (`dvc queue logs`):
+                                                   its stage, its last epoch line, its last lines
     POST /api/queue/start                          `dvc queue start`
     POST /api/commit   {"message": "...", "experiment": "exp:<name>"}   `dvc exp apply` + `mnist-lab commit`
     POST /api/promote  {"force": false, "min_delta": 0}   `mnist-lab promote`
@@ -326,6 +328,16 @@ def create_app(root: Path) -> FastAPI:
                 'set: give at least one params.yaml override, e.g. {"models.mlp.alpha": "0.001"}'
             )
         return {"queued": queue_experiment(root, list(request.set.items()), request.name)}
+
+    @app.get("/api/queue/{name}/output")
+    def queue_output(name: str) -> dict[str, Any]:
+        """What the queued experiment `name` has printed so far: `started`, `stage`, `epoch`, `lines`."""
+        from mnist_lab.experiments.queue import NotQueued, experiment_output
+
+        try:
+            return {"name": name, **experiment_output(root, name)}
+        except NotQueued as exc:
+            raise UnknownExperiment(str(exc)) from None
 
     @app.post("/api/queue/start")
     def start() -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """DVC's experiment queue, for the experiments page: queue an experiment with params.yaml overrides (checked
 by the typed settings first, with the same message as `mlflow run . -e train -P set=...`), start the queue,
-and read its status: the same `dvc exp run --queue -S`, `dvc queue start` and `dvc queue status` a user
-runs."""
+read its status and follow a running experiment's output: the same `dvc exp run --queue -S`, `dvc queue
+start`, `dvc queue status` and `dvc queue logs` a user runs."""
 
 from __future__ import annotations
 
@@ -16,10 +16,17 @@ from mnist_lab.system import commands
 
 _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 _STATUS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(.+?)\s+(Queued|Running|Success|Failed|Revoked)\s*$")
+_STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+_EPOCH_LINE = re.compile(r"^(\S+) epoch +(\d+)/(\d+): ")
+LOG_LINES = 40  # of an experiment's output, shown on the page
 
 
 class QueueError(MnistLabError):
     """DVC refused to queue or start an experiment."""
+
+
+class NotQueued(QueueError):
+    """No experiment of that name in DVC's queue."""
 
 
 def queue_experiment(root: Path, overrides: list[tuple[str, str]], name: str | None = None) -> str:
@@ -77,3 +84,34 @@ def apply_experiment(root: Path, name: str) -> None:
     done = commands.dvc("exp", "apply", name, cwd=root)
     if done.returncode != 0:
         raise QueueError(f"`dvc exp apply {name}` failed: {(done.stderr or done.stdout).strip()[-600:]}")
+
+
+def experiment_output(root: Path, name: str) -> dict[str, object]:
+    """What a queued experiment has printed so far (`dvc queue logs <name>`), for following it while it
+    runs: `started` (False while it waits in the queue), `stage` (the stage running, or the last one run),
+    `epoch` (the last per-epoch line of a network's training: model, epoch, epochs, the line) and the last
+    LOG_LINES lines. Refused for a name the queue does not have."""
+    if name not in {task["name"] for task in queue_status(root)}:
+        raise NotQueued(f"no experiment named {name!r} in DVC's queue (`dvc queue status` lists them)")
+    done = commands.dvc("queue", "logs", "--", name, cwd=root)
+    said = (done.stderr or "") + (done.stdout or "")
+    if done.returncode != 0:
+        if "has not been started" in said:
+            return {"started": False, "stage": None, "epoch": None, "lines": []}
+        raise QueueError(f"`dvc queue logs {name}` failed: {said.strip()[-600:]}")
+    return {"started": True, **output_progress(done.stdout)}
+
+
+def output_progress(text: str) -> dict[str, object]:
+    """The stage, the last epoch line and the last LOG_LINES lines of a pipeline's output. A progress bar
+    redraws its line with carriage returns: only what it drew last counts."""
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    stage = epoch = None
+    for line in lines:
+        if found := _STAGE_LINE.match(line):
+            stage, epoch = found.group(1), None  # an epoch line belongs to the stage that printed it
+        elif found := _EPOCH_LINE.match(line):
+            model, number, epochs = found.groups()
+            epoch = {"model": model, "epoch": int(number), "epochs": int(epochs), "line": line}
+    return {"stage": stage, "epoch": epoch, "lines": lines[-LOG_LINES:]}

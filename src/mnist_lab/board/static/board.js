@@ -408,16 +408,44 @@
     await refreshQueue();
   }
 
+  let followed = null; // the queued experiment whose output is shown: the running one, or the one clicked
   async function refreshQueue() {
     const { tasks } = await api("/api/queue");
     $("#run-tasks").innerHTML = tasks.length
       ? "<tr><th>name</th><th>created</th><th>status</th></tr>" + tasks.map((t) =>
-        `<tr data-name="${escapeHtml(t.name)}"><td class="mono">${escapeHtml(t.name)}</td><td>${escapeHtml(t.created)}</td><td>${escapeHtml(t.status)}</td></tr>`).join("")
+        `<tr data-name="${escapeHtml(t.name)}" class="${t.name === followed ? "selected" : ""}" title="its output below"><td class="mono">${escapeHtml(t.name)}</td><td>${escapeHtml(t.created)}</td><td>${escapeHtml(t.status)}</td></tr>`).join("")
       : "<tr><td class='summary'>nothing queued</td></tr>";
+    const running = tasks.find((t) => t.status === "Running");
+    if (running) followed = running.name;
+    const task = tasks.find((t) => t.name === followed);
+    await showOutput(task || null);
     const busy = tasks.some((t) => t.status === "Queued" || t.status === "Running");
     clearTimeout(polling);
     if (busy && readState().view === "run") polling = setTimeout(() => { table = null; refreshQueue(); }, 2000);
   }
+
+  async function showOutput(task) {
+    $("#run-follow").hidden = !task;
+    if (!task) return;
+    const output = await api(`/api/queue/${encodeURIComponent(task.name)}/output`);
+    const epoch = output.epoch;
+    const where = !output.started ? "waiting in the queue"
+      : task.status === "Running" ? `running ${output.stage || "(starting)"}` : `${task.status.toLowerCase()} (last stage: ${output.stage || "none"})`;
+    $("#run-progress").textContent = `${task.name}: ${where}` + (epoch && task.status === "Running" ? `, ${epoch.model} epoch ${epoch.epoch} of ${epoch.epochs}` : "");
+    $("#run-epochs").hidden = !(epoch && task.status === "Running");
+    if (epoch) { $("#run-epochs").max = epoch.epochs; $("#run-epochs").value = epoch.epoch; }
+    const box = $("#run-output");
+    const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    box.textContent = output.lines.join("\n");
+    if (atEnd) box.scrollTop = box.scrollHeight;
+  }
+
+  $("#run-tasks").addEventListener("click", async (event) => {
+    const row = event.target.closest("tr[data-name]");
+    if (!row) return;
+    followed = row.dataset.name;
+    await refreshQueue();
+  });
 
   $("#run-form").addEventListener("submit", async (event) => {
     event.preventDefault();
