@@ -4,6 +4,7 @@ predictions.csv) and `MLflow-Run:` trailers, as `mnist-lab commit` writes them; 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import subprocess
@@ -28,6 +29,49 @@ def _params(alpha: float, epochs: int, seed: int) -> str:
         },
         sort_keys=False,
     )
+
+
+SOURCES = tuple(f"src/mnist_lab/module_{number}.py" for number in range(35))  # the same in every commit
+STAGES = (
+    "validate",
+    "prepare",
+    "featurize",
+    *(f"{s}@{m}" for s in ("train", "evaluate") for m in MODELS),
+    "select",
+)
+
+
+def _lock(files: dict[str, str], alpha: float, epochs: int, seed: int) -> str:
+    """dvc.lock as DVC 3 writes it for a pipeline of this repository's size (its stages each on the data,
+    every source file and their params; ~50 KB) that ran on these files and params and made metrics.json."""
+
+    def file(path: str) -> dict:
+        data = files[path].encode()
+        return {"path": path, "hash": "md5", "md5": hashlib.md5(data).hexdigest(), "size": len(data)}
+
+    data = {"path": "data", "hash": "md5", "md5": yaml.safe_load(files["data.dvc"])["outs"][0]["md5"],
+            "size": 1000, "nfiles": 4}  # fmt: skip
+    sources = [file(path) for path in ("src/mnist_lab/core/models.py", *SOURCES)]
+    params = {
+        "models.cnn": {"type": "cnn", "max_epochs": epochs},
+        "models.mlp": {"type": "mlp", "alpha": alpha},
+        "seed": seed,
+    }
+    stages = {}
+    for stage in STAGES:
+        made = hashlib.md5(f"{stage} {alpha} {epochs} {seed}".encode()).hexdigest()
+        outs = [file("metrics.json")] if stage == "select" else [
+            {"path": f"outputs/{stage}.npz", "hash": "md5", "md5": made, "size": 4096}]  # fmt: skip
+        stages[stage] = {"cmd": f"python -m mnist_lab.stages {stage}", "deps": [data, *sources],
+                         "params": {"params.yaml": params}, "outs": outs}  # fmt: skip
+    return yaml.dump({"schema": "2.0", "stages": stages}, Dumper=_NoAliases, sort_keys=False)
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Each stage written out in full, as DVC does (PyYAML would alias the parts stages share)."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
 
 
 def _metrics(rng: random.Random) -> dict:
@@ -66,24 +110,32 @@ def experiment_files(index: int, seed: int = 0) -> tuple[dict[str, str], dict]:
         "params.yaml": _params(alpha, epochs, 42 + index // 3),
         "metrics.json": json.dumps(metrics, indent=2) + "\n",
         "data.dvc": f"outs:\n- md5: {index // 50:032x}.dir\n  path: data\n",
-        "dvc.lock": f"schema: '2.0'\nstages: {{run: {index}}}\n",
         "dvc.yaml": "stages: {}\n",
         "src/mnist_lab/core/models.py": f"ALPHA_DEFAULT = {alpha}  # experiment {index}\n",
+        **{path: f"# {path}\n" for path in SOURCES},
     }
+    files["dvc.lock"] = _lock(files, alpha, epochs, 42 + index // 3)
     for model in MODELS:
         files[f"reports/{model}/history.csv"] = _history(epochs, rng) if model == "cnn" else "epoch\n"
         files[f"reports/{model}/predictions.csv"] = _predictions(rng)
     return files, metrics
 
 
-def write_history(root: Path, commits: int, seed: int = 0, experiments: int = 0) -> list[str]:
+def write_history(
+    root: Path, commits: int, seed: int = 0, experiments: int = 0, dirty: tuple[int, ...] = ()
+) -> list[str]:
     """A new repository at `root` with `commits` experiment commits on main (oldest first) and
-    `experiments` DVC experiment refs on the last one; returns the commits' hashes, newest first."""
+    `experiments` DVC experiment refs on the last one; returns the commits' hashes, newest first. The
+    commits numbered in `dirty` have params.yaml's mlp alpha edited after their dvc.lock was written."""
     root.mkdir(parents=True, exist_ok=True)
     subprocess.run([*GIT, "init", "-q", "-b", "main", str(root)], check=True)
     stream = []
     for index in range(commits):
         files, _ = experiment_files(index, seed)
+        if index in dirty:
+            files["params.yaml"] = files["params.yaml"].replace(
+                "type: mlp\n    alpha:", "type: mlp\n    alpha: 0.5 #"
+            )
         run_ids = {model: f"{index:016x}{i + 1:016x}" for i, model in enumerate(MODELS)}
         trailers = "\n".join(
             f"MLflow-Run: {m} run={run_ids[m]} record={index:016x}{i:016x}" for i, m in enumerate(MODELS)

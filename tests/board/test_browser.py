@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     root = tmp_path_factory.mktemp("board")
-    commits = write_history(root, 8, experiments=1)
+    commits = write_history(root, 8, experiments=1, dirty=(5,))
     write_workspace_model(root)
     port = free_port()
     server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {})
@@ -57,6 +57,12 @@ def test_the_table_shows_the_experiments_and_a_query_and_a_filter_narrow_it(boar
     browser.get(f"{url}/#/table")
     wait_for(lambda: len(_rows(browser)) == 9)
     assert _rows(browser) == [*commits, "exp:exp-0"]
+    # experiment 5's params.yaml was edited after its run: flagged, the reason on hover
+    flags = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#experiments tbody td.dirty'),"
+        " td => [td.closest('tr').getAttribute('data-id'), td.textContent, td.title])"
+    )
+    assert flags == [[commits[8 - 1 - 5], "dirty", "dvc.lock disagrees with: params.yaml: models.mlp.alpha"]]
     query = browser.find_element(By.ID, "query")
     query.send_keys("mlp.alpha = 0.001 and source = commit")
     wait_for(lambda: 0 < len(_rows(browser)) < 9)

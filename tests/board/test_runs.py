@@ -54,6 +54,7 @@ def test_runs_no_experiment_names_are_rows_with_their_params_and_metrics(store, 
     assert [row["id"] for row in rows] == [f"run:{runs['loose']}"]  # not the linked one, not a candidate
     row = rows[0]
     assert row["source"] == "run" and row["dirty"] is True and row["model"] == "mlp"
+    assert row["dirty_because"] == ["uncommitted changes (the run's git/uncommitted.diff)"]
     assert row["params.models.mlp.alpha"] == 0.01 and row["params.seed"] == 42
     assert row["metrics.models.mlp.accuracy"] == 0.97 and row["accuracy"] == 0.97
     table = http.get("/api/experiments", params={"runs": "true", "q": "source = run and accuracy > 0.96"})

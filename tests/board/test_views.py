@@ -48,8 +48,43 @@ def test_changed_names_the_params_that_differ_from_the_parent(history) -> None:
         "models.mlp.alpha": [0.0001, 0.001],
     }
     assert by_message["Experiment 3: mlp alpha and cnn epochs"]["changed"]["seed"] == [42, 43]
-    first = by_message["Experiment 0: mlp alpha and cnn epochs"]["changed"]  # no parent: every param is new
-    assert first["models.mlp.alpha"] == [None, 0.0001] and all(old is None for old, _ in first.values())
+    # the first experiment has nothing before it to differ from (it listed every param as changed)
+    assert by_message["Experiment 0: mlp alpha and cnn epochs"]["changed"] == {}
+
+
+def test_no_experiment_is_dirty_whose_results_its_code_params_and_data_made(history) -> None:
+    root, _ = history
+    assert [(row["dirty"], row["dirty_because"]) for row in experiment_rows(root)] == [(False, [])] * 14
+
+
+def test_an_experiment_whose_results_its_own_files_did_not_make_is_dirty(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.board.experiment_history import GIT
+
+    root = tmp_path / "repo"
+    write_history(root, 2)
+
+    def commit(index: int, change: str, old: str, new: str) -> dict:
+        files, _ = experiment_files(index)  # a consistent experiment (its dvc.lock made its metrics.json)
+        assert old in files[change]
+        files[change] = files[change].replace(old, new)
+        for path, text in files.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text)
+        subprocess.run([*GIT, "commit", "-qam", f"experiment {index}"], cwd=root, check=True)
+        return experiment_rows(root, dvc_experiments=False)[0]
+
+    def because(row: dict) -> list[str]:
+        assert row["dirty"] is bool(row["dirty_because"])
+        return row["dirty_because"]
+
+    models = "src/mnist_lab/core/models.py"
+    assert because(commit(5, models, "# experiment", "# edited after the run, experiment")) == [models]
+    assert because(commit(8, "params.yaml", "alpha: 0.01", "alpha: 0.5")) == ["params.yaml: models.mlp.alpha"]
+    assert because(commit(7, "data.dvc", "0" * 32, "1" * 32)) == ["data.dvc"]
+    assert because(commit(6, "metrics.json", '"accuracy": 0.', '"accuracy": 1.')) == ["metrics.json"]
+    assert because(commit(9, "metrics.json", "", "")) == []  # consistent again
 
 
 def test_read_blobs_tells_a_missing_file_from_an_empty_one(history) -> None:

@@ -127,6 +127,31 @@ def test_a_run_from_a_dirty_tree_carries_the_diff(experiment: dict) -> None:
         run(["git", "checkout", "--", "src", "reports", "dvc.lock", "metrics.csv", "best_model.json"], root)
 
 
+def test_an_experiment_committed_without_rerunning_is_dirty_where_dvc_status_says(experiment: dict) -> None:
+    from mnist_lab.experiments.table import experiment_rows
+
+    root = experiment["root"]
+    (row,) = [r for r in experiment_rows(root, dvc_experiments=False) if r["id"] == experiment["commit"]]
+    assert (row["dirty"], row["dirty_because"]) == (False, [])  # what `mnist-lab commit` committed
+    # committed around `mnist-lab commit` (which refuses it): a param and the metrics edited, nothing rerun
+    params, metrics = root / "params.yaml", root / "metrics.json"
+    params.write_text(params.read_text().replace("alpha: 0.0001", "alpha: 0.001", 1))  # models.sgd.alpha
+    metrics.write_text(metrics.read_text().replace('"accuracy": 0.', '"accuracy": 1.', 1))
+    try:
+        run(["git", "commit", "-qam", "by hand"], root)
+        status = json.loads(run(["dvc", "status", "--json"], root, experiment["env"]).stdout)
+        row = experiment_rows(root, dvc_experiments=False)[0]
+        assert row["message"] == "by hand" and row["dirty"] is True, (row["dirty_because"], status)
+        # what DVC says of the same tree: the file params.yaml (a dep of `validate`), the param (of
+        # `train@sgd`, which declares `models.sgd`), the output metrics.json
+        assert status["validate"] == [{"changed deps": {"params.yaml": "modified"}}]
+        assert status["train@sgd"] == [{"changed deps": {"params.yaml": {"models.sgd": "modified"}}}]
+        assert {"changed outs": {"metrics.json": "modified"}} in status["select"]
+        assert row["dirty_because"] == ["metrics.json", "params.yaml", "params.yaml: models.sgd.alpha"]
+    finally:
+        run(["git", "reset", "-q", "--hard", experiment["commit"]], root)
+
+
 # runs last: it commits a second experiment
 def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
     root, env = experiment["root"], experiment["env"]

@@ -8,7 +8,9 @@ Rows come from three sources, joined by the links this repository records:
   commit whose first parent is its baseline), read the same way, without running DVC;
 - `run`: MLflow runs that no commit or DVC experiment names (`unlinked_run_rows`, from the tracking store).
 
-A row is a flat dict: `id`, `source`, `commit`, `date`, `message`, `dirty`, `data`, `model` / `metric` /
+A row is a flat dict: `id`, `source`, `commit`, `date`, `message`, `dirty` and `dirty_because` (a commit's
+or DVC experiment's results that its own files did not make, see `stale_results`; a run from a tree with
+uncommitted changes), `data`, `model` / `metric` /
 `value` (the best model), `accuracy` (the best model's), `labels`, `changed` (params that differ from the
 parent experiment: key -> [its value, this one's]), `runs` (model -> run id), then every param as
 `params.<key>` and every metric as `metrics.<key>` (`metrics.models.cnn.accuracy`), so the query language
@@ -18,7 +20,9 @@ reaches any of them.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,12 +141,14 @@ def _row(
     info: CommitInfo,
     source: str,
     blobs: dict[str, bytes | None],
+    stale: dict[str, list[str]],
     name: str | None = None,
     labels: list[str] | None = None,
 ) -> dict[str, Any]:
     metrics = _metrics(blobs.get(f"{info.commit}:metrics.json"))
     params = _params(blobs.get(f"{info.commit}:params.yaml"))
-    parent = _params(blobs.get(f"{info.parent}:params.yaml")) if info.parent else {}
+    parent_blob = blobs.get(f"{info.parent}:params.yaml") if info.parent else None
+    parent = _params(parent_blob)
     best = metrics.get("best") or {}
     models = metrics.get("models") or {}
     best_model = best.get("model")
@@ -158,7 +164,8 @@ def _row(
         "name": name,
         "date": info.date,
         "message": info.subject if source == "commit" else f"DVC experiment {name}",
-        "dirty": False,
+        "dirty": bool(stale.get(info.commit)),
+        "dirty_because": stale.get(info.commit, []),
         "data": _data_version(blobs.get(f"{info.commit}:data.dvc")),
         "model": best_model,
         "metric": best.get("metric"),
@@ -169,7 +176,9 @@ def _row(
             key: [parent.get(key), params.get(key)]
             for key in sorted(params.keys() | parent.keys())
             if params.get(key) != parent.get(key)
-        },
+        }
+        if parent_blob is not None
+        else {},  # the first experiment changes nothing: there is nothing before it to compare with
         "runs": runs,
     }
     row |= {f"params.{key}": value for key, value in params.items()}
@@ -202,17 +211,122 @@ def experiment_rows(
         for model in (_metrics(blobs.get(f"{info.commit}:metrics.json")).get("models") or {})
     ]
     blobs |= read_blobs(root, reports)
+    stale = stale_results(root, [info.commit for info in everything], blobs)
     labels = read_labels(root)
     champion = commands.git_output("rev-parse", "--verify", "--quiet", f"{CHAMPION_TAG}^{{commit}}", cwd=root)
     rows = []
     for info in commits:
         tags = labels.get(info.commit, []) + (["champion"] if info.commit == champion else [])
-        rows.append(_row(info, "commit", blobs, labels=tags))
+        rows.append(_row(info, "commit", blobs, stale, labels=tags))
     committed = {info.commit for info in commits}
     for info, name in experiments:
         if info.commit not in committed:  # an experiment branched and committed is a commit row
-            rows.append(_row(info, "dvc-experiment", blobs, name=name, labels=labels.get(f"exp:{name}", [])))
+            rows.append(
+                _row(info, "dvc-experiment", blobs, stale, name=name, labels=labels.get(f"exp:{name}", []))
+            )
     return rows
+
+
+_STALE: dict[str, list[str]] = {}  # commit -> stale_results' reasons (a commit's content never changes)
+_LOCKED_FILE = re.compile(r"- path: (\S+)\n *hash: md5\n *md5: ([0-9a-f]{32}(?:\.dir)?)\n")
+_DVC_FILE_MD5 = re.compile(r"^[ -]*md5: ([0-9a-f]{32}(?:\.dir)?)$", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=16)
+def _indented_block(indent: int) -> re.Pattern[str]:
+    """The lines (and blank lines) indented deeper than `indent` spaces."""
+    return re.compile(rf"(?:(?: {{{indent + 1},}}.*)?\n)*")
+
+
+def locked_state(text: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """What a dvc.lock (DVC 3) recorded its stages ran on and made: every dep's and out's md5 by path, and
+    the params.yaml values its stages read (flattened). Read without parsing the whole YAML (17 ms for this
+    repository's lock: seconds for hundreds of experiments); each stage's small params block is parsed,
+    cached, as most experiments share them."""
+    files = dict(_LOCKED_FILE.findall(text))
+    params: dict[str, Any] = {}
+    key = "params.yaml:\n"
+    at = text.find(key)
+    while at >= 0:
+        line_start = text.rfind("\n", 0, at) + 1
+        if not text[line_start:at].strip(" "):  # the key itself, not a value that ends with it
+            block = _indented_block(at - line_start).match(text, at + len(key))
+            if block:
+                params |= _params_block(block.group(0))
+        at = text.find(key, at + len(key))
+    return files, params
+
+
+@functools.lru_cache(maxsize=4096)
+def _params_block(block: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.load(block, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return {}
+    return flatten(loaded) if isinstance(loaded, dict) else {}
+
+
+def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]) -> dict[str, list[str]]:
+    """Per commit, why its committed results are not what its own code, params and data make (empty: they
+    are): each file dvc.lock recorded whose committed content differs (a source file edited, metrics.json
+    changed by hand), each tracked directory whose `.dvc` file names other data, each param whose value in
+    params.yaml is not the one the stages ran with: what `dvc status` would report in a checkout of it, so
+    that `dvc repro` would change its results. `blobs` holds each commit's params.yaml (as `experiment_rows`
+    reads them). Four git processes however many commits; a commit's answer is kept (a commit never
+    changes), so a history read again reads only its new commits."""
+    todo = [commit for commit in dict.fromkeys(commits) if commit not in _STALE]
+    locks: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
+    for spec, lock in read_blobs(root, [f"{commit}:dvc.lock" for commit in todo]).items():
+        if lock is not None:
+            locks[spec.rsplit(":", 1)[0]] = locked_state(lock.decode("utf-8", errors="replace"))
+    specs = [f"{commit}:{path}" for commit, (files, _) in locks.items() for path in files]
+    ids = _object_ids(root, specs)
+    missing = [spec for spec in specs if ids.get(spec) is None]
+    dvc_files = read_blobs(root, [f"{spec}.dvc" for spec in missing])  # a directory DVC tracks, as `data`
+    contents = read_blobs(root, {oid for oid in ids.values() if oid is not None})
+    md5_of = {
+        oid: hashlib.md5(content, usedforsecurity=False).hexdigest()
+        for oid, content in contents.items()
+        if content is not None
+    }
+    found: dict[str, list[str]] = {}
+    for commit, (files, locked_params) in locks.items():
+        reasons = []
+        for path, md5 in files.items():
+            oid = ids.get(f"{commit}:{path}")
+            if oid is not None:
+                if oid in md5_of and md5_of[oid] != md5:
+                    reasons.append(path)
+            elif (dvc_file := dvc_files.get(f"{commit}:{path}.dvc")) is not None:
+                recorded = _DVC_FILE_MD5.findall(dvc_file.decode("utf-8", errors="replace"))
+                if recorded and recorded[0] != md5:
+                    reasons.append(f"{path}.dvc")
+        params = _params(blobs.get(f"{commit}:params.yaml"))
+        reasons = sorted(reasons)
+        reasons += sorted(
+            f"params.yaml: {key}" for key, value in locked_params.items() if params.get(key) != value
+        )
+        found[commit] = reasons
+    if len(_STALE) > 100_000:
+        _STALE.clear()
+    _STALE.update(found)
+    _STALE.update((commit, []) for commit in todo if commit not in found)  # no dvc.lock: nothing to check
+    return {commit: _STALE[commit] for commit in commits if _STALE[commit]}
+
+
+def _object_ids(root: Path, specs: list[str]) -> dict[str, str | None]:
+    """`{"<rev>:<path>": blob id, or None where that is no file}` in one `git cat-file --batch-check`."""
+    specs = list(dict.fromkeys(specs))
+    if not specs:
+        return {}
+    done = commands.run(
+        "git", "cat-file", "--batch-check", cwd=root, input="\n".join(specs) + "\n", check=True
+    )
+    ids: dict[str, str | None] = {}
+    for spec, line in zip(specs, done.stdout.splitlines(), strict=True):
+        parts = line.split()
+        ids[spec] = parts[0] if len(parts) == 3 and parts[1] == "blob" else None
+    return ids
 
 
 def experiment_files(root: Path, commit: str, models: Iterable[str]) -> dict[str, dict[str, str | None]]:
@@ -275,6 +389,9 @@ def _run_row(run: Any) -> dict[str, Any]:
         "date": datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds"),
         "message": f"MLflow run {run.info.run_name} ({run.info.status.lower()})",
         "dirty": tags.get(f"{prefix}git_dirty") == "true",
+        "dirty_because": ["uncommitted changes (the run's git/uncommitted.diff)"]
+        if tags.get(f"{prefix}git_dirty") == "true"
+        else [],
         "data": tags.get(f"{prefix}data_version"),
         "model": model,
         "metric": None,

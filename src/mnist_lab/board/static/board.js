@@ -181,7 +181,7 @@
       if (c === "labels") return `<td>${value.map((l) => `<span class="chip ${escapeHtml(l)}">${escapeHtml(l)}</span>`).join("")}</td>`;
       if (c === "id") return `<td class="mono"><span class="swatch" style="background:${colour(row.id)}"></span>${escapeHtml(shortId(row.id))}</td>`;
       if (c === "source") return `<td class="source">${escapeHtml(value)}</td>`;
-      if (c === "dirty") return `<td>${value ? "dirty" : ""}</td>`;
+      if (c === "dirty") return value ? `<td class="dirty" title="${escapeHtml((row.source === "run" ? "" : "dvc.lock disagrees with: ") + (row.dirty_because || []).join(", "))}">dirty</td>` : "<td></td>";
       if (c === "date") return `<td>${escapeHtml(String(value || "").slice(0, 16).replace("T", " "))}</td>`;
       if (c === "data") return `<td class="mono">${escapeHtml(String(value || "").slice(0, 8))}</td>`;
       if (c === "message") return `<td class="message" title="${escapeHtml(value || "")}">${escapeHtml(value || "")}</td>`;
