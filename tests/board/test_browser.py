@@ -172,3 +172,50 @@ def test_the_server_answers_only_its_own_host_names(board) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 400
+
+
+_NAMED_ROLES = {"textbox", "searchbox", "checkbox", "button", "combobox", "slider", "spinbutton", "link",
+                "img", "progressbar"}  # fmt: skip
+
+
+def _unnamed_controls(browser) -> list[str]:
+    """Controls shown on the page that Chromium's accessibility tree gives no name (a screen reader would
+    announce them as "edit text" or "button" alone)."""
+    tree = browser.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+    return [
+        f"{node['role']['value']} (backend node {node.get('backendDOMNodeId')})"
+        for node in tree
+        if not node.get("ignored")
+        and node.get("role", {}).get("value") in _NAMED_ROLES
+        and not str(node.get("name", {}).get("value", "")).strip()
+    ]
+
+
+def test_every_control_has_a_name_and_the_table_sorts_from_the_keyboard(board) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser, url, _, commits = board
+    browser.execute_cdp_cmd("Accessibility.enable", {})
+    browser.get(f"{url}/#/table")
+    browser.refresh()
+    wait_for(lambda: len(_rows(browser)) == 9)
+    assert _unnamed_controls(browser) == []
+    # sorting is a button in each header: Tab reaches it, Enter sorts, and the header says how
+    sort = browser.find_element(By.CSS_SELECTOR, "th[data-column='date'] button.sort")
+    sort.send_keys(Keys.ENTER)
+    wait_for(lambda: "sort=date" in browser.current_url)
+    header = browser.find_element(By.CSS_SELECTOR, "th[data-column='date']")
+    assert header.get_attribute("aria-sort") == "ascending"
+    assert _rows(browser)[:8] == commits[::-1]  # oldest first
+    sort.send_keys(Keys.ENTER)
+    wait_for(lambda: header.get_attribute("aria-sort") == "descending")
+    for commit in commits[:2]:
+        browser.find_element(By.CSS_SELECTOR, f"tr[data-id='{commit}'] input.select").click()
+    browser.find_element(By.ID, "compare-selected").click()
+    wait_for(lambda: _charts(browser))
+    assert _unnamed_controls(browser) == []
+    for view, shown in (("run", "#run-params tr"), ("pad", "#pad-canvas")):
+        browser.get(f"{url}/#/{view}")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, shown))  # noqa: B023 - used at once
+        assert _unnamed_controls(browser) == [], view

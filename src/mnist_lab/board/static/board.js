@@ -164,11 +164,13 @@
     if (!head.dataset.columns || head.dataset.columns !== columns.join("|")) {
       head.dataset.columns = columns.join("|");
       head.innerHTML =
-        `<tr><th></th>${columns.map((c) => `<th class="sortable" data-column="${escapeHtml(c)}">${escapeHtml(c.replace(/^params\./, ""))} <span class="arrow"></span></th>`).join("")}</tr>` +
+        `<tr><th></th>${columns.map((c) => `<th class="sortable" data-column="${escapeHtml(c)}" aria-sort="none"><button type="button" class="sort" title="sort by ${escapeHtml(c)}">${escapeHtml(c.replace(/^params\./, ""))} <span class="arrow" aria-hidden="true"></span></button></th>`).join("")}</tr>` +
         `<tr class="filters"><th></th>${columns.map((c) => `<th><input data-filter="${escapeHtml(c)}" placeholder="filter" aria-label="filter ${escapeHtml(c)}"></th>`).join("")}</tr>`;
     }
     for (const th of head.querySelectorAll("th.sortable")) {
-      th.querySelector(".arrow").textContent = th.dataset.column === state.sort ? (state.desc ? "▼" : "▲") : "";
+      const sorted = th.dataset.column === state.sort;
+      th.querySelector(".arrow").textContent = sorted ? (state.desc ? "▼" : "▲") : "";
+      th.setAttribute("aria-sort", sorted ? (state.desc ? "descending" : "ascending") : "none");
     }
     for (const input of head.querySelectorAll("input[data-filter]")) {
       const value = state.filters[input.dataset.filter] || "";
@@ -413,7 +415,7 @@
     const { tasks } = await api("/api/queue");
     $("#run-tasks").innerHTML = tasks.length
       ? "<tr><th>name</th><th>created</th><th>status</th></tr>" + tasks.map((t) =>
-        `<tr data-name="${escapeHtml(t.name)}" class="${t.name === followed ? "selected" : ""}" title="its output below"><td class="mono">${escapeHtml(t.name)}</td><td>${escapeHtml(t.created)}</td><td>${escapeHtml(t.status)}</td></tr>`).join("")
+        `<tr data-name="${escapeHtml(t.name)}" class="${t.name === followed ? "selected" : ""}"><td><button type="button" class="link mono" title="show its output below">${escapeHtml(t.name)}</button></td><td>${escapeHtml(t.created)}</td><td>${escapeHtml(t.status)}</td></tr>`).join("")
       : "<tr><td class='summary'>nothing queued</td></tr>";
     const running = tasks.find((t) => t.status === "Running");
     if (running) followed = running.name;
