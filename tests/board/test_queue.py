@@ -55,7 +55,7 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
             wait_for(lambda: "from-the-board" in browser.find_element(By.ID, "run-tasks").text)
             browser.find_element(By.ID, "run-start").click()
             progress = lambda: browser.find_element(By.ID, "run-progress").text  # noqa: E731
-            running = wait_for(lambda: re.fullmatch(r"from-the-board: running (\S+@\S+|\S+)", progress()),
+            running = wait_for(lambda: re.fullmatch(r"from-the-board: running ([\w@-]+)", progress()),
                                timeout_s=300)  # fmt: skip
             wait_for(lambda: progress().startswith("from-the-board: success (last stage: "), timeout_s=600)
             shown = browser.find_element(By.ID, "run-output").text

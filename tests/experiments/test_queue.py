@@ -3,6 +3,8 @@ last lines. The queue itself runs in the slow tests (tests/board/test_queue.py).
 
 from __future__ import annotations
 
+import pytest
+
 from mnist_lab.experiments.queue import LOG_LINES, output_progress
 
 LOG = """\
@@ -44,3 +46,36 @@ def test_only_the_last_lines_are_kept_and_nothing_printed_is_nothing() -> None:
     printed = "".join(f"line {number}\n" for number in range(3 * LOG_LINES))
     assert output_progress(printed)["lines"] == [f"line {n}" for n in range(2 * LOG_LINES, 3 * LOG_LINES)]
     assert output_progress("") == {"stage": None, "epoch": None, "lines": []}
+
+
+def test_an_experiment_started_before_it_printed_anything_has_no_output_yet(monkeypatch, tmp_path) -> None:
+    # the moment between DVC's worker taking the task and the task's log file existing cannot be caught
+    # with the real queue: DVC's own answers for it (dvc/repo/experiments/queue/celery.py) stand in
+    import subprocess
+
+    from mnist_lab.experiments import queue
+
+    monkeypatch.setattr(queue, "queue_status", lambda root: [{"name": "exp-1", "status": "Running"}])
+
+    def dvc_says(message: str):
+        return lambda *args, **kwargs: subprocess.CompletedProcess(
+            ["dvc", *args], 255, "", f"ERROR: {message}\n"
+        )
+
+    monkeypatch.setattr(queue.commands, "dvc", dvc_says("No output logs found for experiment 'exp-1'"))
+    assert queue.experiment_output(tmp_path, "exp-1") == {
+        "started": True,
+        "stage": None,
+        "epoch": None,
+        "lines": [],
+    }
+    monkeypatch.setattr(
+        queue.commands, "dvc", dvc_says("Experiment 'exp-1' is in queue but has not been started")
+    )
+    assert queue.experiment_output(tmp_path, "exp-1")["started"] is False
+    failed = "No output logs found for experiment 'exp-1'\nExperiment likely failed during setup."
+    monkeypatch.setattr(queue.commands, "dvc", dvc_says(failed))
+    with pytest.raises(queue.QueueError, match="likely failed during setup"):
+        queue.experiment_output(tmp_path, "exp-1")
+    with pytest.raises(queue.NotQueued, match="no experiment named 'exp-2'"):
+        queue.experiment_output(tmp_path, "exp-2")

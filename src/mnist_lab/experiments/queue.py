@@ -98,6 +98,8 @@ def experiment_output(root: Path, name: str) -> dict[str, object]:
     if done.returncode != 0:
         if "has not been started" in said:
             return {"started": False, "stage": None, "epoch": None, "lines": []}
+        if "No output logs found" in said and "likely failed" not in said:  # started, nothing written yet
+            return {"started": True, "stage": None, "epoch": None, "lines": []}
         raise QueueError(f"`dvc queue logs {name}` failed: {said.strip()[-600:]}")
     return {"started": True, **output_progress(done.stdout)}
 

@@ -420,7 +420,11 @@
     const running = tasks.find((t) => t.status === "Running");
     if (running) followed = running.name;
     const task = tasks.find((t) => t.name === followed);
-    await showOutput(task || null);
+    try {
+      await showOutput(task || null);
+    } catch (error) { // the output is not there yet (or DVC is busy): the queue's status keeps refreshing
+      $("#run-progress").textContent = `${task.name}: ${error.message}`;
+    }
     const busy = tasks.some((t) => t.status === "Queued" || t.status === "Running");
     clearTimeout(polling);
     if (busy && readState().view === "run") polling = setTimeout(() => { table = null; refreshQueue(); }, 2000);
