@@ -148,6 +148,10 @@ def test_an_experiment_committed_without_rerunning_is_dirty_where_dvc_status_say
         assert status["train@sgd"] == [{"changed deps": {"params.yaml": {"models.sgd": "modified"}}}]
         assert {"changed outs": {"metrics.json": "modified"}} in status["select"]
         assert row["dirty_because"] == ["metrics.json", "params.yaml", "params.yaml: models.sgd.alpha"]
+        # and `mnist-lab history` says so
+        shown = run(["mnist-lab", "history", "-n", "1"], root, experiment["env"]).stdout
+        assert "dirty: its results are not what its own files make; dvc.lock disagrees with metrics.json, " \
+               "params.yaml, params.yaml: models.sgd.alpha" in shown, shown  # fmt: skip
     finally:
         run(["git", "reset", "-q", "--hard", experiment["commit"]], root)
 

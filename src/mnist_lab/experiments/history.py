@@ -23,6 +23,7 @@ class ExperimentRow:
     best: dict[str, Any] = field(default_factory=dict)
     accuracy: dict[str, float] = field(default_factory=dict)
     runs: dict[str, str | None] = field(default_factory=dict)
+    dirty_because: list[str] = field(default_factory=list)  # what dvc.lock disagrees with (empty: clean)
 
 
 def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = None) -> list[ExperimentRow]:
@@ -46,6 +47,7 @@ def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = N
                 if key.startswith("metrics.models.") and key.endswith(".accuracy")
             },
             runs=row["runs"],
+            dirty_because=row["dirty_because"],
         )
         for row in experiment_rows(root, revision, limit, dvc_experiments=False)
     ]
@@ -72,8 +74,11 @@ def as_markdown(rows: list[ExperimentRow]) -> str:
         accuracy = ", ".join(f"{m} {v:.4f}" for m, v in row.accuracy.items())
         runs = ", ".join(f"{m} {r[:8] if r else 'pending'}" for m, r in row.runs.items()) or "–"
         data = (row.data_version or "–")[:8]
+        message = (
+            f"**dirty** ({', '.join(row.dirty_because)}) {row.message}" if row.dirty_because else row.message
+        )
         lines.append(
-            f"| {row.commit[:8]} | {row.date[:10]} | {row.message} | {data} | {changed} | {best} | "
+            f"| {row.commit[:8]} | {row.date[:10]} | {message} | {data} | {changed} | {best} | "
             f"{accuracy} | {runs} |"
         )
     return "\n".join(lines)
@@ -87,6 +92,11 @@ def as_text(rows: list[ExperimentRow]) -> str:
             f"    data {(row.data_version or '?')[:12]}   best "
             + (f"{row.best['model']} {row.best['metric']}={row.best['value']:.4f}" if row.best else "-")
         )
+        if row.dirty_because:
+            out.append(
+                "    dirty: its results are not what its own files make; dvc.lock disagrees with "
+                + ", ".join(row.dirty_because)
+            )
         for key, (before, after) in row.params_changed.items():
             out.append(f"    {key}: {before} -> {after}")
         if row.runs:
