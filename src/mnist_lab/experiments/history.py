@@ -29,7 +29,8 @@ class ExperimentRow:
 def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = None) -> list[ExperimentRow]:
     """Every commit (newest first) that changed the pipeline's results (`dvc.lock` or `metrics.json`): the
     experiments. A rerun whose metrics came out the same still records new runs in `dvc.lock`. Read as the
-    experiments page reads them (`table.experiment_rows`: two git processes however long the history)."""
+    experiments page reads them (`table.experiment_rows`: a fixed number of git processes however long the
+    history)."""
     resolve_commit(root, revision)  # a clear error for a revision that does not exist
     return [
         ExperimentRow(

@@ -1,6 +1,7 @@
 """The experiments table of `mnist-lab board`: one row per experiment, read from git in a fixed number of
-processes however long the history (one `git log`, one `git cat-file --batch`), so hundreds of experiment
-commits load in about a second.
+processes however long the history (one `git log`, `git cat-file` for the files, and for the dirty check
+of each new commit its dvc.lock against its files), so hundreds of experiment commits load in about a
+second.
 
 Rows come from three sources, joined by the links this repository records:
 - `commit`: experiment commits (those that changed `dvc.lock` or `metrics.json`), with their trailers' runs;
