@@ -137,7 +137,7 @@ def test_queueing_a_wrong_value_shows_the_settings_error(board) -> None:
 def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    browser, _, root, commits = board
+    browser, url, root, commits = board
     out = tmp_path / "export"
     done = subprocess.run(
         [str(BIN / "mnist-lab"), "board", "--export", str(out), "--compare", f"{commits[2]},{commits[0]}"],
@@ -152,8 +152,25 @@ def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None
     browser.refresh()
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
     assert "ALPHA_DEFAULT" in browser.find_element(By.ID, "diffs").text
+    # any other selection compares too, drawn exactly as the live page draws it (but for git's code diffs)
+    view = f"#/compare?ids={commits[1]},{commits[3]},{commits[0]}&baseline={commits[5]}&changed=0"
+    drawn = {}
+    for page in (f"{url}/{view}", f"file://{out / 'index.html'}{view}"):
+        browser.get(page)
+        browser.refresh()
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
+        drawn[page] = browser.execute_script(
+            "return ['compare-experiments', 'compare-metrics', 'compare-params', 'curves', 'confusion']"
+            ".map(id => document.getElementById(id).innerHTML)"
+        )
+    live, exported = drawn.values()
+    assert exported == live and "better" in live[1] and len(live[4]) > 1000
+    assert (
+        "holds the code diff of the comparison it was made for only"
+        in browser.find_element(By.ID, "diffs").text
+    )
     # what the export does not hold, it says so
-    browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[0]},{commits[1]}")
+    browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[0]},no-such-experiment")
     browser.refresh()
     message = wait_for(lambda: browser.find_element(By.ID, "compare-empty").text)
     assert "static export does not hold" in message

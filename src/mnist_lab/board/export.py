@@ -1,6 +1,11 @@
 """`mnist-lab board --export DIR`: the table and compare views as files that open from `file://` without a
 server (for a CI artifact or a pull request). The page is the live one; `snapshot.js` holds the answers of the
-API calls it makes, so it renders, filters, sorts and compares exactly as the live page does."""
+API calls it makes, so it renders, filters, sorts and compares exactly as the live page does.
+
+Any selection of the table's experiments compares: the snapshot holds what a comparison draws from each
+(`ExperimentsBoard.drawn_from`: curves, confusion counts) and each metric's direction, and the page puts
+them together as the API would. Code diffs are git's, so only the comparison the export was made for
+(`--compare`, or the two newest) holds them."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lab.board.views import ExperimentsBoard
+from mnist_lab.core.results import metric_direction
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.system.files import write_text_atomic
 
@@ -37,6 +43,11 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
             f"note: the export holds no runs: the tracking store did not answer ({exc})"[:300],
             file=sys.stderr,
         )
+    snapshot["/export/drawn-from"] = board.drawn_from(table["rows"])
+    snapshot["/export/directions"] = {
+        key[len("metrics.") :]: metric_direction(key)
+        for key in {key for row in table["rows"] for key in row if key.startswith("metrics.")}
+    }
     if len(ids) >= 2:
         data = board.compare(ids)
         snapshot[f"/api/compare?ids={','.join(ids)}"] = data

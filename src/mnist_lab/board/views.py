@@ -11,7 +11,7 @@ from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.query import filter_rows
 from mnist_lab.core.results import confusion_counts, metric_direction
 from mnist_lab.experiments.labels import read_labels, set_label
-from mnist_lab.experiments.table import experiment_files, experiment_rows, history_rows, run_curves
+from mnist_lab.experiments.table import experiment_rows, experiments_files, history_rows, run_curves
 from mnist_lab.system import commands
 
 CODE_PATHS = ("src", "params.yaml", "dvc.yaml")
@@ -162,19 +162,9 @@ class ExperimentsBoard:
                 "verdicts": verdicts,
                 "direction": direction,
             }
-        curves: dict[str, Any] = {}
-        confusion: dict[str, Any] = {}
-        for row in rows:
-            if row["source"] == "run":  # its curves are in the store; no committed predictions
-                curves[row["id"]] = {row["model"]: run_curves(self.root, row["runs"][row["model"]])}
-                confusion[row["id"]] = {}
-                continue
-            models = sorted({key.split(".")[2] for key in row if key.startswith("metrics.models.")})
-            files = experiment_files(self.root, row["commit"], models)
-            curves[row["id"]] = {m: history_rows(f["history.csv"]) for m, f in files.items()}
-            confusion[row["id"]] = {
-                m: confusion_counts(f["predictions.csv"]) for m, f in files.items() if f["predictions.csv"]
-            }
+        parts = self.drawn_from(rows)
+        curves = {row_id: part["curves"] for row_id, part in parts.items()}
+        confusion = {row_id: part["confusion"] for row_id, part in parts.items()}
         return {
             "experiments": ids,
             "baseline": base["id"],
@@ -186,6 +176,31 @@ class ExperimentsBoard:
             "confusion": confusion,
             "diffs": {r["id"]: self._diff(base["commit"], r["commit"]) for r in rows if r is not base},
         }  # fmt: skip
+
+    def drawn_from(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Per experiment row, what a comparison draws: per model its per-epoch `curves` and its
+        `confusion` counts (a run's curves come from the store; it has no committed predictions). The
+        commits' files are read in one git process however many rows."""
+        wanted = {
+            row["commit"]: sorted({key.split(".")[2] for key in row if key.startswith("metrics.models.")})
+            for row in rows
+            if row["source"] != "run"
+        }
+        files = experiments_files(self.root, wanted)
+        parts: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row["source"] == "run":
+                curves = {row["model"]: run_curves(self.root, row["runs"][row["model"]])}
+                parts[row["id"]] = {"curves": curves, "confusion": {}}
+                continue
+            of = files[row["commit"]]
+            parts[row["id"]] = {
+                "curves": {m: history_rows(f["history.csv"]) for m, f in of.items()},
+                "confusion": {
+                    m: confusion_counts(f["predictions.csv"]) for m, f in of.items() if f["predictions.csv"]
+                },
+            }
+        return parts
 
     def _diff(self, old: str | None, new: str | None) -> dict[str, Any]:
         if not old or not new:

@@ -24,7 +24,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -330,13 +330,19 @@ def _object_ids(root: Path, specs: list[str]) -> dict[str, str | None]:
     return ids
 
 
-def experiment_files(root: Path, commit: str, models: Iterable[str]) -> dict[str, dict[str, str | None]]:
-    """Per model, the committed report files the compare view draws from: `history.csv` (per-epoch
-    curves) and `predictions.csv` (the confusion matrix), read in one git process."""
-    models = list(models)
+def experiments_files(
+    root: Path, wanted: Mapping[str, Iterable[str]]
+) -> dict[str, dict[str, dict[str, str | None]]]:
+    """Per commit (-> its models), per model, the committed report files the compare view draws from:
+    `history.csv` (per-epoch curves) and `predictions.csv` (the confusion matrix), in one git process."""
     names = ("history.csv", "predictions.csv")
-    blobs = read_blobs(root, [f"{commit}:reports/{m}/{name}" for m in models for name in names])
-    return {m: {name: _text(blobs[f"{commit}:reports/{m}/{name}"]) for name in names} for m in models}
+    models = {commit: list(of) for commit, of in wanted.items()}
+    specs = [f"{commit}:reports/{m}/{name}" for commit, of in models.items() for m in of for name in names]
+    blobs = read_blobs(root, specs)
+    return {
+        commit: {m: {name: _text(blobs[f"{commit}:reports/{m}/{name}"]) for name in names} for m in of}
+        for commit, of in models.items()
+    }
 
 
 def history_rows(text: str | None) -> list[dict[str, float]]:

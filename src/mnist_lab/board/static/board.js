@@ -60,6 +60,50 @@
   }
 
   // --- the API (or the export's snapshot of it) -----------------------------------------------------------
+  // A static export compares any selection of its table: what the API's compare answers, put together from
+  // the snapshot's rows, what each comparison draws from (curves, confusion counts) and each metric's
+  // direction (ExperimentsBoard.compare in board/views.py does the same; the browser tests hold them equal).
+  // Code diffs need git: only the comparison the export was made for has them. Null: not possible here.
+  function assembleComparison(ids, baseline) {
+    const drawn = SNAPSHOT["/export/drawn-from"], directions = SNAPSHOT["/export/directions"];
+    const table = SNAPSHOT["/api/experiments?hidden=1"];
+    if (!drawn || !directions || !table || ids.length < 2) return null;
+    const byId = new Map(table.rows.map((row) => [row.id, row]));
+    const rows = ids.map((id) => byId.get(id));
+    const base = baseline ? byId.get(baseline) : rows[0];
+    if (!base || rows.some((row) => !row || !drawn[row.id])) return null;
+    if (!rows.includes(base)) rows.unshift(base);
+    const sideBySide = (prefix) => {
+      const keys = [...new Set(rows.flatMap((row) => Object.keys(row).filter((key) => key.startsWith(prefix))))].sort();
+      return keys.map((key) => [key.slice(prefix.length), rows.map((row) => (key in row ? row[key] : null))]);
+    };
+    const baseIndex = rows.indexOf(base);
+    const metrics = {};
+    for (const [key, values] of sideBySide("metrics.")) {
+      const reference = values[baseIndex];
+      const direction = directions[key] || "higher";
+      const deltas = values.map((value) => (typeof value === "number" && typeof reference === "number" ? value - reference : null));
+      const verdicts = deltas.map((delta) => (delta === null ? null : delta === 0 ? "same" : (delta > 0) === (direction === "higher") ? "better" : "worse"));
+      metrics[key] = { values, deltas, verdicts, direction };
+    }
+    const params = {};
+    for (const [key, values] of sideBySide("params.")) {
+      params[key] = { values, changed: new Set(values.map((value) => JSON.stringify(value))).size > 1 };
+    }
+    const note = "a static export holds the code diff of the comparison it was made for only " +
+      "(mnist-lab board --export DIR --compare a,b): open the live board for this one";
+    return {
+      experiments: rows.map((row) => row.id),
+      baseline: base.id,
+      rows,
+      params,
+      metrics,
+      curves: Object.fromEntries(rows.map((row) => [row.id, drawn[row.id].curves])),
+      confusion: Object.fromEntries(rows.map((row) => [row.id, drawn[row.id].confusion])),
+      diffs: Object.fromEntries(rows.filter((row) => row !== base).map((row) => [row.id, { text: "", truncated: false, note }])),
+    };
+  }
+
   async function api(path, options) {
     if (SNAPSHOT) {
       if (path in SNAPSHOT) return SNAPSHOT[path];
@@ -69,6 +113,9 @@
         const held = Object.keys(SNAPSHOT).find((key) => key.startsWith("/api/compare?") &&
           SNAPSHOT[key].experiments.slice().sort().join(",") === wanted);
         if (held) return SNAPSHOT[held];
+        const query = new URLSearchParams(path.split("?")[1]);
+        const assembled = assembleComparison(query.get("ids").split(","), query.get("baseline"));
+        if (assembled) return assembled;
       }
       throw new Error(`this static export does not hold ${path}: open the live board (mnist-lab board)`);
     }
@@ -243,7 +290,7 @@
     $("#confusion").innerHTML = ids.map((id) => matrix(id, ((data.confusion[id] || {})[model]), ids)).join("");
     $("#diffs").innerHTML = Object.entries(data.diffs).map(([id, diff]) =>
       `<h3 class="mono">${escapeHtml(shortId(data.baseline))} → ${escapeHtml(shortId(id))}</h3>` +
-      (diff.text ? `<pre class="diff">${diff.text.split("\n").map((line) => {
+      (diff.note && !diff.text ? `<p class="summary">${escapeHtml(diff.note)}</p>` : diff.text ? `<pre class="diff">${diff.text.split("\n").map((line) => {
         const kind = line.startsWith("@@") ? "hunk" : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : "";
         return `<span class="${kind}">${escapeHtml(line)}</span>`;
       }).join("\n")}</pre>${diff.truncated ? "<p class='summary'>(truncated)</p>" : ""}` : `<p class="summary">no change in src/, params.yaml or dvc.yaml</p>`)
