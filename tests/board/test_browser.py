@@ -223,8 +223,8 @@ def test_every_control_has_a_name_and_the_table_sorts_from_the_keyboard(board) -
     sort.send_keys(Keys.ENTER)
     wait_for(lambda: "sort=date" in browser.current_url)
     header = browser.find_element(By.CSS_SELECTOR, "th[data-column='date']")
-    assert header.get_attribute("aria-sort") == "ascending"
-    assert _rows(browser)[:8] == commits[::-1]  # oldest first
+    wait_for(lambda: header.get_attribute("aria-sort") == "ascending")
+    wait_for(lambda: _rows(browser)[:8] == commits[::-1])  # oldest first
     sort.send_keys(Keys.ENTER)
     wait_for(lambda: header.get_attribute("aria-sort") == "descending")
     for commit in commits[:2]:
