@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lab.board.views import ExperimentsBoard
-from mnist_lab.core.results import metric_direction
 from mnist_lab.core.errors import MnistLabError
+from mnist_lab.core.results import metric_direction
 from mnist_lab.system.files import write_text_atomic
 
 STATIC = Path(__file__).with_name("static")

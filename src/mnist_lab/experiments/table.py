@@ -308,11 +308,12 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
             f"params.yaml: {key}" for key, value in locked_params.items() if params.get(key) != value
         )
         found[commit] = reasons
+    found |= {commit: [] for commit in todo if commit not in found}  # no dvc.lock: nothing to check
     if len(_STALE) > 100_000:
         _STALE.clear()
     _STALE.update(found)
-    _STALE.update((commit, []) for commit in todo if commit not in found)  # no dvc.lock: nothing to check
-    return {commit: _STALE[commit] for commit in commits if _STALE[commit]}
+    answers = {commit: found[commit] if commit in found else _STALE.get(commit, []) for commit in commits}
+    return {commit: reasons for commit, reasons in answers.items() if reasons}
 
 
 def _object_ids(root: Path, specs: list[str]) -> dict[str, str | None]:
