@@ -52,6 +52,9 @@ from benchlib import (
 from mnist_lab.system.warm import DIR_ENV as WARM_DIR_ENV
 from mnist_lab.system.warm import WARM_ENV, stop_servers
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.helpers import start_warm_server
+
 # Imports a stage makes inside its body, after its module's own: (prelude already imported, the import).
 LAZY_IMPORTS = {
     "evaluate": (
@@ -135,25 +138,6 @@ def one_mode(
             "compute_s": sum(r["compute_s"] for r in exp_records),
         },
     }
-
-
-def start_warm_server(workspace: Workspace) -> int:
-    """Start the stages' warm server for the workspace's environment and wait until it serves; its pid."""
-    key = workspace.run([str(BIN_DIR / "python"), "-c", KEY_OF_STAGES]).output.strip()
-    workspace.run([str(BIN_DIR / "python"), "-m", "mnist_lab.stages", "validate", "--help"])
-    lock = Path(workspace.env[WARM_DIR_ENV]) / f"{key}.lock"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if lock.with_suffix(".sock").exists():
-            return int(lock.read_text())
-        time.sleep(0.1)
-    raise RuntimeError(f"no warm server {key} after 300 s (see {lock.with_suffix('.log')})")
-
-
-KEY_OF_STAGES = (
-    "from mnist_lab.stages.__main__ import warm_imports; from mnist_lab.system.warm import server_key; "
-    "print(server_key(warm_imports()))"
-)
 
 
 def dvc_timings(workspace: Workspace, repeats: int) -> dict[str, list[float]]:
@@ -349,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         raw["warmup_repro_s"] = workspace.run(["dvc", "repro", "-f"], **MODES["cold"]).wall_s
         log("starting the warm server")
         started_server = time.perf_counter()
-        server = start_warm_server(workspace)
+        server = start_warm_server(workspace.root, workspace.env, timeout_s=300)
         raw["warm_server_start_s"] = time.perf_counter() - started_server
         raw["repetitions"] = []
         try:

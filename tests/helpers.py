@@ -331,3 +331,25 @@ def post(url: str, body: bytes | str, content_type: str = "application/json") ->
             return error.code, json.loads(text)
         except json.JSONDecodeError:
             return error.code, text
+
+
+KEY_OF_STAGES = (
+    "from mnist_lab.stages.__main__ import warm_imports; from mnist_lab.system.warm import server_key; "
+    "print(server_key(warm_imports()))"
+)
+
+
+def start_warm_server(root: Path, env: dict | None = None, timeout_s: float = 120) -> int:
+    """Start the stages' warm server for this environment (a cold stage run starts it) and wait until it
+    serves; its pid. Its directory is the environment's MNIST_LAB_WARM_DIR (`env`'s, else this process's)."""
+    from mnist_lab.system.warm import DIR_ENV
+
+    key = run([str(BIN / "python"), "-c", KEY_OF_STAGES], root, env).stdout.strip()
+    run([str(BIN / "python"), "-m", "mnist_lab.stages", "validate", "--help"], root, env)
+    lock = Path((env or {}).get(DIR_ENV) or os.environ[DIR_ENV]) / f"{key}.lock"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if lock.with_suffix(".sock").exists():
+            return int(lock.read_text())
+        time.sleep(0.1)
+    raise AssertionError(f"no warm server {key} after {timeout_s:.0f} s (see {lock.with_suffix('.log')})")

@@ -16,9 +16,8 @@ import yaml
 from mnist_lab.core.data import flatten_images
 from mnist_lab.datasets.folder import read_dataset
 from mnist_lab.stages.common import TIMINGS_ENV
-from mnist_lab.system.warm import DIR_ENV as WARM_DIR_ENV
 from mnist_lab.system.warm import WARM_ENV
-from tests.helpers import REPO_ROOT, copy_repository, run
+from tests.helpers import REPO_ROOT, copy_repository, run, start_warm_server
 
 MODELS = ("sgd", "random_forest", "mlp", "cnn")
 
@@ -256,29 +255,6 @@ def output_hashes(lock: Path) -> dict[tuple[str, str], str]:
         for out in stage.get("outs", [])
         if not RUN_SPECIFIC.search(out["path"])
     }
-
-
-def start_warm_server(root: Path, env: dict) -> int:
-    """Start the stages' warm server for this environment (a cold stage run starts it) and wait until it
-    serves; its pid."""
-    import os
-    import time
-
-    key = run(["python", "-c", KEY_OF_STAGES], root, env).stdout.strip()
-    run(["python", "-m", "mnist_lab.stages", "validate", "--help"], root, env)
-    lock = Path(os.environ[WARM_DIR_ENV]) / f"{key}.lock"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if lock.with_suffix(".sock").exists():
-            return int(lock.read_text())
-        time.sleep(0.1)
-    raise AssertionError(f"no warm server {key} after 120 s")
-
-
-KEY_OF_STAGES = (
-    "from mnist_lab.stages.__main__ import warm_imports; from mnist_lab.system.warm import server_key; "
-    "print(server_key(warm_imports()))"
-)
 
 
 def model_hashes(lock: Path) -> dict[str, str]:
