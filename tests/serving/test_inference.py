@@ -63,6 +63,11 @@ def test_requests_in_every_serving_format_give_the_same_pixels() -> None:
         ([["abc"] * 16], "pixel values must be numbers 0-255"),
         ([[300] * 16], "row 0, pixel 0 is 300.0"),
         ([[None] * 16], "row 0, pixel 0 is nan"),
+        # past the first row, where the quick check (min and max) sees them: NaN, infinity, below 0
+        ([[1] * 16, [1] * 8 + [float("nan")] + [1] * 7], "row 1, pixel 8 is nan"),
+        ([[0] * 16, [0] * 15 + [float("inf")]], "row 1, pixel 15 is inf"),
+        ([[0] * 16, [-1] + [0] * 15], "row 1, pixel 0 is -1.0"),
+        ([[0] * 16, [255.5] * 16], "row 1, pixel 0 is 255.5"),
         ({"pixel_0": [1], "pixel_1": [2]}, "missing ['pixel_2', 'pixel_3'"),
         ({**{f"pixel_{i}": [1] for i in range(16)}, "extra": [1]}, "unexpected ['extra']"),
         ({"pixel_0": [1, 2], "pixel_1": [1]}, "malformed columns"),

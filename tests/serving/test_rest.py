@@ -201,22 +201,49 @@ def _mlflows_answer(model, content_type: str, body: str | bytes) -> tuple[int, b
     return result.status, result.response.encode()
 
 
+def _values(answer: bytes) -> str:
+    """An answer's JSON values, written by Python's encoder: equal for two answers only if every number is
+    the same float (or the same int: 1 and 1.0 differ) in the same structure, whatever the spacing."""
+    return json.dumps(json.loads(answer))
+
+
 @pytest.mark.parametrize("form", FAST)
-def test_the_fast_path_answers_mlflows_bytes(served_model, form: str) -> None:
+def test_the_fast_path_answers_mlflows_values(served_model, form: str) -> None:
     content_type, body = FAST[form]
     data = body.encode() if isinstance(body, str) else body
     answer = FastImages(served_model).answer(content_type.encode(), data)
     assert answer is not None, form
-    assert (200, answer) == _mlflows_answer(served_model, content_type, body)
+    status, mlflows = _mlflows_answer(served_model, content_type, body)
+    assert status == 200 and _values(answer) == _values(mlflows)
 
 
-def test_predictions_of_any_kind_are_written_as_mlflow_writes_them() -> None:
+def test_every_float_is_written_to_its_last_bit() -> None:
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    # where orjson's and Python's spellings differ (1e-7 / 1e-07, 0.00001 / 1e-05) and the extremes
+    tiny = [1e-7, 1e-5, 1.5e-5, 9.61105174536181e-05, 5e-324, 2.2250738585072014e-308, 0.1 + 0.2, 1e16, 0.0]
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {"label": np.arange(len(tiny) + 1000), "probability_0": tiny + list(rng.random(1000) ** 30)}
+    )
+    expected = io.StringIO()
+    predictions_to_json(frame, expected)
+    answer = predictions_json(frame)
+    assert _values(answer) == _values(expected.getvalue().encode())
+    assert [row["probability_0"] for row in json.loads(answer)["predictions"]] == frame[
+        "probability_0"
+    ].tolist()
+    assert answer != expected.getvalue().encode()  # orjson wrote it (the spacing differs), not the fallback
+
+
+def test_predictions_of_any_other_kind_are_written_as_mlflow_writes_them() -> None:
     import io as _io
 
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
     frames = [
-        pd.DataFrame({"label": [1, 2], "probability_0": [0.25, float("nan")]}),
+        pd.DataFrame({"label": [1, 2], "probability_0": [0.25, float("nan")]}),  # orjson: null, MLflow: NaN
+        pd.DataFrame({"label": [1], "score_0": [float("inf")]}),
         pd.DataFrame({"label": [3], "text": ["x"]}),  # not numbers: MLflow's conversion
         pd.DataFrame([[1, 2]], columns=[0, 1]),  # names that are not text
         np.array([[0.5, 0.5]]),

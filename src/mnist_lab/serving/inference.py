@@ -128,6 +128,8 @@ def first_bad_cell(table: pd.DataFrame, first_row: int = 0) -> str:
 
 
 def check_pixel_values(pixels: np.ndarray, source: str, first_row: int = 0) -> None:
+    if pixels.size == 0 or (pixels.min() >= 0 and pixels.max() <= 255):  # NaN fails both: looked at below
+        return  # two passes over the pixels; the five below cost 4x that (1,000 MNIST images: 1.8 ms)
     bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255)
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])

@@ -10,10 +10,13 @@ with its request formats), behind two fixes for what a client sees.
   pixel of `instances` / `inputs` and writes the answer with the pure-Python JSON encoder: 2,000-3,000
   images/s for a model that predicts 70,000/s (README, Performance). A JSON body whose `instances` or
   `inputs` is a plain array of numbers, and a Parquet body whose columns are `pixel_0...` of numbers, are
-  answered here instead: decoded once, handed to the same model's `predict`, written with MLflow's own
-  conversion by the C encoder (the same bytes; tests/serving/test_rest.py compares them). Anything else,
-  and any request the model refuses, goes to MLflow's path unchanged, so every other format and every
-  error answer is MLflow's (shortened as above).
+  answered here instead: decoded once (orjson), handed to the same model's `predict`, written by orjson
+  (0.6 ms for 1,000 answers where Python's encoder takes 14 ms). The answer is MLflow's to the last bit of
+  every number (both write each float's shortest round-trip digits; tests/serving/test_rest.py parses and
+  compares them), not to the byte: orjson writes no spaces after `,` and `:`, and `1e-7` or `0.00001` where
+  Python writes `1e-07` or `1e-05`; predictions with NaN or infinity are written by MLflow's own conversion
+  (orjson would write `null`). Anything else, and any request the model refuses, goes to MLflow's path
+  unchanged, so every other format and every error answer is MLflow's (shortened as above).
 
 Run by uvicorn as `mnist_lab.serving.rest:app`, with the model's local folder in MLflow's own variable, as
 `mlflow models serve --env-manager local` does (`serving.serve_command`)."""
@@ -85,10 +88,11 @@ def json_images(body: bytes) -> np.ndarray | None:
     """The images of a JSON body `{"instances": [...]}` or `{"inputs": [...]}` whose value is an array of
     numbers (one image or a list of them), as MLflow would hand them to the model; None for anything else."""
     import numpy as np
+    import orjson
 
     try:
-        parsed = json.loads(body)
-    except ValueError:
+        parsed = orjson.loads(body)  # half json's time; NaN, Infinity, huge integers: left to MLflow
+    except orjson.JSONDecodeError:
         return None
     if not isinstance(parsed, dict) or len(parsed) != 1:
         return None
@@ -109,8 +113,8 @@ def parquet_images(body: bytes) -> np.ndarray | None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.ParquetFile(pa.BufferReader(body)).read(use_pandas_metadata=False)
+    try:  # one thread: a fifth less time for 784 columns on 2 cores than arrow's pool
+        table = pq.ParquetFile(pa.BufferReader(body)).read(use_pandas_metadata=False, use_threads=False)
     except (pa.ArrowException, OSError, ValueError):
         return None
     names = [f"pixel_{i}" for i in range(table.num_columns)]
@@ -125,9 +129,11 @@ def parquet_images(body: bytes) -> np.ndarray | None:
 
 
 def predictions_json(predictions: Any) -> bytes:
-    """What MLflow's scoring server answers for `predictions`, byte for byte, by the C JSON encoder. The
-    model's frame (string column names, numbers) is turned into records a column at a time, which costs a
-    tenth of pandas' `to_dict` for one image; anything else goes through MLflow's own conversion."""
+    """What MLflow's scoring server answers for `predictions` (see the module's doc: the same values,
+    written by orjson). The model's frame (string column names, finite numbers) is turned into records a
+    column at a time, which costs a tenth of pandas' `to_dict` for one image; anything else goes through
+    MLflow's own conversion and Python's encoder, byte for byte MLflow's."""
+    import numpy as np
     import pandas as pd
 
     if (
@@ -135,11 +141,14 @@ def predictions_json(predictions: Any) -> bytes:
         and predictions.columns.is_unique
         and all(isinstance(name, str) for name in predictions.columns)
         and all(kind.kind in "iuf" for kind in predictions.dtypes)
+        and np.isfinite(predictions.to_numpy(dtype=np.float64)).all()
     ):
+        import orjson
+
         names = list(predictions.columns)
         columns = [predictions[name].tolist() for name in names]
         records = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-        return json.dumps({"predictions": records}).encode()
+        return orjson.dumps({"predictions": records})
     from mlflow.pyfunc.scoring_server import _get_jsonable_obj
     from mlflow.utils.proto_json_utils import NumpyEncoder
 
