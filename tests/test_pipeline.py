@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from mnist_lab.core.data import flatten_images
 from mnist_lab.datasets.folder import read_dataset
 from mnist_lab.stages.common import TIMINGS_ENV
+from mnist_lab.system.sources import parse_code_listing
 from mnist_lab.system.warm import WARM_ENV
 from tests.helpers import REPO_ROOT, copy_repository, run, start_warm_server
 
@@ -75,17 +77,26 @@ def test_fresh_run_reproduces_the_committed_metrics_exactly(pipeline: dict) -> N
 
 
 def test_each_stage_depends_on_every_module_it_loads(pipeline: dict) -> None:
-    """A change to any of this package's code that a stage runs must rerun the stage: dvc.yaml lists, for
-    each stage, every module the stage's process loaded (including through unpickled models)."""
-    stages = yaml.safe_load((pipeline["root"] / "dvc.yaml").read_text())["stages"]
+    """A change to any of this package's code that a stage runs must rerun the stage: each stage depends on
+    its listing (stage-code/<stage>.sha256, the `code` stage's), which holds every module the stage's
+    process loaded (including through unpickled models), each with its file's digest."""
+    root = pipeline["root"]
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     ran = {record["stage"] for record in pipeline["stages"]}
     assert {"prepare", "featurize", "train@cnn", "evaluate@cnn", "select", "register"} <= ran
     for record in pipeline["stages"]:
         name = record["stage"].partition("@")[0]
-        deps = set(stages[name].get("do", stages[name])["deps"])
+        deps = stages[name].get("do", stages[name])["deps"]
+        if name == "code":  # the listings' own stage (run here only where they were not committed)
+            assert deps == ["src/mnist_lab"]
+            continue
+        assert f"stage-code/{name}.sha256" in deps and not [d for d in deps if d.startswith("src/")], deps
+        listed = parse_code_listing((root / "stage-code" / f"{name}.sha256").read_text())
         assert f"src/mnist_lab/stages/{name}.py" in record["modules"]  # the record is what it says
-        missing = [module for module in record["modules"] if module not in deps]
-        assert not missing, f"{record['stage']} loads {missing}, which dvc.yaml does not list as its deps"
+        missing = [module for module in record["modules"] if module not in listed]
+        assert not missing, f"{record['stage']} loads {missing}, which its listing lacks"
+        for path, digest in listed.items():
+            assert hashlib.sha256((root / path).read_bytes()).hexdigest() == digest, path
 
 
 def test_metrics_are_sane(pipeline: dict) -> None:
@@ -228,7 +239,9 @@ def test_rerun_from_scratch_gives_identical_metrics(pipeline: dict) -> None:
     before = len(timings.read_text().splitlines())
     run(["dvc", "repro", "-f"], root, env)
     records = [json.loads(line) for line in timings.read_text().splitlines()[before:]]
-    assert len(records) == len(pipeline["stages"]) and {r["ppid"] for r in records} == {server}
+    # every stage of the cold run, and `code` (its listings are committed, so the cold run skips it)
+    assert sorted(r["stage"] for r in records) == sorted({*(r["stage"] for r in pipeline["stages"]), "code"})
+    assert {r["ppid"] for r in records} == {server}
     second = {
         p.relative_to(root): p.read_text()
         for p in [root / "metrics.json", *root.glob("reports/*/metrics.json")]
@@ -380,3 +393,29 @@ def test_one_models_setting_reruns_only_that_model(pipeline: dict) -> None:
             (root / name).write_bytes(content)
         run(["dvc", "checkout", "--force"], root, env)
     assert workspace_state(root) == before
+
+
+def test_an_edit_reruns_only_the_stages_that_run_the_edited_code(pipeline: dict) -> None:
+    """The `code` stage reruns after any edit under src/mnist_lab; a stage reruns only when its listing
+    changed: an edit to the board's code reruns no stage, one to validate.py reruns validate alone (its
+    output does not change, so nothing after it reruns)."""
+    root, env = pipeline["root"], pipeline["env"]
+    before = workspace_state(root)
+    listings = {p.name: p.read_text() for p in (root / "stage-code").iterdir()}
+
+    def ran_after(path: str, edit: bool) -> set[str]:
+        source = root / path
+        text = source.read_text()
+        source.write_text(text + "# an edit\n" if edit else text.removesuffix("# an edit\n"))
+        done = run(["dvc", "repro"], root, env)
+        return set(re.findall(r"Running stage '([^']+)'", done.stdout + done.stderr))
+
+    assert ran_after("src/mnist_lab/board/views.py", edit=True) == {"code"}
+    assert {p.name: p.read_text() for p in (root / "stage-code").iterdir()} == listings
+    assert ran_after("src/mnist_lab/board/views.py", edit=False) == {"code"}
+    assert ran_after("src/mnist_lab/stages/validate.py", edit=True) == {"code", "validate"}
+    assert (root / "stage-code" / "validate.sha256").read_text() != listings["validate.sha256"]
+    assert ran_after("src/mnist_lab/stages/validate.py", edit=False) == {"code", "validate"}
+    assert {p.name: p.read_text() for p in (root / "stage-code").iterdir()} == listings
+    assert workspace_state(root) == before
+    assert "Data and pipelines are up to date." in run(["dvc", "status"], root, env).stdout

@@ -41,9 +41,17 @@ STAGES = (
 )
 
 
-def _lock(files: dict[str, str], alpha: float, epochs: int, seed: int) -> str:
-    """dvc.lock as DVC 3 writes it for a pipeline of this repository's size (its stages each on the data,
-    every source file and their params; ~50 KB) that ran on these files and params and made metrics.json."""
+def _listing(files: dict[str, str]) -> str:
+    """A stage's `stage-code/<stage>.sha256` (system/sources.py) for the source files of `files`."""
+    code = ("src/mnist_lab/core/models.py", *SOURCES)
+    return "".join(f"{hashlib.sha256(files[path].encode()).hexdigest()}  {path}\n" for path in code)
+
+
+def _lock(files: dict[str, str], alpha: float, epochs: int, seed: int, listings: bool) -> str:
+    """dvc.lock as DVC 3 writes it for a pipeline of this repository's size that ran on these files and
+    params and made metrics.json: each stage on the data, its listing of the code it runs (`listings`; the
+    repository's pipeline since the `code` stage, ~20 KB) or every source file (before it, ~50 KB), and
+    its params."""
 
     def file(path: str) -> dict:
         data = files[path].encode()
@@ -62,7 +70,8 @@ def _lock(files: dict[str, str], alpha: float, epochs: int, seed: int) -> str:
         made = hashlib.md5(f"{stage} {alpha} {epochs} {seed}".encode()).hexdigest()
         outs = [file("metrics.json")] if stage == "select" else [
             {"path": f"outputs/{stage}.npz", "hash": "md5", "md5": made, "size": 4096}]  # fmt: skip
-        stages[stage] = {"cmd": f"python -m mnist_lab.stages {stage}", "deps": [data, *sources],
+        code = [file(f"stage-code/{stage.partition('@')[0]}.sha256")] if listings else sources
+        stages[stage] = {"cmd": f"python -m mnist_lab.stages {stage}", "deps": [data, *code],
                          "params": {"params.yaml": params}, "outs": outs}  # fmt: skip
     return yaml.dump({"schema": "2.0", "stages": stages}, Dumper=_NoAliases, sort_keys=False)
 
@@ -100,8 +109,8 @@ def _predictions(rng: random.Random, count: int = 60) -> str:
     return "\n".join(rows) + "\n"
 
 
-def experiment_files(index: int, seed: int = 0) -> tuple[dict[str, str], dict]:
-    """The files of experiment `index` and its metrics."""
+def experiment_files(index: int, seed: int = 0, listings: bool = True) -> tuple[dict[str, str], dict]:
+    """The files of experiment `index` and its metrics (`listings`: see _lock)."""
     rng = random.Random(seed * 100_003 + index)
     alpha = [0.0001, 0.001, 0.01][index % 3]
     epochs = 3 + index % 4
@@ -114,7 +123,10 @@ def experiment_files(index: int, seed: int = 0) -> tuple[dict[str, str], dict]:
         "src/mnist_lab/core/models.py": f"ALPHA_DEFAULT = {alpha}  # experiment {index}\n",
         **{path: f"# {path}\n" for path in SOURCES},
     }
-    files["dvc.lock"] = _lock(files, alpha, epochs, 42 + index // 3)
+    if listings:
+        for stage in dict.fromkeys(stage.partition("@")[0] for stage in STAGES):
+            files[f"stage-code/{stage}.sha256"] = _listing(files)
+    files["dvc.lock"] = _lock(files, alpha, epochs, 42 + index // 3, listings)
     for model in MODELS:
         files[f"reports/{model}/history.csv"] = _history(epochs, rng) if model == "cnn" else "epoch\n"
         files[f"reports/{model}/predictions.csv"] = _predictions(rng)

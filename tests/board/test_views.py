@@ -65,22 +65,41 @@ def test_an_experiment_whose_results_its_own_files_did_not_make_is_dirty(tmp_pat
     root = tmp_path / "repo"
     write_history(root, 2)
 
-    def commit(index: int, change: str, old: str, new: str) -> dict:
-        files, _ = experiment_files(index)  # a consistent experiment (its dvc.lock made its metrics.json)
+    def commit(index: int, change: str, old: str, new: str, listings: bool = True, remove: str = "") -> dict:
+        # a consistent experiment (its dvc.lock made its metrics.json), then one file changed
+        files, _ = experiment_files(index, listings=listings)
         assert old in files[change]
         files[change] = files[change].replace(old, new)
+        subprocess.run([*GIT, "rm", "-rq", "--ignore-unmatch", "stage-code"], cwd=root, check=True)
         for path, text in files.items():
             (root / path).parent.mkdir(parents=True, exist_ok=True)
             (root / path).write_text(text)
-        subprocess.run([*GIT, "commit", "-qam", f"experiment {index}"], cwd=root, check=True)
-        return experiment_rows(root, dvc_experiments=False)[0]
+        if remove:
+            (root / remove).unlink()
+        subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
+        subprocess.run([*GIT, "commit", "-qm", f"experiment {index}"], cwd=root, check=True)
+        return newest()
+
+    def newest() -> dict:  # commits made within one second: found by id, not by date
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+        return next(row for row in experiment_rows(root, dvc_experiments=False) if row["id"] == head.strip())
 
     def because(row: dict) -> list[str]:
         assert row["dirty"] is bool(row["dirty_because"])
         return row["dirty_because"]
 
     models = "src/mnist_lab/core/models.py"
+    # a file of the code the stages ran, edited after the run: found through the stages' listings
+    # (stage-code/<stage>.sha256, which dvc.lock records), and in a lock from before them (the files there)
     assert because(commit(5, models, "# experiment", "# edited after the run, experiment")) == [models]
+    assert because(commit(4, models, "# experiment", "# edited, experiment", listings=False)) == [models]
+    assert because(commit(3, models, "", "")) == []
+    assert because(commit(1, models, "", "", remove=models)) == [f"{models} (not in the commit)"]
+    # a listing edited by hand: dvc.lock disagrees with it (as with any file it records)
+    listing = "stage-code/train.sha256"
+    assert because(
+        commit(2, listing, "  src/mnist_lab/module_0.py\n", "  src/mnist_lab/module_0.py\n\n")
+    ) == [listing]
     assert because(commit(8, "params.yaml", "alpha: 0.01", "alpha: 0.5")) == ["params.yaml: models.mlp.alpha"]
     assert because(commit(7, "data.dvc", "0" * 32, "1" * 32)) == ["data.dvc"]
     assert because(commit(6, "metrics.json", '"accuracy": 0.', '"accuracy": 1.')) == ["metrics.json"]

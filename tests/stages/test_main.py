@@ -15,7 +15,7 @@ from tests.helpers import REPO_ROOT
 def test_an_unknown_stage_is_refused_with_the_list_of_stages(capsys) -> None:
     assert main(["trian", "sgd"]) == 2
     assert (
-        "usage: python -m mnist_lab.stages {validate,prepare,featurize,train,evaluate,select,register}"
+        "usage: python -m mnist_lab.stages {code,validate,prepare,featurize,train,evaluate,select,register}"
         in (capsys.readouterr().err)
     )
 

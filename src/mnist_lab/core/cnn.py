@@ -37,9 +37,9 @@ EXACT_REDUCTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 EXACT_JAXLIB = "0.10."
 EXACT_ENV = "MNIST_LAB_EXACT_CPU"  # "0": keep XLA's default (faster, results depend on the core count)
 # XLA's compiled programs kept in this directory and reused by the next process that compiles the same
-# program (JAX's persistent compilation cache: the same executable, so the same results). The stages set it
-# (stages/common.py); unset or "0": every process compiles afresh. Loading a saved network alone compiles
-# its weights' initializers (~1.5 s on 2 cores) before the saved weights replace them.
+# program (JAX's persistent compilation cache: the same executable, so the same results). The train and
+# evaluate stages set it (stages/common.py); unset or "0": every process compiles afresh. Loading a saved
+# network alone compiles its weights' initializers (~1.5 s on 2 cores) before the saved weights replace them.
 COMPILE_CACHE_ENV = "MNIST_LAB_JAX_CACHE"
 
 

@@ -26,6 +26,7 @@ EXPERIMENT_PATHS = (
     "best_model.json",
     "registry.json",
     "reports",
+    "stage-code",
 )
 # DVC writes a `.gitignore` beside each output it caches, and adds a line to it for each new model's or
 # output's files (`/cnn`): left out, a new model or output folder would leave the tree dirty after its

@@ -37,6 +37,7 @@ from mnist_lab.datasets.folder import parse_data_version
 from mnist_lab.experiments.labels import read_labels
 from mnist_lab.experiments.linking import RunLink, parse_trailers
 from mnist_lab.system import commands
+from mnist_lab.system.sources import parse_code_listing
 
 EXPERIMENT_FILES = ("metrics.json", "params.yaml", "data.dvc")
 CHAMPION_TAG = "mnist-lab/champion"
@@ -269,19 +270,28 @@ def _params_block(block: str) -> dict[str, Any]:
 
 def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]) -> dict[str, list[str]]:
     """Per commit, why its committed results are not what its own code, params and data make (empty: they
-    are): each file dvc.lock recorded whose committed content differs (a source file edited, metrics.json
-    changed by hand), each tracked directory whose `.dvc` file names other data, each param whose value in
-    params.yaml is not the one the stages ran with: what `dvc status` would report in a checkout of it, so
-    that `dvc repro` would change its results. `blobs` holds each commit's params.yaml (as `experiment_rows`
-    reads them). Four git processes however many commits; a commit's answer is kept (a commit never
-    changes), so a history read again reads only its new commits."""
+    are): each file dvc.lock recorded whose committed content differs (metrics.json changed by hand, a
+    source file edited), each file of the code a stage ran (its listing, `stage-code/<stage>.sha256`, which
+    dvc.lock records: system/sources.py) whose committed content differs or that the commit lacks, each
+    tracked directory whose `.dvc` file names other data, each param whose value in params.yaml is not the
+    one the stages ran with: what `dvc status` would report in a checkout of it, so that `dvc repro` would
+    change its results. `blobs` holds each commit's params.yaml (as `experiment_rows` reads them). Five git
+    processes however many commits; a commit's answer is kept (a commit never changes), so a history read
+    again reads only its new commits."""
     todo = [commit for commit in dict.fromkeys(commits) if commit not in _STALE]
     locks: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
     for spec, lock in read_blobs(root, [f"{commit}:dvc.lock" for commit in todo]).items():
         if lock is not None:
             locks[spec.rsplit(":", 1)[0]] = locked_state(lock.decode("utf-8", errors="replace"))
     specs = [f"{commit}:{path}" for commit, (files, _) in locks.items() for path in files]
-    ids = _object_ids(root, specs)
+    listed: dict[str, dict[str, str]] = {}  # commit -> {source file: sha256} of its stages' listings
+    listing_specs = [spec for spec in specs if spec.endswith(".sha256")]
+    for spec, listing in read_blobs(root, listing_specs).items():
+        if listing is not None:
+            code = parse_code_listing(listing.decode("utf-8", errors="replace"))
+            listed.setdefault(spec.rsplit(":", 1)[0], {}).update(code)
+    code_specs = [f"{commit}:{path}" for commit, code in listed.items() for path in code]
+    ids = _object_ids(root, specs + code_specs)
     missing = [spec for spec in specs if ids.get(spec) is None]
     dvc_files = read_blobs(root, [f"{spec}.dvc" for spec in missing])  # a directory DVC tracks, as `data`
     contents = read_blobs(root, {oid for oid in ids.values() if oid is not None})
@@ -290,6 +300,10 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
         for oid, content in contents.items()
         if content is not None
     }
+    sha256_of = {}
+    for oid in {ids.get(spec) for spec in code_specs} - {None}:
+        if oid is not None and (content := contents.get(oid)) is not None:
+            sha256_of[oid] = hashlib.sha256(content).hexdigest()
     found: dict[str, list[str]] = {}
     for commit, (files, locked_params) in locks.items():
         reasons = []
@@ -302,6 +316,10 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
                 recorded = _DVC_FILE_MD5.findall(dvc_file.decode("utf-8", errors="replace"))
                 if recorded and recorded[0] != md5:
                     reasons.append(f"{path}.dvc")
+        for path, digest in listed.get(commit, {}).items():
+            oid = ids.get(f"{commit}:{path}")
+            if oid is None or (oid in sha256_of and sha256_of[oid] != digest):
+                reasons.append(path if oid is not None else f"{path} (not in the commit)")
         params = _params(blobs.get(f"{commit}:params.yaml"))
         reasons = sorted(reasons)
         reasons += sorted(

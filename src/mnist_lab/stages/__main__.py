@@ -9,7 +9,7 @@ import sys
 
 from mnist_lab.system.warm import WarmImports, run_module
 
-STAGES = ("validate", "prepare", "featurize", "train", "evaluate", "select", "register")
+STAGES = ("code", "validate", "prepare", "featurize", "train", "evaluate", "select", "register")
 # Third-party modules the stages import, imported once by the warm process; never this package's modules
 # (each stage imports them anew).
 PRELOAD: tuple[str, ...] = (

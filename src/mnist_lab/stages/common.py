@@ -98,14 +98,14 @@ def run_stage(
     return 0
 
 
-def keep_compiled_programs() -> None:
-    """Have a CNN this process trains or loads keep XLA's compiled programs in the user's cache directory
-    (core/cnn.py, COMPILE_CACHE_ENV), unless the environment names another or "0". Outside the repository:
-    a cache, not a result (the same programs give the same results). Call before the first Keras import."""
-    from mnist_lab.core.cnn import COMPILE_CACHE_ENV  # here: only the stages that may meet a CNN load it
-
+def keep_compiled_programs(variable: str) -> None:
+    """Have a CNN this process trains or loads keep XLA's compiled programs in the user's cache directory,
+    unless the environment `variable` (core/cnn.py's COMPILE_CACHE_ENV: the stages that may meet a CNN pass
+    it, so that the others do not run core/cnn.py, see system/sources.py) names another or "0". Outside the
+    repository: a cache, not a result (the same programs give the same results). Call before the first
+    Keras import."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    os.environ.setdefault(COMPILE_CACHE_ENV, os.path.join(base, "mnist-lab", "jax"))
+    os.environ.setdefault(variable, os.path.join(base, "mnist-lab", "jax"))
 
 
 def loaded_package_files() -> list[str]:

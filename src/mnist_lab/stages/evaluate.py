@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mnist_lab import tracking
+from mnist_lab.core.cnn import COMPILE_CACHE_ENV
 from mnist_lab.core.data import check_detector_labels, task_labels
 from mnist_lab.core.experiment_files import RunFile
 from mnist_lab.core.features import full_model, pixel_frame
@@ -57,7 +58,7 @@ def evaluate(context: StageContext) -> None:
     model_settings = settings.model(args.model)
     prepared = load_arrays(args.prepared, ("test_pixels", "test_labels", "train_labels", "image_shape"))
     if takes_images(model_settings):
-        keep_compiled_programs()  # before loading the network compiles anything
+        keep_compiled_programs(COMPILE_CACHE_ENV)  # before loading the network compiles anything
     classifier = single_threaded_prediction(load_object(args.model_dir / "classifier.joblib"))
     if takes_images(model_settings):
         test_features = prepared["test_pixels"]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mnist_lab import tracking
+from mnist_lab.core.cnn import COMPILE_CACHE_ENV
 from mnist_lab.core.data import check_detector_labels, task_labels
 from mnist_lab.core.models import (
     TrainedModel,
@@ -41,7 +42,7 @@ def train(context: StageContext) -> None:
     model_settings = settings.model(args.model)
     image_shape = None
     if takes_images(model_settings):
-        keep_compiled_programs()
+        keep_compiled_programs(COMPILE_CACHE_ENV)
         prepared = load_arrays(args.prepared, ("train_pixels", "train_labels", "image_shape"))
         features, labels = prepared["train_pixels"], prepared["train_labels"]
         image_shape = (int(prepared["image_shape"][0]), int(prepared["image_shape"][1]))
