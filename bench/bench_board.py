@@ -4,7 +4,7 @@ in headless chromium.
 
 Figures (median of --repeat runs):
 - the table's data: `experiment_rows` (one `git log`, `git cat-file` for the files and the dirty check of
-  every commit's ~46 KB dvc.lock against its files; caches cleared) against the baseline
+  every commit's dvc.lock and its stages' listings against its files; caches cleared) against the baseline
   a reader running git per commit (`git show` of each file, `git log` of each message: how `mnist-lab
   history` read before it used `experiment_rows`), same repository;
 - the store's runs as rows (`/api/runs`, 2,000 runs, after the board's 10 s cache of them expired), and in
