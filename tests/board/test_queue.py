@@ -1,6 +1,6 @@
 """Running an experiment from the board on the real pipeline: queue it through the API (checked first),
-start DVC's queue from the page in a real chromium, follow its output there while it runs, see it finish and
-become a row of the table with its params (slow: runs the pipeline)."""
+start DVC's queue from the page in a real chromium, follow its output there while it runs (the CNN's
+epochs as a bar), see it finish and become a row of the table with its params (slow: runs the pipeline)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ PAGE = {"X-Mnist-Lab": "board"}  # what the board's page sends with each POST
 
 def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo: Path, monkeypatch) -> None:
     root = restored_repo
-    run(["dvc", "repro"], root)  # the baseline: the queued experiment reruns only the sgd model
+    run(["dvc", "repro"], root)  # the baseline: the queued experiment reruns only the cnn model
     commit_all(root, "baseline")
     # the board as `.venv/bin/mnist-lab board` runs it: the environment's bin is not on PATH (DVC starts its
     # queue workers as `dvc` from PATH; they died at once before the board put it there)
@@ -31,7 +31,9 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     )
     http = TestClient(create_app(root), headers=PAGE)
     before = {row["id"] for row in http.get("/api/experiments?hidden=true").json()["rows"]}
-    queued = http.post("/api/queue", json={"set": {"models.sgd.alpha": "0.001"}, "name": "from-the-board"})
+    # all 150 epochs (patience as long): ~15 s of epoch lines on the digits, long enough to be seen
+    longer = {"models.cnn.max_epochs": "150", "models.cnn.patience": "150"}
+    queued = http.post("/api/queue", json={"set": longer, "name": "from-the-board"})
     assert queued.status_code == 200, queued.json()
     assert queued.json() == {"queued": "from-the-board"}
     assert [t["status"] for t in http.get("/api/queue").json()["tasks"]] == ["Queued"]
@@ -55,8 +57,17 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
             wait_for(lambda: "from-the-board" in browser.find_element(By.ID, "run-tasks").text)
             browser.find_element(By.ID, "run-start").click()
             progress = lambda: browser.find_element(By.ID, "run-progress").text  # noqa: E731
-            running = wait_for(lambda: re.fullmatch(r"from-the-board: running ([\w@-]+)", progress()),
-                               timeout_s=300)  # fmt: skip
+            # the network's epochs while it trains: in the progress line and as a bar
+            epoch = wait_for(
+                lambda: re.fullmatch(
+                    r"from-the-board: running (train@cnn), cnn epoch (\d+) of 150", progress()
+                ),
+                timeout_s=300,
+            )
+            bar = browser.find_element(By.ID, "run-epochs")
+            shown_epoch = int(bar.get_attribute("value"))
+            assert bar.is_displayed() and bar.get_attribute("max") == "150", bar.get_attribute("outerHTML")
+            assert int(epoch.group(2)) <= shown_epoch <= 150
             wait_for(lambda: progress().startswith("from-the-board: success (last stage: "), timeout_s=600)
             shown = browser.find_element(By.ID, "run-output").text
     finally:
@@ -66,36 +77,36 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     tasks = http.get("/api/queue").json()["tasks"]
     assert [t["status"] for t in tasks] == ["Success"], (tasks, logs[-3000:])
     # the page named a stage this experiment really ran (validate runs too: params.yaml is its file dep),
-    # and only the sgd model was retrained
+    # and only the cnn model was retrained
     ran = re.findall(r"Running stage '([^']+)'", logs)
-    assert running.group(1) in ran, (running.group(0), ran)
-    assert {"train@sgd", "evaluate@sgd"} <= set(ran) and not [
-        s for s in ran if s.startswith("train@") and s != "train@sgd"
+    assert epoch.group(1) in ran, (epoch.group(0), ran)
+    assert {"train@cnn", "evaluate@cnn"} <= set(ran) and not [
+        s for s in ran if s.startswith("train@") and s != "train@cnn"
     ], ran
+    assert "cnn epoch 150/150" in logs
     output = http.get("/api/queue/from-the-board/output").json()
-    assert output["started"] and output["stage"] and output["epoch"] is None  # sgd trains in one go
+    assert output["started"] and output["stage"] and output["epoch"] is None  # the last stage has no epochs
     assert output["stage"] == ran[-1], (output, ran)
     assert output["lines"] and len(output["lines"]) <= 40
     rows = {row["id"]: row for row in http.get("/api/experiments?hidden=true").json()["rows"]}
     new = set(rows) - before
     assert new == {"exp:from-the-board"}
     row = rows["exp:from-the-board"]
-    assert row["source"] == "dvc-experiment" and row["params.models.sgd.alpha"] == 0.001
-    assert (
-        row["changed"] == {"models.sgd.alpha": [0.0001, 0.001]} and row["metrics.models.sgd.accuracy"] > 0.5
-    )
+    assert row["source"] == "dvc-experiment" and row["params.models.cnn.max_epochs"] == 150
+    assert row["changed"] == {"models.cnn.max_epochs": [100, 150], "models.cnn.patience": [5, 150]}
+    assert row["metrics.models.cnn.accuracy"] > 0.5
 
     # applied and committed from its row, as `dvc exp apply` + `mnist-lab commit` do
     (root / "notes.txt").write_text("untracked files do not block")
     committed = http.post(
-        "/api/commit", json={"experiment": "exp:from-the-board", "message": "SGD alpha 0.001"}
+        "/api/commit", json={"experiment": "exp:from-the-board", "message": "CNN for 150 epochs"}
     )
     assert committed.status_code == 200, committed.json()
     sha = committed.json()["commit"]
     head = http.get("/api/experiments").json()["rows"][0]
-    assert head["id"] == sha and head["message"] == "SGD alpha 0.001"
-    assert head["params.models.sgd.alpha"] == 0.001 and head["runs"]["sgd"]
-    assert head["metrics.models.sgd.accuracy"] == row["metrics.models.sgd.accuracy"]
+    assert head["id"] == sha and head["message"] == "CNN for 150 epochs"
+    assert head["params.models.cnn.max_epochs"] == 150 and head["runs"]["cnn"]
+    assert head["metrics.models.cnn.accuracy"] == row["metrics.models.cnn.accuracy"]
     # a tracked change in the workspace is never overwritten by an apply
     (root / "params.yaml").write_text((root / "params.yaml").read_text() + "\n# my edit\n")
     refused = http.post("/api/commit", json={"experiment": "exp:from-the-board", "message": "again"})
