@@ -41,7 +41,7 @@ STAGES = (
 )
 
 
-def _listing(files: dict[str, str]) -> str:
+def listing(files: dict[str, str]) -> str:
     """A stage's `stage-code/<stage>.sha256` (system/sources.py) for the source files of `files`."""
     code = ("src/mnist_lab/core/models.py", *SOURCES)
     return "".join(f"{hashlib.sha256(files[path].encode()).hexdigest()}  {path}\n" for path in code)
@@ -73,6 +73,18 @@ def _lock(files: dict[str, str], alpha: float, epochs: int, seed: int, listings:
         code = [file(f"stage-code/{stage.partition('@')[0]}.sha256")] if listings else sources
         stages[stage] = {"cmd": f"python -m mnist_lab.stages {stage}", "deps": [data, *code],
                          "params": {"params.yaml": params}, "outs": outs}  # fmt: skip
+    if listings:  # the `code` stage, last as DVC writes it, makes the listings the stages depend on
+        made = [
+            file(f"stage-code/{stage}.sha256") for stage in dict.fromkeys(s.partition("@")[0] for s in STAGES)
+        ]
+        package = {
+            "path": "src/mnist_lab",
+            "hash": "md5",
+            "md5": f"{len(files):032x}.dir",
+            "size": 1,
+            "nfiles": 1,
+        }
+        stages["code"] = {"cmd": "python -m mnist_lab.stages code", "deps": [package], "outs": made}
     return yaml.dump({"schema": "2.0", "stages": stages}, Dumper=_NoAliases, sort_keys=False)
 
 
@@ -125,7 +137,7 @@ def experiment_files(index: int, seed: int = 0, listings: bool = True) -> tuple[
     }
     if listings:
         for stage in dict.fromkeys(stage.partition("@")[0] for stage in STAGES):
-            files[f"stage-code/{stage}.sha256"] = _listing(files)
+            files[f"stage-code/{stage}.sha256"] = listing(files)
     files["dvc.lock"] = _lock(files, alpha, epochs, 42 + index // 3, listings)
     for model in MODELS:
         files[f"reports/{model}/history.csv"] = _history(epochs, rng) if model == "cnn" else "epoch\n"

@@ -1,5 +1,6 @@
 """The experiments table and comparisons, read from a generated git history (no server)."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from mnist_lab.board.views import CompareError, ExperimentsBoard, UnknownExperiment
 from mnist_lab.core.query import QueryError
 from mnist_lab.experiments.table import experiment_rows, read_blobs
-from tests.board.experiment_history import experiment_files, write_history
+from tests.board.experiment_history import experiment_files, listing, write_history
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +96,32 @@ def test_an_experiment_whose_results_its_own_files_did_not_make_is_dirty(tmp_pat
     assert because(commit(4, models, "# experiment", "# edited, experiment", listings=False)) == [models]
     assert because(commit(3, models, "", "")) == []
     assert because(commit(1, models, "", "", remove=models)) == [f"{models} (not in the commit)"]
+    # a source edited, then only `code` rerun (`dvc repro featurize`, or a repro that failed in train):
+    # the listings are new, the lock records them as `code` made them and as the stages ran on them (old)
+    files, _ = experiment_files(0)
+    old = files["stage-code/train.sha256"]
+    files[models] = files[models].replace("# experiment", "# edited, only `code` rerun: experiment")
+    new = listing(files)
+    head, _, code_stage = files["dvc.lock"].partition("\n  code:\n")
+    old_md5, new_md5 = (hashlib.md5(text.encode()).hexdigest() for text in (old, new))
+    files["dvc.lock"] = f"{head}\n  code:\n{code_stage.replace(old_md5, new_md5)}"
+    for path in [p for p in files if p.startswith("stage-code/")]:
+        files[path] = new
+    for path, text in files.items():
+        (root / path).write_text(text)
+    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
+    subprocess.run(
+        [*GIT, "commit", "-qm", "partial run", "-m", "MLflow-Run: sgd run=1 record=2"], cwd=root, check=True
+    )
+    assert because(newest()) == sorted(p for p in files if p.startswith("stage-code/"))  # as `dvc status`
+    # a listing that dvc.lock records, missing from the commit
+    gone = "stage-code/select.sha256"
+    assert because(commit(7, models, "", "", remove=gone)) == [f"{gone} (not in the commit)"]
     # a listing edited by hand: dvc.lock disagrees with it (as with any file it records)
-    listing = "stage-code/train.sha256"
+    edited_listing = "stage-code/train.sha256"
     assert because(
-        commit(2, listing, "  src/mnist_lab/module_0.py\n", "  src/mnist_lab/module_0.py\n\n")
-    ) == [listing]
+        commit(2, edited_listing, "  src/mnist_lab/module_0.py\n", "  src/mnist_lab/module_0.py\n\n")
+    ) == [edited_listing]
     assert because(commit(8, "params.yaml", "alpha: 0.01", "alpha: 0.5")) == ["params.yaml: models.mlp.alpha"]
     assert because(commit(7, "data.dvc", "0" * 32, "1" * 32)) == ["data.dvc"]
     assert because(commit(6, "metrics.json", '"accuracy": 0.', '"accuracy": 1.')) == ["metrics.json"]

@@ -37,7 +37,7 @@ from mnist_lab.datasets.folder import parse_data_version
 from mnist_lab.experiments.labels import read_labels
 from mnist_lab.experiments.linking import RunLink, parse_trailers
 from mnist_lab.system import commands
-from mnist_lab.system.sources import parse_code_listing
+from mnist_lab.system.sources import is_code_listing, parse_code_listing
 
 EXPERIMENT_FILES = ("metrics.json", "params.yaml", "data.dvc")
 CHAMPION_TAG = "mnist-lab/champion"
@@ -240,12 +240,15 @@ def _indented_block(indent: int) -> re.Pattern[str]:
     return re.compile(rf"(?:(?: {{{indent + 1},}}.*)?\n)*")
 
 
-def locked_state(text: str) -> tuple[dict[str, str], dict[str, Any]]:
-    """What a dvc.lock (DVC 3) recorded its stages ran on and made: every dep's and out's md5 by path, and
+def locked_state(text: str) -> tuple[dict[str, set[str]], dict[str, Any]]:
+    """What a dvc.lock (DVC 3) recorded its stages ran on and made: by path, every md5 recorded for it (a
+    file one stage makes and another reads is recorded by each: after a partial run they differ), and
     the params.yaml values its stages read (flattened). Read without parsing the whole YAML (17 ms for this
     repository's lock: seconds for hundreds of experiments); each stage's small params block is parsed,
     cached, as most experiments share them."""
-    files = dict(_LOCKED_FILE.findall(text))
+    files: dict[str, set[str]] = {}
+    for path, md5 in _LOCKED_FILE.findall(text):
+        files.setdefault(path, set()).add(md5)
     params: dict[str, Any] = {}
     key = "params.yaml:\n"
     at = text.find(key)
@@ -279,17 +282,21 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
     processes however many commits; a commit's answer is kept (a commit never changes), so a history read
     again reads only its new commits."""
     todo = [commit for commit in dict.fromkeys(commits) if commit not in _STALE]
-    locks: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
+    locks: dict[str, tuple[dict[str, set[str]], dict[str, Any]]] = {}
     for spec, lock in read_blobs(root, [f"{commit}:dvc.lock" for commit in todo]).items():
         if lock is not None:
             locks[spec.rsplit(":", 1)[0]] = locked_state(lock.decode("utf-8", errors="replace"))
     specs = [f"{commit}:{path}" for commit, (files, _) in locks.items() for path in files]
     listed: dict[str, dict[str, str]] = {}  # commit -> {source file: sha256} of its stages' listings
-    listing_specs = [spec for spec in specs if spec.endswith(".sha256")]
+    listing_specs = [spec for spec in specs if is_code_listing(spec.split(":", 1)[1])]
+    missing_listings: dict[str, list[str]] = {}  # commit -> listings its dvc.lock records that it lacks
     for spec, listing in read_blobs(root, listing_specs).items():
-        if listing is not None:
+        commit, path = spec.split(":", 1)
+        if listing is None:
+            missing_listings.setdefault(commit, []).append(path)
+        else:
             code = parse_code_listing(listing.decode("utf-8", errors="replace"))
-            listed.setdefault(spec.rsplit(":", 1)[0], {}).update(code)
+            listed.setdefault(commit, {}).update(code)
     code_specs = [f"{commit}:{path}" for commit, code in listed.items() for path in code]
     ids = _object_ids(root, specs + code_specs)
     missing = [spec for spec in specs if ids.get(spec) is None]
@@ -307,15 +314,16 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
     found: dict[str, list[str]] = {}
     for commit, (files, locked_params) in locks.items():
         reasons = []
-        for path, md5 in files.items():
+        for path, md5s in files.items():
             oid = ids.get(f"{commit}:{path}")
             if oid is not None:
-                if oid in md5_of and md5_of[oid] != md5:
+                if oid in md5_of and md5s != {md5_of[oid]}:
                     reasons.append(path)
             elif (dvc_file := dvc_files.get(f"{commit}:{path}.dvc")) is not None:
                 recorded = _DVC_FILE_MD5.findall(dvc_file.decode("utf-8", errors="replace"))
-                if recorded and recorded[0] != md5:
+                if recorded and md5s != {recorded[0]}:
                     reasons.append(f"{path}.dvc")
+        reasons += [f"{path} (not in the commit)" for path in missing_listings.get(commit, [])]
         for path, digest in listed.get(commit, {}).items():
             oid = ids.get(f"{commit}:{path}")
             if oid is None or (oid in sha256_of and sha256_of[oid] != digest):
