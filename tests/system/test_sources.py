@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_lab.core.errors import MnistLabError
-from mnist_lab.system.sources import code_listing, imported_files, parse_code_listing
+from mnist_lab.system.sources import code_listing, imported_files, is_code_listing, parse_code_listing
 from tests.helpers import REPO_ROOT, run_dvc_stage
 
 PACKAGE = {
@@ -74,8 +74,16 @@ def test_code_that_cannot_be_read_or_found_is_named(package: Path) -> None:
     (package / "pkg/core/models.py").write_text("def broken(:\n")
     with pytest.raises(MnistLabError, match=r"pkg/core/models\.py:1: .*fix it, then `dvc repro`"):
         imported_files(package, "pkg.stages.first")
+    (package / "pkg/core/models.py").write_bytes(b"x = 1\0\n")  # Python 3.11 says ValueError, not SyntaxError
+    with pytest.raises(MnistLabError, match=r"pkg/core/models\.py: .*fix it, then `dvc repro`"):
+        imported_files(package, "pkg.stages.first")
     with pytest.raises(MnistLabError, match="no module pkg.stages.third under"):
         imported_files(package, "pkg.stages.third")
+
+
+def test_listings_are_the_files_of_their_folder() -> None:
+    assert is_code_listing("stage-code/train.sha256")
+    assert not is_code_listing("data/images.sha256") and not is_code_listing("stage-code/train.txt")
 
 
 def test_a_listing_is_what_sha256sum_checks(package: Path) -> None:
@@ -123,3 +131,8 @@ def test_the_code_stage_rewrites_only_the_listings_that_changed(
     changed = {s for s in stages if (tmp_path / "stage-code" / f"{s}.sha256").stat().st_mtime_ns != 1}
     assert changed == {s for s in stages if "src/mnist_lab/core/cnn.py" in parse_code_listing(listings[s])}
     assert "train" in changed and "prepare" not in changed
+    # a listing with other line ends (a checkout with autocrlf) is written again: DVC hashes the bytes
+    prepare = tmp_path / "stage-code" / "prepare.sha256"
+    prepare.write_bytes(prepare.read_bytes().replace(b"\n", b"\r\n"))
+    assert run_dvc_stage("code") == 0
+    assert prepare.read_bytes() == listings["prepare"].encode()

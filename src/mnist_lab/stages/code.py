@@ -25,7 +25,7 @@ def code(context: StageContext) -> None:
         }
     for stage, listing in listings.items():
         out = args.out / f"{stage}.sha256"
-        if not out.is_file() or out.read_text(encoding="utf-8") != listing:
+        if not out.is_file() or out.read_bytes() != listing.encode():  # bytes: a CRLF copy is rewritten
             write_text_atomic(out, listing)
 
 

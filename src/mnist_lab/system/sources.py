@@ -20,6 +20,8 @@ from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
 
+LISTINGS = "stage-code"  # the folder of the listings (dvc.yaml's `code` stage writes them there)
+
 
 def module_file(source_root: Path, module: str) -> Path | None:
     """The file of `module` (dotted) under `source_root` (the folder that holds the package), or None."""
@@ -35,9 +37,12 @@ def _imported_modules(path: Path, module: str) -> Iterable[str]:
     `a` and `a.b` (`b` may be a module)."""
     try:
         tree = ast.parse(path.read_bytes(), str(path))
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte, on some Python versions
+        line = exc.lineno if isinstance(exc, SyntaxError) else None
+        where = f"{path}:{line}" if line else str(path)
+        reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         raise MnistLabError(
-            f"{path}:{exc.lineno}: {exc.msg}: the stages cannot run this code; fix it, then `dvc repro`"
+            f"{where}: {reason}: the stages cannot run this code; fix it, then `dvc repro`"
         ) from None
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(tree):
@@ -82,6 +87,12 @@ def code_listing(root: Path, files: Iterable[Path]) -> str:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         lines.append(f"{digest}  {path.relative_to(root).as_posix()}\n")
     return "".join(lines)
+
+
+def is_code_listing(path: str) -> bool:
+    """Whether `path` (relative to the repository, as dvc.lock names it) is a stage's listing."""
+    folder, _, name = path.rpartition("/")
+    return folder == LISTINGS and name.endswith(".sha256")
 
 
 def parse_code_listing(text: str) -> dict[str, str]:
