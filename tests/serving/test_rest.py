@@ -236,6 +236,20 @@ def test_every_float_is_written_to_its_last_bit() -> None:
     assert answer != expected.getvalue().encode()  # orjson wrote it (the spacing differs), not the fallback
 
 
+def test_what_orjson_cannot_write_is_written_as_mlflow_writes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import orjson
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    def refuse(value: object) -> bytes:
+        raise orjson.JSONEncodeError("refused")
+
+    monkeypatch.setattr(orjson, "dumps", refuse)
+    frame = pd.DataFrame({"label": [1, 2], "probability_0": [0.25, 1e-7]})
+    expected = io.StringIO()
+    predictions_to_json(frame, expected)
+    assert predictions_json(frame) == expected.getvalue().encode()
+
+
 def test_predictions_of_any_other_kind_are_written_as_mlflow_writes_them() -> None:
     import io as _io
 

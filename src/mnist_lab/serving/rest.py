@@ -148,7 +148,10 @@ def predictions_json(predictions: Any) -> bytes:
         names = list(predictions.columns)
         columns = [predictions[name].tolist() for name in names]
         records = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-        return orjson.dumps({"predictions": records})
+        try:
+            return orjson.dumps({"predictions": records})
+        except (orjson.JSONEncodeError, TypeError):  # what orjson cannot write (a str subclass as a name)
+            pass
     from mlflow.pyfunc.scoring_server import _get_jsonable_obj
     from mlflow.utils.proto_json_utils import NumpyEncoder
 
