@@ -7,6 +7,7 @@ import atexit
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,8 +125,14 @@ def main_for(name: str, parser: argparse.ArgumentParser, body: Callable[[StageCo
 
     With scikit-learn, pandas and MLflow loaded, CPython's module teardown takes about a second (README,
     Performance) and does nothing useful for a process that is about to end: every output was written and
-    closed by then. Exit handlers still run; only the teardown is skipped."""
+    closed by then. Exit handlers still run, in the interpreter's own order; only the teardown is skipped.
+
+    That order matters: the interpreter first runs the handlers registered with `threading` (and waits for
+    its non-daemon threads), then `atexit`'s. joblib's process pool (a grid search's workers) stops its
+    workers from a `threading` handler, and `multiprocessing`'s `atexit` handler waits for every child: run
+    alone, it waited for the idle workers until they gave up, 300 s later."""
     code = run_stage(name, parser, body)
+    threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter calls at exit, before atexit
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
