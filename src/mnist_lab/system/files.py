@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,14 +25,28 @@ def replaced_via_temp(path: Path | str, suffix: str = "") -> Iterator[Path]:
     an error, removed when it does not."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(handle)
+    temporary = _new_file_beside(path, suffix)
     try:
-        yield Path(temporary)
+        yield temporary
+        with suppress(FileNotFoundError):  # a file replaced keeps its permissions, as an editor's save does
+            os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _new_file_beside(path: Path, suffix: str) -> Path:
+    """An empty new file in `path`'s folder, created with the permissions a plain `open(path, "w")` gives
+    (0666 less the umask: `tempfile.mkstemp` would make it 0600, readable by its owner only)."""
+    for _ in range(100):
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def replace_via_temp(path: Path | str, write: Callable[[Path], object], suffix: str = "") -> None:
