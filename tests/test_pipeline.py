@@ -347,8 +347,12 @@ def test_corrupt_data_never_becomes_the_data_version(pipeline: dict) -> None:
         assert failed.returncode != 0 and "t10k-labels-idx1-ubyte.gz: truncated" in error
         recorded = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]["md5"]
         assert f"data.dvc still records data version {recorded}" in error
-        assert "dvc checkout --force data.dvc" in error
+        assert "`mnist-lab data restore --force` (or `dvc checkout --force data.dvc`)" in error
         assert (root / "data.dvc").read_text() == (REPO_ROOT / "data.dvc").read_text()
+        refused = run(["mnist-lab", "data", "restore"], root, env, check=False)  # never without --force
+        assert refused.returncode == 2 and labels.read_bytes() != good
+        run(["mnist-lab", "data", "restore", "--force"], root, env)  # the advice, followed
+        assert labels.read_bytes() == good
     finally:
         labels.write_bytes(good)
     assert workspace_state(root) == before

@@ -1,6 +1,8 @@
 """The experiments table and comparisons, read from a generated git history (no server)."""
 
 import hashlib
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,16 @@ def test_unknown_or_ambiguous_experiments_are_named(history) -> None:
         board.row("deadbeef00")
     with pytest.raises(CompareError, match="two experiments or more"):
         board.compare(["exp:exp-0"])
+    for unknown in ("HEAD~99", "--all", "main:params.yaml", "HEAD^{tree}"):
+        with pytest.raises(UnknownExperiment, match=re.escape(f"no experiment {unknown!r}")):
+            board.row(unknown)
+
+
+def test_experiments_are_named_by_any_git_revision(history) -> None:
+    root, commits = history
+    board = ExperimentsBoard(root)
+    assert board.row("HEAD")["id"] == commits[0]
+    assert board.row("HEAD~2")["id"] == commits[2]
+    subprocess.run(["git", "tag", "baseline", commits[5]], cwd=root, check=True)
+    assert board.row("baseline")["id"] == commits[5]
+    assert board.compare(["HEAD~1", "HEAD"])["experiments"] == [commits[1], commits[0]]

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def test_report_prints_every_model_and_the_best(repo_root: Path, monkeypatch, ca
 
 
 def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.chdir(tmp_path)
     assert main(["report"]) == 2
     assert (
@@ -127,6 +129,44 @@ def test_restore_never_overwrites_changed_data(repo: Path, capsys) -> None:
     assert (
         "nothing was changed" in error
         and "dvc add data" in error
-        and "dvc checkout --force data.dvc" in error
+        and "`mnist-lab data restore --force` (or `dvc checkout --force data.dvc`)" in error
     )
     assert (repo / "data" / TEST_LABELS).read_bytes() == b"my own edits"
+    assert main(["data", "restore", "--force"]) == 0
+    assert "data/ restored from the DVC cache" in capsys.readouterr().out
+    assert main(["data", "restore"]) == 0
+    assert "already matches data.dvc" in capsys.readouterr().out
+    shutil.rmtree(repo / ".dvc" / "cache")  # not in the cache either: regenerated over the edits
+    (repo / "data" / TEST_LABELS).write_bytes(b"my own edits")
+    assert main(["data", "restore", "--force"]) == 0
+    assert "data/ regenerated from scikit-learn's bundled digits" in capsys.readouterr().out
+    assert main(["data", "restore"]) == 0
+
+
+def test_cli_report_from_a_subfolder(tmp_path: Path, monkeypatch, capsys) -> None:
+    repo = copy_repository(tmp_path / "repo")
+    monkeypatch.chdir(repo / "src")
+    assert main(["report"]) == 0
+    assert "best by f1_macro" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 2
+    assert "no repository found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["history", "-n", "0"], "'0' must be 1 or more"),
+        (["history", "-n", "-1"], "'-1' must be 1 or more"),
+        (["history", "-n", "ten"], "'ten' is not a whole number"),
+        (["serve", "--workers", "0"], "'0' must be 1 or more"),
+        (["serve", "--port", "70000"], "'70000' is not a port number: 1 to 65535"),
+        (["board", "--port", "0"], "'0' is not a port number"),
+        (["ui", "--port", "http"], "'http' is not a port number"),
+        (["promote", "--min-delta", "-0.1"], "'-0.1' must be 0 or more"),
+    ],
+)
+def test_bad_numbers_on_the_command_line_are_refused_by_name(argv: list[str], expected: str, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2 and expected in capsys.readouterr().err

@@ -24,6 +24,7 @@ from mnist_lab.datasets.folder import (
     TEST_LABELS,
     TRAIN_IMAGES,
     TRAIN_LABELS,
+    dvc_directory_md5,
     encode_dataset,
     read_dataset,
     read_directory_files,
@@ -378,3 +379,33 @@ def test_a_url_with_credentials_is_never_shown_with_them(tmp_path: Path, http_se
         ingest(with_credentials, tmp_path / "data")
     assert "s3cret-pw" not in str(refused.value) and "alice" not in str(refused.value)
     assert f"{http_server}/missing" in str(refused.value)
+
+
+def test_cli_data_commands_use_the_repositorys_data_from_any_of_its_folders(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    repo = copy_repository(tmp_path / "repo")
+    (repo / "notebooks").mkdir()
+    monkeypatch.chdir(repo / "notebooks")
+    assert main(["data", "digits"]) == 0
+    assert "to ../data/" in (out := capsys.readouterr().out) and "checked against ../data.dvc" in out
+    assert sorted(p.name for p in (repo / "data").iterdir()) == sorted(read_directory_files(repo / "data"))
+    assert main(["data", "restore"]) == 0
+    assert "../data/ already matches ../data.dvc" in capsys.readouterr().out
+    source = tmp_path / "source"
+    source.mkdir()
+    for name, content in read_directory_files(repo / "data").items():
+        (source / name).write_bytes(content)
+    assert main(["data", "ingest", str(source)]) == 0
+    assert "tracked it with `dvc add ../data`: commit ../data.dvc" in capsys.readouterr().out
+    assert recorded_data_version(repo / "data.dvc") == dvc_directory_md5(read_directory_files(repo / "data"))
+    assert list((repo / "notebooks").iterdir()) == []  # nothing written where it ran
+
+
+def test_cli_digits_outside_a_repository_and_a_missing_dvc_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "digits"]) == 0
+    assert "no data.dvc to check the digits against: written unchecked" in capsys.readouterr().err
+    assert (tmp_path / "data").is_dir()
+    assert main(["data", "digits", "--dvc-file", "nope.dvc"]) == 2
+    assert "--dvc-file nope.dvc: no such file (or write unchecked: --no-check)" in capsys.readouterr().err

@@ -46,6 +46,12 @@ def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
         ("pixel_0,pixel_1\n1,-1\n", "row 0, pixel 1 is -1.0"),
         ("pixel_0,pixel_1\n1,\n", "row 0, pixel 1 is nan"),
         ("pixel_0,pixel_1\n", "no images (an empty table)"),
+        (
+            "px0,px1,px2,px3\n1,2,3,4\n",
+            "first line is a header without pixel_<i> columns (px0, px1, px2, ...)",
+        ),
+        ("id,label\n1,2\n", "header without pixel_<i> columns (id, label, ...): name the columns pixel_0"),
+        ("1,\n", "row 0, pixel 1 is nan"),
     ],
 )
 def test_bad_tables_are_named(tmp_path, content: str, expected: str) -> None:
@@ -199,3 +205,17 @@ def test_a_failure_late_in_the_input_leaves_the_old_output_untouched(tmp_path) -
     assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.csv").exists()
     with pytest.raises(AssertionError, match="context manager"):
         PredictionWriter(tmp_path / "x.csv").write(table)
+
+
+def test_the_input_file_is_never_the_output(tmp_path, monkeypatch) -> None:
+    table = pd.DataFrame(IMAGES.reshape(30, -1).astype(int), columns=[f"pixel_{i}" for i in range(16)])
+    images = tmp_path / "images.csv"
+    table.to_csv(images, index=False)
+    before = images.read_bytes()
+    (tmp_path / "link.csv").symlink_to(images)
+    monkeypatch.chdir(tmp_path)
+    for output in (images, "images.csv", "./sub/../images.csv", tmp_path / "link.csv"):
+        with pytest.raises(DataError, match=r"is the input file .*images.csv.*predictions.csv"):
+            predict_file(ShapeRecorder(), images, output)
+    assert images.read_bytes() == before
+    assert predict_file(ShapeRecorder(), images, tmp_path / "predictions.csv") == 30

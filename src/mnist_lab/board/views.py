@@ -113,11 +113,18 @@ class ExperimentsBoard:
         return {"columns": columns, "rows": kept, "total": len(rows)}
 
     def row(self, experiment: str) -> dict[str, Any]:
-        """The row of `experiment`: its id, or a unique prefix of 7+ characters of a commit."""
+        """The row of `experiment`: its id, a unique prefix of 7+ characters of a commit, or any git revision
+        naming an experiment commit (`HEAD`, `HEAD~2`, a tag, a branch)."""
         rows = self.rows() + (self.runs() if experiment.startswith("run:") else [])
         exact = [row for row in rows if row["id"] == experiment]
         if exact:
             return exact[0]
+        if experiment and not experiment.startswith(("-", "run:")):
+            revision = f"{experiment}^{{commit}}"
+            commit = commands.git_output("rev-parse", "--verify", "--quiet", revision, cwd=self.root)
+            named = [row for row in rows if row["source"] == "commit" and row["id"] == (commit or "").strip()]
+            if named:
+                return named[0]
         if len(experiment) >= 7:
             matches = [row for row in rows if row["source"] == "commit" and row["id"].startswith(experiment)]
             if len(matches) == 1:
@@ -125,8 +132,8 @@ class ExperimentsBoard:
             if len(matches) > 1:
                 raise UnknownExperiment(f"experiment {experiment!r} is ambiguous: give more characters")
         raise UnknownExperiment(
-            f"no experiment {experiment!r}: give a commit of `mnist-lab history` (7+ characters) or an id "
-            "from /api/experiments"
+            f"no experiment {experiment!r}: give a commit of `mnist-lab history` (7+ characters, or a git "
+            "revision such as HEAD~1) or an id from /api/experiments"
         )
 
     def compare(self, experiments: list[str], baseline: str | None = None) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mnist_lab.cli.arguments import port_number
+
 
 def _cmd_board(args: argparse.Namespace) -> None:
     from mnist_lab.system.workspace import repository_root
@@ -34,7 +36,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="the experiments page: table, query, compare, digit pad (offline; --export for static files)",
     )
     board.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
-    board.add_argument("--port", type=int, default=8050)
+    board.add_argument("--port", type=port_number, default=8050)
     board.add_argument(
         "--export", type=Path, metavar="DIR", help="write static files there instead of serving"
     )

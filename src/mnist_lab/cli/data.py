@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
 
+OUT_HELP = "the data folder (default: data/ at the repository's root, from any of its folders)"
+
+
+def _in_repository(given: Path | None, default: str) -> Path:
+    """A path the user gave (relative to the current folder, as typed), else `default` at the root of the
+    repository around the current folder (so the data commands work from any of its folders), shown
+    relative to the current folder; outside any repository, `default` in the current folder."""
+    if given is not None:
+        return given
+    from mnist_lab.system.workspace import workspace_root
+
+    try:
+        return Path(os.path.relpath(workspace_root() / default))
+    except MnistLabError:
+        return Path(default)
+
 
 def _cmd_data_digits(args: argparse.Namespace) -> None:
     from mnist_lab.datasets.ingest import write_digits
 
-    md5 = write_digits(args.out, None if args.no_check else args.dvc_file)
-    print(f"wrote scikit-learn's bundled digits to {args.out}/ as MNIST-format IDX (data version {md5})")
+    out = _in_repository(args.out, "data")
+    dvc_file = None if args.no_check else _in_repository(args.dvc_file, "data.dvc")
+    if dvc_file is not None and not dvc_file.is_file():
+        if args.dvc_file is not None:
+            raise MnistLabError(f"--dvc-file {dvc_file}: no such file (or write unchecked: --no-check)")
+        print(f"note: no {dvc_file} to check the digits against: written unchecked", file=sys.stderr)
+        dvc_file = None
+    md5 = write_digits(out, dvc_file)
+    checked = f", checked against {dvc_file}" if dvc_file else ""
+    print(f"wrote scikit-learn's bundled digits to {out}/ as MNIST-format IDX (data version {md5}{checked})")
 
 
 def _cmd_data_ingest(args: argparse.Namespace) -> None:
@@ -24,21 +49,23 @@ def _cmd_data_ingest(args: argparse.Namespace) -> None:
         raise MnistLabError("--mirror is only for `data ingest mnist`; give any other base URL as the source")
     if args.source == "mnist" and Path("mnist").is_dir():
         print("note: `mnist` downloads MNIST; to ingest the folder ./mnist, write ./mnist", file=sys.stderr)
-    md5 = ingest(args.source, args.out, mirrors=(*args.mirror, *MNIST_MIRRORS))
-    print(f"wrote {args.out}/ from {display_uri(args.source)} (data version {md5})")
+    out = _in_repository(args.out, "data")
+    md5 = ingest(args.source, out, mirrors=(*args.mirror, *MNIST_MIRRORS))
+    print(f"wrote {out}/ from {display_uri(args.source)} (data version {md5})")
     if args.no_track:
-        print(f"next: `dvc add {args.out}` and commit {args.out}.dvc, then `dvc repro`")
+        print(f"next: `dvc add {out}` and commit {out}.dvc, then `dvc repro`")
         return
-    added = dvc("add", str(args.out))
+    added = dvc("add", str(out))
     if added.returncode != 0:
-        raise MnistLabError(f"`dvc add {args.out}` failed: {added.stderr.strip()}")
-    print(f"tracked it with `dvc add {args.out}`: commit {args.out}.dvc, then run `dvc repro`")
+        raise MnistLabError(f"`dvc add {out}` failed: {added.stderr.strip()}")
+    print(f"tracked it with `dvc add {out}`: commit {out}.dvc, then run `dvc repro`")
 
 
 def _cmd_data_restore(args: argparse.Namespace) -> None:
     from mnist_lab.datasets.ingest import restore_data
 
-    print(restore_data(args.out, args.dvc_file))
+    out, dvc_file = _in_repository(args.out, "data"), _in_repository(args.dvc_file, "data.dvc")
+    print(restore_data(out, dvc_file, force=args.force))
 
 
 def _cmd_remote_setup(args: argparse.Namespace) -> None:
@@ -73,12 +100,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         dest="data_command", required=True
     )
     digits = data.add_parser("digits", help="write scikit-learn's bundled 8x8 digits as IDX (no download)")
-    digits.add_argument("--out", type=Path, default=Path("data"))
+    digits.add_argument("--out", type=Path, help=OUT_HELP)
     digits.add_argument(
         "--dvc-file",
         type=Path,
-        default=Path("data.dvc"),
-        help="check the bytes against the version this file records (default: data.dvc)",
+        help="check the bytes against the version this file records (default: the repository's data.dvc)",
     )
     digits.add_argument("--no-check", action="store_true", help="write without checking against --dvc-file")
     digits.set_defaults(handler=_cmd_data_digits)
@@ -100,15 +126,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="with `mnist`: try this base URL before the public mirrors (repeatable); "
         "the official md5 of each file is still checked",
     )
-    ingest.add_argument("--out", type=Path, default=Path("data"))
+    ingest.add_argument("--out", type=Path, help=OUT_HELP)
     ingest.add_argument("--no-track", action="store_true", help="do not run `dvc add` on the result")
     ingest.set_defaults(handler=_cmd_data_ingest)
 
     restore = data.add_parser(
         "restore", help="make data/ match data.dvc: cache, remote, or regenerate the default"
     )
-    restore.add_argument("--out", type=Path, default=Path("data"))
-    restore.add_argument("--dvc-file", type=Path, default=Path("data.dvc"))
+    restore.add_argument("--out", type=Path, help=OUT_HELP)
+    restore.add_argument("--dvc-file", type=Path, help="default: the repository's data.dvc")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="replace data that differs from the recorded version (by default it is refused, unchanged)",
+    )
     restore.set_defaults(handler=_cmd_data_restore)
 
     remote = commands.add_parser(

@@ -8,13 +8,15 @@ import os
 import sys
 from pathlib import Path
 
+from mnist_lab.cli.arguments import port_number, positive_int
 from mnist_lab.core.errors import MnistLabError
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from mnist_lab.experiments.report import results_table
+    from mnist_lab.system.workspace import workspace_root
 
-    print(results_table(Path.cwd()))
+    print(results_table(workspace_root()))
 
 
 def _cmd_sync(args: argparse.Namespace) -> None:
@@ -205,7 +207,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     history = commands.add_parser("history", help="one row per experiment commit, from git alone")
     history.add_argument("revision", nargs="?", default="HEAD")
-    history.add_argument("-n", "--limit", type=int)
+    history.add_argument("-n", "--limit", type=positive_int, help="the newest N experiment commits")
     output = history.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true")
     output.add_argument("--md", action="store_true", help="a Markdown table")
@@ -242,5 +244,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     ui = commands.add_parser("ui", help="open the MLflow UI on this repository's store")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=port_number, default=5000)
     ui.set_defaults(handler=_cmd_ui)

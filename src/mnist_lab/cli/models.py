@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from mnist_lab.cli.arguments import non_negative_float, port_number, positive_int
 from mnist_lab.core.errors import MnistLabError
 
 
@@ -40,11 +41,12 @@ def _load_model(root: Path, model_uri: str | None):
 def _cmd_predict(args: argparse.Namespace) -> None:
     import time
 
-    from mnist_lab.serving.batch import predict_file
+    from mnist_lab.serving.batch import check_output_is_not_input, predict_file
     from mnist_lab.serving.inference import add_predict_stage
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
+    check_output_is_not_input(args.input, args.output)
     if args.as_stage:
         if args.model:
             raise MnistLabError("--as-stage predicts with the workspace's best model: leave out --model")
@@ -88,16 +90,6 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     os.execvpe(command[0], command, env)
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (say 0.002)") from None
-    if not value >= 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more (say 0.002)")
-    return value
-
-
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """The model commands."""
     promote = commands.add_parser(
@@ -112,7 +104,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     promote.add_argument(
         "--min-delta",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=0.0,
         metavar="X",
         help="the challenger must beat the champion's score by more than X (default 0)",
@@ -149,7 +141,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="serve the workspace's best model from its DVC-tracked files (no registry or store needed)",
     )
-    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--port", type=port_number, default=5001)
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=positive_int, default=1)
     serve.set_defaults(handler=_cmd_serve)

@@ -192,9 +192,10 @@ def ingest(
     return dvc_directory_md5(files)
 
 
-def restore_data(out: Path, dvc_file: Path) -> str:
+def restore_data(out: Path, dvc_file: Path, force: bool = False) -> str:
     """Make `out` hold the data version `dvc_file` records: already there, from the DVC cache or remote,
-    or (for the bundled default) regenerated and checked. Returns a sentence saying which."""
+    or (for the bundled default) regenerated and checked. Returns a sentence saying which. Data in `out`
+    that differs from that version is refused, or with `force` replaced (only by the recorded version)."""
     expected = recorded_data_version(dvc_file)
     if expected is None:
         raise DataError(f"{dvc_file} is missing: restore it with `git checkout -- {dvc_file}`")
@@ -202,19 +203,22 @@ def restore_data(out: Path, dvc_file: Path) -> str:
         found = dvc_directory_md5(read_directory_files(out))
         if found == expected:
             return f"{out}/ already matches {dvc_file} ({expected})"
-        raise DataError(
-            f"{out}/ holds data version {found}, not the {expected} that {dvc_file} records; nothing was "
-            f"changed. Record it with `dvc add {out}`, or discard it with `dvc checkout --force {dvc_file}`"
-        )
+        if not force:
+            raise DataError(
+                f"{out}/ holds data version {found}, not the {expected} that {dvc_file} records; nothing "
+                f"was changed. Record it with `dvc add {out}`, or discard it and bring back the recorded "
+                f"version with `mnist-lab data restore --force` (or `dvc checkout --force {dvc_file}`)"
+            )
+    replace = ("--force",) if force else ()
     if (
-        dvc("checkout", str(dvc_file)).returncode == 0
+        dvc("checkout", *replace, str(dvc_file)).returncode == 0
         and out.is_dir()
         and dvc_directory_md5(read_directory_files(out)) == expected
     ):
         return f"{out}/ restored from the DVC cache ({expected})"
     problem = None  # what is wrong with the remote, when a pull failed because of it
     if (remote := dvc("remote", "default")).returncode == 0 and remote.stdout.strip():
-        pulled = dvc("pull", str(dvc_file))
+        pulled = dvc("pull", *replace, str(dvc_file))
         if pulled.returncode == 0:
             return f"{out}/ pulled from DVC remote '{remote.stdout.strip()}' ({expected})"
         output = mask_credentials((pulled.stderr or pulled.stdout).strip())

@@ -140,6 +140,14 @@ def _parquet_chunks(path: Path, chunk_images: int) -> ImageChunks:
     return ImageChunks(parquet.metadata.num_rows, chunks())
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
     import pandas as pd
 
@@ -148,6 +156,13 @@ def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
     except Exception as exc:  # pandas raises many kinds
         raise DataError(f"{path}: cannot read it as csv: {exc}") from None
     header = 0 if any(str(c).startswith("pixel_") for c in columns) else None  # else numbers only
+    blank = "Unnamed: "  # pandas' name for an empty field: a missing pixel value, reported as such below
+    names = [str(c) for c in columns if not _is_number(str(c)) and not str(c).startswith(blank)]
+    if header is None and names:
+        raise DataError(
+            f"{path}: its first line is a header without pixel_<i> columns ({', '.join(names[:3])}, ...): "
+            "name the columns pixel_0, pixel_1, ... or write the pixel values alone, without a header"
+        )
 
     def chunks() -> Iterator[np.ndarray]:
         first_row = 0
@@ -219,6 +234,20 @@ def write_predictions(predictions: pd.DataFrame, path: Path | str) -> None:
         writer.write(predictions)
 
 
+def check_output_is_not_input(images: Path | str, output: Path | str) -> None:
+    """Refuse an `output` that is the `images` file itself (by another name too): the predictions would
+    replace the images."""
+    images, output = Path(images), Path(output)
+    same = output.resolve() == images.resolve()
+    if not same and output.exists() and images.exists():
+        same = output.samefile(images)
+    if same:
+        raise DataError(
+            f"--output {output} is the input file {images}: the predictions would replace the images; "
+            f"write them to another file (say {images.with_name('predictions.csv')})"
+        )
+
+
 def predict_file(
     model: Any,
     images: Path | str,
@@ -228,6 +257,7 @@ def predict_file(
 ) -> int:
     """Predict every image of `images` with `model` (see predict_frame) into `output`, a chunk at a time;
     `on_chunk(images done, images in all or None)` after each chunk. Returns how many were predicted."""
+    check_output_is_not_input(images, output)
     with PredictionWriter(output) as writer:  # checks the output's suffix before any work
         source = image_chunks(images, chunk_images)
         for pixels in source.chunks:

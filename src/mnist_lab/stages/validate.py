@@ -56,8 +56,8 @@ def _put_back(dvc_file: Path, corrupt: str | None, last: str | None) -> str:
                 write_text_atomic(dvc_file, candidate)
             return (
                 f"{dvc_file} still records data version {version} (DVC had re-hashed these files into it; "
-                f"it was put back). Bring back that data with `dvc checkout --force {dvc_file}` (or "
-                "`mnist-lab data restore`), or fix the files and run again"
+                f"it was put back). Bring back that data with `mnist-lab data restore --force` (or "
+                f"`dvc checkout --force {dvc_file}`), or fix the files and run again"
             )
     return (
         f"{dvc_file} records these files (no earlier valid version to put back); fix them, or get valid "
