@@ -100,7 +100,42 @@ def test_no_challenger_and_no_test_data_are_clear_errors(
     assert code == 2 and "outputs/prepared.npz is missing" in out
     assert run_dvc_stage("prepare") == 0
     code, out = promote(capsys)
+    assert code == 2 and "registry.json is missing: `dvc repro` registers the workspace's best model" in out
+    code, out = promote(capsys, "--force")
     assert code == 2 and f"'{NAME}' has no challenger: `dvc repro` registers the best model" in out
+
+
+def test_a_run_or_version_from_another_store_is_named_not_a_traceback(
+    workspace: Path,
+    tracking_store: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """The committed files of a fresh clone name the author's runs and versions, which its own (empty)
+    store does not hold: `register` and `promote` say so and how to log them here, and registry.json is
+    written (DVC removed it before the stage ran)."""
+    registered = experiment(workspace, {"forest": {"type": "random_forest", "n_estimators": 5}})
+    assert registered["version"] == "1"
+    (tmp_path / "clone-store").mkdir()
+    empty = f"sqlite:///{tmp_path / 'clone-store' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", empty)
+    code, out = promote(capsys)
+    assert code == 2
+    assert (
+        f"registry.json names v1 of '{NAME}' (run {registered['run_id']}), which this tracking store" in out
+    )
+    assert "does not hold" in out and "`dvc repro -f`" in out
+    assert run_dvc_stage("register") == 0
+    note = json.loads((workspace / "registry.json").read_text())
+    assert not note["registered"] and note["run_id"] == registered["run_id"]
+    assert f"the run of 'forest' ({registered['run_id']}) is not in this tracking store" in note["note"]
+    assert "`dvc repro -f`" in note["note"]
+    code, out = promote(capsys)
+    assert code == 2 and "the workspace's best model is not registered (not registered: the run" in out
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)  # back in the store that has it
+    assert run_dvc_stage("register") == 0
+    assert json.loads((workspace / "registry.json").read_text())["version"] == "1"
 
 
 def test_predict_writes_what_evaluate_predicted(

@@ -31,6 +31,7 @@ from mnist_lab.serving.registry import (
     registry_client,
     tagged_commit,
     version_by_alias,
+    version_by_number,
 )
 from mnist_lab.system.files import read_experiment_file
 
@@ -127,14 +128,25 @@ def _check_comparable(version, task: str, positive_class: int, data_version: str
         )
 
 
-def workspace_version(root: Path) -> str:
-    """The version the experiment in the workspace registered (`registry.json`, written by `register`)."""
+def workspace_version(root: Path, client: Any, model_name: str, store: str) -> str:
+    """The version the experiment in the workspace registered (`registry.json`, written by `register`),
+    checked to be that run's version in this tracking store (`store`: its URI, for the message)."""
     path = root / "registry.json"
     if not path.is_file():
         raise RegistryError(f"{path} is missing: `dvc repro` registers the workspace's best model")
     registration = read_experiment_file(path, RegistryFile)
     if not registration.registered or not registration.version:
         raise RegistryError(f"the workspace's best model is not registered ({registration.note or path})")
+    version = version_by_number(client, model_name, registration.version)
+    if version is None or (registration.run_id and version.run_id != registration.run_id):
+        from mnist_lab.system.redact import display_uri
+
+        raise RegistryError(
+            f"registry.json names v{registration.version} of '{model_name}' (run {registration.run_id}), "
+            f"which this tracking store ({display_uri(store)}) does not hold: the experiment was "
+            "registered in another store (a fresh clone starts with an empty one). Log its models and "
+            "register the best here with `dvc repro -f`"
+        )
     return registration.version
 
 
@@ -153,22 +165,21 @@ def promote(
     champion on the same test data (or `force`); the new champion's version remembers the one it replaced.
     The challenger must be the model of the experiment in the workspace (`registry.json`), both versions
     trained for this task on this data version."""
-    client, _ = registry_client(root)
+    client, store = registry_client(root)
+    ours = None if force else workspace_version(root, client, model_name, store)
     challenger = version_by_alias(client, model_name, CHALLENGER)
     if challenger is None:
         raise RegistryError(
             f"'{model_name}' has no {CHALLENGER}: `dvc repro` registers the best model as one"
         )
     new = str(challenger.version)
-    if not force:
-        ours = workspace_version(root)
-        if ours != new:
-            raise RegistryError(
-                f"the {CHALLENGER} is v{new}, not v{ours}, the model of the experiment in the workspace "
-                f"(registry.json): a `dvc exp run` since moved the alias. Apply that experiment to promote "
-                f"it (`dvc exp apply`), or `dvc repro -f -s register` to make v{ours} the {CHALLENGER} "
-                f"again (--force promotes v{new} anyway)"
-            )
+    if ours is not None and ours != new:
+        raise RegistryError(
+            f"the {CHALLENGER} is v{new}, not v{ours}, the model of the experiment in the workspace "
+            f"(registry.json): a `dvc exp run` since moved the alias. Apply that experiment to promote "
+            f"it (`dvc exp apply`), or `dvc repro -f -s register` to make v{ours} the {CHALLENGER} "
+            f"again (--force promotes v{new} anyway)"
+        )
     champion = version_by_alias(client, model_name, CHAMPION)
     if not force:
         data_version = tracking.data_version(root)

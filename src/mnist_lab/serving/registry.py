@@ -113,6 +113,17 @@ def register_challenger(root: Path, model_name: str, best_file: Path, reports: P
         existing = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
         if existing:
             version = str(existing[0].version)
+        elif not _run_exists(client, run_id):
+            from mnist_lab.system.redact import display_uri
+
+            return Registration(
+                model_name,
+                None,
+                run_id,
+                f"not registered: the run of '{best.model}' ({run_id}) is not in this tracking store "
+                f"({display_uri(uri)}): it was logged to another store (a fresh clone starts with an empty "
+                "one). Log the models and register the best here with `dvc repro -f`",
+            )
         else:
             version = _create_version(client, root, model_name, run_id, model_uri, reports / best.model)
         client.set_registered_model_alias(model_name, CHALLENGER, version)
@@ -135,6 +146,18 @@ def register_challenger(root: Path, model_name: str, best_file: Path, reports: P
     return Registration(
         model_name, str(version), run_id, f"registered {model_name} v{version} as {CHALLENGER}"
     )
+
+
+def _run_exists(client: MlflowClient, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        if _does_not_exist(exc):
+            return False
+        raise
+    return True
 
 
 def _server_failed(model_name: str, run_id: str, exc: Exception) -> Registration:
@@ -191,6 +214,22 @@ def _create_version(
 # --- promotion ----------------------------------------------------------------------------------------
 
 
+def version_by_number(client: MlflowClient, model_name: str, version: str):
+    """Version `version` of `model_name`; None when this store has no such version (or model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model_name, version)
+    except MlflowException as exc:
+        if _does_not_exist(exc):
+            return None
+        raise
+
+
+def _does_not_exist(exc: Exception) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower()
+
+
 def version_by_alias(client: MlflowClient, model_name: str, alias: str):
     from mlflow.exceptions import MlflowException
 
@@ -203,7 +242,7 @@ def version_by_alias(client: MlflowClient, model_name: str, alias: str):
                 "nothing to promote; serve or predict the workspace's DVC-tracked model instead (`mnist-lab "
                 "serve --workspace`, `mnist-lab predict`)"
             ) from None
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+        if _does_not_exist(exc):
             return None
         raise
 
