@@ -32,6 +32,7 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
         done = run(["mnist-lab", "reproduce", revision, *keep], root, env, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "reproduces exactly" in done.stdout and " NO" not in done.stdout
+        assert "dirty" not in done.stdout + done.stderr
     kept_files = [p for p in kept.rglob("*") if p.is_file()]
     assert any(p.name == "dvc.lock" for p in kept_files)  # the clone was kept
     assert not [p for p in kept_files if canary.encode() in p.read_bytes()]
@@ -48,6 +49,11 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
     )
     assert line.endswith("NO")
     assert "does NOT reproduce: 1 of" in done.stdout
+    assert f"warning: {tampered[:12]} is dirty: its results are not what its own files make" in done.stderr
+    assert (
+        "(a dirty commit: its recorded results are not what its files make; dvc.lock disagrees with "
+        "metrics.json)" in done.stdout
+    )
 
     after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
     assert after == before  # the working tree, cache and store of the repository are untouched

@@ -23,3 +23,14 @@ def test_this_environment_matches_the_repositorys_lock_file() -> None:
 
     for lock in ("requirements.lock", "requirements-dev.lock"):
         assert lock_differences((REPO_ROOT / lock).read_text()) == [], lock
+
+
+def test_a_dirty_commits_verdict_says_why_a_difference_is_expected() -> None:
+    from mnist_lab.experiments.reproduce import Reproduction, as_table
+
+    rows = [("metrics.json:models.sgd.accuracy", 0.95, 0.94)]
+    dirty = Reproduction("a" * 40, rows, dirty_because=["metrics.json", "params.yaml: models.sgd.alpha"])
+    verdict = as_table(dirty).splitlines()[-1]
+    assert verdict.startswith("aaaaaaaaaaaa does NOT reproduce: 1 of 1 metrics differ (a dirty commit")
+    assert "dvc.lock disagrees with metrics.json, params.yaml: models.sgd.alpha)" in verdict
+    assert "dirty" not in as_table(Reproduction("a" * 40, rows))

@@ -33,6 +33,9 @@ class Reproduction:
     # packages whose version in the environment that ran it differs from the commit's requirements.lock
     environment_differences: list[str] = field(default_factory=list)
     environment: str = "current"  # or "locked": built from the commit's requirements.lock
+    # why the commit's own results are not what its files make (its dvc.lock disagrees): then a difference
+    # is expected, not a failure to reproduce (experiments.table.stale_results)
+    dirty_because: list[str] = field(default_factory=list)
 
     @property
     def mismatches(self) -> list[tuple[str, object, object]]:
@@ -63,6 +66,12 @@ def _recorded_metrics(root: Path, commit: str) -> dict[str, object]:
             f"{commit[:12]} records no metrics (no metrics.json): not an experiment commit"
         )
     return recorded
+
+
+def _dirty_because(root: Path, commit: str) -> list[str]:
+    from mnist_lab.experiments.table import read_blobs, stale_results
+
+    return stale_results(root, [commit], read_blobs(root, [f"{commit}:params.yaml"])).get(commit, [])
 
 
 def _canonical(name: str) -> str:
@@ -119,6 +128,13 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
     from that lock file."""
     commit = resolve_commit(root, revision)
     recorded = _recorded_metrics(root, commit)
+    dirty_because = _dirty_because(root, commit)
+    if dirty_because:
+        print(
+            f"warning: {commit[:12]} is dirty: its results are not what its own files make (its dvc.lock "
+            f"disagrees with {', '.join(dirty_because[:5])}); the reproduction may well differ",
+            file=sys.stderr,
+        )
     scratch = Path(tempfile.mkdtemp(prefix="mnist-lab-reproduce-"))
     clone = scratch / "repo"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DAGSHUB_"))}
@@ -187,6 +203,7 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
             log="\n".join(log),
             environment_differences=differences,
             environment="locked" if locked_env else "current",
+            dirty_because=dirty_because,
         )
     finally:
         if keep is not None:  # never the remote's credentials
@@ -211,6 +228,11 @@ def as_table(result: Reproduction, everything: bool = False) -> str:
         else f"{result.commit[:12]} does NOT reproduce: {len(result.mismatches)} of {len(result.rows)} "
         "metrics differ"
     )
+    if result.dirty_because:
+        verdict += (
+            f" (a dirty commit: its recorded results are not what its files make; dvc.lock disagrees with "
+            f"{', '.join(result.dirty_because[:5])})"
+        )
     if result.environment == "locked":
         verdict += " (in an environment built from its requirements.lock)"
     elif result.environment_differences:

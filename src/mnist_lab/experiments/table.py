@@ -302,10 +302,11 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
     missing = [spec for spec in specs if ids.get(spec) is None]
     dvc_files = read_blobs(root, [f"{spec}.dvc" for spec in missing])  # a directory DVC tracks, as `data`
     contents = read_blobs(root, {oid for oid in ids.values() if oid is not None})
+    locked_oids = {ids.get(spec) for spec in specs}  # what dvc.lock records by md5 (not the listed code)
     md5_of = {
         oid: hashlib.md5(content, usedforsecurity=False).hexdigest()
         for oid, content in contents.items()
-        if content is not None
+        if content is not None and oid in locked_oids
     }
     sha256_of = {}
     for oid in {ids.get(spec) for spec in code_specs} - {None}:
