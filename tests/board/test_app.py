@@ -54,7 +54,7 @@ def test_the_page_loads_only_its_own_scripts_and_styles(client) -> None:
     assert references and not [r for r in references if "://" in r or r.startswith("//")]
     for reference in references:
         assert http.get(f"/{reference}").status_code == 200, reference
-    for name in ("board.js", "query.js", "board.css"):  # nothing fetched from elsewhere at run time either
+    for name in ("board.js", "query.js", "diff.js", "board.css"):  # nothing fetched from elsewhere either
         assert not re.search(r"https?://", (STATIC / name).read_text()), name
     assert http.get("/snapshot.js").text.strip() == "window.BOARD_SNAPSHOT = null;"
 

@@ -12,6 +12,7 @@ import pytest
 from tests.board.browser import chromium, wait_for
 from tests.board.experiment_history import write_history
 from tests.board.test_app import write_workspace_model
+from tests.board.test_export_diff import assert_patch_gives
 from tests.helpers import BIN, free_port, start, stop, wait_until_ready
 
 pytestmark = pytest.mark.slow
@@ -165,10 +166,14 @@ def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None
         )
     live, exported = drawn.values()
     assert exported == live and "better" in live[1] and len(live[4]) > 1000
-    assert (
-        "holds the code diff of the comparison it was made for only"
-        in browser.find_element(By.ID, "diffs").text
+    # its code diffs are the page's own (diff.js, from the snapshot's copy of the files): each, applied by
+    # git to the baseline's files, gives the other experiment's
+    patches = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#diffs pre.diff'), pre => pre.textContent)"
     )
+    assert len(patches) == 3 and all(patch.startswith("diff --git a/") for patch in patches)
+    for target, patch in zip((commits[1], commits[3], commits[0]), patches, strict=True):
+        assert_patch_gives(root, commits[5], target, patch, tmp_path)
     # what the export does not hold, it says so
     browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[0]},no-such-experiment")
     browser.refresh()

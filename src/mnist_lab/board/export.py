@@ -4,8 +4,9 @@ API calls it makes, so it renders, filters, sorts and compares exactly as the li
 
 Any selection of the table's experiments compares: the snapshot holds what a comparison draws from each
 (`ExperimentsBoard.drawn_from`: curves, confusion counts) and each metric's direction, and the page puts
-them together as the API would. Code diffs are git's, so only the comparison the export was made for
-(`--compare`, or the two newest) holds them."""
+them together as the API would. The comparison the export was made for (`--compare`, or the two newest)
+holds git's code diffs; for any other, the snapshot holds each experiment's code files (`code_snapshot`:
+each distinct file once) and the page diffs them itself (`static/diff.js`, the unified format git writes)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mnist_lab.board.views import ExperimentsBoard
+from mnist_lab.board.views import CODE_PATHS, ExperimentsBoard
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.results import metric_direction
+from mnist_lab.experiments.table import object_ids, read_blobs
+from mnist_lab.system import commands
 from mnist_lab.system.files import write_text_atomic
 
 STATIC = Path(__file__).with_name("static")
@@ -48,6 +51,9 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
         key[len("metrics.") :]: metric_direction(key)
         for key in {key for row in table["rows"] for key in row if key.startswith("metrics.")}
     }
+    code = code_snapshot(root, [row["commit"] for row in table["rows"] if row.get("commit")])
+    if code is not None:
+        snapshot["/export/code"] = code
     if len(ids) >= 2:
         data = board.compare(ids)
         snapshot[f"/api/compare?ids={','.join(ids)}"] = data
@@ -64,3 +70,93 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
         shutil.rmtree(destination)
     staging.rename(destination)
     return ids
+
+
+MAX_CODE_BYTES = 32_000_000  # the distinct code files of every experiment; beyond it, no page-made diffs
+SHORT_ID = 12  # characters of an object id the snapshot keeps (all of them if two would collide)
+
+
+def code_snapshot(root: Path, commits: list[str]) -> dict[str, Any] | None:
+    """What the page needs to diff any two of `commits` as `git diff A B -- src params.yaml dvc.yaml` does
+    (static/diff.js): per commit the object ids of its `src` folder, `params.yaml` and `dvc.yaml`; each
+    distinct folder (git's tree objects: name -> [mode, id], a sub-folder's mode 40000) and each distinct
+    file's text (None for a binary file, as git decides: a NUL byte in its first 8,000) once, so that
+    commits sharing most of their code share most of the snapshot. None when the files exceed
+    MAX_CODE_BYTES (the page then says the diff needs the live board). A few git processes however many
+    commits: one per level of folders."""
+    commits = list(dict.fromkeys(commits))
+    files = [path for path in CODE_PATHS if path != "src"]
+    sources = object_ids(root, [f"{commit}:src" for commit in commits], kind="tree")
+    tops = object_ids(root, [f"{commit}:{path}" for commit in commits for path in files])
+    states = {
+        commit: {"src": sources[f"{commit}:src"]} | {path: tops[f"{commit}:{path}"] for path in files}
+        for commit in commits
+    }
+    trees: dict[str, dict[str, tuple[str, str]]] = {}
+    level = {tree for state in states.values() if (tree := state["src"]) is not None}
+    while level:
+        read = read_trees(root, sorted(level))
+        trees |= read
+        level = {oid for entries in read.values() for mode, oid in entries.values() if mode == "40000"}
+        level -= set(trees)
+    wanted = {oid for entries in trees.values() for mode, oid in entries.values() if mode != "40000"}
+    wanted |= {oid for state in states.values() for path in files if (oid := state[path]) is not None}
+    contents = read_blobs(root, sorted(wanted))
+    if sum(len(content or b"") for content in contents.values()) > MAX_CODE_BYTES:
+        print(
+            f"note: the experiments' code files exceed {MAX_CODE_BYTES:,} bytes: the export holds the code "
+            "diff of its own comparison only",
+            file=sys.stderr,
+        )
+        return None
+    everything = set(trees) | set(contents)
+    unique = len({oid[:SHORT_ID] for oid in everything}) == len(everything)
+    width = SHORT_ID if unique else max(map(len, everything), default=SHORT_ID)
+
+    def short(oid: str | None) -> str | None:
+        return oid[:width] if oid else None
+
+    return {
+        "commits": {
+            commit: {key: short(oid) for key, oid in state.items()} for commit, state in states.items()
+        },
+        "trees": {
+            short(tree): {name: [mode, short(oid)] for name, (mode, oid) in entries.items()}
+            for tree, entries in trees.items()
+        },
+        "blobs": {
+            short(oid): None
+            if content is None or b"\0" in content[:8000]
+            else content.decode("utf-8", errors="replace")
+            for oid, content in contents.items()
+        },
+    }
+
+
+def read_trees(root: Path, oids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+    """Git tree objects (one folder each, not recursive): `{tree id: {name: (mode, object id)}}`, in one
+    `git cat-file --batch`; submodules (mode 160000) left out."""
+    if not oids:
+        return {}
+    data = commands.run(
+        "git", "cat-file", "--batch", cwd=root, input="\n".join(oids) + "\n", text=False, check=True
+    ).stdout
+    trees: dict[str, dict[str, tuple[str, str]]] = {}
+    position = 0
+    for oid in oids:
+        width = len(oid) // 2  # bytes of an object id: 20 (SHA-1) or 32 (SHA-256)
+        end = data.index(b"\n", position)
+        _, kind, size = data[position:end].decode().split()
+        position, stop = end + 1, end + 1 + int(size)
+        entries: dict[str, tuple[str, str]] = {}
+        while kind == "tree" and position < stop:
+            space = data.index(b" ", position)
+            nul = data.index(b"\0", space)
+            mode = data[position:space].decode()
+            name = data[space + 1 : nul].decode("utf-8", errors="replace")
+            if mode != "160000":
+                entries[name] = (mode, data[nul + 1 : nul + 1 + width].hex())
+            position = nul + 1 + width
+        trees[oid] = entries
+        position = stop + 1
+    return trees

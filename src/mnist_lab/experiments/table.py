@@ -298,7 +298,7 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
             code = parse_code_listing(listing.decode("utf-8", errors="replace"))
             listed.setdefault(commit, {}).update(code)
     code_specs = [f"{commit}:{path}" for commit, code in listed.items() for path in code]
-    ids = _object_ids(root, specs + code_specs)
+    ids = object_ids(root, specs + code_specs)
     missing = [spec for spec in specs if ids.get(spec) is None]
     dvc_files = read_blobs(root, [f"{spec}.dvc" for spec in missing])  # a directory DVC tracks, as `data`
     contents = read_blobs(root, {oid for oid in ids.values() if oid is not None})
@@ -343,8 +343,9 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
     return {commit: reasons for commit, reasons in answers.items() if reasons}
 
 
-def _object_ids(root: Path, specs: list[str]) -> dict[str, str | None]:
-    """`{"<rev>:<path>": blob id, or None where that is no file}` in one `git cat-file --batch-check`."""
+def object_ids(root: Path, specs: list[str], kind: str = "blob") -> dict[str, str | None]:
+    """`{"<rev>:<path>": object id, or None where that is no object of `kind` (a file: "blob", a folder:
+    "tree")}` in one `git cat-file --batch-check`."""
     specs = list(dict.fromkeys(specs))
     if not specs:
         return {}
@@ -354,7 +355,7 @@ def _object_ids(root: Path, specs: list[str]) -> dict[str, str | None]:
     ids: dict[str, str | None] = {}
     for spec, line in zip(specs, done.stdout.splitlines(), strict=True):
         parts = line.split()
-        ids[spec] = parts[0] if len(parts) == 3 and parts[1] == "blob" else None
+        ids[spec] = parts[0] if len(parts) == 3 and parts[1] == kind else None
     return ids
 
 

@@ -10,6 +10,7 @@
                    "#81b29a", "#f2cc8f", "#5e548e", "#9a031e"];
   const DEFAULT_COLUMNS = ["id", "source", "dirty", "date", "message", "labels", "data", "model", "metric", "value", "accuracy"];
   const CURVES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"];
+  const MAX_DIFF_CHARS = 200000; // as board/views.py
 
   let table = null; // {columns, rows, total}
   let comparison = null;
@@ -63,7 +64,8 @@
   // A static export compares any selection of its table: what the API's compare answers, put together from
   // the snapshot's rows, what each comparison draws from (curves, confusion counts) and each metric's
   // direction (ExperimentsBoard.compare in board/views.py does the same; the browser tests hold them equal).
-  // Code diffs need git: only the comparison the export was made for has them. Null: not possible here.
+  // Code diffs: git's for the comparison the export was made for; for any other, diff.js diffs the code
+  // files the snapshot holds (/export/code). Null: not possible here.
   function assembleComparison(ids, baseline) {
     const drawn = SNAPSHOT["/export/drawn-from"], directions = SNAPSHOT["/export/directions"];
     const table = SNAPSHOT["/api/experiments?hidden=1"];
@@ -90,8 +92,15 @@
     for (const [key, values] of sideBySide("params.")) {
       params[key] = { values, changed: new Set(values.map((value) => JSON.stringify(value))).size > 1 };
     }
-    const note = "a static export holds the code diff of the comparison it was made for only " +
-      "(mnist-lab board --export DIR --compare a,b): open the live board for this one";
+    const code = SNAPSHOT["/export/code"];
+    const note = "this static export holds no copy of the code files (too large): only the comparison it " +
+      "was made for has a code diff (mnist-lab board --export DIR --compare a,b); open the live board for this one";
+    const diff = (row) => {  // as ExperimentsBoard._diff answers
+      if (!base.commit || !row.commit) return { text: "", truncated: false, note: "a run without a recorded commit: no diff" };
+      const text = code ? window.MnistDiff.codeDiff(code, base.commit, row.commit) : null;
+      if (text === null) return { text: "", truncated: false, note };
+      return { text: text.slice(0, MAX_DIFF_CHARS), truncated: text.length > MAX_DIFF_CHARS };
+    };
     return {
       experiments: rows.map((row) => row.id),
       baseline: base.id,
@@ -100,7 +109,7 @@
       metrics,
       curves: Object.fromEntries(rows.map((row) => [row.id, drawn[row.id].curves])),
       confusion: Object.fromEntries(rows.map((row) => [row.id, drawn[row.id].confusion])),
-      diffs: Object.fromEntries(rows.filter((row) => row !== base).map((row) => [row.id, { text: "", truncated: false, note }])),
+      diffs: Object.fromEntries(rows.filter((row) => row !== base).map((row) => [row.id, diff(row)])),
     };
   }
 
