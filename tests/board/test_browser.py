@@ -122,6 +122,40 @@ def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
     assert [bar.get_attribute("data-class") for bar in bars] == ["0", "1"]
 
 
+def _ink(browser) -> int:
+    """How many of the pad's pixels are drawn on."""
+    return browser.execute_script(
+        "const c = document.getElementById('pad-canvas'), d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 0; i < d.length; i += 4) if (d[i] > 30) n++; return n;"
+    )
+
+
+def test_the_digit_pad_draws_with_the_keyboard(board) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser, url, _, _ = board
+    browser.get(f"{url}/#/pad")
+    browser.refresh()
+    wait_for(lambda: browser.find_element(By.ID, "pad-model").text)
+    canvas = browser.find_element(By.ID, "pad-canvas")
+    assert canvas.get_attribute("tabindex") == "0" and canvas.get_attribute("aria-describedby") == "pad-keys"
+    canvas.send_keys(*[Keys.ARROW_UP] * 6, *[Keys.ARROW_LEFT] * 7)  # the pen up: nothing drawn
+    assert _ink(browser) == 0
+    assert browser.find_element(By.ID, "pad-cursor").is_displayed()
+    # the same band across the top as the pointer test draws: the test model answers 1
+    canvas.send_keys(Keys.SPACE, *[Keys.ARROW_RIGHT] * 14, *[Keys.ARROW_UP] * 2, *[Keys.ARROW_LEFT] * 14)
+    assert _ink(browser) > 5000
+    canvas.send_keys(Keys.SPACE)  # lifting the pen predicts
+    assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "1"
+    canvas.send_keys(Keys.DELETE)
+    assert _ink(browser) == 0 and browser.find_element(By.ID, "pad-answer").text == ""
+    # the bottom half, drawn as a dot then a stroke: 0
+    canvas.send_keys(*[Keys.ARROW_DOWN] * 16, Keys.SPACE, *[Keys.ARROW_RIGHT] * 14, Keys.SPACE)
+    assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "0"
+
+
 def test_queueing_a_wrong_value_shows_the_settings_error(board) -> None:
     from selenium.webdriver.common.by import By
 

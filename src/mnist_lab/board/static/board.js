@@ -368,7 +368,39 @@
     const stop = () => { if (drawing) { drawing = false; predict(); } };
     canvas.addEventListener("pointerup", stop);
     canvas.addEventListener("pointerleave", stop);
-    $("#pad-clear").addEventListener("click", () => { clear(); $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = ""; });
+    // the keyboard's pen: arrows move it, Space puts it down (a dot) or lifts it (then predicts), Delete clears
+    const step = canvas.width / 20, pen = { x: canvas.width / 2, y: canvas.height / 2, down: false };
+    const cursor = $("#pad-cursor");
+    const showPen = () => {
+      cursor.hidden = false;
+      cursor.style.left = `${pen.x * canvas.clientWidth / canvas.width}px`;
+      cursor.style.top = `${pen.y * canvas.clientHeight / canvas.height}px`;
+      cursor.classList.toggle("down", pen.down);
+    };
+    const ink = (fromX, fromY) => {
+      context.strokeStyle = "#fff"; context.lineWidth = 22; context.lineCap = "round"; context.lineJoin = "round";
+      context.beginPath(); context.moveTo(fromX, fromY); context.lineTo(pen.x, pen.y); context.stroke();
+    };
+    const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+    canvas.addEventListener("keydown", (event) => {
+      if (event.key in moves) {
+        const [dx, dy] = moves[event.key], [fromX, fromY] = [pen.x, pen.y];
+        pen.x = Math.min(canvas.width - step / 2, Math.max(step / 2, pen.x + dx * step));
+        pen.y = Math.min(canvas.height - step / 2, Math.max(step / 2, pen.y + dy * step));
+        if (pen.down) ink(fromX, fromY);
+      } else if (event.key === " ") {
+        pen.down = !pen.down;
+        if (pen.down) ink(pen.x, pen.y);
+        else predict();
+      } else if (event.key === "Delete" || event.key === "Backspace") {
+        $("#pad-clear").click();
+      } else return;
+      event.preventDefault();
+      showPen();
+    });
+    canvas.addEventListener("focus", showPen);
+    canvas.addEventListener("blur", () => { cursor.hidden = true; });
+    $("#pad-clear").addEventListener("click", () => { clear(); pen.down = false; $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = ""; });
     $("#pad-predict").addEventListener("click", predict);
     $("#pad-upload").addEventListener("change", (event) => {
       const file = event.target.files[0];
