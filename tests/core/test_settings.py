@@ -179,3 +179,30 @@ def test_select_metric_is_checked_when_settings_load_against_what_evaluate_compu
         f"params.yaml: select.metric: '{wrong}' is not a metric of a {kind} task; use one of: accuracy"
         in str(refused.value)
     )
+
+
+def test_every_problem_is_listed_with_the_metric_check_across_keys() -> None:
+    """pydantic runs checks across keys only once every key passed: the select.metric check is listed
+    with the others, not after they are fixed."""
+    raw = {
+        "models": {"s": {"type": "sgd", "alpha": "big"}},
+        "features": {"pca_varaince": 0.9},
+        "select": {"metric": "acuracy"},
+    }
+    with pytest.raises(SettingsError) as refused:
+        parse_settings(raw)
+    problems = str(refused.value).splitlines()[1:]
+    assert [problem.strip() for problem in problems] == [
+        "params.yaml: unknown key 'features.pca_varaince' (check its spelling; see the defaults in the "
+        "README)",
+        "params.yaml: models.s.alpha: Input should be a valid number (got 'big')",
+        "params.yaml: select.metric: 'acuracy' is not a metric of a multiclass task; use one of: accuracy, "
+        "f1_macro, precision_macro, recall_macro, roc_auc_micro (or precision_class_<digit> / "
+        "recall_class_<digit>)",
+    ]
+    raw["task"] = {"kind": "binary"}
+    with pytest.raises(SettingsError, match="'acuracy' is not a metric of a binary task"):
+        parse_settings(raw)
+    with pytest.raises(SettingsError) as alone:  # the check across keys alone: listed once
+        parse_settings({"models": {"s": {"type": "sgd"}}, "select": {"metric": "acuracy"}})
+    assert str(alone.value).count("acuracy") == 1

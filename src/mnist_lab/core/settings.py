@@ -220,13 +220,9 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _select_metric_is_one_evaluate_computes(self) -> Settings:
-        metric = self.select.metric
-        known = selectable_metrics(self.task.kind)
-        if metric not in known and not re.fullmatch(r"(precision|recall)_class_[0-9]", metric):
-            raise ValueError(
-                f"select.metric: '{metric}' is not a metric of a {self.task.kind} task; use one of: "
-                f"{', '.join(known)} (or precision_class_<digit> / recall_class_<digit>)"
-            )
+        problem = _metric_problem(self.select.metric, self.task.kind)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def model(self, name: str) -> ModelSettings:
@@ -251,6 +247,28 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+def _metric_problem(metric: str, task_kind: str) -> str | None:
+    """Why `select.metric` cannot pick a model of this task (None: it can)."""
+    known = selectable_metrics(task_kind)
+    if metric in known or re.fullmatch(r"(precision|recall)_class_[0-9]", metric):
+        return None
+    return (
+        f"select.metric: '{metric}' is not a metric of a {task_kind} task; use one of: "
+        f"{', '.join(known)} (or precision_class_<digit> / recall_class_<digit>)"
+    )
+
+
+def _unchecked_metric_problem(raw: Mapping[str, Any]) -> str | None:
+    """The select.metric check, for settings whose other keys failed (pydantic checks across keys only once
+    every key passed): so one run lists every problem."""
+    select, task = raw.get("select"), raw.get("task", {})
+    metric = select.get("metric") if isinstance(select, dict) else None
+    kind = task.get("kind", "multiclass") if isinstance(task, dict) else None
+    if isinstance(metric, str) and kind in ("multiclass", "binary"):
+        return _metric_problem(metric, kind)
+    return None
 
 
 def _describe(error: Mapping[str, Any], source: str) -> str:
@@ -285,6 +303,9 @@ def parse_settings(raw: Any, source: str = "params.yaml") -> Settings:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         problems = [_describe(error, source) for error in exc.errors()]
+        metric = _unchecked_metric_problem(raw)
+        if metric and f"{source}: {metric}" not in problems:
+            problems.append(f"{source}: {metric}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
 
 
