@@ -170,3 +170,13 @@ def test_bad_numbers_on_the_command_line_are_refused_by_name(argv: list[str], ex
     with pytest.raises(SystemExit) as done:
         main(argv)
     assert done.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_predict_never_writes_over_its_input(repo: Path, capsys) -> None:
+    images = repo / "images.csv"
+    images.write_text("1,2,3\n")
+    dvc_yaml = (repo / "dvc.yaml").read_text()
+    for extra in ([], ["--as-stage"]):
+        assert main(["predict", "images.csv", "-o", "./images.csv", *extra]) == 2
+        assert "--output images.csv is the input file images.csv" in capsys.readouterr().err
+    assert images.read_text() == "1,2,3\n" and (repo / "dvc.yaml").read_text() == dvc_yaml
