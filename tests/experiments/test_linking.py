@@ -217,9 +217,17 @@ def test_an_experiment_committed_without_mnist_lab_commit_is_found_and_linked(ex
     assert run(["mnist-lab", "commit-of", forest["run_id"]], root, env).stdout.strip() == commit
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     assert "mnist_lab.results_commit" not in client.get_run(forest["run_id"]).data.tags
+    empty = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{root.parent / 'another-store.db'}"}
+    elsewhere = run(["mnist-lab", "link", "plain"], root, empty)  # a store that never saw these runs
+    assert f"its run {forest['run_id']} is not in the tracking store sqlite:///" in elsewhere.stderr
+    assert "did not answer" not in elsewhere.stderr and "NOT tagged" in elsewhere.stdout
     linked = run(["mnist-lab", "link", "plain"], root, env)
     assert f"tagged the runs of {commit[:12]}" in linked.stdout
     assert client.get_run(forest["run_id"]).data.tags["mnist_lab.results_commit"] == commit
+    # the runs the plain commit carries over unchanged keep the commit that recorded them first
+    sgd = json.loads((root / "reports" / "sgd" / "mlflow.json").read_text())["run_id"]
+    first = run(["mnist-lab", "commit-of", sgd], root, env).stdout.strip()
+    assert first != commit and client.get_run(sgd).data.tags["mnist_lab.results_commit"] == first
     nothing = run(["mnist-lab", "link", "no-such-rev"], root, env, check=False)
     assert nothing.returncode == 2 and "'no-such-rev' is not a commit" in nothing.stderr
 

@@ -359,7 +359,12 @@ def create_app(root: Path) -> FastAPI:
                 )
             apply_experiment(root, request.experiment[4:])
         sha, links, untagged = commit_experiment(root, request.message)
-        return {"commit": sha, "runs": {link.model: link.run_id for link in links}, "untagged": untagged}
+        return {
+            "commit": sha,
+            "runs": {link.model: link.run_id for link in links},
+            "untagged": sorted(untagged),
+            "untagged_because": untagged,
+        }
 
     @app.post("/api/promote")
     def promote(request: PromoteRequest) -> dict[str, Any]:

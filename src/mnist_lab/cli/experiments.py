@@ -48,20 +48,31 @@ def _cmd_sync(args: argparse.Namespace) -> None:
         raise MnistLabError("not sent: " + "; ".join(problems))
 
 
-def _print_tagged_runs(heading: str, commit: str, links, untagged: list[str]) -> None:
+def _print_tagged_runs(heading: str, commit: str, links, untagged: dict[str, str]) -> None:
     """What `commit` / `link` did: the heading, each run, and a warning naming the runs that could not be
-    tagged with the commit (never announced as tagged). `links`: list[linking.RunLink]."""
+    tagged with the commit and why (never announced as tagged). `links`: list[linking.RunLink];
+    `untagged`: model -> why."""
+    from mnist_lab.experiments.linking import SERVER_AWAY
+
     print(heading)
     for link in links:
         state = " - NOT tagged" if link.model in untagged else ""
         print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id}){state}")
-    if untagged:
+    away = [model for model, why in untagged.items() if why == SERVER_AWAY]
+    if away:
         print(
-            f"warning: could not tag the runs of {', '.join(untagged)} with {commit[:12]} (tag "
-            "mnist_lab.results_commit): the tracking server did not answer. The commit's trailers name "
-            f"them; `mnist-lab link {commit[:12]}` tags them once it answers",
+            f"warning: could not tag the runs of {', '.join(away)} with {commit[:12]} (tag "
+            f"mnist_lab.results_commit): {SERVER_AWAY}. The commit's trailers name them; "
+            f"`mnist-lab link {commit[:12]}` tags them once it answers",
             file=sys.stderr,
         )
+    for model, why in untagged.items():
+        if why != SERVER_AWAY:
+            print(
+                f"warning: could not tag the run of {model} with {commit[:12]}: {why}. The commit's "
+                "trailers name it all the same",
+                file=sys.stderr,
+            )
 
 
 def _cmd_commit(args: argparse.Namespace) -> None:

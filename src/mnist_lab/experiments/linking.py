@@ -104,9 +104,9 @@ def parse_trailers(message: str) -> list[RunLink]:
     return links
 
 
-def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], list[str]]:
+def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], dict[str, str]]:
     """Commit the experiment's files with its runs as trailers; returns (commit, links, models whose runs
-    could not be tagged with the commit). Refuses when the
+    could not be tagged with the commit, and why). Refuses when the
     pipeline is not up to date, since the committed results would not be those of the committed params."""
     status = pipeline_status(root)
     if status:
@@ -152,32 +152,64 @@ def pipeline_status(root: Path) -> str:
     return "changed: " + ", ".join(stages[:6]) if stages else "dvc status reports changes"
 
 
-def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> list[str]:
-    """Tag each run with the commit holding its results (runs waiting in the outbox get the tag there);
-    returns the models whose runs could not be tagged (the server is away): the commit still names them."""
+SERVER_AWAY = "the tracking server did not answer"
+
+
+def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> dict[str, str]:
+    """Tag each run with the commit holding its results (runs waiting in the outbox get the tag there),
+    unless its tag already names an earlier commit that records it (the first one stays: `commit-of`
+    answers it too); returns, per model whose run could not be tagged, why (SERVER_AWAY when the server did
+    not answer; the commit still names the run)."""
+    from mnist_lab.system.redact import display_uri, redact
     from mnist_lab.tracking.outbox import find_sent_run, is_transport_failure, retag_pending
 
     settings = tracking.TrackingSettings.from_environment(root)
     client = None
-    untagged = []
-    server_away = False
+    untagged: dict[str, str] = {}
     for link in links:
         if not link.run_id and retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit}):
             continue
-        if server_away:
-            untagged.append(link.model)
+        if SERVER_AWAY in untagged.values():  # the other runs' tags would fail the same way
+            untagged[link.model] = SERVER_AWAY
             continue
         sent = link.run_id or getattr(find_sent_run(root, link.record_id, settings), "run_id", None)
+        if not sent:
+            untagged[link.model] = (
+                f"its record {link.record_id} was never sent to {display_uri(settings.tracking_uri)} from "
+                "this clone (`mnist-lab sync` sends what waits in the outbox)"
+            )
+            continue
         try:
-            if not sent:
-                raise LookupError(link.record_id)
             if client is None:
                 client = tracking.mlflow_client(settings)  # bounded retries
+            earlier = client.get_run(sent).data.tags.get(RESULTS_COMMIT_TAG)
+            if earlier and earlier != commit and _first_records(root, earlier, commit, link):
+                continue
             client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
         except Exception as exc:  # the commit is made (or was already): say what is missing rather than fail
-            untagged.append(link.model)
-            server_away = is_transport_failure(exc)  # then the other runs' tags would fail the same way
+            if is_transport_failure(exc):
+                untagged[link.model] = SERVER_AWAY
+            elif "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                untagged[link.model] = (
+                    f"its run {sent} is not in the tracking store {display_uri(settings.tracking_uri)} "
+                    "(logged to another store, such as the local one before .env named a server)"
+                )
+            else:
+                untagged[link.model] = redact(f"{type(exc).__name__}: {exc}").splitlines()[0][:300]
     return untagged
+
+
+def _first_records(root: Path, earlier: str, commit: str, link: RunLink) -> bool:
+    """Whether `earlier` (the commit a run is tagged with) is an ancestor of `commit` that names the run
+    too, reachable from a ref: then it recorded the run first and keeps the tag."""
+    if run_git(root, "merge-base", "--is-ancestor", earlier, commit, check=False).returncode != 0:
+        return False
+    reachable = run_git(root, "for-each-ref", "--count=1", "--contains", earlier, check=False).stdout
+    try:
+        named = runs_of_commit(root, earlier)
+    except LinkingError:
+        return False
+    return bool(reachable.strip()) and any(other.record_id == link.record_id for other in named)
 
 
 def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
@@ -201,9 +233,9 @@ def committed_run_files(root: Path, revision: str) -> list[RunLink]:
     return links
 
 
-def link_commit(root: Path, revision: str) -> tuple[str, list[RunLink], list[str]]:
+def link_commit(root: Path, revision: str) -> tuple[str, list[RunLink], dict[str, str]]:
     """Tag the runs of an experiment committed without `mnist-lab commit` (say by `dvc exp branch`) with
-    the commit holding their results, as `mnist-lab commit` does: (commit, links, models left untagged)."""
+    the commit holding their results, as `mnist-lab commit` does: (commit, links, {untagged model: why})."""
     commit = resolve_commit(root, revision)
     links = resolve_sent_runs(root, runs_of_commit(root, commit))
     if not links:
