@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from mnist_lab.experiments.linking import RunLink, parse_trailers
-from tests.helpers import commit_all, copy_repository, run
+from tests.helpers import commit_all, copy_repository, free_port, run
 
 MODELS = ("sgd", "random_forest", "mlp", "cnn")
 
@@ -292,8 +292,44 @@ def test_commit_of_finds_the_commit_that_first_recorded_the_run(tmp_path: Path, 
     assert commit_of_run(tmp_path, twin[:9]) != added
     with pytest.raises(LinkingError, match="not a run id or record id: give 8 to 32 hexadecimal"):
         commit_of_run(tmp_path, "sgd")
-    with pytest.raises(LinkingError, match="does not know it .outside the git history, give the full"):
+    with pytest.raises(LinkingError, match="no commit names run 'eeeeeeee': outside the git history, give"):
         commit_of_run(tmp_path, "e" * 8)
+    with pytest.raises(LinkingError, match=f"no commit names run '{'e' * 32}' and the tracking store sqlite"):
+        commit_of_run(tmp_path, "e" * 32)
+
+
+def test_commit_of_a_synced_run_an_uncommitted_one_and_an_absent_store(
+    tmp_path: Path, tracking_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that waited in the outbox: its commit names the record (run=pending), this clone's ledger
+    the run id, so a prefix of the run id finds the commit offline. A run of the workspace not committed
+    yet is said to be that. A store that does not answer is not 'does not know it'."""
+    from mnist_lab.experiments.linking import LinkingError, commit_of_run
+    from mnist_lab.tracking import outbox
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    synced_run, synced_record = "5e" * 16, "5f" * 16
+    trailer = RunLink("cnn", None, synced_record).trailer()
+    commit = _commit_files(tmp_path, {"notes.txt": "1"}, f"Experiment while the server was away\n\n{trailer}")
+    ledger = {synced_record: {"run_id": synced_run, "experiment_id": "1", "model_uri": None,
+                              "tracking_uri": "http://127.0.0.1:1"}}  # fmt: skip
+    (tmp_path / outbox.SENT).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / outbox.SENT).write_text(json.dumps(ledger))
+    assert commit_of_run(tmp_path, synced_run[:8]) == commit == commit_of_run(tmp_path, synced_run)
+
+    workspace_run, workspace_record = "7a" * 16, "7b" * 16
+    (tmp_path / "reports" / "mlp").mkdir(parents=True)
+    (tmp_path / "reports" / "mlp" / "mlflow.json").write_text(_run_file(workspace_run, workspace_record))
+    for wanted in (workspace_run[:8], workspace_record):
+        with pytest.raises(LinkingError, match=r"\(record 7b7b.*, mlp\) holds the workspace's results, not"):
+            commit_of_run(tmp_path, wanted)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(
+        LinkingError, match=r"the tracking store http://127.0.0.1:\d+ that could know it did not"
+    ):
+        commit_of_run(tmp_path, "e" * 32)
 
 
 def test_commit_of_prefers_the_branches_to_dvcs_experiment_refs(tmp_path: Path, tracking_store: str) -> None:

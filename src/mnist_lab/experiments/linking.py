@@ -269,7 +269,31 @@ def commit_of_run(root: Path, run_or_record_id: str) -> str:
                 candidates = {commit for commit, _ in found}
                 history = run_git(root, "rev-list", "--topo-order", "--reverse", *candidates).stdout.split()
                 return next(commit for commit in history if commit in candidates)
+    from mnist_lab.tracking.outbox import sent_runs
+
+    # a run that waited in the outbox: the commits name its record id; this clone's ledger knows its run id
+    records = {record for record, run_id in sent_runs(root).items() if run_id.startswith(wanted)}
+    if len(records) == 1:
+        return commit_of_run(root, records.pop())
+    _refuse_uncommitted(root, wanted)
     return _commit_from_store(root, wanted)
+
+
+def _refuse_uncommitted(root: Path, wanted: str) -> None:
+    """A run of the workspace's own results (reports/*/mlflow.json), not committed yet: say so."""
+    import json
+
+    for path in sorted((root / "reports").glob("*/mlflow.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            run_id, record_id = record.get("run_id") or "", record["record_id"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue  # not this package's file: nothing to say about it
+        if record_id.startswith(wanted) or run_id.startswith(wanted):
+            raise LinkingError(
+                f"run {run_id or 'pending'} (record {record_id}, {path.parent.name}) holds the workspace's "
+                "results, not committed yet: `mnist-lab commit -m ...` commits them"
+            )
 
 
 def _refuse_ambiguous(wanted: str, found: list[tuple[str, RunLink]]) -> None:
@@ -318,22 +342,37 @@ def _commit_from_store(root: Path, wanted: str) -> str:
     """The commit a run not named in the git history was tagged with (`mnist-lab commit` / `link`)."""
     from mlflow.exceptions import MlflowException
 
-    from mnist_lab.tracking.outbox import find_sent_run
+    from mnist_lab.system.redact import display_uri
+    from mnist_lab.tracking.outbox import find_sent_run, is_transport_failure
 
     settings = tracking.TrackingSettings.from_environment(root)
+    if len(wanted) < 32:
+        raise LinkingError(
+            f"no commit names run '{wanted}': outside the git history, give the full 32-character run id "
+            "(the tracking store looks runs up by their whole id)"
+        )
     client = tracking.mlflow_client(settings)
     run = None
-    if len(wanted) == 32:
+    try:
         try:
             run = client.get_run(wanted)
-        except MlflowException:
+        except MlflowException as exc:
+            if is_transport_failure(exc):
+                raise
             sent = find_sent_run(root, wanted, settings)  # a record id
             run = client.get_run(sent.run_id) if sent else None
+    except Exception as exc:
+        if not is_transport_failure(exc):
+            raise
+        raise LinkingError(
+            f"no commit names run '{wanted}', and the tracking store {display_uri(settings.tracking_uri)} "
+            "that could know it did not answer: try again when it does"
+        ) from None
     if run is None:
-        unknown = f"no commit names run '{wanted}' and the tracking store does not know it"
-        if len(wanted) < 32:
-            unknown += " (outside the git history, give the full 32-character run id)"
-        raise LinkingError(unknown)
+        raise LinkingError(
+            f"no commit names run '{wanted}' and the tracking store {display_uri(settings.tracking_uri)} "
+            "does not know it"
+        )
     commit = run.data.tags.get(RESULTS_COMMIT_TAG)
     if not commit:
         raise LinkingError(f"run {run.info.run_id} has not been committed (`mnist-lab commit -m ...`)")
