@@ -82,3 +82,7 @@ def test_an_unreachable_store_leaves_the_table_working(store, monkeypatch) -> No
     answer = http.get("/api/runs")
     assert answer.status_code == 503 and "cannot read the tracking store's runs" in answer.json()["error"]
     assert len(http.get("/api/experiments").json()["rows"]) == 4
+    for path in ("/api/experiments?runs=true", f"/api/experiments/run:{'a' * 32}"):  # what needs the runs
+        answer = http.get(path)
+        assert answer.status_code == 503, path
+        assert "cannot read the tracking store's runs" in answer.json()["error"], path

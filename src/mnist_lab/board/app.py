@@ -42,7 +42,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from mnist_lab.board.views import ExperimentsBoard, UnknownExperiment
+from mnist_lab.board.views import ExperimentsBoard, StoreUnavailable, UnknownExperiment
 from mnist_lab.core.errors import MnistLabError
 
 STATIC = Path(__file__).with_name("static")
@@ -190,6 +190,10 @@ def create_app(root: Path) -> FastAPI:
     )
     app.state.board = board
 
+    @app.exception_handler(StoreUnavailable)
+    async def _store_away(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503)
+
     @app.exception_handler(UnknownExperiment)
     async def _unknown(request: Request, exc: UnknownExperiment) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404)
@@ -260,15 +264,9 @@ def create_app(root: Path) -> FastAPI:
 
     @app.get("/api/runs")
     def unlinked_runs() -> Any:
-        """The tracking store's runs that no experiment commit or DVC experiment names, as rows."""
-        try:
-            return {"rows": board.runs()}
-        except Exception as exc:  # the store is unreachable, or refuses: the table works without it
-            from mnist_lab.system.redact import redact
-
-            return JSONResponse(
-                {"error": f"cannot read the tracking store's runs: {redact(str(exc))[:500]}"}, status_code=503
-            )
+        """The tracking store's runs that no experiment commit or DVC experiment names, as rows (503 with
+        the reason when the store cannot be read)."""
+        return {"rows": board.runs()}
 
     @app.get("/api/experiments/{experiment}")
     def experiment(experiment: str) -> dict[str, Any]:

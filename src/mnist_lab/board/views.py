@@ -35,6 +35,10 @@ class UnknownExperiment(MnistLabError):
     """An experiment id the table does not hold."""
 
 
+class StoreUnavailable(MnistLabError):
+    """The tracking store could not be read (away, or refusing): the answers that need its runs say so."""
+
+
 class CompareError(MnistLabError):
     """A comparison that cannot be made as asked."""
 
@@ -71,7 +75,14 @@ class ExperimentsBoard:
             fresh = self._runs_at is not None and time.monotonic() - self._runs_at < max_age_s
         if not fresh:
             known = {run for row in self.rows() for run in row["runs"].values() if run}
-            rows = unlinked_run_rows(self.root, known)
+            try:
+                rows = unlinked_run_rows(self.root, known)
+            except Exception as exc:  # the store is unreachable, or refuses: the table works without it
+                from mnist_lab.system.redact import redact
+
+                raise StoreUnavailable(
+                    f"cannot read the tracking store's runs: {redact(str(exc))[:500]}"
+                ) from exc
             labels = read_labels(self.root)
             for row in rows:
                 row["labels"] = labels.get(row["id"], [])
