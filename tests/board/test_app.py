@@ -134,12 +134,25 @@ def test_an_oversize_body_is_refused_before_it_is_read(client) -> None:
     http, _, _ = client
     answer = http.post("/api/predict", content=b"x" * 3_000_000, headers={"content-type": "application/json"})
     assert answer.status_code == 413 and "over 2,000,000 bytes" in answer.json()["error"]
+    # without a declared length (chunked): refused as it arrives, not parsed whole
+    chunks = (b"[" + b"0," * 50_000 for _ in range(30))
+    chunked = http.post("/api/predict", content=chunks, headers={"content-type": "application/json"})
+    assert chunked.request.headers.get("transfer-encoding") == "chunked"
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413 and "over 2,000,000 bytes" in chunked.json()["error"]
+    small = http.post(  # chunked and small: read whole, then answered as usual
+        "/api/predict",
+        content=iter([b'{"pixels": [[0', b"]]}"]),
+        headers={"content-type": "application/json"},
+    )
+    assert small.status_code == 400 and "image 0 has 1 values" in small.json()["error"], small.json()
 
 
 def test_a_malformed_body_is_a_4xx_too(client) -> None:
     http, _, _ = client
     answer = http.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"})
-    assert answer.status_code == 422 and answer.json()["error"].startswith("malformed request: ")
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith("malformed request: the body is not JSON (JSON decode error")
     missing = http.post("/api/predict", json={"images": []})
     assert missing.status_code == 422 and "pixels: Field required" in missing.json()["error"]
 

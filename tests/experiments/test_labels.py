@@ -42,4 +42,4 @@ def test_mnist_lab_label_resolves_revisions_and_dvc_experiments(tmp_path: Path, 
     assert read_labels(tmp_path)["exp:exp-0"] == ["hidden"]
     assert experiment_id(tmp_path, "main") == commits[0]
     assert main(["label", "exp:nope", "hidden"]) == 2
-    assert "no DVC experiment 'nope'" in capsys.readouterr().err
+    assert "no DVC experiment 'nope': `dvc exp list --all-commits` names them" in capsys.readouterr().err

@@ -86,6 +86,7 @@ def test_git_state_ignores_pipeline_outputs_but_not_sources(tmp_path: Path) -> N
     assert clean.commit and len(clean.commit) == 40 and clean.branch == "main" and not clean.dirty
     (root / "metrics.json").write_text('{"a": 1}\n')
     (root / "dvc.lock").write_text("schema: '2.0'\n")
+    (root / "labels.yaml").write_text("abc: [hidden]\n")  # `mnist-lab label`: about experiments, not an input
     assert not tracking.git_state(root).dirty
     (root / "params.yaml").write_text("seed: 2\n")
     dirty = tracking.git_state(root)

@@ -48,6 +48,43 @@ from mnist_lab.core.errors import MnistLabError
 STATIC = Path(__file__).with_name("static")
 MAX_IMAGES = 64  # per predict request: the pad sends one; a few for batch checks
 MAX_BODY_BYTES = 2_000_000
+
+
+TOO_LARGE = f"request body over {MAX_BODY_BYTES:,} bytes: send fewer or smaller images"
+
+
+class _CountedBody:
+    """ASGI middleware for a request body sent without its length (chunked): read here, at most
+    MAX_BODY_BYTES of it (413 past that, before the app parses anything), then handed to the app. A body
+    with its length is refused by that length (`_limit_body`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        declared = any(name == b"content-length" for name, _ in scope.get("headers", []))
+        if scope["type"] != "http" or declared:
+            await self.app(scope, receive, send)
+            return
+        messages, received = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                await JSONResponse({"error": TOO_LARGE}, status_code=413)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> dict[str, Any]:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
 PAGE_HEADER, PAGE_HEADER_VALUE = "X-Mnist-Lab", "board"  # sent by static/board.js with every POST
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CHAMPION = "champion"  # the pad's name for the champion's model (registry alias, else the champion commit)
@@ -200,10 +237,12 @@ def create_app(root: Path) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'][1:]) or 'body'}: {error['msg']}"
-            for error in exc.errors()
-        )
+        def problem(error: dict[str, Any]) -> str:
+            if error["type"] == "json_invalid":  # its location is a character offset, not a field
+                return f"the body is not JSON ({error['msg']})"
+            return f"{'.'.join(str(part) for part in error['loc'][1:]) or 'body'}: {error['msg']}"
+
+        problems = "; ".join(problem(error) for error in exc.errors())
         return JSONResponse({"error": f"malformed request: {problems}"}, status_code=422)
 
     @app.exception_handler(MnistLabError)
@@ -234,11 +273,10 @@ def create_app(root: Path) -> FastAPI:
     async def _limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse(
-                {"error": f"request body over {MAX_BODY_BYTES:,} bytes: send fewer or smaller images"},
-                status_code=413,
-            )
+            return JSONResponse({"error": TOO_LARGE}, status_code=413)
         return await call_next(request)
+
+    app.add_middleware(_CountedBody)  # a body sent without its length (chunked) is counted as it arrives
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -70,6 +70,6 @@ def experiment_id(root: Path, revision: str) -> str:
     if revision.startswith("exp:"):
         refs = commands.git("for-each-ref", "--format=%(refname)", "refs/exps", cwd=root, check=True).stdout
         if not any(ref.rsplit("/", 1)[-1] == revision[4:] for ref in refs.split()):
-            raise LabelError(f"no DVC experiment {revision[4:]!r}: `dvc exp list` names them")
+            raise LabelError(f"no DVC experiment {revision[4:]!r}: `dvc exp list --all-commits` names them")
         return revision
     return resolve_commit(root, revision)

@@ -61,10 +61,11 @@ class GitState:
 
 
 def git_state(root: Path) -> GitState:
-    """HEAD, branch and whether files other than pipeline outputs differ from HEAD."""
+    """HEAD, branch and whether files other than pipeline outputs (and labels.yaml) differ from HEAD."""
     commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
     branch = (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None
     excludes = [f":(exclude,glob){glob}" for glob in pipeline_output_globs(root)]
+    excludes.append(":(exclude)labels.yaml")  # labels are about experiments, not inputs to one
     status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes)
     changed = tuple(line[3:] for line in (status or "").splitlines() if line.strip())  # "XY path"
     return GitState(

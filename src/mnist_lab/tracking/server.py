@@ -91,7 +91,7 @@ def check_server(
             time.sleep(attempt)
     raise TrackingServerUnreachable(
         f"MLflow server {where} did not answer after {attempts} attempts ({last_problem}); check "
-        "MLFLOW_TRACKING_URI, or unset it to log to the local store"
+        "MLFLOW_TRACKING_URI (in .env or the environment)"
     )
 
 
