@@ -272,8 +272,8 @@ def champion_version(root: Path, model_name: str) -> str:
     champion = version_by_alias(client, model_name, CHAMPION)
     if champion is None:
         raise RegistryError(
-            f"'{model_name}' has no {CHAMPION}: promote one (`mnist-lab promote`), or serve the workspace's "
-            "best model with --workspace"
+            f"'{model_name}' has no {CHAMPION}: promote one (`mnist-lab promote`), or use the workspace's "
+            "best model (`mnist-lab serve --workspace`; the digit pad's 'the workspace's best model')"
         )
     return str(champion.version)
 
