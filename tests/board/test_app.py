@@ -148,6 +148,34 @@ def test_an_oversize_body_is_refused_before_it_is_read(client) -> None:
     assert small.status_code == 400 and "image 0 has 1 values" in small.json()["error"], small.json()
 
 
+def test_a_body_longer_than_it_declares_is_counted_as_it_arrives(client) -> None:
+    """h11 reads a request with both Content-Length and Transfer-Encoding: chunked as chunked: the
+    declared length proves nothing, the bytes are counted."""
+    import asyncio
+
+    _, root, _ = client
+    messages = [{"type": "http.request", "body": b"x" * 500_000, "more_body": i < 4} for i in range(5)]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    headers = {"host": "127.0.0.1", "content-type": "application/json", "content-length": "5",
+               "transfer-encoding": "chunked", **PAGE}  # fmt: skip
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/api/predict", "raw_path": b"/api/predict", "query_string": b"",
+        "root_path": "", "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8050),
+    }  # fmt: skip
+    asyncio.run(create_app(root)(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert b"over 2,000,000 bytes" in sent[1]["body"] and len(messages) == 0
+
+
 def test_a_malformed_body_is_a_4xx_too(client) -> None:
     http, _, _ = client
     answer = http.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"})

@@ -222,12 +222,14 @@ def test_an_experiment_committed_without_mnist_lab_commit_is_found_and_linked(ex
     assert f"its run {forest['run_id']} is not in the tracking store sqlite:///" in elsewhere.stderr
     assert "did not answer" not in elsewhere.stderr and "NOT tagged" in elsewhere.stdout
     linked = run(["mnist-lab", "link", "plain"], root, env)
-    assert f"tagged the runs of {commit[:12]}" in linked.stdout
+    assert f"tagged the new runs of {commit[:12]} with it" in linked.stdout
     assert client.get_run(forest["run_id"]).data.tags["mnist_lab.results_commit"] == commit
     # the runs the plain commit carries over unchanged keep the commit that recorded them first
     sgd = json.loads((root / "reports" / "sgd" / "mlflow.json").read_text())["run_id"]
     first = run(["mnist-lab", "commit-of", sgd], root, env).stdout.strip()
     assert first != commit and client.get_run(sgd).data.tags["mnist_lab.results_commit"] == first
+    assert f"sgd: {sgd} (record " in linked.stdout
+    assert f" - keeps {first[:12]}, the commit that recorded it first" in linked.stdout
     nothing = run(["mnist-lab", "link", "no-such-rev"], root, env, check=False)
     assert nothing.returncode == 2 and "'no-such-rev' is not a commit" in nothing.stderr
 
@@ -354,3 +356,29 @@ def test_commit_of_prefers_the_branches_to_dvcs_experiment_refs(tmp_path: Path, 
     )
     assert commit_of_run(tmp_path, applied[0]) == user_commit
     assert commit_of_run(tmp_path, orphan[0]) == experiment_commits[1]
+
+
+def test_a_run_waiting_in_the_outbox_keeps_the_commit_that_recorded_it_first(
+    tmp_path: Path, tracking_store: str
+) -> None:
+    """As for a sent run: a later commit carrying the same pending run does not take over its tag."""
+    from mnist_lab.experiments.linking import RESULTS_COMMIT_TAG, tag_runs_with_commit
+    from mnist_lab.tracking import outbox
+    from tests.helpers import run_record
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    record = run_record()
+    outbox.spool(record, tmp_path, reason="the server was away")
+    link = RunLink("m", None, record.record_id)
+    first = _commit_files(tmp_path, {"notes.txt": "1"}, f"Experiment\n\n{link.trailer()}")
+    assert tag_runs_with_commit(tmp_path, [link], first).untagged == {}
+    assert outbox.pending_tags(tmp_path, record.record_id)[RESULTS_COMMIT_TAG] == first
+    later = _commit_files(tmp_path, {"notes.txt": "2"}, f"Another model\n\n{link.trailer()}")
+    tagging = tag_runs_with_commit(tmp_path, [link], later)
+    assert tagging.kept == {"m": first} and tagging.untagged == {}
+    assert outbox.pending_tags(tmp_path, record.record_id)[RESULTS_COMMIT_TAG] == first
+    run(["git", "checkout", "-q", "--orphan", "redone"], tmp_path)  # both rewritten away: the next
+    run(["git", "branch", "-q", "-D", "main"], tmp_path)  # commit, not an ancestor, takes the tag
+    again = _commit_files(tmp_path, {"notes.txt": "3"}, f"Redone\n\n{link.trailer()}")
+    assert tag_runs_with_commit(tmp_path, [link], again).kept == {}
+    assert outbox.pending_tags(tmp_path, record.record_id)[RESULTS_COMMIT_TAG] == again

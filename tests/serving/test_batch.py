@@ -52,6 +52,7 @@ def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
         ),
         ("id,label\n1,2\n", "header without pixel_<i> columns (id, label, ...): name the columns pixel_0"),
         ("1,\n", "row 0, pixel 1 is nan"),
+        ("12.5,12.5,3,300\n", "row 0, pixel 3 is 300.0"),  # repeated values, no header: read as pixels
     ],
 )
 def test_bad_tables_are_named(tmp_path, content: str, expected: str) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lab.system import files
 from mnist_lab.system.files import replaced_via_temp, save_object, write_json, write_text_atomic
 
 
@@ -67,9 +68,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
-def test_temporaries_never_collide(tmp_path: Path) -> None:
+def test_a_temporary_name_already_taken_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "a.txt"
-    for number in range(50):
-        write_text_atomic(target, str(number))
-    assert target.read_text() == "49"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    taken = tmp_path / ".a.txt.0000"
+    taken.write_text("someone else's")
+    names = iter(["0000", "0000", "0001"])
+    monkeypatch.setattr(files.secrets, "token_hex", lambda _: next(names))
+    write_text_atomic(target, "mine")
+    assert target.read_text() == "mine" and taken.read_text() == "someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.txt.0000", "a.txt"]

@@ -54,16 +54,16 @@ TOO_LARGE = f"request body over {MAX_BODY_BYTES:,} bytes: send fewer or smaller 
 
 
 class _CountedBody:
-    """ASGI middleware for a request body sent without its length (chunked): read here, at most
-    MAX_BODY_BYTES of it (413 past that, before the app parses anything), then handed to the app. A body
-    with its length is refused by that length (`_limit_body`)."""
+    """ASGI middleware: every request body is read here, at most MAX_BODY_BYTES of it (413 past that,
+    before the app parses anything), then handed to the app, whatever length it declares (chunked, or
+    Content-Length and chunked at once, which h11 reads as chunked). A body declaring a length over the
+    limit is refused before it is read (`_limit_body`)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        declared = any(name == b"content-length" for name, _ in scope.get("headers", []))
-        if scope["type"] != "http" or declared:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         messages, received = [], 0
@@ -276,7 +276,7 @@ def create_app(root: Path) -> FastAPI:
             return JSONResponse({"error": TOO_LARGE}, status_code=413)
         return await call_next(request)
 
-    app.add_middleware(_CountedBody)  # a body sent without its length (chunked) is counted as it arrives
+    app.add_middleware(_CountedBody)  # every body counted as it arrives, whatever length it declares
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -394,12 +394,13 @@ def create_app(root: Path) -> FastAPI:
                     "experiment: only a DVC experiment (exp:<name>) is applied; commits are already in git"
                 )
             apply_experiment(root, request.experiment[4:])
-        sha, links, untagged = commit_experiment(root, request.message)
+        sha, links, tagging = commit_experiment(root, request.message)
         return {
             "commit": sha,
             "runs": {link.model: link.run_id for link in links},
-            "untagged": sorted(untagged),
-            "untagged_because": untagged,
+            "untagged": sorted(tagging.untagged),
+            "untagged_because": tagging.untagged,
+            "kept": tagging.kept,  # model -> the earlier commit that recorded its run first (keeps its tag)
         }
 
     @app.post("/api/promote")

@@ -48,17 +48,21 @@ def _cmd_sync(args: argparse.Namespace) -> None:
         raise MnistLabError("not sent: " + "; ".join(problems))
 
 
-def _print_tagged_runs(heading: str, commit: str, links, untagged: dict[str, str]) -> None:
-    """What `commit` / `link` did: the heading, each run, and a warning naming the runs that could not be
-    tagged with the commit and why (never announced as tagged). `links`: list[linking.RunLink];
-    `untagged`: model -> why."""
+def _print_tagged_runs(heading: str, commit: str, links, tagging) -> None:
+    """What `commit` / `link` did: the heading, each run (tagged, keeping the commit that recorded it
+    first, or not tagged), and a warning naming the runs that could not be tagged and why (never announced
+    as tagged). `links`: list[linking.RunLink]; `tagging`: linking.Tagging."""
     from mnist_lab.experiments.linking import SERVER_AWAY
 
     print(heading)
     for link in links:
-        state = " - NOT tagged" if link.model in untagged else ""
+        state = ""
+        if link.model in tagging.untagged:
+            state = " - NOT tagged"
+        elif link.model in tagging.kept:
+            state = f" - keeps {tagging.kept[link.model][:12]}, the commit that recorded it first"
         print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id}){state}")
-    away = [model for model, why in untagged.items() if why == SERVER_AWAY]
+    away = [model for model, why in tagging.untagged.items() if why == SERVER_AWAY]
     if away:
         print(
             f"warning: could not tag the runs of {', '.join(away)} with {commit[:12]} (tag "
@@ -66,7 +70,7 @@ def _print_tagged_runs(heading: str, commit: str, links, untagged: dict[str, str
             f"`mnist-lab link {commit[:12]}` tags them once it answers",
             file=sys.stderr,
         )
-    for model, why in untagged.items():
+    for model, why in tagging.untagged.items():
         if why != SERVER_AWAY:
             print(
                 f"warning: could not tag the run of {model} with {commit[:12]}: {why}. The commit's "
@@ -79,22 +83,25 @@ def _cmd_commit(args: argparse.Namespace) -> None:
     from mnist_lab.experiments.linking import commit_experiment
     from mnist_lab.system.workspace import repository_root
 
-    commit, links, untagged = commit_experiment(repository_root(), args.message)
-    tagged = "its runs are tagged with it" if not untagged else "its runs (not all tagged: see below)"
-    _print_tagged_runs(f"committed the experiment as {commit[:12]}; {tagged}:", commit, links, untagged)
+    commit, links, tagging = commit_experiment(repository_root(), args.message)
+    tagged = "its runs are tagged with it" if not tagging.untagged else "its runs (not all tagged: see below)"
+    if tagging.kept and not tagging.untagged:
+        tagged = "its new runs are tagged with it"
+    _print_tagged_runs(f"committed the experiment as {commit[:12]}; {tagged}:", commit, links, tagging)
 
 
 def _cmd_link(args: argparse.Namespace) -> None:
     from mnist_lab.experiments.linking import link_commit
     from mnist_lab.system.workspace import repository_root
 
-    commit, links, untagged = link_commit(repository_root(), args.revision)
-    heading = (
-        f"tagged the runs of {commit[:12]} with it"
-        if not untagged
-        else f"{commit[:12]}: not every run tagged"
-    )
-    _print_tagged_runs(f"{heading} (nothing committed):", commit, links, untagged)
+    commit, links, tagging = link_commit(repository_root(), args.revision)
+    if tagging.untagged:
+        heading = f"{commit[:12]}: not every run tagged"
+    elif tagging.kept:
+        heading = f"tagged the new runs of {commit[:12]} with it"
+    else:
+        heading = f"tagged the runs of {commit[:12]} with it"
+    _print_tagged_runs(f"{heading} (nothing committed):", commit, links, tagging)
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:

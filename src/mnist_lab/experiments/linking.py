@@ -104,9 +104,9 @@ def parse_trailers(message: str) -> list[RunLink]:
     return links
 
 
-def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], dict[str, str]]:
+def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tagging]:
     """Commit the experiment's files with its runs as trailers; returns (commit, links, models whose runs
-    could not be tagged with the commit, and why). Refuses when the
+    could not be tagged with the commit, and why: Tagging). Refuses when the
     pipeline is not up to date, since the committed results would not be those of the committed params."""
     status = pipeline_status(root)
     if status:
@@ -155,26 +155,45 @@ def pipeline_status(root: Path) -> str:
 SERVER_AWAY = "the tracking server did not answer"
 
 
-def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> dict[str, str]:
+@dataclass
+class Tagging:
+    """What tagging a commit's runs did: per model not tagged, why (SERVER_AWAY when the server did not
+    answer); per model whose run keeps the earlier commit that recorded it first, that commit."""
+
+    untagged: dict[str, str]
+    kept: dict[str, str]
+
+
+def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Tagging:
     """Tag each run with the commit holding its results (runs waiting in the outbox get the tag there),
     unless its tag already names an earlier commit that records it (the first one stays: `commit-of`
-    answers it too); returns, per model whose run could not be tagged, why (SERVER_AWAY when the server did
-    not answer; the commit still names the run)."""
+    answers it too). The commit names every run either way."""
     from mnist_lab.system.redact import display_uri, redact
-    from mnist_lab.tracking.outbox import find_sent_run, is_transport_failure, retag_pending
+    from mnist_lab.tracking.outbox import find_sent_run, is_transport_failure, pending_tags, retag_pending
 
     settings = tracking.TrackingSettings.from_environment(root)
     client = None
-    untagged: dict[str, str] = {}
+    done = Tagging({}, {})
+
+    def keeps(earlier: str | None, link: RunLink) -> bool:
+        if earlier and earlier != commit and _first_records(root, earlier, commit, link):
+            done.kept[link.model] = earlier
+            return True
+        return False
+
     for link in links:
-        if not link.run_id and retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit}):
+        waiting = None if link.run_id else pending_tags(root, link.record_id)
+        if waiting is not None and (
+            keeps(waiting.get(RESULTS_COMMIT_TAG), link)
+            or retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit})
+        ):
             continue
-        if SERVER_AWAY in untagged.values():  # the other runs' tags would fail the same way
-            untagged[link.model] = SERVER_AWAY
+        if SERVER_AWAY in done.untagged.values():  # the other runs' tags would fail the same way
+            done.untagged[link.model] = SERVER_AWAY
             continue
         sent = link.run_id or getattr(find_sent_run(root, link.record_id, settings), "run_id", None)
         if not sent:
-            untagged[link.model] = (
+            done.untagged[link.model] = (
                 f"its record {link.record_id} was never sent to {display_uri(settings.tracking_uri)} from "
                 "this clone (`mnist-lab sync` sends what waits in the outbox)"
             )
@@ -182,21 +201,19 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> dict[
         try:
             if client is None:
                 client = tracking.mlflow_client(settings)  # bounded retries
-            earlier = client.get_run(sent).data.tags.get(RESULTS_COMMIT_TAG)
-            if earlier and earlier != commit and _first_records(root, earlier, commit, link):
-                continue
-            client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
+            if not keeps(client.get_run(sent).data.tags.get(RESULTS_COMMIT_TAG), link):
+                client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
         except Exception as exc:  # the commit is made (or was already): say what is missing rather than fail
             if is_transport_failure(exc):
-                untagged[link.model] = SERVER_AWAY
+                done.untagged[link.model] = SERVER_AWAY
             elif "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
-                untagged[link.model] = (
+                done.untagged[link.model] = (
                     f"its run {sent} is not in the tracking store {display_uri(settings.tracking_uri)} "
                     "(logged to another store, such as the local one before .env named a server)"
                 )
             else:
-                untagged[link.model] = redact(f"{type(exc).__name__}: {exc}").splitlines()[0][:300]
-    return untagged
+                done.untagged[link.model] = redact(f"{type(exc).__name__}: {exc}").splitlines()[0][:300]
+    return done
 
 
 def _first_records(root: Path, earlier: str, commit: str, link: RunLink) -> bool:
@@ -233,9 +250,9 @@ def committed_run_files(root: Path, revision: str) -> list[RunLink]:
     return links
 
 
-def link_commit(root: Path, revision: str) -> tuple[str, list[RunLink], dict[str, str]]:
+def link_commit(root: Path, revision: str) -> tuple[str, list[RunLink], Tagging]:
     """Tag the runs of an experiment committed without `mnist-lab commit` (say by `dvc exp branch`) with
-    the commit holding their results, as `mnist-lab commit` does: (commit, links, {untagged model: why})."""
+    the commit holding their results, as `mnist-lab commit` does: (commit, links, Tagging)."""
     commit = resolve_commit(root, revision)
     links = resolve_sent_runs(root, runs_of_commit(root, commit))
     if not links:
@@ -274,7 +291,14 @@ def commit_of_run(root: Path, run_or_record_id: str) -> str:
     # a run that waited in the outbox: the commits name its record id; this clone's ledger knows its run id
     records = {record for record, run_id in sent_runs(root).items() if run_id.startswith(wanted)}
     if len(records) == 1:
-        return commit_of_run(root, records.pop())
+        record = records.pop()
+        try:
+            return commit_of_run(root, record)
+        except LinkingError:
+            raise LinkingError(
+                f"run '{wanted}' was sent from this clone's outbox (record {record}), but no commit names it "
+                "and the tracking store has no commit tag on it"
+            ) from None
     _refuse_uncommitted(root, wanted)
     return _commit_from_store(root, wanted)
 

@@ -152,12 +152,13 @@ def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
     import pandas as pd
 
     try:
-        columns = pd.read_csv(path, nrows=0).columns
+        # the first line as written (pandas renames repeated names: 12.5,12.5 -> 12.5, 12.5.1)
+        first = list(pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0])
     except Exception as exc:  # pandas raises many kinds
         raise DataError(f"{path}: cannot read it as csv: {exc}") from None
-    header = 0 if any(str(c).startswith("pixel_") for c in columns) else None  # else numbers only
-    blank = "Unnamed: "  # pandas' name for an empty field: a missing pixel value, reported as such below
-    names = [str(c) for c in columns if not _is_number(str(c)) and not str(c).startswith(blank)]
+    header = 0 if any(field.startswith("pixel_") for field in first) else None  # else numbers only
+    # an empty field is a missing pixel value, reported as such below
+    names = [field for field in first if field.strip() and not _is_number(field)]
     if header is None and names:
         raise DataError(
             f"{path}: its first line is a header without pixel_<i> columns ({', '.join(names[:3])}, ...): "

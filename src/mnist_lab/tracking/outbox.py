@@ -257,6 +257,14 @@ def pending_records(root: Path) -> list[Path]:
     return sorted(entries, key=lambda p: p.stat().st_mtime)
 
 
+def pending_tags(root: Path, record_id: str) -> dict[str, str] | None:
+    """The tags of a run still waiting in the outbox; None if it is not there."""
+    entry = root / OUTBOX / record_id
+    if not (entry / "manifest.json").is_file() and not (entry / "record.pkl").is_file():
+        return None
+    return dict(read_entry(entry).tags)
+
+
 def retag_pending(root: Path, record_id: str, tags: dict[str, str]) -> bool:
     """Add `tags` to a run still waiting in the outbox; False if it is not there (sent meanwhile: then tag
     the sent run). Holds the outbox lock, so a sender never sends the entry without the new tags and then

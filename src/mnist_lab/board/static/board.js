@@ -389,6 +389,8 @@
         pen.y = Math.min(canvas.height - step / 2, Math.max(step / 2, pen.y + dy * step));
         if (pen.down) ink(fromX, fromY);
       } else if (event.key === " ") {
+        event.preventDefault();
+        if (event.repeat) return; // a held Space toggles once, not once per auto-repeat
         pen.down = !pen.down;
         if (pen.down) ink(pen.x, pen.y);
         else predict();
@@ -712,8 +714,10 @@
   $("#commit-selected").addEventListener("click", () => {
     const experiment = readState().selected[0];
     const message = window.prompt(`Commit message for ${experiment}:`, `Experiment: ${experiment.slice(4)}`);
-    if (message) action("/api/commit", { experiment, message }, (a) => `committed ${experiment} as ${a.commit.slice(0, 12)}` +
-      (a.untagged.length ? ` (runs of ${a.untagged.join(", ")} not tagged yet: mnist-lab link)` : ""));
+    // the reasons as the CLI gives them: `mnist-lab link` helps only when the server did not answer
+    const why = (a) => Object.entries(a.untagged_because || {}).map(([model, reason]) =>
+      ` (run of ${model} not tagged: ${reason}${reason === "the tracking server did not answer" ? "; mnist-lab link tags it later" : ""})`).join("");
+    if (message) action("/api/commit", { experiment, message }, (a) => `committed ${experiment} as ${a.commit.slice(0, 12)}${why(a)}`);
   });
   $("#promote").addEventListener("click", () => action("/api/promote", {}, (a) => `${a.model}: ${a.decision}`));
   $("#label-add").addEventListener("click", () => label(false));
