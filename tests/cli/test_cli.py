@@ -160,7 +160,7 @@ def test_cli_report_from_a_subfolder(tmp_path: Path, monkeypatch, capsys) -> Non
         (["history", "-n", "-1"], "'-1' must be 1 or more"),
         (["history", "-n", "ten"], "'ten' is not a whole number"),
         (["serve", "--workers", "0"], "'0' must be 1 or more"),
-        (["serve", "--port", "70000"], "'70000' is not a port number: 1 to 65535"),
+        (["serve", "--port", "70000"], "'70000' is not a port number (1 to 65535)"),
         (["board", "--port", "0"], "'0' is not a port number"),
         (["ui", "--port", "http"], "'http' is not a port number"),
         (["promote", "--min-delta", "-0.1"], "'-0.1' must be 0 or more"),

@@ -170,4 +170,4 @@ def test_the_workspace_model_serves_without_a_registry(served: dict, tmp_path: P
     finally:
         stop(server)
     bad = run(["mnist-lab", "serve", "--port", "70000"], served["root"], served["env"], check=False)
-    assert bad.returncode == 2 and "--port 70000" in bad.stderr
+    assert bad.returncode == 2 and "argument --port: '70000' is not a port number (1 to 65535)" in bad.stderr

@@ -29,7 +29,7 @@ def port_number(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (say 8050)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)") from None
     if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number: 1 to 65535 (say 8050)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
     return value
