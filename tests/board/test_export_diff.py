@@ -1,7 +1,7 @@
 """The static export's code diffs: `code_snapshot` (Python) holds each commit's code files, `static/diff.js`
 diffs two of them; the patch it writes is checked with git itself: `git apply` to the old commit's files
 must give exactly the new commit's (files added, deleted, edited, renamed, made executable, emptied, without
-a final newline, binary, large rewrites)."""
+a final newline, binary, large rewrites); renames are found as git finds them."""
 
 from __future__ import annotations
 
@@ -118,6 +118,8 @@ def test_the_pages_diffs_apply_to_give_the_other_commit(repository: Path, tmp_pa
     assert "README.md" not in patch and "diff --git a/params.yaml b/params.yaml" in patch
     assert "Binary files /dev/null and b/src/pkg/data.bin differ" in patch
     assert "new mode 100755" in page_diff(snapshot, commits[3], commits[4])
+    renamed = "rename from src/pkg/m4.py\nrename to src/pkg/renamed.py"
+    assert renamed in page_diff(snapshot, commits[4], commits[5])
     assert "\\ No newline at end of file" in page_diff(snapshot, commits[2], commits[3])
     assert page_diff(snapshot, commits[0], commits[0]) == ""
 
@@ -150,3 +152,43 @@ def test_a_small_change_reads_as_git_writes_it(repository: Path) -> None:
     for a, b in [(new, newer), (newer, newest), (old, newest), (newest, old)]:
         git = run(["git", "diff", "--no-color", "--no-renames", a, b, "--", *CODE_PATHS], root).stdout
         assert re.sub(r"^(@@ [^@]+ @@).*$", r"\1", git, flags=re.MULTILINE) == page_diff(snapshot, a, b)
+
+
+def test_renames_read_as_git_writes_them(repository: Path) -> None:
+    root, pkg = repository, repository / "src" / "pkg"
+    numbers = "".join(f"value = {i}\n" for i in range(40))
+    files = {
+        "same.py": numbers,  # moved whole
+        "edited.py": "".join(f"edited {i}\n" for i in range(30)),  # moved and edited a little
+        "mode.py": "".join(f"mode {i}\n" for i in range(20)),  # moved, edited and made executable
+        "rewritten.py": "".join(f"old {i}\n" for i in range(20)),  # moved and rewritten: deleted + added
+        "crlf.py": "".join(f"crlf {i}\r\n" for i in range(25)),  # Windows line ends, last line unended
+        "long.py": "x" * 150 + "\n" + "".join(f"long {i}\n" for i in range(10)),  # a line over 64 bytes
+        "empty.py": "",
+    }
+    for name, text in files.items():
+        (pkg / name).write_bytes(text.encode())
+    (pkg / "kept.py").write_text("kept\n")
+    old = commit_all(root, "old")
+    for name in files:
+        (pkg / name).unlink()
+    (pkg / "moved").mkdir()
+    (pkg / "moved" / "same.py").write_text(numbers)
+    (pkg / "a_edited.py").write_text("".join(f"edited {i}\n" for i in range(28)) + "one more\n")
+    (pkg / "z_mode.py").write_text("".join(f"mode {i}\n" for i in range(18)))
+    (pkg / "z_mode.py").chmod(0o755)
+    (pkg / "new_rewritten.py").write_text("".join(f"new {i}\n" for i in range(20)))
+    (pkg / "crlf2.py").write_bytes("".join(f"crlf {i}\r\n" for i in range(22)).encode() + b"tail")
+    (pkg / "long2.py").write_text("x" * 150 + "\n" + "".join(f"long {i}\n" for i in range(12)))
+    (pkg / "empty2.py").write_text("")
+    (pkg / "kept.py").write_text("kept\nchanged\n")
+    new = commit_all(root, "new")
+    snapshot = json.loads(json.dumps(code_snapshot(root, [old, new])))
+    for a, b in [(old, new), (new, old)]:
+        git_diff = ["git", "-c", "diff.renames=true", "diff", "--no-color", a, b, "--", *CODE_PATHS]
+        git = run(git_diff, root).stdout
+        page = page_diff(snapshot, a, b)
+        assert re.sub(r"^(@@ [^@]+ @@).*$", r"\1", git, flags=re.MULTILINE) == page
+    page = page_diff(snapshot, old, new)
+    assert "rename from src/pkg/same.py\nrename to src/pkg/moved/same.py" in page
+    assert "deleted file mode 100644" in page and "rename from src/pkg/rewritten.py" not in page

@@ -3,6 +3,8 @@
 // without git. Lines are matched with Myers' O(ND) algorithm (git's default), so hunks are git's in most
 // cases; where two equally short edits exist, git may place a hunk elsewhere (its indent heuristic) and
 // adds a function name after `@@`; either way the patch applies (`git apply`) and gives the same files.
+// Renames are found as `git diff` finds them (its default -M50%: identical files first, then files whose
+// content is at least half the same, scored as git's diffcore-delta does).
 // A classic script (no ES module), so that the export works from file://; under Node.js a CommonJS module.
 (function (root) {
   "use strict";
@@ -132,19 +134,103 @@
     return found;
   }
 
+  const MAX_SCORE = 60000, MINIMUM_SCORE = 30000; // git's rename scores: 50% similar at least
+  const RENAME_LIMIT = 1000; // git's diff.renameLimit: past this many sources x destinations, exact renames only
+
+  // git's diffcore-delta: a file's bytes cut into lines (at most 64 bytes each, CR of CRLF left out, a last
+  // line without its newline not counted), each hashed; {hash: bytes}
+  function spans(bytes) {
+    const counts = new Map();
+    let accum1 = 0, accum2 = 0, n = 0;
+    for (let i = 0; i < bytes.length; i++) {
+      const c = bytes[i];
+      if (c === 13 && i + 1 < bytes.length && bytes[i + 1] === 10) continue;
+      const old1 = accum1;
+      accum1 = (((accum1 << 7) ^ (accum2 >>> 25)) + c) >>> 0;
+      accum2 = ((accum2 << 7) ^ (old1 >>> 25)) >>> 0;
+      if (++n < 64 && c !== 10) continue;
+      const hash = ((accum1 + Math.imul(accum2, 0x61)) >>> 0) % 65537;
+      counts.set(hash, (counts.get(hash) || 0) + n);
+      n = 0; accum1 = 0; accum2 = 0;
+    }
+    return counts;
+  }
+
+  // git's estimate_similarity: the bytes of `source` that `destination` keeps, over the larger size
+  function similarity(source, destination) {
+    const largest = Math.max(source.bytes.length, destination.bytes.length);
+    const delta = largest - Math.min(source.bytes.length, destination.bytes.length);
+    if (!destination.bytes.length || largest * (MAX_SCORE - MINIMUM_SCORE) < delta * MAX_SCORE) return 0;
+    let copied = 0;
+    for (const [hash, count] of source.spans) copied += Math.min(count, destination.spans.get(hash) || 0);
+    return Math.floor((copied * MAX_SCORE) / largest);
+  }
+
+  const baseName = (path) => path.slice(path.lastIndexOf("/") + 1);
+
+  // The renames between two commits' files ({path: [mode, id]}) as git finds them: {new path: [old path,
+  // score]}, a score of MAX_SCORE for an identical file
+  function findRenames(code, before, after) {
+    const regular = (mode) => mode === "100644" || mode === "100755";
+    const gone = Object.keys(before).filter((path) => !(path in after) && regular(before[path][0])).sort();
+    const come = Object.keys(after).filter((path) => !(path in before) && regular(after[path][0])).sort();
+    const renames = {}, used = new Set();
+    for (const path of come) { // identical content: a source of the same name first
+      const same = gone.filter((old) => !used.has(old) && before[old][1] === after[path][1]);
+      const source = same.find((old) => baseName(old) === baseName(path)) ?? same[0];
+      if (source !== undefined) { renames[path] = [source, MAX_SCORE]; used.add(source); }
+    }
+    const sources = gone.filter((old) => !used.has(old) && code.blobs[before[old][1]] != null);
+    const targets = come.filter((path) => !(path in renames) && code.blobs[after[path][1]] != null);
+    if (!sources.length || !targets.length || sources.length * targets.length > RENAME_LIMIT * RENAME_LIMIT) {
+      return renames;
+    }
+    const encoder = new TextEncoder();
+    const measured = (path, id) => {
+      const bytes = encoder.encode(code.blobs[id]);
+      return { path, bytes, spans: spans(bytes) };
+    };
+    const olds = sources.map((path) => measured(path, before[path][1]));
+    const candidates = [];
+    for (const path of targets) {
+      const target = measured(path, after[path][1]);
+      for (const source of olds) {
+        const score = similarity(source, target);
+        if (score >= MINIMUM_SCORE) {
+          candidates.push({ source: source.path, target: path, score, sameName: baseName(source.path) === baseName(path) });
+        }
+      }
+    }
+    candidates.sort((a, b) => b.score - a.score || b.sameName - a.sameName);
+    for (const { source, target, score } of candidates) {
+      if (target in renames || used.has(source)) continue;
+      renames[target] = [source, score];
+      used.add(source);
+    }
+    return renames;
+  }
+
   // `git diff <old> <new> -- src params.yaml dvc.yaml` of two commits of the snapshot; null when the
   // snapshot does not hold one of them.
   function codeDiff(code, oldCommit, newCommit) {
     if (!code || !code.commits[oldCommit] || !code.commits[newCommit]) return null;
     const before = files(code, oldCommit), after = files(code, newCommit);
+    const renames = findRenames(code, before, after);
+    const renamed = new Set(Object.values(renames).map(([source]) => source));
     const paths = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
     let out = "";
     for (const path of paths) {
-      const [oldMode, oldId] = before[path] || [null, null];
+      if (renamed.has(path) && !(path in after)) continue; // shown under its new name
+      const [oldPath, score] = renames[path] || [path, null];
+      const [oldMode, oldId] = before[oldPath] || [null, null];
       const [newMode, newId] = after[path] || [null, null];
-      if (oldId === newId && oldMode === newMode) continue;
-      out += `diff --git a/${path} b/${path}\n`;
-      if (!oldId) out += `new file mode ${newMode}\nindex ${short(null)}..${short(newId)}\n`;
+      if (oldId === newId && oldMode === newMode && score === null) continue;
+      out += `diff --git a/${oldPath} b/${path}\n`;
+      if (score !== null) {
+        if (oldMode !== newMode) out += `old mode ${oldMode}\nnew mode ${newMode}\n`;
+        out += `similarity index ${Math.floor((score * 100) / MAX_SCORE)}%\nrename from ${oldPath}\nrename to ${path}\n`;
+        if (oldId !== newId) out += `index ${short(oldId)}..${short(newId)}${oldMode === newMode ? ` ${newMode}` : ""}\n`;
+      } else if (!oldId) out += `new file mode ${newMode}\nindex ${short(null)}..${short(newId)}\n`;
       else if (!newId) out += `deleted file mode ${oldMode}\nindex ${short(oldId)}..${short(null)}\n`;
       else if (oldMode !== newMode) {
         out += `old mode ${oldMode}\nnew mode ${newMode}\n`;
@@ -153,16 +239,16 @@
       if (oldId === newId) continue;
       const oldText = oldId ? code.blobs[oldId] : "", newText = newId ? code.blobs[newId] : "";
       if (oldText === null || newText === null) {
-        out += `Binary files ${oldId ? `a/${path}` : "/dev/null"} and ${newId ? `b/${path}` : "/dev/null"} differ\n`;
+        out += `Binary files ${oldId ? `a/${oldPath}` : "/dev/null"} and ${newId ? `b/${path}` : "/dev/null"} differ\n`;
         continue;
       }
       const hunks = unifiedHunks(oldText, newText);
-      if (hunks) out += `--- ${oldId ? `a/${path}` : "/dev/null"}\n+++ ${newId ? `b/${path}` : "/dev/null"}\n${hunks}`;
+      if (hunks) out += `--- ${oldId ? `a/${oldPath}` : "/dev/null"}\n+++ ${newId ? `b/${path}` : "/dev/null"}\n${hunks}`;
     }
     return out;
   }
 
-  const api = { codeDiff, unifiedHunks, editScript };
+  const api = { codeDiff, unifiedHunks, editScript, findRenames };
   if (typeof module !== "undefined" && module.exports) module.exports = api;
   else root.MnistDiff = api;
 })(typeof window !== "undefined" ? window : this);
