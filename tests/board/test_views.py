@@ -148,6 +148,10 @@ def test_the_table_filters_sorts_and_hides(history) -> None:
     assert [r["accuracy"] for r in ranked] == sorted((r["accuracy"] for r in ranked), reverse=True)
     with pytest.raises(QueryError, match="expected a value"):
         board.table("accuracy >")
+    with pytest.raises(
+        QueryError, match=r"sort=acuracy: no such column; sort by one of the table's columns \(id,"
+    ):
+        board.table(sort="acuracy")
     (root / "labels.yaml").write_text(f"{ranked[0]['id']}: [hidden]\n")
     assert len(board.table()["rows"]) == 13 and len(board.table(hidden=True)["rows"]) == 14
     (root / "labels.yaml").unlink()

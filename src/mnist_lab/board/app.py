@@ -3,7 +3,7 @@
 Every script and style comes from this package (`board/static/`), nothing from a CDN: the page works offline.
 The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoints):
 
-    GET  /api/experiments?q=&sort=&desc=&hidden=&runs=   the table: columns, rows (400: a malformed query)
+    GET  /api/experiments?q=&sort=&desc=&hidden=&runs=   the table: columns, rows (400: bad query or sort)
     GET  /api/runs                                 the tracking store's runs no experiment names, as rows
     GET  /api/experiments/{id}                     one row
     GET  /api/compare?ids=a,b[,c...]&baseline=a    params, metrics with deltas, curves, confusion, code diffs

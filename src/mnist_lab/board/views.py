@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lab.core.errors import MnistLabError
-from mnist_lab.core.query import filter_rows
+from mnist_lab.core.query import QueryError, filter_rows
 from mnist_lab.core.results import confusion_counts, metric_direction
 from mnist_lab.experiments.labels import read_labels, set_label
 from mnist_lab.experiments.table import experiment_rows, experiments_files, history_rows, run_curves
@@ -110,6 +110,14 @@ class ExperimentsBoard:
         labelled `hidden` unless `hidden`, sorted by column `sort` (missing values last); with `runs`, the
         store's runs that no experiment names are rows too."""
         rows = self.rows() + (self.runs() if runs else [])
+        columns = list(HEADLINE) + sorted(
+            {c for row in rows for c in row} - set(HEADLINE) - {"runs", "changed"}
+        )
+        if sort and sort not in columns:
+            raise QueryError(
+                f"sort={sort}: no such column; sort by one of the table's columns "
+                f"({', '.join(columns[:6])}, ..., as the `columns` of /api/experiments lists them)"
+            )
         kept = filter_rows(rows, query)
         if not hidden:
             kept = [row for row in kept if "hidden" not in row["labels"]]
@@ -118,9 +126,6 @@ class ExperimentsBoard:
             absent = [row for row in kept if row.get(sort) is None]
             present.sort(key=lambda row: _sort_key(row[sort]), reverse=descending)
             kept = present + absent
-        columns = list(HEADLINE) + sorted(
-            {c for row in rows for c in row} - set(HEADLINE) - {"runs", "changed"}
-        )
         return {"columns": columns, "rows": kept, "total": len(rows)}
 
     def row(self, experiment: str) -> dict[str, Any]:
