@@ -146,6 +146,7 @@ def test_a_clone_needs_only_credentials_the_url_comes_from_dvc_config() -> None:
         ({}, "no DVC remote is named: set DVC_REMOTE_URL"),
         ({"DAGSHUB_REPO": "just-a-name"}, "DAGSHUB_REPO='just-a-name' is not <owner>/<repo>"),
         ({"DVC_REMOTE_URL": "gs://bucket/x"}, "scheme 'gs' is not supported here"),
+        ({"DVC_REMOTE_URL": "127.0.0.1:8080/store"}, "looks like a server's address without its scheme"),
         ({"DVC_REMOTE_URL": "https://h.example/dvc", "DVC_REMOTE_USER": "bob"}, "the password is not set"),
         ({"DVC_REMOTE_URL": "s3://b/p", "DVC_REMOTE_USER": "bob"}, "set AWS_ACCESS_KEY_ID / AWS_SECRET"),
         ({"DVC_REMOTE_URL": "s3://b/p", "AWS_ACCESS_KEY_ID": "k"}, "need both AWS_ACCESS_KEY_ID and"),

@@ -375,6 +375,61 @@ def test_dagshub_repo_builds_the_hosted_mlflow_uri(tmp_path: Path) -> None:
     )
     with pytest.raises(tracking.TrackingConfigError, match="DAGSHUB_REPO='jane' is not <owner>/<repo>"):
         tracking.TrackingSettings.from_environment(tmp_path, environ={"DAGSHUB_REPO": "jane"})
+    # the forms a user pastes read as the same repository, for MLflow as for DVC (datasets/remote.py)
+    for pasted in ("jane/mnist-lab/", "jane/mnist-lab.git", "https://dagshub.com/jane/mnist-lab"):
+        settings = tracking.TrackingSettings.from_environment(tmp_path, environ={"DAGSHUB_REPO": pasted})
+        assert settings.tracking_uri == "https://dagshub.com/jane/mnist-lab.mlflow"
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        (
+            "127.0.0.1:5000",
+            r"'127.0.0.1:5000' is not a tracking store this package logs to: a server is http",
+        ),
+        ("mlflow.db", r"'mlflow.db' is not a tracking store this package logs to"),
+        ("file:./mlruns", r"'file:./mlruns' is not a tracking store"),
+        ("ftp://127.0.0.1/x", r"scheme 'ftp' is not an MLflow tracking store"),
+        ("http://:5000", r"names no host"),
+        ("http://jane:s3cret@127.0.0.1:5000", r"holds credentials: put them in MLFLOW_TRACKING_USERNAME"),
+        (
+            "http://127.0.0.1:5000/#/experiments/1",
+            r"a page's address, not the server's: .*http://127.0.0.1:5000$",
+        ),
+    ],
+)
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_before_any_request(
+    tmp_path: Path, uri: str, problem: str
+) -> None:
+    with pytest.raises(tracking.TrackingConfigError, match=problem) as refused:
+        tracking.TrackingSettings.from_environment(tmp_path, environ={"MLFLOW_TRACKING_URI": uri})
+    assert "s3cret" not in str(refused.value)
+
+
+def test_tracking_uris_mlflow_takes_are_kept(tmp_path: Path) -> None:
+    def uri(value: str) -> str:
+        environ = {"MLFLOW_TRACKING_URI": value}
+        return tracking.TrackingSettings.from_environment(tmp_path, environ=environ).tracking_uri
+
+    assert uri("HTTP://127.0.0.1:5000") == "http://127.0.0.1:5000"  # remote: checked, outbox, links
+    assert tracking.TrackingSettings("HTTP://x", "e", None).is_remote is False  # why it is lower-cased
+    assert uri("https://dagshub.com/jane/mnist.mlflow") == "https://dagshub.com/jane/mnist.mlflow"
+    assert uri("sqlite:///store.db") == f"sqlite:///{tmp_path / 'store.db'}"
+    assert uri("postgresql+psycopg2://u@db/mlflow") == "postgresql+psycopg2://u@db/mlflow"
+    assert uri("databricks") == "databricks"
+
+
+def test_request_limits_must_be_numbers(tmp_path: Path) -> None:
+    environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30s"}
+    with pytest.raises(tracking.TrackingConfigError, match=r"TIMEOUT='30s' is not a number of seconds"):
+        tracking.TrackingSettings.from_environment(tmp_path, environ=environ)
+    with pytest.raises(tracking.TrackingConfigError, match=r"RETRIES='-1' is not a whole number"):
+        tracking.TrackingSettings.from_environment(
+            tmp_path, environ={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "-1"}
+        )
+    environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "12.5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    assert tracking.TrackingSettings.from_environment(tmp_path, environ=environ).is_local
 
 
 def test_local_stores_need_no_check(tmp_path: Path) -> None:

@@ -29,14 +29,12 @@ from typing import Literal
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.system import commands
 from mnist_lab.system.redact import URL_USERINFO, display_uri, mask_credentials
-from mnist_lab.system.workspace import load_env_file
+from mnist_lab.system.workspace import DAGSHUB_HOST, dagshub_repo, load_env_file
 
 REMOTE_NAME = "origin"
-DAGSHUB_HOST = "dagshub.com"
 CHECK_TIMEOUT_S = 10  # connect and read, per request: a dead server fails in seconds
 DVC_TIMEOUT_S = 120  # a `dvc remote`/`dvc config` command only edits files
 LOCAL_CONFIG = ".dvc/config.local"
-_DAGSHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 Kind = Literal["local", "s3", "http"]
 
 
@@ -140,6 +138,11 @@ class RemoteSettings:
 def remote_kind(url: str) -> Kind:
     """`local`, `s3` or `http` (http or https); other schemes are refused with the supported ones."""
     if "://" not in url:
+        if re.match(r"[\w.-]+:\d+(/|$)", url):
+            raise RemoteConfigError(
+                f"DVC remote URL {display_uri(url)} looks like a server's address without its scheme, not a "
+                "folder: write it as http(s)://... (or ./ before a folder of that name)"
+            )
         return "local"
     scheme = url.split("://", 1)[0].lower()
     if scheme == "s3":
@@ -155,12 +158,11 @@ def remote_kind(url: str) -> Kind:
 def _remote_url(env: Mapping[str, str], saved: Mapping[str, str], name: str) -> tuple[str, str]:
     if url := env.get("DVC_REMOTE_URL"):
         return url, "DVC_REMOTE_URL"
-    if repo := env.get("DAGSHUB_REPO"):
-        repo = repo.strip("/").removesuffix(".git")
-        if not _DAGSHUB_REPO.match(repo):
-            raise RemoteConfigError(
-                f"DAGSHUB_REPO={repo!r} is not <owner>/<repo>: set it like DAGSHUB_REPO=alice/mnist-lab"
-            )
+    if value := env.get("DAGSHUB_REPO", "").strip():
+        try:
+            repo = dagshub_repo(value)
+        except ValueError as exc:
+            raise RemoteConfigError(str(exc)) from None
         return f"https://{DAGSHUB_HOST}/{repo}.dvc", "DAGSHUB_REPO"
     if url := saved.get("url"):
         return url, f"DVC's config (remote '{name}')"

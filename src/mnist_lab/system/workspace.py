@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
@@ -34,3 +35,23 @@ def load_env_file(root: Path) -> None:
     from dotenv import load_dotenv
 
     load_dotenv(root / ".env", override=False)
+
+
+DAGSHUB_HOST = "dagshub.com"
+_DAGSHUB_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+def dagshub_repo(value: str) -> str:
+    """`DAGSHUB_REPO` as `<owner>/<repo>` (what both the MLflow and the DVC address are made of): a trailing
+    `/` or `.git` and the web address around it (`https://dagshub.com/<owner>/<repo>`) are dropped. A
+    ValueError naming the fix when it is not one."""
+    repo = value.strip()
+    for prefix in (f"https://{DAGSHUB_HOST}/", f"http://{DAGSHUB_HOST}/"):
+        repo = repo.removeprefix(prefix)
+    repo = repo.strip("/").removesuffix(".git").removesuffix(".mlflow").removesuffix(".dvc")
+    if not _DAGSHUB_REPO.fullmatch(repo):
+        raise ValueError(
+            f"DAGSHUB_REPO={value!r} is not <owner>/<repo>: fix it in .env "
+            "(for example DAGSHUB_REPO=jane/mnist)"
+        )
+    return repo

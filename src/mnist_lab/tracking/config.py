@@ -4,14 +4,13 @@ the one place MLflow clients are made (`mlflow_client`)."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_lab.core.errors import MnistLabError
-from mnist_lab.system.workspace import load_env_file
+from mnist_lab.system.workspace import DAGSHUB_HOST, dagshub_repo, load_env_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -68,21 +67,89 @@ class TrackingSettings:
         if environ is None:
             load_env_file(root)
             environ = os.environ
-        uri = environ.get("MLFLOW_TRACKING_URI", "").strip()
-        dagshub_repo = environ.get("DAGSHUB_REPO", "").strip()
-        if not uri and dagshub_repo:
-            if not re.fullmatch(r"[\w.-]+/[\w.-]+", dagshub_repo):
-                raise TrackingConfigError(
-                    f"DAGSHUB_REPO={dagshub_repo!r} is not <owner>/<repo>: fix it in .env "
-                    "(for example DAGSHUB_REPO=jane/mnist)"
-                )
-            uri = f"https://dagshub.com/{dagshub_repo}.mlflow"
+        uri = checked_tracking_uri(environ.get("MLFLOW_TRACKING_URI", "").strip())
+        repo = environ.get("DAGSHUB_REPO", "").strip()
+        if not uri and repo:
+            try:
+                uri = f"https://{DAGSHUB_HOST}/{dagshub_repo(repo)}.mlflow"
+            except ValueError as exc:
+                raise TrackingConfigError(str(exc)) from None
+        _check_request_limits(environ)
         uri = uri or f"sqlite:///{root / LOCAL_STORE}"
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # relative: to the root
             uri = f"sqlite:///{root / uri.removeprefix('sqlite:///')}"
         name = environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
         artifacts = (root / LOCAL_ARTIFACTS).as_uri() if uri.startswith("sqlite:") else None
         return cls(tracking_uri=uri, experiment_name=name, artifact_location=artifacts)
+
+
+# MLflow's tracking stores (a server, or a database through SQLAlchemy); its file store ("./mlruns") is in
+# maintenance mode and refused by MLflow 3 unless MLFLOW_ALLOW_FILE_STORE is set
+_STORE_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def checked_tracking_uri(uri: str) -> str:
+    """`MLFLOW_TRACKING_URI` as MLflow will use it (a server's scheme lower-cased), or a TrackingConfigError
+    naming the fix: no scheme (`127.0.0.1:5000`, `mlflow.db`), an unknown one, credentials in the address, an
+    address of the MLflow UI's pages (`.../#/experiments/1`)."""
+    import urllib.parse
+
+    from mnist_lab.system.redact import display_uri
+
+    if not uri:
+        return uri
+    shown = display_uri(uri)
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if uri == "databricks":
+        return uri
+    if scheme in ("file", "") or "://" not in uri:
+        raise TrackingConfigError(
+            f"MLFLOW_TRACKING_URI={shown!r} is not a tracking store this package logs to: a server is "
+            "http://<host>:<port> (or https://), a local store sqlite:///<path> (relative to the repository "
+            "root); fix it in .env or the environment"
+        )
+    if scheme.partition("+")[0] not in _STORE_SCHEMES:
+        raise TrackingConfigError(
+            f"MLFLOW_TRACKING_URI={shown!r}: scheme '{parts.scheme}' is not an MLflow tracking store; use "
+            "http(s)://<host>:<port>, sqlite:///<path>, or a database URL (postgresql://, mysql://, mssql://)"
+        )
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise TrackingConfigError(
+                f"MLFLOW_TRACKING_URI={shown!r} names no host: use http://<host>:<port>"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise TrackingConfigError(
+                f"MLFLOW_TRACKING_URI={shown!r} holds credentials: put them in MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (.env) and leave them out of the address"
+            )
+        if parts.fragment or parts.query:
+            raise TrackingConfigError(
+                f"MLFLOW_TRACKING_URI={shown!r} is a page's address, not the server's: give its base URL, "
+                f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+            )
+        return urllib.parse.urlunsplit(parts._replace(scheme=scheme))
+    return uri
+
+
+def _check_request_limits(environ: Mapping[str, str]) -> None:
+    """MLflow's request limits, which it reads as numbers only when it first sends a request."""
+    for name, kind in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", int),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", float),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", float),
+    ):
+        value = environ.get(name, "").strip()
+        try:
+            if value and kind(value) < 0:
+                raise ValueError
+        except ValueError:
+            unit = "a whole number" if kind is int else "a number of seconds"
+            raise TrackingConfigError(
+                f"{name}={value!r} is not {unit} (0 or more): fix it in .env or the environment "
+                f"(for example {name}={CLIENT_DEFAULTS[name]})"
+            ) from None
 
 
 def apply_client_defaults() -> None:
