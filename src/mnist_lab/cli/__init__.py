@@ -33,4 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         # messages quote what git, DVC and servers said: URL credentials and secret values masked
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from mnist_lab.system.redact import redact
+        from mnist_lab.tracking.server import describe_store_failure
+
+        message = describe_store_failure(exc)  # a server away or refusing: one line, not a traceback
+        if message is None:
+            raise
+        print(f"error: {redact(message)}", file=sys.stderr)
+        return 2
     return code or 0

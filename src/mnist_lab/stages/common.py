@@ -84,6 +84,14 @@ def run_stage(
     except MnistLabError as exc:
         print(f"error: {context.name}: {redact(str(exc))}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from mnist_lab.tracking.server import describe_store_failure
+
+        message = describe_store_failure(exc)  # a server refusing a request mid-run: one line
+        if message is None:
+            raise
+        print(f"error: {context.name}: {redact(message)}", file=sys.stderr)
+        return 2
     timings = os.environ.get(TIMINGS_ENV)
     if timings:
         record = {

@@ -90,14 +90,14 @@ def is_transport_failure(exc: BaseException) -> bool:
             | requests.exceptions.ChunkedEncodingError | ConnectionError | TimeoutError,
         ):  # fmt: skip
             return True
-        status = _http_status(current)
+        status = http_status(current)
         if status is not None and (status >= 500 or status == 429):
             return True
         current = current.__cause__ or current.__context__
     return False
 
 
-def _http_status(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
     """The HTTP status a server answered with, where the exception carries one."""
     import re
 

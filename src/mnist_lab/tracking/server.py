@@ -68,7 +68,13 @@ def check_server(
     for attempt in range(1, attempts + 1):
         try:
             with open_url(request, timeout=timeout) as response:
-                return _active_experiment_id(response.read())
+                body = response.read()
+            if not _is_json_object(body):  # a page of the UI, a proxy's login page: not MLflow's API
+                raise TrackingConfigError(
+                    f"{where} answered with a page, not MLflow's API (JSON): MLFLOW_TRACKING_URI must be the "
+                    "server's base URL, http(s)://<host>:<port>, not the address of a page in a browser"
+                )
+            return _active_experiment_id(body)
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and b"RESOURCE_DOES_NOT_EXIST" in exc.read():
                 return (
@@ -93,6 +99,53 @@ def check_server(
         f"MLflow server {where} did not answer after {attempts} attempts ({last_problem}); check "
         "MLFLOW_TRACKING_URI (in .env or the environment)"
     )
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
+def describe_store_failure(exc: BaseException) -> str | None:
+    """One line for an error a tracking store's client raised (MLflow, requests), naming the fix: the server
+    did not answer, refused the credentials or the request. None for anything else (a bug: its traceback is
+    worth seeing). Callers redact it (a server's message may quote a URL)."""
+    from mnist_lab.tracking.outbox import http_status, is_transport_failure
+
+    clients = ("mlflow", "requests", "urllib3")
+    if not any(type(cause).__module__.partition(".")[0] in clients for cause in _chain(exc)):
+        return None
+    import re
+
+    text = str(exc)
+    address = re.search(r"https?://[^\s/'\"]+", text)
+    where = f"the tracking server {display_uri(address.group(0))}" if address else "the tracking store"
+    status = next((code for cause in _chain(exc) if (code := http_status(cause)) is not None), None)
+    if is_transport_failure(exc):
+        reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+        why = reason.group(1).strip() if reason else (f"HTTP {status}" if status else type(exc).__name__)
+        return (
+            f"{where} did not answer ({why}): try again when it does; MLFLOW_TRACKING_URI (in .env or the "
+            "environment) names it"
+        )
+    if status in (401, 403):
+        what = "rejected the credentials (401)" if status == 401 else "refused access (403)"
+        hint = _credentials_hint(os.environ)
+        return f"{where} {what}: set {hint} in .env to a user and password that may use it"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"{where} refused the request: {first[:500]}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and what caused it, each once."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _active_experiment_id(body: bytes) -> str | None:

@@ -1,0 +1,105 @@
+"""What the CLI and the stages print when a tracking server is away or refuses: one line naming the fix
+(`describe_store_failure`), never a traceback quoting the URL's credentials. Real MLflow clients against
+real sockets on 127.0.0.1: nothing listening, and a small HTTP server answering 401, 400 or an HTML page."""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from mnist_lab import tracking
+from mnist_lab.tracking.server import describe_store_failure
+from tests.helpers import free_port
+
+
+@pytest.fixture
+def answering() -> Iterator[dict]:
+    """An HTTP server on 127.0.0.1 answering every request with `reply["status"]`, `reply["body"]`."""
+    reply = {"status": 200, "body": b"{}", "type": "application/json"}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(reply["status"])
+            self.send_header("Content-Type", reply["type"])
+            self.send_header("Content-Length", str(len(reply["body"])))
+            self.end_headers()
+            self.wfile.write(reply["body"])
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    reply["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield reply
+    server.shutdown()
+
+
+def failure_of(uri: str, monkeypatch: pytest.MonkeyPatch) -> BaseException:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    import mlflow
+
+    with pytest.raises(Exception) as raised:
+        mlflow.MlflowClient(uri, registry_uri=uri).search_registered_models()
+    return raised.value
+
+
+def test_a_server_away_or_refusing_reads_as_one_line(
+    answering: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    away = describe_store_failure(failure_of(f"http://127.0.0.1:{free_port()}", monkeypatch))
+    assert away is not None and "did not answer (Connection refused): try again when it does" in away
+
+    answering.update(status=401, body=b"You are not authenticated")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "jane")
+    refused = describe_store_failure(failure_of(answering["url"], monkeypatch))
+    assert refused == (
+        "the tracking store rejected the credentials (401): set "
+        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in .env to a user and password that may use it"
+    )
+
+    error = {"error_code": "INVALID_PARAMETER_VALUE", "message": "injected"}
+    answering.update(status=400, body=json.dumps(error).encode())
+    bad = describe_store_failure(failure_of(answering["url"], monkeypatch))
+    assert bad == "the tracking store refused the request: INVALID_PARAMETER_VALUE: injected"
+
+    assert describe_store_failure(ValueError("a bug")) is None  # its traceback is worth seeing
+
+
+def test_the_cli_prints_it_with_credentials_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mnist_lab.cli as cli
+
+    failure = failure_of(f"http://admin:s3cretpw@127.0.0.1:{free_port()}", monkeypatch)
+
+    def failing(args: object) -> None:
+        raise failure
+
+    class Parser:  # `mnist-lab <a command whose store is away>`
+        def parse_args(self, argv: list[str]) -> argparse.Namespace:
+            return argparse.Namespace(handler=failing)
+
+    monkeypatch.setattr(cli, "build_parser", Parser)
+    assert cli.main(["report"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the tracking server http://127.0.0.1:") and "did not answer" in err
+    assert "s3cretpw" not in err and "Traceback" not in err
+
+
+def test_a_page_that_is_not_the_api_is_a_configuration_error(answering: dict) -> None:
+    answering.update(body=b"<!doctype html><title>MLflow</title>", type="text/html")
+    settings = tracking.TrackingSettings(answering["url"], "mnist-lab", None)
+    with pytest.raises(
+        tracking.TrackingConfigError, match=r"answered with a page, not MLflow's API \(JSON\)"
+    ):
+        tracking.check_server(settings, environ={})
+    answering.update(body=b'{"experiment": {"experiment_id": "7", "lifecycle_stage": "active"}}')
+    assert tracking.check_server(settings, environ={}) == "7"
