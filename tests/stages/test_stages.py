@@ -272,3 +272,29 @@ def test_a_detector_for_a_digit_absent_from_a_set_is_a_clear_error(
     assert error.startswith(f"error: {failing}@sgd: task.positive_class 5: the {absent_from} set holds no "
                             "example of digit 5")  # fmt: skip
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "MLFLOW_TRACKING_URI",
+            "127.0.0.1:5000",
+            "MLFLOW_TRACKING_URI='127.0.0.1:5000' is not a tracking store",
+        ),
+        ("DAGSHUB_REPO", "jane", "DAGSHUB_REPO='jane' is not <owner>/<repo>"),
+    ],
+)
+def test_a_tracking_configuration_that_cannot_work_stops_the_first_stage(
+    workspace: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    """Before DVC deletes the outputs of the stages that log (no network needed to see it)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(variable, value)
+    assert run_dvc_stage("validate") == 2
+    assert f"error: validate: {message}" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 
 DVC deletes a stage's outputs just before it runs the stage. Every stage comes after this one (prepare
 depends on its marker file), so when a setting is wrong (an unknown key, a wrong type, an unknown
-`select.metric`) or data/ is corrupt, `dvc repro` and `dvc exp run` stop here with every output as it was.
+`select.metric`), data/ is corrupt or the tracking configuration cannot work (`.env`: a tracking URI
+without its scheme, a malformed DAGSHUB_REPO), `dvc repro` and `dvc exp run` stop here with every output as
+it was.
 
 Before any stage runs, `dvc repro` re-hashes a changed data/ into `data.dvc` (DVC does this for every data
 source, frozen or not). When data/ does not read as MNIST-format IDX, this stage puts back the last
@@ -25,6 +27,8 @@ from mnist_lab.datasets.folder import (
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
 from mnist_lab.system import commands
 from mnist_lab.system.files import write_text_atomic
+from mnist_lab.system.workspace import repository_root
+from mnist_lab.tracking.config import TrackingSettings
 
 MARKER_TEXT = "params.yaml and data/ passed the validate stage\n"
 VALIDATED_COPY = Path(".mnist-lab") / "validated-data.dvc"  # git-ignored
@@ -69,6 +73,9 @@ def validate(context: StageContext) -> None:
     args = context.args
     with context.compute():
         context.settings  # noqa: B018 - loading the settings is the check (unknown keys, types, metric)
+        # the tracking configuration's mistakes that need no network (a URI without its scheme, a bad
+        # DAGSHUB_REPO): here, not after DVC has deleted the outputs of the stages that log
+        TrackingSettings.from_environment(repository_root())
         check_data(args.data, args.dvc_file, args.dvc_file.resolve().parent / VALIDATED_COPY)
     if not args.out.is_file() or args.out.read_text(encoding="utf-8") != MARKER_TEXT:
         write_text_atomic(args.out, MARKER_TEXT)
