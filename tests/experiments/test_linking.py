@@ -332,6 +332,15 @@ def test_commit_of_a_synced_run_an_uncommitted_one_and_an_absent_store(
         LinkingError, match=r"the tracking store http://127.0.0.1:\d+ that could know it did not"
     ):
         commit_of_run(tmp_path, "e" * 32)
+    # a run sent from the outbox that no commit names: why is the store's answer (here: it is away)
+    ledger["6e" * 16] = {**ledger[synced_record], "run_id": "6d" * 16}
+    (tmp_path / outbox.SENT).write_text(json.dumps(ledger))
+    with pytest.raises(
+        LinkingError,
+        match=r"run '6d6d6d6d' was sent from this clone's outbox \(record (6e){16}\): no commit names run "
+        r"'(6e){16}', and the tracking store http://127.0.0.1:\d+ that could know it did not answer",
+    ):
+        commit_of_run(tmp_path, "6d" * 4)
 
 
 def test_commit_of_prefers_the_branches_to_dvcs_experiment_refs(tmp_path: Path, tracking_store: str) -> None:

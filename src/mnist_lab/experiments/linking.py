@@ -294,10 +294,9 @@ def commit_of_run(root: Path, run_or_record_id: str) -> str:
         record = records.pop()
         try:
             return commit_of_run(root, record)
-        except LinkingError:
+        except LinkingError as exc:  # why the record has no commit: the store's answer, or that it is away
             raise LinkingError(
-                f"run '{wanted}' was sent from this clone's outbox (record {record}), but no commit names it "
-                "and the tracking store has no commit tag on it"
+                f"run '{wanted}' was sent from this clone's outbox (record {record}): {exc}"
             ) from None
     _refuse_uncommitted(root, wanted)
     return _commit_from_store(root, wanted)
