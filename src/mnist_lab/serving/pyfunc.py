@@ -113,8 +113,6 @@ def serve_command(
     from mnist_lab.core.settings import load_settings
     from mnist_lab.serving import registry
 
-    if not 0 < port < 65536:
-        raise DataError(f"--port {port}: use a port number from 1 to 65535")
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn, mlflow
     if workspace:
