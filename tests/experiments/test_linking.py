@@ -318,6 +318,12 @@ def test_commit_of_a_synced_run_an_uncommitted_one_and_an_absent_store(
     (tmp_path / outbox.SENT).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / outbox.SENT).write_text(json.dumps(ledger))
     assert commit_of_run(tmp_path, synced_run[:8]) == commit == commit_of_run(tmp_path, synced_run)
+    # a later commit naming the run by its id (trailers written after the sync): still the first commit,
+    # whichever id is given
+    later = RunLink("cnn", synced_run, synced_record).trailer()
+    _commit_files(tmp_path, {"notes.txt": "2"}, f"Register the challenger\n\n{later}")
+    for wanted in (synced_run[:8], synced_run, synced_record[:8]):
+        assert commit_of_run(tmp_path, wanted) == commit
 
     workspace_run, workspace_record = "7a" * 16, "7b" * 16
     (tmp_path / "reports" / "mlp").mkdir(parents=True)

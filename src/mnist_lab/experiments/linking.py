@@ -281,6 +281,11 @@ def commit_of_run(root: Path, run_or_record_id: str) -> str:
         by_trailer = _commits_naming(root, wanted, scope, trailers=True)
         by_file = _commits_naming(root, wanted, scope, trailers=False)
         _refuse_ambiguous(wanted, by_trailer + by_file)
+        records = {link.record_id for _, link in by_trailer + by_file}  # one at most, once unambiguous
+        if records and not (record := records.pop()).startswith(wanted):
+            # a run id: the commits made before the run was sent name only its record (run=pending)
+            by_trailer += _commits_naming(root, record, scope, trailers=True)
+            by_file += _commits_naming(root, record, scope, trailers=False)
         for found in (by_trailer, by_file):
             if found:  # the oldest of the commits naming it: parents before children (dates can tie)
                 candidates = {commit for commit, _ in found}
