@@ -45,14 +45,15 @@ def queue_experiment(root: Path, overrides: list[tuple[str, str]], name: str | N
 
 
 def start_queue(root: Path, jobs: int = 1) -> str:
-    """`dvc queue start -j jobs`: DVC's workers run the queued experiments in the background. DVC starts
+    """`dvc queue start -j jobs`: DVC's workers run the queued experiments in the background (this returns at
+    once: the worker does not hold this call's output open until the queue is done). DVC starts
     each worker as `dvc` from PATH: this environment's bin goes first, or a board started as
     `.venv/bin/mnist-lab board` (PATH without the environment) would start workers that die at once."""
     dvc = Path(commands.executable("dvc"))
     env = dict(os.environ)
     if dvc.is_absolute():
         env["PATH"] = f"{dvc.parent}{os.pathsep}{env.get('PATH', '')}"
-    done = commands.dvc("queue", "start", "-j", str(jobs), cwd=root, env=env)
+    done = commands.dvc("queue", "start", "-j", str(jobs), cwd=root, env=env, leaves_processes=True)
     if done.returncode != 0:
         raise QueueError(f"`dvc queue start` failed: {(done.stderr or done.stdout).strip()[-600:]}")
     return (done.stdout or done.stderr).strip()

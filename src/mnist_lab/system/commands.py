@@ -43,22 +43,28 @@ def run(
     secrets: tuple[str, ...] = (),
     input: str | bytes | None = None,
     text: bool = True,
+    leaves_processes: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run `program args` in `cwd` (text output unless `text=False`, captured unless `capture=False`, when it
     streams to this process's terminal; `input` goes to its stdin). A non-zero exit is returned as is unless
-    `check`."""
+    `check`. `leaves_processes`: the command starts processes that outlive it (`dvc queue start`'s worker),
+    which would hold a pipe open until they end; its output (stdout and stderr together) is read from a
+    temporary file instead, so the call returns when the command itself does."""
     shown = _shown(" ".join([program, *args]), secrets)
     try:
-        done = subprocess.run(
-            [executable(program), *args],
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            capture_output=capture,
-            text=text,
-            input=input.encode() if isinstance(input, str) and not text else input,
-            timeout=timeout,
-            check=False,
-        )
+        if leaves_processes:
+            done = _run_leaving_processes([executable(program), *args], cwd, env, timeout)
+        else:
+            done = subprocess.run(
+                [executable(program), *args],
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                capture_output=capture,
+                text=text,
+                input=input.encode() if isinstance(input, str) and not text else input,
+                timeout=timeout,
+                check=False,
+            )
     except OSError as exc:
         raise CommandError(
             f"cannot run `{shown}` ({_shown(str(exc), secrets)}); install the environment with `make venv`"
@@ -75,6 +81,27 @@ def run(
             f"`{shown}` failed (exit {done.returncode}): {_shown(output, secrets)}".rstrip(": ")
         )
     return done
+
+
+def _run_leaving_processes(
+    command: list[str], cwd: Path | str | None, env: Mapping[str, str] | None, timeout: float | None
+) -> subprocess.CompletedProcess:
+    import tempfile
+
+    with tempfile.TemporaryFile() as output:
+        done = subprocess.run(
+            command,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+        output.seek(0)
+        said = output.read().decode(errors="replace")
+    return subprocess.CompletedProcess(command, done.returncode, stdout=said, stderr="")
 
 
 def git(*args: str, cwd: Path | str | None, **options) -> subprocess.CompletedProcess:
