@@ -265,7 +265,7 @@ def locked_state(text: str) -> tuple[dict[str, set[str]], dict[str, Any]]:
 @functools.lru_cache(maxsize=4096)
 def _params_block(block: str) -> dict[str, Any]:
     try:
-        loaded = yaml.load(block, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        loaded = load_params_yaml(block)  # as params.yaml is read: 1e-05 is a float, as DVC wrote it
     except yaml.YAMLError:
         return {}
     return flatten(loaded) if isinstance(loaded, dict) else {}
