@@ -283,6 +283,11 @@ def test_a_detector_for_a_digit_absent_from_a_set_is_a_clear_error(
             "MLFLOW_TRACKING_URI='127.0.0.1:5000' is not a tracking store",
         ),
         ("DAGSHUB_REPO", "jane", "DAGSHUB_REPO='jane' is not <owner>/<repo>"),
+        (
+            "MNIST_LAB_DASK_SCHEDULER",
+            "tcp://localhost",
+            "MNIST_LAB_DASK_SCHEDULER='tcp://localhost' is not a Dask",
+        ),
     ],
 )
 def test_a_tracking_configuration_that_cannot_work_stops_the_first_stage(

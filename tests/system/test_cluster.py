@@ -28,7 +28,8 @@ BIN = Path(sys.executable).parent
 def test_the_address_comes_from_the_environment_and_is_checked() -> None:
     assert cluster_address({}) is None and cluster_address({CLUSTER_ENV: "  "}) is None
     assert cluster_address({CLUSTER_ENV: "tcp://10.0.0.5:8786"}) == "tcp://10.0.0.5:8786"
-    for wrong in ("10.0.0.5:8786", "http://x:8786", "tcp://"):
+    assert cluster_address({CLUSTER_ENV: "tls://[::1]:8786"}) == "tls://[::1]:8786"
+    for wrong in ("10.0.0.5:8786", "http://x:8786", "tcp://", "tcp://localhost", "tcp://127.0.0.1:port"):
         with pytest.raises(ClusterError, match=f"{CLUSTER_ENV}=.* is not a Dask scheduler address"):
             cluster_address({CLUSTER_ENV: wrong})
 
@@ -65,7 +66,7 @@ class Cluster:
         return subprocess.Popen([str(BIN / "dask"), *args], env={**self.env, **extra}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
-    def add_workers(self, count: int) -> None:
+    def add_workers(self, count: int, env: dict[str, str] | None = None) -> None:
         from distributed import Client
 
         for _ in range(count):
@@ -73,7 +74,7 @@ class Cluster:
             self.workers.append(self._start([
                 "worker", self.address, "--nthreads", "1", "--no-nanny", "--name", f"w{index}",
                 "--host", "127.0.0.1", "--dashboard-address", ":0",
-            ], f"worker-{index}", {}))  # fmt: skip
+            ], f"worker-{index}", env or {}))  # fmt: skip
         with Client(self.address, timeout=30, set_as_default=False) as client:
             client.wait_for_workers(len(self.workers), timeout=60)
 
@@ -206,3 +207,23 @@ def test_a_search_with_no_worker_left_fails_clearly_and_writes_nothing(
     assert "nothing was written or logged" in err
     assert not (searched / "reports" / "mlp" / "training.json").exists()
     assert not (searched / "models" / "mlp").exists()
+
+
+@pytest.mark.slow
+def test_workers_running_other_code_are_refused_before_the_search(tmp_path: Path) -> None:
+    """A worker started from a stale checkout (here: this package with one line changed, first on its
+    PYTHONPATH) would score the candidates differently; the version string of an editable install does not
+    change with its code, so the code itself is compared."""
+    other = tmp_path / "other-checkout"
+    shutil.copytree(Path(cluster.__file__).resolve().parents[1], other / "mnist_lab")
+    models = other / "mnist_lab" / "core" / "models.py"
+    models.write_text(models.read_text() + "\nCHANGED = True\n")
+    started = Cluster(tmp_path)
+    try:
+        started.add_workers(1, {"PYTHONPATH": str(other)})
+        refused = r"must run this machine's code and libraries, or their fits are not this machine's: tcp://"
+        expected = rf"{refused}.* has mnist_lab source [0-9a-f]{{12}} \(here: "
+        with pytest.raises(ClusterError, match=expected), dask_search(started.address):
+            pass
+    finally:
+        started.stop()

@@ -2,9 +2,9 @@
 
 DVC deletes a stage's outputs just before it runs the stage. Every stage comes after this one (prepare
 depends on its marker file), so when a setting is wrong (an unknown key, a wrong type, an unknown
-`select.metric`), data/ is corrupt or the tracking configuration cannot work (`.env`: a tracking URI
-without its scheme, a malformed DAGSHUB_REPO), `dvc repro` and `dvc exp run` stop here with every output as
-it was.
+`select.metric`), data/ is corrupt or `.env` cannot work (a tracking URI without its scheme, a malformed
+DAGSHUB_REPO or Dask scheduler address), `dvc repro` and `dvc exp run` stop here with every output as it
+was.
 
 Before any stage runs, `dvc repro` re-hashes a changed data/ into `data.dvc` (DVC does this for every data
 source, frozen or not). When data/ does not read as MNIST-format IDX, this stage puts back the last
@@ -15,6 +15,7 @@ The marker's content never changes (and DVC keeps it: `persist`), so passing thi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mnist_lab.core.errors import DataError
@@ -26,6 +27,7 @@ from mnist_lab.datasets.folder import (
 )
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
 from mnist_lab.system import commands
+from mnist_lab.system.cluster import cluster_address
 from mnist_lab.system.files import write_text_atomic
 from mnist_lab.system.workspace import repository_root
 from mnist_lab.tracking.config import TrackingSettings
@@ -75,7 +77,8 @@ def validate(context: StageContext) -> None:
         context.settings  # noqa: B018 - loading the settings is the check (unknown keys, types, metric)
         # the tracking configuration's mistakes that need no network (a URI without its scheme, a bad
         # DAGSHUB_REPO): here, not after DVC has deleted the outputs of the stages that log
-        TrackingSettings.from_environment(repository_root())
+        TrackingSettings.from_environment(repository_root())  # loads .env
+        cluster_address(os.environ)  # a grid search's Dask scheduler, if named: its address's form
         check_data(args.data, args.dvc_file, args.dvc_file.resolve().parent / VALIDATED_COPY)
     if not args.out.is_file() or args.out.read_text(encoding="utf-8") != MARKER_TEXT:
         write_text_atomic(args.out, MARKER_TEXT)

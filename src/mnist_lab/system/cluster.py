@@ -10,7 +10,8 @@ limits BLAS to one thread itself, so scores do not depend on the workers' core c
 
 A worker lost mid-search has its fits rerun by the scheduler on the others; a search that cannot finish
 (no worker left, a fit that killed its workers three times) fails with a ClusterError naming the
-scheduler, before anything is written or logged."""
+scheduler, before anything is written or logged. Workers whose code or fitting libraries differ from this
+machine's (a stale checkout, another environment) are refused before the search: their scores would differ."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from mnist_lab.core.errors import MnistLabError
 CLUSTER_ENV = "MNIST_LAB_DASK_SCHEDULER"
 CONNECT_SECONDS = 10.0  # to reach the scheduler
 WORKERS_SECONDS = 30.0  # for at least one worker to be there
-_ADDRESS = re.compile(r"(tcp|tls|ws|wss|inproc)://[^\s/]+")
+_ADDRESS = re.compile(r"(tcp|tls|ws|wss)://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):\d{1,5}|inproc://[^\s/]+")
+# what a worker must have as this machine does for its fits to be this machine's: the package's code, and the
+# libraries the fits run
+FIT_LIBRARIES = ("numpy", "scipy", "scikit-learn", "joblib", "keras", "jax", "jaxlib")
 
 
 class ClusterError(MnistLabError):
@@ -44,11 +48,25 @@ def cluster_address(environ: Mapping[str, str]) -> str | None:
     return address
 
 
-def package_version() -> str:
-    """This package's version where it runs (sent to each worker to check it has the package)."""
-    from importlib.metadata import version
+def code_fingerprint() -> dict[str, str]:
+    """What the fits run where this runs (sent to each worker, to compare with this machine): a hash of this
+    package's source files (an editable install's version never changes when its code does) and the
+    versions of FIT_LIBRARIES."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
 
-    return version("mnist-lab")
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    found = {"mnist_lab source": digest.hexdigest()[:12]}
+    for library in FIT_LIBRARIES:
+        try:
+            found[library] = version(library)
+        except PackageNotFoundError:
+            found[library] = "not installed"
+    return found
 
 
 @contextmanager
@@ -111,19 +129,25 @@ def _check_workers(client: Any, address: str) -> None:
             f"the Dask scheduler at {address} has no workers after {WORKERS_SECONDS:.0f} s: start some "
             f"(`dask worker {address} --nthreads 1`)"
         ) from None
-    mine = package_version()
+    mine = code_fingerprint()
     try:
-        versions = client.run(package_version)
+        theirs = client.run(code_fingerprint)
     except Exception as exc:  # a worker without the package cannot even unpickle the function
         raise ClusterError(
             f"a worker of the Dask cluster at {address} cannot import mnist_lab ({_reason(exc)}): run the "
             "workers in this repository's environment (`pip install -r requirements.lock`, `pip install .`)"
         ) from None
-    wrong = {worker: version for worker, version in versions.items() if version != mine}
-    if wrong:
-        shown = ", ".join(f"{worker} has {version}" for worker, version in sorted(wrong.items()))
+    differences = [
+        f"{worker} has {what} {found.get(what)} (here: {mine[what]})"
+        for worker, found in sorted(theirs.items())
+        for what in mine
+        if found.get(what) != mine[what]
+    ]
+    if differences:
         raise ClusterError(
-            f"the Dask workers at {address} must run mnist-lab {mine}, as this machine does: {shown}"
+            f"the Dask workers at {address} must run this machine's code and libraries, or their fits are "
+            f"not this machine's: {'; '.join(differences[:6])}. Restart them from this checkout, in its "
+            "environment (`make venv`)"
         )
 
 
