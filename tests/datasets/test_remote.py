@@ -307,6 +307,11 @@ def test_local_folder_remote_setup_push_and_restore_in_a_fresh_clone(tmp_path: P
 
     fresh = clone(author, tmp_path / "clone")
     assert "remote folder" in commands(["mnist-lab", "remote", "check"], fresh).stdout
+    # set up again in the clone (no DVC_REMOTE_URL: the committed remote): its URL stays as committed,
+    # relative, not the absolute folder DVC's merged config shows
+    again = commands(["mnist-lab", "remote", "setup"], fresh)
+    assert "(the committed URL, kept)" in again.stdout and "commit the remote's URL" not in again.stdout
+    assert run(["git", "status", "--porcelain", ".dvc"], fresh).stdout == ""
     restored = commands(["mnist-lab", "data", "restore"], fresh)
     assert "data/ pulled from DVC remote 'origin'" in restored.stdout
     data = {path: md5 for path, md5 in digests(fresh).items() if path.startswith("data/")}

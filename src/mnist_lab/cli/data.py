@@ -78,6 +78,9 @@ def _cmd_remote_setup(args: argparse.Namespace) -> None:
     for line in configure_remote(root, settings):
         print(line)
     print(f"checked: {check_remote(settings, root)}")
+    if settings.url_source.startswith("DVC's config"):
+        print("next: `dvc pull`; credentials stay in the git-ignored .dvc/config.local")
+        return
     print(
         "next: commit the remote's URL (`git add .dvc/config && git commit -m 'DVC remote'`), then "
         "`dvc push --run-cache`; credentials stay in the git-ignored .dvc/config.local"

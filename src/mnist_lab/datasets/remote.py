@@ -359,7 +359,11 @@ def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
                     f"cannot create the DVC remote folder {folder} ({exc.strerror}): fix DVC_REMOTE_URL"
                 ) from None
             lines.append(f"created the remote folder {folder}")
-    _dvc_checked(root, "remote", "add", "--force", "-d", name, settings.url)
+    if settings.url_source.startswith("DVC's config"):  # a clone's committed remote: kept as written
+        _dvc_checked(root, "remote", "default", name)  # (DVC's merged config shows a folder made absolute)
+        lines[0] += " (the committed URL, kept)"
+    else:
+        _dvc_checked(root, "remote", "add", "--force", "-d", name, settings.url)
     if settings.kind == "http" and settings.user:
         _write_local_credentials(
             root, name, {"auth": "basic", "user": settings.user, "password": settings.password}, secrets
