@@ -173,7 +173,10 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
                     file=sys.stderr,
                 )
         if (root / ".dvc" / "config.local").is_file():  # the remote's credentials, if any
-            shutil.copy(root / ".dvc" / "config.local", clone / ".dvc" / "config.local")
+            local = (root / ".dvc" / "config.local").read_text(encoding="utf-8")
+            committed = clone / ".dvc" / "config"
+            remotes = _remote_names(committed.read_text(encoding="utf-8")) if committed.is_file() else set()
+            (clone / ".dvc" / "config.local").write_text(_for_remotes(local, remotes), encoding="utf-8")
         # read data and outputs from the repository's own cache without writing to it
         user_cache = root / ".dvc" / "cache"
         if user_cache.is_dir():
@@ -241,3 +244,33 @@ def as_table(result: Reproduction, everything: bool = False) -> str:
             f"{len(result.environment_differences)} package(s); --locked-env builds its own)"
         )
     return "\n".join([*lines, verdict])
+
+
+_SECTION = re.compile(r"""^\s*\[\s*'?\s*remote\s+"([^"]+)"\s*'?\s*\]""")
+
+
+def _remote_names(config: str) -> set[str]:
+    """The remotes a DVC config file defines (`['remote "origin"']` sections)."""
+    return {match.group(1) for line in config.splitlines() if (match := _SECTION.match(line))}
+
+
+def _for_remotes(local_config: str, remotes: set[str]) -> str:
+    """`.dvc/config.local` less the sections of remotes that neither `remotes` (an older commit's
+    `.dvc/config`, from before the remote was set up) nor the section itself give a URL: DVC refuses a
+    config whose remote has credentials and no URL ("expected 'url'"), so such a commit would not check
+    out."""
+    kept, section, name = [], [], None
+
+    def close() -> None:
+        if name is None or name in remotes or any(line.strip().startswith("url") for line in section):
+            kept.extend(section)
+
+    for line in local_config.splitlines(keepends=True):
+        if line.lstrip().startswith("["):
+            close()
+            match = _SECTION.match(line)
+            section, name = [line], match.group(1) if match else None
+        else:
+            section.append(line)
+    close()
+    return "".join(kept)
