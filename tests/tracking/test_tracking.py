@@ -420,7 +420,7 @@ def test_tracking_uris_mlflow_takes_are_kept(tmp_path: Path) -> None:
     assert uri("databricks") == "databricks"
 
 
-def test_request_limits_must_be_numbers(tmp_path: Path) -> None:
+def test_request_limits_must_be_numbers_and_credentials_not_placeholders(tmp_path: Path) -> None:
     environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30s"}
     with pytest.raises(tracking.TrackingConfigError, match=r"TIMEOUT='30s' is not a number of seconds"):
         tracking.TrackingSettings.from_environment(tmp_path, environ=environ)
@@ -430,6 +430,11 @@ def test_request_limits_must_be_numbers(tmp_path: Path) -> None:
         )
     environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "12.5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     assert tracking.TrackingSettings.from_environment(tmp_path, environ=environ).is_local
+    placeholder = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MLFLOW_TRACKING_PASSWORD": "<token>"}
+    with pytest.raises(
+        tracking.TrackingConfigError, match=r"PASSWORD is still .env.example's placeholder <token>"
+    ):
+        tracking.TrackingSettings.from_environment(tmp_path, environ=placeholder)
 
 
 def test_local_stores_need_no_check(tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ class TrackingSettings:
                 uri = f"https://{DAGSHUB_HOST}/{dagshub_repo(repo)}.mlflow"
             except ValueError as exc:
                 raise TrackingConfigError(str(exc)) from None
-        _check_request_limits(environ)
+        _check_client_variables(environ)
         uri = uri or f"sqlite:///{root / LOCAL_STORE}"
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # relative: to the root
             uri = f"sqlite:///{root / uri.removeprefix('sqlite:///')}"
@@ -133,8 +133,16 @@ def checked_tracking_uri(uri: str) -> str:
     return uri
 
 
-def _check_request_limits(environ: Mapping[str, str]) -> None:
-    """MLflow's request limits, which it reads as numbers only when it first sends a request."""
+def _check_client_variables(environ: Mapping[str, str]) -> None:
+    """MLflow's request limits, which it reads as numbers only when it first sends a request, and
+    credentials left as .env.example's placeholders (`<token>`), which a server would only reject."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        value = environ.get(name, "").strip()
+        if value.startswith("<") and value.endswith(">"):
+            raise TrackingConfigError(
+                f"{name} is still .env.example's placeholder {value}: set it in .env (on DagsHub: your user "
+                "name, an access token), or remove the line"
+            )
     for name, kind in (
         ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", int),
         ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", float),
