@@ -94,6 +94,13 @@ def test_commit_refuses_what_would_mislead(experiment: dict) -> None:
     root, env = experiment["root"], experiment["env"]
     again = run(["mnist-lab", "commit", "-m", "again"], root, env, check=False)
     assert again.returncode == 2 and "nothing to commit" in again.stderr
+    blank = run(
+        ["mnist-lab", "commit", "-m", "  \n "], root, env, check=False
+    )  # the trailers would be its subject
+    assert (
+        blank.returncode == 2
+        and "the commit message is empty: say what this experiment changes" in blank.stderr
+    )
     params = root / "params.yaml"
     original = params.read_text()
     params.write_text(original.replace("alpha: 0.0001", "alpha: 0.001", 1))

@@ -108,6 +108,8 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
     """Commit the experiment's files with its runs as trailers; returns (commit, links, models whose runs
     could not be tagged with the commit, and why: Tagging). Refuses when the
     pipeline is not up to date, since the committed results would not be those of the committed params."""
+    if not message.strip():
+        raise LinkingError('the commit message is empty: say what this experiment changes (-m "...")')
     status = pipeline_status(root)
     if status:
         raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
