@@ -223,6 +223,10 @@ def test_labels_are_written_to_labels_yaml_as_the_cli_writes_them(client) -> Non
         ({"models.mlp.alpha": "-1"}, "models.mlp.alpha"),
         ({"models.nope.alpha": "1"}, "--set models.nope.alpha: params.yaml has no section 'nope' there"),
         ({"models.mlp.alhpa": "1"}, "alhpa"),
+        (
+            {"models.mlp.hidden_layer_sizes": "[50,"},
+            "--set models.mlp.hidden_layer_sizes=[50,: not a YAML value",
+        ),
     ],
 )
 def test_queueing_a_wrong_value_is_refused_with_the_clis_message(

@@ -96,12 +96,24 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     assert row["changed"] == {"models.cnn.max_epochs": [100, 150], "models.cnn.patience": [5, 150]}
     assert row["metrics.models.cnn.accuracy"] > 0.5
 
+    again = http.post("/api/queue", json={"set": longer, "name": "from-the-board"})
+    assert again.status_code == 400 and "named 'from-the-board' exists already" in again.json()["error"]
+
+    # labels.yaml is not the experiment's: committed after the experiment was queued (its tree lacks the
+    # file) and labelled again since (uncommitted), it stays as it is, and the change does not block
+    baseline = http.get("/api/experiments").json()["rows"][0]["id"]
+    http.post("/api/labels", json={"experiment": baseline, "label": "baseline"})
+    run(["git", "add", "labels.yaml"], root)
+    run(["git", "commit", "-qm", "Label the baseline"], root)
+    http.post("/api/labels", json={"experiment": baseline, "label": "hidden"})
+    labels = (root / "labels.yaml").read_text()
     # applied and committed from its row, as `dvc exp apply` + `mnist-lab commit` do
     (root / "notes.txt").write_text("untracked files do not block")
     committed = http.post(
         "/api/commit", json={"experiment": "exp:from-the-board", "message": "CNN for 150 epochs"}
     )
     assert committed.status_code == 200, committed.json()
+    assert (root / "labels.yaml").read_text() == labels
     sha = committed.json()["commit"]
     head = http.get("/api/experiments").json()["rows"][0]
     assert head["id"] == sha and head["message"] == "CNN for 150 epochs"

@@ -60,6 +60,12 @@ def test_runs_no_experiment_names_are_rows_with_their_params_and_metrics(store, 
     table = http.get("/api/experiments", params={"runs": "true", "q": "source = run and accuracy > 0.96"})
     assert [r["id"] for r in table.json()["rows"]] == [f"run:{runs['loose']}"]
     assert len(http.get("/api/experiments").json()["rows"]) == 4  # without runs=true: the commits only
+    # a label on a run row is in the answer and the table at once, not after the store is read again
+    page = TestClient(create_app(root), headers={"X-Mnist-Lab": "board"})
+    page.get("/api/runs")
+    labelled = page.post("/api/labels", json={"experiment": f"run:{runs['loose']}", "label": "baseline"})
+    assert labelled.status_code == 200 and labelled.json()["labels"] == ["baseline"]
+    assert page.get("/api/runs").json()["rows"][0]["labels"] == ["baseline"]
 
 
 def test_a_run_row_compares_with_its_curves_from_the_store(store, monkeypatch) -> None:

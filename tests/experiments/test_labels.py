@@ -20,6 +20,16 @@ def test_set_label_adds_and_removes_and_keeps_the_file_tidy(tmp_path: Path) -> N
     assert text.startswith("# Labels of experiments") and f"{'a' * 40}: [baseline, champion]" in text
 
 
+def test_labels_set_at_once_are_all_kept(tmp_path: Path) -> None:
+    """The page answers requests in threads and the CLI may write too: each write reads, changes and
+    writes the file, one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda n: set_label(tmp_path, "a" * 40, f"l{n}"), range(24)))
+    assert read_labels(tmp_path) == {"a" * 40: sorted(f"l{n}" for n in range(24))}
+
+
 @pytest.mark.parametrize("label", ["", "Hidden", "a b", "-x", "x" * 33])
 def test_a_bad_label_is_refused_and_nothing_is_written(tmp_path: Path, label: str) -> None:
     with pytest.raises(LabelError, match="use 1-32 lower-case letters"):

@@ -79,3 +79,20 @@ def test_an_experiment_started_before_it_printed_anything_has_no_output_yet(monk
         queue.experiment_output(tmp_path, "exp-1")
     with pytest.raises(queue.NotQueued, match="no experiment named 'exp-2'"):
         queue.experiment_output(tmp_path, "exp-2")
+
+
+def test_a_name_already_queued_or_run_is_refused(monkeypatch, tmp_path) -> None:
+    """DVC queues a second experiment of the same name and keeps one result: refused before DVC runs."""
+    import shutil
+
+    from mnist_lab.experiments import queue
+    from tests.helpers import REPO_ROOT, commit_all, run
+
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    baseline = commit_all(tmp_path, "baseline")
+    run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/sgd-small", baseline], tmp_path)
+    monkeypatch.setattr(queue, "queue_status", lambda root: [{"name": "in-the-queue", "status": "Queued"}])
+    for taken in ("sgd-small", "in-the-queue"):
+        with pytest.raises(queue.QueueError, match=f"an experiment named '{taken}' exists already"):
+            queue.queue_experiment(tmp_path, [("models.sgd.alpha", "0.001")], taken)

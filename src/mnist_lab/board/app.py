@@ -226,6 +226,9 @@ def create_app(root: Path) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.board = board
+    # the requests that change the repository run one at a time (FastAPI runs them in threads): DVC takes
+    # its own lock and refuses a second command at once, and labels.yaml is read, changed and written
+    changing = threading.Lock()
 
     @app.exception_handler(StoreUnavailable)
     async def _store_away(request: Request, exc: StoreUnavailable) -> JSONResponse:
@@ -338,7 +341,8 @@ def create_app(root: Path) -> FastAPI:
     @app.post("/api/labels")
     def label(request: LabelRequest) -> dict[str, Any]:
         """Add or remove a label in labels.yaml, as `mnist-lab label` does; answers the experiment's row."""
-        return board.set_label(request.experiment, request.label, not request.remove)
+        with changing:
+            return board.set_label(request.experiment, request.label, not request.remove)
 
     @app.get("/api/params")
     def params() -> dict[str, Any]:
@@ -363,7 +367,8 @@ def create_app(root: Path) -> FastAPI:
             raise BadRequest(
                 'set: give at least one params.yaml override, e.g. {"models.mlp.alpha": "0.001"}'
             )
-        return {"queued": queue_experiment(root, list(request.set.items()), request.name)}
+        with changing:
+            return {"queued": queue_experiment(root, list(request.set.items()), request.name)}
 
     @app.get("/api/queue/{name}/output")
     def queue_output(name: str) -> dict[str, Any]:
@@ -380,7 +385,8 @@ def create_app(root: Path) -> FastAPI:
         """`dvc queue start`: a DVC worker runs the queued experiments; each shows up in the table."""
         from mnist_lab.experiments.queue import start_queue
 
-        return {"started": start_queue(root)}
+        with changing:
+            return {"started": start_queue(root)}
 
     @app.post("/api/commit")
     def commit(request: CommitRequest) -> dict[str, Any]:
@@ -388,13 +394,14 @@ def create_app(root: Path) -> FastAPI:
         from mnist_lab.experiments.linking import commit_experiment
         from mnist_lab.experiments.queue import apply_experiment
 
-        if request.experiment:
-            if not request.experiment.startswith("exp:"):
-                raise BadRequest(
-                    "experiment: only a DVC experiment (exp:<name>) is applied; commits are already in git"
-                )
-            apply_experiment(root, request.experiment[4:])
-        sha, links, tagging = commit_experiment(root, request.message)
+        if request.experiment and not request.experiment.startswith("exp:"):
+            raise BadRequest(
+                "experiment: only a DVC experiment (exp:<name>) is applied; commits are already in git"
+            )
+        with changing:
+            if request.experiment:
+                apply_experiment(root, request.experiment[4:])
+            sha, links, tagging = commit_experiment(root, request.message)
         return {
             "commit": sha,
             "runs": {link.model: link.run_id for link in links},
@@ -408,7 +415,8 @@ def create_app(root: Path) -> FastAPI:
         """`mnist-lab promote`: the challenger becomes champion only if it beats it (same rules)."""
         from mnist_lab.serving.promotion import promote_champion
 
-        name, decision = promote_champion(root, force=request.force, min_delta=request.min_delta)
+        with changing:
+            name, decision = promote_champion(root, force=request.force, min_delta=request.min_delta)
         return {"model": name, "promoted": decision.promoted, "decision": decision.table()}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

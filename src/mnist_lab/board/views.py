@@ -238,7 +238,9 @@ class ExperimentsBoard:
     def set_label(self, experiment: str, label: str, present: bool) -> dict[str, Any]:
         """Add or remove a label of `experiment` (as `mnist-lab label` does); its row afterwards."""
         row = self.row(experiment)
-        set_label(self.root, row["id"], label, present)
+        labels = set_label(self.root, row["id"], label, present)
+        if row["id"].startswith("run:"):  # the store's rows are read again only every few seconds
+            row["labels"] = labels
         return self.row(row["id"])
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import yaml
 
 from mnist_lab.core.errors import MnistLabError
-from mnist_lab.system.files import write_text_atomic
+from mnist_lab.system.files import exclusive_lock, write_text_atomic
 
 LABELS_FILE = "labels.yaml"
+LABELS_LOCK = Path(".mnist-lab") / "labels.lock"  # git-ignored
+HEADER = "# Labels of experiments (mnist-lab label / the experiments page): commit or exp:<name> -> labels\n"
 LABEL = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 
 
@@ -42,22 +44,17 @@ def set_label(root: Path, experiment: str, label: str, present: bool = True) -> 
             f"label {label!r}: use 1-32 lower-case letters, digits, '-', '_' or '.', starting with a letter "
             "or digit (say `hidden`, `champion`, `baseline`)"
         )
-    labels = read_labels(root)
-    current = labels.get(experiment, [])
-    updated = sorted({*current, label}) if present else [x for x in current if x != label]
-    if updated:
-        labels[experiment] = updated
-    else:
-        labels.pop(experiment, None)
-    text = (
-        "# Labels of experiments (mnist-lab label / the experiments page): commit or exp:<name> -> labels\n"
-        + (
-            yaml.safe_dump(dict(sorted(labels.items())), sort_keys=False, default_flow_style=None)
-            if labels
-            else ""
-        )
-    )
-    write_text_atomic(root / LABELS_FILE, text)
+    with exclusive_lock(root / LABELS_LOCK):  # the page and the CLI may write at once: no label lost
+        labels = read_labels(root)
+        current = labels.get(experiment, [])
+        updated = sorted({*current, label}) if present else [x for x in current if x != label]
+        if updated:
+            labels[experiment] = updated
+        else:
+            labels.pop(experiment, None)
+        listed = dict(sorted(labels.items()))
+        text = HEADER + (yaml.safe_dump(listed, sort_keys=False, default_flow_style=None) if labels else "")
+        write_text_atomic(root / LABELS_FILE, text)
     return updated
 
 
@@ -65,11 +62,10 @@ def experiment_id(root: Path, revision: str) -> str:
     """The id labels.yaml keys `revision` by: `exp:<name>` for a DVC experiment (that exists), else the
     full hash of the commit `revision` names."""
     from mnist_lab.experiments.linking import resolve_commit
-    from mnist_lab.system import commands
+    from mnist_lab.experiments.table import experiment_refs  # it imports this module
 
     if revision.startswith("exp:"):
-        refs = commands.git("for-each-ref", "--format=%(refname)", "refs/exps", cwd=root, check=True).stdout
-        if not any(ref.rsplit("/", 1)[-1] == revision[4:] for ref in refs.split()):
+        if revision[4:] not in {name for _, name in experiment_refs(root)}:
             raise LabelError(f"no DVC experiment {revision[4:]!r}: `dvc exp list --all-commits` names them")
         return revision
     return resolve_commit(root, revision)

@@ -13,6 +13,8 @@ import argparse
 import shlex
 import sys
 
+import yaml
+
 from mnist_lab.core.errors import MnistLabError, SettingsError
 from mnist_lab.core.settings import load_params_yaml, parse_settings
 from mnist_lab.system import commands
@@ -43,7 +45,14 @@ def check_overrides(raw: dict, model: str | None, overrides: list[tuple[str, str
             if not isinstance(node.get(part), dict):
                 raise SettingsError(f"--set {key}: params.yaml has no section '{part}' there")
             node = node[part]
-        node[leaf] = load_params_yaml(value)
+        try:
+            node[leaf] = load_params_yaml(value)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or exc).strip()
+            raise SettingsError(
+                f"--set {key}={value}: not a YAML value ({problem}); write a list as [1, 2], a string "
+                "with ': ' or brackets in quotes"
+            ) from None
     settings = parse_settings(candidate, source="params.yaml with --set")
     if model is not None:
         settings.model(model)

@@ -11,8 +11,11 @@ from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import load_params_yaml
+from mnist_lab.experiments.labels import LABELS_FILE
 from mnist_lab.experiments.project import check_overrides
+from mnist_lab.experiments.table import experiment_refs
 from mnist_lab.system import commands
+from mnist_lab.system.files import write_bytes_atomic
 
 _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 _STATUS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(.+?)\s+(Queued|Running|Success|Failed|Revoked)\s*$")
@@ -34,6 +37,13 @@ def queue_experiment(root: Path, overrides: list[tuple[str, str]], name: str | N
     queued experiment's name. Nothing is queued when a value is wrong."""
     raw = load_params_yaml((root / "params.yaml").read_text(encoding="utf-8"))
     check_overrides(raw, None, overrides)
+    if name:  # DVC would queue a second one and keep one of the two results
+        taken = {task["name"] for task in queue_status(root)} | {ref for _, ref in experiment_refs(root)}
+        if name in taken:
+            raise QueueError(
+                f"an experiment named {name!r} exists already (queued, or run: `dvc exp list --all-commits` "
+                "lists them): choose another name, or leave it out for DVC to make one"
+            )
     command = ["exp", "run", "--queue", *(["-n", name] if name else [])]
     for key, value in overrides:
         command += ["-S", f"{key}={value}"]
@@ -75,14 +85,23 @@ def queue_status(root: Path) -> list[dict[str, str]]:
 
 def apply_experiment(root: Path, name: str) -> None:
     """`dvc exp apply <name>`: the experiment's params, code and results into the workspace, refused while
-    the workspace has uncommitted changes to tracked files (they would be overwritten)."""
-    changed = commands.git("status", "--porcelain", "--untracked-files=no", cwd=root, check=True).stdout
+    the workspace has uncommitted changes to tracked files (they would be overwritten). labels.yaml is not
+    the experiment's: it stays as it is (an experiment queued before it existed would delete it, one queued
+    before a label was set would take the label back), uncommitted changes to it included."""
+    changed = commands.git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){LABELS_FILE}",
+        cwd=root, check=True,
+    ).stdout  # fmt: skip
     if changed.strip():
         files = ", ".join(line[3:] for line in changed.splitlines()[:5])
         raise QueueError(
             f"the workspace has uncommitted changes ({files}): commit or stash them before applying {name}"
         )
+    labels = root / LABELS_FILE
+    kept = labels.read_bytes() if labels.is_file() else None
     done = commands.dvc("exp", "apply", name, cwd=root)
+    if kept is not None and (not labels.is_file() or labels.read_bytes() != kept):
+        write_bytes_atomic(labels, kept)
     if done.returncode != 0:
         raise QueueError(f"`dvc exp apply {name}` failed: {(done.stderr or done.stdout).strip()[-600:]}")
 

@@ -96,7 +96,7 @@ def _log(
     return commits
 
 
-def _exp_refs(root: Path) -> list[tuple[str, str]]:
+def experiment_refs(root: Path) -> list[tuple[str, str]]:
     """(commit, name) of each DVC experiment ref (`refs/exps/<xx>/<baseline rest>/<name>`); queued ones
     (`refs/exps/celery/...`, stashes) are not experiments yet."""
     done = commands.git(
@@ -200,7 +200,7 @@ def experiment_rows(
     """The committed experiments reachable from `revision` (newest first), then (with `dvc_experiments`)
     the DVC experiments not committed, each a row (see the module's docstring)."""
     commits = _log(root, *([f"-n{limit}"] if limit else []), revision)
-    refs = _exp_refs(root) if dvc_experiments else []
+    refs = experiment_refs(root) if dvc_experiments else []
     experiments = [(info, name) for sha, name in refs for info in _log(root, "-n1", sha, paths=())]
     everything = [*commits, *(info for info, _ in experiments)]
     specs = [f"{info.commit}:{path}" for info in everything for path in EXPERIMENT_FILES]

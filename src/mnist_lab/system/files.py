@@ -120,3 +120,18 @@ def load_arrays(path: Path | str, required: tuple[str, ...]) -> dict[str, np.nda
         if missing:
             raise DataError(f"{path} lacks {', '.join(missing)}: it is stale or foreign; rerun `dvc repro`")
         return {name: archive[name] for name in archive.files}
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created, with its folder, if missing), across processes: one
+    writer at a time for a read-modify-write of a shared file."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_lab import tracking
-from mnist_lab.system.files import read_json, write_bytes_atomic, write_json
+from mnist_lab.system.files import exclusive_lock, read_json, write_bytes_atomic, write_json
 from mnist_lab.system.redact import display_uri, redact
 from mnist_lab.tracking import (
     OUTBOX,
@@ -116,16 +116,8 @@ def http_status(exc: BaseException) -> int | None:
 @contextlib.contextmanager
 def locked(root: Path) -> Iterator[None]:
     """The outbox's lock: one sender or re-tagger at a time, across processes."""
-    import fcntl
-
-    path = root / OUTBOX.with_name("outbox.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(root / OUTBOX.with_name("outbox.lock")):
+        yield
 
 
 def _manifest(record: ModelRunRecord, reason: str) -> dict[str, Any]:

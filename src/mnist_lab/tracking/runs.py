@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mnist_lab.system.files import exclusive_lock
 from mnist_lab.system.redact import display_uri
 from mnist_lab.tracking.config import (
     PARENT_RUN_TAG,
@@ -108,16 +109,9 @@ def store_initialisation_lock(settings: TrackingSettings) -> Iterator[None]:
     if not settings.tracking_uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
-
     database = Path(settings.tracking_uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(database.with_name(database.name + ".lock")):
+        yield
 
 
 @contextlib.contextmanager
