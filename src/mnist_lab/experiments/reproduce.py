@@ -259,7 +259,9 @@ def _for_remotes(local_config: str, remotes: set[str]) -> str:
     `.dvc/config`, from before the remote was set up) nor the section itself give a URL: DVC refuses a
     config whose remote has credentials and no URL ("expected 'url'"), so such a commit would not check
     out."""
-    kept, section, name = [], [], None
+    kept: list[str] = []
+    section: list[str] = []
+    name: str | None = None
 
     def close() -> None:
         if name is None or name in remotes or any(line.strip().startswith("url") for line in section):
