@@ -183,14 +183,19 @@ def test_only_the_workspaces_model_is_promoted_and_only_by_more_than_min_delta(
     )
     assert gain > 0.05  # on the same test set: the registered metrics are the workspace's test metrics
 
-    # the experiment is discarded (the workspace is the weak one again) but the alias stayed on v2
+    # the weak experiment is back in the workspace (applied again) but the alias stayed on v2 (each `dvc exp
+    # run` registers its best as the challenger): the workspace's experiment is the one compared
     (workspace / "registry.json").write_text(json.dumps(weak))
     code, out = promote(capsys)
-    assert code == 2 and "the challenger is v2, not v1, the model of the experiment in the workspace" in out
-    assert "`dvc exp apply`" in out and "--force promotes v2 anyway" in out
+    assert code == 1 and "the challenger alias is back on v1, the workspace's experiment" in out, out
+    assert "had moved it to v2, which --force would promote). v1 is already the champion" in out
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "1"
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 
     (workspace / "registry.json").write_text(json.dumps(strong))
+    client.set_registered_model_alias(
+        NAME, "challenger", "2"
+    )  # as the strong experiment's register stage did
     code, out = promote(capsys, "--min-delta", "0.9")
     assert code == 1 and "not promoted: v2 does not beat v1 by more than 0.9, which stays champion" in out
     decided = re.search(

@@ -163,8 +163,8 @@ def promote(
 ) -> PromotionDecision:
     """Move `champion` to the challenger if it scores higher by more than `min_delta` on `metric` than the
     champion on the same test data (or `force`); the new champion's version remembers the one it replaced.
-    The challenger must be the model of the experiment in the workspace (`registry.json`), both versions
-    trained for this task on this data version."""
+    The challenger is the model of the experiment in the workspace (`registry.json`; the alias is moved
+    back to it when a `dvc exp run` moved it), both versions trained for this task on this data version."""
     client, store = registry_client(root)
     ours = None if force else workspace_version(root, client, model_name, store)
     challenger = version_by_alias(client, model_name, CHALLENGER)
@@ -172,14 +172,17 @@ def promote(
         raise RegistryError(
             f"'{model_name}' has no {CHALLENGER}: `dvc repro` registers the best model as one"
         )
-    new = str(challenger.version)
+    new, moved = str(challenger.version), ""
     if ours is not None and ours != new:
-        raise RegistryError(
-            f"the {CHALLENGER} is v{new}, not v{ours}, the model of the experiment in the workspace "
-            f"(registry.json): a `dvc exp run` since moved the alias. Apply that experiment to promote "
-            f"it (`dvc exp apply`), or `dvc repro -f -s register` to make v{ours} the {CHALLENGER} "
-            f"again (--force promotes v{new} anyway)"
+        # every `dvc exp run` (each queued experiment) registers its best model as the challenger: the
+        # experiment in the workspace (the one applied, or run last here) is the one to promote
+        client.set_registered_model_alias(model_name, CHALLENGER, ours)
+        challenger = version_by_number(client, model_name, ours)
+        moved = (
+            f"the {CHALLENGER} alias is back on v{ours}, the workspace's experiment (registry.json; a "
+            f"`dvc exp run` had moved it to v{new}, which --force would promote). "
         )
+        new = ours
     champion = version_by_alias(client, model_name, CHAMPION)
     if not force:
         data_version = tracking.data_version(root)
@@ -191,7 +194,13 @@ def promote(
     old = str(champion.version) if champion is not None else None
     if old == new:
         return PromotionDecision(
-            metric, f"v{new}", new_value, f"v{old}", new_value, False, f"v{new} is already the {CHAMPION}"
+            metric,
+            f"v{new}",
+            new_value,
+            f"v{old}",
+            new_value,
+            False,
+            f"{moved}v{new} is already the {CHAMPION}",
         )
     old_score = score_version(root, model_name, old, test_pixels, y_true, binary) if old else None
     old_value = old_score.metrics[metric] if old_score else None
@@ -203,7 +212,7 @@ def promote(
         client.set_model_version_tag(model_name, new, PROMOTION_TAG, f"{stamp} {reason}")
         client.set_registered_model_alias(model_name, CHAMPION, new)
     return PromotionDecision(
-        metric, f"v{new}", new_value, f"v{old}" if old else None, old_value, promoted, reason,
+        metric, f"v{new}", new_value, f"v{old}" if old else None, old_value, promoted, moved + reason,
         decided_by(new_score, old_score, y_true) if old_score else "",
     )  # fmt: skip
 
