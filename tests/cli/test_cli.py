@@ -180,3 +180,21 @@ def test_predict_never_writes_over_its_input(repo: Path, capsys) -> None:
         assert main(["predict", "images.csv", "-o", "./images.csv", *extra]) == 2
         assert "--output images.csv is the input file images.csv" in capsys.readouterr().err
     assert images.read_text() == "1,2,3\n" and (repo / "dvc.yaml").read_text() == dvc_yaml
+
+
+def test_board_export_options_that_cannot_work_are_named(tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "taken").write_text("a file")
+    monkeypatch.chdir(tmp_path)
+    for argv, problem in (
+        (
+            ["--compare", "HEAD,HEAD~1"],
+            "--compare names what a static export compares: give --export DIR too",
+        ),
+        (["--export", "out", "--compare", "HEAD"], "--compare HEAD: name two experiments or more"),
+        (["--export", "out", "--compare", "HEAD,HEAD"], "--compare HEAD,HEAD: name two experiments or more"),
+        (["--export", "taken"], "--export taken: a file is there; name a folder"),
+    ):
+        assert main(["board", *argv]) == 2
+        assert problem in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

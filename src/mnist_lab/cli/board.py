@@ -7,16 +7,23 @@ import sys
 from pathlib import Path
 
 from mnist_lab.cli.arguments import port_number
+from mnist_lab.core.errors import MnistLabError
 
 
 def _cmd_board(args: argparse.Namespace) -> None:
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
+    if args.compare is not None and not args.export:
+        raise MnistLabError("--compare names what a static export compares: give --export DIR too")
     if args.export:
         from mnist_lab.board.export import export_board
 
         compare = [i for i in (args.compare or "").split(",") if i] or None
+        if compare is not None and len(set(compare)) < 2:
+            raise MnistLabError(f"--compare {args.compare}: name two experiments or more (a,b,...)")
+        if args.export.exists() and not args.export.is_dir():
+            raise MnistLabError(f"--export {args.export}: a file is there; name a folder (new, or to update)")
         ids = export_board(root, args.export, compare)
         page = (args.export / "index.html").resolve()
         print(f"wrote the board to {args.export}/: open file://{page}")
