@@ -1,12 +1,13 @@
 """labels.yaml: written atomically and sorted, read back, refused when malformed; `mnist-lab label`."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from mnist_lab.cli import main
 from mnist_lab.experiments.labels import LabelError, experiment_id, read_labels, set_label
-from tests.board.experiment_history import write_history
+from tests.board.experiment_history import GIT, write_history
 
 
 def test_set_label_adds_and_removes_and_keeps_the_file_tidy(tmp_path: Path) -> None:
@@ -53,3 +54,16 @@ def test_mnist_lab_label_resolves_revisions_and_dvc_experiments(tmp_path: Path, 
     assert experiment_id(tmp_path, "main") == commits[0]
     assert main(["label", "exp:nope", "hidden"]) == 2
     assert "no DVC experiment 'nope': `dvc exp list --all-commits` names them" in capsys.readouterr().err
+    # as the page shows them: a run no commit names; not a commit that is no experiment (shown nowhere)
+    assert main(["label", "run:" + "ab" * 16, "baseline"]) == 0
+    assert read_labels(tmp_path)["run:" + "ab" * 16] == ["baseline"]
+    (tmp_path / "README.md").write_text("notes\n")
+    subprocess.run([*GIT, "add", "README.md"], cwd=tmp_path, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "notes"], cwd=tmp_path, check=True)
+    assert main(["label", "HEAD", "hidden"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        f"is not an experiment commit: it changes neither dvc.lock nor metrics.json; the experiment it "
+        f"follows is {commits[0][:12]}" in error
+    )
+    assert main(["label", "run:nope", "hidden"]) == 2

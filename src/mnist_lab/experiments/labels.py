@@ -59,13 +59,28 @@ def set_label(root: Path, experiment: str, label: str, present: bool = True) -> 
 
 
 def experiment_id(root: Path, revision: str) -> str:
-    """The id labels.yaml keys `revision` by: `exp:<name>` for a DVC experiment (that exists), else the
-    full hash of the commit `revision` names."""
+    """The id labels.yaml keys `revision` by, as the experiments page shows it: `exp:<name>` for a DVC
+    experiment (that exists), `run:<run id>` for a run no commit names, else the full hash of the commit
+    `revision` names, which must be an experiment commit (one that changes dvc.lock or metrics.json: a label
+    on another commit would show nowhere)."""
     from mnist_lab.experiments.linking import resolve_commit
     from mnist_lab.experiments.table import experiment_refs  # it imports this module
+    from mnist_lab.system import commands
 
     if revision.startswith("exp:"):
         if revision[4:] not in {name for _, name in experiment_refs(root)}:
             raise LabelError(f"no DVC experiment {revision[4:]!r}: `dvc exp list --all-commits` names them")
         return revision
-    return resolve_commit(root, revision)
+    if revision.startswith("run:"):
+        if not re.fullmatch(r"run:[0-9a-f]{32}", revision):
+            raise LabelError(f"{revision!r}: a run's id is run:<its 32-character MLflow run id>")
+        return revision
+    commit = resolve_commit(root, revision)
+    last = commands.git_output("log", "-1", "--format=%H", commit, "--", "dvc.lock", "metrics.json", cwd=root)
+    if (last or "").strip() != commit:
+        follows = f"; the experiment it follows is {last.strip()[:12]}" if last and last.strip() else ""
+        raise LabelError(
+            f"{revision} ({commit[:12]}) is not an experiment commit: it changes neither dvc.lock nor "
+            f"metrics.json{follows} (`mnist-lab history` lists them)"
+        )
+    return commit
