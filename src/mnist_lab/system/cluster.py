@@ -50,8 +50,8 @@ def cluster_address(environ: Mapping[str, str]) -> str | None:
 
 def code_fingerprint() -> dict[str, str]:
     """What the fits run where this runs (sent to each worker, to compare with this machine): a hash of this
-    package's source files (an editable install's version never changes when its code does) and the
-    versions of FIT_LIBRARIES."""
+    package's source files (an editable install's version never changes when its code does), the versions
+    of FIT_LIBRARIES and the BLAS kernels (which round differently per CPU family)."""
     import hashlib
     from importlib.metadata import PackageNotFoundError, version
     from pathlib import Path
@@ -61,6 +61,15 @@ def code_fingerprint() -> dict[str, str]:
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     found = {"mnist_lab source": digest.hexdigest()[:12]}
+    import numpy  # noqa: F401 - its BLAS, loaded, is what threadpoolctl reports
+    from threadpoolctl import threadpool_info
+
+    kernels = {
+        f"{lib['internal_api']} {lib['architecture']}" for lib in threadpool_info() if lib.get("architecture")
+    }
+    found["BLAS kernels"] = (
+        ", ".join(sorted(kernels)) or "unknown"
+    )  # OPENBLAS_CORETYPE: see mnist_lab/__init__
     for library in FIT_LIBRARIES:
         try:
             found[library] = version(library)
