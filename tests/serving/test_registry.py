@@ -30,7 +30,9 @@ def test_a_server_that_does_not_answer_delays_registering_without_failing_the_pi
     (tmp_path / "reports" / "m").mkdir(parents=True)
     link = {"run_id": "a" * 32, "model_uri": "models:/m-123", "record_id": "b" * 32, "store": "local"}
     (tmp_path / "reports" / "m" / "mlflow.json").write_text(json.dumps(link))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:s3cret@127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "user")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     registration = register_challenger(tmp_path, "digits", tmp_path / "best_model.json", tmp_path / "reports")
     assert registration.version is None and registration.run_id == "a" * 32
