@@ -158,6 +158,15 @@ def test_a_grid_search_logs_a_parent_run_with_one_nested_run_per_candidate(
     # and each nested run's mean_fit_time is its own candidate's
     training_text = (workspace / "reports" / "sgd" / "training.json").read_text()
     assert "seconds" not in training_text and "time" not in training_text
+    # the committed records say which candidate was chosen and its cross-validated score, not only the grid
+    committed = yaml.safe_load((workspace / "params.yml").read_text())
+    assert committed["models.sgd.search.chosen.alpha"] == 0.0001
+    assert committed["models.sgd.search.chosen.loss"] == best["params"]["loss"]
+    metrics = json.loads((workspace / "metrics.json").read_text())["models"]["sgd"]
+    assert metrics["best_cv_score"] == best["mean_score"] and "accuracy" in metrics
+    assert ["sgd.best_cv_score", best["mean_score"]] in [
+        [row[0], float(row[1])] for row in list(csv.reader((workspace / "metrics.csv").open()))[1:]
+    ]
     timing = json.loads((workspace / "outputs" / "timing" / "sgd.json").read_text())
     by_candidate = {
         run.data.tags["mnist_lab.search_candidate"]: run.data.metrics["mean_fit_time"] for run in children

@@ -16,9 +16,18 @@ from mnist_lab.system import workspace
 from mnist_lab.system.files import read_experiment_file, read_json, write_json
 
 
-def experiment_params(settings: Settings, data_version: str | None) -> dict:
-    """params.yml for DagsHub: every setting, flattened, and the data version."""
-    return {**flatten(settings.model_dump()), "data.version": data_version or "unknown"}
+def experiment_params(
+    settings: Settings, data_version: str | None, chosen: dict[str, dict[str, Any]] | None = None
+) -> dict:
+    """params.yml for DagsHub: every setting, flattened, the data version, and for each model whose settings
+    hold a grid search the candidate it chose (`models.<m>.search.chosen.<param>`): the values the model was
+    trained with, which the settings alone do not say."""
+    chosen_params = {
+        f"models.{name}.search.chosen.{key}": value
+        for name, params in (chosen or {}).items()
+        for key, value in params.items()
+    }
+    return {**flatten(settings.model_dump()), "data.version": data_version or "unknown", **chosen_params}
 
 
 def select(context: StageContext) -> None:
@@ -32,12 +41,15 @@ def select(context: StageContext) -> None:
             raise DataError(f"{path} is missing: model '{name}' has not been evaluated; run `dvc repro`")
         per_model[name] = read_json(path)
         histories[name] = read_history(reports / name / "history.csv")
+    searches = {name: search for name in settings.models if (search := _search(reports / name))}
     with context.compute():
         best_name, best_value = best_model(per_model, settings.select.metric)
     summary: dict[str, Any] = {
         "best": {"model": best_name, "metric": settings.select.metric, "value": best_value},
         "models": {name: headline_metrics(metrics) for name, metrics in per_model.items()},
     }
+    for name, search in searches.items():  # the chosen candidate's cross-validated score, beside its test's
+        summary["models"][name]["best_cv_score"] = search["candidates"][search["best_index"]]["mean_score"]
     write_json(args.metrics, summary)
     best_run = read_experiment_file(reports / best_name / "mlflow.json", RunFile)
     best = BestModelFile(
@@ -55,7 +67,14 @@ def select(context: StageContext) -> None:
         logger.log_hyperparams(
             {
                 key: tracking.as_python_scalar(v)
-                for key, v in experiment_params(settings, tracking.data_version(root)).items()
+                for key, v in experiment_params(
+                    settings,
+                    tracking.data_version(root),
+                    {
+                        name: search["candidates"][search["best_index"]]["params"]
+                        for name, search in searches.items()
+                    },
+                ).items()
             }
         )
         logger.log_metrics(
@@ -73,6 +92,12 @@ def select(context: StageContext) -> None:
                     {f"{name}.{key}": float(value) for key, value in row.items() if key != "epoch"},
                     step_num=int(row["epoch"]),
                 )
+
+
+def _search(reports: Path) -> dict[str, Any] | None:
+    """The grid search a model's training ran (`training.json`), or None."""
+    path = reports / "training.json"
+    return read_json(path).get("search") if path.is_file() else None
 
 
 def parser():
