@@ -207,7 +207,19 @@ def test_compare_two_experiments(experiment: dict) -> None:
     assert "HEAD~1 -> workspace" in text and "models.sgd.alpha: 0.0001 -> 0.001" in text
     assert "data: unchanged" in text
     bad = run(["mnist-lab", "compare", "no-such-rev"], root, env, check=False)
-    assert bad.returncode == 2 and "'no-such-rev' is not a commit" in bad.stderr
+    assert (
+        bad.returncode == 2 and "'no-such-rev' is neither a commit of this repository nor a DVC" in bad.stderr
+    )
+    # a DVC experiment by the name `dvc exp show` prints (its ref as DVC keeps it)
+    old = run(["git", "rev-parse", "HEAD~1"], root).stdout.strip()
+    ref = f"refs/exps/{old[:2]}/{old[2:]}/macho-bree"
+    run(["git", "update-ref", ref, old], root)
+    try:
+        for name in ("macho-bree", "exp:macho-bree"):
+            named = json.loads(run(["mnist-lab", "compare", name, "HEAD", "--json"], root, env).stdout)
+            assert named["params"] == result["params"] and named["metrics"] == result["metrics"]
+    finally:
+        run(["git", "update-ref", "-d", ref], root)
 
 
 def test_an_experiment_committed_without_mnist_lab_commit_is_found_and_linked(experiment: dict) -> None:

@@ -232,8 +232,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     history.set_defaults(handler=_cmd_history)
 
     compare = commands.add_parser("compare", help="two experiments: params, metrics, data, code, runs")
-    compare.add_argument("old", help="a revision (commit, branch, tag, DVC experiment ref)")
-    compare.add_argument("new", nargs="?", help="a revision (default: the workspace)")
+    compare.add_argument("old", help="a revision (commit, branch, tag) or a DVC experiment's name")
+    compare.add_argument("new", nargs="?", help="a revision or DVC experiment (default: the workspace)")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=_cmd_compare)
 

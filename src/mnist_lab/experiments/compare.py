@@ -16,6 +16,7 @@ from mnist_lab.experiments.linking import (
     runs_of_commit,
     workspace_links,
 )
+from mnist_lab.experiments.table import experiment_refs
 from mnist_lab.system import commands
 from mnist_lab.system.commands import dvc
 
@@ -58,10 +59,26 @@ def _runs(root: Path, revision: str | None) -> list[RunLink]:
     return runs_of_commit(root, revision)
 
 
+def _experiment_commit(root: Path, revision: str) -> str:
+    """The commit `revision` names: a git revision, or a DVC experiment's name (`exp:` before it or not),
+    as `dvc exp show` prints it."""
+    try:
+        return resolve_commit(root, revision)
+    except LinkingError:
+        name = revision.removeprefix("exp:")
+        found = {sha for sha, ref in experiment_refs(root) if ref == name}
+        if len(found) == 1:
+            return found.pop()
+        raise LinkingError(
+            f"'{revision}' is neither a commit of this repository nor a DVC experiment's name (try "
+            "`mnist-lab history` or `dvc exp list --all-commits`)"
+        ) from None
+
+
 def compare(root: Path, old: str, new: str | None = None) -> Comparison:
     """Compare revision `old` with revision `new`, or with the workspace when `new` is None."""
-    old_commit = resolve_commit(root, old)
-    new_commit = resolve_commit(root, new) if new else None
+    old_commit = _experiment_commit(root, old)
+    new_commit = _experiment_commit(root, new) if new else None
     revisions = [old_commit, *([new_commit] if new_commit else [])]
     params = {
         key: {"old": v["old"], "new": v["new"]}
