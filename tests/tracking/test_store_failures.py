@@ -20,10 +20,11 @@ from tests.helpers import free_port
 @pytest.fixture
 def answering() -> Iterator[dict]:
     """An HTTP server on 127.0.0.1 answering every request with `reply["status"]`, `reply["body"]`."""
-    reply = {"status": 200, "body": b"{}", "type": "application/json"}
+    reply = {"status": 200, "body": b"{}", "type": "application/json", "requests": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _answer(self) -> None:
+            reply["requests"] += 1
             self.send_response(reply["status"])
             self.send_header("Content-Type", reply["type"])
             self.send_header("Content-Length", str(len(reply["body"])))
@@ -103,3 +104,25 @@ def test_a_page_that_is_not_the_api_is_a_configuration_error(answering: dict) ->
         tracking.check_server(settings, environ={})
     answering.update(body=b'{"experiment": {"experiment_id": "7", "lifecycle_stage": "active"}}')
     assert tracking.check_server(settings, environ={}) == "7"
+
+
+def test_tagging_a_commits_runs_on_a_server_refusing_the_login_says_so_once_asked(
+    answering: dict, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """`mnist-lab commit` / `link`: every run's tag would be refused the same way; the reason names the
+    variables to fix, and the server is asked once."""
+    from mnist_lab.experiments.linking import RunLink, tag_runs_with_commit
+
+    answering.update(status=401, body=b"You are not authenticated")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", answering["url"])
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    links = [RunLink("sgd", "a" * 32, "b" * 32), RunLink("mlp", "c" * 32, "d" * 32)]
+    tagging = tag_runs_with_commit(tmp_path, links, "e" * 40)
+    assert set(tagging.untagged) == {"sgd", "mlp"} and len(set(tagging.untagged.values())) == 1
+    assert (
+        "rejected the credentials (401): set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        in (tagging.untagged["mlp"])
+    )
+    assert answering["requests"] == 1

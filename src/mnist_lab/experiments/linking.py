@@ -172,10 +172,12 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
     answers it too). The commit names every run either way."""
     from mnist_lab.system.redact import display_uri, redact
     from mnist_lab.tracking.outbox import find_sent_run, is_transport_failure, pending_tags, retag_pending
+    from mnist_lab.tracking.server import describe_store_failure
 
     settings = tracking.TrackingSettings.from_environment(root)
     client = None
     done = Tagging({}, {})
+    refused: str | None = None  # why every tag fails: the server is away, or refuses the credentials
 
     def keeps(earlier: str | None, link: RunLink) -> bool:
         if earlier and earlier != commit and _first_records(root, earlier, commit, link):
@@ -190,8 +192,8 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
             or retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit})
         ):
             continue
-        if SERVER_AWAY in done.untagged.values():  # the other runs' tags would fail the same way
-            done.untagged[link.model] = SERVER_AWAY
+        if refused is not None:  # the other runs' tags would fail the same way (away, or credentials)
+            done.untagged[link.model] = refused
             continue
         sent = link.run_id or getattr(find_sent_run(root, link.record_id, settings), "run_id", None)
         if not sent:
@@ -207,14 +209,18 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
                 client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
         except Exception as exc:  # the commit is made (or was already): say what is missing rather than fail
             if is_transport_failure(exc):
-                done.untagged[link.model] = SERVER_AWAY
+                done.untagged[link.model] = refused = SERVER_AWAY
             elif "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
                 done.untagged[link.model] = (
                     f"its run {sent} is not in the tracking store {display_uri(settings.tracking_uri)} "
                     "(logged to another store, such as the local one before .env named a server)"
                 )
-            else:
-                done.untagged[link.model] = redact(f"{type(exc).__name__}: {exc}").splitlines()[0][:300]
+            else:  # a rejected login names the variables to fix, once for every run
+                described = describe_store_failure(exc)
+                reason = redact(described or f"{type(exc).__name__}: {exc}").splitlines()[0][:300]
+                done.untagged[link.model] = reason
+                if described and ("(401)" in described or "(403)" in described):
+                    refused = reason
     return done
 
 
