@@ -325,7 +325,7 @@ def test_commit_of_a_synced_run_an_uncommitted_one_and_an_absent_store(
     """A run that waited in the outbox: its commit names the record (run=pending), this clone's ledger
     the run id, so a prefix of the run id finds the commit offline. A run of the workspace not committed
     yet is said to be that. A store that does not answer is not 'does not know it'."""
-    from mnist_lab.experiments.linking import LinkingError, commit_of_run
+    from mnist_lab.experiments.linking import LinkingError, commit_of_run, resolve_sent_runs
     from mnist_lab.tracking import outbox
 
     run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
@@ -337,6 +337,10 @@ def test_commit_of_a_synced_run_an_uncommitted_one_and_an_absent_store(
     (tmp_path / outbox.SENT).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / outbox.SENT).write_text(json.dumps(ledger))
     assert commit_of_run(tmp_path, synced_run[:8]) == commit == commit_of_run(tmp_path, synced_run)
+    # sent to a server .env no longer names (here the store is a local one): its id, not "pending"
+    assert resolve_sent_runs(tmp_path, [RunLink("cnn", None, synced_record)]) == [
+        RunLink("cnn", synced_run, synced_record)
+    ]
     # a later commit naming the run by its id (trailers written after the sync): still the first commit,
     # whichever id is given
     later = RunLink("cnn", synced_run, synced_record).trailer()

@@ -127,16 +127,19 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
 
 def resolve_sent_runs(root: Path, links: list[RunLink]) -> list[RunLink]:
     """Fill in the run id of runs that waited in the outbox and have been sent since (found by record id:
-    this clone's record of what it sent, else the server). Offline, they stay pending."""
+    this clone's record of what it sent, else the server), to whichever server: one sent before `.env` named
+    another has its id all the same (it is not pending). Offline and never sent, they stay pending."""
     if all(link.run_id for link in links):
         return links
-    from mnist_lab.tracking.outbox import find_sent_run
+    from mnist_lab.tracking.outbox import find_sent_run, sent_runs
 
     settings = tracking.TrackingSettings.from_environment(root)
+    ledger = sent_runs(root)
     resolved = []
     for link in links:
         sent = None if link.run_id else find_sent_run(root, link.record_id, settings)
-        resolved.append(RunLink(link.model, sent.run_id, link.record_id) if sent else link)
+        run_id = link.run_id or (sent.run_id if sent else ledger.get(link.record_id))
+        resolved.append(RunLink(link.model, run_id, link.record_id))
     return resolved
 
 
