@@ -2,7 +2,7 @@
 
     accuracy > 0.97 and model = cnn
     (model = mlp or model = cnn) and not message ~ rerun
-    params.models.mlp.alpha <= 0.001 or label = champion
+    params.models.mlp.alpha <= 0.001 or labels = champion
 
 - A field is a row's column (`commit`, `model`, `params.seed`, `metrics.models.cnn.accuracy`, ...) or the
   unique column whose name ends with `.<field>` (`alpha` when one model has one). An unknown or ambiguous
@@ -10,7 +10,8 @@
 - Operators: `=` (also `==`), `!=`, `<`, `<=`, `>`, `>=`, `~` (contains, case-insensitive), `!~`.
 - Values: numbers, `true` / `false` / `null`, quoted strings ('...' or "..."), or bare words.
 - Numbers compare as numbers; anything else compares as text. A row without the field fails a comparison
-  (and `!=` / `!~` too: a missing value is not "different", it is unknown).
+  (and `!=` / `!~` too: a missing value is not "different", it is unknown). A list (labels, a network's
+  filters) holds when one of its items does; `!=` / `!~` when none does.
 - `and` binds tighter than `or`; parentheses group; keywords are case-insensitive.
 
 The page runs the same language in JavaScript (`board/static/query.js`); both are tested against the same
@@ -105,7 +106,14 @@ def _text(value: Any) -> str:
 
 
 def compare(left: Any, operator: str, right: Any) -> bool:
-    """One comparison, as the language defines it (a missing left value: always False)."""
+    """One comparison, as the language defines it (a missing left value: always False). A list (labels, a
+    network's filters) holds when one of its items does (`labels = champion`, `filters > 32`); `!=` and `!~`
+    when none of them matches."""
+    if isinstance(left, list | tuple):
+        if operator in ("!=", "!~"):
+            positive = "=" if operator == "!=" else "~"
+            return not any(compare(item, positive, right) for item in left)
+        return any(compare(item, operator, right) for item in left)
     if left is None and right is not None:
         return False
     if operator in ("~", "!~"):

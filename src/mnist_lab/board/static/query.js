@@ -63,6 +63,14 @@
   }
 
   function compare(left, operator, right) {
+    // a list holds when one of its items does; `!=` and `!~` when none of them matches (as Python's twin)
+    if (Array.isArray(left)) {
+      if (operator === "!=" || operator === "!~") {
+        const positive = operator === "!=" ? "=" : "~";
+        return !left.some((item) => compare(item, positive, right));
+      }
+      return left.some((item) => compare(item, operator, right));
+    }
     if ((left === null || left === undefined) && right !== null) return false;
     if (operator === "~" || operator === "!~") {
       const contains = asText(left).toLowerCase().includes(asText(right).toLowerCase());
