@@ -208,6 +208,15 @@ def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None
     assert len(patches) == 3 and all(patch.startswith("diff --git a/") for patch in patches)
     for target, patch in zip((commits[1], commits[3], commits[0]), patches, strict=True):
         assert_patch_gives(root, commits[5], target, patch, tmp_path)
+    # the comparison the export was made for, with the other experiment as baseline: its deltas turn over
+    rebased = f"#/compare?ids={commits[2]},{commits[0]}&baseline={commits[0]}"
+    metrics = {}
+    for page in (f"{url}/{rebased}", f"file://{out / 'index.html'}{rebased}"):
+        browser.get(page)
+        browser.refresh()
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
+        metrics[page] = browser.execute_script("return document.getElementById('compare-metrics').innerHTML")
+    assert len(set(metrics.values())) == 1, metrics
     # what the export does not hold, it says so
     browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[0]},no-such-experiment")
     browser.refresh()

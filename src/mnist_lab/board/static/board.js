@@ -117,12 +117,14 @@
     if (SNAPSHOT) {
       if (path in SNAPSHOT) return SNAPSHOT[path];
       if (path.startsWith("/api/compare?")) {
-        // the export holds one comparison: any order of its experiments shows it (with its baseline)
-        const wanted = new URLSearchParams(path.split("?")[1]).get("ids").split(",").sort().join(",");
-        const held = Object.keys(SNAPSHOT).find((key) => key.startsWith("/api/compare?") &&
-          SNAPSHOT[key].experiments.slice().sort().join(",") === wanted);
-        if (held) return SNAPSHOT[held];
+        // the export holds one comparison: any order of its experiments shows it, unless another baseline
+        // is asked for (then it is put together as any other)
         const query = new URLSearchParams(path.split("?")[1]);
+        const wanted = query.get("ids").split(",").sort().join(",");
+        const held = Object.keys(SNAPSHOT).find((key) => key.startsWith("/api/compare?") &&
+          SNAPSHOT[key].experiments.slice().sort().join(",") === wanted &&
+          (!query.get("baseline") || SNAPSHOT[key].baseline === query.get("baseline")));
+        if (held) return SNAPSHOT[held];
         const assembled = assembleComparison(query.get("ids").split(","), query.get("baseline"));
         if (assembled) return assembled;
       }
