@@ -96,3 +96,26 @@ def test_a_name_already_queued_or_run_is_refused(monkeypatch, tmp_path) -> None:
     for taken in ("sgd-small", "in-the-queue"):
         with pytest.raises(queue.QueueError, match=f"an experiment named '{taken}' exists already"):
             queue.queue_experiment(tmp_path, [("models.sgd.alpha", "0.001")], taken)
+
+
+def test_applying_an_experiment_run_on_an_older_commit_would_undo_newer_ones(tmp_path) -> None:
+    """Its baseline's params come back with it: refused when HEAD changed the inputs since its baseline."""
+    from mnist_lab.experiments import queue
+    from tests.helpers import commit_all, run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    baseline = commit_all(tmp_path, "baseline")
+    (tmp_path / "params.yaml").write_text("seed: 2\n")  # the experiment: a commit on the baseline, as DVC's
+    experiment = commit_all(tmp_path, "exp")
+    run(["git", "reset", "-q", "--hard", baseline], tmp_path)
+    run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/seed-2", experiment], tmp_path)
+    (tmp_path / "notes.txt").write_text("not an input\n")
+    commit_all(tmp_path, "notes")
+    with pytest.raises(queue.QueueError, match="`dvc exp apply seed-2` failed"):  # past the check: DVC's turn
+        queue.apply_experiment(tmp_path, "seed-2")
+    (tmp_path / "params.yaml").write_text("seed: 3\n")
+    commit_all(tmp_path, "newer params")
+    undoing = rf"seed-2 was run on {baseline[:12]}, and HEAD has changed its inputs since \(params.yaml\)"
+    with pytest.raises(queue.QueueError, match=undoing):
+        queue.apply_experiment(tmp_path, "seed-2")

@@ -97,6 +97,7 @@ def apply_experiment(root: Path, name: str) -> None:
         raise QueueError(
             f"the workspace has uncommitted changes ({files}): commit or stash them before applying {name}"
         )
+    _refuse_undoing_newer_commits(root, name)
     labels = root / LABELS_FILE
     kept = labels.read_bytes() if labels.is_file() else None
     done = commands.dvc("exp", "apply", name, cwd=root)
@@ -104,6 +105,27 @@ def apply_experiment(root: Path, name: str) -> None:
         write_bytes_atomic(labels, kept)
     if done.returncode != 0:
         raise QueueError(f"`dvc exp apply {name}` failed: {(done.stderr or done.stdout).strip()[-600:]}")
+
+
+def _refuse_undoing_newer_commits(root: Path, name: str) -> None:
+    """An experiment run on an older commit brings that commit's inputs back with its own: applied on a
+    HEAD that changed them since, it would silently undo those commits."""
+    experiment = next((sha for sha, ref in experiment_refs(root) if ref == name), None)
+    if experiment is None:
+        return  # DVC says what is wrong with the name
+    baseline = commands.git_output("rev-parse", f"{experiment}^", cwd=root)
+    head = commands.git_output("rev-parse", "HEAD", cwd=root)
+    if not baseline or not head or baseline.strip() == head.strip():
+        return
+    inputs = ("params.yaml", "dvc.yaml", "data.dvc", "src")
+    changed = commands.git_output("diff", "--name-only", baseline.strip(), "HEAD", "--", *inputs, cwd=root)
+    if changed and changed.strip():
+        files = ", ".join(changed.split()[:5])
+        raise QueueError(
+            f"{name} was run on {baseline.strip()[:12]}, and HEAD has changed its inputs since ({files}): "
+            f"applying it would undo that. Run it again on HEAD (`dvc exp run` with its -S values), or check "
+            f"out {baseline.strip()[:12]} first"
+        )
 
 
 def experiment_output(root: Path, name: str) -> dict[str, object]:
