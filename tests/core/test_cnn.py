@@ -153,6 +153,26 @@ def test_two_trainings_from_scratch_give_identical_weights_and_history(small_dig
     assert pickle.dumps(first.classifier) == pickle.dumps(second.classifier)  # the model file, byte for byte
 
 
+def test_initial_weights_do_not_depend_on_other_draws_from_pythons_random() -> None:
+    """Keras seeds an unseeded initializer from Python's global `random`, which other threads draw from too
+    (a Dask worker's event loop does, while a search's fit builds its network): the network's own seed
+    decides its initial weights alone."""
+    import random
+
+    from mnist_lab.core.cnn import import_keras
+
+    keras = import_keras()
+
+    def initial_weights(other_draws: int) -> list:
+        keras.utils.set_random_seed(7)
+        for _ in range(other_draws):
+            random.random()
+        return build_network(CNNSettings(type="cnn"), (8, 8), n_classes=10, seed=7).get_weights()
+
+    alone, disturbed = initial_weights(0), initial_weights(3)
+    assert all(np.array_equal(a, b) for a, b in zip(alone, disturbed, strict=True))
+
+
 def test_augmentation_is_seeded_and_changes_training(small_digits: Dataset) -> None:
     x_train, y_train, _, _ = pixels_of(small_digits)
     augmented = cnn(max_epochs=1, augmentation={"shift": 0.1, "rotation_degrees": 10})

@@ -135,8 +135,19 @@ def describe_network(settings: CNNSettings, image_shape: tuple[int, int], n_clas
 def build_network(settings: CNNSettings, image_shape: tuple[int, int], n_classes: int, seed: int) -> Any:
     """The compiled Keras model: flat raw 0-255 pixels in (what the served model receives), scaled to
     [0, 1] and reshaped into an image inside the network, class probabilities out."""
+    import random
+
     keras = import_keras()
     layers = keras.layers
+    # Each layer's initial weights from its own seed, drawn from a generator of this call's: Keras draws an
+    # unseeded initializer's seed from Python's global `random`, which other threads of the process may
+    # draw from too (a Dask worker's event loop does: the first fits on fresh workers scored differently).
+    # The seeds are those Keras drew after `set_random_seed(seed)`: the same networks as before.
+    draws = random.Random(seed)
+
+    def weights() -> Any:
+        return keras.initializers.GlorotUniform(seed=draws.randint(1, int(1e9)))
+
     rows, cols = image_shape
     inputs = keras.Input(shape=(rows * cols,), name="pixels")
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
@@ -153,7 +164,12 @@ def build_network(settings: CNNSettings, image_shape: tuple[int, int], n_classes
         zip(settings.filters, layer_sizes(settings, image_shape), strict=True), start=1
     ):
         x = layers.Conv2D(
-            filters, settings.kernel_size, padding="same", activation="relu", name=f"conv{index}"
+            filters,
+            settings.kernel_size,
+            padding="same",
+            activation="relu",
+            kernel_initializer=weights(),
+            name=f"conv{index}",
         )(x)
         if pooled != size:
             pool = (size[0] // pooled[0], size[1] // pooled[1])
@@ -163,8 +179,10 @@ def build_network(settings: CNNSettings, image_shape: tuple[int, int], n_classes
     if settings.dropout:
         x = layers.Dropout(settings.dropout, seed=seed, name="dropout")(x)
     for index, units in enumerate(settings.dense_units, start=1):
-        x = layers.Dense(units, activation="relu", name=f"dense{index}")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+        x = layers.Dense(units, activation="relu", kernel_initializer=weights(), name=f"dense{index}")(x)
+    outputs = layers.Dense(
+        n_classes, activation="softmax", kernel_initializer=weights(), name="probabilities"
+    )(x)
     network = keras.Model(inputs, outputs, name="cnn")
     optimizers = {
         "adam": keras.optimizers.Adam,
