@@ -66,6 +66,12 @@ def test_runs_no_experiment_names_are_rows_with_their_params_and_metrics(store, 
     labelled = page.post("/api/labels", json={"experiment": f"run:{runs['loose']}", "label": "baseline"})
     assert labelled.status_code == 200 and labelled.json()["labels"] == ["baseline"]
     assert page.get("/api/runs").json()["rows"][0]["labels"] == ["baseline"]
+    # the digit pad answers with an experiment's own model: a run's commit is the code it ran, not its model
+    refused = page.get("/api/model", params={"experiment": f"run:{runs['loose']}"})
+    assert (
+        refused.status_code == 400
+        and "is a run no commit records: the pad answers" in refused.json()["error"]
+    )
 
 
 def test_a_run_row_compares_with_its_curves_from_the_store(store, monkeypatch) -> None:

@@ -321,9 +321,19 @@ def create_app(root: Path) -> FastAPI:
         return board.compare([i for i in ids.split(",") if i], baseline)
 
     def _commit(experiment: str | None) -> str | None:
+        """The commit whose model the pad answers with (CHAMPION, or None: the workspace's)."""
         if experiment == CHAMPION:
             return CHAMPION
-        return board.row(experiment)["commit"] if experiment else None
+        if not experiment:
+            return None
+        row = board.row(experiment)
+        if row["source"] == "run":  # its commit is the code it ran, whose model may be another run's
+            raise BadRequest(
+                f"{row['id']} is a run no commit records: the pad answers with an experiment's own model. "
+                "Pick an experiment, or serve the run's logged model: `mnist-lab serve --model <its model "
+                "URI>` (its page in the MLflow UI shows it)"
+            )
+        return row["commit"]
 
     @app.get("/api/model")
     def model(
