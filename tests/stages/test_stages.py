@@ -312,3 +312,14 @@ def test_a_tracking_configuration_that_cannot_work_stops_the_first_stage(
     monkeypatch.setenv(variable, value)
     assert run_dvc_stage("validate") == 2
     assert f"error: validate: {message}" in capsys.readouterr().err
+
+
+def test_the_progress_bar_starts_with_the_first_epoch_not_before_a_search() -> None:
+    from mnist_lab.core.settings import MLPSettings
+    from mnist_lab.stages.train import ProgressBar
+
+    progress = ProgressBar("mlp", MLPSettings(type="mlp", max_epochs=20))
+    assert progress.bar is None  # a grid search may run for minutes before the refit's first epoch
+    progress(1, {"val_loss": 0.5, "val_accuracy": 0.9})
+    assert progress.bar is not None and progress.bar.total == 20
+    progress.close()

@@ -130,20 +130,22 @@ def training_records(
 
 
 class ProgressBar:
-    """A tqdm bar over epochs (MLP) or trees (forest); a no-op for models trained in one go."""
+    """A tqdm bar over epochs (MLP) or trees (forest); a no-op for models trained in one go. Drawn at the
+    first epoch or tree: after a grid search, not before it (it sat at 0% through the search, then showed
+    the search's minutes as the first epoch's)."""
 
     def __init__(self, model: str, model_settings: ModelSettings) -> None:
-        units = progress_units(model_settings)
-        self.bar = None
-        if units is not None:
-            from tqdm import tqdm
-
-            unit = "epoch" if model_settings.type == "mlp" else "tree"
-            self.bar = tqdm(total=units, desc=model, unit=unit, file=sys.stderr, disable=None)
+        self.model, self.units = model, progress_units(model_settings)
+        self.unit = "epoch" if model_settings.type == "mlp" else "tree"
+        self.bar: Any = None
 
     def __call__(self, done: int, record: dict[str, float]) -> None:
-        if self.bar is None:
+        if self.units is None:
             return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.units, desc=self.model, unit=self.unit, file=sys.stderr, disable=None)
         self.bar.update(done - self.bar.n)
         if record:
             self.bar.set_postfix(
