@@ -39,6 +39,7 @@ def answering() -> Iterator[dict]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     reply["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    reply["server"] = server
     yield reply
     server.shutdown()
 
@@ -126,3 +127,54 @@ def test_tagging_a_commits_runs_on_a_server_refusing_the_login_says_so_once_aske
         in (tagging.untagged["mlp"])
     )
     assert answering["requests"] == 1
+
+
+def test_tls_problems_are_configuration_errors_and_mlflows_tls_variables_are_honoured(
+    answering: dict, tmp_path
+) -> None:
+    """A TLS failure is not a server away (its runs would wait in the outbox for good): https:// to a plain
+    server, or a certificate not trusted; the check trusts what MLflow's client trusts."""
+    import shutil
+    import socket
+    import ssl
+    import subprocess
+
+    # a plain HTTP server answers the TLS greeting with a 400 in plain text, as MLflow's own servers do
+    listening = socket.create_server(("127.0.0.1", 0))
+
+    def answer_in_plain_http() -> None:
+        while True:
+            connection, _ = listening.accept()
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            connection.close()
+
+    threading.Thread(target=answer_in_plain_http, daemon=True).start()
+    plain = tracking.TrackingSettings(f"https://127.0.0.1:{listening.getsockname()[1]}", "mnist-lab", None)
+    not_tls = r"does not speak TLS as https:// asks .*is it http://"
+    with pytest.raises(tracking.TrackingConfigError, match=not_tls):
+        tracking.check_server(plain, environ={})
+    answering.update(body=b'{"experiment": {"experiment_id": "7", "lifecycle_stage": "active"}}')
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate to serve")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), answering["server"].RequestHandlerClass)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    threading.Thread(target=secure.serve_forever, daemon=True).start()
+    try:
+        settings = tracking.TrackingSettings(
+            f"https://127.0.0.1:{secure.server_address[1]}", "mnist-lab", None
+        )
+        with pytest.raises(tracking.TrackingConfigError, match=r"its TLS certificate is not trusted here"):
+            tracking.check_server(settings, environ={})
+        assert tracking.check_server(settings, environ={"MLFLOW_TRACKING_SERVER_CERT_PATH": str(cert)}) == "7"
+        assert tracking.check_server(settings, environ={"MLFLOW_TRACKING_INSECURE_TLS": "true"}) == "7"
+    finally:
+        secure.shutdown()

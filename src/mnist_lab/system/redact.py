@@ -37,10 +37,10 @@ def display_uri(uri: str) -> str:
     return mask_credentials(uri)
 
 
-def open_url(request: Any, timeout: float) -> Any:
+def open_url(request: Any, timeout: float, tls: Any = None) -> Any:
     """`urllib.request.urlopen`, except that an Authorization header never follows a redirect to another
     host (urllib copies it to wherever the server points; a compromised or misconfigured server could then
-    collect the credentials)."""
+    collect the credentials). `tls`: an `ssl.SSLContext` for https (default: the system's trust)."""
     import urllib.parse
     import urllib.request
 
@@ -53,4 +53,7 @@ def open_url(request: Any, timeout: float) -> Any:
                     new.remove_header("Authorization")
             return new
 
-    return urllib.request.build_opener(SameHostCredentials).open(request, timeout=timeout)
+    handlers: list[Any] = [SameHostCredentials]
+    if tls is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=tls))
+    return urllib.request.build_opener(*handlers).open(request, timeout=timeout)

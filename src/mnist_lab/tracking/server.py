@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import ssl
 import sys
 import time
 from collections.abc import Mapping
@@ -67,7 +68,7 @@ def check_server(
     last_problem = ""
     for attempt in range(1, attempts + 1):
         try:
-            with open_url(request, timeout=timeout) as response:
+            with open_url(request, timeout=timeout, tls=_tls_context(environ)) as response:
                 body = response.read()
             if not _is_json_object(body):  # a page of the UI, a proxy's login page: not MLflow's API
                 raise TrackingConfigError(
@@ -92,12 +93,41 @@ def check_server(
                     f"MLflow server {where} answered {last_problem}: is MLFLOW_TRACKING_URI an MLflow server?"
                 ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            last_problem = str(getattr(exc, "reason", exc))
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLError):  # it answered, but not as the address says: no retry helps
+                raise TrackingConfigError(_tls_problem(where, reason)) from None
+            last_problem = str(reason)
         if attempt < attempts:
             time.sleep(attempt)
     raise TrackingServerUnreachable(
         f"MLflow server {where} did not answer after {attempts} attempts ({last_problem}); check "
         "MLFLOW_TRACKING_URI (in .env or the environment)"
+    )
+
+
+def _tls_context(environ: Mapping[str, str]) -> ssl.SSLContext | None:
+    """What MLflow's client trusts, from the same variables: no verification with
+    MLFLOW_TRACKING_INSECURE_TLS=true, the CA bundle in MLFLOW_TRACKING_SERVER_CERT_PATH or
+    REQUESTS_CA_BUNDLE, else the system's (None)."""
+    if environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() == "true":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    bundle = environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or environ.get("REQUESTS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else None
+
+
+def _tls_problem(where: str, reason: ssl.SSLError) -> str:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (
+            f"MLflow server {where}: its TLS certificate is not trusted here ({reason.verify_message}): give "
+            "your CA bundle in REQUESTS_CA_BUNDLE (or MLFLOW_TRACKING_SERVER_CERT_PATH), or, for a test "
+            "server only, MLFLOW_TRACKING_INSECURE_TLS=true"
+        )
+    return (
+        f"MLflow server {where} does not speak TLS as https:// asks ({reason.reason or reason}): is it "
+        "http://? Fix MLFLOW_TRACKING_URI in .env"
     )
 
 
