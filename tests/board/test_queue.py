@@ -115,8 +115,10 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     assert committed.status_code == 200, committed.json()
     assert (root / "labels.yaml").read_text() == labels
     sha = committed.json()["commit"]
-    head = http.get("/api/experiments").json()["rows"][0]
+    rows_now = http.get("/api/experiments").json()["rows"]
+    head = rows_now[0]
     assert head["id"] == sha and head["message"] == "CNN for 150 epochs"
+    assert "exp:from-the-board" not in {row["id"] for row in rows_now}  # it is that commit's row now
     assert head["params.models.cnn.max_epochs"] == 150 and head["runs"]["cnn"]
     assert head["metrics.models.cnn.accuracy"] == row["metrics.models.cnn.accuracy"]
     # a tracked change in the workspace is never overwritten by an apply

@@ -36,3 +36,19 @@ def test_params_as_dvc_writes_them_read_as_params_yaml_does() -> None:
     )
     assert params == written and params["models.sgd.alpha"] == 1e-05
     assert files == {"models/sgd": {"0123456789abcdef0123456789abcdef"}}
+
+
+def test_an_experiment_applied_and_committed_is_one_row_not_two(tmp_path) -> None:
+    """`dvc exp apply` + `mnist-lab commit` make a new commit with the experiment's results: the DVC
+    experiment it came from is that commit's row, not a second one."""
+    from mnist_lab.experiments.table import experiment_refs, experiment_rows
+    from tests.board.experiment_history import GIT, write_history
+    from tests.helpers import run
+
+    write_history(tmp_path, 2, experiments=2)
+    assert {row["id"] for row in experiment_rows(tmp_path)} >= {"exp:exp-0", "exp:exp-1"}
+    applied = dict((name, sha) for sha, name in experiment_refs(tmp_path))["exp-0"]
+    run(["git", "checkout", applied, "--", "metrics.json", "params.yaml", "data.dvc"], tmp_path)
+    run([*GIT, "commit", "-qm", "Experiment exp-0, applied"], tmp_path)
+    ids = [row["id"] for row in experiment_rows(tmp_path)]
+    assert "exp:exp-0" not in ids and "exp:exp-1" in ids and len(ids) == 4

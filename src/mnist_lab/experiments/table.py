@@ -221,8 +221,15 @@ def experiment_rows(
         tags = labels.get(info.commit, []) + (["champion"] if info.commit == champion else [])
         rows.append(_row(info, "commit", blobs, stale, labels=tags))
     committed = {info.commit for info in commits}
+
+    def results(commit: str) -> tuple[bytes | None, ...]:
+        return tuple(blobs.get(f"{commit}:{path}") for path in EXPERIMENT_FILES)
+
+    committed_results = {results(info.commit) for info in commits}
     for info, name in experiments:
-        if info.commit not in committed:  # an experiment branched and committed is a commit row
+        # an experiment branched and committed is a commit row; applied and committed (`dvc exp apply` +
+        # `mnist-lab commit`: a new commit with its metrics, params and data) too
+        if info.commit not in committed and results(info.commit) not in committed_results:
             rows.append(
                 _row(info, "dvc-experiment", blobs, stale, name=name, labels=labels.get(f"exp:{name}", []))
             )
