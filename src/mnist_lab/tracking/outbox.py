@@ -38,6 +38,7 @@ from mnist_lab.system.files import exclusive_lock, read_json, write_bytes_atomic
 from mnist_lab.system.redact import display_uri, redact
 from mnist_lab.tracking import (
     OUTBOX,
+    SERVER_AWAY_FOR_S,
     TAG_PREFIX,
     ChildRunRecord,
     LoggedRun,
@@ -378,7 +379,9 @@ def log_or_spool(record: ModelRunRecord, settings: TrackingSettings, root: Path)
         return log_model_run(record, settings)
     try:
         if settings.server_away:
-            raise ConnectionError("the server did not answer the stage's check (see the warning above)")
+            raise ConnectionError(
+                f"it did not answer a stage's check less than {SERVER_AWAY_FOR_S} s ago: not tried again"
+            )
         logged = log_model_run(record, settings)
     except Exception as exc:
         if not is_transport_failure(exc):
