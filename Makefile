@@ -31,9 +31,7 @@ run: data ## the main job: set up, get the data, run the pipeline (dvc repro), p
 	dvc repro
 	@mnist-lab sync --quiet
 	@echo
-	@mnist-lab report
-	@echo
-	@echo "Every model is an MLflow run: \`make ui\` opens them at http://127.0.0.1:5000"
+	@mnist-lab report --where
 
 report: venv ## print the models' metrics and MLflow run ids
 	@mnist-lab report

@@ -26,6 +26,14 @@ def test_report_prints_every_model_and_the_best(repo_root: Path, monkeypatch, ca
     assert lines[0].split()[:3] == ["model", "accuracy", "f1_macro"]
     assert {line.split()[0] for line in lines[1:5]} == {"sgd", "random_forest", "mlp", "cnn"}
     assert sum("*" in line for line in lines[1:5]) == 1 and "best by f1_macro" in lines[-1]
+    # `make run` ends with where the runs are: the local store's UI, or the server .env names
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["report", "--where"]) == 0
+    assert capsys.readouterr().out.endswith("`make ui` opens them at http://127.0.0.1:5000\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://dagshub.com/jane/mnist.mlflow")
+    assert main(["report", "--where"]) == 0
+    said = capsys.readouterr().out
+    assert said.endswith("MLflow run on https://dagshub.com/jane/mnist.mlflow (open it in a browser)\n")
 
 
 def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch, capsys) -> None:

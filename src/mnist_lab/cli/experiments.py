@@ -14,9 +14,19 @@ from mnist_lab.core.errors import MnistLabError
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from mnist_lab.experiments.report import results_table
-    from mnist_lab.system.workspace import workspace_root
+    from mnist_lab.system.workspace import repository_root, workspace_root
 
     print(results_table(workspace_root()))
+    if args.where:
+        from mnist_lab.system.redact import display_uri
+        from mnist_lab.tracking import TrackingSettings
+
+        settings = TrackingSettings.from_environment(repository_root())
+        if settings.is_local:
+            print("\nEvery model is an MLflow run: `make ui` opens them at http://127.0.0.1:5000")
+        else:
+            where = display_uri(settings.tracking_uri)
+            print(f"\nEvery model is an MLflow run on {where} (open it in a browser)")
 
 
 def _cmd_sync(args: argparse.Namespace) -> None:
@@ -193,6 +203,7 @@ def _cmd_label(args: argparse.Namespace) -> None:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """The experiment commands."""
     report = commands.add_parser("report", help="table of the models' metrics and their MLflow runs")
+    report.add_argument("--where", action="store_true", help="then where the runs are (the store in .env)")
     report.set_defaults(handler=_cmd_report)
 
     sync = commands.add_parser("sync", help="send runs kept while the tracking server was unreachable")
