@@ -209,6 +209,18 @@ def test_labels_a_model_cannot_train_on_are_named_before_any_training() -> None:
     check_training_labels(searched, np.array([0, 1] * 5), "models.sgd")
     with pytest.raises(DataError, match=r"models.sgd: the training set holds only class \[1\]"):
         check_training_labels(sgd, np.ones(20, dtype=int), "models.sgd")
+    # a validation fraction that holds out fewer examples than there are classes (scikit-learn's split
+    # fails then, mid-pipeline, with a traceback): named with the range that works
+    digits = np.arange(1437) % 10
+    tiny = MLPSettings(type="mlp", validation_fraction=0.001)
+    too_few = r"models.mlp.validation_fraction is 0.001: 2 of 1437 training examples held out.*between 0.007"
+    with pytest.raises(SettingsError, match=too_few):
+        check_training_labels(tiny, digits, "models.mlp")
+    with pytest.raises(ValueError, match="should be greater or equal to the number of classes"):
+        from sklearn.model_selection import train_test_split
+
+        train_test_split(digits, test_size=0.001, stratify=digits, random_state=0)  # what it stands for
+    check_training_labels(MLPSettings(type="mlp", validation_fraction=0.007), digits, "models.mlp")
 
 
 def test_a_forest_predicts_the_same_probabilities_every_time_on_one_thread(small_digits: Dataset) -> None:

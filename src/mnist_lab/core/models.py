@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,18 @@ def check_training_labels(settings: ModelSettings, labels: np.ndarray, where: st
             f"{where}: class {rare} has a single training example, but this model holds out a stratified "
             f"{held_out:g} of the training set for validation, which needs two of every class; add data"
         )
+    if held_out is not None:
+        examples = labels.size  # a grid search's fits train on its folds: (cv - 1) / cv of the examples
+        if settings.search is not None:
+            examples = examples * (settings.search.cv - 1) // settings.search.cv
+        validation = math.ceil(held_out * examples)  # as scikit-learn's train_test_split rounds it
+        if min(validation, examples - validation) < classes.size:
+            least = math.ceil(classes.size / examples * 1000) / 1000
+            raise SettingsError(
+                f"{where}.validation_fraction is {held_out:g}: {validation} of {examples} training examples "
+                f"held out, but a stratified split needs one of each of the {classes.size} classes on both "
+                f"sides; set it between {least:g} and {1 - least:g}"
+            )
 
 
 def train_classifier(
