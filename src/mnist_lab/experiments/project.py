@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import Any
 
 import yaml
 
@@ -26,19 +27,31 @@ def parse_overrides(text: str) -> list[tuple[str, str]]:
     pairs = []
     for item in shlex.split(text.replace(",", " ")):
         key, equals, value = item.partition("=")
+        if not equals and key.startswith("~") and len(key) > 1:  # remove a key: `~models.sgd.search`
+            pairs.append((key, ""))
+            continue
         if not equals or not key:
             raise SettingsError(f"--set: '{item}' is not key=value (for example models.mlp.alpha=0.001)")
         pairs.append((key, value))
     return pairs
 
 
+def override_arguments(overrides: list[tuple[str, str]]) -> list[str]:
+    """The overrides as `dvc exp run -S` takes them (Hydra's grammar): `key=value`, `+key=value` (a key
+    params.yaml does not have), `++key=value`, `~key` (remove it; an empty value) or `~key=value`."""
+    return [key if key.startswith("~") and value == "" else f"{key}={value}" for key, value in overrides]
+
+
 def check_overrides(raw: dict, model: str | None, overrides: list[tuple[str, str]]) -> None:
-    """Apply the overrides to a copy of params.yaml and validate it (and that `model` is one of its models),
+    """Apply the overrides to a copy of params.yaml as DVC does (its own Hydra code: `+`, `++`, `~`, and a
+    dict merged into the one it overrides) and validate the result (and that `model` is one of its models),
     so a typo fails before any work."""
     import copy
 
     candidate = copy.deepcopy(raw)
     for key, value in overrides:
+        if key.startswith(("+", "~")):
+            continue  # DVC's code below says what is wrong with these
         node = candidate
         *parents, leaf = key.split(".")
         for part in parents:
@@ -53,9 +66,28 @@ def check_overrides(raw: dict, model: str | None, overrides: list[tuple[str, str
                 f"--set {key}={value}: not a YAML value ({problem}); write a list as [1, 2], a string "
                 "with ': ' or brackets in quotes"
             ) from None
-    settings = parse_settings(candidate, source="params.yaml with --set")
+    settings = parse_settings(_as_dvc_applies(raw, overrides), source="params.yaml with --set")
     if model is not None:
         settings.model(model)
+
+
+def _as_dvc_applies(raw: dict, overrides: list[tuple[str, str]]) -> Any:
+    """params.yaml (`raw`) with the overrides applied by DVC's `-S` code, on a copy in a temporary folder."""
+    import tempfile
+    from pathlib import Path
+
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "params.yaml"
+        copy.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        for argument in override_arguments(overrides):  # one by one: the error names the one at fault
+            try:
+                apply_overrides(copy, [argument])
+            except Exception as exc:
+                cause = str(exc.__cause__ or exc).split(" See https://")[0].strip()
+                raise SettingsError(f"--set {argument}: {cause}") from None
+        return load_params_yaml(copy.read_text(encoding="utf-8"))
 
 
 def _run(command: list[str], cwd) -> int:
@@ -83,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_overrides(args.set)
         check_overrides(raw, args.model, overrides)
         command = ["dvc", "exp", "run", "--temp"]
-        for key, value in overrides:
-            command += ["-S", f"{key}={value}"]
+        for argument in override_arguments(overrides):
+            command += ["-S", argument]
         return _run([*command, f"evaluate@{args.model}"], root)
     except MnistLabError as exc:
         print(f"error: {exc}", file=sys.stderr)

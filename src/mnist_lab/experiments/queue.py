@@ -12,7 +12,7 @@ from pathlib import Path
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import load_params_yaml
 from mnist_lab.experiments.labels import LABELS_FILE
-from mnist_lab.experiments.project import check_overrides
+from mnist_lab.experiments.project import check_overrides, override_arguments
 from mnist_lab.experiments.table import experiment_refs
 from mnist_lab.system import commands
 from mnist_lab.system.files import write_bytes_atomic
@@ -45,8 +45,8 @@ def queue_experiment(root: Path, overrides: list[tuple[str, str]], name: str | N
                 "lists them): choose another name, or leave it out for DVC to make one"
             )
     command = ["exp", "run", "--queue", *(["-n", name] if name else [])]
-    for key, value in overrides:
-        command += ["-S", f"{key}={value}"]
+    for argument in override_arguments(overrides):
+        command += ["-S", argument]
     done = commands.dvc(*command, cwd=root)
     queued = _QUEUED.search(done.stdout + done.stderr)
     if done.returncode != 0 or not queued:

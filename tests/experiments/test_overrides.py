@@ -1,0 +1,38 @@
+"""params.yaml overrides checked before any work (the board's queue, `mlflow run . -e train -P set=...`),
+applied as `dvc exp run -S` applies them: DVC's own Hydra code, so `+`, `++`, `~` and merged dicts mean
+what they mean to DVC, and its refusals come first, not after DVC started."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnist_lab.core.errors import SettingsError
+from mnist_lab.core.settings import load_params_yaml
+from mnist_lab.experiments.project import check_overrides, override_arguments, parse_overrides
+from tests.helpers import REPO_ROOT
+
+RAW = load_params_yaml((REPO_ROOT / "params.yaml").read_text())
+SEARCH = "{grid: {alpha: [0.0001, 0.001]}, cv: 3}"
+
+
+def test_a_key_params_yaml_lacks_is_added_with_plus_as_dvc_asks() -> None:
+    with pytest.raises(SettingsError, match=r"To append to your config use \+models.mlp.search="):
+        check_overrides(RAW, "mlp", [("models.mlp.search", SEARCH)])
+    check_overrides(RAW, "mlp", [("+models.mlp.search", SEARCH)])  # the search the settings then check
+    with pytest.raises(SettingsError, match=r"search.grid: 'alhpa' is not a setting of a mlp model"):
+        check_overrides(RAW, "mlp", [("+models.mlp.search", "{grid: {alhpa: [0.1]}}")])
+    with pytest.raises(SettingsError, match=r"An item is already at 'models.mlp.alpha'"):
+        check_overrides(RAW, "mlp", [("+models.mlp.alpha", "0.1")])
+    check_overrides(RAW, "mlp", [("++models.mlp.alpha", "0.1")])
+
+
+def test_a_key_is_removed_with_a_tilde() -> None:
+    check_overrides(RAW, "mlp", [("~models.mlp.alpha", "")])  # back to its default
+    assert override_arguments([("~models.mlp.alpha", ""), ("models.sgd.alpha", "0.1")]) == [
+        "~models.mlp.alpha",
+        "models.sgd.alpha=0.1",
+    ]
+    assert parse_overrides("~models.mlp.alpha models.sgd.alpha=0.1") == [
+        ("~models.mlp.alpha", ""),
+        ("models.sgd.alpha", "0.1"),
+    ]
