@@ -551,6 +551,7 @@
     const set = {};
     for (const line of $("#run-set").value.split("\n").map((l) => l.trim()).filter(Boolean)) {
       const at = line.indexOf("=");
+      if (at < 0 && line.startsWith("~") && line.length > 1) { set[line] = ""; continue; }  // remove a key
       if (at < 1) { $("#run-error").textContent = `'${line}' is not key=value (for example models.mlp.alpha=0.001)`; $("#run-error").hidden = false; return; }
       set[line.slice(0, at).trim()] = line.slice(at + 1).trim();
     }
