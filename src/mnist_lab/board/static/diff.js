@@ -3,8 +3,9 @@
 // without git. Lines are matched with Myers' O(ND) algorithm (git's default), so hunks are git's in most
 // cases; where two equally short edits exist, git may place a hunk elsewhere (its indent heuristic) and
 // adds a function name after `@@`; either way the patch applies (`git apply`) and gives the same files.
-// Renames are found as `git diff` finds them (its default -M50%: identical files first, then files whose
-// content is at least half the same, scored as git's diffcore-delta does).
+// Renames are found as `git diff` finds them in most cases (its default -M50%: identical files first, then
+// files whose content is at least half the same, scored as git 2.39's diffcore-delta does; newer git also
+// counts a last line without its newline, and pairs files of the same name first).
 // A classic script (no ES module), so that the export works from file://; under Node.js a CommonJS module.
 (function (root) {
   "use strict";
@@ -149,7 +150,7 @@
       accum1 = (((accum1 << 7) ^ (accum2 >>> 25)) + c) >>> 0;
       accum2 = ((accum2 << 7) ^ (old1 >>> 25)) >>> 0;
       if (++n < 64 && c !== 10) continue;
-      const hash = ((accum1 + Math.imul(accum2, 0x61)) >>> 0) % 65537;
+      const hash = ((accum1 + Math.imul(accum2, 0x61)) >>> 0) % 107927; // git's HASHBASE
       counts.set(hash, (counts.get(hash) || 0) + n);
       n = 0; accum1 = 0; accum2 = 0;
     }
