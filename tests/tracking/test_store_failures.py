@@ -70,9 +70,25 @@ def test_a_server_away_or_refusing_reads_as_one_line(
     error = {"error_code": "INVALID_PARAMETER_VALUE", "message": "injected"}
     answering.update(status=400, body=json.dumps(error).encode())
     bad = describe_store_failure(failure_of(answering["url"], monkeypatch))
-    assert bad == "the tracking store refused the request: INVALID_PARAMETER_VALUE: injected"
+    assert bad == "the tracking store refused the request (HTTP 400): INVALID_PARAMETER_VALUE: injected"
 
     assert describe_store_failure(ValueError("a bug")) is None  # its traceback is worth seeing
+    from mlflow.exceptions import MlflowException
+
+    try:  # a bug of ours while handling the server's error: not the server's fault
+        try:
+            raise failure_of(answering["url"], monkeypatch)
+        except MlflowException:
+            raise KeyError("experiment_id") from None
+    except KeyError as ours:
+        assert describe_store_failure(ours) is None
+    # MLflow's client refusing what it was given (no server involved): a bug, its traceback shown
+    assert (
+        describe_store_failure(
+            MlflowException("Changing param values is not allowed. See https://mlflow.org")
+        )
+        is None
+    )
 
 
 def test_the_cli_prints_it_with_credentials_masked(
@@ -176,5 +192,13 @@ def test_tls_problems_are_configuration_errors_and_mlflows_tls_variables_are_hon
             tracking.check_server(settings, environ={})
         assert tracking.check_server(settings, environ={"MLFLOW_TRACKING_SERVER_CERT_PATH": str(cert)}) == "7"
         assert tracking.check_server(settings, environ={"MLFLOW_TRACKING_INSECURE_TLS": "true"}) == "7"
+        assert tracking.check_server(settings, environ={"MLFLOW_TRACKING_INSECURE_TLS": "1"}) == "7"
+        missing = {"REQUESTS_CA_BUNDLE": str(tmp_path / "nowhere.pem")}
+        with pytest.raises(
+            tracking.TrackingConfigError, match=r"REQUESTS_CA_BUNDLE=.*nowhere.pem: not a CA bundle"
+        ):
+            tracking.check_server(settings, environ=missing)
+        plain_http = tracking.TrackingSettings(answering["url"], "mnist-lab", None)
+        assert tracking.check_server(plain_http, environ=missing) == "7"  # a plain server: no TLS to set up
     finally:
         secure.shutdown()

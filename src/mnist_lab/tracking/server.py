@@ -65,10 +65,11 @@ def check_server(
         pair = f"{environ.get('MLFLOW_TRACKING_USERNAME', '')}:{environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
         request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
     where = display_uri(settings.tracking_uri)
+    tls = _tls_context(environ) if settings.tracking_uri.startswith("https://") else None
     last_problem = ""
     for attempt in range(1, attempts + 1):
         try:
-            with open_url(request, timeout=timeout, tls=_tls_context(environ)) as response:
+            with open_url(request, timeout=timeout, tls=tls) as response:
                 body = response.read()
             if not _is_json_object(body):  # a page of the UI, a proxy's login page: not MLflow's API
                 raise TrackingConfigError(
@@ -109,13 +110,25 @@ def _tls_context(environ: Mapping[str, str]) -> ssl.SSLContext | None:
     """What MLflow's client trusts, from the same variables: no verification with
     MLFLOW_TRACKING_INSECURE_TLS=true, the CA bundle in MLFLOW_TRACKING_SERVER_CERT_PATH or
     REQUESTS_CA_BUNDLE, else the system's (None)."""
-    if environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() == "true":
+    if environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() in ("true", "1"):
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    bundle = environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or environ.get("REQUESTS_CA_BUNDLE")
-    return ssl.create_default_context(cafile=bundle) if bundle else None
+    for name in ("MLFLOW_TRACKING_SERVER_CERT_PATH", "REQUESTS_CA_BUNDLE"):
+        bundle = environ.get(name, "").strip()
+        if not bundle:
+            continue
+        try:  # a folder of certificates, as requests takes it, or a file
+            if Path(bundle).is_dir():
+                return ssl.create_default_context(capath=bundle)
+            return ssl.create_default_context(cafile=bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise TrackingConfigError(
+                f"{name}={bundle}: not a CA bundle this can read ({exc}): name a PEM file or folder of "
+                "certificates, or remove it"
+            ) from None
+    return None
 
 
 def _tls_problem(where: str, reason: ssl.SSLError) -> str:
@@ -139,20 +152,27 @@ def _is_json_object(body: bytes) -> bool:
 
 
 def describe_store_failure(exc: BaseException) -> str | None:
-    """One line for an error a tracking store's client raised (MLflow, requests), naming the fix: the server
-    did not answer, refused the credentials or the request. None for anything else (a bug: its traceback is
-    worth seeing). Callers redact it (a server's message may quote a URL)."""
-    from mnist_lab.tracking.outbox import http_status, is_transport_failure
-
-    clients = ("mlflow", "requests", "urllib3")
-    if not any(type(cause).__module__.partition(".")[0] in clients for cause in _chain(exc)):
-        return None
+    """One line for an error a tracking store's client raised (MLflow, requests) about the server, naming the
+    fix: it did not answer, refused the credentials, or answered the request with an error. None for
+    anything else, a client-side MlflowException included (a bug: its traceback is worth seeing). Callers
+    redact it (a server's message may quote a URL)."""
     import re
 
+    from mnist_lab.tracking.outbox import http_status, is_transport_failure
+
+    if type(exc).__module__.partition(".")[0] not in ("mlflow", "requests", "urllib3"):
+        return None
     text = str(exc)
-    address = re.search(r"https?://[^\s/'\"]+", text)
-    where = f"the tracking server {display_uri(address.group(0))}" if address else "the tracking store"
-    status = next((code for cause in _chain(exc) if (code := http_status(cause)) is not None), None)
+    status = http_status(exc)
+    if not is_transport_failure(exc) and status is None:
+        return None
+    api = re.search(r"API request to (https?://[^\s/'\"]+)", text)  # MLflow names the server it asked
+    pool = re.search(r"host='([^']+)', port=(\d+)", text)  # or requests' connection pool does
+    where = "the tracking store"
+    if api:
+        where = f"the tracking server {display_uri(api.group(1))}"
+    elif pool:
+        where = f"the tracking server {pool.group(1)}:{pool.group(2)}"
     if is_transport_failure(exc):
         reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
         why = reason.group(1).strip() if reason else (f"HTTP {status}" if status else type(exc).__name__)
@@ -165,17 +185,7 @@ def describe_store_failure(exc: BaseException) -> str | None:
         hint = _credentials_hint(os.environ)
         return f"{where} {what}: set {hint} in .env to a user and password that may use it"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return f"{where} refused the request: {first[:500]}"
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and what caused it, each once."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
+    return f"{where} refused the request (HTTP {status}): {first[:500]}"
 
 
 def _active_experiment_id(body: bytes) -> str | None:
