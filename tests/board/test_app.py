@@ -245,6 +245,14 @@ def test_queueing_a_wrong_value_is_refused_with_the_clis_message(
     assert answer.json()["error"] == str(raised.value)
 
 
+def test_a_commit_without_a_message_is_refused_before_applying_anything(client) -> None:
+    http, root, _ = client
+    before = sorted(p.name for p in root.iterdir())
+    answer = http.post("/api/commit", json={"message": "   ", "experiment": "exp:anything"})
+    assert answer.status_code == 400 and "the commit message is empty" in answer.json()["error"]
+    assert sorted(p.name for p in root.iterdir()) == before
+
+
 def test_queueing_nothing_is_refused(client) -> None:
     http, _, _ = client
     answer = http.post("/api/queue", json={"set": {}})

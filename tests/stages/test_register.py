@@ -231,6 +231,12 @@ def test_models_of_another_data_version_or_image_size_are_not_compared(
     assert (
         code == 2 and "v1 was trained on data version aaaaaaaaaaaa, not the workspace's bbbbbbbbbbbb" in out
     )
+    # the alias moved by another experiment's register stage: a promotion refused as above changes nothing
+    client = mlflow.MlflowClient(tracking_store, registry_uri=tracking_store)
+    client.set_registered_model_alias(NAME, "challenger", "1")
+    code, out = promote(capsys)
+    assert code == 2 and "data version aaaaaaaaaaaa" in out
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "1"
 
     # 4x4 images: a model for 8x8 ones cannot even be scored on them; said, not a scikit-learn traceback
     images, labels = random_images(200, 4, 4)

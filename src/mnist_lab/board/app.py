@@ -404,6 +404,8 @@ def create_app(root: Path) -> FastAPI:
         from mnist_lab.experiments.linking import commit_experiment
         from mnist_lab.experiments.queue import apply_experiment
 
+        if not request.message.strip():  # before an apply changes the workspace
+            raise BadRequest("message: say what this experiment changes (the commit message is empty)")
         if request.experiment and not request.experiment.startswith("exp:"):
             raise BadRequest(
                 "experiment: only a DVC experiment (exp:<name>) is applied; commits are already in git"

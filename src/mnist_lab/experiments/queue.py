@@ -11,11 +11,11 @@ from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import load_params_yaml
-from mnist_lab.experiments.labels import LABELS_FILE
+from mnist_lab.experiments.labels import LABELS_FILE, LABELS_LOCK
 from mnist_lab.experiments.project import check_overrides, override_arguments
 from mnist_lab.experiments.table import experiment_refs
 from mnist_lab.system import commands
-from mnist_lab.system.files import write_bytes_atomic
+from mnist_lab.system.files import exclusive_lock, write_bytes_atomic
 
 _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 _STATUS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(.+?)\s+(Queued|Running|Success|Failed|Revoked)\s*$")
@@ -99,10 +99,13 @@ def apply_experiment(root: Path, name: str) -> None:
         )
     _refuse_undoing_newer_commits(root, name)
     labels = root / LABELS_FILE
-    kept = labels.read_bytes() if labels.is_file() else None
-    done = commands.dvc("exp", "apply", name, cwd=root)
-    if kept is not None and (not labels.is_file() or labels.read_bytes() != kept):
-        write_bytes_atomic(labels, kept)
+    with exclusive_lock(root / LABELS_LOCK):  # a label set meanwhile (`mnist-lab label`) is not lost
+        kept = labels.read_bytes() if labels.is_file() else None
+        done = commands.dvc("exp", "apply", name, cwd=root)
+        if kept is None:
+            labels.unlink(missing_ok=True)  # none before: none brought back with the experiment either
+        elif not labels.is_file() or labels.read_bytes() != kept:
+            write_bytes_atomic(labels, kept)
     if done.returncode != 0:
         raise QueueError(f"`dvc exp apply {name}` failed: {(done.stderr or done.stdout).strip()[-600:]}")
 

@@ -176,18 +176,18 @@ def promote(
     if ours is not None and ours != new:
         # every `dvc exp run` (each queued experiment) registers its best model as the challenger: the
         # experiment in the workspace (the one applied, or run last here) is the one to promote
-        client.set_registered_model_alias(model_name, CHALLENGER, ours)
-        challenger = version_by_number(client, model_name, ours)
         moved = (
             f"the {CHALLENGER} alias is back on v{ours}, the workspace's experiment (registry.json; a "
             f"`dvc exp run` had moved it to v{new}, which --force would promote). "
         )
-        new = ours
+        challenger, new = version_by_number(client, model_name, ours), ours
     champion = version_by_alias(client, model_name, CHAMPION)
     if not force:
         data_version = tracking.data_version(root)
         for version in filter(None, (challenger, champion)):
             _check_comparable(version, task, positive_class, data_version)
+    if moved:  # once the versions are known comparable: a refused promotion changes nothing
+        client.set_registered_model_alias(model_name, CHALLENGER, new)
     binary = task == "binary"
     new_score = score_version(root, model_name, new, test_pixels, y_true, binary)
     new_value = new_score.metrics[metric]
