@@ -47,8 +47,15 @@ def test_an_experiment_applied_and_committed_is_one_row_not_two(tmp_path) -> Non
 
     write_history(tmp_path, 2, experiments=2)
     assert {row["id"] for row in experiment_rows(tmp_path)} >= {"exp:exp-0", "exp:exp-1"}
+    # an experiment whose results equal its own baseline's (a run that changed nothing) is still its row
+    baseline = run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip()
+    same = run(
+        [*GIT, "commit-tree", f"{baseline}^{{tree}}", "-p", baseline, "-m", "no change"], tmp_path
+    ).stdout
+    run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/no-change", same.strip()], tmp_path)
+    assert "exp:no-change" in {row["id"] for row in experiment_rows(tmp_path)}
     applied = dict((name, sha) for sha, name in experiment_refs(tmp_path))["exp-0"]
     run(["git", "checkout", applied, "--", "metrics.json", "params.yaml", "data.dvc"], tmp_path)
     run([*GIT, "commit", "-qm", "Experiment exp-0, applied"], tmp_path)
     ids = [row["id"] for row in experiment_rows(tmp_path)]
-    assert "exp:exp-0" not in ids and "exp:exp-1" in ids and len(ids) == 4
+    assert "exp:exp-0" not in ids and {"exp:exp-1", "exp:no-change"} <= set(ids) and len(ids) == 5

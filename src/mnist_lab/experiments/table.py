@@ -225,11 +225,15 @@ def experiment_rows(
     def results(commit: str) -> tuple[bytes | None, ...]:
         return tuple(blobs.get(f"{commit}:{path}") for path in EXPERIMENT_FILES)
 
-    committed_results = {results(info.commit) for info in commits}
+    committed_results: dict[tuple[bytes | None, ...], set[str]] = {}
+    for info in commits:
+        committed_results.setdefault(results(info.commit), set()).add(info.commit)
     for info, name in experiments:
         # an experiment branched and committed is a commit row; applied and committed (`dvc exp apply` +
-        # `mnist-lab commit`: a new commit with its metrics, params and data) too
-        if info.commit not in committed and results(info.commit) not in committed_results:
+        # `mnist-lab commit`: a new commit with its metrics, params and data) too, but not one that only
+        # reproduced its own baseline
+        applied = committed_results.get(results(info.commit), set()) - {info.parent}
+        if info.commit not in committed and not applied:
             rows.append(
                 _row(info, "dvc-experiment", blobs, stale, name=name, labels=labels.get(f"exp:{name}", []))
             )
