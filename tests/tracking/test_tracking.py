@@ -392,6 +392,9 @@ def test_dagshub_repo_builds_the_hosted_mlflow_uri(tmp_path: Path) -> None:
         ("file:./mlruns", r"'file:./mlruns' is not a tracking store"),
         ("ftp://127.0.0.1/x", r"scheme 'ftp' is not an MLflow tracking store"),
         ("http://:5000", r"names no host"),
+        ("http://127.0.0.1:abc", r"is not a valid address \(Port could not be cast"),
+        ("http://127.0.0.1:99999", r"is not a valid address \(Port out of range"),
+        ("http://[::1", r"is not a valid address \(Invalid IPv6 URL"),
         ("http://jane:s3cret@127.0.0.1:5000", r"holds credentials: put them in MLFLOW_TRACKING_USERNAME"),
         (
             "http://127.0.0.1:5000/#/experiments/1",

@@ -99,7 +99,13 @@ def checked_tracking_uri(uri: str) -> str:
     if not uri:
         return uri
     shown = display_uri(uri)
-    parts = urllib.parse.urlsplit(uri)
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        parts.port  # noqa: B018 - reading it checks it (a number from 0 to 65535)
+    except ValueError as exc:
+        raise TrackingConfigError(
+            f"MLFLOW_TRACKING_URI={shown!r} is not a valid address ({exc}): write it as http://<host>:<port>"
+        ) from None
     scheme = parts.scheme.lower()
     if uri == "databricks":
         return uri
