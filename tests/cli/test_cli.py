@@ -34,6 +34,9 @@ def test_report_prints_every_model_and_the_best(repo_root: Path, monkeypatch, ca
     assert main(["report", "--where"]) == 0
     said = capsys.readouterr().out
     assert said.endswith("MLflow run on https://dagshub.com/jane/mnist.mlflow (open it in a browser)\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://db.example/mlflow")  # a database: no page
+    assert main(["report", "--where"]) == 0
+    assert capsys.readouterr().out.endswith("MLflow run in postgresql://db.example/mlflow\n")
 
 
 def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -22,8 +22,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
         from mnist_lab.tracking import TrackingSettings
 
         settings = TrackingSettings.from_environment(repository_root())
-        if settings.is_local:
+        if settings.tracking_uri.startswith("sqlite:"):
             print("\nEvery model is an MLflow run: `make ui` opens them at http://127.0.0.1:5000")
+        elif not settings.is_remote:
+            print(f"\nEvery model is an MLflow run in {display_uri(settings.tracking_uri)}")
         else:
             where = display_uri(settings.tracking_uri)
             print(f"\nEvery model is an MLflow run on {where} (open it in a browser)")

@@ -135,10 +135,15 @@ def check_training_labels(settings: ModelSettings, labels: np.ndarray, where: st
         validation = math.ceil(held_out * examples)  # as scikit-learn's train_test_split rounds it
         if min(validation, examples - validation) < classes.size:
             least = math.ceil(classes.size / examples * 1000) / 1000
+            fix = (
+                f"set it between {least:g} and {1 - least:g}"
+                if least < 0.5
+                else "add data (no fraction works)"
+            )
             raise SettingsError(
                 f"{where}.validation_fraction is {held_out:g}: {validation} of {examples} training examples "
                 f"held out, but a stratified split needs one of each of the {classes.size} classes on both "
-                f"sides; set it between {least:g} and {1 - least:g}"
+                f"sides; {fix}"
             )
 
 

@@ -153,10 +153,16 @@ def _check_workers(client: Any, address: str) -> None:
         if found.get(what) != mine[what]
     ]
     if differences:
+        blas = any(" has BLAS kernels " in difference for difference in differences)
         raise ClusterError(
             f"the Dask workers at {address} must run this machine's code and libraries, or their fits are "
             f"not this machine's: {'; '.join(differences[:6])}. Restart them from this checkout, in its "
             "environment (`make venv`)"
+            + (
+                ", with OPENBLAS_CORETYPE=Haswell (a worker loads numpy before this package pins it)"
+                if blas
+                else ""
+            )
         )
 
 
