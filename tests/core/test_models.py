@@ -221,8 +221,8 @@ def test_labels_a_model_cannot_train_on_are_named_before_any_training() -> None:
 
         train_test_split(digits, test_size=0.001, stratify=digits, random_state=0)  # what it stands for
     check_training_labels(MLPSettings(type="mlp", validation_fraction=0.007), digits, "models.mlp")
-    with pytest.raises(SettingsError, match=r"add data \(no fraction works\)"):  # 12 examples, 10 classes
-        check_training_labels(MLPSettings(type="mlp"), np.arange(12) % 10, "models.mlp")
+    with pytest.raises(SettingsError, match=r"add data \(no fraction works\)"):  # 20 examples, 10 classes
+        check_training_labels(MLPSettings(type="mlp"), np.arange(20) % 10, "models.mlp")
 
 
 def test_a_forest_predicts_the_same_probabilities_every_time_on_one_thread(small_digits: Dataset) -> None:
