@@ -7,6 +7,7 @@ import pytest
 
 from mnist_lab.cli import main
 from mnist_lab.experiments.labels import LabelError, experiment_id, read_labels, set_label
+from mnist_lab.experiments.table import experiment_refs
 from tests.board.experiment_history import GIT, write_history
 
 
@@ -52,6 +53,8 @@ def test_mnist_lab_label_resolves_revisions_and_dvc_experiments(tmp_path: Path, 
     assert main(["label", "exp:exp-0", "hidden"]) == 0
     assert read_labels(tmp_path)["exp:exp-0"] == ["hidden"]
     assert experiment_id(tmp_path, "main") == commits[0]
+    exp_commit = next(sha for sha, name in experiment_refs(tmp_path) if name == "exp-0")
+    assert experiment_id(tmp_path, exp_commit) == "exp:exp-0"  # by its hash: the id the page shows
     assert main(["label", "exp:nope", "hidden"]) == 2
     assert "no DVC experiment 'nope': `dvc exp list --all-commits` names them" in capsys.readouterr().err
     # as the page shows them: a run no commit names; not a commit that is no experiment (shown nowhere)

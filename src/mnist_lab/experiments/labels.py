@@ -76,6 +76,9 @@ def experiment_id(root: Path, revision: str) -> str:
             raise LabelError(f"{revision!r}: a run's id is run:<its 32-character MLflow run id>")
         return revision
     commit = resolve_commit(root, revision)
+    named = [name for sha, name in experiment_refs(root) if sha == commit]
+    if named and commands.git("merge-base", "--is-ancestor", commit, "HEAD", cwd=root).returncode != 0:
+        return f"exp:{named[0]}"  # a DVC experiment's commit: the page shows it as exp:<name>
     last = commands.git_output("log", "-1", "--format=%H", commit, "--", "dvc.lock", "metrics.json", cwd=root)
     if (last or "").strip() != commit:
         follows = f"; the experiment it follows is {last.strip()[:12]}" if last and last.strip() else ""
