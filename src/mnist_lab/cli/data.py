@@ -75,10 +75,11 @@ def _cmd_remote_setup(args: argparse.Namespace) -> None:
 
     root = repository_root()
     settings = load_remote_settings(root)
-    for line in configure_remote(root, settings):
+    written = configure_remote(root, settings)
+    for line in written:
         print(line)
     print(f"checked: {check_remote(settings, root)}")
-    if settings.url_source.startswith("DVC's config"):
+    if any(line.endswith("(the committed URL, kept)") for line in written):
         print("next: `dvc pull`; credentials stay in the git-ignored .dvc/config.local")
         return
     print(

@@ -359,8 +359,14 @@ def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
                     f"cannot create the DVC remote folder {folder} ({exc.strerror}): fix DVC_REMOTE_URL"
                 ) from None
             lines.append(f"created the remote folder {folder}")
-    if settings.url_source.startswith("DVC's config"):  # a clone's committed remote: kept as written
-        _dvc_checked(root, "remote", "default", name)  # (DVC's merged config shows a folder made absolute)
+    committed = _dvc(root, "config", "--project", f"remote.{name}.url")
+    if (
+        settings.url_source.startswith("DVC's config")
+        and committed.returncode == 0
+        and committed.stdout.strip()
+    ):
+        # a clone's committed remote: kept as written (DVC's merged config shows a folder made absolute)
+        _dvc_checked(root, "remote", "default", name)
         lines[0] += " (the committed URL, kept)"
     else:
         _dvc_checked(root, "remote", "add", "--force", "-d", name, settings.url)
