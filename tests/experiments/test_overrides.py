@@ -26,6 +26,11 @@ def test_a_key_params_yaml_lacks_is_added_with_plus_as_dvc_asks() -> None:
     check_overrides(RAW, "mlp", [("++models.mlp.alpha", "0.1")])
 
 
+def test_a_typo_is_named_by_the_settings_not_taken_for_a_key_to_add() -> None:
+    with pytest.raises(SettingsError, match=r"unknown key 'models.sgd.alpah'"):
+        check_overrides(RAW, "sgd", [("models.sgd.alpah", "1.0")])
+
+
 def test_a_key_is_removed_with_a_tilde() -> None:
     check_overrides(RAW, "mlp", [("~models.mlp.alpha", "")])  # back to its default
     assert override_arguments([("~models.mlp.alpha", ""), ("models.sgd.alpha", "0.1")]) == [

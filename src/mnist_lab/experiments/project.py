@@ -66,6 +66,8 @@ def check_overrides(raw: dict, model: str | None, overrides: list[tuple[str, str
                 f"--set {key}={value}: not a YAML value ({problem}); write a list as [1, 2], a string "
                 "with ': ' or brackets in quotes"
             ) from None
+    # the settings first, on the overrides set plainly: a typo says "unknown key", not DVC's "use +"
+    parse_settings(candidate, source="params.yaml with --set")
     settings = parse_settings(_as_dvc_applies(raw, overrides), source="params.yaml with --set")
     if model is not None:
         settings.model(model)
