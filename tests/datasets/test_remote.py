@@ -20,7 +20,7 @@ from mnist_lab.datasets.remote import (
 )
 from mnist_lab.datasets.remote_check import check_remote
 from mnist_lab.system.redact import mask_credentials
-from tests.helpers import copy_repository, run
+from tests.helpers import copy_repository, free_port, run
 from tests.servers import basic_auth_http_server, moto_s3_server
 
 # Variables of the machine running the tests that would change what the commands under test see.
@@ -220,6 +220,35 @@ def test_credentials_are_never_on_a_command_line(
     local = (tmp_path / ".dvc" / "config.local").read_text()
     assert local.count(secret) == 1 and secret not in (tmp_path / ".dvc" / "config").read_text()
     assert run(["dvc", "config", "--list"], tmp_path).stdout.count(secret) == 1  # DVC reads it back
+
+
+def test_a_failed_setup_leaves_the_working_remote_as_it_was(tmp_path: Path) -> None:
+    """A wrong URL or password in .env must not replace a remote that worked: `remote setup` checks the
+    new settings and, when the check fails, puts .dvc/config and .dvc/config.local back byte for byte."""
+    from mnist_lab.datasets.remote_check import setup_remote
+
+    run(["git", "init", "-q", str(tmp_path)], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    config, local = tmp_path / ".dvc" / "config", tmp_path / ".dvc" / "config.local"
+    first_time = settings_from({"DVC_REMOTE_URL": f"http://127.0.0.1:{free_port()}/store"})
+    before = config.read_bytes()
+    with pytest.raises(RemoteUnreachableError, match=r"as they were: nothing was written; .*--no-check"):
+        setup_remote(tmp_path, first_time)
+    assert config.read_bytes() == before and not local.exists()
+
+    working = {
+        "DVC_REMOTE_URL": "https://dvc.example/store",
+        "DVC_REMOTE_USER": "u",
+        "DVC_REMOTE_PASSWORD": "p1",
+    }
+    written, checked = setup_remote(tmp_path, settings_from(working), check=False)
+    assert checked is None and "https://dvc.example/store" in written[0]
+    kept = config.read_bytes(), local.read_bytes()
+    assert b"password = p1" in kept[1]
+    typo = {**working, "DVC_REMOTE_URL": f"http://127.0.0.1:{free_port()}/store", "DVC_REMOTE_PASSWORD": "p2"}
+    with pytest.raises(RemoteUnreachableError):
+        setup_remote(tmp_path, settings_from(typo))
+    assert (config.read_bytes(), local.read_bytes()) == kept
 
 
 # --- helpers for the real-DVC tests -------------------------------------------------------------------------
@@ -443,12 +472,18 @@ def test_wrong_http_password_fails_clearly_everywhere(project: Path, tmp_path: P
         author = author_copy(project, tmp_path / "author")
         credentials = {"DVC_REMOTE_USER": "alice", "DVC_REMOTE_PASSWORD": wrong}
         write_env(author, {"DVC_REMOTE_URL": server.url, **credentials})
+        before = (author / ".dvc" / "config").read_bytes()
         setup = commands(["mnist-lab", "remote", "setup"], author, check=False)
         assert setup.returncode == 2
         assert (
             f"error: DVC remote 'origin' at {server.url} refused the credentials (HTTP 401 Unauthorized): "
             "check DVC_REMOTE_USER / DVC_REMOTE_PASSWORD in .env, then run `mnist-lab remote setup` again"
         ) in setup.stderr
+        # a refused check writes nothing; --no-check writes the settings as they are
+        assert (author / ".dvc" / "config").read_bytes() == before
+        assert not (author / ".dvc" / "config.local").exists()
+        unchecked = commands(["mnist-lab", "remote", "setup", "--no-check"], author)
+        assert "not checked (--no-check)" in unchecked.stdout
         assert commands(["mnist-lab", "remote", "check"], author, check=False).returncode == 2
         pushed = commands(["dvc", "push"], author, check=False)
         assert pushed.returncode != 0 and "401" in pushed.stderr
@@ -517,6 +552,7 @@ def test_wrong_s3_keys_fail_clearly(project: Path, tmp_path: Path) -> None:
             "(HTTP 403"
         ) in setup.stderr
         assert "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in .env" in setup.stderr
+        commands(["mnist-lab", "remote", "setup", "--no-check"], author)
         pushed = commands(["dvc", "push"], author, check=False)
         assert pushed.returncode != 0 and "(403)" in pushed.stderr and "Forbidden" in pushed.stderr
 

@@ -69,16 +69,16 @@ def _cmd_data_restore(args: argparse.Namespace) -> None:
 
 
 def _cmd_remote_setup(args: argparse.Namespace) -> None:
-    from mnist_lab.datasets.remote import configure_remote, load_remote_settings
-    from mnist_lab.datasets.remote_check import check_remote
+    from mnist_lab.datasets.remote import load_remote_settings
+    from mnist_lab.datasets.remote_check import setup_remote
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
     settings = load_remote_settings(root)
-    written = configure_remote(root, settings)
+    written, checked = setup_remote(root, settings, check=not args.no_check)
     for line in written:
         print(line)
-    print(f"checked: {check_remote(settings, root)}")
+    print(f"checked: {checked}" if checked else "not checked (--no-check): `mnist-lab remote check` tests it")
     if any(line.endswith("(the committed URL, kept)") for line in written):
         print("next: `dvc pull`; credentials stay in the git-ignored .dvc/config.local")
         return
@@ -152,6 +152,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     setup = remote.add_parser(
         "setup",
         help="make the remote that .env names (DVC_REMOTE_URL or DAGSHUB_REPO) DVC's default, then check it",
+    )
+    setup.add_argument(
+        "--no-check",
+        action="store_true",
+        help="write the settings without checking the remote (by default a failed check writes nothing)",
     )
     setup.set_defaults(handler=_cmd_remote_setup)
     check = remote.add_parser("check", help="check that the remote answers and takes the credentials")

@@ -14,13 +14,41 @@ from pathlib import Path
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.datasets.remote import (
     CHECK_TIMEOUT_S,
+    LOCAL_CONFIG,
     RemoteAuthError,
     RemoteError,
     RemoteSettings,
     RemoteUnreachableError,
+    configure_remote,
     load_remote_settings,
 )
 from mnist_lab.system.redact import display_uri, mask_credentials, open_url
+
+
+def setup_remote(root: Path, settings: RemoteSettings, check: bool = True) -> tuple[list[str], str | None]:
+    """`configure_remote`, then (unless `check` is False) `check_remote`: the lines saying what was written
+    and the check's sentence. When either fails, `.dvc/config` and `.dvc/config.local` are put back byte for
+    byte, so a wrong password or a typo in the URL never replaces a remote that worked."""
+    saved = {path: path.read_bytes() if path.is_file() else None for path in _config_files(root)}
+    try:
+        written = configure_remote(root, settings)
+        return written, check_remote(settings, root) if check else None
+    except BaseException as exc:
+        for path, content in saved.items():
+            if content is None:
+                path.unlink(missing_ok=True)
+            elif not path.is_file() or path.read_bytes() != content:
+                path.write_bytes(content)
+        if isinstance(exc, MnistLabError):
+            exc.args = (
+                f"{exc.args[0] if exc.args else exc}\n(.dvc/config and {LOCAL_CONFIG} are as they were: "
+                "nothing was written; `mnist-lab remote setup --no-check` writes without checking)",
+            )
+        raise
+
+
+def _config_files(root: Path) -> tuple[Path, Path]:
+    return root / ".dvc" / "config", root / LOCAL_CONFIG
 
 
 def check_remote(settings: RemoteSettings, root: Path) -> str:
