@@ -219,6 +219,69 @@ def test_failure_reasons_are_redacted_before_they_are_kept(tmp_path: Path, monke
         assert "hunter2-secret" not in kept and "https://h/x" in kept
 
 
+def test_a_run_waits_for_the_server_it_was_logged_for(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The tracking URI changed while a run waited (another server, a local store): `sync` does not send it
+    to the new one unasked; it says where it was meant to go and how to send it either way."""
+    from mnist_lab.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-of-the-old-server")
+    away = "https://me:pw-of-the-old-server@old.example/mlflow"
+    record = run_record()
+    spooled = outbox.spool(record, tmp_path, reason="down", tracking_uri=away)
+    manifest = (spooled.path / "manifest.json").read_text()
+    assert json.loads(manifest)["server"] == "https://old.example/mlflow" and "pw-of" not in manifest
+    (tmp_path / ".dvc").mkdir()  # the repository's root
+    monkeypatch.chdir(tmp_path)
+
+    settings = tracking.TrackingSettings.from_environment(tmp_path)
+    sent, (problem,) = outbox.send_pending(tmp_path, settings)
+    assert sent == [] and outbox.pending_records(tmp_path) == [spooled.path]
+    assert f"logged for https://old.example/mlflow, not {settings.tracking_uri}: it waits" in problem
+    assert "`mnist-lab sync --to-this-server`" in problem
+    capsys.readouterr()
+    assert main(["sync"]) == 2  # asked for: an error
+    assert "error: not sent: " in capsys.readouterr().err
+    assert main(["sync", "--quiet"]) == 0  # after `make run`'s pipeline: a warning, the run kept
+    assert "warning: not sent: " in capsys.readouterr().err
+    assert outbox.pending_records(tmp_path) == [spooled.path]
+
+    assert main(["sync", "--to-this-server"]) == 0
+    assert outbox.pending_records(tmp_path) == []
+    run = mlflow.MlflowClient(tracking_store).search_runs(
+        [mlflow.MlflowClient(tracking_store).get_experiment_by_name("tests").experiment_id]
+    )
+    assert [r.data.tags["mnist_lab.record_id"] for r in run] == [record.record_id]
+
+
+def test_runs_the_server_refused_are_sent_again_when_asked(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from mnist_lab.cli import main
+
+    record = run_record()
+    spooled = outbox.spool(record, tmp_path, reason="down")
+    manifest = json.loads((spooled.path / "manifest.json").read_text())
+    (spooled.path / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
+    settings = tracking.TrackingSettings.from_environment(tmp_path)
+    _, (problem,) = outbox.send_pending(tmp_path, settings)
+    assert "once the cause is fixed, `mnist-lab sync --retry-rejected` sends it again" in problem
+    rejected = tmp_path / ".mnist-lab" / "outbox-rejected" / record.record_id
+    assert (rejected / "rejected.txt").is_file()
+    (rejected / "manifest.json").write_text(json.dumps(manifest))  # the cause, fixed
+
+    (tmp_path / ".dvc").mkdir()  # the repository's root
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["sync", "--retry-rejected"]) == 0
+    out = capsys.readouterr().out
+    assert "moved 1 run(s) from .mnist-lab/outbox-rejected/ back to .mnist-lab/outbox/" in out
+    assert "sent 1 run(s)" in out
+    assert not rejected.exists() and outbox.pending_records(tmp_path) == []
+    assert outbox.find_sent_run(tmp_path, record.record_id, settings) is not None
+
+
 def test_a_run_sent_later_is_found_by_its_record_id(tracking_store: str, tmp_path: Path) -> None:
     record = run_record()
     outbox.spool(record, tmp_path, reason="down")

@@ -38,6 +38,9 @@ def _cmd_sync(args: argparse.Namespace) -> None:
     from mnist_lab.tracking import outbox
 
     root = repository_root()
+    if args.retry_rejected:
+        moved = outbox.retry_rejected(root)
+        print(f"moved {len(moved)} run(s) from {outbox.REJECTED}/ back to {tracking.OUTBOX}/")
     if not outbox.pending_records(root):
         if not args.quiet:
             print(f"nothing to send: {tracking.OUTBOX}/ is empty")
@@ -54,9 +57,13 @@ def _cmd_sync(args: argparse.Namespace) -> None:
         )
         return
     (root / tracking.SERVER_AWAY).unlink(missing_ok=True)  # it answers: stages may try it again
-    sent, problems = outbox.send_pending(root, settings)
-    print(f"sent {len(sent)} run(s) to {display_uri(settings.tracking_uri)}")
-    if problems:
+    sent, problems = outbox.send_pending(root, settings, to_any_server=args.to_this_server)
+    if sent or not args.quiet:
+        print(f"sent {len(sent)} run(s) to {display_uri(settings.tracking_uri)}")
+    if problems and args.quiet:  # after a pipeline run (make run): the runs are kept, the run succeeded
+        for problem in problems:
+            print(f"warning: not sent: {problem}", file=sys.stderr)
+    elif problems:
         raise MnistLabError("not sent: " + "; ".join(problems))
 
 
@@ -213,6 +220,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--quiet",
         action="store_true",
         help="print nothing when there is nothing to send; only warn if the server is unreachable",
+    )
+    sync.add_argument(
+        "--retry-rejected",
+        action="store_true",
+        help="first put the runs the server refused (.mnist-lab/outbox-rejected/) back in the outbox",
+    )
+    sync.add_argument(
+        "--to-this-server",
+        action="store_true",
+        help="send runs logged for another server (the tracking URI changed since) to the one .env names now",
     )
     sync.set_defaults(handler=_cmd_sync)
 

@@ -4,7 +4,7 @@ Only transport failures (no connection, a timeout, 5xx, 429) put a run here; any
 a configuration error and fails the stage. Each entry is data, readable after this package is refactored:
 
     .mnist-lab/outbox/<record id>/
-        manifest.json        format, version, run name, params, metrics, history, tags, nested runs
+        manifest.json        format, version, run name, params, metrics, history, tags, nested runs, server
         artifacts/<path>     the run's files
         model.pkl            the model (cloudpickle, this package's code stored by value, as in MLflow)
         input_example.npy    the model's input example (its column names are in the manifest)
@@ -121,7 +121,7 @@ def locked(root: Path) -> Iterator[None]:
         yield
 
 
-def _manifest(record: ModelRunRecord, reason: str) -> dict[str, Any]:
+def _manifest(record: ModelRunRecord, reason: str, server: str | None) -> dict[str, Any]:
     example = record.input_example
     return {
         "format": FORMAT,
@@ -140,10 +140,11 @@ def _manifest(record: ModelRunRecord, reason: str) -> dict[str, Any]:
         if example is None
         else {"file": "input_example.npy", "columns": [str(c) for c in getattr(example, "columns", [])]},
         "reason": reason,
+        "server": server,  # display_uri of the server it was logged for (no credentials); older: none
     }
 
 
-def _write_entry(record: ModelRunRecord, folder: Path, reason: str) -> None:
+def _write_entry(record: ModelRunRecord, folder: Path, reason: str, server: str | None) -> None:
     import cloudpickle
     import numpy as np
 
@@ -160,7 +161,9 @@ def _write_entry(record: ModelRunRecord, folder: Path, reason: str) -> None:
         np.save(folder / "input_example.npy", np.asarray(record.input_example), allow_pickle=False)
     (folder / "reason.txt").write_text(reason + "\n", encoding="utf-8")
     # default=str: MLflow logs every param as its str() anyway
-    (folder / "manifest.json").write_text(json.dumps(_manifest(record, reason), indent=1, default=str) + "\n")
+    (folder / "manifest.json").write_text(
+        json.dumps(_manifest(record, reason, server), indent=1, default=str) + "\n"
+    )
 
 
 def read_entry(entry: Path) -> ModelRunRecord:
@@ -222,14 +225,16 @@ def _read_pickled_entry(entry: Path) -> ModelRunRecord:
     return record
 
 
-def spool(record: ModelRunRecord, root: Path, reason: str) -> SpooledRun:
-    """Keep `record` (everything the run carries, the model included) in the outbox, atomically."""
+def spool(record: ModelRunRecord, root: Path, reason: str, tracking_uri: str | None = None) -> SpooledRun:
+    """Keep `record` (everything the run carries, the model included) in the outbox, atomically, with the
+    server it was meant for (`tracking_uri`, kept without credentials): `send_pending` sends it there only."""
     outbox = root / OUTBOX
     outbox.mkdir(parents=True, exist_ok=True)
     reason = redact(reason)
     staging = Path(tempfile.mkdtemp(prefix=f".{record.record_id}-", dir=outbox))
     try:
-        _write_entry(record, staging, reason)
+        server = display_uri(tracking_uri) if tracking_uri else None
+        _write_entry(record, staging, reason, server)
         with locked(root):
             target = outbox / record.record_id
             if target.exists():
@@ -248,6 +253,36 @@ def pending_records(root: Path) -> list[Path]:
         return []
     entries = [p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(entries, key=lambda p: p.stat().st_mtime)
+
+
+def entry_server(entry: Path) -> str | None:
+    """The server (without credentials) an entry was logged for; None when unknown (an entry of an older
+    mnist-lab, or one whose manifest cannot be read: reading it for sending says what is wrong)."""
+    try:
+        manifest = read_json(entry / "manifest.json")
+    except (OSError, ValueError):
+        return None
+    server = manifest.get("server") if isinstance(manifest, dict) else None
+    return server if isinstance(server, str) else None
+
+
+def retry_rejected(root: Path) -> list[str]:
+    """Put every entry of `.mnist-lab/outbox-rejected/` back in the outbox (its `rejected.txt` removed), for
+    after the cause is fixed; the names of the entries moved back. An entry also waiting in the outbox (the
+    same record spooled again since) is left where it is."""
+    rejected, outbox = root / REJECTED, root / OUTBOX
+    if not rejected.is_dir():
+        return []
+    moved = []
+    with locked(root):
+        outbox.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(rejected.iterdir(), key=lambda p: p.stat().st_mtime):
+            if not entry.is_dir() or (outbox / entry.name).exists():
+                continue
+            (entry / "rejected.txt").unlink(missing_ok=True)
+            os.replace(entry, outbox / entry.name)
+            moved.append(entry.name)
+    return moved
 
 
 def pending_tags(root: Path, record_id: str) -> dict[str, str] | None:
@@ -280,7 +315,7 @@ def _retag_pickled_entry(entry: Path, tags: dict[str, str]) -> bool:
     record.tags.update(tags)
     reason = (entry / "reason.txt").read_text() if (entry / "reason.txt").is_file() else "older outbox entry"
     staging = Path(tempfile.mkdtemp(prefix=f".{record.record_id}-", dir=entry.parent))
-    _write_entry(record, staging, reason.strip())
+    _write_entry(record, staging, reason.strip(), server=None)  # its server was not recorded
     shutil.rmtree(entry)
     os.replace(staging, entry)
     return True
@@ -294,7 +329,10 @@ def _move_aside(root: Path, entry: Path, why: str) -> str:
         shutil.rmtree(target)
     os.replace(entry, target)
     (target / "rejected.txt").write_text(redact(why) + "\n", encoding="utf-8")
-    return f"{entry.name}: {redact(why)}; moved to {REJECTED / entry.name}/"
+    return (
+        f"{entry.name}: {redact(why)}; moved to {REJECTED / entry.name}/ (once the cause is fixed, "
+        "`mnist-lab sync --retry-rejected` sends it again)"
+    )
 
 
 # --- sending --------------------------------------------------------------------------------------------
@@ -344,14 +382,26 @@ def _model_uri(client: MlflowClient, run: Any) -> str | None:
     return None
 
 
-def send_pending(root: Path, settings: TrackingSettings) -> tuple[list[LoggedRun], list[str]]:
+def send_pending(
+    root: Path, settings: TrackingSettings, to_any_server: bool = False
+) -> tuple[list[LoggedRun], list[str]]:
     """Send every outbox entry to the server in `settings`: (runs now logged, problems). An entry leaves
     the outbox only once its run is complete on the server. A transport failure stops the sending (the
     server is away again: the order is kept); an entry that cannot be read or that the server refuses is
-    moved to `.mnist-lab/outbox-rejected/` with the reason, and the others are still sent."""
+    moved to `.mnist-lab/outbox-rejected/` with the reason, and the others are still sent. An entry logged
+    for another server (the tracking URI changed since) waits, named in the problems, unless
+    `to_any_server`."""
     sent, problems = [], []
+    here = display_uri(settings.tracking_uri)
     with locked(root):
         for entry in pending_records(root):
+            meant = entry_server(entry)
+            if meant is not None and meant != here and not to_any_server:
+                problems.append(
+                    f"{entry.name}: logged for {meant}, not {here}: it waits; point MLFLOW_TRACKING_URI back "
+                    f"at {meant} to send it there, or send it here with `mnist-lab sync --to-this-server`"
+                )
+                continue
             try:
                 record = read_entry(entry)
             except UnreadableEntry as exc:
@@ -387,7 +437,7 @@ def log_or_spool(record: ModelRunRecord, settings: TrackingSettings, root: Path)
         if not is_transport_failure(exc):
             raise
         reason = redact(f"{type(exc).__name__}: {exc}")
-        spooled = spool(record, root, reason)
+        spooled = spool(record, root, reason, settings.tracking_uri)
         print(
             f"warning: could not log {record.run_name} to {display_uri(settings.tracking_uri)} "
             f"({reason.splitlines()[0][:300]}); kept in {OUTBOX / record.record_id}/, sent by the next run "
