@@ -82,6 +82,9 @@ def test_experiments_answer_rows_and_a_query_narrows_them(client) -> None:
         ("/api/experiments/0123456789abcdef", 404, "no experiment '0123456789abcdef'"),
         ("/api/compare?ids=exp:exp-0", 400, "two experiments or more"),
         ("/api/compare?ids=exp:exp-0,nope", 404, "no experiment 'nope'"),
+        ("/api/compare?ids=exp:exp-0,exp:exp-0", 400, "names exp:exp-0 a second time: name each once"),
+        ("/api/nothing-here", 404, "no such page or API route: GET /api/nothing-here (the API is listed at"),
+        ("/static/missing.js", 404, "no such page or API route: GET /static/missing.js"),
     ],
 )
 def test_bad_requests_answer_4xx_with_a_clear_message(client, path: str, status: int, message: str) -> None:
@@ -122,6 +125,8 @@ def test_the_digit_pad_answers_with_the_served_pyfunc(client) -> None:
         ({"pixels": []}, 400, f"send 1 to {MAX_IMAGES} images"),
         ({"pixels": [[0.0] * 64] * (MAX_IMAGES + 1)}, 400, f"send 1 to {MAX_IMAGES} images"),
         ({"pixels": [[0.0] * 64], "experiment": "nope"}, 404, "no experiment 'nope'"),
+        ({"pixels": [[True] * 64]}, 422, "pixels.0.0: Input should be a valid number"),
+        ({"pixels": [["1"] * 64]}, 422, "pixels.0.0: Input should be a valid number"),
     ],
 )
 def test_bad_images_answer_4xx_naming_the_fix(client, body: dict, status: int, message: str) -> None:
@@ -174,6 +179,13 @@ def test_a_body_longer_than_it_declares_is_counted_as_it_arrives(client) -> None
     asyncio.run(create_app(root)(scope, receive, send))
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
     assert b"over 2,000,000 bytes" in sent[1]["body"] and len(messages) == 0
+
+
+def test_a_method_a_route_does_not_take_is_a_405_naming_the_allowed_ones(client) -> None:
+    http, _, _ = client
+    answer = http.delete("/api/experiments")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET"
+    assert answer.json()["error"] == "DELETE /api/experiments: method not allowed (allowed: GET)"
 
 
 def test_a_malformed_body_is_a_4xx_too(client) -> None:

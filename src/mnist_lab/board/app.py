@@ -33,14 +33,15 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
+from starlette.exceptions import HTTPException
 
 from mnist_lab.board.views import ExperimentsBoard, StoreUnavailable, UnknownExperiment
 from mnist_lab.core.errors import MnistLabError
@@ -182,7 +183,10 @@ def _champion(root: Path, identity: str) -> tuple[Any, str]:
 
 
 class PredictRequest(BaseModel):
-    pixels: list[list[float]] = Field(description="images, 0-255 grey levels, row by row")
+    # strict: JSON numbers only (true or "1" are not grey levels)
+    pixels: list[list[Annotated[float, Strict()]]] = Field(
+        description="images, 0-255 grey levels, row by row"
+    )
     experiment: str | None = Field(
         None, description="whose model: an id, or `champion` (default: the workspace's)"
     )
@@ -237,6 +241,18 @@ def create_app(root: Path) -> FastAPI:
     @app.exception_handler(UnknownExperiment)
     async def _unknown(request: Request, exc: UnknownExperiment) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=404)
+
+    @app.exception_handler(HTTPException)
+    async def _no_route(request: Request, exc: HTTPException) -> JSONResponse:
+        """Unknown paths and methods answer like every other error: {"error": ...}, naming the request."""
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            message = f"no such page or API route: {where} (the API is listed at /api/openapi.json)"
+        elif exc.status_code == 405:
+            message = f"{where}: method not allowed (allowed: {(exc.headers or {}).get('Allow', '?')})"
+        else:
+            message = f"{where}: {exc.detail}"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(request: Request, exc: RequestValidationError) -> JSONResponse:

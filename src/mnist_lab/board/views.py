@@ -158,7 +158,12 @@ class ExperimentsBoard:
         each experiment against the baseline."""
         if len(experiments) < 2:
             raise CompareError("compare needs two experiments or more (ids=a,b)")
-        rows = [self.row(e) for e in experiments]
+        rows = []
+        for experiment in experiments:  # `a,a` or a commit and its short id: one column each
+            row = self.row(experiment)
+            if row["id"] in [kept["id"] for kept in rows]:
+                raise CompareError(f"ids: '{experiment}' names {row['id']} a second time: name each once")
+            rows.append(row)
         base = self.row(baseline) if baseline else rows[0]
         if base["id"] not in [row["id"] for row in rows]:
             rows.insert(0, base)
