@@ -158,7 +158,7 @@ class ExperimentsBoard:
         each experiment against the baseline."""
         if len(experiments) < 2:
             raise CompareError("compare needs two experiments or more (ids=a,b)")
-        rows = []
+        rows: list[dict[str, Any]] = []
         for experiment in experiments:  # `a,a` or a commit and its short id: one column each
             row = self.row(experiment)
             if row["id"] in [kept["id"] for kept in rows]:
