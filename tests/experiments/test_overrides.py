@@ -41,3 +41,20 @@ def test_a_key_is_removed_with_a_tilde() -> None:
         ("~models.mlp.alpha", ""),
         ("models.sgd.alpha", "0.1"),
     ]
+
+
+def test_a_comma_inside_brackets_belongs_to_the_value() -> None:
+    """`-P set=` lists: the comma between overrides splits, the one inside a list does not."""
+    assert parse_overrides("models.cnn.filters=[16,32],models.cnn.dense_units=64") == [
+        ("models.cnn.filters", "[16,32]"),
+        ("models.cnn.dense_units", "64"),
+    ]
+    check_overrides(RAW, "cnn", parse_overrides("models.cnn.filters=[16,32]"))
+    assert parse_overrides("a='{x: 1, y: 2}' b='p,q' c=\"[1,\" d=3") == [
+        ("a", "{x: 1, y: 2}"),
+        ("b", "p,q"),
+        ("c", "[1,"),
+        ("d", "3"),
+    ]
+    with pytest.raises(SettingsError, match="No closing quotation"):
+        parse_overrides("a='open")

@@ -23,9 +23,14 @@ from mnist_lab.system.workspace import repository_root
 
 
 def parse_overrides(text: str) -> list[tuple[str, str]]:
-    """`key=value key=value` (spaces or commas between) -> [(key, value)], or a SettingsError."""
+    """`key=value key=value` (spaces or commas between) -> [(key, value)], or a SettingsError. A comma
+    inside brackets, braces or quotes belongs to the value: `models.cnn.conv_filters=[16,32]` is a list."""
+    try:
+        items = shlex.split(_top_level_commas_as_spaces(text))
+    except ValueError as exc:  # shlex: an unclosed quote
+        raise SettingsError(f"--set {text!r}: {exc} (close the quote)") from None
     pairs = []
-    for item in shlex.split(text.replace(",", " ")):
+    for item in items:
         key, equals, value = item.partition("=")
         if not equals and key.startswith("~") and len(key) > 1:  # remove a key: `~models.sgd.search`
             pairs.append((key, ""))
@@ -34,6 +39,24 @@ def parse_overrides(text: str) -> list[tuple[str, str]]:
             raise SettingsError(f"--set: '{item}' is not key=value (for example models.mlp.alpha=0.001)")
         pairs.append((key, value))
     return pairs
+
+
+def _top_level_commas_as_spaces(text: str) -> str:
+    """`text` with each comma outside brackets, braces and quotes replaced by a space."""
+    out, depth, quote = [], 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            char = " "
+        out.append(char)
+    return "".join(out)
 
 
 def override_arguments(overrides: list[tuple[str, str]]) -> list[str]:
