@@ -126,3 +126,24 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     refused = http.post("/api/commit", json={"experiment": "exp:from-the-board", "message": "again"})
     assert refused.status_code == 400 and "uncommitted changes (params.yaml)" in refused.json()["error"]
     assert (root / "params.yaml").read_text().endswith("# my edit\n")
+
+    # an experiment that failed keeps its name in DVC's queue: queueing the name again says how to free it
+    failing = {"+models.sgd.search": "{grid: {alpha: [0.001]}, cv: 1000}"}  # more folds than examples
+    assert http.post("/api/queue", json={"set": failing, "name": "too-many-folds"}).status_code == 200
+    assert http.post("/api/queue/start", json={}).status_code == 200
+    wait_for(
+        lambda: (
+            {t["name"]: t["status"] for t in http.get("/api/queue").json()["tasks"]}.get("too-many-folds")
+            == "Failed"
+        ),
+        timeout_s=300,
+    )
+    assert "search.cv is 1000" in run(["dvc", "queue", "logs", "too-many-folds"], root, check=False).stdout
+    refused = http.post("/api/queue", json={"set": failing, "name": "too-many-folds"})
+    assert refused.status_code == 400
+    assert (
+        "a failed experiment in DVC's queue is named 'too-many-folds': remove it (`dvc queue remove "
+        in (refused.json()["error"])
+    )
+    run(["dvc", "queue", "remove", "too-many-folds"], root)  # the command the message names works
+    assert http.post("/api/queue", json={"set": failing, "name": "too-many-folds"}).status_code == 200

@@ -38,8 +38,13 @@ def queue_experiment(root: Path, overrides: list[tuple[str, str]], name: str | N
     raw = load_params_yaml((root / "params.yaml").read_text(encoding="utf-8"))
     check_overrides(raw, None, overrides)
     if name:  # DVC would queue a second one and keep one of the two results
-        taken = {task["name"] for task in queue_status(root)} | {ref for _, ref in experiment_refs(root)}
-        if name in taken:
+        tasks = {task["name"]: task["status"] for task in queue_status(root)}
+        if tasks.get(name) in ("Failed", "Revoked"):
+            raise QueueError(
+                f"a {tasks[name].lower()} experiment in DVC's queue is named {name!r}: remove it (`dvc queue "
+                f"remove {name}`; `dvc queue logs {name}` shows why it failed) or choose another name"
+            )
+        if name in tasks or name in {ref for _, ref in experiment_refs(root)}:
             raise QueueError(
                 f"an experiment named {name!r} exists already (queued, or run: `dvc exp list --all-commits` "
                 "lists them): choose another name, or leave it out for DVC to make one"
