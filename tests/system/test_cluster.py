@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -226,8 +227,32 @@ def test_workers_running_other_code_are_refused_before_the_search(tmp_path: Path
         expected = rf"{refused}.* has mnist_lab source [0-9a-f]{{12}} \(here: "
         with pytest.raises(ClusterError, match=expected), dask_search(started.address):
             pass
+        # a worker where the package does not even import is named, with what it said
+        broken = tmp_path / "broken-checkout" / "mnist_lab"
+        broken.mkdir(parents=True)
+        (broken / "__init__.py").write_text("raise ImportError('half-installed mnist_lab')\n")
+        started.add_workers(1, {"PYTHONPATH": str(broken.parent)})
+        address = next(
+            worker for worker, info in _scheduler_workers(started.address).items() if info["name"] == "w1"
+        )
+        cannot = (
+            re.escape(
+                f"1 of the 2 workers of the Dask cluster at {started.address} cannot import mnist_lab "
+                f"({address}: "
+            )
+            + r".*ImportError.*half-installed mnist_lab"
+        )  # Dask wraps what failed before the function ran
+        with pytest.raises(ClusterError, match=cannot), dask_search(started.address):
+            pass
     finally:
         started.stop()
+
+
+def _scheduler_workers(address: str) -> dict:
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return client.scheduler_info()["workers"]
 
 
 @pytest.mark.slow

@@ -139,13 +139,16 @@ def _check_workers(client: Any, address: str) -> None:
             f"(`dask worker {address} --nthreads 1`)"
         ) from None
     mine = code_fingerprint()
-    try:
-        theirs = client.run(code_fingerprint)
-    except Exception as exc:  # a worker without the package cannot even unpickle the function
+    # a worker without the package cannot even unpickle the function: its exception comes back, by worker
+    theirs = client.run(code_fingerprint, on_error="return")
+    broken = {worker: exc for worker, exc in theirs.items() if isinstance(exc, BaseException)}
+    if broken:
+        named = "; ".join(f"{worker}: {_reason(exc)}" for worker, exc in sorted(broken.items())[:4])
         raise ClusterError(
-            f"a worker of the Dask cluster at {address} cannot import mnist_lab ({_reason(exc)}): run the "
-            "workers in this repository's environment (`pip install -r requirements.lock`, `pip install .`)"
-        ) from None
+            f"{len(broken)} of the {len(theirs)} workers of the Dask cluster at {address} cannot import "
+            f"mnist_lab ({named}): run the workers in this repository's environment "
+            "(`pip install -r requirements.lock`, `pip install .`)"
+        )
     differences = [
         f"{worker} has {what} {found.get(what)} (here: {mine[what]})"
         for worker, found in sorted(theirs.items())
