@@ -165,6 +165,8 @@ def test_a_search_on_the_cluster_equals_the_local_one_even_when_a_worker_dies(
     assert f"on the Dask cluster at {dask_cluster.address}" in capsys.readouterr().err
     local = _search_result(searched / "local-training.json")
     assert _search_result(searched / "reports" / "mlp" / "training.json") == local
+    timing = json.loads((searched / "outputs" / "timing" / "mlp.json").read_text())
+    assert timing["search_ran_on"] == f"Dask cluster {dask_cluster.address} (2 workers)"
     # a worker lost mid-search, the one holding the scattered images: its fits are rerun on the other, from
     # the other's copy of the data; the same result
     (searched / "reports" / "mlp" / "training.json").unlink()

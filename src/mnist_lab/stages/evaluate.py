@@ -94,6 +94,8 @@ def evaluate(context: StageContext) -> None:
     tags = tracking.run_tags(workspace.workspace_root(), args.model, model_settings.type, settings.task.kind)
     if training.get("device"):
         tags[f"{tracking.TAG_PREFIX}device"] = training["device"]
+    if timing.get("search_ran_on"):  # the results are the same wherever it ran; not a committed record
+        tags[f"{tracking.TAG_PREFIX}search_ran_on"] = timing["search_ran_on"]
     artifacts = run_artifacts(images, workspace.workspace_root())
     searched, candidate_seconds = {}, []
     if search:

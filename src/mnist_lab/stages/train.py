@@ -91,8 +91,11 @@ def train(context: StageContext) -> None:
         on_progress = ProgressBar(args.model, model_settings)
 
     started = time.perf_counter()
+    searched_on = None
     try:
-        with context.compute(), dask_search(cluster) if cluster else contextlib.nullcontext():
+        with context.compute(), dask_search(cluster) if cluster else contextlib.nullcontext() as client:
+            if model_settings.search is not None:
+                searched_on = search_location(cluster, client)
             trained = train_classifier(
                 model_settings, features, labels, settings.seed, on_progress, image_shape=image_shape
             )
@@ -102,9 +105,20 @@ def train(context: StageContext) -> None:
     fit_seconds = time.perf_counter() - started
     save_object(args.out / "classifier.joblib", trained.classifier)
     training, timing = training_records(args.model, model_settings.type, trained, fit_seconds, device)
+    if searched_on is not None:
+        timing["search_ran_on"] = searched_on
     write_json(args.training, training)
     write_json(args.timing, timing)
     write_text_atomic(args.history, history_csv(trained.history))
+
+
+def search_location(cluster: str | None, client: Any) -> str:
+    """Where a grid search's fits run, for its MLflow run (`mnist_lab.search_ran_on`): the Dask cluster and
+    how many workers it had when the search started, or this machine's cores."""
+    if cluster is None:
+        return f"this machine ({os.cpu_count()} cores)"
+    workers = len(client.scheduler_info().get("workers", {}))
+    return f"Dask cluster {cluster} ({workers} worker{'s' if workers != 1 else ''})"
 
 
 def training_records(
