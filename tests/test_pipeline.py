@@ -346,7 +346,7 @@ def test_corrupt_data_never_becomes_the_data_version(pipeline: dict) -> None:
         error = failed.stdout + failed.stderr
         assert failed.returncode != 0 and "t10k-labels-idx1-ubyte.gz: truncated" in error
         recorded = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]["md5"]
-        assert f"data.dvc still records data version {recorded}" in error
+        assert f"data.dvc records data version {recorded} again, the" in error
         assert "`mnist-lab data restore --force` (or `dvc checkout --force data.dvc`)" in error
         assert (root / "data.dvc").read_text() == (REPO_ROOT / "data.dvc").read_text()
         refused = run(["mnist-lab", "data", "restore"], root, env, check=False)  # never without --force

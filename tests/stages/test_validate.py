@@ -56,8 +56,34 @@ def test_corrupt_data_rehashed_by_dvc_is_put_back(repo: Path, remembered: bool) 
         check_data(repo / "data", repo / "data.dvc", copy)
     message = str(refused.value)
     assert message.startswith(f"{repo / 'data'}/t10k-labels-idx1-ubyte.gz: truncated")  # the loader's
-    assert "data.dvc still records data version" in message and "it was put back" in message
+    which = "the last one validated at this commit" if remembered else "the committed one"
+    assert f"data.dvc records data version {good.split()[3]} again, {which}" in message
+    assert "it was put back" in message
     assert (repo / "data.dvc").read_text() == good
+
+
+def test_a_version_validated_on_another_branch_is_never_put_back_here(
+    repo: Path, small_digits: Dataset
+) -> None:
+    """Validated on a branch with other data, then `git checkout main && dvc checkout`: main's corrupt data
+    is put back to main's version, never to the other branch's (restoring it would bring that data here)."""
+    copy = repo / ".mnist-lab" / "validated-data.dvc"
+    main_version = (repo / "data.dvc").read_text()
+    run(["git", "checkout", "-q", "-b", "other"], repo)
+    fewer = Dataset(small_digits.train_images[:-10], small_digits.train_labels[:-10],
+                    small_digits.test_images, small_digits.test_labels)  # fmt: skip
+    replace_directory(encode_dataset(fewer), repo / "data")
+    (repo / "data.dvc").write_text(_dvc_file(repo / "data"))
+    check_data(repo / "data", repo / "data.dvc", copy)  # the other branch's data passed
+    commit_all(repo, "other data")
+    assert copy.read_text() != main_version
+    run(["git", "checkout", "-q", "main"], repo)
+    replace_directory(encode_dataset(small_digits), repo / "data")  # what `dvc checkout` does
+    _corrupt(repo / "data")
+    (repo / "data.dvc").write_text(_dvc_file(repo / "data"))
+    with pytest.raises(DataError, match="again, the committed one"):
+        check_data(repo / "data", repo / "data.dvc", copy)
+    assert (repo / "data.dvc").read_text() == main_version
 
 
 def test_with_nothing_to_put_back_it_says_so(tmp_path: Path, small_digits: Dataset) -> None:

@@ -8,8 +8,9 @@ was.
 
 Before any stage runs, `dvc repro` re-hashes a changed data/ into `data.dvc` (DVC does this for every data
 source, frozen or not). When data/ does not read as MNIST-format IDX, this stage puts back the last
-`data.dvc` it validated (kept in `.mnist-lab/validated-data.dvc`, else the committed one), so corrupt data
-never becomes the recorded data version.
+`data.dvc` it validated at the same commit (kept in `.mnist-lab/validated-data.dvc`, with that commit in
+`validated-data.head`: a version validated on another branch is not this one's), else the committed one, so
+corrupt data never becomes the recorded data version.
 
 The marker's content never changes (and DVC keeps it: `persist`), so passing this stage reruns nothing."""
 
@@ -44,26 +45,41 @@ def check_data(data: Path, dvc_file: Path, validated_copy: Path) -> None:
     found = dvc_directory_md5(read_directory_files(data)) if data.is_dir() else None
     if text is not None and text == last and parse_data_version(text) == found:
         return  # the data version that passed last time, byte for byte
+    head_file = validated_copy.with_suffix(".head")
     try:
         read_dataset(data)
     except DataError as exc:
-        raise DataError(f"{exc}. {_put_back(dvc_file, found, last)}") from None
+        validated_at = head_file.read_text(encoding="utf-8").strip() if head_file.is_file() else None
+        here = _head(dvc_file)
+        last_here = last if validated_at is not None and validated_at == (here or "") else None
+        raise DataError(f"{exc}. {_put_back(dvc_file, found, last_here)}") from None
     if text is not None and parse_data_version(text) == found:
+        write_text_atomic(head_file, (_head(dvc_file) or "") + "\n")
         write_text_atomic(validated_copy, text)
 
 
+def _head(dvc_file: Path) -> str | None:
+    """The commit checked out where `dvc_file` is; None outside git or before the first commit."""
+    head = commands.git_output("rev-parse", "--verify", "-q", "HEAD", cwd=dvc_file.resolve().parent)
+    return head.strip() if head else None
+
+
 def _put_back(dvc_file: Path, corrupt: str | None, last: str | None) -> str:
-    """Restore `dvc_file` to the last validated or the committed version; a sentence saying what it did."""
+    """Restore `dvc_file` to `last` (the version last validated at this commit), else the committed version;
+    a sentence saying what it did."""
     committed = commands.git_output("show", f"HEAD:./{dvc_file.name}", cwd=dvc_file.resolve().parent)
-    for candidate in (last, committed):
+    for candidate, which in (
+        (last, "the last one validated at this commit"),
+        (committed, "the committed one"),
+    ):
         version = parse_data_version(candidate)
         if candidate and version and version != corrupt:
             if not dvc_file.is_file() or dvc_file.read_text(encoding="utf-8") != candidate:
                 write_text_atomic(dvc_file, candidate)
             return (
-                f"{dvc_file} still records data version {version} (DVC had re-hashed these files into it; "
-                f"it was put back). Bring back that data with `mnist-lab data restore --force` (or "
-                f"`dvc checkout --force {dvc_file}`), or fix the files and run again"
+                f"{dvc_file} records data version {version} again, {which} (DVC had re-hashed these "
+                f"files into it; it was put back). Bring back that data with `mnist-lab data restore "
+                f"--force` (or `dvc checkout --force {dvc_file}`), or fix the files and run again"
             )
     return (
         f"{dvc_file} records these files (no earlier valid version to put back); fix them, or get valid "
