@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -112,8 +113,30 @@ def test_ingest_of_a_corrupt_source_leaves_data_untouched(
 def test_ingest_errors_for_missing_sources(tmp_path: Path, http_server: str) -> None:
     with pytest.raises(DataError, match="neither a folder nor a URL"):
         ingest(str(tmp_path / "nowhere"), tmp_path / "data")
-    with pytest.raises(DataError, match="no train-images-idx3-ubyte.gz"):
+    looked_for = (
+        "no MNIST training files there: looked for train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz "
+        "(or the same without .gz, or named like train-images.idx3-ubyte); "
+    )
+    with pytest.raises(DataError) as missing:
         ingest(f"{http_server}/missing", tmp_path / "data")
+    assert (
+        str(missing.value)
+        == f"ingest {http_server}/missing: {looked_for}none of them is at that URL (HTTP 404 for each)"
+    )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError) as empty:
+        ingest(str(tmp_path / "empty"), tmp_path / "data")
+    assert str(empty.value) == f"ingest {tmp_path / 'empty'}: {looked_for}the folder is empty"
+    (tmp_path / "other").mkdir()
+    for name in ("train.csv", "README"):
+        (tmp_path / "other" / name).write_text("x")
+    with pytest.raises(DataError, match=r"the folder holds README, train.csv$"):
+        ingest(str(tmp_path / "other"), tmp_path / "data")
+    (tmp_path / "other" / "train-images-idx3-ubyte").write_bytes(b"")
+    with pytest.raises(DataError, match=r"has train-images-idx3-ubyte.gz but not train-labels-idx1-ubyte.gz"):
+        ingest(str(tmp_path / "other"), tmp_path / "data")
+    with pytest.raises(DataError, match=r"is a file: give the folder holding MNIST's four files"):
+        ingest(str(tmp_path / "other" / "README"), tmp_path / "data")
     with pytest.raises(DataError, match="cannot download"):
         ingest("http://127.0.0.1:9/", tmp_path / "data")
     assert not (tmp_path / "data").exists()
@@ -371,6 +394,40 @@ def test_cli_ingest_mnist_still_checks_the_official_md5_of_the_users_mirror(
 def test_cli_mirror_is_only_for_mnist(tmp_path: Path, capsys) -> None:
     assert main(["data", "ingest", str(tmp_path), "--mirror", "http://127.0.0.1:9/"]) == 2
     assert "--mirror is only for `data ingest mnist`" in capsys.readouterr().err
+
+
+def test_kaggle_style_file_names_are_ingested(mnist_shaped: tuple[Path, Dataset], tmp_path: Path) -> None:
+    """Kaggle's copy of MNIST names the uncompressed files `train-images.idx3-ubyte`."""
+    folder, dataset = mnist_shaped
+    for path in folder.iterdir():
+        path.rename(folder / path.name.replace("-idx", ".idx", 1))
+    ingest(str(folder), tmp_path / "data")
+    assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
+
+
+def test_a_url_with_credentials_is_fetched_with_basic_auth(
+    mnist_shaped: tuple[Path, Dataset], tmp_path: Path
+) -> None:
+    """`https://user:password@host/...`: urllib took `user:password@host` for the host name."""
+    from tests.servers import basic_auth_http_server
+
+    folder, dataset = mnist_shaped
+    with basic_auth_http_server(tmp_path / "store", "alice", "pa:ss@word") as server:
+        shutil.copytree(folder, server.root / "dvc" / "mnist")
+        base = f"{server.url}/mnist"
+        authorised = base.replace("http://", "http://alice:pa%3Ass%40word@")
+        ingest(authorised, tmp_path / "data")
+        assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
+        wrong = base.replace("http://", "http://alice:wrong@")
+        with pytest.raises(DataError) as refused:
+            ingest(wrong, tmp_path / "other")
+        assert str(refused.value) == (
+            f"{base}/train-images-idx3-ubyte.gz: HTTP 401 Unauthorized: the server wants credentials; check "
+            "the user:password in the URL"
+        )
+        with pytest.raises(DataError, match="give them in the URL .https://user:password@host"):
+            ingest(base, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_url_with_credentials_is_never_shown_with_them(tmp_path: Path, http_server: str) -> None:

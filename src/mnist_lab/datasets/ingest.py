@@ -31,7 +31,12 @@ from mnist_lab.datasets.folder import (
 )
 from mnist_lab.datasets.remote_check import diagnose_remote
 from mnist_lab.system.commands import dvc
-from mnist_lab.system.redact import display_uri, mask_credentials
+from mnist_lab.system.redact import (
+    display_uri,
+    mask_credentials,
+    open_url_with_credentials,
+    split_url_credentials,
+)
 
 DOWNLOAD_TIMEOUT_S = 60
 # Public copies of MNIST's four gzip files, tried in turn: torchvision's, TensorFlow's, the original
@@ -76,7 +81,7 @@ def _download(url: str, destination: Path) -> bool:
     shown = display_uri(url)  # a mirror URL may carry user:password
 
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with open_url_with_credentials(url, DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             received = 0
             with (
@@ -92,6 +97,12 @@ def _download(url: str, destination: Path) -> bool:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return False
+        if exc.code in (401, 403):
+            given = "the user:password in the URL" if split_url_credentials(url)[1:] != (None, None) else None
+            fix = f"check {given}" if given else "give them in the URL (https://user:password@host/...)"
+            raise DataError(
+                f"{shown}: HTTP {exc.code} {exc.reason}: the server wants credentials; {fix}"
+            ) from None
         raise DataError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -134,22 +145,65 @@ def download_mnist(
             )
 
 
+def _accepted_names(name: str) -> tuple[tuple[str, str], ...]:
+    """(name at the source, name in the staging folder) for one of MNIST's files, in the order tried: the
+    official gzip, uncompressed, and uncompressed as Kaggle and others name it (`train-images.idx3-ubyte`)."""
+    plain = name.removesuffix(".gz")
+    dotted = plain.replace("-idx", ".idx", 1)
+    return (name, name), (plain, plain), (dotted, plain)
+
+
 def _collect(source: str, staging: Path) -> None:
-    """Copy (or download) whatever of MNIST's four files `source` has into `staging`."""
+    """Copy (or download) whatever of MNIST's four files `source` has into `staging`; a DataError naming
+    what is missing when the training images or labels are not there."""
     if "://" in source:
         base = source.rstrip("/")
         for name in DATA_FILES:
-            if not _download(f"{base}/{name}", staging / name):
-                _download(f"{base}/{name.removesuffix('.gz')}", staging / name.removesuffix(".gz"))
+            for remote, local in _accepted_names(name):
+                if _download(f"{base}/{remote}", staging / local):
+                    break
+        listing = None
+    else:
+        folder = Path(source)
+        if folder.is_file():
+            raise DataError(
+                f"ingest source '{source}' is a file: give the folder holding MNIST's four files "
+                f"('{folder.parent}')"
+            )
+        if not folder.is_dir():
+            raise DataError(f"ingest source '{source}' is neither a folder nor a URL")
+        for name in DATA_FILES:
+            for remote, local in _accepted_names(name):
+                if (folder / remote).is_file():
+                    shutil.copyfile(folder / remote, staging / local)
+                    break
+        listing = sorted(path.name for path in folder.iterdir())
+    _check_collected(display_uri(source), staging, listing)
+
+
+def _check_collected(source: str, staging: Path, listing: list[str] | None) -> None:
+    """The training pair (and the test pair, if either half is there) is in `staging`; else a DataError
+    naming the source, the file names looked for and what the folder holds (`listing`; None for a URL)."""
+    have = {
+        name for name in DATA_FILES if any((staging / local).is_file() for _, local in _accepted_names(name))
+    }
+    for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
+        if (images in have) != (labels in have):
+            present, absent = (images, labels) if images in have else (labels, images)
+            raise DataError(f"ingest {source}: has {present} but not {absent} (with or without .gz)")
+    if TRAIN_IMAGES in have:
         return
-    folder = Path(source)
-    if not folder.is_dir():
-        raise DataError(f"ingest source '{source}' is neither a folder nor a URL")
-    for name in DATA_FILES:
-        for candidate in (name, name.removesuffix(".gz")):
-            if (folder / candidate).is_file():
-                shutil.copyfile(folder / candidate, staging / candidate)
-                break
+    if listing is None:
+        there = "none of them is at that URL (HTTP 404 for each)"
+    elif not listing:
+        there = "the folder is empty"
+    else:
+        shown = ", ".join(listing[:8]) + (f" and {len(listing) - 8} more" if len(listing) > 8 else "")
+        there = f"the folder holds {shown}"
+    raise DataError(
+        f"ingest {source}: no MNIST training files there: looked for {TRAIN_IMAGES} and {TRAIN_LABELS} "
+        f"(or the same without .gz, or named like train-images.idx3-ubyte); {there}"
+    )
 
 
 def fetch_openml() -> Dataset:

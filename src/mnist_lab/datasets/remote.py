@@ -28,7 +28,7 @@ from typing import Literal
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.system import commands
-from mnist_lab.system.redact import URL_USERINFO, display_uri, mask_credentials
+from mnist_lab.system.redact import URL_USERINFO, display_uri, mask_credentials, split_url_credentials
 from mnist_lab.system.workspace import DAGSHUB_HOST, dagshub_repo, load_env_file
 
 REMOTE_NAME = "origin"
@@ -174,23 +174,13 @@ def _remote_url(env: Mapping[str, str], saved: Mapping[str, str], name: str) -> 
 
 def _split_userinfo(url: str, source: str) -> tuple[str, str | None, str | None]:
     """The URL without a user:password part, and that part: credentials never go into .dvc/config."""
-    if "://" not in url:
-        return url, None, None
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None, None
-    if parts.scheme.lower() not in ("http", "https"):
+    clean, user, password = split_url_credentials(url)
+    has_credentials = user is not None or password is not None
+    if has_credentials and urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
         raise RemoteConfigError(
             f"{source}: {display_uri(url)} must not hold credentials; for s3 set AWS_ACCESS_KEY_ID / "
             "AWS_SECRET_ACCESS_KEY"
         )
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    clean = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    user = urllib.parse.unquote(parts.username) if parts.username else None
-    password = urllib.parse.unquote(parts.password) if parts.password else None
     return clean, user, password
 
 

@@ -37,6 +37,40 @@ def display_uri(uri: str) -> str:
     return mask_credentials(uri)
 
 
+def split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """(the URL without its user:password part, the user, the password), both percent-decoded; the URL as
+    it is and (None, None) when it holds none."""
+    import urllib.parse
+
+    if "://" not in url:
+        return url, None, None
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    user = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password else None
+    return clean, user, password
+
+
+def open_url_with_credentials(url: str, timeout: float) -> Any:
+    """`open_url` of `url`, its user:password part (if any) sent as HTTP basic auth (urllib took it for
+    part of the host name)."""
+    import base64
+    import urllib.request
+
+    clean, user, password = split_url_credentials(url)
+    request = urllib.request.Request(clean)
+    if user is not None or password is not None:
+        token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return open_url(request, timeout)
+
+
 def open_url(request: Any, timeout: float, tls: Any = None) -> Any:
     """`urllib.request.urlopen`, except that an Authorization header never follows a redirect to another
     host (urllib copies it to wherever the server points; a compromised or misconfigured server could then
