@@ -159,6 +159,14 @@ def test_an_experiment_committed_without_rerunning_is_dirty_where_dvc_status_say
         shown = run(["mnist-lab", "history", "-n", "1"], root, experiment["env"]).stdout
         assert "dirty: its results are not what its own files make; dvc.lock disagrees with metrics.json, " \
                "params.yaml, params.yaml: models.sgd.alpha" in shown, shown  # fmt: skip
+        # and `mnist-lab compare` of it
+        compared = run(["mnist-lab", "compare", "HEAD~1", "HEAD"], root, experiment["env"]).stdout
+        warning = (
+            "warning: HEAD is dirty: its results are not what its own files make; dvc.lock disagrees with "
+            "metrics.json, params.yaml, params.yaml: models.sgd.alpha"
+        )
+        assert warning in compared, compared
+        assert "warning: HEAD~1" not in compared
     finally:
         run(["git", "reset", "-q", "--hard", experiment["commit"]], root)
 
@@ -205,7 +213,20 @@ def test_compare_two_experiments(experiment: dict) -> None:
     assert {r["model"] for r in result["runs"]["new"]} == set(MODELS)
     text = run(["mnist-lab", "compare", "HEAD~1"], root, env).stdout  # against the workspace
     assert "HEAD~1 -> workspace" in text and "models.sgd.alpha: 0.0001 -> 0.001" in text
-    assert "data: unchanged" in text
+    assert "data: unchanged" in text and "warning" not in text
+    assert result["stale"] == {"old": [], "new": []}
+    # params changed in the workspace but not rerun: the metrics shown are not those of the params shown
+    params = root / "params.yaml"
+    committed = params.read_text()
+    params.write_text(committed.replace("n_estimators: 100", "n_estimators: 20", 1))
+    try:
+        stale = run(["mnist-lab", "compare", "HEAD"], root, env).stdout
+    finally:
+        params.write_text(committed)
+    assert stale.splitlines()[2].startswith(
+        "warning: the workspace's results are not up to date (changed: validate, "
+    ), stale
+    assert "run `dvc repro` first" in stale.splitlines()[2]
     bad = run(["mnist-lab", "compare", "no-such-rev"], root, env, check=False)
     assert (
         bad.returncode == 2 and "'no-such-rev' is neither a commit of this repository nor a DVC" in bad.stderr

@@ -1,5 +1,6 @@
 """`mnist-lab compare A [B]`: two experiments (revisions, or the workspace) side by side: params, metrics
-with deltas, whether the data changed, which code changed, and their MLflow runs."""
+with deltas, whether the data changed, which code changed, and their MLflow runs; and a warning for a side
+whose results are not what its params, data and code make (a dirty commit, a workspace not rerun)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from mnist_lab.datasets.folder import parse_data_version
 from mnist_lab.experiments.linking import (
     LinkingError,
     RunLink,
+    pipeline_status,
     resolve_commit,
     runs_of_commit,
     workspace_links,
 )
-from mnist_lab.experiments.table import experiment_refs
+from mnist_lab.experiments.table import experiment_refs, read_blobs, stale_results
 from mnist_lab.system import commands
 from mnist_lab.system.commands import dvc
 
@@ -33,6 +35,9 @@ class Comparison:
     data: dict[str, str | None]  # {"old", "new"} data versions
     code_changed: list[str]
     runs: dict[str, list[dict[str, Any]]]  # "old"/"new" -> links
+    # "old"/"new" -> why its results are not what its own files make (empty: they are): a commit's files
+    # that dvc.lock disagrees with (as `history` shows), or the workspace's `dvc status` before a rerun
+    stale: dict[str, list[str]]
 
 
 def _data_version(root: Path, revision: str | None) -> str | None:
@@ -93,6 +98,8 @@ def compare(root: Path, old: str, new: str | None = None) -> Comparison:
     code = commands.git(
         "diff", "--name-only", *revisions, "--", *CODE_PATHS, cwd=root, check=True
     ).stdout.split()
+    dirty = stale_results(root, revisions, read_blobs(root, [f"{r}:params.yaml" for r in revisions]))
+    workspace = pipeline_status(root) if new_commit is None else ""
     return Comparison(
         old=old,
         new=new or WORKSPACE,
@@ -104,6 +111,10 @@ def compare(root: Path, old: str, new: str | None = None) -> Comparison:
             "old": [asdict(link) for link in _runs(root, old_commit)],
             "new": [asdict(link) for link in _runs(root, new_commit)],
         },
+        stale={
+            "old": dirty.get(old_commit, []),
+            "new": dirty.get(new_commit, []) if new_commit else [workspace] if workspace else [],
+        },
     )
 
 
@@ -113,6 +124,20 @@ def as_json(comparison: Comparison) -> str:
 
 def as_text(c: Comparison) -> str:
     lines = [f"{c.old} -> {c.new}", ""]
+    for side in ("old", "new"):
+        name, why = getattr(c, side), c.stale[side]
+        if why and name == WORKSPACE:
+            lines.append(
+                f"warning: the workspace's results are not up to date ({'; '.join(why)}): its metrics below "
+                "are not those of its params and data; run `dvc repro` first"
+            )
+        elif why:
+            lines.append(
+                f"warning: {name} is dirty: its results are not what its own files make; dvc.lock disagrees "
+                f"with {', '.join(why[:6])}"
+            )
+    if c.stale["old"] or c.stale["new"]:
+        lines.append("")
     lines.append("params changed:" if c.params else "params: unchanged")
     lines += [f"  {key}: {v['old']} -> {v['new']}" for key, v in sorted(c.params.items())]
     lines.append("")
