@@ -171,6 +171,25 @@ def test_an_experiment_committed_without_rerunning_is_dirty_where_dvc_status_say
         run(["git", "reset", "-q", "--hard", experiment["commit"]], root)
 
 
+def test_committing_on_a_detached_head_says_how_to_keep_the_commit(experiment: dict) -> None:
+    root, env = experiment["root"], experiment["env"]
+    branch = run(["git", "symbolic-ref", "--short", "HEAD"], root).stdout.strip()
+    run(["git", "checkout", "-q", "--detach"], root)
+    try:
+        params = root / "params.yaml"
+        params.write_text(params.read_text().replace("alpha: 0.0001", "alpha: 0.01", 1))  # models.sgd.alpha
+        run(["dvc", "repro"], root, env)
+        done = run(["mnist-lab", "commit", "-m", "On no branch"], root, env)
+        detached = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+        assert (
+            f"warning: HEAD is detached: no branch holds {detached[:12]}, and the next checkout leaves it "
+            "behind (git gc deletes it in time); keep it with `git switch -c <new branch>`"
+        ) in done.stderr
+    finally:
+        run(["git", "checkout", "-q", "-f", branch], root)
+        run(["dvc", "checkout", "--force"], root, env)
+
+
 # runs last: it commits a second experiment
 def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
     root, env = experiment["root"], experiment["env"]
@@ -180,7 +199,8 @@ def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
     readme = root / "README.md"
     readme.write_text(readme.read_text() + "\nstaged by the user, not part of the experiment\n")
     run(["git", "add", "README.md"], root)
-    run(["mnist-lab", "commit", "-m", "SGD: stronger regularisation"], root, env)
+    on_a_branch = run(["mnist-lab", "commit", "-m", "SGD: stronger regularisation"], root, env)
+    assert "HEAD is detached" not in on_a_branch.stderr
     assert "README.md" not in run(["git", "show", "--name-only", "--format=", "HEAD"], root).stdout
     assert run(["git", "diff", "--cached", "--name-only"], root).stdout.split() == [
         "README.md"

@@ -100,13 +100,21 @@ def _print_tagged_runs(heading: str, commit: str, links, tagging) -> None:
 
 def _cmd_commit(args: argparse.Namespace) -> None:
     from mnist_lab.experiments.linking import commit_experiment
+    from mnist_lab.system import commands
     from mnist_lab.system.workspace import repository_root
 
-    commit, links, tagging = commit_experiment(repository_root(), args.message)
+    root = repository_root()
+    commit, links, tagging = commit_experiment(root, args.message)
     tagged = "its runs are tagged with it" if not tagging.untagged else "its runs (not all tagged: see below)"
     if tagging.kept and not tagging.untagged:
         tagged = "its new runs are tagged with it"
     _print_tagged_runs(f"committed the experiment as {commit[:12]}; {tagged}:", commit, links, tagging)
+    if commands.git_output("symbolic-ref", "-q", "HEAD", cwd=root) is None:  # a detached HEAD
+        print(
+            f"warning: HEAD is detached: no branch holds {commit[:12]}, and the next checkout leaves it "
+            f"behind (git gc deletes it in time); keep it with `git switch -c <new branch>`",
+            file=sys.stderr,
+        )
 
 
 def _cmd_link(args: argparse.Namespace) -> None:
