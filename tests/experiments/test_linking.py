@@ -218,6 +218,7 @@ def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
     assert "models.sgd.alpha: 0.0001 → 0.001" in table[2]
     text = run(["mnist-lab", "history"], root, env).stdout
     assert "models.sgd.alpha: 0.0001 -> 0.001" in text
+    assert f"    accuracy sgd {newest['accuracy']['sgd']:.4f}, random_forest " in text
     bad = run(["mnist-lab", "history", "no-such-rev"], root, env, check=False)
     assert bad.returncode == 2 and "'no-such-rev' is not a commit" in bad.stderr
 

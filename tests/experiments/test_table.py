@@ -59,3 +59,22 @@ def test_an_experiment_applied_and_committed_is_one_row_not_two(tmp_path) -> Non
     run([*GIT, "commit", "-qm", "Experiment exp-0, applied"], tmp_path)
     ids = [row["id"] for row in experiment_rows(tmp_path)]
     assert "exp:exp-0" not in ids and {"exp:exp-1", "exp:no-change"} <= set(ids) and len(ids) == 5
+
+
+def test_a_commits_changed_params_are_against_the_previous_experiment(tmp_path) -> None:
+    """A commit of params.yaml alone, then the experiment it led to: the experiment's `changed` shows the
+    param (against its git parent it showed nothing, and the change appeared nowhere)."""
+    from mnist_lab.experiments.table import experiment_rows
+    from tests.board.experiment_history import GIT, write_history
+    from tests.helpers import run
+
+    write_history(tmp_path, 2)
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text().replace("seed: ", "seed: 7 #", 1))
+    run([*GIT, "commit", "-qam", "seed 7 (params alone: not an experiment)"], tmp_path)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"accuracy": 0.', '"accuracy": 0.0', 1))
+    run([*GIT, "commit", "-qam", "the experiment it led to"], tmp_path)
+    newest, previous = experiment_rows(tmp_path, dvc_experiments=False)[:2]
+    assert newest["message"] == "the experiment it led to" and previous["message"].startswith("Experiment 1")
+    assert newest["changed"]["seed"][1] == 7

@@ -93,6 +93,8 @@ def as_text(rows: list[ExperimentRow]) -> str:
             f"    data {(row.data_version or '?')[:12]}   best "
             + (f"{row.best['model']} {row.best['metric']}={row.best['value']:.4f}" if row.best else "-")
         )
+        if row.accuracy:
+            out.append("    accuracy " + ", ".join(f"{m} {v:.4f}" for m, v in row.accuracy.items()))
         if row.dirty_because:
             out.append(
                 "    dirty: its results are not what its own files make; dvc.lock disagrees with "

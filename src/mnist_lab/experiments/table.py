@@ -13,7 +13,8 @@ A row is a flat dict: `id`, `source`, `commit`, `date`, `message`, `dirty` and `
 or DVC experiment's results that its own files did not make, see `stale_results`; a run from a tree with
 uncommitted changes), `data`, `model` / `metric` /
 `value` (the best model), `accuracy` (the best model's), `labels`, `changed` (params that differ from the
-parent experiment: key -> [its value, this one's]), `runs` (model -> run id), then every param as
+previous experiment: a commit's nearest ancestor that is an experiment commit, a DVC experiment's baseline;
+key -> [its value, this one's]), `runs` (model -> run id), then every param as
 `params.<key>` and every metric as `metrics.<key>` (`metrics.models.cnn.accuracy`), so the query language
 reaches any of them.
 """
@@ -83,8 +84,18 @@ def _log(
     root: Path, *revisions: str, paths: tuple[str, ...] = ("dvc.lock", "metrics.json")
 ) -> list[CommitInfo]:
     fields = FIELD_SEPARATOR.join(("%H", "%P", "%aI", "%s", "%b"))
+    # limited to `paths`, --parents rewrites each commit's parents to its nearest ancestors that change
+    # them: the previous experiment, not a commit of params.yaml alone whose change would then show nowhere
+    rewrite = ["--parents"] if paths else []
     done = commands.git(
-        "log", f"--format={fields}{RECORD_SEPARATOR}", *revisions, "--", *paths, cwd=root, check=True
+        "log",
+        f"--format={fields}{RECORD_SEPARATOR}",
+        *rewrite,
+        *revisions,
+        "--",
+        *paths,
+        cwd=root,
+        check=True,
     )
     commits = []
     for record in done.stdout.split(RECORD_SEPARATOR):
