@@ -34,7 +34,11 @@ def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
     table[columns[::-1]].assign(id=range(30)).to_csv(tmp_path / "shuffled.csv", index=False)  # any order
     table.to_csv(tmp_path / "plain.csv", index=False, header=False)
     table.to_parquet(tmp_path / "images.parquet")
-    for name in ("images-idx3-ubyte.gz", "images-idx3-ubyte", "shuffled.csv", "plain.csv", "images.parquet"):
+    # pandas' header for unnamed columns, 0,1,...,15: a header, not a first image (every row was one off)
+    pd.DataFrame(flat.astype(np.int64)).to_csv(tmp_path / "numbered.csv", index=False)
+    names = ("images-idx3-ubyte.gz", "images-idx3-ubyte", "shuffled.csv", "plain.csv", "images.parquet",
+             "numbered.csv")  # fmt: skip
+    for name in names:
         assert np.array_equal(read_images(tmp_path / name), flat), name
 
 

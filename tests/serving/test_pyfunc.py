@@ -90,6 +90,8 @@ def test_every_request_format_gets_labels_and_probabilities(served: dict) -> Non
     answers["csv"] = post(served["url"], csv, "text/csv")
     headerless = "\n".join(",".join(map(str, r)) for r in rows) + "\n"  # 64 (or 784) values per line
     answers["csv without a header"] = post(served["url"], headerless, "text/csv")
+    numbered = ",".join(map(str, range(len(names)))) + "\n" + headerless  # pandas' unnamed columns
+    answers["csv with column numbers"] = post(served["url"], numbered, "text/csv")
     parquet = io.BytesIO()
     pd.DataFrame(pixels.astype(np.uint8), columns=names).to_parquet(parquet)
     answers["parquet"] = post(served["url"], parquet.getvalue(), "application/vnd.apache.parquet")

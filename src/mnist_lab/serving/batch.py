@@ -156,7 +156,10 @@ def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
         first = list(pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0])
     except Exception as exc:  # pandas raises many kinds
         raise DataError(f"{path}: cannot read it as csv: {exc}") from None
-    header = 0 if any(field.startswith("pixel_") for field in first) else None  # else numbers only
+    # a header: pixel_<i> columns, or the column numbers 0,1,...,n-1 pandas writes for unnamed columns
+    # (`pd.DataFrame(images).to_csv(path, index=False)`); else the first line is an image
+    numbered = [field.strip() for field in first] == [str(i) for i in range(len(first))]
+    header = 0 if numbered or any(field.startswith("pixel_") for field in first) else None
     # an empty field is a missing pixel value, reported as such below
     names = [field for field in first if field.strip() and not _is_number(field)]
     if header is None and names:

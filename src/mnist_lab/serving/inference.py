@@ -70,8 +70,10 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
         names = pixel_columns(n_pixels)
         columns = list(request.columns)
         if columns != names:
-            if len(columns) == n_pixels and all(isinstance(c, int | np.integer) for c in columns):
-                request = request.set_axis(names, axis=1)  # dataframe_split sent without "columns"
+            # dataframe_split sent without "columns" (0, 1, ...), or a CSV whose header is pandas' column
+            # numbers for unnamed columns ("0", "1", ...): in order, the pixels
+            if len(columns) == n_pixels and [str(c) for c in columns] == [str(i) for i in range(n_pixels)]:
+                request = request.set_axis(names, axis=1)
             else:
                 missing = [c for c in names if c not in columns]
                 extra = [str(c) for c in columns if c not in names]
