@@ -169,8 +169,11 @@ class ShapeRecorder:
 def test_predict_file_holds_one_chunk_at_a_time_and_reports_progress(tmp_path) -> None:
     path = _files(tmp_path)["idx.gz"]
     model, progress = ShapeRecorder(), []
-    count = predict_file(model, path, tmp_path / "out.csv", lambda d, t: progress.append((d, t)), 7)
+    count, brightest = predict_file(
+        model, path, tmp_path / "out.csv", lambda d, t: progress.append((d, t)), 7
+    )
     assert count == 30 and model.batches == [7, 7, 7, 7, 2]
+    assert brightest == IMAGES.max()  # of every chunk, not the last
     assert progress == [(7, 30), (14, 30), (21, 30), (28, 30), (30, 30)]
 
 
@@ -184,7 +187,7 @@ def test_chunked_predictions_are_the_whole_files_predictions(tmp_path, suffix: s
     write_predictions(predict_frame(model, pixels.astype(np.float64)), whole)
     for name, path in _files(tmp_path).items():
         out = tmp_path / f"chunked-{name.replace(' ', '-')}{suffix}"
-        assert predict_file(model, path, out, chunk_images=7) == 30
+        assert predict_file(model, path, out, chunk_images=7)[0] == 30
         if suffix == ".csv":
             assert out.read_bytes() == whole.read_bytes(), name
         else:
@@ -223,4 +226,4 @@ def test_the_input_file_is_never_the_output(tmp_path, monkeypatch) -> None:
         with pytest.raises(DataError, match=r"is the input file .*images.csv.*predictions.csv"):
             predict_file(ShapeRecorder(), images, output)
     assert images.read_bytes() == before
-    assert predict_file(ShapeRecorder(), images, tmp_path / "predictions.csv") == 30
+    assert predict_file(ShapeRecorder(), images, tmp_path / "predictions.csv")[0] == 30

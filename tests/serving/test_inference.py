@@ -7,7 +7,7 @@ from sklearn.linear_model import SGDClassifier
 from mnist_lab.core.errors import DataError
 from mnist_lab.core.features import fit_featurizer, full_model, pixel_frame
 from mnist_lab.core.settings import FeatureSettings
-from mnist_lab.serving.inference import labels_are_most_probable, predict_frame
+from mnist_lab.serving.inference import labels_are_most_probable, predict_frame, scale_warning
 
 IMAGES = np.random.default_rng(0).integers(0, 256, size=(30, 4, 4), dtype=np.uint8)
 LABELS = np.arange(30) % 3
@@ -140,3 +140,16 @@ def test_a_classifier_that_says_so_is_asked_once() -> None:
 
     frame = predict_frame(MostProbable(), np.zeros((2, 2)))
     assert frame["label"].tolist() == [7, 3]  # a tie goes to the first class, as numpy's argmax
+
+
+def test_inputs_on_another_scale_than_0_255_are_warned_about() -> None:
+    """The models answer anything in 0-255, so images scaled to [0, 1] or scikit-learn's 0-16 digits get
+    confident, wrong labels (16% of the 0-16 digits right): the brightest pixel of the whole input tells."""
+    assert "scaled to [0, 1] get meaningless predictions; multiply them by 255" in scale_warning(
+        1.0, "in.csv"
+    )
+    assert scale_warning(0.0, "in.csv").startswith("in.csv: every pixel value is 1 or less")
+    assert "load_digits() (0-16): the models take grey levels 0-255; multiply such images by 255/16" in (
+        scale_warning(16.0, "in.csv")
+    )
+    assert scale_warning(16.5, "in.csv") is None and scale_warning(255.0, "in.csv") is None

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 
@@ -150,7 +151,13 @@ def test_predict_writes_what_evaluate_predicted(
     evaluated = pd.read_csv(workspace / "reports" / best / "predictions.csv")
     test_images = next((workspace / "data").glob("t10k-images*"))
     assert cli.main(["predict", str(test_images), "-o", "out/predictions.csv"]) == 0
-    assert "the workspace's best model" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "the workspace's best model" in said and "warning" not in said
+    # the same images on scikit-learn's 0-16 scale: predicted (the model cannot know), and warned about
+    scaled = pd.DataFrame(np.load(workspace / "outputs" / "prepared.npz")["test_pixels"] // 16)
+    scaled.to_csv(workspace / "digits-0-16.csv", index=False)
+    assert cli.main(["predict", "digits-0-16.csv", "-o", "out/scaled.csv"]) == 0
+    assert "warning: digits-0-16.csv: every pixel value is 16 or less" in capsys.readouterr().err
     from_dvc = pd.read_csv(workspace / "out" / "predictions.csv")
     assert from_dvc["label"].tolist() == evaluated["predicted"].tolist()
     if best == "forest":

@@ -42,7 +42,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     import time
 
     from mnist_lab.serving.batch import check_output_is_not_input, predict_file
-    from mnist_lab.serving.inference import add_predict_stage
+    from mnist_lab.serving.inference import add_predict_stage, scale_warning
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
@@ -66,13 +66,16 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        count = predict_file(model, args.input, args.output, on_chunk)
+        count, brightest = predict_file(model, args.input, args.output, on_chunk)
     seconds = time.perf_counter() - started
     rate = count / seconds if seconds > 0 else float("inf")
     print(
         f"wrote {count} predictions to {args.output} with {described} ({rate:,.0f} images/s)",
         file=sys.stderr,
     )
+    warning = scale_warning(brightest, str(args.input))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:

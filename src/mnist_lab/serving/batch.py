@@ -258,14 +258,17 @@ def predict_file(
     output: Path | str,
     on_chunk: Callable[[int, int | None], None] | None = None,
     chunk_images: int = CHUNK_IMAGES,
-) -> int:
+) -> tuple[int, float]:
     """Predict every image of `images` with `model` (see predict_frame) into `output`, a chunk at a time;
-    `on_chunk(images done, images in all or None)` after each chunk. Returns how many were predicted."""
+    `on_chunk(images done, images in all or None)` after each chunk. Returns how many were predicted and
+    the brightest pixel value of them all (see inference.scale_warning)."""
     check_output_is_not_input(images, output)
+    brightest = 0.0
     with PredictionWriter(output) as writer:  # checks the output's suffix before any work
         source = image_chunks(images, chunk_images)
         for pixels in source.chunks:
             writer.write(predict_frame(model, pixels, str(images)))
+            brightest = max(brightest, float(pixels.max()))
             if on_chunk is not None:
                 on_chunk(writer.rows, source.count)
-        return writer.rows
+        return writer.rows, brightest

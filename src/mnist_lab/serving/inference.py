@@ -167,6 +167,23 @@ def labels_are_most_probable(model: Any) -> bool:
     )
 
 
+def scale_warning(brightest: float, source: str) -> str | None:
+    """A warning when the brightest pixel of a whole input says it is not on the 0-255 scale the models
+    take (they answer anyway, and wrongly): images scaled to [0, 1], or scikit-learn's `load_digits()`
+    (0-16); None when it may well be 0-255."""
+    if brightest <= 1.0:
+        return (
+            f"{source}: every pixel value is 1 or less: the models take grey levels 0-255, so images "
+            "scaled to [0, 1] get meaningless predictions; multiply them by 255"
+        )
+    if brightest <= 16.0:
+        return (
+            f"{source}: every pixel value is 16 or less, the scale of scikit-learn's load_digits() (0-16): "
+            "the models take grey levels 0-255; multiply such images by 255/16"
+        )
+    return None
+
+
 def predict_frame(model: Any, pixels: np.ndarray, source: str = "input") -> pd.DataFrame:
     """`label` and, per class c, `probability_<c>` (models with `predict_proba`) or `score_<c>` (decision
     values, for models without probabilities such as a hinge-loss SGD)."""
