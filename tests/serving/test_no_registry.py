@@ -82,5 +82,23 @@ def test_promote_and_serve_from_dvc_when_the_server_has_no_registry(
             assert served_labels == champion_labels and starved_labels != champion_labels
             with urllib.request.urlopen(f"{url}/health", timeout=10) as health:  # the proxy still works
                 assert health.status == 200
+
+            # an experiment of another task: refused as with a registry, --force promotes it uncompared
+            # (the multiclass champion scored on binary labels was a ValueError traceback)
+            params.write_text(params.read_text().replace("kind: multiclass", "kind: binary", 1))
+            run(["dvc", "repro"], root)
+            run(["mnist-lab", "commit", "-m", "5-detector"], root)
+            detector = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+            other = run(["mnist-lab", "promote"], root, check=False)
+            assert other.returncode == 2, other.stdout + other.stderr
+            assert (
+                f"champion {head[:12]} was trained for task 'multiclass', not this experiment's 'binary' "
+                "(positive class 5): the two cannot be compared"
+            ) in other.stderr
+            forced = run(["mnist-lab", "promote", "--force"], root)
+            assert f"promoted {detector[:12]} to champion (--force), not compared with {head[:12]}" in (
+                forced.stdout
+            )
+            assert tag(root, "mnist-lab/champion") == detector
     finally:
         server.stop()

@@ -87,6 +87,24 @@ def test_models_of_another_task_are_not_compared(
     experiment(workspace, {"sgd": {"type": "sgd"}}, task={"kind": "binary", "positive_class": 5})
     code, out = promote(capsys)
     assert code == 2 and "v1 was trained for task 'multiclass', not this workspace's 'binary'" in out
+    # --force promotes as the refusal says, without a comparison (the multiclass v1 cannot be scored on
+    # binary labels: a ValueError traceback before)
+    code, out = promote(capsys, "--force")
+    assert code == 0, out
+    assert "challenger v2: " in out and "champion v1: not scored on it" in out
+    assert (
+        "promoted v2 to champion (--force), not compared with v1 (v1 was trained for task 'multiclass', not "
+        "this workspace's 'binary': not scored on this test set)"
+    ) in out
+    client = mlflow.MlflowClient(tracking_store, registry_uri=tracking_store)
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    # and the other way round: the challenger alias on a version of another task than the workspace's
+    experiment(workspace, {"sgd": {"type": "sgd"}})  # multiclass again: v3, the challenger
+    assert promote(capsys, "--rollback")[0] == 0  # v1 (multiclass) is the champion again
+    client.set_registered_model_alias(NAME, "challenger", "2")
+    code, out = promote(capsys, "--force")
+    assert code == 0 and "challenger v2: not scored on it, champion v1: " in out, out
+    assert "(v2 was trained for task 'binary' (positive class 5), not this workspace's 'multiclass'" in out
 
 
 def test_no_challenger_and_no_test_data_are_clear_errors(

@@ -43,7 +43,7 @@ class PromotionDecision:
 
     metric: str
     challenger: str
-    challenger_value: float
+    challenger_value: float | None  # None: not scored on this test set (--force across tasks or sizes)
     champion: str | None
     champion_value: float | None
     promoted: bool
@@ -51,11 +51,14 @@ class PromotionDecision:
     decided_by: str = ""  # which test images the two models disagree on
 
     def table(self) -> str:
-        champion = f"{self.champion}: {self.champion_value:.6f}" if self.champion else "none yet"
+        def value(score: float | None) -> str:
+            return f"{score:.6f}" if score is not None else "not scored on it"
+
+        champion = f"{self.champion}: {value(self.champion_value)}" if self.champion else "none yet"
         decided = f"\n{self.decided_by}" if self.decided_by else ""
         return (
             f"{self.metric} on the workspace's test set: challenger {self.challenger}: "
-            f"{self.challenger_value:.6f}, champion {champion}{decided}\n{self.reason}"
+            f"{value(self.challenger_value)}, champion {champion}{decided}\n{self.reason}"
         )
 
 
@@ -77,16 +80,19 @@ def score_version(
 
 def _decide(
     new: str,
-    new_value: float,
+    new_value: float | None,
     old: str | None,
     old_value: float | None,
     force: bool,
     min_delta: float = 0.0,
 ) -> tuple[bool, str]:
     """Whether challenger `new` replaces champion `old` (a score higher by more than `min_delta`, or
-    `force`), and why."""
-    if old is None or old_value is None:
+    `force`), and why. A value is None only with `force`: a model that cannot be scored on this test set."""
+    if old is None:
         return True, f"promoted {new} to {CHAMPION}: there was no champion"
+    if new_value is None or old_value is None:
+        assert force, "only --force promotes a model that was not scored"
+        return True, f"promoted {new} to {CHAMPION} (--force), not compared with {old}"
     margin = f" by more than {min_delta:g}" if min_delta else ""
     if new_value - old_value > min_delta:
         return True, f"promoted {new} to {CHAMPION}: it beats {old}{margin} (+{new_value - old_value:.6f})"
@@ -109,15 +115,26 @@ def decided_by(new: Score, old: Score, y_true: np.ndarray) -> str:
     )
 
 
-def _check_comparable(version, task: str, positive_class: int, data_version: str | None) -> None:
+def _other_task(version, task: str, positive_class: int) -> str | None:
+    """Why `version` cannot be scored on a test set of `task` (another task, or another positive class),
+    or None."""
     tags = version.tags
     version_task = tags.get(f"{tracking.TAG_PREFIX}task")
     version_class = tags.get(f"{tracking.TAG_PREFIX}positive_class", "?")
     if version_task != task or (task == "binary" and version_class != str(positive_class)):
         detail = f" (positive class {version_class})" if version_task == "binary" else ""
+        return (
+            f"v{version.version} was trained for task '{version_task}'{detail}, not this workspace's '{task}'"
+        )
+    return None
+
+
+def _check_comparable(version, task: str, positive_class: int, data_version: str | None) -> None:
+    tags = version.tags
+    other_task = _other_task(version, task, positive_class)
+    if other_task:
         raise RegistryError(
-            f"v{version.version} was trained for task '{version_task}'{detail}, not this workspace's "
-            f"'{task}': the two cannot be compared on this test set (--force to promote anyway)"
+            f"{other_task}: the two cannot be compared on this test set (--force to promote anyway)"
         )
     version_data = tags.get(f"{tracking.TAG_PREFIX}data_version", "unknown")
     if data_version and version_data not in ("unknown", data_version):
@@ -189,8 +206,22 @@ def promote(
     if moved:  # once the versions are known comparable: a refused promotion changes nothing
         client.set_registered_model_alias(model_name, CHALLENGER, new)
     binary = task == "binary"
-    new_score = score_version(root, model_name, new, test_pixels, y_true, binary)
-    new_value = new_score.metrics[metric]
+    unscored: list[str] = []  # with --force: versions this test set cannot score, and why
+
+    def scored(version: Any) -> Score | None:
+        if not force:
+            return score_version(root, model_name, str(version.version), test_pixels, y_true, binary)
+        why = _other_task(version, task, positive_class)
+        if why is None:
+            try:
+                return score_version(root, model_name, str(version.version), test_pixels, y_true, binary)
+            except RegistryError as exc:  # images of another size
+                why = str(exc).split(": models for another image size")[0]
+        unscored.append(why)
+        return None
+
+    new_score = scored(challenger)
+    new_value = new_score.metrics[metric] if new_score else None
     old = str(champion.version) if champion is not None else None
     if old == new:
         return PromotionDecision(
@@ -202,9 +233,11 @@ def promote(
             False,
             f"{moved}v{new} is already the {CHAMPION}",
         )
-    old_score = score_version(root, model_name, old, test_pixels, y_true, binary) if old else None
+    old_score = scored(champion) if champion is not None else None
     old_value = old_score.metrics[metric] if old_score else None
     promoted, reason = _decide(f"v{new}", new_value, f"v{old}" if old else None, old_value, force, min_delta)
+    if unscored:
+        reason += f" ({'; '.join(unscored)}: not scored on this test set)"
     if promoted:
         if old is not None:
             client.set_model_version_tag(model_name, new, PREVIOUS_CHAMPION_TAG, old)
@@ -213,7 +246,7 @@ def promote(
         client.set_registered_model_alias(model_name, CHAMPION, new)
     return PromotionDecision(
         metric, f"v{new}", new_value, f"v{old}" if old else None, old_value, promoted, moved + reason,
-        decided_by(new_score, old_score, y_true) if old_score else "",
+        decided_by(new_score, old_score, y_true) if old_score and new_score else "",
     )  # fmt: skip
 
 
@@ -282,8 +315,18 @@ def promote_commit(
         return PromotionDecision(
             metric, new, new_value, old, new_value, False, f"{new} is already the {CHAMPION}"
         )
-    old_score = None
+    old_score, unscored = None, ""
     if champion is not None:
+        our_task, their_task = _committed_task(root, head), _committed_task(root, champion)
+        other_task = (
+            f"{CHAMPION} {old} was trained for task {their_task}, not this experiment's {our_task}"
+            if their_task != our_task and "'?'" not in (their_task, our_task)
+            else ""
+        )
+        if other_task and not force:
+            raise RegistryError(
+                f"{other_task}: the two cannot be compared on this test set (--force to promote anyway)"
+            )
         if not force:
             ours, theirs = _committed_data_version(root, head), _committed_data_version(root, champion)
             if ours and theirs and ours != theirs:
@@ -292,9 +335,20 @@ def promote_commit(
                     f"{ours[:12]} (data.dvc): scores on different data do not compare (--force to promote "
                     "anyway)"
                 )
-        old_score = _score(committed_model(root, champion)[1], test_pixels, y_true, binary, f"commit {old}")
+        if other_task:  # --force: promoted without a comparison
+            unscored = f" ({other_task}: not scored on this test set)"
+        else:
+            try:
+                old_score = _score(
+                    committed_model(root, champion)[1], test_pixels, y_true, binary, f"commit {old}"
+                )
+            except RegistryError as exc:  # images of another size
+                if not force:
+                    raise
+                unscored = f" ({str(exc).split(': models for another image size')[0]}: not scored on it)"
     old_value = old_score.metrics[metric] if old_score else None
     promoted, reason = _decide(new, new_value, old, old_value, force, min_delta)
+    reason += unscored
     if promoted:
         if champion is not None:
             git_stdout(root, "tag", "-f", PREVIOUS_CHAMPION_GIT_TAG, champion)
@@ -303,6 +357,23 @@ def promote_commit(
         metric, new, new_value, old, old_value, promoted, reason,
         decided_by(new_score, old_score, y_true) if old_score else "",
     )  # fmt: skip
+
+
+def _committed_task(root: Path, commit: str) -> str:
+    """An experiment commit's task as its params.yaml sets it: `'multiclass'`, `'binary' (positive class
+    5)`; `'?'` when the commit's params.yaml cannot be read."""
+    import yaml
+
+    from mnist_lab.core.errors import MnistLabError
+    from mnist_lab.core.settings import load_params_yaml, parse_settings
+    from mnist_lab.experiments.linking import run_git
+
+    done = run_git(root, "show", f"{commit}:params.yaml", check=False)
+    try:
+        task = parse_settings(load_params_yaml(done.stdout), source=f"{commit[:12]}:params.yaml").task
+    except (MnistLabError, yaml.YAMLError):  # params an older version wrote: not checked (scored as is)
+        return "'?'"
+    return f"'{task.kind}'" + (f" (positive class {task.positive_class})" if task.kind == "binary" else "")
 
 
 def _committed_data_version(root: Path, commit: str) -> str | None:
