@@ -209,3 +209,65 @@ def test_board_export_options_that_cannot_work_are_named(tmp_path, monkeypatch, 
         assert main(["board", *argv]) == 2
         assert problem in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_terminated_command_cleans_up_as_on_any_error(tmp_path: Path) -> None:
+    """`kill` (SIGTERM) during `data ingest`: the temporary folder of the download is removed and data/ is
+    as it was (the default action ended the process on the spot, leaving both), exit 143."""
+    import http.server
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    started = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"\x1f\x8b" + b"\0" * 1000)  # then nothing: a download in progress
+            self.wfile.flush()
+            started.set()
+            time.sleep(30)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "TMPDIR": str(temporary)}
+    command = [sys.executable, "-m", "mnist_lab.cli", "data", "ingest", f"http://127.0.0.1:{server.server_address[1]}/",
+               "--out", str(tmp_path / "data"), "--no-track"]  # fmt: skip
+    ingest = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert started.wait(60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(temporary.glob("mnist-lab-ingest-*/*")):
+            time.sleep(0.05)
+        assert list(temporary.glob("mnist-lab-ingest-*/*")), "the download did not start"
+        ingest.send_signal(signal.SIGTERM)
+        _, err = ingest.communicate(timeout=30)
+    finally:
+        ingest.kill()
+        server.shutdown()
+    assert ingest.returncode == 143 and err.strip().endswith("terminated"), err
+    assert list(temporary.iterdir()) == [] and not (tmp_path / "data").exists()
+
+
+def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(repo_root: Path) -> None:
+    import subprocess
+    import sys
+
+    # `true` reads nothing and has long exited when the command (a second of imports) writes
+    done = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {sys.executable} -m mnist_lab.cli history | true"], cwd=repo_root,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (141, "")  # no traceback, no "Exception ignored"

@@ -2,6 +2,7 @@
 the row counted from the file's start, predictions written whole or not at all."""
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -227,3 +228,22 @@ def test_the_input_file_is_never_the_output(tmp_path, monkeypatch) -> None:
             predict_file(ShapeRecorder(), images, output)
     assert images.read_bytes() == before
     assert predict_file(ShapeRecorder(), images, tmp_path / "predictions.csv")[0] == 30
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path) -> None:
+    """Refused before the model is asked (it failed after the model had loaded, with a traceback)."""
+    images = tmp_path / "images.csv"
+    pd.DataFrame(IMAGES.reshape(30, -1).astype(int)).to_csv(images, index=False, header=False)
+    (tmp_path / "taken").write_text("a file")
+    model = ShapeRecorder()
+    with pytest.raises(DataError) as refused:
+        predict_file(model, images, tmp_path / "taken" / "out.csv")
+    assert str(refused.value) == (
+        f"--output {tmp_path / 'taken' / 'out.csv'}: cannot write there ({tmp_path / 'taken'} is a file, not "
+        "a folder); write the predictions elsewhere"
+    )
+    if Path("/proc/self").is_dir():  # a folder nobody can create files in, root included
+        with pytest.raises(DataError, match=r"--output /proc/out.csv: cannot write there \("):
+            predict_file(model, images, "/proc/out.csv")
+    assert model.batches == []
+    assert predict_file(model, images, tmp_path / "new" / "folder" / "out.csv")[0] == 30  # folders made

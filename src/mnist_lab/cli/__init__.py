@@ -5,6 +5,7 @@ commands' handlers and arguments; the work itself lives in the package's other l
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mnist_lab.cli import board, data, experiments, models
@@ -19,14 +20,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound as Ctrl-C is (see main)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
-    if argv is None and hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mnist-lab history | head` ends quietly
+    if argv is None:
+        # `kill` (SIGTERM) unwinds like Ctrl-C: half-written outputs and temporary folders are removed by
+        # the code that made them, as on any error (the default action ended the process on the spot)
+        signal.signal(signal.SIGTERM, _terminated)
     args = build_parser().parse_args(argv)
     try:
         code = args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at the interpreter's exit
+    except BrokenPipeError:
+        # `mnist-lab history | head`: the reader left. The command stopped where it was, cleaning up as on
+        # any error; nothing more is written to the closed pipe (Python's own advice, `signal` docs)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130  # 128 + the signal, as a shell reports it
     except MnistLabError as exc:
         from mnist_lab.system.redact import redact
 

@@ -41,12 +41,12 @@ def _load_model(root: Path, model_uri: str | None):
 def _cmd_predict(args: argparse.Namespace) -> None:
     import time
 
-    from mnist_lab.serving.batch import check_output_is_not_input, predict_file
+    from mnist_lab.serving.batch import check_output_file, predict_file
     from mnist_lab.serving.inference import add_predict_stage, scale_warning
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
-    check_output_is_not_input(args.input, args.output)
+    check_output_file(args.input, args.output)
     if args.as_stage:
         if args.model:
             raise MnistLabError("--as-stage predicts with the workspace's best model: leave out --model")

@@ -18,7 +18,7 @@ import numpy as np
 from mnist_lab.core.errors import DataError
 from mnist_lab.core.idx import GZIP_MAGIC, check_image_shape, idx_data_bytes, idx_header, idx_size_error
 from mnist_lab.serving.inference import predict_frame, table_pixels
-from mnist_lab.system.files import replaced_via_temp
+from mnist_lab.system.files import check_writable, replaced_via_temp
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -238,9 +238,10 @@ def write_predictions(predictions: pd.DataFrame, path: Path | str) -> None:
         writer.write(predictions)
 
 
-def check_output_is_not_input(images: Path | str, output: Path | str) -> None:
-    """Refuse an `output` that is the `images` file itself (by another name too): the predictions would
-    replace the images."""
+def check_output_file(images: Path | str, output: Path | str) -> None:
+    """Before any work: refuse an `output` that is the `images` file itself (by another name too: the
+    predictions would replace the images), that is not .csv or .parquet, or that cannot be written there (its
+    folder a file, not writable)."""
     images, output = Path(images), Path(output)
     same = output.resolve() == images.resolve()
     if not same and output.exists() and images.exists():
@@ -250,6 +251,16 @@ def check_output_is_not_input(images: Path | str, output: Path | str) -> None:
             f"--output {output} is the input file {images}: the predictions would replace the images; "
             f"write them to another file (say {images.with_name('predictions.csv')})"
         )
+    if output.suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{output}: write predictions to a .csv or a .parquet file")
+    try:
+        check_writable(output)
+    except OSError as exc:
+        blocking = next((folder for folder in output.parents if folder.is_file()), None)
+        why = f"{blocking} is a file, not a folder" if blocking else f"{exc.strerror or exc}"
+        raise DataError(
+            f"--output {output}: cannot write there ({why}); write the predictions elsewhere"
+        ) from None
 
 
 def predict_file(
@@ -262,7 +273,7 @@ def predict_file(
     """Predict every image of `images` with `model` (see predict_frame) into `output`, a chunk at a time;
     `on_chunk(images done, images in all or None)` after each chunk. Returns how many were predicted and
     the brightest pixel value of them all (see inference.scale_warning)."""
-    check_output_is_not_input(images, output)
+    check_output_file(images, output)
     brightest = 0.0
     with PredictionWriter(output) as writer:  # checks the output's suffix before any work
         source = image_chunks(images, chunk_images)

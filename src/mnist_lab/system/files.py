@@ -49,6 +49,14 @@ def _new_file_beside(path: Path, suffix: str) -> Path:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
+def check_writable(path: Path | str) -> None:
+    """Make `path`'s folder (and its parents) if missing and prove a file can be created in it, as
+    `replaced_via_temp` will: an OSError now, before any long work, rather than after it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _new_file_beside(path, "").unlink()
+
+
 def replace_via_temp(path: Path | str, write: Callable[[Path], object], suffix: str = "") -> None:
     """Call `write` on a temporary file beside `path`, then rename it over `path`."""
     with replaced_via_temp(path, suffix) as temporary:
