@@ -271,3 +271,19 @@ def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(repo_root: Path)
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert (done.returncode, done.stderr) == (141, "")  # no traceback, no "Exception ignored"
+
+
+def test_a_port_another_server_has_is_refused_before_anything_loads(tmp_path: Path, capsys) -> None:
+    """`serve` loaded the model (seconds), announced itself on the port, then died on it, while a client
+    reached the other server; the board likewise."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        for argv in (["serve", "--workspace"], ["board"]):
+            assert main([*argv, "--port", str(port)]) == 2
+            said = capsys.readouterr()
+            assert said.err.startswith(f"error: --port {port}: cannot listen on 127.0.0.1:{port} (Address ")
+            assert "choose another --port" in said.err and "serving" not in said.err + said.out

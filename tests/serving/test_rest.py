@@ -307,3 +307,28 @@ def test_a_slow_fast_path_times_out_as_mlflow_does() -> None:
         "error_code": "INTERNAL_ERROR",
         "message": "Request processing time exceeded limit",
     }
+
+
+def test_requests_mlflows_app_fails_on_are_answered_4xx(served_model) -> None:
+    """MLflow's scoring app answers 500 to a request without a Content-Type (it splits None) and to JSON
+    nested deeper than Python's parser goes (RecursionError): both are the client's mistake."""
+    from mlflow.pyfunc import scoring_server
+    from starlette.testclient import TestClient
+
+    app = ClientFacing(scoring_server.init(served_model), FastImages(served_model))
+    client = TestClient(app, raise_server_exceptions=False)
+    untyped = client.post("/invocations", content=json.dumps({"instances": ROWS}).encode())
+    assert "content-type" not in untyped.request.headers
+    assert untyped.status_code == 415 and untyped.json() == {
+        "error_code": "BAD_REQUEST",
+        "message": "no Content-Type header: send one of application/json, text/csv, "
+        "application/vnd.apache.parquet",
+    }
+    for depth in (1010, 5000):  # past Python's parser, and past orjson's too
+        body = "[" * depth + "]" * depth
+        for sent in (body, json.dumps({"instances": "x"}).replace('"x"', body)):
+            deep = client.post("/invocations", content=sent, headers={"Content-Type": JSON_TYPE})
+            assert deep.status_code == 400, (depth, deep.text[:200])
+            assert deep.json()["message"].startswith("the JSON body is nested too deeply")
+    fine = client.post("/invocations", json={"instances": ROWS})
+    assert fine.status_code == 200 and len(fine.json()["predictions"]) == len(ROWS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mnist_lab.core.errors import MnistLabError
+
 
 def non_negative_float(text: str) -> float:
     try:
@@ -33,3 +35,22 @@ def port_number(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
     return value
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A MnistLabError when `host:port` cannot be listened on (another server has it): before a server
+    spends seconds loading, announces itself, then dies on it while a client reaches the other one."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # as uvicorn binds: a port in TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise MnistLabError(
+                f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}): another server has "
+                "it, or the address is not this machine's; choose another --port"
+            ) from None

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_lab.cli.arguments import port_number
+from mnist_lab.cli.arguments import check_port_free, port_number
 from mnist_lab.core.errors import MnistLabError
 
 
@@ -32,6 +32,7 @@ def _cmd_board(args: argparse.Namespace) -> None:
         return
     from mnist_lab.board.app import serve
 
+    check_port_free(args.host, args.port)
     print(f"mnist-lab board on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
     serve(root, args.host, args.port)
 

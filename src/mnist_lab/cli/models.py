@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_lab.cli.arguments import non_negative_float, port_number, positive_int
+from mnist_lab.cli.arguments import check_port_free, non_negative_float, port_number, positive_int
 from mnist_lab.core.errors import MnistLabError
 
 
@@ -82,6 +82,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from mnist_lab.serving.pyfunc import serve_command
     from mnist_lab.system.workspace import repository_root
 
+    check_port_free(args.host, args.port)
     command, env, described = serve_command(
         repository_root(), args.model, args.workspace, args.host, args.port, args.workers
     )

@@ -196,6 +196,10 @@ class ClientFacing:
             return
         content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
         mime = content_type.split(b";")[0].strip().lower()
+        if scope.get("method") == "POST" and not mime:  # MLflow's app fails on it with a 500
+            await _read_body(receive)
+            await _send_error(send, 415, f"no Content-Type header: send one of {ACCEPTED}")
+            return
         if mime == b"text/csv":
             receive = await _replayed(receive, with_csv_header)
         elif self.fast is not None and scope.get("method") == "POST" and mime in (JSON, PARQUET):
@@ -236,10 +240,36 @@ class ClientFacing:
                 if name.lower() not in (b"content-length", b"content-type")
             ]
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            await send({**started, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            messages = [{**started, "headers": headers}, {"type": "http.response.body", "body": body}]
+            if started["status"] >= 500:
+                failed.extend(messages)  # sent once the app is done: it may say why (below)
+                return
+            for message in messages:
+                await send(message)
 
-        await self.app(scope, receive, answer)
+        failed: list[Message] = []
+        try:
+            await self.app(scope, receive, answer)
+        except RecursionError:  # JSON nested deeper than Python's parser goes: the client's, not a 500
+            failed.clear()
+            await _send_error(
+                send, 400, "the JSON body is nested too deeply: send images as lists of numbers"
+            )
+            return
+        finally:
+            for message in failed:
+                await send(message)
+
+
+ACCEPTED = "application/json, text/csv, application/vnd.apache.parquet"
+
+
+async def _send_error(send: Send, status: int, message: str) -> None:
+    """An error answer as every other one here: `{"error_code": "BAD_REQUEST", "message": ...}`."""
+    body = json.dumps({"error_code": "BAD_REQUEST", "message": short_message(message)}).encode()
+    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _replayed(receive: Receive, change: Callable[[bytes], bytes]) -> Receive:
