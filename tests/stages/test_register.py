@@ -160,6 +160,8 @@ def test_a_run_or_version_from_another_store_is_named_not_a_traceback(
 def test_predict_writes_what_evaluate_predicted(
     workspace: Path,
     tracking_store: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
     import pandas as pd
@@ -188,6 +190,20 @@ def test_predict_writes_what_evaluate_predicted(
     )
     parquet = pd.read_parquet(workspace / "out" / "p.parquet")  # float32 scores; CSV holds them as text
     pd.testing.assert_frame_equal(parquet, from_dvc, check_dtype=False)
+    # on a batch machine: the package, the store's address, no checkout
+    elsewhere = tmp_path / "batch-machine"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = ["--model", f"models:/{NAME}@challenger"]
+    assert cli.main(["predict", str(test_images), "-o", "p.parquet", *model]) == 0, capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_parquet(elsewhere / "p.parquet"), parquet)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert cli.main(["predict", str(test_images), "-o", "q.parquet", *model]) == 2
+    assert "outside a repository the store holding it must be named: set MLFLOW_TRACKING_URI" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
     code = cli.main(["predict", str(test_images), "-o", "out/x.csv", "--model", f"models:/{NAME}@nobody"])
     assert code == 2 and "cannot load model 'models:/digits@nobody'" in capsys.readouterr().err
     assert not (workspace / "out" / "x.csv").exists()

@@ -25,6 +25,24 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0 if decision.promoted else 1
 
 
+def _model_root(model_uri: str | None) -> Path:
+    """The repository around the current folder; with `--model` outside any, the current folder, the
+    model's store coming from MLFLOW_TRACKING_URI (a batch machine has the package, not a checkout)."""
+    from mnist_lab.system.workspace import repository_root
+
+    try:
+        return repository_root()
+    except MnistLabError:
+        if model_uri is None:
+            raise
+        if model_uri.startswith(("models:/", "runs:/")) and not os.environ.get("MLFLOW_TRACKING_URI"):
+            raise MnistLabError(
+                f"--model {model_uri}: outside a repository the store holding it must be named: set "
+                "MLFLOW_TRACKING_URI (and its credentials), or run this in the repository"
+            ) from None
+        return Path.cwd()
+
+
 def _load_model(root: Path, model_uri: str | None):
     """The model `--model` names (any MLflow model URI), else the workspace's best model from its
     DVC-tracked files (featurizer + classifier; offline, no tracking store needed)."""
@@ -43,9 +61,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
     from mnist_lab.serving.batch import check_output_file, predict_file
     from mnist_lab.serving.inference import add_predict_stage, scale_warning
-    from mnist_lab.system.workspace import repository_root
 
-    root = repository_root()
+    root = _model_root(None if args.as_stage else args.model)
     check_output_file(args.input, args.output)
     if args.as_stage:
         if args.model:
@@ -80,11 +97,11 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> None:
     from mnist_lab.serving.pyfunc import serve_command
-    from mnist_lab.system.workspace import repository_root
 
     check_port_free(args.host, args.port)
+    root = _model_root(None if args.workspace else args.model)
     command, env, described = serve_command(
-        repository_root(), args.model, args.workspace, args.host, args.port, args.workers
+        root, args.model, args.workspace, args.host, args.port, args.workers
     )
     print(
         f"serving {described} at http://{args.host}:{args.port}/invocations (Ctrl-C stops it)",
