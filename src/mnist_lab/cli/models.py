@@ -22,7 +22,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
         return 0
     name, decision = promote_champion(root, force=args.force, min_delta=args.min_delta)
     print(f"{name}: {decision.table()}")
-    return 0 if decision.promoted else 1
+    # 1 only when the challenger lost: promoting the champion again is done already (`promote && deploy`)
+    return 0 if decision.promoted or decision.challenger == decision.champion else 1
 
 
 def _model_root(model_uri: str | None) -> Path:

@@ -262,6 +262,17 @@ def roll_back(root: Path, model_name: str) -> tuple[str, str]:
             f"{CHAMPION} v{champion.version} replaced no earlier champion: nothing to go back to"
         )
     client.set_registered_model_alias(model_name, CHAMPION, previous)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # the audit trail: each version's last promotion tag says how it became (or stopped being) champion
+    client.set_model_version_tag(
+        model_name, previous, PROMOTION_TAG, f"{stamp} {CHAMPION} again: --rollback from v{champion.version}"
+    )
+    client.set_model_version_tag(
+        model_name,
+        str(champion.version),
+        PROMOTION_TAG,
+        f"{stamp} rolled back: v{previous} is {CHAMPION} again",
+    )
     return f"v{champion.version}", f"v{previous}"
 
 
