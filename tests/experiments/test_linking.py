@@ -297,9 +297,23 @@ def test_an_experiment_committed_without_mnist_lab_commit_is_found_and_linked(ex
 
 def test_batch_predictions_as_an_optional_dvc_stage(experiment: dict) -> None:
     root, env = experiment["root"], experiment["env"]
+    before = (root / "dvc.yaml").read_text()
     added = run(["mnist-lab", "predict", "data/t10k-images-idx3-ubyte.gz", "-o", "predictions/test.csv",
                  "--as-stage"], root, env)  # fmt: skip
     assert "added stage `predict` to dvc.yaml" in added.stdout
+    after = (root / "dvc.yaml").read_text()
+    assert after.startswith(before) and after[len(before) :].startswith("  predict:")  # the rest untouched
+    again = run(["mnist-lab", "predict", "data/t10k-images-idx3-ubyte.gz", "-o", "predictions/all.csv",
+                 "--as-stage"], root, env)  # fmt: skip
+    assert "replaced stage `predict` in dvc.yaml (was: python -m mnist_lab.cli predict " in again.stdout
+    assert (root / "dvc.yaml").read_text() == after.replace("predictions/test.csv", "predictions/all.csv")
+    outside = root.parent / "elsewhere.csv"
+    outside.write_text("1,2\n")
+    refused = run(["mnist-lab", "predict", str(outside), "-o", "x.csv", "--as-stage"], root, env, check=False)
+    assert refused.returncode == 2 and "outside the repository, so a clone could not rerun" in refused.stderr
+    run(["mnist-lab", "predict", "data/t10k-images-idx3-ubyte.gz", "-o", "predictions/test.csv",
+         "--as-stage"], root, env)  # fmt: skip
+    assert (root / "dvc.yaml").read_text() == after
     run(["dvc", "repro", "predict"], root, env)
     best = json.loads((root / "best_model.json").read_text())["model"]
     predicted = [

@@ -68,10 +68,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if args.as_stage:
         if args.model:
             raise MnistLabError("--as-stage predicts with the workspace's best model: leave out --model")
-        command = add_predict_stage(root, args.input, args.output)
-        print(
-            f"added stage `predict` to dvc.yaml: {command}\nrun it with `dvc repro predict` (or `dvc repro`)"
-        )
+        command, replaced = add_predict_stage(root, args.input, args.output)
+        if replaced and replaced != command:
+            print(f"replaced stage `predict` in dvc.yaml (was: {replaced}): {command}")
+        else:
+            print(f"added stage `predict` to dvc.yaml: {command}")
+        print("run it with `dvc repro predict` (or `dvc repro`)")
         return
     model, described = _load_model(root, args.model)
     from tqdm import tqdm

@@ -212,21 +212,55 @@ def predict_frame(model: Any, pixels: np.ndarray, source: str = "input") -> pd.D
     return pd.DataFrame({"label": labels.astype(np.int64), **columns})  # one frame: not 10 inserts
 
 
-def add_predict_stage(root: Path, images: Path | str, output: Path | str) -> str:
+def add_predict_stage(root: Path, images: Path | str, output: Path | str) -> tuple[str, str | None]:
     """Add (or replace) a `predict` stage in dvc.yaml that reruns `mnist-lab predict` with the workspace's
-    best model when the images or that model change; returns the stage's command."""
+    best model when the images, that model or this package's code change: (the stage's command, the
+    command of the `predict` stage it replaced or None). The stage is written as text at the end of
+    `stages:` (its last key), the rest of dvc.yaml left byte for byte (`dvc stage add` reformats it all)."""
     import os
 
-    from mnist_lab.core.errors import MnistLabError
-    from mnist_lab.system.commands import dvc
+    import yaml
 
-    images, output = (Path(os.path.relpath(Path(p).resolve(), root)) for p in (images, output))
+    from mnist_lab.core.errors import MnistLabError
+    from mnist_lab.system.files import write_text_atomic
+
+    relative = [Path(os.path.relpath(Path(p).resolve(), root.resolve())) for p in (images, output)]
+    for given, path in zip((images, output), relative, strict=True):
+        if path.parts[:1] == ("..",):
+            raise DataError(
+                f"{given}: outside the repository, so a clone could not rerun the stage; copy it in (and "
+                "`dvc add` the images), or predict without --as-stage"
+            )
+    images, output = relative
     if not (root / images).is_file():
         raise DataError(f"{images}: no such file")
-    deps = [str(images), "best_model.json", "outputs/featurizer.joblib", "models"]
     command = f"python -m mnist_lab.cli predict {images} -o {output}"
-    added = dvc("stage", "add", "--force", "--name", "predict", *(f"--deps={d}" for d in deps),
-                f"--outs={output}", command, cwd=root)  # fmt: skip
-    if added.returncode != 0:
-        raise MnistLabError(f"`dvc stage add` failed: {added.stderr.strip() or added.stdout.strip()}")
-    return command
+    deps = [str(images), "best_model.json", "outputs/featurizer.joblib", "models", "src/mnist_lab"]
+    stage = "".join(
+        ["  predict:  # added by `mnist-lab predict --as-stage`\n", f"    cmd: {command}\n", "    deps:\n"]
+        + [f"      - {dep}\n" for dep in deps]
+        + ["    outs:\n", f"      - {output}\n"]
+    )
+    path = root / "dvc.yaml"
+    text = path.read_text(encoding="utf-8")
+    pipeline = yaml.safe_load(text) or {}
+    if list(pipeline)[-1:] != ["stages"]:
+        raise MnistLabError(
+            f"{path}: `stages:` is not its last section; add the predict stage by hand:\n{stage}"
+        )
+    replaced = (pipeline["stages"].get("predict") or {}).get("cmd")
+    lines = text.splitlines(keepends=True)
+    if replaced is not None:  # this command's own stage: its block, from its key to the next stage or the end
+        begin = next(i for i, line in enumerate(lines) if line.startswith("  predict:"))
+        finish = next(
+            (i for i in range(begin + 1, len(lines)) if lines[i].strip() and not lines[i].startswith("   ")),
+            len(lines),
+        )
+        lines[begin:finish] = []
+    body = "".join(lines)
+    updated = body + ("" if body.endswith("\n") else "\n") + stage
+    parsed = yaml.safe_load(updated)["stages"]["predict"]
+    if parsed != {"cmd": command, "deps": deps, "outs": [str(output)]}:  # never write what DVC would misread
+        raise MnistLabError(f"{path}: could not add the predict stage as text; add it by hand:\n{stage}")
+    write_text_atomic(path, updated)
+    return command, replaced
