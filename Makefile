@@ -24,8 +24,8 @@ venv: $(INSTALLED) ## create/update the virtual environment from the lock file
 data: venv ## make data/ match data.dvc (DVC cache, DVC remote, or regenerate the bundled default)
 	@mnist-lab data restore
 
-data-mnist: venv ## download real MNIST (~11 MB, md5-checked) into data/ and `dvc add` it
-	mnist-lab data ingest mnist
+data-mnist: venv ## download real MNIST (~11 MB, md5-checked) into data/ and `dvc add` it (MIRROR=<url> first)
+	mnist-lab data ingest mnist $(if $(MIRROR),--mirror $(MIRROR))
 
 run: data ## the main job: set up, get the data, run the pipeline (dvc repro), print the results
 	dvc repro
