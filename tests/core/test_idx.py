@@ -54,6 +54,10 @@ def test_gzip_output_is_deterministic() -> None:
         (b"\x00\x00\x08\x01" + struct.pack(">I", 5) + b"\x00\x01", "truncated: header says shape (5,)"),
         (b"\x00\x00\x08\x01" + struct.pack(">I", 1) + b"\x00\x01", "has trailing bytes"),
         (b"\x00\x00\x08\x00", "0 dimensions"),
+        (  # sizes past int64: the bytes the header declares, not a wrapped-around number
+            b"\x00\x00\x08\x03" + struct.pack(">III", *[2**32 - 1] * 3),
+            f"truncated: header says shape {(2**32 - 1,) * 3} ({(2**32 - 1) ** 3} bytes of data)",
+        ),
         (b"\x1f\x8b\x08\x00garbage", "corrupt gzip stream"),
     ],
 )

@@ -8,6 +8,7 @@ labels are `ubyte` with 1 dimension (count). Files are usually gzip-compressed.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 
@@ -97,7 +98,7 @@ def idx_header(
 
 def idx_data_bytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
     """How many bytes of values follow an IDX header declaring `dtype` and `shape`."""
-    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return math.prod(shape) * dtype.itemsize  # Python ints: (2**32-1)**3 does not wrap around as int64 does
 
 
 def idx_size_error(source: str, shape: tuple[int, ...], expected: int, actual: int) -> str:
