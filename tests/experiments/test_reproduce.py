@@ -61,6 +61,17 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
     bad = run(["mnist-lab", "reproduce", "nope"], root, env, check=False)
     assert bad.returncode == 2 and "'nope' is not a commit" in bad.stderr
 
+    # data no cache, remote or regeneration has: one message, the restore's own, said once
+    dvc_file = root / "data.dvc"
+    recorded = dvc_file.read_text().split("md5: ", 1)[1].split(".dir", 1)[0]
+    dvc_file.write_text(dvc_file.read_text().replace(recorded, "0" * 32))
+    lost = commit_all(root, "data nobody has")
+    missing = run(["mnist-lab", "reproduce", lost], root, env, check=False)
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.count("error:") == 1 and f"error: cannot get the data of {lost[:12]}: " in (
+        missing.stderr
+    )
+
 
 def test_reproduce_in_the_environment_of_the_revisions_lock_file(restored_repo: Path) -> None:
     root = restored_repo

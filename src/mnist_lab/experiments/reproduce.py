@@ -186,7 +186,8 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
             )
         restored = _run(["mnist-lab", "data", "restore"], clone, env)
         if restored.returncode != 0:
-            raise ReproductionError(f"cannot get the data of {commit[:12]}: {restored.stderr.strip()}")
+            said = restored.stderr.strip().removeprefix("error: ")  # the command's own message, once prefixed
+            raise ReproductionError(f"cannot get the data of {commit[:12]}: {said}")
         print(f"reproducing {commit[:12]} in {clone} ...", file=sys.stderr, flush=True)
         repro = _run(["dvc", "repro", "--force"], clone, env)
         log.append(repro.stdout + repro.stderr)
