@@ -300,6 +300,16 @@ def test_models_of_another_data_version_or_image_size_are_not_compared(
     experiment(workspace, {"sgd": {"type": "sgd"}})
     code, out = promote(capsys)
     assert code == 2 and "v1 takes images of 64 pixels, the workspace's test set has 16" in out
+    code, out = promote(capsys, "--force")  # as the refusal offers: uncompared
+    uncompared = "v1 takes images of 64 pixels, the workspace's test set has 16: not scored on this test set"
+    assert code == 0 and f"not compared with v1 ({uncompared})" in out, out
+    # but a challenger that cannot even be loaded is never made champion, --force or not
+    champion = str(client.get_model_version_by_alias(NAME, "champion").version)
+    broken = client.create_model_version(NAME, source=str(workspace / "no-such-model"))
+    client.set_registered_model_alias(NAME, "challenger", broken.version)
+    code, out = promote(capsys, "--force")
+    assert code == 2 and f"cannot load model 'models:/{NAME}/{broken.version}'" in out, out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == champion
 
 
 def test_the_board_promotes_with_the_same_rules(workspace: Path, tracking_store: str) -> None:

@@ -62,6 +62,18 @@ class PromotionDecision:
         )
 
 
+class OtherImageSize(RegistryError):
+    """A model for another image size than the workspace's test set: args (what differs, why it matters)."""
+
+    def __str__(self) -> str:
+        return ": ".join(self.args)
+
+
+def task_description(kind: str | None, positive_class: object) -> str:
+    """`'multiclass'`, or `'binary' (positive class 5)`: a task as the messages name it."""
+    return f"'{kind}'" + (f" (positive class {positive_class})" if kind == "binary" else "")
+
+
 @dataclass(frozen=True)
 class Score:
     """A model's test metrics and its predicted labels (which say on which images two models differ)."""
@@ -122,9 +134,9 @@ def _other_task(version, task: str, positive_class: int) -> str | None:
     version_task = tags.get(f"{tracking.TAG_PREFIX}task")
     version_class = tags.get(f"{tracking.TAG_PREFIX}positive_class", "?")
     if version_task != task or (task == "binary" and version_class != str(positive_class)):
-        detail = f" (positive class {version_class})" if version_task == "binary" else ""
         return (
-            f"v{version.version} was trained for task '{version_task}'{detail}, not this workspace's '{task}'"
+            f"v{version.version} was trained for task {task_description(version_task, version_class)}, not "
+            f"this workspace's '{task}'"
         )
     return None
 
@@ -208,19 +220,21 @@ def promote(
     binary = task == "binary"
     unscored: list[str] = []  # with --force: versions this test set cannot score, and why
 
-    def scored(version: Any) -> Score | None:
+    def scored(version: Any, challenging: bool = False) -> Score | None:
         if not force:
             return score_version(root, model_name, str(version.version), test_pixels, y_true, binary)
         why = _other_task(version, task, positive_class)
+        if challenging or why is None:  # a champion promoted uncompared must still load (or stop here)
+            model = load_sklearn_model(root, f"models:/{model_name}/{version.version}")
         if why is None:
             try:
-                return score_version(root, model_name, str(version.version), test_pixels, y_true, binary)
-            except RegistryError as exc:  # images of another size
-                why = str(exc).split(": models for another image size")[0]
+                return _score(model, test_pixels, y_true, binary, f"v{version.version}")
+            except OtherImageSize as exc:
+                why = exc.args[0]
         unscored.append(why)
         return None
 
-    new_score = scored(challenger)
+    new_score = scored(challenger, challenging=True)
     new_value = new_score.metrics[metric] if new_score else None
     old = str(champion.version) if champion is not None else None
     if old == new:
@@ -284,9 +298,9 @@ def _score(model: Any, test_pixels: np.ndarray, y_true: np.ndarray, binary: bool
     frame = pixel_frame(test_pixels.reshape(len(test_pixels), -1))
     expected = getattr(model, "n_features_in_", None)
     if expected is not None and expected != frame.shape[1]:
-        raise RegistryError(
-            f"{label} takes images of {expected} pixels, the workspace's test set has {frame.shape[1]}: "
-            "models for another image size cannot be compared on it"
+        raise OtherImageSize(
+            f"{label} takes images of {expected} pixels, the workspace's test set has {frame.shape[1]}",
+            "models for another image size cannot be compared on it",
         )
     predicted = model.predict(frame)
     metrics = evaluate_predictions(
@@ -353,10 +367,10 @@ def promote_commit(
                 old_score = _score(
                     committed_model(root, champion)[1], test_pixels, y_true, binary, f"commit {old}"
                 )
-            except RegistryError as exc:  # images of another size
+            except OtherImageSize as exc:
                 if not force:
                     raise
-                unscored = f" ({str(exc).split(': models for another image size')[0]}: not scored on it)"
+                unscored = f" ({exc.args[0]}: not scored on it)"
     old_value = old_score.metrics[metric] if old_score else None
     promoted, reason = _decide(new, new_value, old, old_value, force, min_delta)
     reason += unscored
@@ -384,7 +398,7 @@ def _committed_task(root: Path, commit: str) -> str:
         task = parse_settings(load_params_yaml(done.stdout), source=f"{commit[:12]}:params.yaml").task
     except (MnistLabError, yaml.YAMLError):  # params an older version wrote: not checked (scored as is)
         return "'?'"
-    return f"'{task.kind}'" + (f" (positive class {task.positive_class})" if task.kind == "binary" else "")
+    return task_description(task.kind, task.positive_class)
 
 
 def _committed_data_version(root: Path, commit: str) -> str | None:
