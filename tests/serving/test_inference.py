@@ -153,3 +153,46 @@ def test_inputs_on_another_scale_than_0_255_are_warned_about() -> None:
         scale_warning(16.0, "in.csv")
     )
     assert scale_warning(16.5, "in.csv") is None and scale_warning(255.0, "in.csv") is None
+
+
+def test_the_predict_stage_is_added_as_text_to_any_dvc_yaml(tmp_path) -> None:
+    """`--as-stage` appends the stage, leaving every other byte; 4-space files, an empty `stages:`, a stage
+    to replace before a commented one, paths with spaces; what it cannot edit safely it prints instead."""
+    import yaml
+
+    from mnist_lab.core.errors import MnistLabError
+    from mnist_lab.serving.inference import add_predict_stage
+
+    (tmp_path / "in box").mkdir()
+    (tmp_path / "in box" / "images.csv").write_text("1,2\n")
+    dvc_yaml = tmp_path / "dvc.yaml"
+    four = "stages:\n    # the first\n    prepare:\n        cmd: echo a\n"
+    dvc_yaml.write_text(four)
+    command, replaced = add_predict_stage(
+        tmp_path, tmp_path / "in box" / "images.csv", tmp_path / "out" / "p 1.csv"
+    )
+    assert (
+        replaced is None and command == "python -m mnist_lab.cli predict 'in box/images.csv' -o 'out/p 1.csv'"
+    )
+    text = dvc_yaml.read_text()
+    assert text.startswith(four) and yaml.safe_load(text)["stages"]["predict"]["cmd"] == command
+    # a stage after it, with its comment: replacing predict keeps both
+    dvc_yaml.write_text(text + "    # the last\n    report:\n        cmd: echo b\n")
+    _, replaced = add_predict_stage(tmp_path, tmp_path / "in box" / "images.csv", tmp_path / "q.csv")
+    assert replaced == command
+    after = dvc_yaml.read_text()
+    assert after.startswith(four + "    # the last\n    report:\n        cmd: echo b\n    predict:")
+    assert list(yaml.safe_load(after)["stages"]) == ["prepare", "report", "predict"]
+    dvc_yaml.write_text("stages:\n")
+    add_predict_stage(tmp_path, tmp_path / "in box" / "images.csv", tmp_path / "q.csv")
+    assert list(yaml.safe_load(dvc_yaml.read_text())["stages"]) == ["predict"]
+    for content, why in (
+        ("stages:\n  a: [\n", r"not YAML DVC can read \(while parsing a flow node\)"),
+        ("", "`stages:` is not its last section"),
+        ("stages:\n  a: {cmd: x}\nplots:\n  - p.csv\n", "`stages:` is not its last section"),
+    ):
+        dvc_yaml.write_text(content)
+        with pytest.raises(MnistLabError, match=f"{why}; add the stage by hand:\n") as refused:
+            add_predict_stage(tmp_path, tmp_path / "in box" / "images.csv", tmp_path / "q.csv")
+        assert "cmd: python -m mnist_lab.cli predict 'in box/images.csv' -o q.csv" in str(refused.value)
+        assert dvc_yaml.read_text() == content

@@ -64,7 +64,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from mnist_lab.serving.inference import add_predict_stage, scale_warning
 
     root = _model_root(None if args.as_stage else args.model)
-    check_output_file(args.input, args.output)
+    check_output_file(args.input, args.output, writable=not args.as_stage)  # a stage: written by `dvc repro`
     if args.as_stage:
         if args.model:
             raise MnistLabError("--as-stage predicts with the workspace's best model: leave out --model")

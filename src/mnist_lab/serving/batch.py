@@ -238,10 +238,10 @@ def write_predictions(predictions: pd.DataFrame, path: Path | str) -> None:
         writer.write(predictions)
 
 
-def check_output_file(images: Path | str, output: Path | str) -> None:
+def check_output_file(images: Path | str, output: Path | str, writable: bool = True) -> None:
     """Before any work: refuse an `output` that is the `images` file itself (by another name too: the
-    predictions would replace the images), that is not .csv or .parquet, or that cannot be written there (its
-    folder a file, not writable)."""
+    predictions would replace the images), that is not .csv or .parquet, or (with `writable`: making its
+    folder) that cannot be written there (its folder a file, not writable)."""
     images, output = Path(images), Path(output)
     same = output.resolve() == images.resolve()
     if not same and output.exists() and images.exists():
@@ -253,6 +253,8 @@ def check_output_file(images: Path | str, output: Path | str) -> None:
         )
     if output.suffix not in TABLE_SUFFIXES:
         raise DataError(f"{output}: write predictions to a .csv or a .parquet file")
+    if not writable:
+        return
     try:
         check_writable(output)
     except OSError as exc:

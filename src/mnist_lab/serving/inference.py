@@ -212,12 +212,18 @@ def predict_frame(model: Any, pixels: np.ndarray, source: str = "input") -> pd.D
     return pd.DataFrame({"label": labels.astype(np.int64), **columns})  # one frame: not 10 inserts
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
 def add_predict_stage(root: Path, images: Path | str, output: Path | str) -> tuple[str, str | None]:
     """Add (or replace) a `predict` stage in dvc.yaml that reruns `mnist-lab predict` with the workspace's
     best model when the images, that model or this package's code change: (the stage's command, the
     command of the `predict` stage it replaced or None). The stage is written as text at the end of
     `stages:` (its last key), the rest of dvc.yaml left byte for byte (`dvc stage add` reformats it all)."""
+    import json
     import os
+    import shlex
 
     import yaml
 
@@ -234,33 +240,54 @@ def add_predict_stage(root: Path, images: Path | str, output: Path | str) -> tup
     images, output = relative
     if not (root / images).is_file():
         raise DataError(f"{images}: no such file")
-    command = f"python -m mnist_lab.cli predict {images} -o {output}"
+    command = f"python -m mnist_lab.cli predict {shlex.quote(str(images))} -o {shlex.quote(str(output))}"
     deps = [str(images), "best_model.json", "outputs/featurizer.joblib", "models", "src/mnist_lab"]
-    stage = "".join(
-        ["  predict:  # added by `mnist-lab predict --as-stage`\n", f"    cmd: {command}\n", "    deps:\n"]
-        + [f"      - {dep}\n" for dep in deps]
-        + ["    outs:\n", f"      - {output}\n"]
-    )
     path = root / "dvc.yaml"
     text = path.read_text(encoding="utf-8")
-    pipeline = yaml.safe_load(text) or {}
-    if list(pipeline)[-1:] != ["stages"]:
-        raise MnistLabError(
-            f"{path}: `stages:` is not its last section; add the predict stage by hand:\n{stage}"
+
+    def by_hand(why: str) -> MnistLabError:
+        stage = {"predict": {"cmd": command, "deps": deps, "outs": [str(output)]}}
+        return MnistLabError(
+            f"{path}: {why}; add the stage by hand:\n{yaml.safe_dump(stage, sort_keys=False)}"
         )
-    replaced = (pipeline["stages"].get("predict") or {}).get("cmd")
+
+    try:
+        pipeline = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise by_hand(f"not YAML DVC can read ({str(exc).splitlines()[0]})") from None
+    if not isinstance(pipeline, dict) or list(pipeline)[-1:] != ["stages"]:
+        raise by_hand("`stages:` is not its last section")
+    stages = pipeline["stages"] or {}
+    replaced = (stages.get("predict") or {}).get("cmd") if isinstance(stages, dict) else None
     lines = text.splitlines(keepends=True)
-    if replaced is not None:  # this command's own stage: its block, from its key to the next stage or the end
-        begin = next(i for i, line in enumerate(lines) if line.startswith("  predict:"))
-        finish = next(
-            (i for i in range(begin + 1, len(lines)) if lines[i].strip() and not lines[i].startswith("   ")),
-            len(lines),
-        )
+    top = next(i for i, line in enumerate(lines) if line.startswith("stages:"))
+    below = [i for i in range(top + 1, len(lines)) if lines[i].strip()]
+    keys = [i for i in below if not lines[i].lstrip().startswith("#")]
+    indent = _indent(lines[keys[0]]) if keys else 2
+    if "predict" in stages:  # the stage's block: from its key to the next line indented as little, or the end
+        begin = next((i for i in keys if lines[i].startswith(" " * indent + "predict:")), None)
+        if begin is None:
+            raise by_hand("its `predict` stage is not where this command can replace it")
+        # a comment at the stages' indent belongs to the stage after it
+        finish = next((i for i in below if i > begin and _indent(lines[i]) <= indent), len(lines))
         lines[begin:finish] = []
-    body = "".join(lines)
+    pad, body = " " * indent, "".join(lines)
+    stage = "".join(
+        [
+            f"{pad}predict:  # added by `mnist-lab predict --as-stage`\n",
+            f"{pad}  cmd: {json.dumps(command)}\n",
+            f"{pad}  deps:\n",
+            *(f"{pad}    - {json.dumps(dep)}\n" for dep in deps),
+            f"{pad}  outs:\n",
+            f"{pad}    - {json.dumps(str(output))}\n",
+        ]
+    )
     updated = body + ("" if body.endswith("\n") else "\n") + stage
-    parsed = yaml.safe_load(updated)["stages"]["predict"]
-    if parsed != {"cmd": command, "deps": deps, "outs": [str(output)]}:  # never write what DVC would misread
-        raise MnistLabError(f"{path}: could not add the predict stage as text; add it by hand:\n{stage}")
+    try:
+        written = (yaml.safe_load(updated)["stages"] or {}).get("predict")
+    except yaml.YAMLError:
+        written = None
+    if written != {"cmd": command, "deps": deps, "outs": [str(output)]}:  # never write what DVC would misread
+        raise by_hand("the stage could not be added as text")
     write_text_atomic(path, updated)
     return command, replaced
