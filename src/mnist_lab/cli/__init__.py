@@ -5,6 +5,7 @@ commands' handlers and arguments; the work itself lives in the package's other l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -18,6 +19,21 @@ def build_parser() -> argparse.ArgumentParser:
     for area in (data, experiments, models, board):
         area.add_commands(commands)
     return parser
+
+
+def _reader_left() -> bool:
+    """Whether this process's stdout or stderr is a pipe whose reader has gone (poll reports an error)."""
+    import select
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            poller = select.poll()
+            poller.register(stream.fileno(), select.POLLOUT)
+            if any(event & select.POLLERR for _, event in poller.poll(0)):
+                return True
+        except (OSError, ValueError, AttributeError):  # closed, or not a real file (a test's capture)
+            continue
+    return False
 
 
 class Terminated(KeyboardInterrupt):
@@ -40,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         code = args.handler(args)
         sys.stdout.flush()  # here, where a closed pipe is handled, not at the interpreter's exit
     except BrokenPipeError:
+        if not _reader_left():
+            raise  # another pipe or socket (a server's connection): an error like any other
         # `mnist-lab history | head`: the reader left. The command stopped where it was, cleaning up as on
         # any error; nothing more is written to the closed pipe (Python's own advice, `signal` docs)
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, stream.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
