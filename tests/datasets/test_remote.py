@@ -249,6 +249,12 @@ def test_a_failed_setup_leaves_the_working_remote_as_it_was(tmp_path: Path) -> N
     with pytest.raises(RemoteUnreachableError):
         setup_remote(tmp_path, settings_from(typo))
     assert (config.read_bytes(), local.read_bytes()) == kept
+    # what stops before the check is said as it is: --no-check would not help there
+    (tmp_path / ".dvc" / ".gitignore").unlink()
+    with pytest.raises(RemoteConfigError) as unsafe:
+        setup_remote(tmp_path, settings_from(working), check=False)
+    assert "is not ignored by git" in str(unsafe.value) and "--no-check" not in str(unsafe.value)
+    assert (config.read_bytes(), local.read_bytes()) == kept
 
 
 # --- helpers for the real-DVC tests -------------------------------------------------------------------------

@@ -4,7 +4,6 @@ bounded by CHECK_TIMEOUT_S, for `mnist-lab remote check` / `setup` and after a f
 
 from __future__ import annotations
 
-import base64
 import os
 import urllib.error
 import urllib.parse
@@ -22,7 +21,7 @@ from mnist_lab.datasets.remote import (
     configure_remote,
     load_remote_settings,
 )
-from mnist_lab.system.redact import display_uri, mask_credentials, open_url
+from mnist_lab.system.redact import basic_auth, display_uri, mask_credentials, open_url
 
 
 def setup_remote(root: Path, settings: RemoteSettings, check: bool = True) -> tuple[list[str], str | None]:
@@ -30,8 +29,10 @@ def setup_remote(root: Path, settings: RemoteSettings, check: bool = True) -> tu
     and the check's sentence. When either fails, `.dvc/config` and `.dvc/config.local` are put back byte for
     byte, so a wrong password or a typo in the URL never replaces a remote that worked."""
     saved = {path: path.read_bytes() if path.is_file() else None for path in _config_files(root)}
+    checking = False
     try:
         written = configure_remote(root, settings)
+        checking = check
         return written, check_remote(settings, root) if check else None
     except BaseException as exc:
         for path, content in saved.items():
@@ -39,7 +40,7 @@ def setup_remote(root: Path, settings: RemoteSettings, check: bool = True) -> tu
                 path.unlink(missing_ok=True)
             elif not path.is_file() or path.read_bytes() != content:
                 path.write_bytes(content)
-        if isinstance(exc, MnistLabError):
+        if checking and isinstance(exc, MnistLabError):  # the settings were fine for DVC; the remote said no
             exc.args = (
                 f"{exc.args[0] if exc.args else exc}\n(.dvc/config and {LOCAL_CONFIG} are as they were: "
                 "nothing was written; `mnist-lab remote setup --no-check` writes without checking)",
@@ -91,8 +92,7 @@ def _http_auth_fix(settings: RemoteSettings) -> str:
 def _check_http(settings: RemoteSettings) -> str:
     request = urllib.request.Request(settings.url, method="HEAD")
     if settings.user:
-        token = base64.b64encode(f"{settings.user}:{settings.password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+        request.add_header("Authorization", basic_auth(settings.user, settings.password))
     where = f"DVC remote '{settings.name}' at {settings.display_url}"
     try:
         with open_url(request, timeout=CHECK_TIMEOUT_S) as response:
