@@ -111,6 +111,14 @@ def test_the_middleware_rewrites_errors_and_adds_the_csv_header() -> None:
     )
     seen, body, _ = _served(200, b'{"predictions": []}', b'{"instances": [[1]]}', b"application/json")
     assert seen["body"] == b'{"instances": [[1]]}' and body == b'{"predictions": []}'  # left alone
+    # a 5xx is held until the app is done (it may raise what makes it a 400), then sent, shortened
+    failure = json.dumps({"error_code": "INTERNAL_ERROR", "message": "db gone\n  File /x"}).encode()
+    _, body, sent = _served(500, failure, b'{"dataframe_split": {}}', b"application/json")
+    assert json.loads(body) == {"error_code": "INTERNAL_ERROR", "message": "db gone"}
+    assert sent[0]["status"] == 500 and [m["type"] for m in sent] == [
+        "http.response.start",
+        "http.response.body",
+    ]
 
 
 @pytest.fixture(scope="module")
