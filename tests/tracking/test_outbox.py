@@ -247,12 +247,21 @@ def test_a_run_waits_for_the_server_it_was_logged_for(
     assert "warning: not sent: " in capsys.readouterr().err
     assert outbox.pending_records(tmp_path) == [spooled.path]
 
+    # one logged for the server .env names (however its address is written) is sent by a plain sync
+    scheme, rest = settings.tracking_uri.split(":", 1)
+    same_record = run_record("same")
+    same = outbox.spool(same_record, tmp_path, "down", tracking_uri=f"{scheme.upper()}:{rest}/")
+    assert json.loads((same.path / "manifest.json").read_text())["server"] != settings.tracking_uri
+    (landed,), _ = outbox.send_pending(tmp_path, settings)
+    assert outbox.pending_records(tmp_path) == [spooled.path]  # the other server's run still waits
+    assert outbox.find_sent_run(tmp_path, same_record.record_id, settings) == landed
+
     assert main(["sync", "--to-this-server"]) == 0
     assert outbox.pending_records(tmp_path) == []
     run = mlflow.MlflowClient(tracking_store).search_runs(
         [mlflow.MlflowClient(tracking_store).get_experiment_by_name("tests").experiment_id]
     )
-    assert [r.data.tags["mnist_lab.record_id"] for r in run] == [record.record_id]
+    assert {r.data.tags["mnist_lab.record_id"] for r in run} == {record.record_id, same_record.record_id}
 
 
 def test_runs_the_server_refused_are_sent_again_when_asked(

@@ -45,6 +45,7 @@ from mnist_lab.tracking import (
     ModelRunRecord,
     TrackingSettings,
     log_model_run,
+    logged_model_uri,
     this_package_pickled_by_value,
 )
 
@@ -266,6 +267,15 @@ def entry_server(entry: Path) -> str | None:
     return server if isinstance(server, str) else None
 
 
+def _server_key(uri: str) -> tuple[str, str, str]:
+    """A server's address as it identifies the server: scheme and host in lower case, no trailing `/`,
+    no credentials (`HTTPS://Host/mlflow/` and `https://host/mlflow` are one server)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(display_uri(uri))
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
+
+
 def retry_rejected(root: Path) -> list[str]:
     """Put every entry of `.mnist-lab/outbox-rejected/` back in the outbox (its `rejected.txt` removed), for
     after the cause is fixed; the names of the entries moved back. An entry also waiting in the outbox (the
@@ -364,21 +374,10 @@ def _already_sent(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
             if run.data.tags.get(key) != value:
                 client.set_tag(run.info.run_id, key, value)
         return LoggedRun(
-            run.info.run_id, run.info.experiment_id, _model_uri(client, run), settings.tracking_uri
+            run.info.run_id, run.info.experiment_id, logged_model_uri(client, run), settings.tracking_uri
         )
     for run in [*children, *runs]:
         client.delete_run(run.info.run_id)
-    return None
-
-
-def _model_uri(client: MlflowClient, run: Any) -> str | None:
-    """Where a sent run's model is: its MLflow 3 logged model, else its `model` artifacts (MLflow 2.x);
-    None for a run without a model."""
-    outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
-    if outputs:
-        return f"models:/{outputs[0].model_id}"
-    if client.list_artifacts(run.info.run_id, "model"):
-        return f"runs:/{run.info.run_id}/model"
     return None
 
 
@@ -396,7 +395,7 @@ def send_pending(
     with locked(root):
         for entry in pending_records(root):
             meant = entry_server(entry)
-            if meant is not None and meant != here and not to_any_server:
+            if meant is not None and _server_key(meant) != _server_key(here) and not to_any_server:
                 problems.append(
                     f"{entry.name}: logged for {meant}, not {here}: it waits; point MLFLOW_TRACKING_URI back "
                     f"at {meant} to send it there, or send it here with `mnist-lab sync --to-this-server`"
@@ -506,4 +505,6 @@ def find_sent_run(root: Path, record_id: str, settings: TrackingSettings | None 
     if not finished:
         return None
     run = finished[0]
-    return LoggedRun(run.info.run_id, run.info.experiment_id, _model_uri(client, run), settings.tracking_uri)
+    return LoggedRun(
+        run.info.run_id, run.info.experiment_id, logged_model_uri(client, run), settings.tracking_uri
+    )
