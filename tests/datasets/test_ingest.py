@@ -286,14 +286,16 @@ def test_mnist_falls_back_file_by_file_past_http_errors(
     start_mirror, mirrored, tmp_path: Path, capsys
 ) -> None:
     dataset, files, md5s = mirrored
-    patchy = start_mirror(files, errors={TRAIN_LABELS: 404, TEST_IMAGES: 503})
+    patchy = start_mirror(files, errors={TRAIN_LABELS: 404, TEST_IMAGES: 503, TEST_LABELS: 403})
     good = start_mirror(files)
     ingest("mnist", tmp_path / "data", mirrors=[patchy.url, good.url], md5s=md5s)
     assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
-    assert sorted(good.requests) == sorted([TRAIN_LABELS, TEST_IMAGES])  # the rest came from the first
+    assert sorted(good.requests) == sorted([TRAIN_LABELS, TEST_IMAGES, TEST_LABELS])  # the rest: the first
     err = capsys.readouterr().err
     assert f"{patchy.url}{TRAIN_LABELS}: not found (HTTP 404); trying the next mirror" in err
     assert f"{patchy.url}{TEST_IMAGES}: HTTP 503" in err
+    # S3 and Google Cloud answer 403 for a file they do not have: no advice about credentials
+    assert f"{patchy.url}{TEST_LABELS}: HTTP 403 Forbidden; trying the next mirror" in err
 
 
 def test_mnist_with_a_wrong_file_on_every_mirror_leaves_data_untouched(

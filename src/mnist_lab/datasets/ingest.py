@@ -97,9 +97,14 @@ def _download(url: str, destination: Path) -> bool:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return False
-        if exc.code in (401, 403):
-            given = "the user:password in the URL" if split_url_credentials(url)[1:] != (None, None) else None
-            fix = f"check {given}" if given else "give them in the URL (https://user:password@host/...)"
+        given = split_url_credentials(url)[1:] != (None, None)
+        # 401 asks for credentials; 403 refuses them, or (S3, Google Cloud) says a file is not there
+        if exc.code == 401 or (exc.code == 403 and given):
+            fix = (
+                "check the user:password in the URL"
+                if given
+                else "give them in the URL (https://user:password@host/...)"
+            )
             raise DataError(
                 f"{shown}: HTTP {exc.code} {exc.reason}: the server wants credentials; {fix}"
             ) from None
