@@ -144,10 +144,13 @@ def _check_workers(client: Any, address: str) -> None:
     broken = {worker: exc for worker, exc in theirs.items() if isinstance(exc, BaseException)}
     if broken:
         named = "; ".join(f"{worker}: {_reason(exc)}" for worker, exc in sorted(broken.items())[:4])
+        # what failed before the function ran comes back wrapped: "Exception: ImportError(...)"
+        imports = all("Import" in _reason(exc) or "ModuleNotFound" in _reason(exc) for exc in broken.values())
+        failed = "cannot import mnist_lab" if imports else "could not run this package's check"
         raise ClusterError(
-            f"{len(broken)} of the {len(theirs)} workers of the Dask cluster at {address} cannot import "
-            f"mnist_lab ({named}): run the workers in this repository's environment "
-            "(`pip install -r requirements.lock`, `pip install .`)"
+            f"{len(broken)} of the {len(theirs)} workers of the Dask cluster at {address} {failed} "
+            f"({named}): run the workers in this repository's environment (`pip install -r "
+            "requirements.lock`, `pip install .`)"
         )
     differences = [
         f"{worker} has {what} {found.get(what)} (here: {mine[what]})"
