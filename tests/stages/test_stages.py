@@ -174,7 +174,7 @@ def test_a_grid_search_logs_a_parent_run_with_one_nested_run_per_candidate(
     assert by_candidate == {str(i): s for i, s in enumerate(timing["search_mean_fit_seconds"])}
     assert parent.data.metrics["fit_seconds"] == timing["fit_seconds"] > 0
     assert parent.data.tags["mnist_lab.search_ran_on"] == timing["search_ran_on"]
-    assert re.fullmatch(r"this machine \(\d+ cores\)", timing["search_ran_on"])
+    assert re.fullmatch(r"this machine \(\d+ process(es)?\)", timing["search_ran_on"])
 
 
 def test_missing_data_fails_with_how_to_get_it(workspace: Path, capsys: pytest.CaptureFixture) -> None:

@@ -114,9 +114,13 @@ def train(context: StageContext) -> None:
 
 def search_location(cluster: str | None, client: Any) -> str:
     """Where a grid search's fits run, for its MLflow run (`mnist_lab.search_ran_on`): the Dask cluster and
-    how many workers it had when the search started, or this machine's cores."""
+    how many workers it had when the search started, or this machine and the processes joblib runs the fits
+    in (the search's n_jobs=-1: its usable cores)."""
     if cluster is None:
-        return f"this machine ({os.cpu_count()} cores)"
+        import joblib
+
+        processes = joblib.effective_n_jobs(-1)
+        return f"this machine ({processes} process{'es' if processes != 1 else ''})"
     workers = len(client.scheduler_info().get("workers", {}))
     return f"Dask cluster {cluster} ({workers} worker{'s' if workers != 1 else ''})"
 
