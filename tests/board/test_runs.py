@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mnist_lab.board.app import create_app
+from mnist_lab.core.features import pixel_frame
 from tests.board.experiment_history import GIT, write_history
 
 
@@ -66,11 +67,11 @@ def test_runs_no_experiment_names_are_rows_with_their_params_and_metrics(store, 
     labelled = page.post("/api/labels", json={"experiment": f"run:{runs['loose']}", "label": "baseline"})
     assert labelled.status_code == 200 and labelled.json()["labels"] == ["baseline"]
     assert page.get("/api/runs").json()["rows"][0]["labels"] == ["baseline"]
-    # the digit pad answers with an experiment's own model: a run's commit is the code it ran, not its model
+    # the digit pad answers with a run's logged model: this one logged none
     refused = page.get("/api/model", params={"experiment": f"run:{runs['loose']}"})
-    assert (
-        refused.status_code == 400
-        and "is a run no commit records: the pad answers" in refused.json()["error"]
+    assert refused.status_code == 400
+    assert refused.json()["error"] == (
+        f"run:{runs['loose']} logged no model: the pad answers with a model; pick another row"
     )
 
 
@@ -98,3 +99,30 @@ def test_an_unreachable_store_leaves_the_table_working(store, monkeypatch) -> No
         answer = http.get(path)
         assert answer.status_code == 503, path
         assert "cannot read the tracking store's runs" in answer.json()["error"], path
+
+
+# last: it adds a run to the module's store
+def test_the_pad_answers_with_a_run_rows_logged_model(store, monkeypatch) -> None:
+    """A run no commit records (a `dvc exp run` discarded, a notebook's): its own logged model answers,
+    the pyfunc `mnist-lab serve --model <its URI>` would serve."""
+    import numpy as np
+
+    from mnist_lab import tracking
+    from tests.helpers import pixel_model_record
+
+    root, uri, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    record = pixel_model_record()
+    record.tags = {"mnist_lab.model": "logistic"}
+    logged = tracking.log_model_run(record, tracking.TrackingSettings.from_environment(root))
+    page = TestClient(create_app(root), headers={"X-Mnist-Lab": "board"})
+    assert f"run:{logged.run_id}" in [row["id"] for row in page.get("/api/runs").json()["rows"]]
+    described = page.get("/api/model", params={"experiment": f"run:{logged.run_id}"}).json()
+    assert described["n_pixels"] == 16 and described["model"].startswith(
+        f"logistic of run {logged.run_id[:12]}"
+    )
+    pixels = np.random.default_rng(1).integers(0, 256, size=(60, 16))[:4]
+    answer = page.post("/api/predict", json={"pixels": pixels.tolist(), "experiment": f"run:{logged.run_id}"})
+    assert answer.status_code == 200, answer.json()
+    expected = record.model.predict(None, pixel_frame(pixels))["label"].tolist()
+    assert [p["label"] for p in answer.json()["predictions"]] == expected

@@ -94,7 +94,8 @@ CHAMPION = "champion"  # the pad's name for the champion's model (registry alias
 class DigitPad:
     """The models the digit pad asks, each in the pyfunc that `mnist-lab serve` serves, loaded once: the
     workspace's best model (from its DVC-tracked files), the best model of any experiment commit (from the
-    DVC cache), or the champion (the registry's alias; without a registry, the tagged champion commit's)."""
+    DVC cache), a run's logged model (`run:<id>`, from the tracking store), or the champion (the registry's
+    alias; without a registry, the tagged champion commit's)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -116,6 +117,8 @@ class DigitPad:
                     described = f"the workspace's best model ({name}, from DVC)"
                 elif key is not None and commit == CHAMPION:
                     pipeline, described = _champion(self.root, key.split(" ", 1)[1])
+                elif commit is not None and commit.startswith("run:"):
+                    pipeline, described = _run_model(self.root, commit.removeprefix("run:"))
                 else:
                     from mnist_lab.serving.registry import committed_model
 
@@ -149,6 +152,22 @@ class DigitPad:
         check_pixel_values(array, "pixels")
         frame = model.predict(None, pixel_frame(array))
         return frame.to_dict(orient="records")
+
+
+def _run_model(root: Path, run_id: str) -> tuple[Any, str]:
+    """A run's logged model (its pipeline) from the tracking store, and what it is."""
+    from mnist_lab import tracking
+    from mnist_lab.serving import registry
+
+    client = tracking.mlflow_client(tracking.TrackingSettings.from_environment(root))
+    run = client.get_run(run_id)
+    uri = tracking.logged_model_uri(client, run)
+    if uri is None:
+        raise BadRequest(f"run:{run_id} logged no model: the pad answers with a model; pick another row")
+    name = run.data.tags.get(f"{tracking.TAG_PREFIX}model") or run.info.run_name
+    return registry.load_sklearn_model(
+        root, uri
+    ), f"{name} of run {run_id[:12]} ({uri}, from the tracking store)"
 
 
 def _champion_identity(root: Path) -> str:
@@ -337,18 +356,14 @@ def create_app(root: Path) -> FastAPI:
         return board.compare([i for i in ids.split(",") if i], baseline)
 
     def _commit(experiment: str | None) -> str | None:
-        """The commit whose model the pad answers with (CHAMPION, or None: the workspace's)."""
+        """Whose model the pad answers with: a commit, `run:<id>`, CHAMPION, or None (the workspace's)."""
         if experiment == CHAMPION:
             return CHAMPION
         if not experiment:
             return None
         row = board.row(experiment)
-        if row["source"] == "run":  # its commit is the code it ran, whose model may be another run's
-            raise BadRequest(
-                f"{row['id']} is a run no commit records: the pad answers with an experiment's own model. "
-                "Pick an experiment, or serve the run's logged model: `mnist-lab serve --model <its model "
-                "URI>` (its page in the MLflow UI shows it)"
-            )
+        if row["source"] == "run":  # its logged model (its commit is the code it ran, not its model)
+            return str(row["id"])
         return row["commit"]
 
     @app.get("/api/model")

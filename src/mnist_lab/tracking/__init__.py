@@ -49,6 +49,7 @@ from mnist_lab.tracking.runs import (
     LoggedRun,
     ModelRunRecord,
     log_model_run,
+    logged_model_uri,
     store_initialisation_lock,
     this_package_pickled_by_value,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "data_version",
     "git_state",
     "log_model_run",
+    "logged_model_uri",
     "mlflow_client",
     "model_requirements",
     "pinned_requirements",

@@ -132,6 +132,17 @@ def _requirements_check_skipped() -> Iterator[None]:
         environment.warn_dependency_requirement_mismatches = original
 
 
+def logged_model_uri(client: MlflowClient, run: Any) -> str | None:
+    """Where a run's model is: its MLflow 3 logged model, else its `model` artifacts (MLflow 2.x servers);
+    None for a run without a model."""
+    outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
+    if outputs:
+        return f"models:/{outputs[0].model_id}"
+    if client.list_artifacts(run.info.run_id, "model"):
+        return f"runs:/{run.info.run_id}/model"
+    return None
+
+
 def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedRun:
     """Log one run: params, final metrics and histories (batched), tags, artifacts, nested runs and the model
     in MLflow format (an MLflow 3 logged model; the run's `model` artifacts on servers without one).
