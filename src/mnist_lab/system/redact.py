@@ -57,17 +57,22 @@ def split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
     return clean, user, password
 
 
+def basic_auth(user: str | None, password: str | None) -> str:
+    """The value of an `Authorization` header for HTTP basic auth."""
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+
+
 def open_url_with_credentials(url: str, timeout: float) -> Any:
     """`open_url` of `url`, its user:password part (if any) sent as HTTP basic auth (urllib took it for
     part of the host name)."""
-    import base64
     import urllib.request
 
     clean, user, password = split_url_credentials(url)
     request = urllib.request.Request(clean)
     if user is not None or password is not None:
-        token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+        request.add_header("Authorization", basic_auth(user, password))
     return open_url(request, timeout)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.system.files import write_text_atomic
-from mnist_lab.system.redact import display_uri, open_url
+from mnist_lab.system.redact import basic_auth, display_uri, open_url
 from mnist_lab.tracking.config import TrackingConfigError, TrackingSettings
 
 # --- remote servers: the credentials check and the outbox -------------------------------------------------
@@ -47,7 +47,6 @@ def check_server(
 
     401/403 raise TrackingConfigError naming the variables to fix; no answer after `attempts` tries raises
     TrackingServerUnreachable. Uses urllib, so the stages that only train never import MLflow."""
-    import base64
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -62,8 +61,8 @@ def check_server(
     if environ.get("MLFLOW_TRACKING_TOKEN"):
         request.add_header("Authorization", f"Bearer {environ['MLFLOW_TRACKING_TOKEN']}")
     elif environ.get("MLFLOW_TRACKING_USERNAME") or environ.get("MLFLOW_TRACKING_PASSWORD"):
-        pair = f"{environ.get('MLFLOW_TRACKING_USERNAME', '')}:{environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
-        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+        user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD")
+        request.add_header("Authorization", basic_auth(user, password))
     where = display_uri(settings.tracking_uri)
     tls = _tls_context(environ) if settings.tracking_uri.startswith("https://") else None
     last_problem = ""
