@@ -56,7 +56,7 @@ def test_corrupt_data_rehashed_by_dvc_is_put_back(repo: Path, remembered: bool) 
         check_data(repo / "data", repo / "data.dvc", copy)
     message = str(refused.value)
     assert message.startswith(f"{repo / 'data'}/t10k-labels-idx1-ubyte.gz: truncated")  # the loader's
-    which = "the last one validated at this commit" if remembered else "the committed one"
+    which = "the last one validated on this branch" if remembered else "the committed one"
     assert f"data.dvc records data version {good.split()[3]} again, {which}" in message
     assert "it was put back" in message
     assert (repo / "data.dvc").read_text() == good
@@ -101,3 +101,25 @@ def test_a_deleted_dvc_file_is_put_back_too(repo: Path) -> None:
     with pytest.raises(DataError, match="it was put back"):
         check_data(repo / "data", repo / "data.dvc", repo / ".mnist-lab" / "validated-data.dvc")
     assert (repo / "data.dvc").read_text() == good
+
+
+def test_a_version_validated_before_a_commit_of_other_files_is_still_this_branchs(
+    repo: Path, small_digits: Dataset
+) -> None:
+    """New data validated (not committed yet), then params.yaml committed alone: corrupt data afterwards is
+    put back to the validated new version, not the older committed one (its advice would bring that back)."""
+    copy = repo / ".mnist-lab" / "validated-data.dvc"
+    fewer = Dataset(small_digits.train_images[:-10], small_digits.train_labels[:-10],
+                    small_digits.test_images, small_digits.test_labels)  # fmt: skip
+    replace_directory(encode_dataset(fewer), repo / "data")
+    (repo / "data.dvc").write_text(_dvc_file(repo / "data"))
+    check_data(repo / "data", repo / "data.dvc", copy)
+    validated = (repo / "data.dvc").read_text()
+    (repo / "params.yaml").write_text("seed: 7\n")
+    run(["git", "add", "params.yaml"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "params"], repo)
+    _corrupt(repo / "data")
+    (repo / "data.dvc").write_text(_dvc_file(repo / "data"))
+    with pytest.raises(DataError, match="again, the last one validated on this branch"):
+        check_data(repo / "data", repo / "data.dvc", copy)
+    assert (repo / "data.dvc").read_text() == validated

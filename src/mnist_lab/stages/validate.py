@@ -8,9 +8,10 @@ was.
 
 Before any stage runs, `dvc repro` re-hashes a changed data/ into `data.dvc` (DVC does this for every data
 source, frozen or not). When data/ does not read as MNIST-format IDX, this stage puts back the last
-`data.dvc` it validated at the same commit (kept in `.mnist-lab/validated-data.dvc`, with that commit in
-`validated-data.head`: a version validated on another branch is not this one's), else the committed one, so
-corrupt data never becomes the recorded data version.
+`data.dvc` it validated over the same committed `data.dvc` (kept in `.mnist-lab/validated-data.dvc`, with
+the commit in `validated-data.head`: HEAD, or an ancestor with the same `data.dvc`; a version validated on
+another branch is not this one's), else the committed one, so corrupt data never becomes the recorded data
+version.
 
 The marker's content never changes (and DVC keeps it: `persist`), so passing this stage reruns nothing."""
 
@@ -50,12 +51,28 @@ def check_data(data: Path, dvc_file: Path, validated_copy: Path) -> None:
         read_dataset(data)
     except DataError as exc:
         validated_at = head_file.read_text(encoding="utf-8").strip() if head_file.is_file() else None
-        here = _head(dvc_file)
-        last_here = last if validated_at is not None and validated_at == (here or "") else None
+        last_here = last if validated_at is not None and _same_base(dvc_file, validated_at) else None
         raise DataError(f"{exc}. {_put_back(dvc_file, found, last_here)}") from None
     if text is not None and parse_data_version(text) == found:
         write_text_atomic(head_file, (_head(dvc_file) or "") + "\n")
         write_text_atomic(validated_copy, text)
+
+
+def _same_base(dvc_file: Path, validated_at: str) -> bool:
+    """Whether a version validated at commit `validated_at` was validated over what HEAD holds: HEAD itself,
+    or a descendant of it that commits the same `dvc_file` (a commit of params.yaml alone since); not on
+    another branch, whose data is not this one's."""
+    here = _head(dvc_file)
+    if validated_at == (here or ""):
+        return True
+    if not validated_at or here is None:
+        return False
+    folder = dvc_file.resolve().parent
+    ancestor = commands.git("merge-base", "--is-ancestor", validated_at, "HEAD", cwd=folder).returncode == 0
+    same = (
+        commands.git("diff", "--quiet", validated_at, "HEAD", "--", dvc_file.name, cwd=folder).returncode == 0
+    )
+    return ancestor and same
 
 
 def _head(dvc_file: Path) -> str | None:
@@ -69,7 +86,7 @@ def _put_back(dvc_file: Path, corrupt: str | None, last: str | None) -> str:
     a sentence saying what it did."""
     committed = commands.git_output("show", f"HEAD:./{dvc_file.name}", cwd=dvc_file.resolve().parent)
     for candidate, which in (
-        (last, "the last one validated at this commit"),
+        (last, "the last one validated on this branch"),
         (committed, "the committed one"),
     ):
         version = parse_data_version(candidate)
