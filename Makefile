@@ -25,7 +25,7 @@ data: venv ## make data/ match data.dvc (DVC cache, DVC remote, or regenerate th
 	@mnist-lab data restore
 
 data-mnist: venv ## download real MNIST (~11 MB, md5-checked) into data/ and `dvc add` it (MIRROR=<url> first)
-	mnist-lab data ingest mnist $(if $(MIRROR),--mirror $(MIRROR))
+	mnist-lab data ingest mnist $(if $(MIRROR),--mirror '$(MIRROR)')
 
 run: data ## the main job: set up, get the data, run the pipeline (dvc repro), print the results
 	dvc repro

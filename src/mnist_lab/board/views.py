@@ -159,7 +159,7 @@ class ExperimentsBoard:
         if len(experiments) < 2:
             raise CompareError("compare needs two experiments or more (ids=a,b)")
         rows: list[dict[str, Any]] = []
-        for experiment in experiments:  # `a,a` or a commit and its short id: one column each
+        for experiment in experiments:  # `a,a`, or a commit and its short id: refused, each once
             row = self.row(experiment)
             if row["id"] in [kept["id"] for kept in rows]:
                 raise CompareError(f"ids: '{experiment}' names {row['id']} a second time: name each once")
