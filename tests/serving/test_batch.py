@@ -77,6 +77,21 @@ def test_missing_and_unknown_files(tmp_path) -> None:
     (tmp_path / "labels-idx1-ubyte").write_bytes(encode_idx(LABELS.astype(np.uint8)))
     with pytest.raises(DataError, match="is this a labels file"):
         read_images(tmp_path / "labels-idx1-ubyte")
+    (tmp_path / "images.csv.gz").write_bytes(gzip.compress(b"1,2\n"))  # read as IDX: "bad magic number"
+    with pytest.raises(
+        DataError, match=r"images.csv.gz: a compressed csv table is not read as such; decompress"
+    ):
+        read_images(tmp_path / "images.csv.gz")
+
+
+def test_suffixes_are_read_whatever_their_case(tmp_path) -> None:
+    flat = IMAGES.reshape(30, -1).astype(np.float64)
+    pd.DataFrame(flat.astype(int)).to_csv(tmp_path / "IMAGES.CSV", index=False, header=False)
+    pd.DataFrame(flat, columns=[f"pixel_{i}" for i in range(16)]).to_parquet(tmp_path / "images.Parquet")
+    for name in ("IMAGES.CSV", "images.Parquet"):
+        assert np.array_equal(read_images(tmp_path / name), flat), name
+    assert predict_file(ShapeRecorder(), tmp_path / "IMAGES.CSV", tmp_path / "OUT.CSV")[0] == 30
+    assert (tmp_path / "OUT.CSV").read_text().startswith("label,")  # CSV, not Parquet
 
 
 def test_predictions_are_written_whole_or_not_at_all(tmp_path) -> None:

@@ -38,8 +38,8 @@ class ImageChunks:
 
 
 def _is_idx(path: Path) -> bool:
-    name = path.name.removesuffix(".gz")
-    return name.endswith(("-ubyte", ".idx", ".idx3")) or path.suffix == ".gz"
+    name = path.name.lower().removesuffix(".gz")
+    return name.endswith(("-ubyte", ".idx", ".idx3")) or path.suffix.lower() == ".gz"
 
 
 def image_chunks(path: Path | str, chunk_images: int = CHUNK_IMAGES) -> ImageChunks:
@@ -50,11 +50,16 @@ def image_chunks(path: Path | str, chunk_images: int = CHUNK_IMAGES) -> ImageChu
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; give an IDX images file, a .csv or a .parquet table")
+    table = path.with_suffix("").suffix.lower() if path.suffix.lower() == ".gz" else ""
+    if table in (".csv", ".parquet"):  # read as IDX, it said "bad magic number"
+        raise DataError(
+            f"{path}: a compressed {table[1:]} table is not read as such; decompress it first (gunzip)"
+        )
     if _is_idx(path):
         return _idx_chunks(path, chunk_images)
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         return _parquet_chunks(path, chunk_images)
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":
         return _csv_chunks(path, chunk_images)
     raise DataError(
         f"{path}: unknown format; give an IDX images file (*-idx3-ubyte[.gz]), a .csv or a .parquet table"
@@ -192,7 +197,7 @@ class PredictionWriter:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if self.path.suffix not in TABLE_SUFFIXES:
+        if self.path.suffix.lower() not in TABLE_SUFFIXES:
             raise DataError(f"{self.path}: write predictions to a .csv or a .parquet file")
         self._stack: ExitStack | None = None
         self._temporary: Path | None = None
@@ -208,7 +213,7 @@ class PredictionWriter:
 
     def write(self, predictions: pd.DataFrame) -> None:
         assert self._temporary is not None, "use PredictionWriter as a context manager"
-        if self.path.suffix == ".csv":
+        if self.path.suffix.lower() == ".csv":
             if self._csv is None:
                 self._csv = self._temporary.open("w", newline="")
             predictions.to_csv(self._csv, index=False, header=self.rows == 0)
@@ -251,7 +256,7 @@ def check_output_file(images: Path | str, output: Path | str, writable: bool = T
             f"--output {output} is the input file {images}: the predictions would replace the images; "
             f"write them to another file (say {images.with_name('predictions.csv')})"
         )
-    if output.suffix not in TABLE_SUFFIXES:
+    if output.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"{output}: write predictions to a .csv or a .parquet file")
     if not writable:
         return
