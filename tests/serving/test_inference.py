@@ -51,12 +51,16 @@ def test_requests_in_every_serving_format_give_the_same_pixels() -> None:
     for form in forms:
         assert np.array_equal(request_pixels(form, 16), pixels), type(form)
     assert request_pixels(pixels[0].tolist(), 16).shape == (1, 16)  # one image alone
+    # images as rows x cols (the natural shape of an image), many or one
+    assert np.array_equal(request_pixels(pixels.reshape(2, 4, 4).tolist(), 16), pixels)
+    assert np.array_equal(request_pixels(pixels[0].reshape(4, 4).tolist(), 16), pixels[:1])
 
 
 @pytest.mark.parametrize(
     ("request_body", "expected"),
     [
-        ([[1] * 15], "expected images of 16 pixels, shape (count, 16); got shape (1, 15)"),
+        ([[1] * 15], "expected images of 16 pixels, shape (count, 16) or (count, 4, 4); got shape (1, 15)"),
+        ([[[1] * 8] * 2], "got shape (1, 2, 8)"),  # 16 values, but not a 4x4 image
         ([[1] * 17], "got shape (1, 17)"),
         ([], "got shape (0,)"),
         (np.zeros((0, 16)), "no images"),

@@ -80,6 +80,9 @@ def test_every_request_format_gets_labels_and_probabilities(served: dict) -> Non
         "dataframe_split": {"dataframe_split": {"columns": names, "data": rows}},
         "dataframe_records": {"dataframe_records": [dict(zip(names, r, strict=True)) for r in rows]},
         "instances (pixel lists)": {"instances": rows},
+        "instances (rows x cols)": {
+            "instances": pixels.reshape(5, *[round(pixels.shape[1] ** 0.5)] * 2).tolist()
+        },
         "instances (records)": {"instances": [dict(zip(names, r, strict=True)) for r in rows]},
         "inputs (pixel lists)": {"inputs": rows},
         "inputs (columns)": {"inputs": {n: pixels[:, i].tolist() for i, n in enumerate(names)}},
@@ -137,7 +140,7 @@ SPLIT_63 = {"dataframe_split": {"columns": columns(63), "data": [[1] * 63]}}
             {"instances": [[0] * 784]},
             JSON,
             400,
-            "expected images of 64 pixels, shape (count, 64); got shape (1, 784)",
+            "expected images of 64 pixels, shape (count, 64) or (count, 8, 8); got shape (1, 784)",
         ),
         ({"instances": [[0] * 63 + ["x"]]}, JSON, 400, "row 0, column 63 is 'x'"),
         ("", "text/csv", 400, "No columns to parse from file"),

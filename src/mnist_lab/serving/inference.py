@@ -98,12 +98,16 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
         except (TypeError, ValueError):  # not even a table: ragged rows
             where = f"({exc})"
         raise DataError(f"{source}: pixel values must be numbers 0-255; {where}") from None
+    side = round(n_pixels**0.5)
+    square = (side, side) if side * side == n_pixels else None
     if pixels.ndim == 1 and pixels.size == n_pixels:
         pixels = pixels.reshape(1, n_pixels)
+    elif square and pixels.shape[-2:] == square and pixels.ndim in (2, 3):  # images as rows x cols
+        pixels = pixels.reshape(-1, n_pixels)
     if pixels.ndim != 2 or pixels.shape[1] != n_pixels:
+        shapes = f"(count, {n_pixels})" + (f" or (count, {side}, {side})" if square else "")
         raise DataError(
-            f"{source}: expected images of {n_pixels} pixels, shape (count, {n_pixels}); "
-            f"got shape {pixels.shape}"
+            f"{source}: expected images of {n_pixels} pixels, shape {shapes}; got shape {pixels.shape}"
         )
     if pixels.shape[0] == 0:
         raise DataError(f"{source}: no images")
