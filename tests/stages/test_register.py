@@ -217,6 +217,8 @@ def test_predict_writes_what_evaluate_predicted(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
     code = cli.main(["predict", str(test_images), "-o", "out/x.csv", "--model", f"models:/{NAME}@nobody"])
     assert code == 2 and "cannot load model 'models:/digits@nobody'" in capsys.readouterr().err
+    code = cli.main(["predict", str(test_images), "-o", "out/x.csv", "--model", f"models:/{NAME}@champion"])
+    assert code == 2 and "; promote one first (`mnist-lab promote`)" in capsys.readouterr().err  # none yet
     assert not (workspace / "out" / "x.csv").exists()
 
 

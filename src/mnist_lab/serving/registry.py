@@ -263,7 +263,10 @@ def load_sklearn_model(root: Path, model_uri: str) -> Any:
             return mlflow.sklearn.load_model(model_uri)
         return model.unwrap_python_model().pipeline
     except MlflowException as exc:
-        raise RegistryError(f"cannot load model '{model_uri}': {exc.message}") from None
+        fix = ""
+        if f"@{CHAMPION}" in model_uri and "alias" in exc.message.lower():
+            fix = "; promote one first (`mnist-lab promote`), or use the workspace's model (no --model)"
+        raise RegistryError(f"cannot load model '{model_uri}': {exc.message}{fix}") from None
 
 
 def champion_version(root: Path, model_name: str) -> str:
