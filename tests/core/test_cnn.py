@@ -300,3 +300,22 @@ def test_the_exact_reductions_flag_is_added_only_where_it_is_known_and_wanted() 
     )
     assert exact_reductions_flags({}, "0.11.0") is None  # unknown to XLA there, maybe: it would abort
     assert exact_reductions_flags({}, None) is None
+
+
+def test_a_training_that_diverges_names_the_learning_rate() -> None:
+    """A NaN loss never beats the best so far: no epoch was kept, and Keras's set_weights([]) failed with a
+    traceback about weight lists. It stops at the first such epoch and says which setting to change."""
+    from mnist_lab.core.data import digits_dataset
+    from mnist_lab.core.errors import TrainingDiverged
+
+    digits = digits_dataset()
+    x_train, y_train = flatten_images(digits.train_images[:200]), digits.train_labels[:200].astype(np.int64)
+    rows: list[int] = []
+    with pytest.raises(TrainingDiverged) as diverged:
+        train_cnn(cnn(optimizer="sgd", learning_rate=1e38, max_epochs=5), x_train, y_train, (8, 8), seed=0,
+                  on_epoch=lambda epoch, _: rows.append(epoch))  # fmt: skip
+    assert str(diverged.value) == (
+        "training diverged at epoch 1: the loss is no longer a finite number, before any epoch could be "
+        "kept; lower learning_rate (now 1e+38) or use another optimizer (now sgd)"
+    )
+    assert rows == [1]  # stopped there, not after max_epochs of NaN

@@ -73,6 +73,25 @@ def test_mlp_stops_early_after_patience(small_digits: Dataset) -> None:
     assert len(trained.history) == trained.best_epoch + 3
 
 
+def test_an_mlp_that_diverges_names_its_learning_rate(small_digits: Dataset) -> None:
+    """scikit-learn says "Solver produced non-finite parameter weights. The input data may contain large
+    values": the cause is the learning rate, and the message names it."""
+    import warnings
+
+    from mnist_lab.core.errors import TrainingDiverged
+
+    x_train, y_train, _, _ = features(small_digits)
+    with warnings.catch_warnings(), pytest.raises(TrainingDiverged) as diverged:
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow warnings on the way there
+        train_classifier(
+            MLPSettings(type="mlp", max_epochs=3, learning_rate_init=1e30), x_train, y_train, seed=0
+        )
+    assert str(diverged.value) == (
+        "training diverged at epoch 1: the solver's weights are no longer finite numbers, before any epoch "
+        "could be kept; lower learning_rate_init (now 1e+30)"
+    )
+
+
 def test_binary_five_detector(digits: Dataset) -> None:
     x_train, y_train, x_test, y_test = features(digits)
     y_train, y_test = task_labels(y_train, "binary", 5), task_labels(y_test, "binary", 5)

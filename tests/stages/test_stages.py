@@ -325,3 +325,16 @@ def test_the_progress_bar_starts_with_the_first_epoch_not_before_a_search() -> N
     progress(1, {"val_loss": 0.5, "val_accuracy": 0.9})
     assert progress.bar is not None and progress.bar.total == 20
     progress.close()
+
+
+def test_a_training_that_diverges_stops_naming_the_models_setting(
+    workspace: Path, capsys: pytest.CaptureFixture
+) -> None:
+    params = {**SMALL_PARAMS, "models": {"mlp": {"type": "mlp", "max_epochs": 3, "learning_rate_init": 1e30}}}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_dvc_stage("prepare") == 0 and run_dvc_stage("featurize") == 0
+    assert run_dvc_stage("train", "mlp") == 2
+    error = capsys.readouterr().err
+    assert "error: train@mlp: models.mlp: training diverged at epoch 1: " in error
+    assert "lower learning_rate_init (now 1e+30)" in error and "Traceback" not in error
+    assert not (workspace / "models" / "mlp").exists()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_lab.core.errors import TrainingDiverged
 from mnist_lab.core.settings import CNNSettings
 
 DEFAULT_BACKEND = "jax"
@@ -237,6 +238,12 @@ def train_cnn(
         verbose=0,
         callbacks=[recorder],
     )
+    if not recorder.best_weights:  # every epoch's loss was NaN or infinite: nothing to keep
+        raise TrainingDiverged(
+            f"training diverged at epoch {recorder.diverged}: the loss is no longer a finite number, before "
+            f"any epoch could be kept; lower learning_rate (now {settings.learning_rate:g}) or use another "
+            f"optimizer (now {settings.optimizer})"
+        )
     network.set_weights(recorder.best_weights)
     classifier = KerasImageClassifier(network, classes, image_shape)
     return TrainedNetwork(classifier, recorder.history, recorder.best_epoch)
@@ -272,6 +279,7 @@ def epoch_recorder(keras: Any, patience: int, on_epoch: EpochCallback | None) ->
             self.best_loss = float("inf")
             self.best_epoch = 0
             self.best_weights: list[np.ndarray] = []
+            self.diverged = 0  # the epoch whose loss was not finite
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             logs = logs or {}
@@ -285,7 +293,10 @@ def epoch_recorder(keras: Any, patience: int, on_epoch: EpochCallback | None) ->
                 "learning_rate": float(learning_rate),
             }
             self.history.append(row)
-            if row["val_loss"] < self.best_loss:
+            if not (np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])):
+                self.diverged = self.diverged or epoch + 1  # ran away: no later epoch will be better
+                self.model.stop_training = True
+            elif row["val_loss"] < self.best_loss:
                 self.best_loss, self.best_epoch = row["val_loss"], epoch + 1
                 self.best_weights = self.model.get_weights()
             elif epoch + 1 - self.best_epoch >= patience:

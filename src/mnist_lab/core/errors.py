@@ -11,3 +11,9 @@ class SettingsError(MnistLabError):
 
 class DataError(MnistLabError):
     """Input data is missing, corrupt or inconsistent."""
+
+
+class TrainingDiverged(SettingsError):
+    """A model's training ran away (a loss or weights not finite) before any epoch could be kept: its
+    settings (a learning rate too high) are the cause. The message names the setting; the stage names the
+    model."""

@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.neural_network import MLPClassifier
 
-from mnist_lab.core.errors import DataError, SettingsError
+from mnist_lab.core.errors import DataError, SettingsError, TrainingDiverged
 from mnist_lab.core.settings import (
     CNNSettings,
     MLPSettings,
@@ -314,7 +314,18 @@ def _train_mlp(
     history: list[dict[str, float]] = []
     best: tuple[float, int, MLPClassifier] | None = None
     for epoch in range(1, settings.max_epochs + 1):
-        classifier.partial_fit(x_fit, y_fit, classes=classes)
+        try:
+            classifier.partial_fit(x_fit, y_fit, classes=classes)
+        except ValueError as exc:  # "Solver produced non-finite parameter weights" (it blames the input)
+            if "non-finite" not in str(exc):
+                raise
+            if best is not None:
+                break  # it ran away after a good epoch: that one is kept, as early stopping keeps it
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}: the solver's weights are no longer finite numbers, "
+                "before any epoch could be kept; lower learning_rate_init "
+                f"(now {settings.learning_rate_init:g})"
+            ) from None
         val_proba = classifier.predict_proba(x_val)
         record = {
             "epoch": float(epoch),

@@ -22,6 +22,7 @@ import numpy as np
 from mnist_lab import tracking
 from mnist_lab.core.cnn import COMPILE_CACHE_ENV
 from mnist_lab.core.data import check_detector_labels, task_labels
+from mnist_lab.core.errors import TrainingDiverged
 from mnist_lab.core.models import (
     TrainedModel,
     check_training_labels,
@@ -96,9 +97,12 @@ def train(context: StageContext) -> None:
         with context.compute(), dask_search(cluster) if cluster else contextlib.nullcontext() as client:
             if model_settings.search is not None:
                 searched_on = search_location(cluster, client)
-            trained = train_classifier(
-                model_settings, features, labels, settings.seed, on_progress, image_shape=image_shape
-            )
+            try:
+                trained = train_classifier(
+                    model_settings, features, labels, settings.seed, on_progress, image_shape=image_shape
+                )
+            except TrainingDiverged as exc:  # its settings are the cause: named as params.yaml has them
+                raise TrainingDiverged(f"models.{args.model}: {exc}") from None
     finally:
         if hasattr(on_progress, "close"):
             on_progress.close()
