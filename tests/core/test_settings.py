@@ -77,6 +77,12 @@ def test_a_search_lists_its_candidates_in_grid_search_order() -> None:
         ({}, "missing key 'models'"),
         ({"models": {"Bad Name": {"type": "sgd"}}}, "String should match pattern"),
         ({"models": {"m": {"type": "mlp", "hidden_layer_sizes": [0]}}}, "models.m.hidden_layer_sizes.0"),
+        (  # scikit-learn's own check failed in train@random_forest, after validate
+            {"models": {"m": {"type": "random_forest", "max_features": 0.0}}},
+            "models.m.max_features: use 'sqrt', 'log2', a whole number of features (1 or more)",
+        ),
+        ({"models": {"m": {"type": "random_forest", "max_features": 1.5}}}, "models.m.max_features"),
+        ({"models": {"m": {"type": "random_forest", "max_features": True}}}, "models.m.max_features"),
         (
             {"models": {"m": {"type": "sgd", "search": {"grid": {"alhpa": [0.1]}}}}},
             "models.m: search.grid: 'alhpa' is not a setting of a sgd model; use: loss, alpha, max_iter, tol",
@@ -179,6 +185,16 @@ def test_select_metric_is_checked_when_settings_load_against_what_evaluate_compu
         f"params.yaml: select.metric: '{wrong}' is not a metric of a {kind} task; use one of: accuracy"
         in str(refused.value)
     )
+    # per class: a binary task's labels are 1 (the positive class) and 0, whatever the digit
+    assert {f"precision_class_{c}" for c in ((0, 1) if binary else range(10))} <= set(computed)
+    if binary:
+        with pytest.raises(SettingsError) as digit:
+            parse_settings(
+                {"models": {"s": {"type": "sgd"}}, "task": task, "select": {"metric": "recall_class_5"}}
+            )
+        assert "(or precision_class_1 / recall_class_1 for the positive class, _0 for the others)" in str(
+            digit.value
+        )
 
 
 def test_every_problem_is_listed_with_the_metric_check_across_keys() -> None:
@@ -206,3 +222,15 @@ def test_every_problem_is_listed_with_the_metric_check_across_keys() -> None:
     with pytest.raises(SettingsError) as alone:  # the check across keys alone: listed once
         parse_settings({"models": {"s": {"type": "sgd"}}, "select": {"metric": "acuracy"}})
     assert str(alone.value).count("acuracy") == 1
+
+
+def test_max_features_keeps_scikit_learns_meanings() -> None:
+    """7 is a number of features (it became 7.0, which scikit-learn refuses), 0.5 a fraction, null all."""
+    from mnist_lab.core.models import build_classifier
+
+    for value in ("sqrt", 7, 0.5, 1.0, None):
+        forest = parse_settings({"models": {"f": {"type": "random_forest", "max_features": value}}}).model(
+            "f"
+        )
+        assert forest.max_features == value and type(forest.max_features) is type(value)
+        assert build_classifier(forest, seed=0).get_params()["max_features"] == value

@@ -127,7 +127,24 @@ class RandomForestSettings(_ModelSettings):
     n_estimators: int = Field(100, ge=1)
     max_depth: int | None = Field(None, ge=1)
     min_samples_leaf: int = Field(1, ge=1)
-    max_features: Literal["sqrt", "log2"] | float = "sqrt"
+    # as scikit-learn reads it: a rule, a number of features (int), a fraction of them (float), all (null)
+    max_features: str | int | float | None = "sqrt"
+
+    @field_validator("max_features", mode="before")
+    @classmethod
+    def _max_features_scikit_learn_takes(cls, value: Any) -> Any:
+        ok = (
+            value is None
+            or value in ("sqrt", "log2")
+            or (type(value) is int and value >= 1)
+            or (type(value) is float and 0.0 < value <= 1.0)
+        )
+        if not ok:
+            raise ValueError(
+                "use 'sqrt', 'log2', a whole number of features (1 or more), a fraction of them "
+                "(0 < x <= 1.0) or null for all"
+            )
+        return value
 
 
 class MLPSettings(_ModelSettings):
@@ -252,11 +269,18 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _metric_problem(metric: str, task_kind: str) -> str | None:
     """Why `select.metric` cannot pick a model of this task (None: it can)."""
     known = selectable_metrics(task_kind)
-    if metric in known or re.fullmatch(r"(precision|recall)_class_[0-9]", metric):
+    # per class: the digits, or a binary task's two labels (1: the positive class, 0: every other digit)
+    classes = "[01]" if task_kind == "binary" else "[0-9]"
+    if metric in known or re.fullmatch(rf"(precision|recall)_class_{classes}", metric):
         return None
+    per_class = (
+        "precision_class_1 / recall_class_1 for the positive class, _0 for the others"
+        if task_kind == "binary"
+        else "precision_class_<digit> / recall_class_<digit>"
+    )
     return (
         f"select.metric: '{metric}' is not a metric of a {task_kind} task; use one of: "
-        f"{', '.join(known)} (or precision_class_<digit> / recall_class_<digit>)"
+        f"{', '.join(known)} (or {per_class})"
     )
 
 
