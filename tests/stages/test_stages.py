@@ -338,3 +338,32 @@ def test_a_training_that_diverges_stops_naming_the_models_setting(
     assert "error: train@mlp: models.mlp: training diverged at epoch 1: " in error
     assert "lower learning_rate_init (now 1e+30)" in error and "Traceback" not in error
     assert not (workspace / "models" / "mlp").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "message"),
+    [
+        ("numpy", "KERAS_BACKEND='numpy': the CNN trains with jax (the default), torch or tensorflow"),
+        ("bogus", "KERAS_BACKEND='bogus': the CNN trains with jax"),
+        ("torch", "KERAS_BACKEND=torch, but torch is not installed in this environment: install it"),
+    ],
+)
+def test_a_keras_backend_that_cannot_train_stops_validate_when_a_cnn_is_configured(
+    workspace: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    message: str,
+) -> None:
+    """Checked before DVC deletes the CNN's outputs (train@cnn failed with ModuleNotFoundError or Keras's
+    NotImplementedError after); without a CNN the backend does not matter."""
+    import importlib.util
+
+    if backend == "torch" and importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here")
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    assert run_dvc_stage("validate") == 0  # SMALL_PARAMS: no CNN
+    params = {**SMALL_PARAMS, "models": {**SMALL_PARAMS["models"], "cnn": {"type": "cnn", "max_epochs": 1}}}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_dvc_stage("validate") == 2
+    assert f"error: validate: {message}" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,25 @@ def import_keras() -> Any:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # every program: most are small
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return keras
+
+
+TRAINING_BACKENDS = ("jax", "torch", "tensorflow")  # Keras 3's backends that can train (numpy cannot fit)
+
+
+def backend_problem(environ: Mapping[str, str]) -> str | None:
+    """Why the CNN cannot train on the Keras backend `environ` names (KERAS_BACKEND, JAX by default), or
+    None; found without importing it (the validate stage asks before any training)."""
+    from importlib.util import find_spec
+
+    backend = environ.get("KERAS_BACKEND", DEFAULT_BACKEND)
+    if backend not in TRAINING_BACKENDS:
+        return f"KERAS_BACKEND={backend!r}: the CNN trains with jax (the default), torch or tensorflow"
+    if find_spec(backend) is None:
+        return (
+            f"KERAS_BACKEND={backend}, but {backend} is not installed in this environment: install it "
+            "(README, The CNN) or unset KERAS_BACKEND for JAX"
+        )
+    return None
 
 
 def backend_packages() -> tuple[str, ...]:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mnist_lab.core.errors import DataError
+from mnist_lab.core.cnn import backend_problem
+from mnist_lab.core.errors import DataError, SettingsError
+from mnist_lab.core.settings import CNNSettings
 from mnist_lab.datasets.folder import (
     dvc_directory_md5,
     parse_data_version,
@@ -112,6 +114,10 @@ def validate(context: StageContext) -> None:
         # DAGSHUB_REPO): here, not after DVC has deleted the outputs of the stages that log
         TrackingSettings.from_environment(repository_root())  # loads .env
         cluster_address(os.environ)  # a grid search's Dask scheduler, if named: its address's form
+        if any(isinstance(model, CNNSettings) for model in context.settings.models.values()):
+            problem = backend_problem(os.environ)  # before DVC deletes the CNN's outputs
+            if problem:
+                raise SettingsError(problem)
         check_data(args.data, args.dvc_file, args.dvc_file.resolve().parent / VALIDATED_COPY)
     if not args.out.is_file() or args.out.read_text(encoding="utf-8") != MARKER_TEXT:
         write_text_atomic(args.out, MARKER_TEXT)
