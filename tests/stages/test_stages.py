@@ -84,10 +84,14 @@ def test_the_cnn_trains_on_images_even_with_pca_and_says_so(
     err = capsys.readouterr().err
     assert "note: features.pca does not apply to cnn (a CNN needs the images)" in err
     epoch_lines = re.findall(
-        r"^cnn epoch +(\d+)/3: loss [\d.]+ acc [\d.]+ \| val_loss .* \| [\d.]+ s$", err, re.M
+        r"^cnn epoch +(\d+)/3: loss [\d.]+ acc [\d.]+ \| val_loss .* \| [\d.]+ s( with start-up)?$", err, re.M
     )
-    assert epoch_lines == ["1", "2", "3"]  # one line per epoch, as it ends
+    assert epoch_lines == [("1", " with start-up"), ("2", ""), ("3", "")]  # one line per epoch, as it ends
     training = json.loads((workspace / "reports" / "cnn" / "training.json").read_text())
+    kept = re.search(
+        r"^cnn: 3 epochs \(at most 3\); kept epoch (\d), the lowest val_loss \(([\d.]+)\)$", err, re.M
+    )
+    assert kept and int(kept.group(1)) == training["best_epoch"], err
     assert training["device"] == "cpu" and training["epochs"] == 3
     history = list(csv.DictReader((workspace / "reports" / "cnn" / "history.csv").open()))
     assert list(history[0]) == [

@@ -107,6 +107,11 @@ def train(context: StageContext) -> None:
         if hasattr(on_progress, "close"):
             on_progress.close()
     fit_seconds = time.perf_counter() - started
+    if trained.history and trained.best_epoch:  # how the epochs ended, in one line
+        ran, best = len(trained.history), trained.best_epoch
+        most, kept = getattr(model_settings, "max_epochs", ran), trained.history[best - 1]["val_loss"]
+        print(f"{args.model}: {ran} epochs (at most {most}); kept epoch {best}, the lowest val_loss "
+              f"({kept:.4f})", file=sys.stderr)  # fmt: skip
     save_object(args.out / "classifier.joblib", trained.classifier)
     training, timing = training_records(args.model, model_settings.type, trained, fit_seconds, device)
     if searched_on is not None:
@@ -187,11 +192,12 @@ def epoch_printer(model: str, max_epochs: int) -> Callable[[int, dict[str, float
 
     def report(epoch: int, record: dict[str, float]) -> None:
         now = time.perf_counter()
+        # the first epoch's seconds hold what came before it: compiling the network, a grid search
+        took = f"{now - last[0]:.1f} s" + (" with start-up" if epoch == 1 else "")
         print(
             f"{model} epoch {epoch:>{width}}/{max_epochs}: loss {record['train_loss']:.4f} "
             f"acc {record['train_accuracy']:.4f} | val_loss {record['val_loss']:.4f} "
-            f"val_acc {record['val_accuracy']:.4f} | lr {record['learning_rate']:.3g} | "
-            f"{now - last[0]:.1f} s",
+            f"val_acc {record['val_accuracy']:.4f} | lr {record['learning_rate']:.3g} | {took}",
             file=sys.stderr,
             flush=True,
         )
