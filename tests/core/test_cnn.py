@@ -72,6 +72,11 @@ def test_the_default_is_the_classic_small_convnet() -> None:
         "28x28 image -> conv 32 (3x3) + pool -> 14x14 -> conv 64 (3x3) + pool -> 7x7 -> dropout 0.5 "
         "-> softmax 10"
     )
+    # augmentation is said, with the default of the part not given (shift alone still rotates 10 degrees)
+    shifted = CNNSettings.model_validate({"type": "cnn", "augmentation": {"shift": 0.2}})
+    assert describe_network(shifted, (8, 8), 10).startswith(
+        "8x8 image -> augmented in training (shift 0.2, rotation 10 degrees) -> conv 32"
+    )
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,9 @@ def describe_network(settings: CNNSettings, image_shape: tuple[int, int], n_clas
     """One line: the architecture as built for this image size."""
     size = image_shape
     parts = [f"{size[0]}x{size[1]} image"]
+    if settings.augmentation is not None:  # training only; each part's default applies when not given
+        shift, degrees = settings.augmentation.shift, settings.augmentation.rotation_degrees
+        parts.append(f"augmented in training (shift {shift:g}, rotation {degrees:g} degrees)")
     for filters, pooled in zip(settings.filters, layer_sizes(settings, image_shape), strict=True):
         pool = " + pool" if pooled != size else ""  # no pool where the map is already one pixel
         kernel = f"{settings.kernel_size}x{settings.kernel_size}"
