@@ -77,6 +77,10 @@ def test_a_search_lists_its_candidates_in_grid_search_order() -> None:
         ({}, "missing key 'models'"),
         ({"models": {"Bad Name": {"type": "sgd"}}}, "String should match pattern"),
         ({"models": {"m": {"type": "mlp", "hidden_layer_sizes": [0]}}}, "models.m.hidden_layer_sizes.0"),
+        (
+            {"models": {"m": {"type": "cnn", "filters": 32}}},
+            "models.m.filters: Input should be a valid list, in brackets: [32] (got 32)",
+        ),
         (  # scikit-learn's own check failed in train@random_forest, after validate
             {"models": {"m": {"type": "random_forest", "max_features": 0.0}}},
             "models.m.max_features: use 'sqrt', 'log2', a whole number of features (1 or more)",

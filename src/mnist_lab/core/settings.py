@@ -312,6 +312,8 @@ def _describe(error: Mapping[str, Any], source: str) -> str:
     value = error.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
     message = error["msg"].removeprefix("Value error, ")
+    if kind == "list_type" and not isinstance(value, dict | list):  # `filters: 32` meant [32]
+        message += f", in brackets: [{value}]"
     if not parts:  # a check across keys names its key itself
         return f"{source}: {message}"
     return f"{source}: {location}: {message}{shown}"
