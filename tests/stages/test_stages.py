@@ -332,7 +332,7 @@ def test_the_progress_bar_starts_with_the_first_epoch_not_before_a_search() -> N
 
 
 def test_a_training_that_diverges_stops_naming_the_models_setting(
-    workspace: Path, capsys: pytest.CaptureFixture
+    workspace: Path, capsys: pytest.CaptureFixture, recwarn: pytest.WarningsRecorder
 ) -> None:
     params = {**SMALL_PARAMS, "models": {"mlp": {"type": "mlp", "max_epochs": 3, "learning_rate_init": 1e30}}}
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -341,6 +341,10 @@ def test_a_training_that_diverges_stops_naming_the_models_setting(
     error = capsys.readouterr().err
     assert "error: train@mlp: models.mlp: training diverged at epoch 1: " in error
     assert "lower learning_rate_init (now 1e+30)" in error and "Traceback" not in error
+    # numpy's overflow warnings on the way there (a screenful): the message says it all
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [
+        str(w.message) for w in recwarn
+    ]
     assert not (workspace / "models" / "mlp").exists()
 
 

@@ -315,7 +315,9 @@ def _train_mlp(
     best: tuple[float, int, MLPClassifier] | None = None
     for epoch in range(1, settings.max_epochs + 1):
         try:
-            classifier.partial_fit(x_fit, y_fit, classes=classes)
+            # a run-away learning rate overflows on its way to the error below: said there, once
+            with np.errstate(over="ignore", invalid="ignore"):
+                classifier.partial_fit(x_fit, y_fit, classes=classes)
         except ValueError as exc:  # "Solver produced non-finite parameter weights" (it blames the input)
             if "non-finite" not in str(exc):
                 raise
