@@ -58,3 +58,14 @@ def test_a_comma_inside_brackets_belongs_to_the_value() -> None:
     ]
     with pytest.raises(SettingsError, match="No closing quotation"):
         parse_overrides("a='open")
+
+
+def test_a_parameter_mlproject_does_not_declare_is_named(capsys) -> None:
+    """`mlflow run . -e train -P bogus=1` appends `--bogus 1`: argparse said `project.py: error:
+    unrecognized arguments`; now the entry point's parameters are named, before any work."""
+    from mnist_lab.experiments.project import main
+
+    assert main(["train", "--model", "mlp", "--bogus", "1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: unknown parameter (--bogus 1): the train entry point takes model and set"
+    )

@@ -130,7 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="train and evaluate one model as a temporary DVC experiment")
     train.add_argument("--model", required=True, help="a key of `models` in params.yaml")
     train.add_argument("--set", default="", help="params.yaml overrides: key=value ...")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # MLflow hands a parameter MLproject does not declare on as `--name value`
+        named = " ".join(unknown)
+        takes = "model and set" if args.entry_point == "train" else "no parameters"
+        print(
+            f"error: unknown parameter ({named}): the {args.entry_point} entry point takes {takes} "
+            '(`-P model=mlp -P set="models.mlp.alpha=0.001"`); settings go in set',
+            file=sys.stderr,
+        )
+        return 2
     try:
         root = repository_root()
         if args.entry_point == "main":
