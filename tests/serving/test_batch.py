@@ -37,8 +37,9 @@ def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
     table.to_parquet(tmp_path / "images.parquet")
     # pandas' header for unnamed columns, 0,1,...,15: a header, not a first image (every row was one off)
     pd.DataFrame(flat.astype(np.int64)).to_csv(tmp_path / "numbered.csv", index=False)
+    pd.DataFrame(flat.astype(np.int64)).to_csv(tmp_path / "indexed.csv")  # and its index first: no pixel
     names = ("images-idx3-ubyte.gz", "images-idx3-ubyte", "shuffled.csv", "plain.csv", "images.parquet",
-             "numbered.csv")  # fmt: skip
+             "numbered.csv", "indexed.csv")  # fmt: skip
     for name in names:
         assert np.array_equal(read_images(tmp_path / name), flat), name
 

@@ -164,7 +164,12 @@ def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
     # a header: pixel_<i> columns, or the column numbers 0,1,...,n-1 pandas writes for unnamed columns
     # (`pd.DataFrame(images).to_csv(path, index=False)`); else the first line is an image
     numbered = [field.strip() for field in first] == [str(i) for i in range(len(first))]
-    header = 0 if numbered or any(field.startswith("pixel_") for field in first) else None
+    # the same with pandas' index first (`to_csv(path)`): an empty name, then 0,...,n-1; the index is no pixel
+    indexed = first[0].strip() == "" and [field.strip() for field in first[1:]] == [
+        str(i) for i in range(len(first) - 1)
+    ]
+    header = 0 if numbered or indexed or any(field.startswith("pixel_") for field in first) else None
+    index_col = 0 if indexed else None
     # an empty field is a missing pixel value, reported as such below
     names = [field for field in first if field.strip() and not _is_number(field)]
     if header is None and names:
@@ -176,7 +181,7 @@ def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
     def chunks() -> Iterator[np.ndarray]:
         first_row = 0
         try:
-            with pd.read_csv(path, header=header, chunksize=chunk_images) as reader:
+            with pd.read_csv(path, header=header, index_col=index_col, chunksize=chunk_images) as reader:
                 for table in reader:
                     yield table_pixels(table, str(path), first_row)
                     first_row += len(table)
