@@ -209,8 +209,8 @@ def test_a_searched_mlp_keeps_the_history_of_its_refit(small_digits: Dataset) ->
 
 
 def test_labels_a_model_cannot_train_on_are_named_before_any_training() -> None:
+    from mnist_lab.core.data import check_training_labels
     from mnist_lab.core.errors import DataError, SettingsError
-    from mnist_lab.core.models import check_training_labels
     from mnist_lab.core.settings import CNNSettings
 
     labels = np.array([0] * 10 + [1] * 10 + [2])  # class 2: a single example

@@ -375,3 +375,20 @@ def test_a_keras_backend_that_cannot_train_stops_validate_when_a_cnn_is_configur
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert run_dvc_stage("validate") == 2
     assert f"error: validate: {message}" in capsys.readouterr().err
+
+
+def test_too_many_folds_for_the_training_set_stop_validate(
+    workspace: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Known from the training labels when data/ holds a test set: stopped before DVC removes any output
+    (train said it, after the stages before it had run and their outputs had been removed)."""
+    search = {"grid": {"alpha": [0.001, 0.01]}, "cv": 1000}
+    params = {**SMALL_PARAMS, "models": {"sgd": {"type": "sgd", "search": search}}}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_dvc_stage("validate") == 2
+    error = capsys.readouterr().err
+    assert "error: validate: models.sgd.search.cv is 1000, but class " in error
+    assert "Set models.sgd.search.cv to " in error
+    params["models"]["sgd"]["search"]["cv"] = 2
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_dvc_stage("validate") == 0

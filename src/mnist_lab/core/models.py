@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.neural_network import MLPClassifier
 
-from mnist_lab.core.errors import DataError, SettingsError, TrainingDiverged
+from mnist_lab.core.errors import TrainingDiverged
 from mnist_lab.core.settings import (
     CNNSettings,
     MLPSettings,
@@ -101,50 +100,6 @@ def build_classifier(settings: ModelSettings, seed: int) -> ClassifierMixin:
 def takes_images(settings: ModelSettings) -> bool:
     """Whether the model trains on the images' raw pixels (a CNN) rather than on the featurizer's output."""
     return isinstance(settings, CNNSettings)
-
-
-def check_training_labels(settings: ModelSettings, labels: np.ndarray, where: str) -> None:
-    """A DataError (or SettingsError) naming what cannot work, before any training: fewer than two
-    classes; a class too small for the stratified validation split the MLP and the CNN hold out; a grid
-    search with more folds (`search.cv`) than the smallest class has examples. `where` names the model's
-    settings in messages (`models.mlp`)."""
-    classes, counts = np.unique(labels, return_counts=True)
-    if classes.size < 2:
-        raise DataError(
-            f"{where}: the training set holds only class {classes.tolist()}: a classifier needs examples of "
-            "at least two classes"
-        )
-    smallest = int(np.argmin(counts))
-    rare, count = int(classes[smallest]), int(counts[smallest])
-    if settings.search is not None and count < settings.search.cv:
-        raise SettingsError(
-            f"{where}.search.cv is {settings.search.cv}, but class {rare} has only {count} training "
-            f"example(s): each of the {settings.search.cv} stratified folds needs one of every class. Set "
-            f"{where}.search.cv to {max(count, 2)} or fewer, or add data"
-        )
-    held_out = getattr(settings, "validation_fraction", None)
-    if held_out is not None and count < 2:
-        raise DataError(
-            f"{where}: class {rare} has a single training example, but this model holds out a stratified "
-            f"{held_out:g} of the training set for validation, which needs two of every class; add data"
-        )
-    if held_out is not None:
-        examples = labels.size  # a grid search's fits train on its folds: (cv - 1) / cv of the examples
-        if settings.search is not None:
-            examples = examples * (settings.search.cv - 1) // settings.search.cv
-        validation = math.ceil(held_out * examples)  # as scikit-learn's train_test_split rounds it
-        if min(validation, examples - validation) < classes.size:
-            least = math.ceil(classes.size / examples * 1000) / 1000
-            fix = (
-                f"set it between {least:g} and {1 - least:g}"
-                if least < 0.5
-                else "add data (no fraction works)"
-            )
-            raise SettingsError(
-                f"{where}.validation_fraction is {held_out:g}: {validation} of {examples} training examples "
-                f"held out, but a stratified split needs one of each of the {classes.size} classes on both "
-                f"sides; {fix}"
-            )
 
 
 def train_classifier(

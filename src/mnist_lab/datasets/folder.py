@@ -84,6 +84,16 @@ def read_dataset(directory: Path | str) -> Dataset:
     return Dataset(train_images, train_labels, test_images, test_labels)
 
 
+def read_training_labels(directory: Path | str) -> np.ndarray | None:
+    """The training labels of a data folder that also holds a test set (then they are the training set's,
+    exactly); None without a test set (`prepare` splits one off, so the training set is not known yet)."""
+    directory = Path(directory)
+    train, test = _find(directory, TRAIN_LABELS), _find(directory, TEST_LABELS)
+    if train is None or test is None:
+        return None
+    return check_labels(_read_idx_file(train, 1), str(train))
+
+
 def encode_dataset(dataset: Dataset) -> dict[str, bytes]:
     """File name -> deterministic gzip'd IDX bytes."""
     files = {

@@ -21,11 +21,10 @@ import numpy as np
 
 from mnist_lab import tracking
 from mnist_lab.core.cnn import COMPILE_CACHE_ENV
-from mnist_lab.core.data import check_detector_labels, task_labels
+from mnist_lab.core.data import check_detector_labels, check_training_labels, task_labels
 from mnist_lab.core.errors import TrainingDiverged
 from mnist_lab.core.models import (
     TrainedModel,
-    check_training_labels,
     progress_units,
     takes_images,
     train_classifier,

@@ -21,13 +21,15 @@ import os
 from pathlib import Path
 
 from mnist_lab.core.cnn import backend_problem
+from mnist_lab.core.data import check_detector_labels, check_training_labels, task_labels
 from mnist_lab.core.errors import DataError, SettingsError
-from mnist_lab.core.settings import CNNSettings
+from mnist_lab.core.settings import CNNSettings, Settings
 from mnist_lab.datasets.folder import (
     dvc_directory_md5,
     parse_data_version,
     read_dataset,
     read_directory_files,
+    read_training_labels,
 )
 from mnist_lab.stages.common import StageContext, main_for, stage_parser
 from mnist_lab.system import commands
@@ -106,6 +108,20 @@ def _put_back(dvc_file: Path, corrupt: str | None, last: str | None) -> str:
     )
 
 
+def check_models_against_labels(settings: Settings, data: Path) -> None:
+    """What train would refuse for the training labels (a grid search with more folds than the smallest
+    class has examples, a validation split that cannot be stratified, a 5-detector without a 5), here,
+    before DVC removes any output; when data/ holds a test set, so the training set is known exactly."""
+    labels = read_training_labels(data)
+    if labels is None:
+        return  # prepare splits the test set off: train checks the training set it leaves
+    labels = task_labels(labels, settings.task.kind, settings.task.positive_class)
+    if settings.task.kind == "binary":
+        check_detector_labels(labels, settings.task.positive_class, "training")
+    for name, model in settings.models.items():
+        check_training_labels(model, labels, f"models.{name}")
+
+
 def validate(context: StageContext) -> None:
     args = context.args
     with context.compute():
@@ -119,6 +135,7 @@ def validate(context: StageContext) -> None:
             if problem:
                 raise SettingsError(problem)
         check_data(args.data, args.dvc_file, args.dvc_file.resolve().parent / VALIDATED_COPY)
+        check_models_against_labels(context.settings, args.data)
     if not args.out.is_file() or args.out.read_text(encoding="utf-8") != MARKER_TEXT:
         write_text_atomic(args.out, MARKER_TEXT)
 
