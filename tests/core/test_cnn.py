@@ -14,13 +14,15 @@ import pytest
 
 from mnist_lab.core.cnn import (
     COMPILE_CACHE_ENV,
+    DETERMINISTIC_GPU_FLAG,
     EXACT_ENV,
+    EXACT_GPU_ENV,
     EXACT_REDUCTIONS_FLAG,
     KerasImageClassifier,
     build_network,
     describe_network,
-    exact_reductions_flags,
     layer_sizes,
+    repeatable_xla_flags,
     train_cnn,
     validation_split,
 )
@@ -294,17 +296,47 @@ def test_compiled_programs_are_kept_and_reused_by_the_next_process_with_the_same
     assert weights("0") == first  # and without the cache: the same weights
 
 
-def test_the_exact_reductions_flag_is_added_only_where_it_is_known_and_wanted() -> None:
-    assert exact_reductions_flags({}, "0.10.2") == EXACT_REDUCTIONS_FLAG
-    assert exact_reductions_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.2") == (
-        f"--xla_dump_to=/tmp/d {EXACT_REDUCTIONS_FLAG}"
-    )
-    assert exact_reductions_flags({EXACT_ENV: "0"}, "0.10.2") is None  # opted out: faster, core-dependent
+def test_the_repeatability_flags_are_added_only_where_they_are_known_and_wanted() -> None:
+    both = f"{EXACT_REDUCTIONS_FLAG} {DETERMINISTIC_GPU_FLAG}"
+    assert repeatable_xla_flags({}, "0.10.2") == both
     assert (
-        exact_reductions_flags({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}, "0.10.2") is None
+        repeatable_xla_flags({"XLA_FLAGS": "--xla_dump_to=/tmp/d"}, "0.10.2")
+        == f"--xla_dump_to=/tmp/d {both}"
     )
-    assert exact_reductions_flags({}, "0.11.0") is None  # unknown to XLA there, maybe: it would abort
-    assert exact_reductions_flags({}, None) is None
+    # opted out, each on its own: faster, core-count-dependent (CPU) or run-dependent (GPU) last bits
+    assert repeatable_xla_flags({EXACT_ENV: "0"}, "0.10.2") == DETERMINISTIC_GPU_FLAG
+    assert repeatable_xla_flags({EXACT_GPU_ENV: "0"}, "0.10.2") == EXACT_REDUCTIONS_FLAG
+    assert repeatable_xla_flags({EXACT_ENV: "0", EXACT_GPU_ENV: "0"}, "0.10.2") is None
+    # the user's own choice of either option is left alone
+    own = "--xla_cpu_experimental_ynn_fusion_type=dot --xla_gpu_deterministic_ops=false"
+    assert repeatable_xla_flags({"XLA_FLAGS": own}, "0.10.2") is None
+    # versions not checked: XLA aborts on a flag it does not know
+    assert repeatable_xla_flags({}, "0.11.2") == DETERMINISTIC_GPU_FLAG  # checked on an H100
+    assert repeatable_xla_flags({}, "0.12.0") is None
+    assert repeatable_xla_flags({}, None) is None
+
+
+def test_the_deterministic_gpu_flag_leaves_cpu_training_as_it_was() -> None:
+    """The GPU flag is accepted by this jaxlib (XLA aborts a process on a flag it does not know) and changes
+    nothing on the CPU: the same training with and without it gives the same weights and model bytes."""
+    hashes = []
+    for opt_out in ("0", "1"):
+        environ = {**os.environ, EXACT_GPU_ENV: opt_out, COMPILE_CACHE_ENV: "0"}
+        environ.pop("XLA_FLAGS", None)
+        done = subprocess.run(
+            [sys.executable, "-c", SMALL_TRAINING_SCRIPT + FLAGS_LINE], capture_output=True, text=True,
+            env=environ, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        hashes.append(done.stdout.split()[-2:])
+    assert DETERMINISTIC_GPU_FLAG not in hashes[0][1] and DETERMINISTIC_GPU_FLAG in hashes[1][1]
+    assert hashes[0][0] == hashes[1][0]
+
+
+FLAGS_LINE = """
+import os
+print(os.environ.get("XLA_FLAGS", "").replace(" ", ","))
+"""
 
 
 def test_a_training_that_diverges_names_the_learning_rate() -> None:

@@ -35,8 +35,19 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 # Checked with jaxlib 0.10.2; XLA aborts the process on a flag it does not know, so other versions are left
 # as they are.
 EXACT_REDUCTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
-EXACT_JAXLIB = "0.10."
+EXACT_JAXLIB = ("0.10.",)
 EXACT_ENV = "MNIST_LAB_EXACT_CPU"  # "0": keep XLA's default (faster, results depend on the core count)
+# On a GPU, XLA's default kernels (convolution algorithms picked by timing, atomic adds) are not repeatable:
+# two trainings from the same seed on an H100 (jaxlib 0.11.2) gave other weights (largest difference 0.015
+# after 3 epochs of MNIST size); with XLA's deterministic ops they were bit-identical, each epoch within
+# noise of the default's (bench/bench_cnn_gpu.py, README Performance). The flag is ignored by the CPU
+# backend (the same weights with and without it) and known to jaxlib 0.10 (CPU) and 0.11 (GPU), the
+# versions checked.
+DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
+DETERMINISTIC_GPU_JAXLIB = ("0.10.", "0.11.")
+EXACT_GPU_ENV = (
+    "MNIST_LAB_EXACT_GPU"  # "0": keep XLA's default GPU kernels (runs may differ in the last bits)
+)
 # XLA's compiled programs kept in this directory and reused by the next process that compiles the same
 # program (JAX's persistent compilation cache: the same executable, so the same results). The train and
 # evaluate stages set it (stages/common.py); unset or "0": every process compiles afresh. Loading a saved
@@ -44,21 +55,30 @@ EXACT_ENV = "MNIST_LAB_EXACT_CPU"  # "0": keep XLA's default (faster, results de
 COMPILE_CACHE_ENV = "MNIST_LAB_JAX_CACHE"
 
 
-def exact_reductions_flags(environ: dict[str, str] | os._Environ, jaxlib_version: str | None) -> str | None:
-    """The XLA_FLAGS that make CPU training independent of the core count, or None to leave them: opted out,
-    flags of the user's own naming that choice, or a jaxlib this was not checked with."""
+def repeatable_xla_flags(environ: Mapping[str, str], jaxlib_version: str | None) -> str | None:
+    """The XLA_FLAGS that make training repeatable (on the CPU: independent of the core count; on a GPU:
+    deterministic kernels), or None to leave them as they are: each opted out, named by the user's own
+    flags, or unknown to this jaxlib (XLA would abort on it)."""
     flags = environ.get("XLA_FLAGS", "")
-    if environ.get(EXACT_ENV, "1") == "0" or "ynn_fusion_type" in flags:
-        return None
-    if jaxlib_version is None or not jaxlib_version.startswith(EXACT_JAXLIB):
-        return None
-    return f"{flags} {EXACT_REDUCTIONS_FLAG}".strip()
+    wanted = (
+        (EXACT_ENV, "ynn_fusion_type", EXACT_JAXLIB, EXACT_REDUCTIONS_FLAG),
+        (EXACT_GPU_ENV, "xla_gpu_deterministic_ops", DETERMINISTIC_GPU_JAXLIB, DETERMINISTIC_GPU_FLAG),
+    )
+    added = [
+        flag
+        for opt_out, option, versions, flag in wanted
+        if environ.get(opt_out, "1") != "0"
+        and option not in flags
+        and jaxlib_version is not None
+        and jaxlib_version.startswith(versions)
+    ]
+    return " ".join([flags, *added]).strip() if added else None
 
 
 def import_keras() -> Any:
     """`keras`, on the JAX backend unless `KERAS_BACKEND` names another (set before the first import), with
-    XLA's CPU reductions made independent of the core count (see EXACT_REDUCTIONS_FLAG; it must be set before
-    JAX starts its CPU backend) and, where COMPILE_CACHE_ENV names a directory, compiled programs kept there
+    repeatable training on the CPU and a GPU (see repeatable_xla_flags; XLA reads its flags when JAX starts
+    a backend) and, where COMPILE_CACHE_ENV names a directory, compiled programs kept there
     (before the first compilation too)."""
     os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
     if os.environ["KERAS_BACKEND"] == "jax":
@@ -68,7 +88,7 @@ def import_keras() -> Any:
             version: str | None = metadata.version("jaxlib")
         except metadata.PackageNotFoundError:
             version = None
-        flags = exact_reductions_flags(os.environ, version)
+        flags = repeatable_xla_flags(os.environ, version)
         if flags is not None:
             os.environ["XLA_FLAGS"] = flags
     import keras
