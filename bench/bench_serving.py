@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +75,23 @@ def free_port() -> int:
 
 
 def save(model: DigitClassifier, folder: Path) -> Path:
+    try:
+        requirements = pinned_requirements(model_requirements(model))
+    except metadata.PackageNotFoundError:  # mlflow-skinny alone (a GPU machine's): served locally, unpinned
+        requirements = list(model_requirements(model))
     with this_package_pickled_by_value():
         import mlflow.pyfunc
 
         mlflow.pyfunc.save_model(
-            path=str(folder), python_model=model, signature=False,
-            pip_requirements=pinned_requirements(model_requirements(model)),
-        )  # fmt: skip
+            path=str(folder), python_model=model, signature=False, pip_requirements=requirements
+        )
     return folder
+
+
+def program(name: str) -> list[str]:
+    """The environment's `name` command, or `python -m name` where its packages were installed without
+    their scripts (a GPU machine's PYTHONPATH)."""
+    return [str(BIN / name)] if (BIN / name).exists() else [sys.executable, "-m", name]
 
 
 def serve(server: str, model_dir: Path, port: int) -> subprocess.Popen:
@@ -89,14 +99,15 @@ def serve(server: str, model_dir: Path, port: int) -> subprocess.Popen:
 
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     if server == "mlflow models serve":
-        command = [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+        command = [*program("mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
                    "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
     else:  # what mnist_lab.serving.pyfunc.serve_command runs
         env[scoring_server._SERVER_MODEL_PATH] = str(model_dir)
-        command = [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        command = [*program("uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                    "--factory", "mnist_lab.serving.rest:create_app"]  # fmt: skip
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (the server's output, shown if it does not start)
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command, env=env, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -105,7 +116,9 @@ def serve(server: str, model_dir: Path, port: int) -> subprocess.Popen:
                 return process
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError(f"{server} exited with {process.returncode}") from None
+                errors.seek(0)
+                output = errors.read().decode(errors="replace")[-3000:]
+                raise RuntimeError(f"{server} exited with {process.returncode}:\n{output}") from None
             time.sleep(0.5)
     raise RuntimeError(f"{server} did not answer in 180 s")
 

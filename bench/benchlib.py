@@ -276,7 +276,7 @@ def timed_repro(workspace: Workspace, commands: list[tuple[str, str]], label: st
 def environment() -> dict[str, Any]:
     """What the numbers were measured with."""
     versions = {}
-    for package in ("dvc", "mlflow", "scikit-learn", "numpy", "scipy", "matplotlib"):
+    for package in ("dvc", "mlflow", "mlflow-skinny", "scikit-learn", "numpy", "scipy", "keras", "jax"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -18,9 +18,11 @@ from mnist_lab.core.cnn import (
     EXACT_ENV,
     EXACT_GPU_ENV,
     EXACT_REDUCTIONS_FLAG,
+    PREALLOCATE_ENV,
     KerasImageClassifier,
     build_network,
     describe_network,
+    import_keras,
     layer_sizes,
     repeatable_xla_flags,
     train_cnn,
@@ -314,6 +316,17 @@ def test_the_repeatability_flags_are_added_only_where_they_are_known_and_wanted(
     assert repeatable_xla_flags({}, "0.11.2") == DETERMINISTIC_GPU_FLAG  # checked on an H100
     assert repeatable_xla_flags({}, "0.12.0") is None
     assert repeatable_xla_flags({}, None) is None
+
+
+def test_jax_takes_gpu_memory_as_needed_unless_the_user_says_otherwise(monkeypatch) -> None:
+    """A second process on the same GPU (two server workers, two queued experiments) must not find 75% of
+    its memory taken by the first: JAX's preallocation is off in every process that loads Keras."""
+    monkeypatch.delenv(PREALLOCATE_ENV, raising=False)
+    import_keras()
+    assert os.environ[PREALLOCATE_ENV] == "false"
+    monkeypatch.setenv(PREALLOCATE_ENV, "true")  # the user's own choice
+    import_keras()
+    assert os.environ[PREALLOCATE_ENV] == "true"
 
 
 def test_the_deterministic_gpu_flag_leaves_cpu_training_as_it_was() -> None:

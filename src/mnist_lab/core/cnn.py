@@ -48,6 +48,11 @@ DETERMINISTIC_GPU_JAXLIB = ("0.10.", "0.11.")
 EXACT_GPU_ENV = (
     "MNIST_LAB_EXACT_GPU"  # "0": keep XLA's default GPU kernels (runs may differ in the last bits)
 )
+# JAX takes 75% of a GPU's memory at its first operation in each process, so a second process on the same GPU
+# (`serve --workers 2`, `dvc queue start -j 2`, the board beside a training) runs out of memory (JAX's "GPU
+# memory allocation" page). The pipeline's networks need well under 1 GB: every process allocates what it
+# uses instead. The user's own setting is kept; the CPU backend ignores it.
+PREALLOCATE_ENV = "XLA_PYTHON_CLIENT_PREALLOCATE"
 # XLA's compiled programs kept in this directory and reused by the next process that compiles the same
 # program (JAX's persistent compilation cache: the same executable, so the same results). The train and
 # evaluate stages set it (stages/common.py); unset or "0": every process compiles afresh. Loading a saved
@@ -78,11 +83,13 @@ def repeatable_xla_flags(environ: Mapping[str, str], jaxlib_version: str | None)
 def import_keras() -> Any:
     """`keras`, on the JAX backend unless `KERAS_BACKEND` names another (set before the first import), with
     repeatable training on the CPU and a GPU (see repeatable_xla_flags; XLA reads its flags when JAX starts
-    a backend) and, where COMPILE_CACHE_ENV names a directory, compiled programs kept there
-    (before the first compilation too)."""
+    a backend), GPU memory taken as needed (PREALLOCATE_ENV) and, where COMPILE_CACHE_ENV names a
+    directory, compiled programs kept there (before the first compilation too)."""
     os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
     if os.environ["KERAS_BACKEND"] == "jax":
         from importlib import metadata
+
+        os.environ.setdefault(PREALLOCATE_ENV, "false")
 
         try:
             version: str | None = metadata.version("jaxlib")
