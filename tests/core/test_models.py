@@ -1,10 +1,13 @@
 import numpy as np
 import pytest
+from sklearn.model_selection import _search as sklearn_search
+from sklearn.utils.parallel import Parallel as SklearnParallel
 
 from mnist_lab.core.data import Dataset, flatten_images, task_labels
 from mnist_lab.core.features import scale_pixels
 from mnist_lab.core.models import (
     SettingsClassifier,
+    TrainedModel,
     build_classifier,
     class_scores,
     single_threaded_prediction,
@@ -181,9 +184,19 @@ def test_a_search_in_parallel_processes_scores_every_fold_as_one_in_this_process
     x_train, y_train, x_test, _ = features(small_digits)
     kind = MLPSettings if model["type"] == "mlp" else RandomForestSettings
     settings = kind.model_validate({**model, "search": {**model["search"], "cv": 3}})
-    here = train_classifier(settings, x_train, y_train, seed=5, search_jobs=1)
-    parallel = train_classifier(settings, x_train, y_train, seed=5, search_jobs=2)
+    heard: dict[int, list[tuple[int, int]]] = {1: [], 2: []}  # (fits finished, in all), by search_jobs
+
+    def search(jobs: int) -> TrainedModel:
+        def on_fit(done: int, fits: int) -> None:
+            heard[jobs].append((done, fits))
+
+        return train_classifier(settings, x_train, y_train, seed=5, search_jobs=jobs, on_search_fit=on_fit)
+
+    here, parallel = search(1), search(2)
     assert here.search is not None and parallel.search is not None
+    for calls in heard.values():  # 2 candidates x 3 folds, heard as they finish, in this process
+        assert calls[-1] == (6, 6) and [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert sklearn_search.Parallel is SklearnParallel  # GridSearchCV's own again after the search
     assert [c.fold_scores for c in parallel.search.candidates] == [
         c.fold_scores for c in here.search.candidates
     ]

@@ -126,12 +126,15 @@ def test_the_cnn_trains_on_images_even_with_pca_and_says_so(
 
 
 def test_a_grid_search_logs_a_parent_run_with_one_nested_run_per_candidate(
-    workspace: Path, tracking_store: str
+    workspace: Path, tracking_store: str, capsys: pytest.CaptureFixture
 ) -> None:
     grid = {"alpha": [0.0001, 3.0], "loss": ["hinge", "log_loss"]}
     params = {**SMALL_PARAMS, "models": {"sgd": {"type": "sgd", "search": {"grid": grid, "cv": 2}}}}
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_all(["sgd"])
+    # the search is not silent: a line as its fits finish (every one of 8), the last saying all are done
+    done = re.findall(r"^sgd grid search: (\d+)/8 fits done, \d+ s$", capsys.readouterr().err, re.M)
+    assert done and done[-1] == "8" and [int(d) for d in done] == sorted({int(d) for d in done})
     search = json.loads((workspace / "reports" / "sgd" / "training.json").read_text())["search"]
     best = search["candidates"][search["best_index"]]
     client = mlflow.MlflowClient(tracking_store)

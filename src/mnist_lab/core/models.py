@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from mnist_lab.core.settings import (
 
 # Called as training advances: (units done so far: epochs or trees, that unit's metrics if it has any)
 ProgressCallback = Callable[[int, dict[str, float]], None]
+# (fits finished, fits in all) as a grid search's cross-validation fits finish
+SearchProgressCallback = Callable[[int, int], None]
 FOREST_CHUNKS = 10
 
 
@@ -110,15 +113,18 @@ def train_classifier(
     on_progress: ProgressCallback | None = None,
     image_shape: tuple[int, int] | None = None,
     search_jobs: int = -1,
+    on_search_fit: SearchProgressCallback | None = None,
 ) -> TrainedModel:
     """Fit the classifier for `settings` on (features, labels); with `settings.search`, grid-search first
-    (`on_progress` then reports the refit of the best candidate only), its candidates' fits in `search_jobs`
-    parallel processes (joblib's; -1: one per core; under a joblib backend context such as the Dask
-    cluster's, that backend's workers). The results do not depend on it: every fit is seeded and limits BLAS
-    to one thread. A CNN (`takes_images`) takes flat raw 0-255 pixels as `features` and needs the
-    `image_shape` (rows, cols) they came from."""
+    (`on_search_fit` hears of its fits as they finish, `on_progress` of the refit of the best candidate
+    only), its candidates' fits in `search_jobs` parallel processes (joblib's; -1: one per core; under a
+    joblib backend context such as the Dask cluster's, that backend's workers). The results do not depend
+    on it: every fit is seeded and limits BLAS to one thread. A CNN (`takes_images`) takes flat raw 0-255
+    pixels as `features` and needs the `image_shape` (rows, cols) they came from."""
     if settings.search is not None:
-        return _grid_search(settings, features, labels, seed, on_progress, image_shape, search_jobs)
+        return _grid_search(
+            settings, features, labels, seed, on_progress, image_shape, search_jobs, on_search_fit
+        )
     if isinstance(settings, CNNSettings):
         from mnist_lab.core.cnn import train_cnn
 
@@ -186,20 +192,23 @@ def _grid_search(
     on_progress: ProgressCallback | None,
     image_shape: tuple[int, int] | None = None,
     jobs: int = -1,
+    on_fit: SearchProgressCallback | None = None,
 ) -> TrainedModel:
     """`GridSearchCV` over `settings.search.grid` (stratified, shuffled folds seeded by `seed`), its fits in
     `jobs` processes; the best candidate is refitted on all of (features, labels) with the pipeline's own
     training, in this process."""
     search: SearchSettings = settings.search  # type: ignore[assignment]
-    grid = GridSearchCV(
-        SettingsClassifier(settings.without_search(), seed, image_shape),
-        {key: list(values) for key, values in search.grid.items()},
-        scoring=search.scoring,
-        cv=StratifiedKFold(search.cv, shuffle=True, random_state=seed),
-        refit=False,
-        error_score="raise",
-        n_jobs=jobs,
-    ).fit(features, labels)
+    fits = len(search.candidates()) * search.cv
+    with _reporting_fits(on_fit, fits):
+        grid = GridSearchCV(
+            SettingsClassifier(settings.without_search(), seed, image_shape),
+            {key: list(values) for key, values in search.grid.items()},
+            scoring=search.scoring,
+            cv=StratifiedKFold(search.cv, shuffle=True, random_state=seed),
+            refit=False,
+            error_score="raise",
+            n_jobs=jobs,
+        ).fit(features, labels)
     results = grid.cv_results_
     folds = [results[f"split{i}_test_score"] for i in range(search.cv)]
     candidates = [
@@ -218,6 +227,34 @@ def _grid_search(
     trained = train_classifier(best_settings, features, labels, seed, on_progress, image_shape)
     trained.search = SearchResult(search.scoring, search.cv, candidates, best_index)
     return trained
+
+
+@contextlib.contextmanager
+def _reporting_fits(on_fit: SearchProgressCallback | None, fits: int) -> Iterator[None]:
+    """`on_fit(finished, fits)` each time joblib hears that a batch of the search's fits finished (in this
+    process, wherever the fits run: its own workers or a Dask cluster's). GridSearchCV runs its fits
+    through scikit-learn's `Parallel`, which joblib tells of every finished batch (`print_progress`, a
+    no-op unless verbose); for the search's duration GridSearchCV gets a `Parallel` that passes that on.
+    Nothing else is touched (a forest's own `Parallel` is another module's name), and where scikit-learn
+    has no such hook the search runs without progress."""
+    from sklearn.model_selection import _search
+
+    base = getattr(_search, "Parallel", None)
+    if on_fit is None or base is None or not callable(getattr(base, "print_progress", None)):
+        yield
+        return
+    report = on_fit
+
+    class ReportingParallel(base):  # type: ignore[misc, valid-type]
+        def print_progress(self) -> None:
+            super().print_progress()
+            report(min(int(self.n_completed_tasks), fits), fits)
+
+    _search.Parallel = ReportingParallel
+    try:
+        yield
+    finally:
+        _search.Parallel = base
 
 
 def _plain(value: object) -> object:

@@ -98,8 +98,9 @@ def train(context: StageContext) -> None:
                 searched_on = search_location(cluster, client)
             try:
                 trained = train_classifier(
-                    model_settings, features, labels, settings.seed, on_progress, image_shape=image_shape
-                )
+                    model_settings, features, labels, settings.seed, on_progress, image_shape=image_shape,
+                    on_search_fit=search_printer(args.model) if model_settings.search is not None else None,
+                )  # fmt: skip
             except TrainingDiverged as exc:  # its settings are the cause: named as params.yaml has them
                 raise TrainingDiverged(f"models.{args.model}: {exc}") from None
     finally:
@@ -181,6 +182,23 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def search_printer(model: str) -> Callable[[int, int], None]:
+    """A line on stderr as a grid search's fits finish (`mlp grid search: 12/40 fits done, 31 s`): at most one
+    per tenth of the fits or 15 s, and the last; lines, like the epochs', so that logs keep them."""
+    started = time.perf_counter()
+    shown = [0, started]  # the fits last shown, and when
+
+    def report(done: int, fits: int) -> None:
+        now = time.perf_counter()
+        if done <= shown[0] or (done < fits and done - shown[0] < max(1, fits // 10) and now - shown[1] < 15):
+            return
+        shown[:] = [done, now]
+        line = f"{model} grid search: {done}/{fits} fits done, {now - started:.0f} s"
+        print(line, file=sys.stderr, flush=True)
+
+    return report
 
 
 def epoch_printer(model: str, max_epochs: int) -> Callable[[int, dict[str, float]], None]:
