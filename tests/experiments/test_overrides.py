@@ -31,6 +31,16 @@ def test_a_typo_is_named_by_the_settings_not_taken_for_a_key_to_add() -> None:
         check_overrides(RAW, "sgd", [("models.sgd.alpah", "1.0")])
 
 
+def test_removing_a_null_key_says_it_is_null_already() -> None:
+    """Hydra cannot remove a key whose value is null ("does not exist", of a key params.yaml shows)."""
+    assert RAW["models"]["cnn"]["augmentation"] is None
+    with pytest.raises(SettingsError, match=r"--set ~models.cnn.augmentation: .* cannot remove a key whose "
+                       r"value is null; it is null already"):  # fmt: skip
+        check_overrides(RAW, "cnn", [("~models.cnn.augmentation", "")])
+    with pytest.raises(SettingsError, match=r"'models.cnn.augmentaton' does not exist"):  # a typo: DVC's word
+        check_overrides(RAW, "cnn", [("~models.cnn.augmentaton", "")])
+
+
 def test_a_key_is_removed_with_a_tilde() -> None:
     check_overrides(RAW, "mlp", [("~models.mlp.alpha", "")])  # back to its default
     assert override_arguments([("~models.mlp.alpha", ""), ("models.sgd.alpha", "0.1")]) == [

@@ -111,8 +111,22 @@ def _as_dvc_applies(raw: dict, overrides: list[tuple[str, str]]) -> Any:
                 apply_overrides(copy, [argument])
             except Exception as exc:
                 cause = str(exc.__cause__ or exc).split(" See https://")[0].strip()
+                if argument.startswith("~") and _is_null(raw, argument[1:].split("=")[0]):
+                    cause = (
+                        "DVC's override code (Hydra's) cannot remove a key whose value is null; it is null "
+                        "already, which the settings read as not set: leave it out, or give it a value"
+                    )
                 raise SettingsError(f"--set {argument}: {cause}") from None
         return load_params_yaml(copy.read_text(encoding="utf-8"))
+
+
+def _is_null(raw: Any, dotted: str) -> bool:
+    """Whether params.yaml (`raw`) holds `dotted` (a.b.c) with the value null."""
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return isinstance(node, dict) and leaf in node and node[leaf] is None
 
 
 def _run(command: list[str], cwd) -> int:
