@@ -83,6 +83,11 @@ def test_experiments_answer_rows_and_a_query_narrows_them(client) -> None:
         ("/api/compare?ids=exp:exp-0", 400, "two experiments or more"),
         ("/api/compare?ids=exp:exp-0,nope", 404, "no experiment 'nope'"),
         ("/api/compare?ids=exp:exp-0,exp:exp-0", 400, "names exp:exp-0 a second time: name each once"),
+        ("/api/experiments/a%00b", 404, "no experiment 'a\\x00b': an id has no control characters"),
+        ("/api/compare?ids=exp:exp-0,a%00b", 404, "an id has no control characters"),
+        ("/api/model?experiment=a%00b", 404, "an id has no control characters"),
+        ("/api/experiments?q=" + "not%20" * 60 + "accuracy%20%3E%200", 400, "query: nested too deeply at"),
+        ("/api/experiments?q=" + "(" * 3000 + "accuracy%20%3E%200" + ")" * 3000, 400, "nested too deeply"),
         ("/api/nothing-here", 404, "no such page or API route: GET /api/nothing-here (the API is listed at"),
         ("/static/missing.js", 404, "no such page or API route: GET /static/missing.js"),
     ],
@@ -182,10 +187,16 @@ def test_a_body_longer_than_it_declares_is_counted_as_it_arrives(client) -> None
 
 
 def test_a_method_a_route_does_not_take_is_a_405_naming_the_allowed_ones(client) -> None:
-    http, _, _ = client
+    http, root, _ = client
     answer = http.delete("/api/experiments")
     assert answer.status_code == 405 and answer.headers["allow"] == "GET"
     assert answer.json()["error"] == "DELETE /api/experiments: method not allowed (allowed: GET)"
+    # without the page's header too (it was a 403 about the header): only a POST changes anything
+    bare = TestClient(create_app(root)).put("/api/labels", json={})
+    assert bare.status_code == 405 and bare.json()["error"].startswith("PUT /api/labels: method not allowed")
+    # so the cross-site check on POSTs covers every route that changes something
+    methods = {m for route in create_app(root).routes for m in getattr(route, "methods", None) or ()}
+    assert methods <= {"GET", "HEAD", "POST"}
 
 
 def test_a_malformed_body_is_a_4xx_too(client) -> None:
@@ -263,6 +274,34 @@ def test_a_commit_without_a_message_is_refused_before_applying_anything(client) 
     answer = http.post("/api/commit", json={"message": "   ", "experiment": "exp:anything"})
     assert answer.status_code == 400 and "the commit message is empty" in answer.json()["error"]
     assert sorted(p.name for p in root.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"force": "yes"}, "force: Input should be a valid boolean"),
+        ({"force": 1}, "force: Input should be a valid boolean"),
+        ({"min_delta": "0.1"}, "min_delta: Input should be a valid number"),
+    ],
+)
+def test_promote_takes_json_booleans_and_numbers_only(client, body: dict, message: str) -> None:
+    http, _, _ = client
+    answer = http.post("/api/promote", json=body)
+    assert answer.status_code == 422 and message in answer.json()["error"]
+
+
+def test_applying_an_experiment_the_table_does_not_hold_is_a_404(client) -> None:
+    http, root, _ = client
+    before = sorted(p.name for p in root.iterdir())
+    answer = http.post("/api/commit", json={"message": "try", "experiment": "exp:nope"})
+    assert answer.status_code == 404 and "no experiment 'exp:nope'" in answer.json()["error"]
+    assert sorted(p.name for p in root.iterdir()) == before
+
+
+def test_a_label_request_takes_a_json_boolean(client) -> None:
+    http, _, commits = client
+    answer = http.post("/api/labels", json={"experiment": commits[0], "label": "x", "remove": "no"})
+    assert answer.status_code == 422 and "remove: Input should be a valid boolean" in answer.json()["error"]
 
 
 def test_queueing_nothing_is_refused(client) -> None:

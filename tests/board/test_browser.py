@@ -103,6 +103,89 @@ def test_compare_draws_curves_matrices_and_the_code_diff(board) -> None:
     assert f"ids={commits[0]},{commits[1]}" in browser.current_url
 
 
+def test_colours_follow_the_comparison_and_the_tabs_keep_the_view(board) -> None:
+    """Colours are by place in the comparison (the table's were by rank: two experiments 12 rows apart
+    shared one), shown on the selected rows' swatches before comparing; a tab changes the view only."""
+    from selenium.webdriver.common.by import By
+
+    browser, url, _, commits = board
+    browser.get(f"{url}/#/table?q=source%20%3D%20commit&ids={commits[1]},{commits[0]}")
+    browser.refresh()
+    wait_for(lambda: len(_rows(browser)) == 8)
+    swatches = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#experiments tbody tr'), tr =>"
+        " [tr.getAttribute('data-id'), tr.querySelector('.swatch').style.backgroundColor])"
+    )
+    first, second = "rgb(34, 85, 204)", "rgb(209, 73, 91)"  # the palette's first two
+    assert dict(swatches)[commits[1]] == first and dict(swatches)[commits[0]] == second
+    assert all(colour == "" for id_, colour in swatches if id_ not in commits[:2])  # unselected: none
+    browser.find_element(By.CSS_SELECTOR, "nav a[data-view='compare']").click()
+    charts = wait_for(lambda: _charts(browser))
+    assert dict(charts[0][1]) == {commits[1]: "#2255cc", commits[0]: "#d1495b"}
+    browser.find_element(By.CSS_SELECTOR, "nav a[data-view='table']").click()
+    wait_for(lambda: "#/table" in browser.current_url)
+    assert "q=source" in browser.current_url and f"ids={commits[1]},{commits[0]}" in browser.current_url
+    assert browser.find_element(By.ID, "query").get_attribute("value") == "source = commit"
+
+
+def test_the_buttons_act_only_on_the_selected_rows_the_table_shows(board) -> None:
+    """A selected row that the query (or `hidden`) hides is left out of labelling and comparing, and the
+    page says so (a label went to rows hidden by the previous label, out of sight)."""
+    import json
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+
+    browser, url, _, commits = board
+    browser.get(f"{url}/#/table?ids={commits[0]},{commits[1]}")
+    browser.refresh()
+    wait_for(lambda: len(_rows(browser)) == 9)
+    assert browser.find_element(By.ID, "compare-selected").text == "Compare selected (2)"
+    query = browser.find_element(By.ID, "query")
+    query.send_keys(f"id ~ {commits[0][:10]}")
+    wait_for(lambda: _rows(browser) == [commits[0]])
+    summary = browser.find_element(By.ID, "table-summary").text
+    assert "1 selected row is not shown: the buttons leave it out" in summary
+    assert browser.find_element(By.ID, "compare-selected").text == "Compare selected (1)"
+    assert not browser.find_element(By.ID, "compare-selected").is_enabled()
+    browser.find_element(By.ID, "label-name").send_keys("seen")
+    browser.find_element(By.ID, "label-add").click()
+
+    def labels(commit: str) -> list[str]:
+        with urllib.request.urlopen(f"{url}/api/experiments/{commit}") as answer:
+            return json.load(answer)["labels"]
+
+    wait_for(lambda: "seen" in labels(commits[0]))
+    assert "seen" not in labels(commits[1])
+    browser.find_element(By.ID, "label-remove").click()  # as it was, for the other tests
+    wait_for(lambda: "seen" not in labels(commits[0]))
+
+
+def test_the_registry_champion_is_labelled_in_the_table(board) -> None:
+    """Promoting moves the registry's alias (no git tag with the default local registry): the page labels
+    the experiment whose run the champion version came from, so `labels = champion` finds it."""
+    import json
+    import urllib.request
+
+    from mnist_lab.core.settings import load_settings
+    from mnist_lab.serving.registry import registry_client
+
+    browser, url, root, commits = board
+    with urllib.request.urlopen(f"{url}/api/experiments/{commits[3]}") as answer:
+        run = json.load(answer)["runs"]["mlp"]
+    client, _ = registry_client(root)  # the store the board reads (it inherits this environment)
+    name = load_settings(root / "params.yaml").registry.model_name
+    client.create_registered_model(name)
+    try:
+        client.create_model_version(name, source=f"runs:/{run}/model", run_id=run)
+        client.set_registered_model_alias(name, "champion", "1")
+        browser.get(f"{url}/#/table?q=labels%20%3D%20champion")
+        browser.refresh()
+        wait_for(lambda: _rows(browser) == [commits[3]])
+    finally:
+        client.delete_registered_model(name)
+
+
 def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -151,9 +234,36 @@ def test_the_digit_pad_draws_with_the_keyboard(board) -> None:
     assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "1"
     canvas.send_keys(Keys.DELETE)
     assert _ink(browser) == 0 and browser.find_element(By.ID, "pad-answer").text == ""
+    # an empty pad is not asked about: any model answers nothing with confidence (it said 7 at 21%)
+    browser.find_element(By.ID, "pad-predict").click()
+    assert "draw a digit first" in wait_for(lambda: browser.find_element(By.ID, "pad-error").text)
+    assert browser.find_element(By.ID, "pad-answer").text == ""
     # the bottom half, drawn as a dot then a stroke: 0
     canvas.send_keys(*[Keys.ARROW_DOWN] * 16, Keys.SPACE, *[Keys.ARROW_RIGHT] * 14, Keys.SPACE)
     assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "0"
+
+
+def test_the_digit_pad_reads_an_uploaded_picture_as_a_person_sees_it(board, tmp_path: Path) -> None:
+    """Black ink on a transparent background (what drawing apps export) is a digit, not a black square (it
+    was drawn over the pad's black: no ink, a confident answer anyway); a file that is no image says so."""
+    from PIL import Image, ImageDraw
+    from selenium.webdriver.common.by import By
+
+    browser, url, _, _ = board
+    browser.get(f"{url}/#/pad")
+    browser.refresh()
+    wait_for(lambda: browser.find_element(By.ID, "pad-model").text)
+    picture = Image.new("RGBA", (140, 200), (0, 0, 0, 0))  # taller than wide: kept so, centred
+    ImageDraw.Draw(picture).rectangle((10, 20, 130, 70), fill=(0, 0, 0, 255))  # a band in the top half
+    picture.save(tmp_path / "band.png")
+    browser.find_element(By.ID, "pad-upload").send_keys(str(tmp_path / "band.png"))
+    assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "1"
+    assert _ink(browser) > 5000
+    (tmp_path / "notes.png").write_text("not a picture")
+    browser.find_element(By.ID, "pad-upload").send_keys(str(tmp_path / "notes.png"))
+    error = wait_for(lambda: browser.find_element(By.ID, "pad-error").text)
+    assert "notes.png is not an image this browser can read" in error
+    assert browser.find_element(By.ID, "pad-answer").text == ""
 
 
 def test_queueing_a_wrong_value_shows_the_settings_error(board) -> None:

@@ -196,3 +196,30 @@ def test_experiments_are_named_by_any_git_revision(history) -> None:
     subprocess.run(["git", "tag", "baseline", commits[5]], cwd=root, check=True)
     assert board.row("baseline")["id"] == commits[5]
     assert board.compare(["HEAD~1", "HEAD"])["experiments"] == [commits[1], commits[0]]
+
+
+def test_an_export_compares_the_two_newest_by_default_the_older_as_baseline(history, tmp_path) -> None:
+    """The code diff of the export's comparison reads forward in time (it read HEAD -> HEAD~1)."""
+    from mnist_lab.board.export import export_board
+
+    root, commits = history
+    assert export_board(root, tmp_path / "export") == [commits[1], commits[0]]
+
+
+def test_the_champion_is_the_run_of_the_registry_version_its_alias_names(tmp_path, tracking_store) -> None:
+    """What the page labels `champion` with the default registry (promoting moves an alias, no git tag)."""
+    import mlflow
+
+    from mnist_lab.core.settings import load_settings
+
+    root = tmp_path / "repo"
+    write_history(root, 2, experiments=0)
+    board = ExperimentsBoard(root)
+    name = load_settings(root / "params.yaml").registry.model_name
+    client = mlflow.MlflowClient(tracking_store)
+    assert board.champion() == {"run_id": None, "version": None, "commit": None}  # nothing promoted yet
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    client.create_model_version(name, source=f"runs:/{run}/model", run_id=run)
+    client.set_registered_model_alias(name, "champion", "1")
+    assert board.champion() == {"run_id": run, "version": "1", "commit": None}

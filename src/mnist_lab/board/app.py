@@ -6,6 +6,7 @@ The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoin
     GET  /api/experiments?q=&sort=&desc=&hidden=&runs=   the table: columns, rows (400: bad query or sort)
     GET  /api/runs                                 the tracking store's runs no experiment names, as rows
     GET  /api/experiments/{id}                     one row
+    GET  /api/champion                             the champion: its registry version's run, or tagged commit
     GET  /api/compare?ids=a,b[,c...]&baseline=a    params, metrics with deltas, curves, confusion, code diffs
     GET  /api/model?experiment=                    the pad's model (an id, `champion`) and its input size
     POST /api/labels   {"experiment": id, "label": "hidden", "remove": false}
@@ -214,7 +215,7 @@ class PredictRequest(BaseModel):
 class LabelRequest(BaseModel):
     experiment: str = Field(description="an experiment id")
     label: str = Field(description="1-32 characters: a-z 0-9 - _ .")
-    remove: bool = Field(False, description="remove the label instead")
+    remove: Annotated[bool, Strict()] = Field(False, description="remove the label instead (true or false)")
 
 
 class QueueRequest(BaseModel):
@@ -230,8 +231,13 @@ class CommitRequest(BaseModel):
 
 
 class PromoteRequest(BaseModel):
-    force: bool = Field(False, description="promote even if the challenger does not beat the champion")
-    min_delta: float = Field(0.0, ge=0, description="the challenger must win by more than this")
+    # strict: JSON true/false and numbers only ("yes" or "1" promoting by force would be a surprise)
+    force: Annotated[bool, Strict()] = Field(
+        False, description="promote even if the challenger does not beat the champion"
+    )
+    min_delta: Annotated[float, Strict()] = Field(
+        0.0, ge=0, description="the challenger must win by more than this"
+    )
 
 
 class BadRequest(MnistLabError):
@@ -294,7 +300,8 @@ def create_app(root: Path) -> FastAPI:
         """A POST changes the repository: it must come from this board's own page. The page sends a header
         no cross-site form can (and a cross-site script cannot without a CORS preflight, which this app
         never grants), and a browser's Origin, when sent, must be this server's."""
-        if request.method != "GET" and request.method != "HEAD":
+        # every change is a POST (no route takes PUT, DELETE, ...: routing answers those 405, a test holds it)
+        if request.method == "POST":
             origin = request.headers.get("origin")
             if request.headers.get(PAGE_HEADER.lower()) != PAGE_HEADER_VALUE:
                 return JSONResponse(
@@ -343,6 +350,12 @@ def create_app(root: Path) -> FastAPI:
         """The tracking store's runs that no experiment commit or DVC experiment names, as rows (503 with
         the reason when the store cannot be read)."""
         return {"rows": board.runs()}
+
+    @app.get("/api/champion")
+    def champion() -> dict[str, Any]:
+        """The champion: the registry's (`run_id`, `version`) or, without a registry, the tagged commit's
+        (`commit`); nulls when there is none yet (503 with the reason when the store cannot be asked)."""
+        return board.champion()
 
     @app.get("/api/experiments/{experiment}")
     def experiment(experiment: str) -> dict[str, Any]:
@@ -441,6 +454,8 @@ def create_app(root: Path) -> FastAPI:
             raise BadRequest(
                 "experiment: only a DVC experiment (exp:<name>) is applied; commits are already in git"
             )
+        if request.experiment:
+            board.row(request.experiment)  # 404 for an experiment the table does not hold
         with changing:
             if request.experiment:
                 apply_experiment(root, request.experiment[4:])

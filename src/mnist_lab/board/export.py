@@ -10,6 +10,7 @@ each distinct file once) and the page diffs them itself (`static/diff.js`, the u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -29,7 +30,7 @@ EXPORT_MARKER = ".mnist-lab-board-export"
 
 def export_board(root: Path, destination: Path, compare: list[str] | None = None) -> list[str]:
     """Write the export into `destination` (new, empty, or an earlier export); returns the compared ids. The
-    compare view holds `compare`'s experiments (default: the two newest)."""
+    compare view holds `compare`'s experiments (default: the two newest, the older first: the baseline)."""
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()) and not (destination / EXPORT_MARKER).is_file():
         raise MnistLabError(
@@ -37,7 +38,8 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
         )
     board = ExperimentsBoard(root)
     table = board.table(hidden=True)
-    ids = compare or [row["id"] for row in table["rows"][:2]]
+    # default: the two newest, the older as the baseline (the code diff reads forward, older -> newer)
+    ids = compare or [row["id"] for row in table["rows"][:2]][::-1]
     snapshot: dict[str, Any] = {"/api/experiments?hidden=1": table}
     try:  # the store's unlinked runs, when it answers (the export works without them)
         snapshot["/api/runs"] = {"rows": board.runs()}
@@ -46,6 +48,8 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
             f"note: the export holds no runs: the tracking store did not answer ({exc})"[:300],
             file=sys.stderr,
         )
+    with contextlib.suppress(Exception):  # the registry's champion, when it answers (its row labelled)
+        snapshot["/api/champion"] = board.champion()
     snapshot["/export/drawn-from"] = board.drawn_from(table["rows"])
     snapshot["/export/directions"] = {
         key[len("metrics.") :]: metric_direction(key)

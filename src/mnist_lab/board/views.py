@@ -90,6 +90,30 @@ class ExperimentsBoard:
                 self._run_rows, self._runs_at = rows, time.monotonic()
         return self._run_rows
 
+    def champion(self) -> dict[str, Any]:
+        """Which experiment's model is the champion: with a Model Registry, the run of the version its alias
+        `champion` points at (`run_id`, `version`; rows holding that run are labelled `champion` by the
+        page); without one, the commit git tag `mnist-lab/champion` points at (`commit`; the table labels it
+        already). None where there is no champion yet; StoreUnavailable when the store cannot be asked."""
+        from mnist_lab.core.settings import load_settings
+        from mnist_lab.serving import registry
+
+        try:
+            if not registry.registry_available(self.root):
+                commit = registry.tagged_commit(self.root, registry.CHAMPION_TAG)
+                return {"run_id": None, "version": None, "commit": commit}
+            client, _ = registry.registry_client(self.root)
+            name = load_settings(self.root / "params.yaml").registry.model_name
+            version = registry.version_by_alias(client, name, registry.CHAMPION)
+        except Exception as exc:  # the store is away, or refuses: the table works without it
+            from mnist_lab.system.redact import redact
+
+            problem = redact(str(exc))[:500]
+            raise StoreUnavailable(f"cannot ask the registry for its champion: {problem}") from exc
+        if version is None:
+            return {"run_id": None, "version": None, "commit": None}
+        return {"run_id": version.run_id, "version": str(version.version), "commit": None}
+
     def rows(self) -> list[dict[str, Any]]:
         state = self._state()
         with self._lock:
@@ -131,6 +155,8 @@ class ExperimentsBoard:
     def row(self, experiment: str) -> dict[str, Any]:
         """The row of `experiment`: its id, a unique prefix of 7+ characters of a commit, or any git revision
         naming an experiment commit (`HEAD`, `HEAD~2`, a tag, a branch)."""
+        if not experiment.isprintable():  # a NUL byte or a newline: no id has one (and git would refuse it)
+            raise UnknownExperiment(f"no experiment {experiment!r}: an id has no control characters")
         rows = self.rows() + (self.runs() if experiment.startswith("run:") else [])
         exact = [row for row in rows if row["id"] == experiment]
         if exact:

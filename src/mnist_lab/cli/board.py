@@ -33,7 +33,8 @@ def _cmd_board(args: argparse.Namespace) -> None:
     from mnist_lab.board.app import serve
 
     check_port_free(args.host, args.port)
-    print(f"mnist-lab board on http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL is bracketed
+    print(f"mnist-lab board on http://{host}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
     serve(root, args.host, args.port)
 
 

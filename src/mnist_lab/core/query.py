@@ -147,12 +147,24 @@ def resolve_field(name: str, columns: Iterable[str]) -> str:
     raise QueryError(f"query: no column {name!r} (columns: {shown})")
 
 
+MAX_NESTING = 50  # `not`s and parentheses inside one another (the parser recurses on each: no stack overflow)
+
+
 class _Parser:
     def __init__(self, query: str, columns: Iterable[str]):
         self.query = query
         self.tokens = tokenize(query)
         self.index = 0
         self.columns = list(columns)
+        self.depth = 0
+
+    def _deeper(self, position: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise QueryError(
+                f"query: nested too deeply at character {position + 1} (at most {MAX_NESTING} "
+                "`not`s and parentheses inside one another)"
+            )
 
     @property
     def token(self) -> Token:
@@ -189,18 +201,23 @@ class _Parser:
         return parts[0] if len(parts) == 1 else (lambda row: all(p(row) for p in parts))
 
     def _not(self) -> Predicate:
+        position = self.token.position
         if self._keyword("not"):
+            self._deeper(position)
             inner = self._not()
+            self.depth -= 1
             return lambda row: not inner(row)
         return self._atom()
 
     def _atom(self) -> Predicate:
         if self.token.kind == "paren" and self.token.text == "(":
+            self._deeper(self.token.position)
             self.index += 1
             inner = self._or()
             if not (self.token.kind == "paren" and self.token.text == ")"):
                 raise self._fail("`)`")
             self.index += 1
+            self.depth -= 1
             return inner
         if self.token.kind not in ("word", "string") or self.token.text.lower() in KEYWORDS:
             raise self._fail("a field name")

@@ -11,9 +11,12 @@
   const DEFAULT_COLUMNS = ["id", "source", "dirty", "date", "message", "labels", "data", "model", "metric", "value", "accuracy"];
   const CURVES = ["train_loss", "val_loss", "train_accuracy", "val_accuracy"];
   const MAX_DIFF_CHARS = 200000; // as board/views.py
+  const COMPARE_EMPTY = document.querySelector("#compare-empty").textContent;
 
   let table = null; // {columns, rows, total}
   let comparison = null;
+  let shownIds = new Set(); // the rows the table shows now: actions act on the selected ones among them
+  let championRun = null; // the registry champion's run, once asked (its rows are labelled `champion`)
 
   // --- state in the URL -----------------------------------------------------------------------------------
   function readState() {
@@ -145,11 +148,10 @@
   }
 
   function colour(id, ids) {
-    // a stable colour per experiment: by its rank among all experiments of the table, else a hash of its id
-    const all = table ? table.rows.map((r) => r.id) : ids;
-    let index = all.indexOf(id);
-    if (index < 0) index = [...id].reduce((h, c) => (h * 31 + c.charCodeAt(0)) >>> 0, 7);
-    return PALETTE[index % PALETTE.length];
+    // by the experiment's place in the comparison (or the selection): no two of up to 12 share a colour,
+    // and the table's swatches show the colours its selection will have in the comparison
+    const index = ids.indexOf(id);
+    return PALETTE[(index < 0 ? 0 : index) % PALETTE.length];
   }
 
   function shortId(id) { return id.startsWith("exp:") ? id : id.startsWith("run:") ? id.slice(0, 12) : id.slice(0, 8); }
@@ -167,6 +169,7 @@
     const match = /^\s*(==|!=|<=|>=|!~|=|<|>|~)\s*(.*)$/.exec(text);
     const operator = match ? match[1] : "~";
     const raw = match ? match[2] : text;
+    if (match && raw.trim() === "") return () => true; // an operator alone (still typing): no filter yet
     const number = Number(raw);
     const operand = raw.trim() !== "" && !Number.isNaN(number) && !operator.includes("~") ? number : raw;
     return (row) => MnistQuery.compare(row[column] === undefined ? null : row[column], operator, operand);
@@ -197,6 +200,11 @@
       rows = present.concat(absent);
     }
     return rows;
+  }
+
+  function actionable(state) {
+    // the selected rows the table shows: a row a filter, the query or `hidden` hides is left out of actions
+    return state.selected.filter((id) => shownIds.has(id));
   }
 
   let varying = null;
@@ -235,11 +243,13 @@
       if (document.activeElement !== input && input.value !== value) input.value = value;
     }
     const rows = visibleRows(state);
+    shownIds = new Set(rows.map((row) => row.id));
+    const acting = actionable(state);
     const selected = new Set(state.selected);
     const cells = (row) => columns.map((c) => {
       const value = row[c];
       if (c === "labels") return `<td>${value.map((l) => `<span class="chip ${escapeHtml(l)}">${escapeHtml(l)}</span>`).join("")}</td>`;
-      if (c === "id") return `<td class="mono"><span class="swatch" style="background:${colour(row.id)}"></span>${escapeHtml(shortId(row.id))}</td>`;
+      if (c === "id") return `<td class="mono"><span class="swatch" style="${acting.includes(row.id) ? `background:${colour(row.id, acting)}` : ""}"></span>${escapeHtml(shortId(row.id))}</td>`;
       if (c === "source") return `<td class="source">${escapeHtml(value)}</td>`;
       if (c === "dirty") return value ? `<td class="dirty" title="${escapeHtml((row.source === "run" ? "" : "dvc.lock disagrees with: ") + (row.dirty_because || []).join(", "))}">dirty</td>` : "<td></td>";
       if (c === "date") return `<td>${escapeHtml(String(value || "").slice(0, 16).replace("T", " "))}</td>`;
@@ -251,13 +261,15 @@
       `<tr data-id="${escapeHtml(row.id)}" class="${selected.has(row.id) ? "selected" : ""}">` +
       `<td><input type="checkbox" class="select" ${selected.has(row.id) ? "checked" : ""} aria-label="select ${escapeHtml(row.id)}"></td>${cells(row)}</tr>`
     ).join("");
+    const notShown = state.selected.length - acting.length;
     $("#table-summary").textContent = `${rows.length} of ${table.rows.length} experiments` +
-      (state.hidden ? "" : " (hidden ones left out)") + (SNAPSHOT ? " · static export" : "");
-    $("#compare-selected").disabled = state.selected.length < 2;
-    $("#label-add").disabled = $("#label-remove").disabled = !state.selected.length || Boolean(SNAPSHOT);
-    $("#commit-selected").disabled = Boolean(SNAPSHOT) || state.selected.length !== 1 || !state.selected[0].startsWith("exp:");
+      (state.hidden ? "" : " (hidden ones left out)") + (SNAPSHOT ? " · static export" : "") +
+      (notShown ? ` · ${notShown} selected ${notShown === 1 ? "row is" : "rows are"} not shown: the buttons leave ${notShown === 1 ? "it" : "them"} out` : "");
+    $("#compare-selected").disabled = acting.length < 2;
+    $("#label-add").disabled = $("#label-remove").disabled = !acting.length || Boolean(SNAPSHOT);
+    $("#commit-selected").disabled = Boolean(SNAPSHOT) || acting.length !== 1 || !acting[0].startsWith("exp:");
     $("#promote").disabled = Boolean(SNAPSHOT);
-    $("#compare-selected").textContent = `Compare selected (${state.selected.length})`;
+    $("#compare-selected").textContent = `Compare selected (${acting.length})`;
     $("#show-hidden").checked = state.hidden;
     if ($("#query") !== document.activeElement) $("#query").value = state.q;
     document.body.dataset.renderMs = String(Math.round(performance.now() - started));
@@ -402,40 +414,63 @@
       event.preventDefault();
       showPen();
     });
-    canvas.addEventListener("focus", showPen);
+    canvas.addEventListener("focus", () => { if (canvas.matches(":focus-visible")) showPen(); });
     canvas.addEventListener("blur", () => { cursor.hidden = true; });
     $("#pad-clear").addEventListener("click", () => { clear(); pen.down = false; $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = ""; });
     $("#pad-predict").addEventListener("click", predict);
     $("#pad-upload").addEventListener("change", (event) => {
       const file = event.target.files[0];
       if (!file) return;
+      $("#pad-error").hidden = true;
       const image = new Image();
       image.onload = () => {
-        clear();
-        context.drawImage(image, 0, 0, canvas.width, canvas.height);
-        // digits are light on dark, as in MNIST: invert a dark-on-light picture
-        const data = context.getImageData(0, 0, canvas.width, canvas.height);
+        URL.revokeObjectURL(image.src);
+        // the picture at its own size on white (a transparent background is paper, not ink), in grey
+        const own = document.createElement("canvas");
+        own.width = image.naturalWidth; own.height = image.naturalHeight;
+        const ownContext = own.getContext("2d");
+        ownContext.fillStyle = "#fff"; ownContext.fillRect(0, 0, own.width, own.height);
+        ownContext.drawImage(image, 0, 0);
+        const data = ownContext.getImageData(0, 0, own.width, own.height);
         let sum = 0;
-        for (let i = 0; i < data.data.length; i += 4) sum += data.data[i];
+        for (let i = 0; i < data.data.length; i += 4) {
+          const grey = Math.round(0.299 * data.data[i] + 0.587 * data.data[i + 1] + 0.114 * data.data[i + 2]);
+          data.data[i] = data.data[i + 1] = data.data[i + 2] = grey;
+          sum += grey;
+        }
+        // digits are light on dark, as in MNIST: invert a dark-on-light picture
         if (sum / (data.data.length / 4) > 127) {
           for (let i = 0; i < data.data.length; i += 4) for (let c = 0; c < 3; c++) data.data[i + c] = 255 - data.data[i + c];
-          context.putImageData(data, 0, 0);
         }
-        URL.revokeObjectURL(image.src);
+        ownContext.putImageData(data, 0, 0);
+        // onto the pad with its proportions kept (the pad's black around it)
+        clear();
+        const scale = Math.min(canvas.width / own.width, canvas.height / own.height);
+        const [width, height] = [own.width * scale, own.height * scale];
+        context.drawImage(own, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
         predict();
       };
+      image.onerror = () => {
+        URL.revokeObjectURL(image.src);
+        $("#pad-error").textContent = `${file.name} is not an image this browser can read: upload a PNG or JPEG of a digit`;
+        $("#pad-error").hidden = false;
+        $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = "";
+      };
       image.src = URL.createObjectURL(file);
+      event.target.value = ""; // the same file again is a change too
     });
   }
 
   function padPixels() {
-    // the drawing, cropped to its ink and centred in a square (as MNIST's digits are), at the model's size
+    // the drawing, cropped to its ink and centred in a square (as MNIST's digits are), at the model's size;
+    // null when there is no ink to see
     const canvas = $("#pad-canvas");
     const source = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
     let [left, top, right, bottom] = [canvas.width, canvas.height, -1, -1];
     for (let y = 0; y < canvas.height; y++) for (let x = 0; x < canvas.width; x++) {
       if (source.data[(y * canvas.width + x) * 4] > 30) { left = Math.min(left, x); right = Math.max(right, x); top = Math.min(top, y); bottom = Math.max(bottom, y); }
     }
+    if (right < 0) return null;
     const { rows, cols } = padModel;
     const small = document.createElement("canvas");
     small.width = cols; small.height = rows;
@@ -471,9 +506,14 @@
         padModel.experiment = state.experiment;
         $("#pad-model").textContent = `${padModel.model}, ${padModel.rows}x${padModel.cols} pixels`;
       }
+      const pixels = padPixels();
+      if (pixels === null) { // an empty pad: a model answers anything with confidence, so nothing is asked
+        $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = "";
+        throw new Error("draw a digit first (or upload an image of one)");
+      }
       const answer = await api("/api/predict", {
         method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ pixels: [padPixels()], experiment: state.experiment || null }),
+        body: JSON.stringify({ pixels: [pixels], experiment: state.experiment || null }),
       });
       const prediction = answer.predictions[0];
       $("#pad-answer").textContent = prediction.label;
@@ -491,6 +531,7 @@
 
   // --- run an experiment ---------------------------------------------------------------------------------
   let polling = null;
+  const QUEUE_RUNNING = "the queue is running: each experiment shows in the table when it ends";
   async function showRun() {
     if (SNAPSHOT) throw new Error("a static export cannot run experiments: open the live board (mnist-lab board)");
     if (!$("#run-params").dataset.loaded) {
@@ -518,6 +559,7 @@
       $("#run-progress").textContent = `${task.name}: ${error.message}`;
     }
     const busy = tasks.some((t) => t.status === "Queued" || t.status === "Running");
+    if (!busy && $("#run-message").textContent === QUEUE_RUNNING) $("#run-message").textContent = "the queue has finished: its experiments are rows of the table";
     clearTimeout(polling);
     if (busy && readState().view === "run") polling = setTimeout(() => { table = null; refreshQueue(); }, 2000);
   }
@@ -577,7 +619,7 @@
     $("#run-error").hidden = true;
     try {
       await api("/api/queue/start", { method: "POST" });
-      $("#run-message").textContent = "the queue is running: each experiment shows in the table when it ends";
+      $("#run-message").textContent = QUEUE_RUNNING;
       await refreshQueue();
     } catch (error) {
       $("#run-error").textContent = error.message;
@@ -596,10 +638,13 @@
         table = await api("/api/experiments?hidden=1");
         status(`${table.total} experiments`);
         loadRuns(table);
+        loadChampion(table);
       }
       if (state.view === "table") renderTable(state);
       if (state.view === "compare") {
         const ids = state.selected;
+        $("#compare-empty").textContent = COMPARE_EMPTY;
+        $("#compare-empty").classList.remove("error");
         $("#compare-empty").hidden = ids.length >= 2;
         $("#compare-body").hidden = ids.length < 2;
         if (ids.length >= 2) {
@@ -621,7 +666,9 @@
         }
         source.value = state.experiment;
       }
-      if (state.view === "pad" && !padModel) {
+      if (state.view === "pad" && (!padModel || padModel.experiment !== state.experiment)) {
+        padModel = null;
+        $("#pad-model").textContent = "";
         padModel = await api(`/api/model${state.experiment ? "?experiment=" + encodeURIComponent(state.experiment) : ""}`);
         padModel.experiment = state.experiment;
         $("#pad-model").textContent = `${padModel.model}, ${padModel.rows}x${padModel.cols} pixels`;
@@ -629,9 +676,28 @@
     } catch (error) {
       status("");
       const target = { pad: "#pad-error", run: "#run-error" }[state.view] || "#query-error";
-      if (state.view === "compare") { $("#compare-empty").hidden = false; $("#compare-empty").textContent = error.message; $("#compare-empty").classList.add("error"); }
+      if (state.view === "compare") {
+        $("#compare-body").hidden = true;
+        $("#compare-empty").hidden = false; $("#compare-empty").textContent = error.message; $("#compare-empty").classList.add("error");
+      }
       else { $(target).textContent = error.message; $(target).hidden = false; }
     }
+  }
+
+  async function loadChampion(forTable) {
+    // the registry's champion is a model version: the rows that hold its run get the `champion` label
+    // (without a registry the table labels the tagged commit itself); asked after the table is drawn
+    try {
+      const { run_id: run } = await api("/api/champion");
+      if (table !== forTable || !run) return;
+      const mark = (row) => {
+        const holds = row.id === `run:${run}` || Object.values(row.runs || {}).includes(run);
+        if (holds && !row.labels.includes("champion")) row.labels = row.labels.concat(["champion"]);
+      };
+      table.rows.forEach(mark);
+      championRun = run;
+      if (readState().view === "table") renderTable(readState());
+    } catch (error) { /* no store, or no registry: the table shows no registry champion */ }
   }
 
   async function loadRuns(forTable) {
@@ -639,6 +705,7 @@
     try {
       const { rows } = await api("/api/runs");
       if (table !== forTable || !rows.length) return;
+      if (championRun) rows.forEach((row) => { if (row.id === `run:${championRun}` && !row.labels.includes("champion")) row.labels = row.labels.concat(["champion"]); });
       table.rows = table.rows.concat(rows);
       const known = new Set(table.columns);
       for (const row of rows) for (const column of Object.keys(row)) if (!known.has(column)) { known.add(column); table.columns.push(column); }
@@ -682,18 +749,22 @@
     if (event.target.checked) selected.push(id);
     update({ selected });
   });
-  $("#compare-selected").addEventListener("click", () => update({ view: "compare" }, true));
+  $("#compare-selected").addEventListener("click", () => update({ view: "compare", selected: actionable(readState()) }, true));
   async function label(remove) {
     const state = readState();
     const name = $("#label-name").value.trim();
     try {
-      for (const experiment of state.selected) {
+      const acting = actionable(state);
+      for (const experiment of acting) {
         await api("/api/labels", {
           method: "POST", headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ experiment, label: name, remove }),
         });
       }
       $("#query-error").hidden = true;
+      $("#action-message").textContent = `${remove ? "removed" : "added"} label '${name}' ${remove ? "from" : "to"} ` +
+        `${acting.length} experiment${acting.length === 1 ? "" : "s"} in labels.yaml: commit it to share the labels`;
+      $("#action-message").hidden = false;
       table = null; // labels.yaml changed: read the table again
       show();
     } catch (error) {
@@ -701,26 +772,29 @@
       $("#query-error").hidden = false;
     }
   }
-  async function action(path, body, describe) {
+  async function action(path, body, describe, after = {}) {
     $("#query-error").hidden = true;
     try {
       const answer = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       $("#action-message").textContent = describe(answer);
       $("#action-message").hidden = false;
       table = null; // the repository changed: read the table again
-      show();
+      update(after);
     } catch (error) {
       $("#query-error").textContent = error.message;
       $("#query-error").hidden = false;
     }
   }
   $("#commit-selected").addEventListener("click", () => {
-    const experiment = readState().selected[0];
+    const experiment = actionable(readState())[0];
     const message = window.prompt(`Commit message for ${experiment}:`, `Experiment: ${experiment.slice(4)}`);
     // the reasons as the CLI gives them: `mnist-lab link` helps only when the server did not answer
     const why = (a) => Object.entries(a.untagged_because || {}).map(([model, reason]) =>
       ` (run of ${model} not tagged: ${reason}${reason === "the tracking server did not answer" ? "; mnist-lab link tags it later" : ""})`).join("");
-    if (message) action("/api/commit", { experiment, message }, (a) => `committed ${experiment} as ${a.commit.slice(0, 12)}${why(a)}`);
+    if (message) {
+      action("/api/commit", { experiment, message }, (a) => `committed ${experiment} as ${a.commit.slice(0, 12)}${why(a)}`,
+        { selected: [] }); // the applied experiment is a commit now: its row is gone
+    }
   });
   $("#promote").addEventListener("click", () => action("/api/promote", {}, (a) => `${a.model}: ${a.decision}`));
   $("#label-add").addEventListener("click", () => label(false));
@@ -732,6 +806,13 @@
   $("#curve-model").addEventListener("change", (event) => update({ model: event.target.value }));
   $("#smoothing").addEventListener("input", (event) => update({ smooth: Number(event.target.value) }));
   $("#log-scale").addEventListener("change", (event) => update({ log: event.target.checked }));
+  document.querySelector("nav").addEventListener("click", (event) => {
+    // a tab changes the view only: the query, filters and selection stay (a plain link would drop them)
+    const link = event.target.closest("a[data-view]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+    event.preventDefault();
+    update({ view: link.dataset.view }, true);
+  });
   window.addEventListener("hashchange", show);
   setupPad();
   show();

@@ -113,9 +113,11 @@
     throw new QueryError(`query: no column ${repr(name)} (columns: ${shown})`);
   }
 
+  const MAX_NESTING = 50; // as core/query.py
+
   function parseQuery(query, columns) {
     const tokens = tokenize(query);
-    let index = 0;
+    let index = 0, depth = 0;
     const token = () => tokens[index];
     const keyword = (word) => {
       if (token().kind === "word" && token().text.toLowerCase() === word) {
@@ -138,19 +140,31 @@
       while (keyword("and")) parts.push(notExpr());
       return parts.length === 1 ? parts[0] : (row) => parts.every((p) => p(row));
     };
+    const deeper = (position) => {
+      depth += 1;
+      if (depth > MAX_NESTING) {
+        throw new QueryError(`query: nested too deeply at character ${position + 1} (at most ${MAX_NESTING} ` +
+          "`not`s and parentheses inside one another)");
+      }
+    };
     const notExpr = () => {
+      const position = token().position;
       if (keyword("not")) {
+        deeper(position);
         const inner = notExpr();
+        depth -= 1;
         return (row) => !inner(row);
       }
       return atom();
     };
     const atom = () => {
       if (token().kind === "paren" && token().text === "(") {
+        deeper(token().position);
         index += 1;
         const inner = orExpr();
         if (!(token().kind === "paren" && token().text === ")")) throw fail("`)`");
         index += 1;
+        depth -= 1;
         return inner;
       }
       if (!["word", "string"].includes(token().kind) || KEYWORDS.includes(token().text.toLowerCase())) {
