@@ -216,7 +216,7 @@ def test_the_champion_is_the_run_of_the_registry_version_its_alias_names(tmp_pat
     write_history(root, 2, experiments=0)
     board = ExperimentsBoard(root)
     name = load_settings(root / "params.yaml").registry.model_name
-    client = mlflow.MlflowClient(tracking_store)
+    client = mlflow.MlflowClient(tracking_store, registry_uri=tracking_store)  # not the global registry's
     assert board.champion() == {"run_id": None, "version": None, "commit": None}  # nothing promoted yet
     client.create_registered_model(name)
     run = client.create_run(client.create_experiment("e")).info.run_id
