@@ -39,3 +39,33 @@ def test_a_stage_that_used_a_process_pool_ends_at_once(tmp_path: Path) -> None:
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "[0, 1, 2, 3]", done.stderr
+
+
+def _interrupted_body(swallowed: bool):
+    import os
+    import signal
+    import time
+
+    def body(context) -> None:
+        if not swallowed:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the interrupt arrives here
+        try:  # where Python drops an exception (a gc callback, as JAX's was when Ctrl-C landed in it)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        print("the body went on to its end")
+
+    return body
+
+
+def test_ctrl_c_in_a_stage_is_one_line_and_exit_130_even_when_the_interrupt_was_swallowed(capsys) -> None:
+    from mnist_lab.stages.common import run_stage, stage_parser
+
+    for swallowed in (False, True):
+        code = run_stage("evaluate", stage_parser("a stage"), _interrupted_body(swallowed), argv=[])
+        captured = capsys.readouterr()
+        assert code == 130, (swallowed, captured)  # DVC stops the pipeline (it exited 0 and DVC went on)
+        assert captured.err == "error: evaluate: interrupted\n"  # not a traceback
+        assert ("the body went on to its end" in captured.out) == swallowed

@@ -6,12 +6,14 @@ import argparse
 import atexit
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import Settings, load_settings
@@ -68,19 +70,48 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _interrupts() -> Iterator[list[int]]:
+    """Record every SIGINT while the body runs (and raise KeyboardInterrupt as Python does). Python drops
+    an exception raised inside a garbage-collector callback: a Ctrl-C that landed in JAX's, while the
+    evaluate stage was logging, printed "Exception ignored in: <function _xla_gc_callback>" and the stage
+    went on and exited 0, so DVC (which ignores SIGINT while a stage runs) ran the rest of the pipeline.
+    The record (a non-empty list) lets the stage fail anyway."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_stage(
     name: str,
     parser: argparse.ArgumentParser,
     body: Callable[[StageContext], None],
     argv: list[str] | None = None,
 ) -> int:
-    """Parse arguments, run `body`, turn a MnistLabError into one clear message and exit code 2."""
+    """Parse arguments, run `body`, turn a MnistLabError into one clear message and exit code 2, and Ctrl-C
+    (SIGINT) into one line and exit code 130, also where the interrupt was swallowed (see _interrupts)."""
     args = parser.parse_args(argv)
     context = StageContext(name if not getattr(args, "model", None) else f"{name}@{args.model}", args)
     started = time.perf_counter()
     try:
-        with single_threaded_blas():
+        with single_threaded_blas(), _interrupts() as interrupted:
             body(context)
+        if interrupted:  # raised where Python drops exceptions (a gc callback): the stage must still fail
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        print(f"error: {context.name}: interrupted", file=sys.stderr)
+        return 130
     except MnistLabError as exc:
         print(f"error: {context.name}: {redact(str(exc))}", file=sys.stderr)
         return 2
