@@ -123,6 +123,18 @@ def test_a_page_that_is_not_the_api_is_a_configuration_error(answering: dict) ->
     assert tracking.check_server(settings, environ={}) == "7"
 
 
+def test_a_deleted_experiment_is_a_configuration_error_before_any_training(answering: dict) -> None:
+    """It passed the check (as 'not there yet'), then every run was refused in evaluate, after training."""
+    answering.update(body=b'{"experiment": {"experiment_id": "7", "lifecycle_stage": "deleted"}}')
+    settings = tracking.TrackingSettings(answering["url"], "mnist-lab", None)
+    with pytest.raises(
+        tracking.TrackingConfigError,
+        match=r"the experiment 'mnist-lab' is deleted on http://127\.0\.0\.1:\d+ \(id 7\): restore it "
+        r"\(`mlflow experiments restore --experiment-id 7`",
+    ):
+        tracking.check_server(settings, environ={})
+
+
 def test_tagging_a_commits_runs_on_a_server_refusing_the_login_says_so_once_asked(
     answering: dict, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:

@@ -75,6 +75,14 @@ def check_server(
                     f"{where} answered with a page, not MLflow's API (JSON): MLFLOW_TRACKING_URI must be the "
                     "server's base URL, http(s)://<host>:<port>, not the address of a page in a browser"
                 )
+            deleted = _deleted_experiment_id(body)
+            if deleted is not None:  # MLflow would refuse every run into it, after the training
+                name = settings.experiment_name
+                raise TrackingConfigError(
+                    f"the experiment '{name}' is deleted on {where} (id {deleted}): restore it (`mlflow "
+                    f"experiments restore --experiment-id {deleted}` with MLFLOW_TRACKING_URI set to the "
+                    "server, or in its UI) or name another with MLFLOW_EXPERIMENT_NAME in .env"
+                )
             return _active_experiment_id(body)
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and b"RESOURCE_DOES_NOT_EXIST" in exc.read():
@@ -197,6 +205,17 @@ def _active_experiment_id(body: bytes) -> str | None:
         return None
     identifier = experiment.get("experiment_id")
     return identifier if isinstance(identifier, str) and identifier else None
+
+
+def _deleted_experiment_id(body: bytes) -> str | None:
+    """The experiment id in a `get-by-name` answer when the experiment is deleted (in MLflow's trash)."""
+    try:
+        experiment = json.loads(body)["experiment"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(experiment, dict) or experiment.get("lifecycle_stage") != "deleted":
+        return None
+    return str(experiment.get("experiment_id", "?"))
 
 
 SERVER_AWAY = Path(".mnist-lab") / "server-away.json"  # under the repository root, git-ignored
