@@ -476,3 +476,27 @@ def test_a_run_waiting_in_the_outbox_keeps_the_commit_that_recorded_it_first(
     again = _commit_files(tmp_path, {"notes.txt": "3"}, f"Redone\n\n{link.trailer()}")
     assert tag_runs_with_commit(tmp_path, [link], again).kept == {}
     assert outbox.pending_tags(tmp_path, record.record_id)[RESULTS_COMMIT_TAG] == again
+
+
+def test_history_and_compare_name_a_run_sent_since_its_commit_not_pending(tmp_path: Path) -> None:
+    """Committed while its run waited in the outbox (run=pending), then `mnist-lab sync`: `runs` gave its id,
+    but `history`, `compare` and the board still said pending. This clone's ledger names it (offline)."""
+    from mnist_lab.experiments.compare import _runs
+    from mnist_lab.experiments.history import experiment_history
+    from mnist_lab.experiments.table import experiment_rows
+    from mnist_lab.tracking import outbox
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    synced_run, synced_record = "5e" * 16, "5f" * 16
+    best = {"model": "cnn", "metric": "accuracy", "value": 0.9}
+    metrics = {"best": best, "models": {"cnn": {"accuracy": 0.9}}}
+    trailer = RunLink("cnn", None, synced_record).trailer()
+    _commit_files(tmp_path, {"metrics.json": json.dumps(metrics)}, f"Experiment, server away\n\n{trailer}")
+    assert experiment_rows(tmp_path)[0]["runs"] == {"cnn": None}  # not sent yet: pending
+    ledger = {synced_record: {"run_id": synced_run, "experiment_id": "1", "model_uri": None,
+                              "tracking_uri": "http://127.0.0.1:1"}}  # fmt: skip
+    (tmp_path / outbox.SENT).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / outbox.SENT).write_text(json.dumps(ledger))
+    assert experiment_rows(tmp_path)[0]["runs"] == {"cnn": synced_run}
+    assert experiment_history(tmp_path)[0].runs == {"cnn": synced_run}
+    assert _runs(tmp_path, "HEAD") == [RunLink("cnn", synced_run, synced_record)]

@@ -56,12 +56,19 @@ def _dvc_json(root: Path, *args: str) -> dict:
 
 
 def _runs(root: Path, revision: str | None) -> list[RunLink]:
+    """The runs of `revision` (None: the workspace's); a run that waited in the outbox and was sent from this
+    clone since has its id (this clone's ledger: offline), not `pending`."""
+    from mnist_lab.tracking.outbox import sent_runs
+
     if revision is None:
         try:
-            return workspace_links(root)
+            links = workspace_links(root)
         except LinkingError:
             return []
-    return runs_of_commit(root, revision)
+    else:
+        links = runs_of_commit(root, revision)
+    sent = sent_runs(root)
+    return [RunLink(link.model, link.run_id or sent.get(link.record_id), link.record_id) for link in links]
 
 
 def _experiment_commit(root: Path, revision: str) -> str:

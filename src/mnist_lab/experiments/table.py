@@ -39,6 +39,7 @@ from mnist_lab.experiments.labels import read_labels
 from mnist_lab.experiments.linking import RunLink, parse_trailers
 from mnist_lab.system import commands
 from mnist_lab.system.sources import is_code_listing, parse_code_listing
+from mnist_lab.tracking.outbox import sent_runs
 
 EXPERIMENT_FILES = ("metrics.json", "params.yaml", "data.dvc")
 CHAMPION_TAG = "mnist-lab/champion"
@@ -157,6 +158,7 @@ def _row(
     stale: dict[str, list[str]],
     name: str | None = None,
     labels: list[str] | None = None,
+    sent: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     metrics = _metrics(blobs.get(f"{info.commit}:metrics.json"))
     params = _params(blobs.get(f"{info.commit}:params.yaml"))
@@ -166,8 +168,9 @@ def _row(
     models = metrics.get("models") or {}
     best_model = best.get("model")
     links: list[RunLink] = parse_trailers(info.body)
-    runs = {link.model: link.run_id for link in links} or {
-        model: _run_id(blobs.get(f"{info.commit}:reports/{model}/mlflow.json")) for model in models
+    sent = sent or {}  # a run that waited in the outbox, committed as pending and sent since: its id
+    runs = {link.model: link.run_id or sent.get(link.record_id) for link in links} or {
+        model: _run_id(blobs.get(f"{info.commit}:reports/{model}/mlflow.json"), sent) for model in models
     }  # a commit made otherwise (`dvc exp branch`, a plain commit) names its runs in its reports
     row: dict[str, Any] = {
         "id": info.commit if source == "commit" else f"exp:{name}",
@@ -199,10 +202,14 @@ def _row(
     return row
 
 
-def _run_id(blob: bytes | None) -> str | None:
-    """The run id a committed `reports/<model>/mlflow.json` names (None while it waited in the outbox)."""
+def _run_id(blob: bytes | None, sent: dict[str, str]) -> str | None:
+    """The run id a committed `reports/<model>/mlflow.json` names; for a run that waited in the outbox, the
+    id it got when sent from this clone (`sent`: record id -> run id), else None."""
     parsed = _metrics(blob)
-    return parsed.get("run_id") if isinstance(parsed.get("run_id"), str) else None
+    if isinstance(parsed.get("run_id"), str):
+        return parsed["run_id"]
+    record = parsed.get("record_id")
+    return sent.get(record) if isinstance(record, str) else None
 
 
 def experiment_rows(
@@ -226,11 +233,12 @@ def experiment_rows(
     blobs |= read_blobs(root, reports)
     stale = stale_results(root, [info.commit for info in everything], blobs)
     labels = read_labels(root)
+    sent = sent_runs(root)  # this clone's ledger of runs sent from its outbox (offline)
     champion = commands.git_output("rev-parse", "--verify", "--quiet", f"{CHAMPION_TAG}^{{commit}}", cwd=root)
     rows = []
     for info in commits:
         tags = labels.get(info.commit, []) + (["champion"] if info.commit == champion else [])
-        rows.append(_row(info, "commit", blobs, stale, labels=tags))
+        rows.append(_row(info, "commit", blobs, stale, labels=tags, sent=sent))
     committed = {info.commit for info in commits}
 
     def results(commit: str) -> tuple[bytes | None, ...]:
@@ -246,7 +254,15 @@ def experiment_rows(
         applied = committed_results.get(results(info.commit), set()) - {info.parent}
         if info.commit not in committed and not applied:
             rows.append(
-                _row(info, "dvc-experiment", blobs, stale, name=name, labels=labels.get(f"exp:{name}", []))
+                _row(
+                    info,
+                    "dvc-experiment",
+                    blobs,
+                    stale,
+                    name=name,
+                    labels=labels.get(f"exp:{name}", []),
+                    sent=sent,
+                )
             )
     return rows
 
