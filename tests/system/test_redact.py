@@ -81,3 +81,15 @@ def test_credentials_follow_a_redirect_on_the_same_host() -> None:
         except urllib.error.HTTPError as exc:
             assert exc.code == 404
     assert [s["authorization"] for s in seen] == ["Bearer token-1", "Bearer token-1"]
+
+
+def test_a_message_is_shortened_to_its_first_line_at_a_word() -> None:
+    from mnist_lab.system.redact import first_line
+
+    timeout = "ReadTimeoutError(HTTPConnectionPool(host='127.0.0.1', port=58093): Read timed out.)"
+    assert first_line(f"{timeout}\nsecond line") == timeout
+    short = first_line("x " * 10 + timeout, limit=70)
+    assert short.endswith("…") and len(short) <= 70 and not short.endswith("tim…")  # never mid-word
+    assert short[:-1] == ("x " * 10 + timeout)[: len(short) - 1]  # the start, as it was
+    assert first_line("a" * 400, limit=300) == "a" * 299 + "…"  # one long word: cut where it must be
+    assert first_line("") == ""

@@ -5,6 +5,7 @@ real sockets on 127.0.0.1: nothing listening, and a small HTTP server answering 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import json
 import threading
@@ -155,6 +156,33 @@ def test_tagging_a_commits_runs_on_a_server_refusing_the_login_says_so_once_aske
         in (tagging.untagged["mlp"])
     )
     assert answering["requests"] == 1
+
+
+def test_tagging_on_a_server_that_hangs_gives_up_after_one_check_not_mlflows_retries(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """A server that takes connections and never answers held `mnist-lab link` / `commit` 2 minutes, silent
+    (MLflow's 30 s timeout, 3 retries, backoff): now one 5 s check, then every run is 'not tagged' at once."""
+    import socket
+
+    from mnist_lab.experiments.linking import SERVER_AWAY, RunLink, tag_runs_with_commit
+
+    hanging = socket.create_server(("127.0.0.1", 0))  # the kernel completes connections; nobody answers
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{hanging.getsockname()[1]}")
+        (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+        links = [RunLink("sgd", "a" * 32, "b" * 32), RunLink("mlp", "c" * 32, "d" * 32)]
+        tagging = tag_runs_with_commit(tmp_path, links, "e" * 40)
+        assert tagging.untagged == {"sgd": SERVER_AWAY, "mlp": SERVER_AWAY}
+        hanging.setblocking(False)
+        connections = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                hanging.accept()[0].close()
+                connections += 1
+        assert connections == 1  # the check's one request; MLflow's client never tried
+    finally:
+        hanging.close()
 
 
 def test_tls_problems_are_configuration_errors_and_mlflows_tls_variables_are_honoured(

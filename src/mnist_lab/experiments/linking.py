@@ -173,7 +173,7 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
     """Tag each run with the commit holding its results (runs waiting in the outbox get the tag there),
     unless its tag already names an earlier commit that records it (the first one stays: `commit-of`
     answers it too). The commit names every run either way."""
-    from mnist_lab.system.redact import display_uri, redact
+    from mnist_lab.system.redact import display_uri, first_line, redact
     from mnist_lab.tracking.outbox import find_sent_run, is_transport_failure, pending_tags, retag_pending
     from mnist_lab.tracking.server import describe_store_failure
 
@@ -207,20 +207,25 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
             continue
         try:
             if client is None:
+                if settings.is_remote:  # a server that hangs costs seconds here, not MLflow's ~2 minutes
+                    tracking.check_server(settings, attempts=1)
                 client = tracking.mlflow_client(settings)  # bounded retries
             if not keeps(client.get_run(sent).data.tags.get(RESULTS_COMMIT_TAG), link):
                 client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
         except Exception as exc:  # the commit is made (or was already): say what is missing rather than fail
-            if is_transport_failure(exc):
+            if isinstance(exc, tracking.TrackingConfigError):  # the check: credentials, address
+                done.untagged[link.model] = refused = redact(str(exc))
+            elif is_transport_failure(exc) or isinstance(exc, tracking.TrackingServerUnreachable):
                 done.untagged[link.model] = refused = SERVER_AWAY
             elif "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
                 done.untagged[link.model] = (
                     f"its run {sent} is not in the tracking store {display_uri(settings.tracking_uri)} "
-                    "(logged to another store, such as the local one before .env named a server)"
+                    "(logged to another store, such as the local one before .env named a server, or this "
+                    "store was emptied since: `dvc repro -f` logs the experiment again)"
                 )
             else:  # a rejected login names the variables to fix, once for every run
                 described = describe_store_failure(exc)
-                reason = redact(described or f"{type(exc).__name__}: {exc}").splitlines()[0][:300]
+                reason = first_line(redact(described or f"{type(exc).__name__}: {exc}"))
                 done.untagged[link.model] = reason
                 if described and ("(401)" in described or "(403)" in described):
                     refused = reason

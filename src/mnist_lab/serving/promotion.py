@@ -469,7 +469,13 @@ def roll_back_champion(root: Path) -> tuple[str, str, str]:
 
 
 def _announce_registry(root: Path) -> bool:
-    """Whether the tracking server has a Model Registry; says on stderr how promotion works without one."""
+    """Whether the tracking server has a Model Registry; says on stderr how promotion works without one. A
+    remote server is checked first (seconds: one that hangs would hold MLflow's client ~2 minutes)."""
+    from mnist_lab import tracking
+
+    settings = tracking.TrackingSettings.from_environment(root)
+    if settings.is_remote:
+        tracking.check_server(settings)
     if registry_available(root):
         return True
     print(

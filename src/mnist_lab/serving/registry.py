@@ -162,9 +162,9 @@ def _run_exists(client: MlflowClient, run_id: str) -> bool:
 
 def _server_failed(model_name: str, run_id: str, exc: Exception) -> Registration:
     """A remote server that failed while registering: the pipeline goes on, the note says how to retry."""
-    from mnist_lab.system.redact import redact
+    from mnist_lab.system.redact import first_line, redact
 
-    reason = redact(f"{type(exc).__name__}: {exc}").splitlines()[0][:300]
+    reason = first_line(redact(f"{type(exc).__name__}: {exc}"))
     return Registration(
         model_name,
         None,

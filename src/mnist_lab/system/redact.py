@@ -32,6 +32,17 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     return mask_credentials(text, tuple(environ.get(name, "") for name in SECRET_VARIABLES))
 
 
+def first_line(text: str, limit: int = 300) -> str:
+    """The first line of a message for one line of output: at most `limit` characters, cut at a word (a
+    cut mid-word read "Read tim)")."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
+
+
 def display_uri(uri: str) -> str:
     """The URI without any user:password part, safe to print."""
     return mask_credentials(uri)

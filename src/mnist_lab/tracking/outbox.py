@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_lab import tracking
 from mnist_lab.system.files import exclusive_lock, read_json, write_bytes_atomic, write_json
-from mnist_lab.system.redact import display_uri, redact
+from mnist_lab.system.redact import display_uri, first_line, redact
 from mnist_lab.tracking import (
     OUTBOX,
     SERVER_AWAY_FOR_S,
@@ -439,7 +439,7 @@ def log_or_spool(record: ModelRunRecord, settings: TrackingSettings, root: Path)
         spooled = spool(record, root, reason, settings.tracking_uri)
         print(
             f"warning: could not log {record.run_name} to {display_uri(settings.tracking_uri)} "
-            f"({reason.splitlines()[0][:300]}); kept in {OUTBOX / record.record_id}/, sent by the next run "
+            f"({first_line(reason)}); kept in {OUTBOX / record.record_id}/, sent by the next run "
             "or `mnist-lab sync`",
             file=sys.stderr,
         )
