@@ -123,3 +123,21 @@ def test_a_version_validated_before_a_commit_of_other_files_is_still_this_branch
     with pytest.raises(DataError, match="again, the last one validated on this branch"):
         check_data(repo / "data", repo / "data.dvc", copy)
     assert (repo / "data.dvc").read_text() == validated
+
+
+def test_a_misspelt_setting_in_dot_env_is_named_with_the_one_meant(tmp_path: Path, capsys) -> None:
+    """MLFLOW_TRACKING_URL in .env: nothing read it and the pipeline logged to the local store, silently."""
+    from mnist_lab.stages.validate import warn_misspelt_env_keys
+    from mnist_lab.tracking.config import misspelt_env_keys
+
+    (tmp_path / ".env").write_text(
+        "MLFLOW_TRACKING_URL=http://127.0.0.1:5000\nmlflow_tracking_username=jane\n"
+        "MLFLOW_TRACKING_PASSWORD=s3cret\nMLFLOW_EXPERIMENT_ID=3\nMLFLOW_TRACKING_AUTH=x\nOTHER=1\n"
+    )
+    warn_misspelt_env_keys(tmp_path)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: .env sets MLFLOW_TRACKING_URL, which nothing reads: did you mean MLFLOW_TRACKING_URI?",
+        "warning: .env sets mlflow_tracking_username, which nothing reads: did you mean "
+        "MLFLOW_TRACKING_USERNAME?",
+    ]  # MLflow's own MLFLOW_EXPERIMENT_ID and MLFLOW_TRACKING_AUTH are not taken for typos
+    assert misspelt_env_keys(["DVC_REMOTE_UR", "DAGSHUB_REPO"]) == {"DVC_REMOTE_UR": "DVC_REMOTE_URL"}

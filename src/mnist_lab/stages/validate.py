@@ -18,6 +18,7 @@ The marker's content never changes (and DVC keeps it: `persist`), so passing thi
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from mnist_lab.core.cnn import backend_problem
@@ -128,7 +129,9 @@ def validate(context: StageContext) -> None:
         context.settings  # noqa: B018 - loading the settings is the check (unknown keys, types, metric)
         # the tracking configuration's mistakes that need no network (a URI without its scheme, a bad
         # DAGSHUB_REPO): here, not after DVC has deleted the outputs of the stages that log
-        TrackingSettings.from_environment(repository_root())  # loads .env
+        root = repository_root()
+        TrackingSettings.from_environment(root)  # loads .env
+        warn_misspelt_env_keys(root)
         cluster_address(os.environ)  # a grid search's Dask scheduler, if named: its address's form
         if any(isinstance(model, CNNSettings) for model in context.settings.models.values()):
             problem = backend_problem(os.environ)  # before DVC deletes the CNN's outputs
@@ -138,6 +141,19 @@ def validate(context: StageContext) -> None:
         check_models_against_labels(context.settings, args.data)
     if not args.out.is_file() or args.out.read_text(encoding="utf-8") != MARKER_TEXT:
         write_text_atomic(args.out, MARKER_TEXT)
+
+
+def warn_misspelt_env_keys(root: Path) -> None:
+    """A warning for each key of .env that looks like a misspelt setting: nothing reads it."""
+    from dotenv import dotenv_values
+
+    from mnist_lab.tracking.config import misspelt_env_keys
+
+    env_file = root / ".env"
+    if not env_file.is_file():
+        return
+    for key, meant in misspelt_env_keys(list(dotenv_values(env_file))).items():
+        print(f"warning: .env sets {key}, which nothing reads: did you mean {meant}?", file=sys.stderr)
 
 
 def parser():

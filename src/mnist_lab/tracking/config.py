@@ -166,6 +166,43 @@ def _check_client_variables(environ: Mapping[str, str]) -> None:
             ) from None
 
 
+# What .env.example names (and the TLS settings the README gives): a key in .env one typo away from one of
+# these is almost surely it, misspelt; .env's other keys are left alone (MLflow reads many more).
+ENV_SETTINGS = (
+    "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_EXPERIMENT_NAME", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "DAGSHUB_REPO", "DVC_REMOTE_URL", "DVC_REMOTE_USER", "DVC_REMOTE_PASSWORD", "DVC_REMOTE_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MNIST_LAB_DASK_SCHEDULER",
+)  # fmt: skip
+
+
+def misspelt_env_keys(keys: list[str]) -> dict[str, str]:
+    """The keys of a .env that look like a misspelt setting (`MLFLOW_TRACKING_URL`, a lower-case name), each
+    with the setting it most likely means: nothing reads them, so their value was silently ignored (the
+    pipeline logged to the local store). Within two letters of one; MLflow's other variables (such as
+    MLFLOW_EXPERIMENT_ID, MLFLOW_TRACKING_AUTH) are further from these than that."""
+    found = {}
+    for key in keys:
+        if key in ENV_SETTINGS:
+            continue
+        distance, meant = min((_edits(key.upper(), name), name) for name in ENV_SETTINGS)
+        if distance <= 2:
+            found[key] = meant
+    return found
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance: the insertions, deletions and substitutions that turn `a` into `b`."""
+    previous = list(range(len(b) + 1))
+    for i, left in enumerate(a, start=1):
+        current = [i]
+        for j, right in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (left != right)))
+        previous = current
+    return previous[-1]
+
+
 def apply_client_defaults() -> None:
     """CLIENT_DEFAULTS for MLflow's client (bounded retries and timeouts, ...), unless the environment sets
     its own."""
