@@ -117,7 +117,9 @@ def _cmd_commit(args: argparse.Namespace) -> None:
         )
 
 
-def _cmd_link(args: argparse.Namespace) -> None:
+def _cmd_link(args: argparse.Namespace) -> int:
+    """Exit 1 when a run could not be tagged (the server away or refusing): `link` exists to tag them, and
+    a script running it must see that it did not."""
     from mnist_lab.experiments.linking import link_commit
     from mnist_lab.system.workspace import repository_root
 
@@ -129,6 +131,7 @@ def _cmd_link(args: argparse.Namespace) -> None:
     else:
         heading = f"tagged the runs of {commit[:12]} with it"
     _print_tagged_runs(f"{heading} (nothing committed):", commit, links, tagging)
+    return 1 if tagging.untagged else 0
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
