@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -26,17 +27,32 @@ def test_report_prints_every_model_and_the_best(repo_root: Path, monkeypatch, ca
     assert lines[0].split()[:3] == ["model", "accuracy", "f1_macro"]
     assert {line.split()[0] for line in lines[1:5]} == {"sgd", "random_forest", "mlp", "cnn"}
     assert sum("*" in line for line in lines[1:5]) == 1 and "best by f1_macro" in lines[-1]
-    # `make run` ends with where the runs are: the local store's UI, or the server .env names
+    # `make run` ends with where the runs are: the local store's UI (the committed experiment's runs)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["report", "--where"]) == 0
-    assert capsys.readouterr().out.endswith("`make ui` opens them at http://127.0.0.1:5000\n")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://dagshub.com/jane/mnist.mlflow")
+    assert capsys.readouterr().out.endswith(
+        "\n\ncnn, mlp, random_forest, sgd: MLflow runs in the local store: `make ui` opens them at "
+        "http://127.0.0.1:5000\n"
+    )
+
+
+def test_report_where_names_the_store_each_run_was_logged_to(repo: Path, monkeypatch, capsys) -> None:
+    """Runs spread over stores (.env switched to a server, one run waiting for it): each is named where it
+    is; it said every run was on the server .env names now."""
+    server = f"http://127.0.0.1:{free_port()}"  # nothing there: the pending run is not found sent
+    for model, store, state in (("mlp", server, None), ("cnn", server, "pending")):
+        run_file = repo / "reports" / model / "mlflow.json"
+        record = json.loads(run_file.read_text())
+        record |= {"store": store} | ({"run_id": None, "state": state} if state else {})
+        run_file.write_text(json.dumps(record))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     assert main(["report", "--where"]) == 0
-    said = capsys.readouterr().out
-    assert said.endswith("MLflow run on https://dagshub.com/jane/mnist.mlflow (open it in a browser)\n")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://db.example/mlflow")  # a database: no page
-    assert main(["report", "--where"]) == 0
-    assert capsys.readouterr().out.endswith("MLflow run in postgresql://db.example/mlflow\n")
+    assert capsys.readouterr().out.split("\n\n")[-1].splitlines() == [
+        f"mlp: MLflow runs on {server} (open it in a browser)",
+        f"cnn: waiting in the outbox for {server}: `mnist-lab sync` sends them",
+        "random_forest, sgd: MLflow runs in the local store (not the store .env names now): `make ui` opens "
+        "them at http://127.0.0.1:5000",
+    ]
 
 
 def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch, capsys) -> None:

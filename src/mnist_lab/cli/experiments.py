@@ -14,21 +14,13 @@ from mnist_lab.core.errors import MnistLabError
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from mnist_lab.experiments.report import results_table
-    from mnist_lab.system.workspace import repository_root, workspace_root
+    from mnist_lab.system.workspace import workspace_root
 
     print(results_table(workspace_root()))
     if args.where:
-        from mnist_lab.system.redact import display_uri
-        from mnist_lab.tracking import TrackingSettings
+        from mnist_lab.experiments.report import run_stores
 
-        settings = TrackingSettings.from_environment(repository_root())
-        if settings.tracking_uri.startswith("sqlite:"):
-            print("\nEvery model is an MLflow run: `make ui` opens them at http://127.0.0.1:5000")
-        elif not settings.is_remote:
-            print(f"\nEvery model is an MLflow run in {display_uri(settings.tracking_uri)}")
-        else:
-            where = display_uri(settings.tracking_uri)
-            print(f"\nEvery model is an MLflow run on {where} (open it in a browser)")
+        print("\n" + "\n".join(run_stores(workspace_root())))
 
 
 def _cmd_sync(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.experiment_files import RunFile
 from mnist_lab.system.files import read_experiment_file, read_json
+from mnist_lab.system.redact import display_uri
 
 COLUMNS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "roc_auc_micro")
 
@@ -36,6 +37,36 @@ def results_table(root: Path) -> str:
         lines.append("pending: the run waits in the outbox (.mnist-lab/outbox/); `mnist-lab sync` sends it")
     lines.append(f"* best by {best['metric']}: {best['model']} ({best['value']:.4f})")
     return "\n".join(lines)
+
+
+def run_stores(root: Path) -> list[str]:
+    """Where each model's run is, as `reports/<model>/mlflow.json` recorded it when logged (the store then,
+    which need not be the one .env names now): one line per store, how to open it, and the runs still
+    waiting in the outbox for theirs."""
+    from mnist_lab.tracking import TrackingSettings
+
+    current = TrackingSettings.from_environment(root)
+    here = "local" if current.is_local else display_uri(current.tracking_uri)
+    by_store: dict[tuple[str, bool], list[str]] = {}
+    for run_file in sorted((root / "reports").glob("*/mlflow.json")):
+        record = read_experiment_file(run_file, RunFile)
+        by_store.setdefault((record.store, record.state == "pending"), []).append(run_file.parent.name)
+    if not by_store:
+        return ["No model has an MLflow run yet: run the pipeline (`make run` or `dvc repro`)"]
+    lines = []
+    for (store, pending), models in sorted(by_store.items()):
+        named = ", ".join(models)
+        now = "" if store == here else " (not the store .env names now)"
+        if pending:
+            lines.append(f"{named}: waiting in the outbox for {store}{now}: `mnist-lab sync` sends them")
+        elif store == "local":
+            lines.append(f"{named}: MLflow runs in the local store{now}: `make ui` opens them at "
+                         "http://127.0.0.1:5000")  # fmt: skip
+        elif store.startswith(("http://", "https://")):
+            lines.append(f"{named}: MLflow runs on {store}{now} (open it in a browser)")
+        else:  # a database: no page to open
+            lines.append(f"{named}: MLflow runs in {store}{now}")
+    return lines
 
 
 def _run_ids(root: Path, models: list[str]) -> dict[str, str]:
