@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -454,6 +455,23 @@ def test_an_unreachable_server_is_reported_in_seconds(tmp_path: Path) -> None:
     with pytest.raises(tracking.TrackingServerUnreachable, match="did not answer after 3 attempts"):
         tracking.check_server(settings, environ={})
     assert time.monotonic() - started < 10
+
+
+def test_an_unreachable_server_names_the_variable_its_address_came_from() -> None:
+    """With DAGSHUB_REPO alone, 'check MLFLOW_TRACKING_URI' pointed at a variable the user never set."""
+    from tests.helpers import free_port
+
+    settings = tracking.TrackingSettings(f"http://127.0.0.1:{free_port()}", "x", None)
+    for environ, named in (
+        ({"DAGSHUB_REPO": "jane/mnist"}, "check DAGSHUB_REPO (the server's address is made of it)"),
+        (
+            {"DAGSHUB_REPO": "jane/mnist", "MLFLOW_TRACKING_URI": settings.tracking_uri},
+            "check MLFLOW_TRACKING_URI",
+        ),
+        ({}, "check MLFLOW_TRACKING_URI"),
+    ):
+        with pytest.raises(tracking.TrackingServerUnreachable, match=re.escape(named)):
+            tracking.check_server(settings, environ=environ, attempts=1)
 
 
 def test_nested_runs_hang_under_their_parent(tracking_store: str, tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ def check_server(
                 what = "rejected the credentials (401)" if exc.code == 401 else "refused access (403)"
                 raise TrackingConfigError(
                     f"MLflow server {where} {what}: set {_credentials_hint(environ)} in .env to a user and "
-                    "password (on DagsHub: your user name and an access token) that may write to it"
+                    "password (on DagsHub: your user name and an access token) that may write to it (a value "
+                    "exported in the shell wins over .env)"
                 ) from None
             last_problem = f"HTTP {exc.code} {exc.reason}"
             if exc.code < 500:
@@ -107,9 +108,14 @@ def check_server(
             last_problem = str(reason)
         if attempt < attempts:
             time.sleep(attempt)
+    named_by = (
+        "MLFLOW_TRACKING_URI"
+        if environ.get("MLFLOW_TRACKING_URI", "").strip() or not environ.get("DAGSHUB_REPO", "").strip()
+        else "DAGSHUB_REPO (the server's address is made of it)"
+    )
     raise TrackingServerUnreachable(
         f"MLflow server {where} did not answer after {attempts} attempts ({last_problem}); check "
-        "MLFLOW_TRACKING_URI (in .env or the environment)"
+        f"{named_by} (in .env or the environment)"
     )
 
 
