@@ -433,9 +433,8 @@ def _model_options(record: ModelRunRecord) -> tuple[Any, dict[str, Any]]:
     from mlflow.models import infer_signature
 
     # cloudpickle (not skops): the model holds this package's code, pickled by value. MLflow warns about
-    # pickle on every save: the model is only ever loaded from this project's own store. Its note that the
-    # pyfunc's `pd.DataFrame` type hint gives no schema is moot too: the pyfunc has no signature on purpose.
-    for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model", "mlflow.models.signature"):
+    # pickle on every save: the model is only ever loaded from this project's own store.
+    for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):
         logging.getLogger(name).setLevel(logging.ERROR)
     options: dict[str, Any] = {
         "input_example": record.input_example,
