@@ -69,3 +69,42 @@ def test_ctrl_c_in_a_stage_is_one_line_and_exit_130_even_when_the_interrupt_was_
         assert code == 130, (swallowed, captured)  # DVC stops the pipeline (it exited 0 and DVC went on)
         assert captured.err == "error: evaluate: interrupted\n"  # not a traceback
         assert ("the body went on to its end" in captured.out) == swallowed
+
+
+INTERRUPTED_STAGE = textwrap.dedent(
+    """
+    import os, signal, sys, time
+
+    from mnist_lab.stages.common import main_for, stage_parser
+
+    def body(context):
+        try:  # swallowed where Python drops exceptions, as in JAX's gc callback
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        print("the body went on to its end", flush=True)
+
+    main_for("evaluate", stage_parser("a stage"), body)
+    """
+)
+
+
+def test_a_stage_stopped_by_ctrl_c_ends_by_the_signal_unless_sigint_is_ignored(tmp_path: Path) -> None:
+    """Killed by SIGINT (as Python ends after an uncaught KeyboardInterrupt), so that a shell script running
+    stages stops there (it went on after an exit 130); a stage started with SIGINT ignored (`cmd &` in a
+    script) is not stopped by it."""
+    import signal
+
+    script = tmp_path / "stage.py"
+    script.write_text(INTERRUPTED_STAGE)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGINT and done.stderr == "error: evaluate: interrupted\n", done.stderr
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    ignored = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, preexec_fn=ignore_sigint
+    )
+    assert ignored.returncode == 0 and ignored.stdout == "the body went on to its end\n", ignored.stderr

@@ -22,6 +22,7 @@ from mnist_lab.system.redact import redact
 # benchmarks and tests set it to a file that collects, per stage, its compute time and this package's modules
 # it loaded (a test checks that dvc.yaml makes each stage depend on all of them)
 TIMINGS_ENV = "MNIST_LAB_TIMINGS"
+INTERRUPTED = 130  # run_stage's status after Ctrl-C (128 + SIGINT); main_for then ends by the signal itself
 
 
 def stage_parser(description: str, model_argument: bool = False) -> argparse.ArgumentParser:
@@ -78,7 +79,10 @@ def _interrupts() -> Iterator[list[int]]:
     went on and exited 0, so DVC (which ignores SIGINT while a stage runs) ran the rest of the pipeline.
     The record (a non-empty list) lets the stage fail anyway."""
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):  # another thread, or SIGINT ignored (`cmd &` in a script, where Ctrl-C is not for it) or handled
         yield received
         return
 
@@ -111,7 +115,7 @@ def run_stage(
             raise KeyboardInterrupt
     except KeyboardInterrupt:
         print(f"error: {context.name}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except MnistLabError as exc:
         print(f"error: {context.name}: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -175,4 +179,9 @@ def main_for(name: str, parser: argparse.ArgumentParser, body: Callable[[StageCo
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
+    if code == INTERRUPTED:
+        # end by the signal, as Python does after an uncaught KeyboardInterrupt: a shell running a script
+        # stops at a command killed by SIGINT, but goes on after one that merely exited 130
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
