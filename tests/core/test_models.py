@@ -1,7 +1,5 @@
 import numpy as np
 import pytest
-from sklearn.model_selection import _search as sklearn_search
-from sklearn.utils.parallel import Parallel as SklearnParallel
 
 from mnist_lab.core.data import Dataset, flatten_images, task_labels
 from mnist_lab.core.features import scale_pixels
@@ -194,15 +192,59 @@ def test_a_search_in_parallel_processes_scores_every_fold_as_one_in_this_process
 
     here, parallel = search(1), search(2)
     assert here.search is not None and parallel.search is not None
-    for calls in heard.values():  # 2 candidates x 3 folds, heard as they finish, in this process
-        assert calls[-1] == (6, 6) and [done for done, _ in calls] == sorted(done for done, _ in calls)
-    assert sklearn_search.Parallel is SklearnParallel  # GridSearchCV's own again after the search
+    # 2 candidates x 3 folds, heard as each finishes (one at a time in this process), in this process
+    assert sorted(set(heard[1])) == [(done, 6) for done in range(1, 7)], heard[1]
+    assert [done for done, _ in heard[1]] == sorted(done for done, _ in heard[1])
+    assert heard[2][-1] == (6, 6) and [done for done, _ in heard[2]] == sorted(d for d, _ in heard[2])
     assert [c.fold_scores for c in parallel.search.candidates] == [
         c.fold_scores for c in here.search.candidates
     ]
     assert parallel.search.best.params == here.search.best.params
     one, other = (single_threaded_prediction(t.classifier) for t in (parallel, here))  # as evaluated
     assert np.array_equal(class_scores(one, x_test), class_scores(other, x_test))
+
+
+def test_searches_in_two_threads_each_hear_of_their_own_fits_and_a_later_one_of_none(
+    small_digits: Dataset,
+) -> None:
+    """The progress hook is GridSearchCV's `Parallel` for the whole process: each search's fits must reach
+    its own callback, in its own thread. A first version swapped the class per search: with two searches
+    overlapping (forced here: each waits at its first fit for the other, and b ends after a), a heard b's
+    fits and a's hook stayed behind for every later search."""
+    import threading
+
+    x_train, y_train, _, _ = features(small_digits)
+    heard: dict[str, list[tuple[int, int, str]]] = {"a": [], "b": []}
+    grids = {"a": ({"alpha": [0.001, 0.01]}, 3), "b": ({"alpha": [0.001, 0.1]}, 2)}  # 6 fits and 4
+    both_started, a_ended = threading.Barrier(2, timeout=30), threading.Event()
+
+    def search(name: str) -> None:
+        grid, cv = grids[name]
+        settings = SGDSettings.model_validate({"type": "sgd", "search": {"grid": grid, "cv": cv}})
+
+        def on_fit(done: int, fits: int) -> None:
+            heard[name].append((done, fits, threading.current_thread().name))
+            if len(heard[name]) == 1:
+                both_started.wait()
+            if name == "b" and done == fits:
+                a_ended.wait(timeout=30)
+
+        train_classifier(settings, x_train, y_train, seed=1, search_jobs=1, on_search_fit=on_fit)
+        if name == "a":
+            a_ended.set()
+
+    threads = {name: threading.Thread(target=search, args=(name,), name=name) for name in heard}
+    for thread in threads.values():
+        thread.start()
+    for thread in threads.values():
+        thread.join()
+    assert sorted({(d, f) for d, f, _ in heard["a"]}) == [(done, 6) for done in range(1, 7)]
+    assert sorted({(d, f) for d, f, _ in heard["b"]}) == [(done, 4) for done in range(1, 5)]
+    assert {where for *_, where in heard["a"]} == {"a"} and {where for *_, where in heard["b"]} == {"b"}
+    before = {name: len(calls) for name, calls in heard.items()}
+    settings = SGDSettings.model_validate({"type": "sgd", "search": {"grid": {"alpha": [0.01]}, "cv": 2}})
+    train_classifier(settings, x_train, y_train, seed=1, search_jobs=1)  # no callback: nobody hears
+    assert {name: len(calls) for name, calls in heard.items()} == before
 
 
 def test_a_searched_mlp_keeps_the_history_of_its_refit(small_digits: Dataset) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,32 +231,62 @@ def _grid_search(
     return trained
 
 
+# the callback and fit count of the grid search running in this context (thread), for _ReportingParallel
+_SEARCH_PROGRESS: contextvars.ContextVar[tuple[SearchProgressCallback, int] | None] = contextvars.ContextVar(
+    "search_progress", default=None
+)
+
+
 @contextlib.contextmanager
 def _reporting_fits(on_fit: SearchProgressCallback | None, fits: int) -> Iterator[None]:
     """`on_fit(finished, fits)` each time joblib hears that a batch of the search's fits finished (in this
     process, wherever the fits run: its own workers or a Dask cluster's). GridSearchCV runs its fits
     through scikit-learn's `Parallel`, which joblib tells of every finished batch (`print_progress`, a
-    no-op unless verbose); for the search's duration GridSearchCV gets a `Parallel` that passes that on.
-    Nothing else is touched (a forest's own `Parallel` is another module's name), and where scikit-learn
-    has no such hook the search runs without progress."""
-    from sklearn.model_selection import _search
-
-    base = getattr(_search, "Parallel", None)
-    if on_fit is None or base is None or not callable(getattr(base, "print_progress", None)):
+    no-op unless verbose). GridSearchCV's module gets, once, a `Parallel` that passes that on to the
+    callback of the search that made it (a context variable, read when it is made, in the searching
+    thread: searches in several threads each hear of their own fits); without a callback it is
+    scikit-learn's. Nothing else is touched (a forest's own `Parallel` is another module's name), and where
+    scikit-learn has no such hook the search runs without progress."""
+    if on_fit is None or not _install_reporting_parallel():
         yield
         return
-    report = on_fit
-
-    class ReportingParallel(base):  # type: ignore[misc, valid-type]
-        def print_progress(self) -> None:
-            super().print_progress()
-            report(min(int(self.n_completed_tasks), fits), fits)
-
-    _search.Parallel = ReportingParallel
+    token = _SEARCH_PROGRESS.set((on_fit, fits))
     try:
         yield
     finally:
-        _search.Parallel = base
+        _SEARCH_PROGRESS.reset(token)
+
+
+_INSTALL_LOCK = threading.Lock()
+
+
+def _install_reporting_parallel() -> bool:
+    """Make GridSearchCV's `Parallel` one that reports to the searching context's callback (once); False
+    where this scikit-learn has no such hook."""
+    from sklearn.model_selection import _search
+
+    with _INSTALL_LOCK:
+        base = getattr(_search, "Parallel", None)
+        if base is None or not callable(getattr(base, "print_progress", None)):
+            return False
+        if getattr(base, "_mnist_lab_reports", False):
+            return True
+
+        class ReportingParallel(base):  # type: ignore[misc, valid-type]
+            _mnist_lab_reports = True
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self._progress = _SEARCH_PROGRESS.get()  # the search that makes it, in its thread
+
+            def print_progress(self) -> None:
+                super().print_progress()
+                if self._progress is not None:
+                    report, fits = self._progress
+                    report(min(int(self.n_completed_tasks), fits), fits)
+
+        _search.Parallel = ReportingParallel
+        return True
 
 
 def _plain(value: object) -> object:
