@@ -99,6 +99,7 @@ class Cluster:
                     if all(processing.get(address) for address in index_of):
                         break
                     time.sleep(0.02)
+                time.sleep(1.0)  # the Active Memory Manager (every 0.1 s here) has run, the fits still run
                 if indexes is None:
                     held = client.has_what()
                     arrays = {address: sum(str(key).startswith("ndarray-") for key in held.get(address, ()))
@@ -142,9 +143,15 @@ def searched(workspace: Path) -> Path:
     return workspace
 
 
+# Dask's Active Memory Manager (on by default, every 2 s) drops the copies of scattered data it finds
+# surplus: the fits' fold indices were back on one worker within seconds, and killing it lost them. Here it
+# runs every 0.1 s, so that a worker killed as soon as the fits run has already met it.
+AMM_SOON = {"DASK_DISTRIBUTED__SCHEDULER__ACTIVE_MEMORY_MANAGER__INTERVAL": "100ms"}
+
+
 @pytest.fixture
 def dask_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    started = Cluster(tmp_path)
+    started = Cluster(tmp_path, scheduler_env=AMM_SOON)
     try:
         yield started
     finally:
@@ -178,6 +185,46 @@ def test_a_search_on_the_cluster_equals_the_local_one_even_when_a_worker_dies(
     assert len(dask_cluster.killed) == 1
     assert dask_cluster.workers[dask_cluster.killed[0]].poll() is not None  # it really died
     assert _search_result(searched / "reports" / "mlp" / "training.json") == local
+
+
+@pytest.mark.slow
+def test_a_worker_lost_after_the_memory_manager_ran_leaves_the_search_to_the_others(
+    dask_cluster: Cluster,
+) -> None:
+    """Dask's Active Memory Manager dropped the fits' surplus copies of their scattered arrays within
+    seconds (every 0.1 s here), so a worker killed a few seconds into a search took the only copy of some
+    with it: "already forgotten", the search failed (3 of 3 here before the manager was paused for the
+    search). The same 40 fits as on this machine, every fold score equal."""
+    from mnist_lab.core.data import digits_dataset, flatten_images
+    from mnist_lab.core.models import train_classifier
+    from mnist_lab.core.settings import MLPSettings
+
+    digits = digits_dataset()
+    x, y = flatten_images(digits.train_images).astype(float) / 16, digits.train_labels
+    grid = {"alpha": [1e-5, 1e-4, 1e-3, 1e-2], "hidden_layer_sizes": [[50], [100]]}
+    search = {"grid": grid, "cv": 5}
+    settings = MLPSettings.model_validate({"type": "mlp", "max_epochs": 30, "search": search})
+    here = train_classifier(settings, x, y, seed=0, search_jobs=1)
+    dask_cluster.add_workers(2)
+    searching = threading.Event()
+
+    def kill_while_searching() -> None:
+        time.sleep(3)
+        if searching.is_set():
+            os.killpg(dask_cluster.workers[0].pid, signal.SIGKILL)
+            dask_cluster.killed = [0]
+
+    dask_cluster.killed = []
+    killer = threading.Thread(target=kill_while_searching)
+    with dask_search(dask_cluster.address):
+        searching.set()
+        killer.start()
+        there = train_classifier(settings, x, y, seed=0)
+        searching.clear()
+    killer.join()
+    assert dask_cluster.killed == [0] and dask_cluster.workers[0].poll() is not None  # killed mid-search
+    assert here.search is not None and there.search is not None
+    assert [c.fold_scores for c in there.search.candidates] == [c.fold_scores for c in here.search.candidates]
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from mnist_lab.core.errors import MnistLabError
@@ -99,7 +99,9 @@ def dask_search(address: str) -> Iterator[Any]:
         ) from None
     try:
         _check_workers(client, address)
-        with joblib.parallel_config(backend="dask", n_jobs=-1, client=_ReplicatingClient(client)):
+        with _replicas_kept(client), joblib.parallel_config(
+            backend="dask", n_jobs=-1, client=_ReplicatingClient(client)
+        ):
             yield client
     except ClusterError:
         raise
@@ -112,6 +114,28 @@ def dask_search(address: str) -> Iterator[Any]:
         ) from exc
     finally:
         client.close()
+
+
+@contextmanager
+def _replicas_kept(client: Any) -> Iterator[None]:
+    """Dask's Active Memory Manager (on by default, every 2 s) drops the copies of data it finds surplus:
+    the fits' scattered arrays, sent to every worker (`_ReplicatingClient`), were back on one worker
+    within seconds, and a worker lost then took the only copy with it ("already forgotten": the search
+    failed instead of rerunning its fits on the workers left). It is paused for the search, if it runs,
+    and started again after. It is the scheduler's: other work on the cluster keeps its surplus copies
+    meanwhile."""
+    try:
+        running = bool(client.amm.running())
+    except Exception:  # a scheduler without it (an older distributed, or turned off in its config)
+        running = False
+    if running:
+        client.amm.stop()
+    try:
+        yield
+    finally:
+        if running:
+            with suppress(Exception):  # the scheduler may be gone: nothing to restart
+                client.amm.start()
 
 
 class _ReplicatingClient:
