@@ -168,7 +168,8 @@ def measure(n_train: int, n_test: int, seed: int) -> dict[str, Any]:
 
         log("MNIST scale: `dvc repro` (every stage runs: the data changed)")
         scaled = timed_repro(workspace, commands, "mnist")
-        missing = [stage for stage, _ in commands if stage not in scaled.stages]
+        # every stage but `code`, which depends on the package's source alone (it did not change)
+        missing = [stage for stage, _ in commands if stage not in scaled.stages and stage != "code"]
         if missing:
             raise RuntimeError(f"`dvc repro` did not run stages {missing}")
         status = workspace.run(["dvc", "status"])
