@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="where to write the raw numbers (default: a new temporary file)")
     parser.add_argument("--render", metavar="JSON", help="only print the tables of an earlier run's --json")
     args = parser.parse_args(argv)
+    if args.epochs < 2:  # the first epoch (compilation) is reported apart: the timing needs a later one
+        parser.error(f"--epochs {args.epochs}: give 2 or more (the first epoch is compilation, timed apart)")
     if args.render:
         print(tables(json.loads(Path(args.render).read_text(encoding="utf-8"))))
         return 0

@@ -38,9 +38,9 @@ EXACT_REDUCTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 EXACT_JAXLIB = ("0.10.",)
 EXACT_ENV = "MNIST_LAB_EXACT_CPU"  # "0": keep XLA's default (faster, results depend on the core count)
 # On a GPU, XLA's default kernels (convolution algorithms picked by timing, atomic adds) are not repeatable:
-# two trainings from the same seed on an H100 (jaxlib 0.11.2) gave other weights (largest difference 0.015
-# after 3 epochs of MNIST size); with XLA's deterministic ops they were bit-identical, each epoch within
-# noise of the default's (bench/bench_cnn_gpu.py, README Performance). The flag is ignored by the CPU
+# two trainings from the same seed on an H100 (jaxlib 0.11.2) gave other weights (largest difference 0.07
+# after 4 epochs of MNIST size); with XLA's deterministic ops they were bit-identical, for ~9% more time per
+# epoch (bench/bench_cnn_gpu.py, README Performance). The flag is ignored by the CPU
 # backend (the same weights with and without it) and known to jaxlib 0.10 (CPU) and 0.11 (GPU), the
 # versions checked.
 DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"

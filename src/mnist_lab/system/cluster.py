@@ -99,8 +99,9 @@ def dask_search(address: str) -> Iterator[Any]:
         ) from None
     try:
         _check_workers(client, address)
-        with _replicas_kept(client), joblib.parallel_config(
-            backend="dask", n_jobs=-1, client=_ReplicatingClient(client)
+        with (
+            _replicas_kept(client),
+            joblib.parallel_config(backend="dask", n_jobs=-1, client=_ReplicatingClient(client)),
         ):
             yield client
     except ClusterError:
