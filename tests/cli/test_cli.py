@@ -46,6 +46,7 @@ def test_report_where_names_the_store_each_run_was_logged_to(repo: Path, monkeyp
         record |= {"store": store} | ({"run_id": None, "state": state} if state else {})
         run_file.write_text(json.dumps(record))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the table asks it for the pending run once
     assert main(["report", "--where"]) == 0
     assert capsys.readouterr().out.split("\n\n")[-1].splitlines() == [
         f"mlp: MLflow runs on {server} (open it in a browser)",
@@ -53,6 +54,16 @@ def test_report_where_names_the_store_each_run_was_logged_to(repo: Path, monkeyp
         "random_forest, sgd: MLflow runs in the local store (not the store .env names now): `make ui` opens "
         "them at http://127.0.0.1:5000",
     ]
+    # sent since from this clone (its ledger; a damaged entry beside it is left out): a run on the server
+    from mnist_lab.tracking import outbox
+
+    record = json.loads((repo / "reports" / "cnn" / "mlflow.json").read_text())["record_id"]
+    (repo / outbox.SENT).parent.mkdir(parents=True, exist_ok=True)
+    (repo / outbox.SENT).write_text(json.dumps({record: {"run_id": "9" * 32}, "damaged": "not an entry"}))
+    assert main(["report", "--where"]) == 0
+    assert capsys.readouterr().out.split("\n\n")[-1].splitlines()[0] == (
+        f"cnn, mlp: MLflow runs on {server} (open it in a browser)"
+    )
 
 
 def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch, capsys) -> None:

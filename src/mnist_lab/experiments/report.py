@@ -44,13 +44,16 @@ def run_stores(root: Path) -> list[str]:
     which need not be the one .env names now): one line per store, how to open it, and the runs still
     waiting in the outbox for theirs."""
     from mnist_lab.tracking import TrackingSettings
+    from mnist_lab.tracking.outbox import sent_runs
 
     current = TrackingSettings.from_environment(root)
     here = "local" if current.is_local else display_uri(current.tracking_uri)
+    sent = sent_runs(root)  # a run that waited and was sent since (from this clone) is a run in its store
     by_store: dict[tuple[str, bool], list[str]] = {}
     for run_file in sorted((root / "reports").glob("*/mlflow.json")):
         record = read_experiment_file(run_file, RunFile)
-        by_store.setdefault((record.store, record.state == "pending"), []).append(run_file.parent.name)
+        pending = record.state == "pending" and record.record_id not in sent
+        by_store.setdefault((record.store, pending), []).append(run_file.parent.name)
     if not by_store:
         return ["No model has an MLflow run yet: run the pipeline (`make run` or `dvc repro`)"]
     lines = []

@@ -469,7 +469,11 @@ def _remember_sent(root: Path, record_id: str, logged: LoggedRun) -> None:
 
 def sent_runs(root: Path) -> dict[str, str]:
     """Record id -> run id of every run sent from this clone's outbox (offline: the ledger)."""
-    return {record: entry["run_id"] for record, entry in _sent_ledger(root).items() if entry.get("run_id")}
+    return {
+        record: entry["run_id"]
+        for record, entry in _sent_ledger(root).items()
+        if isinstance(entry, dict) and isinstance(entry.get("run_id"), str)  # a damaged entry is left out
+    }
 
 
 def _sent_ledger(root: Path) -> dict[str, dict[str, Any]]:
