@@ -134,6 +134,8 @@ def test_a_deleted_experiment_is_a_configuration_error_before_any_training(answe
         r"\(`mlflow experiments restore --experiment-id 7`",
     ):
         tracking.check_server(settings, environ={})
+    # tagging runs and promoting need the server, not that experiment
+    assert tracking.check_server(settings, environ={}, experiment_needed=False) is None
 
 
 def test_tagging_a_commits_runs_on_a_server_refusing_the_login_says_so_once_asked(
@@ -171,9 +173,14 @@ def test_tagging_on_a_server_that_hangs_gives_up_after_one_check_not_mlflows_ret
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{hanging.getsockname()[1]}")
         (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-        links = [RunLink("sgd", "a" * 32, "b" * 32), RunLink("mlp", "c" * 32, "d" * 32)]
+        # a run known by its record only (sent from another clone: the server is asked for it) first
+        links = [
+            RunLink("cnn", None, "f" * 32),
+            RunLink("sgd", "a" * 32, "b" * 32),
+            RunLink("mlp", "c" * 32, "d" * 32),
+        ]
         tagging = tag_runs_with_commit(tmp_path, links, "e" * 40)
-        assert tagging.untagged == {"sgd": SERVER_AWAY, "mlp": SERVER_AWAY}
+        assert tagging.untagged == {"cnn": SERVER_AWAY, "sgd": SERVER_AWAY, "mlp": SERVER_AWAY}
         hanging.setblocking(False)
         connections = 0
         with contextlib.suppress(BlockingIOError):

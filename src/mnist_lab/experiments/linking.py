@@ -181,6 +181,7 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
     client = None
     done = Tagging({}, {})
     refused: str | None = None  # why every tag fails: the server is away, or refuses the credentials
+    checked = False  # a remote server asked once whether it answers
 
     def keeps(earlier: str | None, link: RunLink) -> bool:
         if earlier and earlier != commit and _first_records(root, earlier, commit, link):
@@ -195,6 +196,16 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
             or retag_pending(root, link.record_id, {RESULTS_COMMIT_TAG: commit})
         ):
             continue
+        if refused is None and not checked and settings.is_remote:
+            # before any MLflow request (finding a sent run asks too): a server that hangs costs seconds
+            # here, not MLflow's ~2 minutes per request
+            checked = True
+            try:
+                tracking.check_server(settings, attempts=1, experiment_needed=False)
+            except tracking.TrackingConfigError as exc:  # credentials, address
+                refused = redact(str(exc))
+            except tracking.TrackingServerUnreachable:
+                refused = SERVER_AWAY
         if refused is not None:  # the other runs' tags would fail the same way (away, or credentials)
             done.untagged[link.model] = refused
             continue
@@ -207,15 +218,11 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
             continue
         try:
             if client is None:
-                if settings.is_remote:  # a server that hangs costs seconds here, not MLflow's ~2 minutes
-                    tracking.check_server(settings, attempts=1)
                 client = tracking.mlflow_client(settings)  # bounded retries
             if not keeps(client.get_run(sent).data.tags.get(RESULTS_COMMIT_TAG), link):
                 client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
         except Exception as exc:  # the commit is made (or was already): say what is missing rather than fail
-            if isinstance(exc, tracking.TrackingConfigError):  # the check: credentials, address
-                done.untagged[link.model] = refused = redact(str(exc))
-            elif is_transport_failure(exc) or isinstance(exc, tracking.TrackingServerUnreachable):
+            if is_transport_failure(exc):
                 done.untagged[link.model] = refused = SERVER_AWAY
             elif "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
                 done.untagged[link.model] = (

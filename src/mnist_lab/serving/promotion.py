@@ -475,7 +475,7 @@ def _announce_registry(root: Path) -> bool:
 
     settings = tracking.TrackingSettings.from_environment(root)
     if settings.is_remote:
-        tracking.check_server(settings)
+        tracking.check_server(settings, experiment_needed=False)
     if registry_available(root):
         return True
     print(

@@ -41,9 +41,12 @@ def check_server(
     environ: Mapping[str, str] | None = None,
     attempts: int = CHECK_ATTEMPTS,
     timeout: float = CHECK_TIMEOUT_S,
+    experiment_needed: bool = True,
 ) -> str | None:
     """Prove a remote server answers and accepts the credentials, in seconds, before any training work, and
-    return the id of its experiment `settings.experiment_name` (None: not there yet, or a local store).
+    return the id of its experiment `settings.experiment_name` (None: not there yet, or a local store). A
+    deleted experiment is a TrackingConfigError unless `experiment_needed` is False (tagging runs, promoting:
+    they need the server, not that experiment).
 
     401/403 raise TrackingConfigError naming the variables to fix; no answer after `attempts` tries raises
     TrackingServerUnreachable. Uses urllib, so the stages that only train never import MLflow."""
@@ -75,7 +78,7 @@ def check_server(
                     f"{where} answered with a page, not MLflow's API (JSON): MLFLOW_TRACKING_URI must be the "
                     "server's base URL, http(s)://<host>:<port>, not the address of a page in a browser"
                 )
-            deleted = _deleted_experiment_id(body)
+            deleted = _deleted_experiment_id(body) if experiment_needed else None
             if deleted is not None:  # MLflow would refuse every run into it, after the training
                 name = settings.experiment_name
                 raise TrackingConfigError(
