@@ -159,6 +159,10 @@ def test_the_buttons_act_only_on_the_selected_rows_the_table_shows(board) -> Non
     assert "seen" not in labels(commits[1])
     browser.find_element(By.ID, "label-remove").click()  # as it was, for the other tests
     wait_for(lambda: "seen" not in labels(commits[0]))
+    # the Compare tab, from the table, compares what its button would: the selected rows shown
+    browser.find_element(By.CSS_SELECTOR, "nav a[data-view='compare']").click()
+    wait_for(lambda: "#/compare" in browser.current_url)
+    assert f"ids={commits[0]}" in browser.current_url and commits[1] not in browser.current_url
 
 
 def test_the_registry_champion_is_labelled_in_the_table(board) -> None:
@@ -257,6 +261,14 @@ def test_the_digit_pad_reads_an_uploaded_picture_as_a_person_sees_it(board, tmp_
     ImageDraw.Draw(picture).rectangle((10, 20, 130, 70), fill=(0, 0, 0, 255))  # a band in the top half
     picture.save(tmp_path / "band.png")
     browser.find_element(By.ID, "pad-upload").send_keys(str(tmp_path / "band.png"))
+    assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "1"
+    assert _ink(browser) > 5000
+    # white ink on a transparent background too (the digit as MNIST draws it): a black backdrop
+    browser.find_element(By.ID, "pad-clear").click()
+    light = Image.new("RGBA", (140, 200), (0, 0, 0, 0))
+    ImageDraw.Draw(light).rectangle((10, 20, 130, 70), fill=(255, 255, 255, 255))
+    light.save(tmp_path / "light.png")
+    browser.find_element(By.ID, "pad-upload").send_keys(str(tmp_path / "light.png"))
     assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "1"
     assert _ink(browser) > 5000
     (tmp_path / "notes.png").write_text("not a picture")

@@ -16,7 +16,6 @@
   let table = null; // {columns, rows, total}
   let comparison = null;
   let shownIds = new Set(); // the rows the table shows now: actions act on the selected ones among them
-  let championRun = null; // the registry champion's run, once asked (its rows are labelled `champion`)
 
   // --- state in the URL -----------------------------------------------------------------------------------
   function readState() {
@@ -425,12 +424,25 @@
       const image = new Image();
       image.onload = () => {
         URL.revokeObjectURL(image.src);
-        // the picture at its own size on white (a transparent background is paper, not ink), in grey
+        // the picture at its own size, in grey, on a backdrop for its transparent parts: they are paper, so
+        // black behind light ink and white behind dark ink (the ink's brightness weighed by its opacity)
         const own = document.createElement("canvas");
         own.width = image.naturalWidth; own.height = image.naturalHeight;
         const ownContext = own.getContext("2d");
-        ownContext.fillStyle = "#fff"; ownContext.fillRect(0, 0, own.width, own.height);
         ownContext.drawImage(image, 0, 0);
+        const raw = ownContext.getImageData(0, 0, own.width, own.height).data;
+        let [inkWeight, inkBrightness, transparent] = [0, 0, false];
+        for (let i = 0; i < raw.length; i += 4) {
+          const alpha = raw[i + 3] / 255;
+          transparent = transparent || alpha < 1;
+          inkWeight += alpha;
+          inkBrightness += alpha * (0.299 * raw[i] + 0.587 * raw[i + 1] + 0.114 * raw[i + 2]);
+        }
+        const lightInk = transparent && inkWeight > 0 && inkBrightness / inkWeight > 127;
+        ownContext.globalCompositeOperation = "destination-over"; // the backdrop goes behind the picture
+        ownContext.fillStyle = lightInk ? "#000" : "#fff";
+        ownContext.fillRect(0, 0, own.width, own.height);
+        ownContext.globalCompositeOperation = "source-over";
         const data = ownContext.getImageData(0, 0, own.width, own.height);
         let sum = 0;
         for (let i = 0; i < data.data.length; i += 4) {
@@ -695,7 +707,7 @@
         if (holds && !row.labels.includes("champion")) row.labels = row.labels.concat(["champion"]);
       };
       table.rows.forEach(mark);
-      championRun = run;
+      forTable.championRun = run; // for the runs' rows, if they arrive after
       if (readState().view === "table") renderTable(readState());
     } catch (error) { /* no store, or no registry: the table shows no registry champion */ }
   }
@@ -705,7 +717,8 @@
     try {
       const { rows } = await api("/api/runs");
       if (table !== forTable || !rows.length) return;
-      if (championRun) rows.forEach((row) => { if (row.id === `run:${championRun}` && !row.labels.includes("champion")) row.labels = row.labels.concat(["champion"]); });
+      const run = forTable.championRun;
+      if (run) rows.forEach((row) => { if (row.id === `run:${run}` && !row.labels.includes("champion")) row.labels = row.labels.concat(["champion"]); });
       table.rows = table.rows.concat(rows);
       const known = new Set(table.columns);
       for (const row of rows) for (const column of Object.keys(row)) if (!known.has(column)) { known.add(column); table.columns.push(column); }
@@ -811,7 +824,10 @@
     const link = event.target.closest("a[data-view]");
     if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
     event.preventDefault();
-    update({ view: link.dataset.view }, true);
+    const state = readState();
+    // from the table, the Compare tab compares what its button would: the selected rows it shows
+    const selected = link.dataset.view === "compare" && state.view === "table" ? actionable(state) : state.selected;
+    update({ view: link.dataset.view, selected }, true);
   });
   window.addEventListener("hashchange", show);
   setupPad();
