@@ -102,7 +102,36 @@ def _text(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
+    if isinstance(value, float):
+        return _number_text(value)
     return str(value)
+
+
+def _number_text(value: float) -> str:
+    """A float as JavaScript's `String(number)` writes it (the page's parser matches `~` on that text):
+    1e-05 is "0.00001", 1.0 is "1", 1e-07 is "1e-7" (ECMAScript's Number::toString, on the same shortest
+    round-trip digits as Python's repr)."""
+    import math
+    from decimal import Decimal
+
+    if not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value == 0:
+        return "0"
+    sign, digit_tuple, exponent = Decimal(repr(value)).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    k, n = len(digits), len(digits) + int(exponent)
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = f"0.{'0' * -n}{digits}"
+    else:
+        e = n - 1
+        mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+        text = f"{mantissa}e{'+' if e > 0 else '-'}{abs(e)}"
+    return f"-{text}" if sign else text
 
 
 def compare(left: Any, operator: str, right: Any) -> bool:
