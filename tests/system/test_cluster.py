@@ -187,6 +187,20 @@ def test_a_search_on_the_cluster_equals_the_local_one_even_when_a_worker_dies(
     assert _search_result(searched / "reports" / "mlp" / "training.json") == local
 
 
+def _forty_fits() -> tuple:
+    """(MLP settings with a grid search of 8 candidates x 5 folds, the bundled digits' pixels and labels):
+    a search of 7-10 s on two workers here."""
+    from mnist_lab.core.data import digits_dataset, flatten_images
+    from mnist_lab.core.settings import MLPSettings
+
+    digits = digits_dataset()
+    grid = {"alpha": [1e-5, 1e-4, 1e-3, 1e-2], "hidden_layer_sizes": [[50], [100]]}
+    settings = MLPSettings.model_validate(
+        {"type": "mlp", "max_epochs": 30, "search": {"grid": grid, "cv": 5}}
+    )
+    return settings, flatten_images(digits.train_images).astype(float) / 16, digits.train_labels
+
+
 @pytest.mark.slow
 def test_a_worker_lost_after_the_memory_manager_ran_leaves_the_search_to_the_others(
     dask_cluster: Cluster,
@@ -195,15 +209,9 @@ def test_a_worker_lost_after_the_memory_manager_ran_leaves_the_search_to_the_oth
     seconds (every 0.1 s here), so a worker killed a few seconds into a search took the only copy of some
     with it: "already forgotten", the search failed (3 of 3 here before the manager was paused for the
     search). The same 40 fits as on this machine, every fold score equal."""
-    from mnist_lab.core.data import digits_dataset, flatten_images
     from mnist_lab.core.models import train_classifier
-    from mnist_lab.core.settings import MLPSettings
 
-    digits = digits_dataset()
-    x, y = flatten_images(digits.train_images).astype(float) / 16, digits.train_labels
-    grid = {"alpha": [1e-5, 1e-4, 1e-3, 1e-2], "hidden_layer_sizes": [[50], [100]]}
-    search = {"grid": grid, "cv": 5}
-    settings = MLPSettings.model_validate({"type": "mlp", "max_epochs": 30, "search": search})
+    settings, x, y = _forty_fits()
     here = train_classifier(settings, x, y, seed=0, search_jobs=1)
     dask_cluster.add_workers(2)
     searching = threading.Event()
@@ -225,6 +233,36 @@ def test_a_worker_lost_after_the_memory_manager_ran_leaves_the_search_to_the_oth
     assert dask_cluster.killed == [0] and dask_cluster.workers[0].poll() is not None  # killed mid-search
     assert here.search is not None and there.search is not None
     assert [c.fold_scores for c in there.search.candidates] == [c.fold_scores for c in here.search.candidates]
+
+
+@pytest.mark.slow
+def test_a_scheduler_lost_mid_search_is_one_message_naming_it(
+    dask_cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It printed Dask's ~30-line traceback, then a message blaming the workers."""
+    import logging
+
+    from mnist_lab.core.models import train_classifier
+
+    settings, x, y = _forty_fits()
+    dask_cluster.add_workers(2)
+
+    def kill_the_scheduler() -> None:
+        time.sleep(3)
+        os.killpg(dask_cluster.scheduler.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_scheduler)
+    with (
+        caplog.at_level(logging.ERROR),
+        pytest.raises(ClusterError) as raised,
+        dask_search(dask_cluster.address),
+    ):
+        killer.start()
+        train_classifier(settings, x, y, seed=0)
+    killer.join()
+    assert f"the grid search on the Dask cluster at {dask_cluster.address} lost its connection to the " \
+        "scheduler" in str(raised.value)  # fmt: skip
+    assert not [r for r in caplog.records if r.name in ("distributed.client", "tornado.application")]
 
 
 @pytest.mark.slow

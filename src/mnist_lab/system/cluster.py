@@ -15,6 +15,7 @@ machine's (a stale checkout, another environment) are refused before the search:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -97,8 +98,14 @@ def dask_search(address: str) -> Iterator[Any]:
             f"(`dask scheduler`) and its workers (`dask worker {address}`), or remove {CLUSTER_ENV} from "
             ".env to search on this machine"
         ) from None
+    # Dask's client (and tornado under it) log a lost scheduler as errors with tracebacks (~30 lines), also
+    # while the client closes after: the ClusterError below says it in one line
+    noisy = [logging.getLogger(name) for name in ("distributed.client", "tornado.application")]
+    levels = [log.level for log in noisy]
     try:
         _check_workers(client, address)
+        for log in noisy:
+            log.setLevel(logging.CRITICAL)
         with (
             _replicas_kept(client),
             joblib.parallel_config(backend="dask", n_jobs=-1, client=_ReplicatingClient(client)),
@@ -109,12 +116,19 @@ def dask_search(address: str) -> Iterator[Any]:
     except Exception as exc:
         if not _from_the_cluster(exc):
             raise
+        if "scheduler-connection-lost" in str(exc) or client.status in ("closed", "closing"):
+            what = f"lost its connection to the scheduler ({_reason(exc)}). Check the scheduler at {address}"
+        else:
+            what = f"failed: {_reason(exc)}. Check the workers (`dask worker` logs)"
         raise ClusterError(
-            f"the grid search on the Dask cluster at {address} failed: {_reason(exc)}; nothing was written "
-            "or logged. Check the workers (`dask worker` logs), then run the stage again"
+            f"the grid search on the Dask cluster at {address} {what}; nothing was written or logged. Run "
+            "the stage again once the cluster is back"
         ) from exc
     finally:
-        client.close()
+        with suppress(Exception):  # a scheduler gone: nothing to close but this side
+            client.close()
+        for log, level in zip(noisy, levels, strict=True):
+            log.setLevel(level)
 
 
 @contextmanager
