@@ -82,8 +82,11 @@ def bare_fit(settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, shap
     return seconds
 
 
-def tracked_fit(settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, shape: Any, seed: int) -> list:
-    """Seconds of each epoch of the train stage's training: `train_classifier` + `epoch_printer`."""
+def tracked_training(
+    settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, shape: Any, seed: int
+) -> tuple[list[float], Any]:
+    """(seconds of each epoch, the trained model) of the train stage's training: `train_classifier` +
+    `epoch_printer`."""
     printer = epoch_printer("cnn", settings.max_epochs)
     stamps = [time.perf_counter()]
 
@@ -91,8 +94,13 @@ def tracked_fit(settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, s
         printer(epoch, record)
         stamps.append(time.perf_counter())
 
-    train_classifier(settings, pixels, labels, seed, on_epoch, image_shape=shape)
-    return np.diff(stamps).tolist()
+    trained = train_classifier(settings, pixels, labels, seed, on_epoch, image_shape=shape)
+    return np.diff(stamps).tolist(), trained
+
+
+def tracked_fit(settings: CNNSettings, pixels: np.ndarray, labels: np.ndarray, shape: Any, seed: int) -> list:
+    """Seconds of each epoch of the train stage's training."""
+    return tracked_training(settings, pixels, labels, shape, seed)[0]
 
 
 def callback_seconds(settings: CNNSettings, shape: Any, classes: int, seed: int, calls: int = 30) -> float:

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from bench_cnn import bare_fit, tracked_training  # the same fits as bench_cnn.py's
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,42 +63,6 @@ def mnist_settings(epochs: int) -> Any:
 
     params = load_settings(REPO_ROOT / "params.yaml")
     return params, params.model("cnn").model_copy(update={"max_epochs": epochs, "patience": epochs + 1})
-
-
-def bare_fit(settings: Any, pixels: np.ndarray, labels: np.ndarray, shape: Any, seed: int) -> list[float]:
-    """Seconds of each epoch of the same network and split as `train_cnn`, fitted with no callbacks."""
-    from mnist_lab.core.cnn import build_network, import_keras, validation_split
-
-    keras = import_keras()
-    started = time.perf_counter()
-    keras.utils.set_random_seed(seed)
-    classes, (x_fit, x_val, y_fit, y_val) = validation_split(settings, pixels, labels, seed)
-    network = build_network(settings, shape, len(classes), seed)
-    seconds = []
-    for _ in range(settings.max_epochs):
-        network.fit(
-            x_fit, y_fit, settings.batch_size, validation_data=(x_val, y_val), shuffle=True, verbose=0
-        )
-        now = time.perf_counter()
-        seconds.append(now - started)
-        started = now
-    return seconds
-
-
-def tracked_fit(settings: Any, pixels: np.ndarray, labels: np.ndarray, shape: Any, seed: int) -> tuple:
-    """(seconds of each epoch, the trained model) of the train stage's training."""
-    from mnist_lab.core.models import train_classifier
-    from mnist_lab.stages.train import epoch_printer
-
-    printer = epoch_printer("cnn", settings.max_epochs)
-    stamps = [time.perf_counter()]
-
-    def on_epoch(epoch: int, record: dict[str, float]) -> None:
-        printer(epoch, record)
-        stamps.append(time.perf_counter())
-
-    trained = train_classifier(settings, pixels, labels, seed, on_epoch, image_shape=shape)
-    return np.diff(stamps).tolist(), trained
 
 
 def weights_difference(first: list[np.ndarray], second: list[np.ndarray]) -> dict[str, Any]:
@@ -127,7 +93,7 @@ def part_epochs(data: Path, epochs: int, blocks: int, bare_only: bool) -> dict[s
             runs[kind].append(bare_fit(settings, pixels, labels, shape, params.seed))
         else:
             with contextlib.redirect_stderr(io.StringIO()):
-                seconds, model = tracked_fit(settings, pixels, labels, shape, params.seed)
+                seconds, model = tracked_training(settings, pixels, labels, shape, params.seed)
             runs[kind].append(seconds)
             trained.append(model)
         log(f"  {index}: {kind} {epochs} epochs in {time.perf_counter() - started:.1f} s: "
@@ -178,7 +144,7 @@ def part_digits(out: Path) -> dict[str, Any]:
     pixels, test_pixels = flatten_images(dataset.train_images), flatten_images(dataset.test_images)
     started = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):
-        seconds, trained = tracked_fit(settings, pixels, labels, dataset.image_shape, params.seed)
+        seconds, trained = tracked_training(settings, pixels, labels, dataset.image_shape, params.seed)
     fit_seconds = time.perf_counter() - started
     probabilities = trained.classifier.predict_proba(test_pixels)
     predicted = trained.classifier.classes_[np.argmax(probabilities, axis=1)]
@@ -186,7 +152,7 @@ def part_digits(out: Path) -> dict[str, Any]:
     joblib.dump(trained.classifier, out / "digits_cnn_gpu.joblib")
     np.save(out / "digits_cnn_gpu_probabilities.npy", probabilities)
     with contextlib.redirect_stderr(io.StringIO()):
-        _, again = tracked_fit(settings, pixels, labels, dataset.image_shape, params.seed)
+        _, again = tracked_training(settings, pixels, labels, dataset.image_shape, params.seed)
     committed = {}
     for line in (REPO_ROOT / "metrics.csv").read_text(encoding="utf-8").splitlines()[1:]:
         name, value = line.split(",")[:2]
