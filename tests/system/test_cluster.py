@@ -187,6 +187,21 @@ def test_a_search_on_the_cluster_equals_the_local_one_even_when_a_worker_dies(
     assert _search_result(searched / "reports" / "mlp" / "training.json") == local
 
 
+def _fits_running(address: str, timeout_s: float = 120) -> bool:
+    """Wait until every worker of the cluster at `address` is running a fit; False after `timeout_s`."""
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        workers = list(client.scheduler_info()["workers"])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            processing = client.processing()
+            if workers and all(processing.get(worker) for worker in workers):
+                return True
+            time.sleep(0.02)
+    return False
+
+
 def _forty_fits() -> tuple:
     """(MLP settings with a grid search of 8 candidates x 5 folds, the bundled digits' pixels and labels):
     a search of 7-10 s on two workers here."""
@@ -217,10 +232,12 @@ def test_a_worker_lost_after_the_memory_manager_ran_leaves_the_search_to_the_oth
     searching = threading.Event()
 
     def kill_while_searching() -> None:
-        time.sleep(3)
-        if searching.is_set():
-            os.killpg(dask_cluster.workers[0].pid, signal.SIGKILL)
-            dask_cluster.killed = [0]
+        # once both workers run fits (never during the scatter), and the memory manager had time to run
+        if _fits_running(dask_cluster.address) and searching.is_set():
+            time.sleep(2)
+            if searching.is_set():
+                os.killpg(dask_cluster.workers[0].pid, signal.SIGKILL)
+                dask_cluster.killed = [0]
 
     dask_cluster.killed = []
     killer = threading.Thread(target=kill_while_searching)
@@ -248,7 +265,8 @@ def test_a_scheduler_lost_mid_search_is_one_message_naming_it(
     dask_cluster.add_workers(2)
 
     def kill_the_scheduler() -> None:
-        time.sleep(3)
+        if _fits_running(dask_cluster.address):
+            time.sleep(1)
         os.killpg(dask_cluster.scheduler.pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_the_scheduler)
