@@ -454,8 +454,12 @@ def create_app(root: Path) -> FastAPI:
             raise BadRequest(
                 "experiment: only a DVC experiment (exp:<name>) is applied; commits are already in git"
             )
-        if request.experiment:
-            board.row(request.experiment)  # 404 for an experiment the table does not hold
+        if request.experiment:  # 404 for a name DVC has no experiment of (an applied one is not a row)
+            from mnist_lab.experiments.table import experiment_refs
+
+            name = request.experiment[4:]
+            if name not in {ref for _, ref in experiment_refs(root)}:
+                raise UnknownExperiment(f"no experiment {request.experiment!r}: `dvc exp show` lists them")
         with changing:
             if request.experiment:
                 apply_experiment(root, request.experiment[4:])

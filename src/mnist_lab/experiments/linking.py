@@ -201,7 +201,7 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
             # here, not MLflow's ~2 minutes per request
             checked = True
             try:
-                tracking.check_server(settings, attempts=1, experiment_needed=False)
+                tracking.check_server(settings, experiment_needed=False)  # 3 tries: a busy server answers
             except tracking.TrackingConfigError as exc:  # credentials, address
                 refused = redact(str(exc))
             except tracking.TrackingServerUnreachable:
