@@ -119,3 +119,22 @@ def test_applying_an_experiment_run_on_an_older_commit_would_undo_newer_ones(tmp
     undoing = rf"seed-2 was run on {baseline[:12]}, and HEAD has changed its inputs since \(params.yaml\)"
     with pytest.raises(queue.QueueError, match=undoing):
         queue.apply_experiment(tmp_path, "seed-2")
+
+
+def test_applying_an_experiment_dvc_does_not_have_is_refused_before_dvc_runs(tmp_path, monkeypatch) -> None:
+    """An unknown name (or one applied and gone since) is NoSuchExperiment, not DVC's own failure, and the
+    workspace is not touched, uncommitted changes included."""
+    from mnist_lab.experiments import queue
+    from mnist_lab.system import commands
+    from tests.helpers import commit_all, run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    commit_all(tmp_path, "baseline")
+    (tmp_path / "params.yaml").write_text("seed: 5\n")  # would make it "uncommitted changes" if checked first
+    ran: list[tuple[str, ...]] = []
+    monkeypatch.setattr(commands, "dvc", lambda *args, **kwargs: ran.append(args))
+    with pytest.raises(queue.NoSuchExperiment, match=r"no experiment 'exp:nope': `dvc exp show` lists them"):
+        queue.apply_experiment(tmp_path, "nope")
+    assert ran == []
+    assert (tmp_path / "params.yaml").read_text() == "seed: 5\n"

@@ -446,7 +446,7 @@ def create_app(root: Path) -> FastAPI:
     def commit(request: CommitRequest) -> dict[str, Any]:
         """Apply a DVC experiment (if given), then commit the experiment as `mnist-lab commit -m` does."""
         from mnist_lab.experiments.linking import commit_experiment
-        from mnist_lab.experiments.queue import apply_experiment
+        from mnist_lab.experiments.queue import NoSuchExperiment, apply_experiment
 
         if not request.message.strip():  # before an apply changes the workspace
             raise BadRequest("message: say what this experiment changes (the commit message is empty)")
@@ -454,15 +454,12 @@ def create_app(root: Path) -> FastAPI:
             raise BadRequest(
                 "experiment: only a DVC experiment (exp:<name>) is applied; commits are already in git"
             )
-        if request.experiment:  # 404 for a name DVC has no experiment of (an applied one is not a row)
-            from mnist_lab.experiments.table import experiment_refs
-
-            name = request.experiment[4:]
-            if name not in {ref for _, ref in experiment_refs(root)}:
-                raise UnknownExperiment(f"no experiment {request.experiment!r}: `dvc exp show` lists them")
         with changing:
             if request.experiment:
-                apply_experiment(root, request.experiment[4:])
+                try:
+                    apply_experiment(root, request.experiment[4:])
+                except NoSuchExperiment as exc:  # an applied one is not a row any more
+                    raise UnknownExperiment(str(exc)) from None
             sha, links, tagging = commit_experiment(root, request.message)
         return {
             "commit": sha,

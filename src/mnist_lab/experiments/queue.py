@@ -32,6 +32,10 @@ class NotQueued(QueueError):
     """No experiment of that name in DVC's queue."""
 
 
+class NoSuchExperiment(QueueError):
+    """No DVC experiment of that name (`dvc exp show` lists them)."""
+
+
 def queue_experiment(root: Path, overrides: list[tuple[str, str]], name: str | None = None) -> str:
     """Check the overrides against the settings, then `dvc exp run --queue -S key=value ...`; returns the
     queued experiment's name. Nothing is queued when a value is wrong."""
@@ -90,9 +94,13 @@ def queue_status(root: Path) -> list[dict[str, str]]:
 
 def apply_experiment(root: Path, name: str) -> None:
     """`dvc exp apply <name>`: the experiment's params, code and results into the workspace, refused while
-    the workspace has uncommitted changes to tracked files (they would be overwritten). labels.yaml is not
+    the workspace has uncommitted changes to tracked files (they would be overwritten), and NoSuchExperiment
+    for a name DVC has no experiment of (an experiment applied before is not one any more). labels.yaml is not
     the experiment's: it stays as it is (an experiment queued before it existed would delete it, one queued
     before a label was set would take the label back), uncommitted changes to it included."""
+    experiment = next((sha for sha, ref in experiment_refs(root) if ref == name), None)
+    if experiment is None:
+        raise NoSuchExperiment(f"no experiment 'exp:{name}': `dvc exp show` lists them")
     changed = commands.git(
         "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){LABELS_FILE}",
         cwd=root, check=True,
@@ -102,7 +110,7 @@ def apply_experiment(root: Path, name: str) -> None:
         raise QueueError(
             f"the workspace has uncommitted changes ({files}): commit or stash them before applying {name}"
         )
-    _refuse_undoing_newer_commits(root, name)
+    _refuse_undoing_newer_commits(root, name, experiment)
     labels = root / LABELS_FILE
     with exclusive_lock(root / LABELS_LOCK):  # a label set meanwhile (`mnist-lab label`) is not lost
         kept = labels.read_bytes() if labels.is_file() else None
@@ -115,12 +123,9 @@ def apply_experiment(root: Path, name: str) -> None:
         raise QueueError(f"`dvc exp apply {name}` failed: {(done.stderr or done.stdout).strip()[-600:]}")
 
 
-def _refuse_undoing_newer_commits(root: Path, name: str) -> None:
-    """An experiment run on an older commit brings that commit's inputs back with its own: applied on a
-    HEAD that changed them since, it would silently undo those commits."""
-    experiment = next((sha for sha, ref in experiment_refs(root) if ref == name), None)
-    if experiment is None:
-        return  # DVC says what is wrong with the name
+def _refuse_undoing_newer_commits(root: Path, name: str, experiment: str) -> None:
+    """An experiment (commit `experiment`) run on an older commit brings that commit's inputs back with its
+    own: applied on a HEAD that changed them since, it would silently undo those commits."""
     baseline = commands.git_output("rev-parse", f"{experiment}^", cwd=root)
     head = commands.git_output("rev-parse", "HEAD", cwd=root)
     if not baseline or not head or baseline.strip() == head.strip():
