@@ -152,6 +152,10 @@ def test_the_table_filters_sorts_and_hides(history) -> None:
         QueryError, match=r"sort=acuracy: no such column; sort by one of the table's columns \(id,"
     ):
         board.table(sort="acuracy")
+    with pytest.raises(QueryError) as unknown:  # the page's columns, in its order: not the rows' inner fields
+        board.table("nope = 1")
+    assert "(columns: id, source, dirty, date, message, labels, data, model," in str(unknown.value)
+    assert "changed" not in str(unknown.value) and "runs" not in str(unknown.value)
     (root / "labels.yaml").write_text(f"{ranked[0]['id']}: [hidden]\n")
     assert len(board.table()["rows"]) == 13 and len(board.table(hidden=True)["rows"]) == 14
     (root / "labels.yaml").unlink()

@@ -142,7 +142,7 @@ class ExperimentsBoard:
                 f"sort={sort}: no such column; sort by one of the table's columns "
                 f"({', '.join(columns[:6])}, ..., as the `columns` of /api/experiments lists them)"
             )
-        kept = filter_rows(rows, query)
+        kept = filter_rows(rows, query, columns)  # as the page: not the rows' inner fields
         if not hidden:
             kept = [row for row in kept if "hidden" not in row["labels"]]
         if sort:

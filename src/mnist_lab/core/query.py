@@ -161,7 +161,8 @@ def compare(left: Any, operator: str, right: Any) -> bool:
 
 
 def resolve_field(name: str, columns: Iterable[str]) -> str:
-    """The column `name` means: itself, or the only column ending with `.name`."""
+    """The column `name` means: itself, or the only column ending with `.name`. Otherwise a QueryError
+    naming the columns whose last part holds `name` (any case), or else the first columns in their order."""
     columns = list(columns)
     if name in columns:
         return name
@@ -171,8 +172,11 @@ def resolve_field(name: str, columns: Iterable[str]) -> str:
     if matches:
         shown = ", ".join(matches[:6]) + (", ..." if len(matches) > 6 else "")
         raise QueryError(f"query: {name!r} is ambiguous: say which one ({shown})")
-    known = sorted(columns)
-    shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+    near = [column for column in columns if name.lower() in column.rsplit(".", 1)[-1].lower()]
+    if near:
+        shown = ", ".join(near[:6]) + (", ..." if len(near) > 6 else "")
+        raise QueryError(f"query: no column {name!r}; did you mean {shown}?")
+    shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
     raise QueryError(f"query: no column {name!r} (columns: {shown})")
 
 
@@ -275,8 +279,11 @@ def parse_query(query: str, columns: Iterable[str]) -> Predicate:
     return _Parser(query, columns).parse()
 
 
-def filter_rows(rows: list[dict[str, Any]], query: str) -> list[dict[str, Any]]:
-    """The rows `query` keeps, in order."""
-    columns = {column for row in rows for column in row}
+def filter_rows(
+    rows: list[dict[str, Any]], query: str, columns: Iterable[str] | None = None
+) -> list[dict[str, Any]]:
+    """The rows `query` keeps, in order. `columns`: the fields it may name, in the order an error lists
+    them (default: every field of the rows, sorted)."""
+    columns = sorted({column for row in rows for column in row}) if columns is None else columns
     keep = parse_query(query, columns)
     return [row for row in rows if keep(row)]

@@ -108,8 +108,13 @@
       const shown = matches.slice(0, 6).join(", ") + (matches.length > 6 ? ", ..." : "");
       throw new QueryError(`query: ${repr(name)} is ambiguous: say which one (${shown})`);
     }
-    const known = [...columns].sort();
-    const shown = known.slice(0, 12).join(", ") + (known.length > 12 ? ", ..." : "");
+    const lower = name.toLowerCase();
+    const near = columns.filter((c) => c.split(".").pop().toLowerCase().includes(lower));
+    if (near.length) {
+      const shown = near.slice(0, 6).join(", ") + (near.length > 6 ? ", ..." : "");
+      throw new QueryError(`query: no column ${repr(name)}; did you mean ${shown}?`);
+    }
+    const shown = columns.slice(0, 12).join(", ") + (columns.length > 12 ? ", ..." : "");
     throw new QueryError(`query: no column ${repr(name)} (columns: ${shown})`);
   }
 
