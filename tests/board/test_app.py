@@ -336,3 +336,25 @@ def test_a_post_from_anywhere_but_the_boards_page_is_refused(client) -> None:
     )
     assert same.status_code == 200
     assert bare.get("/api/experiments").status_code == 200  # reading needs no header
+
+
+def test_bound_to_loopback_only_its_own_host_names_are_answered_in_json(client) -> None:
+    """DNS rebinding: a page of another site whose name now points at 127.0.0.1 sends its own Host. It gets
+    the API's JSON error naming the header and the way out, before any route reads the repository."""
+    from mnist_lab.board.app import LOOPBACK
+
+    _, root, _ = client
+    http = TestClient(create_app(root, hosts=LOOPBACK), base_url="http://127.0.0.1:8050", headers=PAGE)
+    for own in ("127.0.0.1:8050", "localhost:8050", "[::1]:8050", "127.0.0.1"):
+        assert http.get("/api/experiments", headers={"Host": own}).status_code == 200, own
+    for other in ("evil.example", "evil.example:8050", "127.0.0.1.evil.example", "", "[::2]:8050"):
+        refused = http.get("/api/experiments", headers={"Host": other})
+        assert refused.status_code == 400, other
+        error = refused.json()["error"]
+        assert f"the Host header {other!r} is not this board's" in error
+        assert "127.0.0.1, localhost, ::1" in error and "--host 0.0.0.0" in error
+    labels = read_labels(root)
+    posted = http.post(
+        "/api/labels", json={"experiment": "x", "label": "hidden"}, headers={"Host": "evil.example"}
+    )
+    assert posted.status_code == 400 and read_labels(root) == labels

@@ -349,6 +349,7 @@ def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None
 
 def test_the_server_answers_only_its_own_host_names(board) -> None:
     """Bound to 127.0.0.1, a request naming another host (a DNS-rebinding page) is refused."""
+    import json
     import urllib.error
     import urllib.request
 
@@ -359,6 +360,7 @@ def test_the_server_answers_only_its_own_host_names(board) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 400
+    assert "the Host header 'evil.example' is not this board's" in json.loads(refused.value.read())["error"]
 
 
 _NAMED_ROLES = {"textbox", "searchbox", "checkbox", "button", "combobox", "slider", "spinbutton", "link",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -244,7 +245,9 @@ class BadRequest(MnistLabError):
     """A request the API refuses (400), with what to send instead."""
 
 
-def create_app(root: Path) -> FastAPI:
+def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
+    """The board's app over the repository at `root`. `hosts`: the only host names a request may give in
+    its Host header (`serve` passes LOOPBACK when bound to a loopback address); None: any."""
     board = ExperimentsBoard(root)
     pad = DigitPad(root)
     app = FastAPI(
@@ -311,6 +314,25 @@ def create_app(root: Path) -> FastAPI:
             if origin and urlsplit(origin).netloc != request.headers.get("host"):
                 return JSONResponse(
                     {"error": f"refused: a POST from another site ({origin})"}, status_code=403
+                )
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def _own_host_only(request: Request, call_next):
+        """Bound to a loopback address, a request naming another host comes from a page of another site
+        whose name was rebound to 127.0.0.1 (DNS rebinding): refused before any route reads anything."""
+        if hosts is not None:
+            given = request.headers.get("host", "")
+            name = urlsplit(f"//{given}").hostname if given.isprintable() else None
+            if name not in hosts:
+                allowed = ", ".join(hosts)
+                return JSONResponse(
+                    {
+                        "error": f"refused: the Host header {given!r} is not this board's (it answers "
+                        f"only {allowed}); open it as http://127.0.0.1:<port>, or start it with "
+                        "--host 0.0.0.0 to accept other names"
+                    },
+                    status_code=400,
                 )
         return await call_next(request)
 
@@ -488,11 +510,7 @@ def serve(root: Path, host: str, port: int) -> None:
     (about 3 s) nor the git history."""
     import uvicorn
 
-    app = create_app(root)
-    if host in LOOPBACK:  # a page of another site rebinding its name to 127.0.0.1 is not served
-        from fastapi.middleware.trustedhost import TrustedHostMiddleware
-
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])
+    app = create_app(root, hosts=LOOPBACK if host in LOOPBACK else None)
     board = app.state.board
     _quietly(board.rows)
     threading.Thread(target=_quietly, args=(board.runs,), daemon=True).start()
