@@ -171,13 +171,33 @@ def test_compare_puts_deltas_against_the_baseline_by_direction(history) -> None:
     delta = accuracy["values"][1] - accuracy["values"][0]
     assert accuracy["deltas"] == [0, pytest.approx(delta)]
     assert accuracy["verdicts"][1] == ("better" if delta > 0 else "worse")
-    assert data["params"]["models.mlp.alpha"] == {"values": [0.0001, 0.001], "changed": True}
+    assert data["params"]["models.mlp.alpha"] == {
+        "values": [0.0001, 0.001],
+        "absent": [False, False],
+        "changed": True,
+    }
     assert data["params"]["task.kind"]["changed"] is False
     assert [row["epoch"] for row in data["curves"][new]["cnn"]] == [1, 2, 3, 4]
     assert data["curves"][new]["sgd"] == []
     confusion = data["confusion"][old]["cnn"]
     assert confusion["labels"][:2] == ["0", "1"] and sum(map(sum, confusion["matrix"])) == 60
     assert "-ALPHA_DEFAULT = 0.0001" in data["diffs"][new]["text"]
+
+
+def test_compare_tells_a_param_set_to_null_from_one_params_yaml_does_not_have() -> None:
+    """An older experiment without a setting is not one that set it to null: both were shown blank, and
+    going from one to the other was not a change."""
+    from mnist_lab.board.views import _param_view
+
+    rows = [{"params.max_depth": None}, {}, {"params.max_depth": 8}]
+    assert _param_view(rows, "max_depth", [None, None, 8]) == {
+        "values": [None, None, 8],
+        "absent": [False, True, False],
+        "changed": True,
+    }
+    assert _param_view(rows[:2], "max_depth", [None, None])["changed"] is True
+    assert _param_view([{}, {}], "max_depth", [None, None])["changed"] is False
+    assert _param_view([{"params.d": None}] * 2, "d", [None, None])["changed"] is False
 
 
 def test_unknown_or_ambiguous_experiments_are_named(history) -> None:

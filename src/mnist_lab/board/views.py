@@ -223,8 +223,7 @@ class ExperimentsBoard:
             "experiments": ids,
             "baseline": base["id"],
             "rows": [{key: row.get(key) for key in HEADLINE} | {"commit": row["commit"]} for row in rows],
-            "params": {key: {"values": values, "changed": len({repr(v) for v in values}) > 1}
-                       for key, values in params.items()},
+            "params": {key: _param_view(rows, key, values) for key, values in params.items()},
             "metrics": metric_view,
             "curves": curves,
             "confusion": confusion,
@@ -281,6 +280,14 @@ def _sort_key(value: Any) -> tuple:
     if isinstance(value, int | float):
         return (0, value)
     return (1, str(value))
+
+
+def _param_view(rows: list[dict[str, Any]], key: str, values: list[Any]) -> dict[str, Any]:
+    """A param across the compared rows: `absent` tells a key its params.yaml does not have (an older
+    experiment, before the setting existed) from one set to null; going from one to the other is a change."""
+    absent = [f"params.{key}" not in row for row in rows]
+    seen = {"(absent)" if gone else repr(value) for value, gone in zip(values, absent, strict=True)}
+    return {"values": values, "absent": absent, "changed": len(seen) > 1}
 
 
 def _side_by_side(rows: list[dict[str, Any]], prefix: str) -> dict[str, list[Any]]:

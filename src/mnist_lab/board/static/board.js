@@ -295,7 +295,9 @@
       }).join("")}</tr>`).join("");
     $("#only-changed").checked = state.changed;
     $("#compare-params").innerHTML = head + Object.entries(data.params).filter(([, p]) => !state.changed || p.changed).map(([key, p]) =>
-      `<tr><th class="mono">${escapeHtml(key)}</th>${p.values.map((v) => `<td>${escapeHtml(formatValue(v))}</td>`).join("")}</tr>`).join("");
+      `<tr><th class="mono">${escapeHtml(key)}</th>${p.values.map((v, i) => (p.absent || [])[i]
+        ? `<td class="absent" title="not in this experiment's params.yaml">—</td>`
+        : v === null ? `<td class="mono" title="set to null in params.yaml">null</td>` : `<td>${escapeHtml(formatValue(v))}</td>`).join("")}</tr>`).join("");
     const models = [...new Set(ids.flatMap((id) => Object.keys(data.curves[id] || {})))].sort();
     const withCurves = models.filter((m) => ids.some((id) => (data.curves[id][m] || []).length));
     const model = state.model && models.includes(state.model) ? state.model
