@@ -564,3 +564,41 @@ def test_run_names_tell_runs_of_one_model_apart() -> None:
     assert tracking.run_name("sgd", {**tags, "mnist_lab.git_dirty": "true"}) == "sgd@01234567+dirty"
     assert tracking.run_name("sgd", {**tags, "mnist_lab.dvc_exp_name": "tidy-bolt"}) == "sgd@tidy-bolt"
     assert tracking.run_name("sgd", {}) == "sgd"  # not in a git repository
+
+
+@pytest.mark.parametrize("registry", [False, True])
+def test_every_client_creates_a_new_sqlite_store_under_the_store_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: bool
+) -> None:
+    """Two processes creating a new store at once fail ("table ... already exists": the board reading runs
+    while a stage logs, or the registry while a run is logged): each must create it holding the lock, not
+    only the run logger. Checked where MLflow creates the tables: the lock is held by then."""
+    import fcntl
+
+    import mlflow.store.db.utils as db_utils
+    import mlflow.store.model_registry.sqlalchemy_store as registry_store
+
+    database = tmp_path / "fresh" / "mlflow.db"
+    database.parent.mkdir()
+    lock = database.with_name("mlflow.db.lock")
+    created: list[bool] = []
+
+    def initialise(engine, original):
+        with open(lock, "a") as other:  # another process's attempt, as flock sees it: its own open file
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(other, fcntl.LOCK_UN)
+                created.append(False)  # nobody held it
+            except BlockingIOError:
+                created.append(True)
+        original(engine)
+
+    for module in (db_utils, registry_store):
+        original = module._initialize_tables
+        monkeypatch.setattr(
+            module, "_initialize_tables", lambda e, original=original: initialise(e, original)
+        )
+    settings = tracking.TrackingSettings(f"sqlite:///{database}", "x", None)
+    client = tracking.mlflow_client(settings, registry=registry)
+    assert created and all(created)
+    assert client.search_experiments() and database.is_file()

@@ -28,6 +28,7 @@ from mnist_lab.tracking.config import (
     TrackingSettings,
     apply_client_defaults,
     mlflow_client,
+    store_initialisation_lock,
 )
 from mnist_lab.tracking.dagshub import (
     as_python_scalar,
@@ -50,7 +51,6 @@ from mnist_lab.tracking.runs import (
     ModelRunRecord,
     log_model_run,
     logged_model_uri,
-    store_initialisation_lock,
     this_package_pickled_by_value,
 )
 from mnist_lab.tracking.server import (

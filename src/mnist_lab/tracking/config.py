@@ -3,13 +3,15 @@ the one place MLflow clients are made (`mlflow_client`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_lab.core.errors import MnistLabError
+from mnist_lab.system.files import exclusive_lock
 from mnist_lab.system.workspace import DAGSHUB_HOST, dagshub_repo, load_env_file
 
 if TYPE_CHECKING:
@@ -217,4 +219,22 @@ def mlflow_client(settings: TrackingSettings, *, registry: bool = False) -> Mlfl
     import mlflow
 
     uri = settings.tracking_uri
-    return mlflow.MlflowClient(uri, registry_uri=uri) if registry else mlflow.MlflowClient(uri)
+    with store_initialisation_lock(settings):  # MLflow creates (migrates) a new store as the client is made
+        client = mlflow.MlflowClient(uri, registry_uri=uri) if registry else mlflow.MlflowClient(uri)
+        if registry and hasattr(client, "_get_registry_client"):  # the registry's store is made lazily
+            client._get_registry_client()
+    return client
+
+
+@contextlib.contextmanager
+def store_initialisation_lock(settings: TrackingSettings) -> Iterator[None]:
+    """For a sqlite store, one process at a time creates/migrates it and its experiment: several processes
+    creating a new store at once corrupt it or fail ("table ... already exists": `dvc queue start -j 2`,
+    the board reading the store while a stage logs its first run). Writes to a ready store need no lock.
+    Not reentrant: a process holding it must not ask for it again."""
+    if not settings.tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(settings.tracking_uri.removeprefix("sqlite:///"))
+    with exclusive_lock(database.with_name(database.name + ".lock")):
+        yield

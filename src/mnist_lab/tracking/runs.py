@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnist_lab.system.files import exclusive_lock
 from mnist_lab.system.redact import display_uri
 from mnist_lab.tracking.config import (
     PARENT_RUN_TAG,
@@ -31,6 +30,7 @@ from mnist_lab.tracking.config import (
     TrackingSettings,
     apply_client_defaults,
     mlflow_client,
+    store_initialisation_lock,
 )
 from mnist_lab.tracking.metadata import model_requirements, pinned_requirements
 
@@ -103,18 +103,6 @@ def _experiment_id(client: MlflowClient, settings: TrackingSettings) -> str:
 
 
 @contextlib.contextmanager
-def store_initialisation_lock(settings: TrackingSettings) -> Iterator[None]:
-    """For a sqlite store, one process at a time creates/migrates it and its experiment: several processes
-    creating a new store at once corrupt it (`dvc queue start -j 2`). Writes to a ready store need no lock."""
-    if not settings.tracking_uri.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(settings.tracking_uri.removeprefix("sqlite:///"))
-    with exclusive_lock(database.with_name(database.name + ".lock")):
-        yield
-
-
-@contextlib.contextmanager
 def _requirements_check_skipped() -> Iterator[None]:
     """MLflow checks explicit pip requirements against the installed packages by mapping every installed
     module to its distribution (a fraction of a second per model). Ours are read from the installed packages
@@ -156,8 +144,8 @@ def log_model_run(record: ModelRunRecord, settings: TrackingSettings) -> LoggedR
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)
-    with store_initialisation_lock(settings):  # a new sqlite store is created (migrated) with the client
-        client = mlflow_client(settings)
+    client = mlflow_client(settings)  # creates (migrates) a new sqlite store under its lock
+    with store_initialisation_lock(settings):  # and its experiment, one process at a time
         experiment_id = settings.experiment_id or _experiment_id(client, settings)
     tags = {**record.tags, f"{TAG_PREFIX}record_id": record.record_id}
     run, experiment_id = _create_run(record, tags, experiment_id, settings, client)
