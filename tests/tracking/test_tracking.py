@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -602,3 +603,26 @@ def test_every_client_creates_a_new_sqlite_store_under_the_store_lock(
     client = tracking.mlflow_client(settings, registry=registry)
     assert created and all(created)
     assert client.search_experiments() and database.is_file()
+
+
+def test_the_model_class_pickled_by_value_keeps_type_hints_mlflow_can_read(tmp_path: Path) -> None:
+    """The outbox stores the model pickled by value, and `mnist-lab sync` logs it from there: with postponed
+    (string) annotations the rebuilt class's hints named globals it does not carry, so MLflow printed
+    "Unsupported type hint: pd.DataFrame" on every sync and logged the model unlike the stage does."""
+    import cloudpickle
+
+    from mnist_lab.serving.pyfunc import DigitClassifier
+
+    with tracking.this_package_pickled_by_value():
+        (tmp_path / "class.pkl").write_bytes(cloudpickle.dumps(DigitClassifier))
+    rebuilt = subprocess.run(  # another process, as sync is: the class comes from the pickle, not the package
+        [sys.executable, "-c", (
+            "import pickle, sys, typing; cls = pickle.load(open(sys.argv[1], 'rb'));"
+            "assert 'mnist_lab.serving.pyfunc' not in sys.modules;"
+            "print(sorted((k, repr(v)) for k, v in typing.get_type_hints(cls.predict).items()))"
+        ), str(tmp_path / "class.pkl")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    expected = sorted((k, repr(v)) for k, v in typing.get_type_hints(DigitClassifier.predict).items())
+    assert rebuilt.stdout.strip() == str(expected)

@@ -7,8 +7,6 @@ list-of-lists `instances`/`inputs` (the natural shape of images) and answers wit
 every request format is accepted and every bad one gets a short 4xx naming what is wrong. The class and
 the functions it calls are pickled by value with the model, so serving needs no mnist_lab install."""
 
-from __future__ import annotations
-
 import os
 import sys
 from pathlib import Path
