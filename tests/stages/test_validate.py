@@ -141,3 +141,16 @@ def test_a_misspelt_setting_in_dot_env_is_named_with_the_one_meant(tmp_path: Pat
         "MLFLOW_TRACKING_USERNAME?",
     ]  # MLflow's own MLFLOW_EXPERIMENT_ID and MLFLOW_TRACKING_AUTH are not taken for typos
     assert misspelt_env_keys(["DVC_REMOTE_UR", "DAGSHUB_REPO"]) == {"DVC_REMOTE_UR": "DVC_REMOTE_URL"}
+
+
+def test_every_setting_dot_env_example_names_is_one_a_typo_is_checked_against() -> None:
+    """ENV_SETTINGS repeats .env.example's keys: a setting added to one and not the other would make its
+    own correct spelling a "typo" of another, or leave its typos unnamed."""
+    import re
+
+    from mnist_lab.tracking.config import ENV_SETTINGS
+    from tests.helpers import REPO_ROOT
+
+    example = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    named = set(re.findall(r"^[# ]*([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
+    assert named and named <= set(ENV_SETTINGS), sorted(named - set(ENV_SETTINGS))
