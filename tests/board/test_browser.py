@@ -190,6 +190,39 @@ def test_the_registry_champion_is_labelled_in_the_table(board) -> None:
         client.delete_registered_model(name)
 
 
+def test_promote_asks_before_it_moves_the_champion(board) -> None:
+    """The champion is what `mnist-lab serve` answers with: one stray click must not move it."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    browser, url, _, _ = board
+    browser.get(f"{url}/#/table")
+    browser.refresh()
+    wait_for(lambda: _rows(browser))
+
+    def answered() -> str:
+        return browser.execute_script(
+            "return ['action-message', 'query-error'].map(id => document.getElementById(id))"
+            ".filter(e => !e.hidden).map(e => e.textContent).join(' ')"
+        )
+
+    def asked():
+        try:
+            return browser.switch_to.alert
+        except NoAlertPresentException:
+            return None
+
+    browser.find_element(By.ID, "promote").click()
+    question = wait_for(asked)
+    assert "Promote the registry's challenger to champion?" in question.text
+    question.dismiss()
+    time.sleep(1)  # a request sent anyway would have answered by now (it answers in milliseconds here)
+    assert answered() == ""
+    browser.find_element(By.ID, "promote").click()
+    wait_for(asked).accept()
+    assert "prepared.npz is missing" in wait_for(answered)  # promote ran (this repository has no test set)
+
+
 def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

@@ -811,7 +811,12 @@
         { selected: [] }); // the applied experiment is a commit now: its row is gone
     }
   });
-  $("#promote").addEventListener("click", () => action("/api/promote", {}, (a) => `${a.model}: ${a.decision}`));
+  $("#promote").addEventListener("click", () => {
+    // the champion is what `mnist-lab serve` answers with: moved only when asked twice
+    if (window.confirm("Promote the registry's challenger to champion? (only if it beats the champion on the same test set, as `mnist-lab promote`)")) {
+      action("/api/promote", {}, (a) => `${a.model}: ${a.decision}`);
+    }
+  });
   $("#label-add").addEventListener("click", () => label(false));
   $("#label-remove").addEventListener("click", () => label(true));
   $("#compare-experiments").addEventListener("change", (event) => {
