@@ -66,6 +66,33 @@ def test_report_where_names_the_store_each_run_was_logged_to(repo: Path, monkeyp
     )
 
 
+def test_a_run_waiting_for_a_server_env_no_longer_names_is_not_sent_by_a_plain_sync(
+    repo: Path, monkeypatch, capsys
+) -> None:
+    """`mnist-lab sync` leaves an entry logged for another server: the report said a plain sync sends it."""
+    server, now = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    run_file = repo / "reports" / "cnn" / "mlflow.json"
+    record = json.loads(run_file.read_text())
+    run_file.write_text(json.dumps(record | {"store": server, "run_id": None, "state": "pending"}))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    elsewhere = (
+        "not the store .env names now: `mnist-lab sync` sends them once MLFLOW_TRACKING_URI names it "
+        "again, or `mnist-lab sync --to-this-server` sends them to {}"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", now)
+    assert main(["report", "--where"]) == 0
+    report, where = capsys.readouterr().out.split("\n\n")
+    assert (
+        f"pending: the run waits in the outbox for {server}, {elsewhere.format(now)}" in report.splitlines()
+    )
+    assert f"cnn: waiting in the outbox for {server}, {elsewhere.format(now)}" in where.splitlines()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)  # named again: a plain sync sends it
+    assert main(["report", "--where"]) == 0
+    report, where = capsys.readouterr().out.split("\n\n")
+    assert "pending: the run waits in the outbox (.mnist-lab/outbox/); `mnist-lab sync` sends it" in report
+    assert f"cnn: waiting in the outbox for {server}: `mnist-lab sync` sends them" in where.splitlines()
+
+
 def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch, capsys) -> None:
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     monkeypatch.chdir(tmp_path)

@@ -22,7 +22,7 @@ def results_table(root: Path) -> str:
     columns = [c for c in COLUMNS if any(c in m for m in models.values())]
     header = ["model", *columns, "mlflow run"]
     rows = []
-    run_ids = _run_ids(root, list(models))
+    run_ids, stores = _run_ids(root, list(models))
     for name, metrics in models.items():
         run_id = run_ids.get(name, "")
         best = " *" if name == summary["best"]["model"] else ""
@@ -33,8 +33,16 @@ def results_table(root: Path) -> str:
         for row in [header, *rows]
     ]
     best = summary["best"]
-    if any(run_id.startswith("pending") for run_id in run_ids.values()):
-        lines.append("pending: the run waits in the outbox (.mnist-lab/outbox/); `mnist-lab sync` sends it")
+    waiting_for = sorted({stores[name] for name, run_id in run_ids.items() if run_id.startswith("pending")})
+    if waiting_for:
+        here = _store_named_now(root)
+        for store in waiting_for:
+            if store == here:
+                lines.append(
+                    "pending: the run waits in the outbox (.mnist-lab/outbox/); `mnist-lab sync` sends it"
+                )
+            else:
+                lines.append(f"pending: the run waits in the outbox for {store}, {_sync_elsewhere(here)}")
     lines.append(f"* best by {best['metric']}: {best['model']} ({best['value']:.4f})")
     return "\n".join(lines)
 
@@ -43,11 +51,9 @@ def run_stores(root: Path) -> list[str]:
     """Where each model's run is, as `reports/<model>/mlflow.json` recorded it when logged (the store then,
     which need not be the one .env names now): one line per store, how to open it, and the runs still
     waiting in the outbox for theirs."""
-    from mnist_lab.tracking import TrackingSettings
     from mnist_lab.tracking.outbox import sent_runs
 
-    current = TrackingSettings.from_environment(root)
-    here = "local" if current.is_local else display_uri(current.tracking_uri)
+    here = _store_named_now(root)
     sent = sent_runs(root)  # a run that waited and was sent since (from this clone) is a run in its store
     by_store: dict[tuple[str, bool], list[str]] = {}
     for run_file in sorted((root / "reports").glob("*/mlflow.json")):
@@ -60,8 +66,10 @@ def run_stores(root: Path) -> list[str]:
     for (store, pending), models in sorted(by_store.items()):
         named = ", ".join(models)
         now = "" if store == here else " (not the store .env names now)"
-        if pending:
-            lines.append(f"{named}: waiting in the outbox for {store}{now}: `mnist-lab sync` sends them")
+        if pending and store != here:
+            lines.append(f"{named}: waiting in the outbox for {store}, {_sync_elsewhere(here)}")
+        elif pending:
+            lines.append(f"{named}: waiting in the outbox for {store}: `mnist-lab sync` sends them")
         elif store == "local":
             lines.append(f"{named}: MLflow runs in the local store{now}: `make ui` opens them at "
                          "http://127.0.0.1:5000")  # fmt: skip
@@ -72,17 +80,36 @@ def run_stores(root: Path) -> list[str]:
     return lines
 
 
-def _run_ids(root: Path, models: list[str]) -> dict[str, str]:
-    """Each model's MLflow run id from `reports/<model>/mlflow.json`; for a run that waited in the outbox
-    and has been sent since, the id it got (found by its record id); "pending (record ...)" while it waits."""
+def _store_named_now(root: Path) -> str:
+    """The tracking store .env (or the environment) names now, as `reports/<model>/mlflow.json` names one."""
+    from mnist_lab.tracking import TrackingSettings
+
+    current = TrackingSettings.from_environment(root)
+    return "local" if current.is_local else display_uri(current.tracking_uri)
+
+
+def _sync_elsewhere(here: str) -> str:
+    """What to do about runs waiting for a store .env no longer names (`send_pending` leaves them)."""
+    return (
+        "not the store .env names now: `mnist-lab sync` sends them once MLFLOW_TRACKING_URI names it again, "
+        f"or `mnist-lab sync --to-this-server` sends them to {here}"
+    )
+
+
+def _run_ids(root: Path, models: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(each model's MLflow run id, the store it was logged to or waits for) from
+    `reports/<model>/mlflow.json`; for a run that waited in the outbox and has been sent since, the id it got
+    (found by its record id); "pending (record ...)" while it waits."""
     from mnist_lab.experiments.linking import RunLink, resolve_sent_runs
 
-    links = []
+    links, stores = [], {}
     for name in models:
         run_file = root / "reports" / name / "mlflow.json"
         if run_file.is_file():
             record = read_experiment_file(run_file, RunFile)
             links.append(RunLink(name, record.run_id, record.record_id))
+            stores[name] = record.store
     if any(not link.run_id and link.record_id for link in links):
         links = resolve_sent_runs(root, links)
-    return {link.model: link.run_id or f"pending (record {link.record_id[:8]})" for link in links}
+    run_ids = {link.model: link.run_id or f"pending (record {link.record_id[:8]})" for link in links}
+    return run_ids, stores
