@@ -121,7 +121,9 @@ def test_ingest_errors_for_missing_sources(tmp_path: Path, http_server: str) -> 
         ingest(f"{http_server}/missing", tmp_path / "data")
     assert (
         str(missing.value)
-        == f"ingest {http_server}/missing: {looked_for}none of them is at that URL (HTTP 404 for each)"
+        == f"ingest {http_server}/missing: {looked_for}none of them is at that URL (HTTP 404 for each, "
+        "or 403 as a bucket answers for a file it does not have: a private one needs user:password in "
+        "the URL)"
     )
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError) as empty:
@@ -292,10 +294,10 @@ def test_mnist_falls_back_file_by_file_past_http_errors(
     assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
     assert sorted(good.requests) == sorted([TRAIN_LABELS, TEST_IMAGES, TEST_LABELS])  # the rest: the first
     err = capsys.readouterr().err
-    assert f"{patchy.url}{TRAIN_LABELS}: not found (HTTP 404); trying the next mirror" in err
+    assert f"{patchy.url}{TRAIN_LABELS}: not found (HTTP 404 Not Found); trying the next mirror" in err
     assert f"{patchy.url}{TEST_IMAGES}: HTTP 503" in err
     # S3 and Google Cloud answer 403 for a file they do not have: no advice about credentials
-    assert f"{patchy.url}{TEST_LABELS}: HTTP 403 Forbidden; trying the next mirror" in err
+    assert f"{patchy.url}{TEST_LABELS}: not found (HTTP 403 Forbidden); trying the next mirror" in err
 
 
 def test_mnist_with_a_wrong_file_on_every_mirror_leaves_data_untouched(
@@ -314,6 +316,7 @@ def test_mnist_with_a_wrong_file_on_every_mirror_leaves_data_untouched(
     found = hashlib.md5(wrong).hexdigest()
     assert f"{mirror.url}{TEST_LABELS}: md5 {found} is not the official {md5s[TEST_LABELS]}" in message
     assert "Nothing was changed" in message
+    assert "without the official md5 check, ingest its base URL: `mnist-lab data ingest URL`" in message
     assert _snapshot(tmp_path / "data") == before
     assert capsys.readouterr().err.count(f"md5 {found} is not the official") == 1
 
@@ -468,3 +471,71 @@ def test_cli_digits_outside_a_repository_and_a_missing_dvc_file(tmp_path: Path, 
     assert (tmp_path / "data").is_dir()
     assert main(["data", "digits", "--dvc-file", "nope.dvc"]) == 2
     assert "--dvc-file nope.dvc: no such file (or write unchecked: --no-check)" in capsys.readouterr().err
+
+
+def test_data_that_nothing_else_keeps_is_never_replaced_without_force(
+    mnist_shaped: tuple[Path, Dataset], tmp_path: Path, capsys
+) -> None:
+    """Ingested with --no-track (or edited by hand), data/ is in no cache and no commit: a second ingest
+    replaced it silently. Refused unless data.dvc records it (then the DVC cache has it) or --force."""
+    folder, dataset = mnist_shaped
+    data = tmp_path / "data"
+    write_digits(data, None)
+    before = _snapshot(data)
+    with pytest.raises(DataError) as refused:
+        ingest(str(folder), data)
+    found = dvc_directory_md5(before[1])
+    assert str(refused.value) == (
+        f"{data}/ holds data version {found}, which nothing else keeps (no {data}.dvc records it): "
+        f"replacing it would lose it; nothing was changed. Keep it first (`dvc add {data}` and commit "
+        f"{data}.dvc), or replace it anyway with --force"
+    )
+    assert _snapshot(data) == before
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data\n")
+    with pytest.raises(DataError, match=r"which nothing else keeps \(.*data.dvc records 0123456789abcdef"):
+        ingest(str(folder), data)
+    assert read_directory_files(data) == before[1]
+    (tmp_path / "data.dvc").write_text(f"outs:\n- md5: {found}\n  path: data\n")  # recorded: replaced
+    replaced = ingest(str(folder), data)
+    assert read_directory_files(data) == encode_dataset(dataset)
+    assert ingest(str(folder), data) == replaced  # the same version again: nothing to lose
+    (tmp_path / "data.dvc").unlink()
+    write_digits(data, None, force=True)
+    assert read_directory_files(data) == before[1]
+    # the CLI: `data digits` and `data ingest` refuse the same way, with --force to override
+    assert main(["data", "ingest", str(folder), "--out", str(data), "--no-track"]) == 2
+    assert "replace it anyway with --force" in capsys.readouterr().err
+    assert main(["data", "ingest", str(folder), "--out", str(data), "--no-track", "--force"]) == 0
+    assert main(["data", "digits", "--out", str(data), "--no-check"]) == 2
+    assert read_directory_files(data) == encode_dataset(dataset)
+    assert main(["data", "digits", "--out", str(data), "--no-check", "--force"]) == 0
+    assert read_directory_files(data) == before[1]
+
+
+def test_a_bucket_answering_403_for_absent_names_is_read_under_the_other_names(
+    start_mirror, mirrored, tmp_path: Path
+) -> None:
+    """S3 and Google Cloud answer 403 for an object they do not have (without list permission): the first
+    name tried (.gz) failed the whole ingest instead of trying the uncompressed names."""
+    import gzip as gz
+
+    dataset, files, _ = mirrored
+    plain = {name.removesuffix(".gz"): gz.decompress(content) for name, content in files.items()}
+    bucket = start_mirror(plain, errors={name: 403 for name in files})
+    ingest(bucket.url, tmp_path / "data")
+    assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
+    assert bucket.requests[:2] == [TRAIN_IMAGES, TRAIN_IMAGES.removesuffix(".gz")]
+
+
+def test_a_source_without_the_test_pair_says_prepare_will_hold_out_a_test_set(
+    mnist_shaped: tuple[Path, Dataset], tmp_path: Path, capsys
+) -> None:
+    folder, _ = mnist_shaped
+    for name in (TEST_IMAGES, TEST_LABELS):
+        (folder / name.removesuffix(".gz")).unlink(missing_ok=True)
+        (folder / name).unlink(missing_ok=True)
+    ingest(str(folder), tmp_path / "data")
+    assert (
+        f"note: {folder} has no test set (t10k-* files): `prepare` holds out data.test_size of the training "
+        "images (params.yaml) as the test set" in capsys.readouterr().err
+    )

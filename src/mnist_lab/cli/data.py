@@ -10,6 +10,7 @@ from pathlib import Path
 from mnist_lab.core.errors import MnistLabError
 
 OUT_HELP = "the data folder (default: data/ at the repository's root, from any of its folders)"
+FORCE_HELP = "replace data in the folder that no .dvc file records (lost for good); by default it is refused"
 
 
 def _in_repository(given: Path | None, default: str) -> Path:
@@ -36,7 +37,7 @@ def _cmd_data_digits(args: argparse.Namespace) -> None:
             raise MnistLabError(f"--dvc-file {dvc_file}: no such file (or write unchecked: --no-check)")
         print(f"note: no {dvc_file} to check the digits against: written unchecked", file=sys.stderr)
         dvc_file = None
-    md5 = write_digits(out, dvc_file)
+    md5 = write_digits(out, dvc_file, force=args.force)
     checked = f", checked against {dvc_file}" if dvc_file else ""
     print(f"wrote scikit-learn's bundled digits to {out}/ as MNIST-format IDX (data version {md5}{checked})")
 
@@ -50,7 +51,7 @@ def _cmd_data_ingest(args: argparse.Namespace) -> None:
     if args.source == "mnist" and Path("mnist").is_dir():
         print("note: `mnist` downloads MNIST; to ingest the folder ./mnist, write ./mnist", file=sys.stderr)
     out = _in_repository(args.out, "data")
-    md5 = ingest(args.source, out, mirrors=(*args.mirror, *MNIST_MIRRORS))
+    md5 = ingest(args.source, out, mirrors=(*args.mirror, *MNIST_MIRRORS), force=args.force)
     print(f"wrote {out}/ from {display_uri(args.source)} (data version {md5})")
     if args.no_track:
         print(f"next: `dvc add {out}` and commit {out}.dvc, then `dvc repro`")
@@ -111,6 +112,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="check the bytes against the version this file records (default: the repository's data.dvc)",
     )
     digits.add_argument("--no-check", action="store_true", help="write without checking against --dvc-file")
+    digits.add_argument("--force", action="store_true", help=FORCE_HELP)
     digits.set_defaults(handler=_cmd_data_digits)
 
     ingest = data.add_parser(
@@ -132,6 +134,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     ingest.add_argument("--out", type=Path, help=OUT_HELP)
     ingest.add_argument("--no-track", action="store_true", help="do not run `dvc add` on the result")
+    ingest.add_argument("--force", action="store_true", help=FORCE_HELP)
     ingest.set_defaults(handler=_cmd_data_ingest)
 
     restore = data.add_parser(

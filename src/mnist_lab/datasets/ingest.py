@@ -55,10 +55,11 @@ MNIST_MD5 = {
 }
 
 
-def write_digits(out: Path, dvc_file: Path | None) -> str:
+def write_digits(out: Path, dvc_file: Path | None, force: bool = False) -> str:
     """Write the bundled digits as IDX into `out`; if `dvc_file` records a version, check the bytes match it.
 
-    Returns the directory md5. Nothing is written when the check fails."""
+    Returns the directory md5. Nothing is written when the check fails, nor, unless `force`, when `out`
+    holds data nothing else keeps (`refuse_replacing_unrecorded`)."""
     files = encode_dataset(digits_dataset())
     md5 = dvc_directory_md5(files)
     expected = recorded_data_version(dvc_file) if dvc_file else None
@@ -68,12 +69,14 @@ def write_digits(out: Path, dvc_file: Path | None) -> str:
             "this repository's data is not the bundled default (get it with `dvc pull`), or this "
             "environment differs from the lock file (rebuild it with `make venv`)"
         )
+    refuse_replacing_unrecorded(out, md5, force)
     replace_directory(files, out)
     return md5
 
 
-def _download(url: str, destination: Path) -> bool:
-    """Download `url` to `destination` with a progress bar; False if the server says 404.
+def _download(url: str, destination: Path) -> str | None:
+    """Download `url` to `destination` with a progress bar: None, or why the server has no such file
+    ("HTTP 404 Not Found"; or 403 when no credentials were given: how S3 and Google Cloud buckets answer).
 
     A body shorter than its Content-Length is an error: urllib returns it without complaint."""
     from tqdm import tqdm
@@ -95,11 +98,12 @@ def _download(url: str, destination: Path) -> bool:
                     bar.update(len(chunk))
                     received += len(chunk)
     except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return False
         given = split_url_credentials(url)[1:] != (None, None)
-        # 401 asks for credentials; 403 refuses them, or (S3, Google Cloud) says a file is not there
-        if exc.code == 401 or (exc.code == 403 and given):
+        # 401 asks for credentials; 403 refuses them, or (S3, Google Cloud) says a file is not there: with
+        # no credentials given, the next name is tried (and a source with none names both answers)
+        if exc.code == 404 or (exc.code == 403 and not given):
+            return f"HTTP {exc.code} {exc.reason}"
+        if exc.code == 401 or exc.code == 403:
             fix = (
                 "check the user:password in the URL"
                 if given
@@ -114,14 +118,14 @@ def _download(url: str, destination: Path) -> bool:
         raise DataError(f"{shown}: cannot download ({reason}); check the URL and the network") from None
     if total is not None and received < total:
         raise DataError(f"{shown}: truncated download: {received} of {total} bytes; fetch it again")
-    return True
+    return None
 
 
 def _download_checked(url: str, destination: Path, md5: str) -> str | None:
     """Download `url` to `destination`: None if its md5 is `md5`, else one line saying what went wrong."""
     try:
-        if not _download(url, destination):
-            return f"{display_uri(url)}: not found (HTTP 404)"
+        if (absent := _download(url, destination)) is not None:
+            return f"{display_uri(url)}: not found ({absent})"
     except DataError as exc:
         return str(exc)
     with open(destination, "rb") as handle:
@@ -146,7 +150,8 @@ def download_mnist(
             raise DataError(
                 f"{name}: no mirror has the official file (md5 {md5s[name]}): "
                 f"{'; '.join(problems) or 'no mirror given'}. Nothing was changed; check the network, "
-                "or give a mirror that has the official files with --mirror URL"
+                "or give a mirror that has the official files with --mirror URL (to take another copy "
+                "without the official md5 check, ingest its base URL: `mnist-lab data ingest URL`)"
             )
 
 
@@ -165,7 +170,7 @@ def _collect(source: str, staging: Path) -> None:
         base = source.rstrip("/")
         for name in DATA_FILES:
             for remote, local in _accepted_names(name):
-                if _download(f"{base}/{remote}", staging / local):
+                if _download(f"{base}/{remote}", staging / local) is None:
                     break
         listing = None
     else:
@@ -199,7 +204,10 @@ def _check_collected(source: str, staging: Path, listing: list[str] | None) -> N
     if TRAIN_IMAGES in have:
         return
     if listing is None:
-        there = "none of them is at that URL (HTTP 404 for each)"
+        there = (
+            "none of them is at that URL (HTTP 404 for each, or 403 as a bucket answers for a file it does "
+            "not have: a private one needs user:password in the URL)"
+        )
     elif not listing:
         there = "the folder is empty"
     else:
@@ -226,11 +234,35 @@ def fetch_openml() -> Dataset:
     return Dataset(images[:60000], labels[:60000], images[60000:], labels[60000:])
 
 
+def refuse_replacing_unrecorded(out: Path, new_version: str, force: bool = False) -> None:
+    """A DataError when `out` holds data that `<out>.dvc` does not record (and that is not `new_version`):
+    nothing else has a copy of it (not git, not the DVC cache), so replacing it would lose it. `force`:
+    replace it anyway."""
+    if force or not out.is_dir() or not any(out.iterdir()):
+        return
+    found = dvc_directory_md5(read_directory_files(out))
+    dvc_file = out.with_name(out.name + ".dvc")
+    recorded = recorded_data_version(dvc_file)
+    if found in (recorded, new_version):
+        return
+    records = f"{dvc_file} records {recorded}" if recorded else f"no {dvc_file} records it"
+    raise DataError(
+        f"{out}/ holds data version {found}, which nothing else keeps ({records}): replacing it would "
+        f"lose it; nothing was changed. Keep it first (`dvc add {out}` and commit {dvc_file}), or "
+        "replace it anyway with --force"
+    )
+
+
 def ingest(
-    source: str, out: Path, mirrors: Sequence[str] = MNIST_MIRRORS, md5s: Mapping[str, str] = MNIST_MD5
+    source: str,
+    out: Path,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    md5s: Mapping[str, str] = MNIST_MD5,
+    force: bool = False,
 ) -> str:
     """Validate the IDX files at `source` (folder, URL, `mnist` or `openml`) and write them to `out`,
-    normalised to deterministic gzip. Returns the directory md5. `out` is untouched if anything is wrong.
+    normalised to deterministic gzip. Returns the directory md5. `out` is untouched if anything is wrong,
+    and, unless `force`, when it holds data nothing else keeps (`refuse_replacing_unrecorded`).
 
     `mnist` downloads the official files from `mirrors`, each checked against `md5s`."""
     if source == "openml":
@@ -247,8 +279,16 @@ def ingest(
             except DataError as exc:
                 raise DataError(f"ingest {source}: {str(exc).replace(str(staging) + '/', '')}") from None
             files = encode_dataset(dataset)
+            if dataset.test_images is None:
+                print(
+                    f"note: {display_uri(source)} has no test set (t10k-* files): `prepare` holds out "
+                    "data.test_size of the training images (params.yaml) as the test set",
+                    file=sys.stderr,
+                )
+    version = dvc_directory_md5(files)
+    refuse_replacing_unrecorded(out, version, force)
     replace_directory(files, out)
-    return dvc_directory_md5(files)
+    return version
 
 
 def restore_data(out: Path, dvc_file: Path, force: bool = False) -> str:
@@ -284,7 +324,7 @@ def restore_data(out: Path, dvc_file: Path, force: bool = False) -> str:
         problem = diagnose_remote(dvc_file.resolve().parent)
         print(f"dvc pull failed, trying to regenerate: {problem or output[-500:]}", file=sys.stderr)
     try:
-        write_digits(out, dvc_file)
+        write_digits(out, dvc_file, force=True)  # data that differs was refused above, unless `force`
     except DataError as exc:
         if problem:
             raise DataError(f"cannot restore {out}/: `dvc pull` failed: {problem}; and {exc}") from None
