@@ -369,3 +369,19 @@ def test_a_training_that_diverges_names_the_learning_rate() -> None:
         "kept; lower learning_rate (now 1e+38) or use another optimizer (now sgd)"
     )
     assert rows == [1]  # stopped there, not after max_epochs of NaN
+
+
+def test_predictions_from_many_threads_at_once_are_those_of_one(trained: tuple) -> None:
+    """A server answers requests in threads: Keras's JAX prediction is not safe to run twice at once on one
+    model ("Buffer has been deleted or donated"), which the server answered as the client's fault (400)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, result, _, (_, _, x_test, _) = trained
+    classifier = result.classifier
+    batches = [x_test[i * 37 : i * 37 + 37 + i] for i in range(9)]  # several sizes: several compiled shapes
+    expected = [classifier.predict_proba(batch) for batch in batches]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(4):
+            answers = list(pool.map(classifier.predict_proba, batches * 4))
+            for batch, answer in zip(batches * 4, answers, strict=True):
+                assert np.array_equal(answer, expected[[b is batch for b in batches].index(True)])

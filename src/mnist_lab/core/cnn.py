@@ -369,7 +369,12 @@ class KerasImageClassifier:
         return backend_packages()
 
     def __init__(self, network: Any, classes: np.ndarray, image_shape: tuple[int, int]) -> None:
+        import threading
+
         self.network = network
+        # one prediction at a time: Keras's JAX prediction donates the model's state to each call, so two
+        # at once (a server's request threads) fail with "Buffer has been deleted or donated"
+        self._predicting = threading.Lock()
         self.classes_ = np.asarray(classes)
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.n_features_in_ = self.image_shape[0] * self.image_shape[1]
@@ -388,7 +393,8 @@ class KerasImageClassifier:
             chunk = values[start : start + PREDICT_BATCH]
             padded = np.zeros((1 << (len(chunk) - 1).bit_length(), values.shape[1]), dtype=np.float32)
             padded[: len(chunk)] = chunk
-            chunks.append(np.asarray(self.network.predict_on_batch(padded))[: len(chunk)])
+            with self._predicting:
+                chunks.append(np.asarray(self.network.predict_on_batch(padded))[: len(chunk)])
         if not chunks:
             return np.zeros((0, len(self.classes_)))
         return np.concatenate(chunks).astype(np.float64)
