@@ -200,3 +200,33 @@ def test_the_predict_stage_is_added_as_text_to_any_dvc_yaml(tmp_path) -> None:
             add_predict_stage(tmp_path, tmp_path / "in box" / "images.csv", tmp_path / "q.csv")
         assert "cmd: python -m mnist_lab.cli predict 'in box/images.csv' -o q.csv" in str(refused.value)
         assert dvc_yaml.read_text() == content
+
+
+def test_a_model_failing_on_a_valid_request_is_the_servers_fault_not_the_clients(capsys) -> None:
+    """MLflow's server answers any exception from predict with a 400 telling the client to check its input;
+    a model that fails on a valid request (the CNN predicting from two threads at once did) is a 500."""
+    from mlflow.exceptions import MlflowException
+
+    from mnist_lab.serving.pyfunc import DigitClassifier
+
+    class Failing:
+        n_features_in_ = 16
+        classes_ = list(range(10))
+
+        def predict_proba(self, pixels):
+            raise RuntimeError("INVALID_ARGUMENT: Buffer has been deleted or donated.\nmore detail")
+
+        predict = predict_proba
+
+    served = DigitClassifier(Failing(), 16)
+    with pytest.raises(MlflowException) as failed:
+        served.predict(None, IMAGES.reshape(30, -1)[:2].tolist())
+    assert failed.value.get_http_status_code() == 500
+    assert str(failed.value.message) == (
+        "the model failed on a valid request (RuntimeError: INVALID_ARGUMENT: Buffer has been deleted or "
+        "donated.): a fault of the server, not of the request; its log has the traceback"
+    )
+    assert "RuntimeError: INVALID_ARGUMENT" in capsys.readouterr().err
+    with pytest.raises(MlflowException) as refused:  # a bad request is still the client's
+        served.predict(None, [[0, 0, 0]])
+    assert refused.value.get_http_status_code() == 400

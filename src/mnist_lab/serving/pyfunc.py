@@ -39,13 +39,24 @@ class DigitClassifier(PythonModel):
     # takes them all.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
         try:
             pixels = request_pixels(model_input, self.n_pixels)
-            return predict_frame(self.pipeline, pixels)
         except DataError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        try:
+            return predict_frame(self.pipeline, pixels)
+        except Exception as exc:  # the request was valid: the model failed (MLflow would answer 400)
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)  # for whoever runs the server: the answer has one line
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise MlflowException(
+                f"the model failed on a valid request ({type(exc).__name__}: {reason}): a fault of the "
+                "server, not of the request; its log has the traceback",
+                error_code=INTERNAL_ERROR,
+            ) from None
 
 
 def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
