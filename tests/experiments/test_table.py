@@ -78,3 +78,45 @@ def test_a_commits_changed_params_are_against_the_previous_experiment(tmp_path) 
     newest, previous = experiment_rows(tmp_path, dvc_experiments=False)[:2]
     assert newest["message"] == "the experiment it led to" and previous["message"].startswith("Experiment 1")
     assert newest["changed"]["seed"][1] == 7
+
+
+def test_a_model_dropped_from_params_does_not_make_its_commit_dirty(tmp_path) -> None:
+    """`dvc exp run -S '~models.mlp'`: DVC leaves train@mlp and evaluate@mlp in dvc.lock (`dvc status` is
+    clean: no stage runs them), and their params were read as the commit's own, so history and compare
+    called a clean experiment dirty."""
+    import hashlib
+
+    import yaml
+
+    from mnist_lab.experiments.table import read_blobs, stale_results, without_dropped_models
+    from tests.helpers import REPO_ROOT, commit_all, copy_repository
+
+    root = copy_repository(tmp_path / "repo")
+    commits = iter(range(100))
+
+    def reasons() -> list[str]:
+        (root / "notes.txt").write_text(f"experiment {next(commits)}\n")  # each a new commit
+        head = commit_all(root, "an experiment")
+        return stale_results(root, [head], read_blobs(root, [f"{head}:params.yaml"])).get(head, [])
+
+    before = reasons()
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    del params["models"]["mlp"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # as `dvc exp run` leaves dvc.lock: `validate` and `select` (which read all of params.yaml) reran on
+    # the new params.yaml; train@mlp and evaluate@mlp stay as they were
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert "train@mlp" in lock["stages"] and "evaluate@mlp" in lock["stages"]
+    del lock["stages"]["select"]["params"]["params.yaml"]["models"]["mlp"]
+    old_md5 = hashlib.md5((REPO_ROOT / "params.yaml").read_bytes()).hexdigest()
+    new_md5 = hashlib.md5((root / "params.yaml").read_bytes()).hexdigest()
+    lock_text = yaml.safe_dump(lock, sort_keys=False).replace(old_md5, new_md5)
+    (root / "dvc.lock").write_text(lock_text)
+    assert reasons() == before
+    kept = without_dropped_models(lock_text, {"models.sgd.type": "sgd", "seed": 1})
+    assert "train@sgd:" in kept and "train@mlp:" not in kept and "evaluate@cnn:" not in kept
+    assert "  prepare:" in kept and kept.startswith("schema: '2.0'\nstages:\n")
+    params["models"]["sgd"]["alpha"] = 0.5  # a model still there whose params changed: still dirty
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "params.yaml: models.sgd.alpha" in reasons()
+    assert not any("models.mlp" in reason for reason in reasons())

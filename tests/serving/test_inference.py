@@ -211,7 +211,7 @@ def test_a_model_failing_on_a_valid_request_is_the_servers_fault_not_the_clients
 
     class Failing:
         n_features_in_ = 16
-        classes_ = list(range(10))
+        classes_ = np.arange(10)
 
         def predict_proba(self, pixels):
             raise RuntimeError("INVALID_ARGUMENT: Buffer has been deleted or donated.\nmore detail")

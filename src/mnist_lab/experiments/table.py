@@ -300,6 +300,26 @@ def locked_state(text: str) -> tuple[dict[str, set[str]], dict[str, Any]]:
     return files, params
 
 
+_LOCK_STAGE = re.compile(r"^  (\S+?):\s*$")  # a stage's name in dvc.lock (DVC 3: under `stages:`)
+
+
+def without_dropped_models(lock_text: str, params: Mapping[str, Any]) -> str:
+    """`lock_text` without the stages of models that `params` (params.yaml, flattened) no longer has: DVC
+    leaves `train@mlp` and `evaluate@mlp` in dvc.lock when `mlp` is dropped from `models`, though no stage
+    runs them (`dvc status` is clean), so their params and outputs say nothing about the commit."""
+    models = {key.split(".")[1] for key in params if key.startswith("models.") and key.count(".") >= 2}
+    kept, skipping = [], False
+    for line in lock_text.splitlines(keepends=True):
+        if header := _LOCK_STAGE.match(line):
+            name = header.group(1)
+            skipping = "@" in name and name.rsplit("@", 1)[1] not in models
+        elif line.strip() and not line.startswith("   ") and not line.startswith("  -"):
+            skipping = False  # back at the top level (`schema:`, `stages:`)
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)
+
+
 @functools.lru_cache(maxsize=4096)
 def _params_block(block: str) -> dict[str, Any]:
     try:
@@ -323,7 +343,11 @@ def stale_results(root: Path, commits: list[str], blobs: dict[str, bytes | None]
     locks: dict[str, tuple[dict[str, set[str]], dict[str, Any]]] = {}
     for spec, lock in read_blobs(root, [f"{commit}:dvc.lock" for commit in todo]).items():
         if lock is not None:
-            locks[spec.rsplit(":", 1)[0]] = locked_state(lock.decode("utf-8", errors="replace"))
+            commit = spec.rsplit(":", 1)[0]
+            text = lock.decode("utf-8", errors="replace")
+            if (params_blob := blobs.get(f"{commit}:params.yaml")) is not None:
+                text = without_dropped_models(text, _params(params_blob))
+            locks[commit] = locked_state(text)
     specs = [f"{commit}:{path}" for commit, (files, _) in locks.items() for path in files]
     listed: dict[str, dict[str, str]] = {}  # commit -> {source file: sha256} of its stages' listings
     listing_specs = [spec for spec in specs if is_code_listing(spec.split(":", 1)[1])]
