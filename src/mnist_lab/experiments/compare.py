@@ -146,7 +146,7 @@ def as_text(c: Comparison) -> str:
     if c.stale["old"] or c.stale["new"]:
         lines.append("")
     lines.append("params changed:" if c.params else "params: unchanged")
-    lines += [f"  {key}: {v['old']} -> {v['new']}" for key, v in sorted(c.params.items())]
+    lines += _params_lines(c.params)
     lines.append("")
     lines.append("metrics:" if c.metrics else "metrics: none recorded")
     for key, v in sorted(c.metrics.items()):
@@ -165,3 +165,25 @@ def as_text(c: Comparison) -> str:
         runs = ", ".join(f"{r['model']}={r['run_id'] or 'pending'}" for r in c.runs[side]) or "none linked"
         lines.append(f"runs of {getattr(c, side)}: {runs}")
     return "\n".join(lines)
+
+
+def _params_lines(params: dict[str, dict[str, Any]]) -> list[str]:
+    """`key: old -> new` per changed param; a model added or dropped (its `type` appears or goes: a model
+    always has one) is one line, not one per setting going from or to None."""
+    whole = {}
+    for key, change in params.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "models" and parts[2] == "type":
+            if change["new"] is None:
+                whole[parts[1]] = f"removed (was {change['old']})"
+            elif change["old"] is None:
+                whole[parts[1]] = f"added ({change['new']})"
+    lines = []
+    for key, change in sorted(params.items()):
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[0] == "models" and parts[1] in whole:
+            if parts[2] == "type":
+                lines.append(f"  models.{parts[1]}: {whole[parts[1]]}")
+            continue
+        lines.append(f"  {key}: {change['old']} -> {change['new']}")
+    return lines
