@@ -175,8 +175,6 @@ MLFLOWS = {
     "strings": (JSON_TYPE, json.dumps({"instances": [["1"] * 16]})),
     "bools": (JSON_TYPE, json.dumps({"instances": [[True] * 16]})),
     "nulls": (JSON_TYPE, json.dumps({"instances": [[None] * 16]})),
-    "ragged": (JSON_TYPE, json.dumps({"instances": [[1] * 16, [1] * 15]})),
-    "empty": (JSON_TYPE, json.dumps({"instances": []})),
     "not json": (JSON_TYPE, "not json"),
     "out of range": (JSON_TYPE, json.dumps({"instances": [[300] * 16]})),
     "wrong size": (JSON_TYPE, json.dumps({"instances": [[1] * 15]})),
@@ -340,3 +338,37 @@ def test_requests_mlflows_app_fails_on_are_answered_4xx(served_model) -> None:
             assert deep.json()["message"].startswith("the JSON body is nested too deeply")
     fine = client.post("/invocations", json={"instances": ROWS})
     assert fine.status_code == 200 and len(fine.json()["predictions"]) == len(ROWS)
+
+
+def test_json_images_mlflow_would_take_wrongly_or_answer_obscurely_get_a_400_naming_them(
+    served_model,
+) -> None:
+    """`true` as a pixel was read as 1 (numpy makes a bool list an int array); rows of different lengths got
+    numpy's "inhomogeneous shape"; an empty list "shape (0,)"; a GET the message "bad request"."""
+    from mlflow.pyfunc import scoring_server
+    from starlette.testclient import TestClient
+
+    client = TestClient(
+        ClientFacing(scoring_server.init(served_model), FastImages(served_model)),
+        raise_server_exceptions=False,
+    )
+    width = len(ROWS[0])
+    cases = {
+        "a bool": ({"instances": [ROWS[0], [True, *ROWS[1][1:]]]}, "row 1, column 0 is true"),
+        "a bool alone": ({"inputs": [False, *ROWS[0][1:]]}, "value 0 is false"),
+        "ragged": (
+            {"instances": [ROWS[0], ROWS[1][:3]]},
+            f"the images of instances must have the same size; row 0 has {width} values, row 1 has 3",
+        ),
+        "empty": ({"inputs": []}, "request: no images (inputs is an empty list)"),
+        "only bools": ({"instances": [[True] * width]}, "pixel values must be numbers 0-255, not true/false"),
+    }
+    for name, (body, message) in cases.items():
+        answer = client.post("/invocations", json=body)
+        assert answer.status_code == 400, (name, answer.text)
+        assert message in answer.json()["message"], (name, answer.json())
+    flags = client.post("/invocations", content=_parquet(FRAME > 100), headers={"Content-Type": PARQUET_TYPE})
+    assert flags.status_code == 400 and "column pixel_0 holds true/false" in flags.json()["message"]
+    got = client.get("/invocations")
+    assert got.status_code == 405 and got.json()["message"].startswith("/invocations takes a POST of images")
+    assert client.post("/invocations", json={"instances": ROWS[:2]}).status_code == 200

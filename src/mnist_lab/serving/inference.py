@@ -83,6 +83,12 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
                         f"missing {missing[:5] or 'none'}, unexpected {extra[:5] or 'none'}"
                     )
                 request = request[names]
+    if isinstance(request, pd.DataFrame) and (
+        flags := [c for c, t in request.dtypes.items() if t.kind == "b"]
+    ):
+        raise DataError(f"{source}: pixel values must be numbers 0-255; column {flags[0]} holds true/false")
+    if isinstance(request, np.ndarray) and request.dtype.kind == "b":  # numpy would make them 1 and 0
+        raise DataError(f"{source}: pixel values must be numbers 0-255, not true/false")
     if isinstance(request, list) and request and all(isinstance(row, list | tuple) for row in request):
         lengths = {len(row) for row in request}
         if len(lengths) > 1:  # ragged: say which row, where numpy would say "inhomogeneous shape"

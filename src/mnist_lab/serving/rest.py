@@ -84,9 +84,15 @@ TIMED_OUT = b"Request processing time exceeded limit"  # MLflow's words
 INLINE_BYTES = 64 * 1024  # up to ~20 MNIST images in JSON: predicted on the event loop, no thread
 
 
+class BadImages(ValueError):
+    """A JSON body of images that MLflow's path would take wrongly or answer obscurely: a 400 naming it."""
+
+
 def json_images(body: bytes) -> np.ndarray | None:
     """The images of a JSON body `{"instances": [...]}` or `{"inputs": [...]}` whose value is an array of
-    numbers (one image or a list of them), as MLflow would hand them to the model; None for anything else."""
+    numbers (one image or a list of them), as MLflow would hand them to the model; None for anything else.
+    BadImages where MLflow's path would go wrong: `true`/`false` as pixels (numpy makes them 1 and 0),
+    rows of different lengths (numpy's "inhomogeneous shape"), no images at all (its "shape (0,)")."""
     import numpy as np
     import orjson
 
@@ -97,13 +103,38 @@ def json_images(body: bytes) -> np.ndarray | None:
     if not isinstance(parsed, dict) or len(parsed) != 1:
         return None
     key, value = next(iter(parsed.items()))
-    if key not in ("instances", "inputs") or not isinstance(value, list) or not value:
+    if key not in ("instances", "inputs") or not isinstance(value, list):
         return None
+    if not value:
+        raise BadImages(f"request: no images ({key} is an empty list)")
     try:
         images = np.asarray(value)
     except ValueError:  # ragged
+        rows = value if all(isinstance(row, list) for row in value) else []
+        short = next((i for i, row in enumerate(rows) if len(row) != len(rows[0])), None)
+        if short is not None:  # else numpy's own limits (more than 64 dimensions): MLflow's path says it
+            raise BadImages(
+                f"request: the images of {key} must have the same size; row 0 has {len(value[0])} values, "
+                f"row {short} has {len(value[short])}"
+            ) from None
         return None
-    return images if images.dtype.kind in "iuf" else None  # not bools, strings, None (object)
+    if images.dtype.kind in "iu" and (b"true" in body or b"false" in body) and (cell := _a_bool(value)):
+        raise BadImages(f"request: pixel values must be numbers 0-255; {cell}")
+    return images if images.dtype.kind in "iuf" else None  # not strings, None (object)
+
+
+def _a_bool(value: list) -> str | None:
+    """Where the first `true`/`false` of a JSON list of numbers (or of lists of them) is, or None."""
+    for row, item in enumerate(value):
+        if isinstance(item, bool):
+            return f"value {row} is {str(item).lower()}"
+        if isinstance(item, list):
+            for column, cell in enumerate(item):
+                if isinstance(cell, bool) or (
+                    isinstance(cell, list) and any(isinstance(c, bool) for c in cell)
+                ):
+                    return f"row {row}, column {column} is {str(cell).lower()}"
+    return None
 
 
 def parquet_images(body: bytes) -> np.ndarray | None:
@@ -194,15 +225,20 @@ class ClientFacing:
         if scope["type"] != "http" or scope.get("path") != "/invocations":
             await self.app(scope, receive, send)
             return
+        if scope.get("method") != "POST":  # MLflow's app answers 405 with no message at all
+            await _send_error(
+                send, 405, f"/invocations takes a POST of images ({ACCEPTED}), not {scope.get('method')}"
+            )
+            return
         content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
         mime = content_type.split(b";")[0].strip().lower()
-        if scope.get("method") == "POST" and not mime:  # MLflow's app fails on it with a 500
+        if not mime:  # MLflow's app fails on it with a 500
             await _read_body(receive)
             await _send_error(send, 415, f"no Content-Type header: send one of {ACCEPTED}")
             return
         if mime == b"text/csv":
             receive = await _replayed(receive, with_csv_header)
-        elif self.fast is not None and scope.get("method") == "POST" and mime in (JSON, PARQUET):
+        elif self.fast is not None and mime in (JSON, PARQUET):
             receive, body = await _read_body(receive)
             try:
                 if len(body) <= INLINE_BYTES:  # a few images: answered at once (a thread costs more)
@@ -214,6 +250,9 @@ class ClientFacing:
                 status = 200
             except TimeoutError:  # what MLflow's app answers when its path runs out of time
                 fast_body, status = short_error_body(TIMED_OUT, 504), 504
+            except BadImages as exc:
+                await _send_error(send, 400, str(exc))
+                return
             if fast_body is not None:
                 headers = [(b"content-type", JSON), (b"content-length", str(len(fast_body)).encode())]
                 await send({"type": "http.response.start", "status": status, "headers": headers})
