@@ -70,6 +70,8 @@ def test_bad_tables_are_named(tmp_path, content: str, expected: str) -> None:
 
 
 def test_missing_and_unknown_files(tmp_path) -> None:
+    with pytest.raises(DataError, match="a folder; give one file: an IDX images file, a .csv or a .parquet"):
+        image_chunks(tmp_path)  # it said "no such file" of a folder that exists
     with pytest.raises(DataError, match="no such file"):
         read_images(tmp_path / "nope.csv")
     (tmp_path / "x.json").write_text("{}")
@@ -150,13 +152,15 @@ def test_a_bad_value_far_into_a_table_is_named_by_its_row_in_the_file(tmp_path, 
 def test_truncated_and_overlong_idx_files_are_refused(tmp_path) -> None:
     whole = encode_idx(IMAGES)
     (tmp_path / "short-idx3-ubyte").write_bytes(whole[:-5])
-    with pytest.raises(DataError, match=r"truncated: header says shape \(30, 4, 4\)"):
+    with pytest.raises(
+        DataError, match=r"truncated: header says shape \(30, 4, 4\).*; fetch or copy the file"
+    ):
         image_chunks(tmp_path / "short-idx3-ubyte")  # before any image is read: the size is known
     (tmp_path / "short-idx3-ubyte.gz").write_bytes(gzip.compress(whole[:-5]))
     with pytest.raises(DataError, match=r"truncated: .* file has 475 bytes"):
         list(image_chunks(tmp_path / "short-idx3-ubyte.gz", chunk_images=7).chunks)
     (tmp_path / "long-idx3-ubyte.gz").write_bytes(gzip.compress(whole + b"\0\0"))
-    with pytest.raises(DataError, match=r"has trailing bytes: .* file has 482 bytes"):
+    with pytest.raises(DataError, match=r"has trailing bytes: .* file has 482 bytes; the writer miscounted"):
         list(image_chunks(tmp_path / "long-idx3-ubyte.gz", chunk_images=7).chunks)
     (tmp_path / "cut-idx3-ubyte.gz").write_bytes(gzip.compress(whole)[:-30])
     with pytest.raises(DataError, match="corrupt gzip stream"):

@@ -102,8 +102,14 @@ def idx_data_bytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
 
 
 def idx_size_error(source: str, shape: tuple[int, ...], expected: int, actual: int) -> str:
+    """A file's values short of (or beyond) what its header declares, and what to do: fetch it again (a
+    download cut short), or write it again (a writer that counted wrong)."""
     what = "truncated" if actual < expected else "has trailing bytes"
-    return f"{source}: {what}: header says shape {shape} ({expected} bytes of data), file has {actual} bytes"
+    fix = "fetch or copy the file again" if actual < expected else "the writer miscounted: write it again"
+    return (
+        f"{source}: {what}: header says shape {shape} ({expected} bytes of data), file has {actual} bytes; "
+        f"{fix}"
+    )
 
 
 def check_images(images: np.ndarray, source: str) -> np.ndarray:

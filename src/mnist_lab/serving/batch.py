@@ -48,6 +48,8 @@ def image_chunks(path: Path | str, chunk_images: int = CHUNK_IMAGES) -> ImageChu
     here; each chunk's values as it is read (errors name the file and the row, counted from the file's
     first image)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder; give one file: an IDX images file, a .csv or a .parquet table")
     if not path.is_file():
         raise DataError(f"{path}: no such file; give an IDX images file, a .csv or a .parquet table")
     table = path.with_suffix("").suffix.lower() if path.suffix.lower() == ".gz" else ""
