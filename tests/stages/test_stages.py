@@ -83,6 +83,8 @@ def test_the_cnn_trains_on_images_even_with_pca_and_says_so(
     run_all(["mlp", "cnn"])
     err = capsys.readouterr().err
     assert "note: features.pca does not apply to cnn (a CNN needs the images)" in err
+    assert re.search(r"^train cnn \(cnn\) on \d+ images of 8x8$", err, re.M), err  # not "N x 64"
+    assert re.search(r"^train mlp \(mlp\) on \d+ x \d+ features$", err, re.M), err
     epoch_lines = re.findall(
         r"^cnn epoch +(\d+)/3: loss [\d.]+ acc [\d.]+ \| val_loss .* \| [\d.]+ s( with start-up)?$", err, re.M
     )

@@ -59,10 +59,12 @@ def train(context: StageContext) -> None:
     if settings.task.kind == "binary":
         check_detector_labels(labels, settings.task.positive_class, "training")
     check_training_labels(model_settings, labels, f"models.{args.model}")
-    print(
-        f"train {args.model} ({model_settings.type}) on {features.shape[0]} x {features.shape[1]}",
-        file=sys.stderr,
+    shape = (
+        f"{features.shape[0]} images of {image_shape[0]}x{image_shape[1]}"
+        if image_shape
+        else f"{features.shape[0]} x {features.shape[1]} features"
     )
+    print(f"train {args.model} ({model_settings.type}) on {shape}", file=sys.stderr)
     # a wrong tracking server or credentials stop the pipeline here, before any training work
     root = workspace.repository_root()
     tracking.preflight(root)
@@ -110,7 +112,8 @@ def train(context: StageContext) -> None:
     if trained.history and trained.best_epoch:  # how the epochs ended, in one line
         ran, best = len(trained.history), trained.best_epoch
         most, kept = getattr(model_settings, "max_epochs", ran), trained.history[best - 1]["val_loss"]
-        print(f"{args.model}: {ran} epochs (at most {most}); kept epoch {best}, the lowest val_loss "
+        epochs = "1 epoch" if ran == 1 else f"{ran} epochs"
+        print(f"{args.model}: {epochs} (at most {most}); kept epoch {best}, the lowest val_loss "
               f"({kept:.4f})", file=sys.stderr)  # fmt: skip
     save_object(args.out / "classifier.joblib", trained.classifier)
     training, timing = training_records(args.model, model_settings.type, trained, fit_seconds, device)
