@@ -23,3 +23,42 @@ def test_credentials_of_a_remote_an_old_commit_lacks_stay_out_of_its_clone() -> 
     assert _for_remotes(local, _remote_names(old_commit)) == (
         "[core]\n    no_scm = False\n['remote \"backup\"']\n    url = /srv/backup\n    user = jane\n"
     )
+
+
+def test_a_commit_from_before_the_remote_pulls_from_the_repositorys_default_remote(tmp_path) -> None:
+    """Its .dvc/config names no remote, so its clone found none: `reproduce` said "no DVC cache or remote
+    has it" of data the remote held. The clone gets the repository's default remote, a folder's relative
+    URL made absolute (the clone's .dvc/ is elsewhere), with the credentials config.local holds for it."""
+    import shutil
+    import subprocess
+
+    from mnist_lab.experiments.reproduce import _remote_config
+    from tests.helpers import BIN
+
+    dvc_program = str(BIN / "dvc")
+
+    def dvc(*args: str, cwd) -> str:
+        done = subprocess.run([dvc_program, *args], cwd=cwd, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    root, clone, store = (
+        tmp_path / "work" / "repo",
+        tmp_path / "elsewhere" / "deeper" / "clone",
+        tmp_path / "store",
+    )
+    for folder in (root, clone):
+        folder.mkdir(parents=True)
+        dvc("init", "--no-scm", "-q", cwd=folder)
+    (root / "data").mkdir()
+    (root / "data" / "digits.txt").write_text("0123456789\n")
+    dvc("add", "-q", "data", cwd=root)
+    dvc("remote", "add", "-d", "origin", "../../store", cwd=root)  # relative, as `remote setup` writes it
+    dvc("remote", "modify", "--local", "origin", "jobs", "3", cwd=root)  # a local setting, kept for it
+    dvc("push", "-q", cwd=root)
+    shutil.copy(root / "data.dvc", clone / "data.dvc")  # the old commit: its data.dvc, no remote
+    _remote_config(root, clone)
+    assert dvc("remote", "default", cwd=clone) == "origin"
+    assert dvc("config", "remote.origin.url", cwd=clone) == str(store)
+    assert "jobs = 3" in (clone / ".dvc" / "config.local").read_text()
+    dvc("pull", "-q", cwd=clone)
+    assert (clone / "data" / "digits.txt").read_text() == "0123456789\n"

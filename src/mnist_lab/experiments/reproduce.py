@@ -172,11 +172,7 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
                     "--locked-env builds its own",
                     file=sys.stderr,
                 )
-        if (root / ".dvc" / "config.local").is_file():  # the remote's credentials, if any
-            local = (root / ".dvc" / "config.local").read_text(encoding="utf-8")
-            committed = clone / ".dvc" / "config"
-            remotes = _remote_names(committed.read_text(encoding="utf-8")) if committed.is_file() else set()
-            (clone / ".dvc" / "config.local").write_text(_for_remotes(local, remotes), encoding="utf-8")
+        _remote_config(root, clone)
         # read data and outputs from the repository's own cache without writing to it
         user_cache = root / ".dvc" / "cache"
         if user_cache.is_dir():
@@ -245,6 +241,52 @@ def as_table(result: Reproduction, everything: bool = False) -> str:
             f"{len(result.environment_differences)} package(s); --locked-env builds its own)"
         )
     return "\n".join([*lines, verdict])
+
+
+def _remote_config(root: Path, clone: Path) -> None:
+    """The clone's `.dvc/config.local`: the repository's remote credentials for the remotes the reproduced
+    commit defines (`_for_remotes`), and, for a commit from before the remote was set up (its `.dvc/config`
+    names no default), the repository's default remote, with its URL made absolute (a folder is given
+    relative to the config's folder, which the clone's is not) and made the clone's default, so the data
+    and outputs the remote holds are pulled for it."""
+    local_file = root / ".dvc" / "config.local"
+    local = local_file.read_text(encoding="utf-8") if local_file.is_file() else ""
+    committed = clone / ".dvc" / "config"
+    committed_text = committed.read_text(encoding="utf-8") if committed.is_file() else ""
+    remotes = _remote_names(committed_text)
+    extra = None if re.search(r"^\s*remote\s*=", committed_text, re.M) else _default_remote(root)
+    if extra is not None and extra[0] in remotes:
+        extra = None  # defined, just not the default: DVC's own answer stands
+    if not local and extra is None:
+        return
+    text = _for_remotes(local, remotes | ({extra[0]} if extra else set()))
+    if extra is not None:
+        name, url = extra
+        header = f"['remote \"{name}\"']\n"
+        kept = text.splitlines(keepends=True)
+        sections = [m.group(1) if (m := _SECTION.match(line)) else None for line in kept]
+        at = sections.index(name) if name in sections else None
+        if at is None:
+            kept += ["" if not kept or kept[-1].endswith("\n") else "\n", header, f"    url = {url}\n"]
+        else:
+            kept.insert(at + 1, f"    url = {url}\n")
+        text = "".join(kept)
+    (clone / ".dvc" / "config.local").write_text(text, encoding="utf-8")
+    if extra is not None:
+        commands.dvc("remote", "default", "--local", extra[0], cwd=clone)
+
+
+def _default_remote(root: Path) -> tuple[str, str] | None:
+    """(name, URL) of the repository's default DVC remote, a folder's path made absolute; None if none."""
+    name = (commands.dvc("remote", "default", cwd=root).stdout or "").strip()
+    if not name:
+        return None
+    url = (commands.dvc("config", f"remote.{name}.url", cwd=root).stdout or "").strip()
+    if not url:
+        return None
+    if "://" not in url and not Path(url).is_absolute():
+        url = str((root / ".dvc" / url).resolve())
+    return name, url
 
 
 _SECTION = re.compile(r"""^\s*\[\s*'?\s*remote\s+"([^"]+)"\s*'?\s*\]""")
