@@ -157,16 +157,54 @@ class _ReplicatingClient:
     """The Dask client as joblib's backend sees it, but scattering every large argument of the fits (the
     images, the folds' indices) to all the workers rather than one. joblib scatters each to a single worker:
     a worker killed holding the only copy made the scheduler forget the data, and every fit that needed it
-    was cancelled ("already forgotten") instead of rerun on the workers left."""
+    was cancelled ("already forgotten") instead of rerun on the workers left.
+
+    Not with `broadcast=True`: the scheduler's replicate step retries a worker lost mid-copy forever
+    (dask/distributed#5704), and joblib awaits the scatter in a callback whose exception is only logged, so
+    its batch never returned: the search hung, silently, whenever a worker died while the data was being
+    sent. `_scatter_everywhere` sends one copy per worker instead and never raises."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
 
     def scatter(self, data: Any, **options: Any) -> Any:
-        return self._client.scatter(data, **{**options, "broadcast": True})
+        if isinstance(data, list | tuple | dict):  # a batch (joblib's `scatter=`, unused here): as it was
+            return self._client.scatter(data, **{**options, "broadcast": True})
+        asynchronous = options.get("asynchronous")  # joblib: True, from the client's event loop
+        return self._client.sync(_scatter_everywhere, self._client, data, asynchronous=asynchronous)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+async def _scatter_everywhere(client: Any, data: Any) -> Any:
+    """`data` sent to every running worker, one scatter each under one key (the scheduler counts each
+    arrival as another copy): a worker lost meanwhile costs its own copy, never the others' nor the search.
+    If no copy arrived, a future of a task that fails with an OSError (the search's ClusterError then names
+    the scheduler), never an exception joblib would drop."""
+    import asyncio
+    import uuid
+
+    key = f"{type(data).__name__}-{uuid.uuid4().hex}"
+    try:
+        workers = sorted(await client.scheduler.ncores_running())
+        sent: list[Any] = list(
+            await asyncio.gather(
+                *(client.scatter({key: data}, workers=[worker], asynchronous=True) for worker in workers),
+                return_exceptions=True,
+            )
+        )
+    except Exception as exc:  # the scheduler lost: the fits fail the same way, with its reason
+        sent = [exc]
+    copies = [one[key] for one in sent if not isinstance(one, BaseException)]
+    if copies:
+        return copies[0]
+    reason = "; ".join(_reason(exc) for exc in sent if isinstance(exc, BaseException)) or "no running worker"
+    return client.submit(_not_sent, f"the fits' data could not be sent to any worker ({reason})", pure=False)
+
+
+def _not_sent(message: str) -> None:
+    raise OSError(message)
 
 
 def _check_workers(client: Any, address: str) -> None:
