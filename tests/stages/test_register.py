@@ -54,6 +54,11 @@ def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
     assert run_dvc_stage("register") == 0
     assert json.loads((workspace / "registry.json").read_text())["version"] == "1"
 
+    code, out = promote(capsys, "--dry-run")  # the decision, and nothing moved or tagged
+    assert code == 0 and "dry run, nothing changed: it would be promoted: promoted v1 to champion" in out
+    with pytest.raises(mlflow.exceptions.MlflowException, match="champion"):
+        client.get_model_version_by_alias(NAME, "champion")
+    assert "mnist_lab.promotion" not in client.get_model_version(NAME, "1").tags
     code, out = promote(capsys)
     assert code == 0 and "promoted v1 to champion: there was no champion" in out
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
@@ -66,6 +71,9 @@ def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
     assert "f1_macro on the workspace's test set: challenger v2:" in out and "champion v1:" in out
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 
+    code, out = promote(capsys, "--force", "--dry-run")
+    assert code == 0 and "it would be promoted" in out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     code, out = promote(capsys, "--force")
     assert code == 0 and "(--force)" in out
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"

@@ -16,11 +16,13 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
+    if args.rollback and args.dry_run:
+        raise MnistLabError("--dry-run is for a promotion (what it would decide); --rollback has none")
     if args.rollback:
         name, before, after = roll_back_champion(root)
         print(f"{name}: champion moved back from {before} to {after}")
         return 0
-    name, decision = promote_champion(root, force=args.force, min_delta=args.min_delta)
+    name, decision = promote_champion(root, force=args.force, min_delta=args.min_delta, dry_run=args.dry_run)
     print(f"{name}: {decision.table()}")
     # 1 only when the challenger lost: promoting the champion again is done already (`promote && deploy`)
     return 0 if decision.promoted or decision.challenger == decision.champion else 1
@@ -132,6 +134,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=0.0,
         metavar="X",
         help="the challenger must beat the champion's score by more than X (default 0)",
+    )
+    promote.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compare and say what would happen; move no alias, set no tag (exit status as without it)",
     )
     promote.set_defaults(handler=_cmd_promote)
 

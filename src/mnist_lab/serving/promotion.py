@@ -62,6 +62,9 @@ class PromotionDecision:
         )
 
 
+_WOULD = "dry run, nothing changed: it would be promoted:"
+
+
 class OtherImageSize(RegistryError):
     """A model for another image size than the workspace's test set: args (what differs, why it matters)."""
 
@@ -189,9 +192,11 @@ def promote(
     positive_class: int,
     force: bool = False,
     min_delta: float = 0.0,
+    dry_run: bool = False,
 ) -> PromotionDecision:
     """Move `champion` to the challenger if it scores higher by more than `min_delta` on `metric` than the
     champion on the same test data (or `force`); the new champion's version remembers the one it replaced.
+    With `dry_run`, the same comparison and decision, and nothing moved or tagged.
     The challenger is the model of the experiment in the workspace (`registry.json`; the alias is moved
     back to it when a `dvc exp run` moved it), both versions trained for this task on this data version."""
     client, store = registry_client(root)
@@ -215,7 +220,7 @@ def promote(
         data_version = tracking.data_version(root)
         for version in filter(None, (challenger, champion)):
             _check_comparable(version, task, positive_class, data_version)
-    if moved:  # once the versions are known comparable: a refused promotion changes nothing
+    if moved and not dry_run:  # once the versions are known comparable: a refused promotion changes nothing
         client.set_registered_model_alias(model_name, CHALLENGER, new)
     binary = task == "binary"
     unscored: list[str] = []  # with --force: versions this test set cannot score, and why
@@ -252,7 +257,9 @@ def promote(
     promoted, reason = _decide(f"v{new}", new_value, f"v{old}" if old else None, old_value, force, min_delta)
     if unscored:
         reason += f" ({'; '.join(unscored)}: not scored on this test set)"
-    if promoted:
+    if promoted and dry_run:
+        reason = f"{_WOULD} {reason}"
+    elif promoted:
         if old is not None:
             client.set_model_version_tag(model_name, new, PREVIOUS_CHAMPION_TAG, old)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -317,6 +324,7 @@ def promote_commit(
     binary: bool,
     force: bool = False,
     min_delta: float = 0.0,
+    dry_run: bool = False,
 ) -> PromotionDecision:
     """Without a registry: the challenger is the experiment committed at HEAD (its DVC-tracked best model),
     the champion the commit git tag `mnist-lab/champion` points at; the tag moves only if the challenger
@@ -374,7 +382,9 @@ def promote_commit(
     old_value = old_score.metrics[metric] if old_score else None
     promoted, reason = _decide(new, new_value, old, old_value, force, min_delta)
     reason += unscored
-    if promoted:
+    if promoted and dry_run:
+        reason = f"{_WOULD} {reason}"
+    elif promoted:
         if champion is not None:
             git_stdout(root, "tag", "-f", PREVIOUS_CHAMPION_GIT_TAG, champion)
         git_stdout(root, "tag", "-f", "-a", CHAMPION_TAG, "-m", reason, head)
@@ -425,11 +435,11 @@ def roll_back_commit(root: Path) -> tuple[str, str]:
 
 
 def promote_champion(
-    root: Path, force: bool = False, min_delta: float = 0.0
+    root: Path, force: bool = False, min_delta: float = 0.0, dry_run: bool = False
 ) -> tuple[str, PromotionDecision]:
     """`mnist-lab promote`: the challenger against the champion on the workspace's test set (params.yaml's
     task and selection metric), in the registry or, where the server has none, by git tags. Returns the
-    registered model's name and what was decided."""
+    registered model's name and what was decided (with `dry_run`: would be; nothing changed)."""
     from mnist_lab.core.data import task_labels
     from mnist_lab.core.settings import load_settings
     from mnist_lab.system.files import load_arrays
@@ -442,7 +452,7 @@ def promote_champion(
     if not with_registry:
         decision = promote_commit(
             root, settings.select.metric, prepared["test_pixels"], y_true, settings.task.kind == "binary",
-            force=force, min_delta=min_delta,
+            force=force, min_delta=min_delta, dry_run=dry_run,
         )  # fmt: skip
         return name, decision
     decision = promote(
@@ -455,6 +465,7 @@ def promote_champion(
         settings.task.positive_class,
         force=force,
         min_delta=min_delta,
+        dry_run=dry_run,
     )
     return name, decision
 
