@@ -230,3 +230,19 @@ def test_a_model_failing_on_a_valid_request_is_the_servers_fault_not_the_clients
     with pytest.raises(MlflowException) as refused:  # a bad request is still the client's
         served.predict(None, [[0, 0, 0]])
     assert refused.value.get_http_status_code() == 400
+
+
+def test_the_workspace_model_is_saved_for_serving_without_mlflows_pickle_warning(tmp_path, capfd) -> None:
+    """`serve --workspace` printed MLflow's "Passing a Python object as python_model causes it to be
+    serialized using CloudPickle" at every start: the run logger quiets it, this path did not."""
+    import logging
+
+    from mnist_lab.serving.pyfunc import pyfunc_dir
+
+    for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):  # as a fresh process has them
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    forest = model(RandomForestClassifier(n_estimators=3, random_state=0))
+    saved = pyfunc_dir(tmp_path, "forest", forest)
+    assert (saved / "MLmodel").is_file()
+    captured = capfd.readouterr()
+    assert "CloudPickle" not in captured.err + captured.out

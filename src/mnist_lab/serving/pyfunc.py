@@ -64,13 +64,19 @@ def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
     import shutil
     import tempfile
 
-    from mnist_lab.tracking import model_requirements, pinned_requirements, this_package_pickled_by_value
+    from mnist_lab.tracking import (
+        model_requirements,
+        pinned_requirements,
+        quiet_pickling_warnings,
+        this_package_pickled_by_value,
+    )
 
     target = root / ".mnist-lab" / "serve" / key
     if (target / "MLmodel").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    quiet_pickling_warnings()  # `serve --workspace` printed MLflow's CloudPickle warning at every start
     try:
         with this_package_pickled_by_value():
             mlflow.pyfunc.save_model(

@@ -51,6 +51,7 @@ from mnist_lab.tracking.runs import (
     ModelRunRecord,
     log_model_run,
     logged_model_uri,
+    quiet_pickling_warnings,
     this_package_pickled_by_value,
 )
 from mnist_lab.tracking.server import (
@@ -99,6 +100,7 @@ __all__ = [
     "pinned_requirements",
     "pipeline_output_globs",
     "preflight",
+    "quiet_pickling_warnings",
     "run_name",
     "run_tags",
     "server_recently_away",

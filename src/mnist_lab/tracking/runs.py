@@ -420,10 +420,7 @@ def _model_options(record: ModelRunRecord) -> tuple[Any, dict[str, Any]]:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    # cloudpickle (not skops): the model holds this package's code, pickled by value. MLflow warns about
-    # pickle on every save: the model is only ever loaded from this project's own store.
-    for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_pickling_warnings()
     options: dict[str, Any] = {
         "input_example": record.input_example,
         "pip_requirements": pinned_requirements(model_requirements(record.model)),
@@ -435,6 +432,13 @@ def _model_options(record: ModelRunRecord) -> tuple[Any, dict[str, Any]]:
         "signature": infer_signature(record.input_example, record.model.predict(record.input_example)),
         "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
     }
+
+
+def quiet_pickling_warnings() -> None:
+    """cloudpickle (not skops): the model holds this package's code, pickled by value. MLflow warns about
+    pickle on every save: the model is only ever loaded from this project's own store (or folder)."""
+    for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _log_model_with_mlflow_api(record: ModelRunRecord, run_id: str, name: str) -> str:
