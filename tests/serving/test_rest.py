@@ -372,3 +372,39 @@ def test_json_images_mlflow_would_take_wrongly_or_answer_obscurely_get_a_400_nam
     got = client.get("/invocations")
     assert got.status_code == 405 and got.json()["message"].startswith("/invocations takes a POST of images")
     assert client.post("/invocations", json={"instances": ROWS[:2]}).status_code == 200
+
+
+def test_a_request_larger_than_the_limit_is_refused_before_it_takes_the_servers_memory(served_model) -> None:
+    """A 27 MB JSON and a Parquet of a million images were taken whole (RSS +0.9 GB): past the limit a
+    request is a 413, by its Content-Length before it is read, or as its chunks arrive without one."""
+    import asyncio
+
+    from mlflow.pyfunc import scoring_server
+    from starlette.testclient import TestClient
+
+    small = json.dumps({"instances": ROWS[:2]}).encode()
+    app = ClientFacing(scoring_server.init(served_model), FastImages(served_model), max_bytes=len(small))
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.post("/invocations", content=small, headers={"Content-Type": JSON_TYPE}).status_code == 200
+    large = json.dumps({"instances": ROWS[:3]}).encode()
+    refused = client.post("/invocations", content=large, headers={"Content-Type": JSON_TYPE})
+    assert refused.status_code == 413
+    assert refused.json()["message"].startswith(f"the request is larger than {len(small) / 1e6:g} MB")
+    # chunked, no Content-Length: refused once the chunks pass the limit, the rest never read
+    chunks = [large[: len(small)], large[len(small) :], b"never read"]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": chunks.pop(0), "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/invocations",
+        "headers": [(b"content-type", b"text/csv")],
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 413 and chunks == [b"never read"]

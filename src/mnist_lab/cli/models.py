@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mnist_lab.cli.arguments import check_port_free, non_negative_float, port_number, positive_int
 from mnist_lab.core.errors import MnistLabError
+from mnist_lab.serving.rest import MAX_REQUEST_MB, MAX_REQUEST_MB_ENV
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
@@ -108,6 +109,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     command, env, described = serve_command(
         root, args.model, args.workspace, args.host, args.port, args.workers
     )
+    env[MAX_REQUEST_MB_ENV] = str(args.max_request_mb)
     print(
         f"serving {described} at http://{args.host}:{args.port}/invocations (Ctrl-C stops it)",
         file=sys.stderr,
@@ -175,4 +177,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=port_number, default=5001)
     serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
     serve.add_argument("--workers", type=positive_int, default=1)
+    serve.add_argument(
+        "--max-request-mb",
+        type=positive_int,
+        default=MAX_REQUEST_MB,
+        metavar="MB",
+        help=f"refuse (413) a request body larger than this (default {MAX_REQUEST_MB}: ~30,000 MNIST images "
+        "as JSON)",
+    )
     serve.set_defaults(handler=_cmd_serve)

@@ -82,6 +82,10 @@ PARQUET = b"application/vnd.apache.parquet"
 JSON = b"application/json"
 TIMED_OUT = b"Request processing time exceeded limit"  # MLflow's words
 INLINE_BYTES = 64 * 1024  # up to ~20 MNIST images in JSON: predicted on the event loop, no thread
+# A request's body, read whole before any answer: one client must not take the server's memory (a 27 MB JSON
+# or a Parquet of a million images was taken, RSS +0.9 GB). Batches belong to `mnist-lab predict`.
+MAX_REQUEST_MB_ENV = "MNIST_LAB_SERVE_MAX_REQUEST_MB"
+MAX_REQUEST_MB = 100
 
 
 class BadImages(ValueError):
@@ -215,11 +219,16 @@ class ClientFacing:
     """ASGI middleware around MLflow's scoring app (see the module's doc): only `/invocations` is touched."""
 
     def __init__(
-        self, app: Callable[..., Awaitable[None]], fast: FastImages | None = None, timeout: float = 60
+        self,
+        app: Callable[..., Awaitable[None]],
+        fast: FastImages | None = None,
+        timeout: float = 60,
+        max_bytes: int = MAX_REQUEST_MB * 1_000_000,
     ) -> None:
         self.app = app
         self.fast = fast
         self.timeout = timeout  # MLflow's request time limit, which its app applies to its own path
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") != "/invocations":
@@ -230,16 +239,28 @@ class ClientFacing:
                 send, 405, f"/invocations takes a POST of images ({ACCEPTED}), not {scope.get('method')}"
             )
             return
-        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        request_headers = dict(scope.get("headers") or [])
+        content_type = request_headers.get(b"content-type", b"")
         mime = content_type.split(b";")[0].strip().lower()
+        declared = request_headers.get(b"content-length", b"")
+        too_large = (
+            f"the request is larger than {self.max_bytes / 1e6:g} MB (`serve --max-request-mb` sets the "
+            "limit): send fewer images per request, or predict a batch with `mnist-lab predict`"
+        )
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_error(send, 413, too_large)  # refused before reading it
+            return
+        try:
+            receive, body = await _read_body(receive, limit=self.max_bytes)
+        except _TooLarge:  # no Content-Length (chunked), and more than the limit arrived
+            await _send_error(send, 413, too_large)
+            return
         if not mime:  # MLflow's app fails on it with a 500
-            await _read_body(receive)
             await _send_error(send, 415, f"no Content-Type header: send one of {ACCEPTED}")
             return
         if mime == b"text/csv":
             receive = await _replayed(receive, with_csv_header)
         elif self.fast is not None and mime in (JSON, PARQUET):
-            receive, body = await _read_body(receive)
             try:
                 if len(body) <= INLINE_BYTES:  # a few images: answered at once (a thread costs more)
                     fast_body = self.fast.answer(content_type, body)
@@ -317,16 +338,24 @@ async def _replayed(receive: Receive, change: Callable[[bytes], bytes]) -> Recei
     return replay
 
 
+class _TooLarge(Exception):
+    """More of a request's body arrived than the server takes."""
+
+
 async def _read_body(
-    receive: Receive, change: Callable[[bytes], bytes] | None = None
+    receive: Receive, change: Callable[[bytes], bytes] | None = None, limit: int | None = None
 ) -> tuple[Receive, bytes]:
-    """(a `receive` that hands the app the whole request body once, changed by `change`; that body)."""
-    chunks = []
+    """(a `receive` that hands the app the whole request body once, changed by `change`; that body).
+    _TooLarge as soon as more than `limit` bytes arrived."""
+    chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if limit is not None and size > limit:
+            raise _TooLarge
         if not message.get("more_body"):
             break
     body = b"".join(chunks)
@@ -353,4 +382,5 @@ def create_app() -> Any:
 
     model = scoring_server.load_model_with_mlflow_config(os.environ[scoring_server._SERVER_MODEL_PATH])
     timeout = float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
-    return ClientFacing(scoring_server.init(model), FastImages(model), timeout)
+    megabytes = float(os.environ.get(MAX_REQUEST_MB_ENV) or MAX_REQUEST_MB)  # checked by `mnist-lab serve`
+    return ClientFacing(scoring_server.init(model), FastImages(model), timeout, int(megabytes * 1_000_000))
