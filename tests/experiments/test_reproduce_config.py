@@ -62,3 +62,28 @@ def test_a_commit_from_before_the_remote_pulls_from_the_repositorys_default_remo
     assert "jobs = 3" in (clone / ".dvc" / "config.local").read_text()
     dvc("pull", "-q", cwd=clone)
     assert (clone / "data" / "digits.txt").read_text() == "0123456789\n"
+
+
+def test_a_remote_whose_url_is_in_config_local_is_not_given_twice(tmp_path) -> None:
+    """`dvc remote add --local -d origin <url>` (the README's way for old commits) puts the URL in
+    config.local: adding another made DVC refuse the clone's config ("Duplicate keyword name")."""
+    import subprocess
+
+    from mnist_lab.experiments.reproduce import _remote_config
+    from tests.helpers import BIN
+
+    def dvc(*args: str, cwd) -> str:
+        done = subprocess.run([str(BIN / "dvc"), *args], cwd=cwd, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    root, clone, store = tmp_path / "repo", tmp_path / "clone", tmp_path / "store"
+    for folder in (root, clone):
+        folder.mkdir()
+        dvc("init", "--no-scm", "-q", cwd=folder)
+    dvc("remote", "add", "--local", "-d", "origin", str(store), cwd=root)
+    _remote_config(root, clone)
+    assert (clone / ".dvc" / "config.local").read_text().count("url =") == 1
+    assert dvc("remote", "list", cwd=clone).split()[:2] == ["origin", str(store)]
+    (tmp_path / "no-dvc").mkdir()
+    _remote_config(root, tmp_path / "no-dvc")  # a commit from before `dvc init`: nothing to configure
+    assert not (tmp_path / "no-dvc" / ".dvc").exists()

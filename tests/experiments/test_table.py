@@ -114,8 +114,12 @@ def test_a_model_dropped_from_params_does_not_make_its_commit_dirty(tmp_path) ->
     (root / "dvc.lock").write_text(lock_text)
     assert reasons() == before
     kept = without_dropped_models(lock_text, {"models.sgd.type": "sgd", "seed": 1})
-    assert "train@sgd:" in kept and "train@mlp:" not in kept and "evaluate@cnn:" not in kept
+    assert "train@sgd:" in kept and "train@mlp:" not in kept and "train@cnn:" not in kept
     assert "  prepare:" in kept and kept.startswith("schema: '2.0'\nstages:\n")
+    assert "evaluate@cnn:" not in kept and "evaluate@sgd:" in kept  # each names its models.<key>
+    sweep = "  sweep@0:\n    cmd: echo\n    outs:\n    - path: x\n      md5: 0123\n"  # a foreach over a list
+    assert sweep in without_dropped_models(lock_text + sweep, {"models.sgd.type": "sgd"})
+    assert without_dropped_models(lock_text, {}) == lock_text  # params.yaml unreadable: nothing dropped
     params["models"]["sgd"]["alpha"] = 0.5  # a model still there whose params changed: still dirty
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "params.yaml: models.sgd.alpha" in reasons()

@@ -249,6 +249,8 @@ def _remote_config(root: Path, clone: Path) -> None:
     names no default), the repository's default remote, with its URL made absolute (a folder is given
     relative to the config's folder, which the clone's is not) and made the clone's default, so the data
     and outputs the remote holds are pulled for it."""
+    if not (clone / ".dvc").is_dir():  # a commit from before `dvc init`
+        return
     local_file = root / ".dvc" / "config.local"
     local = local_file.read_text(encoding="utf-8") if local_file.is_file() else ""
     committed = clone / ".dvc" / "config"
@@ -268,12 +270,27 @@ def _remote_config(root: Path, clone: Path) -> None:
         at = sections.index(name) if name in sections else None
         if at is None:
             kept += ["" if not kept or kept[-1].endswith("\n") else "\n", header, f"    url = {url}\n"]
-        else:
+        elif not _section_has_url(kept, at):  # config.local may give the URL itself: kept, not doubled
             kept.insert(at + 1, f"    url = {url}\n")
         text = "".join(kept)
     (clone / ".dvc" / "config.local").write_text(text, encoding="utf-8")
     if extra is not None:
-        commands.dvc("remote", "default", "--local", extra[0], cwd=clone)
+        made = commands.dvc("remote", "default", "--local", extra[0], cwd=clone)
+        if made.returncode != 0:
+            raise ReproductionError(
+                f"cannot give the clone the repository's DVC remote '{extra[0]}': "
+                f"{(made.stderr or made.stdout).strip()[-300:]}"
+            )
+
+
+def _section_has_url(lines: list[str], at: int) -> bool:
+    """Whether the config section whose header is `lines[at]` sets `url`."""
+    for line in lines[at + 1 :]:
+        if line.lstrip().startswith("["):
+            return False
+        if line.strip().split("=", 1)[0].strip() == "url":
+            return True
+    return False
 
 
 def _default_remote(root: Path) -> tuple[str, str] | None:

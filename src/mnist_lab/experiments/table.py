@@ -306,17 +306,24 @@ _LOCK_STAGE = re.compile(r"^  (\S+?):\s*$")  # a stage's name in dvc.lock (DVC 3
 def without_dropped_models(lock_text: str, params: Mapping[str, Any]) -> str:
     """`lock_text` without the stages of models that `params` (params.yaml, flattened) no longer has: DVC
     leaves `train@mlp` and `evaluate@mlp` in dvc.lock when `mlp` is dropped from `models`, though no stage
-    runs them (`dvc status` is clean), so their params and outputs say nothing about the commit."""
+    runs them (`dvc status` is clean), so their params and outputs say nothing about the commit. A stage is
+    a model's when its name ends `@<key>` and its own params name `models.<key>`; no models in `params`
+    (params.yaml unreadable): the text as it is."""
     models = {key.split(".")[1] for key in params if key.startswith("models.") and key.count(".") >= 2}
-    kept, skipping = [], False
+    if not models:
+        return lock_text
+    blocks: list[list[str]] = [[]]  # the lines before the first stage, then one block per stage
     for line in lock_text.splitlines(keepends=True):
-        if header := _LOCK_STAGE.match(line):
-            name = header.group(1)
-            skipping = "@" in name and name.rsplit("@", 1)[1] not in models
-        elif line.strip() and not line.startswith("   ") and not line.startswith("  -"):
-            skipping = False  # back at the top level (`schema:`, `stages:`)
-        if not skipping:
-            kept.append(line)
+        if _LOCK_STAGE.match(line) or (line.strip() and not line.startswith((" ", "\t"))):
+            blocks.append([])  # a stage's name, or a top-level key (`schema:`, `stages:`)
+        blocks[-1].append(line)
+    kept = []
+    for block in blocks:
+        header = _LOCK_STAGE.match(block[0]) if block else None
+        key = header.group(1).rsplit("@", 1)[1] if header and "@" in header.group(1) else None
+        if key is not None and key not in models and f" models.{key}:" in "".join(block):
+            continue
+        kept.extend(block)
     return "".join(kept)
 
 
