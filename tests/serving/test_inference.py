@@ -231,6 +231,14 @@ def test_a_model_failing_on_a_valid_request_is_the_servers_fault_not_the_clients
         served.predict(None, [[0, 0, 0]])
     assert refused.value.get_http_status_code() == 400
 
+    class Checking(Failing):  # the model's own check of the request: the client's too
+        def predict_proba(self, pixels):
+            raise DataError("request: this model takes images of 784 pixels, not 16")
+
+    with pytest.raises(MlflowException) as checked:
+        DigitClassifier(Checking(), 16).predict(None, IMAGES.reshape(30, -1)[:2].tolist())
+    assert checked.value.get_http_status_code() == 400 and "not 16" in checked.value.message
+
 
 def test_the_workspace_model_is_saved_for_serving_without_mlflows_pickle_warning(tmp_path, capfd) -> None:
     """`serve --workspace` printed MLflow's "Passing a Python object as python_model causes it to be

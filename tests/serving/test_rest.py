@@ -362,6 +362,8 @@ def test_json_images_mlflow_would_take_wrongly_or_answer_obscurely_get_a_400_nam
         ),
         "empty": ({"inputs": []}, "request: no images (inputs is an empty list)"),
         "only bools": ({"instances": [[True] * width]}, "pixel values must be numbers 0-255, not true/false"),
+        "a bool among floats": ({"inputs": [[0.5, False, *ROWS[0][2:]]]}, "row 0, column 1 is false"),
+        "images as rows": ({"instances": [[[0, 1], [2, True]]]}, "image 0, row 1, column 1 is true"),
     }
     for name, (body, message) in cases.items():
         answer = client.post("/invocations", json=body)
@@ -371,6 +373,7 @@ def test_json_images_mlflow_would_take_wrongly_or_answer_obscurely_get_a_400_nam
     assert flags.status_code == 400 and "column pixel_0 holds true/false" in flags.json()["message"]
     got = client.get("/invocations")
     assert got.status_code == 405 and got.json()["message"].startswith("/invocations takes a POST of images")
+    assert got.headers["allow"] == "POST"
     assert client.post("/invocations", json={"instances": ROWS[:2]}).status_code == 200
 
 

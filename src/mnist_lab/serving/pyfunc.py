@@ -47,6 +47,8 @@ class DigitClassifier(PythonModel):
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         try:
             return predict_frame(self.pipeline, pixels)
+        except DataError as exc:  # the model's own check of the request (its pixel count): the client's
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         except Exception as exc:  # the request was valid: the model failed (MLflow would answer 400)
             import traceback
 
@@ -76,9 +78,8 @@ def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    quiet_pickling_warnings()  # `serve --workspace` printed MLflow's CloudPickle warning at every start
-    try:
-        with this_package_pickled_by_value():
+    try:  # `serve --workspace` printed MLflow's CloudPickle warning at every start
+        with this_package_pickled_by_value(), quiet_pickling_warnings():
             mlflow.pyfunc.save_model(
                 path=str(staging / "model"),
                 python_model=(model := DigitClassifier(pipeline, int(pipeline.n_features_in_))),

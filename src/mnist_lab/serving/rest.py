@@ -122,22 +122,23 @@ def json_images(body: bytes) -> np.ndarray | None:
                 f"row {short} has {len(value[short])}"
             ) from None
         return None
-    if images.dtype.kind in "iu" and (b"true" in body or b"false" in body) and (cell := _a_bool(value)):
+    if images.dtype.kind in "iuf" and (b"true" in body or b"false" in body) and (cell := _a_bool(value)):
         raise BadImages(f"request: pixel values must be numbers 0-255; {cell}")
     return images if images.dtype.kind in "iuf" else None  # not strings, None (object)
 
 
-def _a_bool(value: list) -> str | None:
-    """Where the first `true`/`false` of a JSON list of numbers (or of lists of them) is, or None."""
-    for row, item in enumerate(value):
-        if isinstance(item, bool):
-            return f"value {row} is {str(item).lower()}"
-        if isinstance(item, list):
-            for column, cell in enumerate(item):
-                if isinstance(cell, bool) or (
-                    isinstance(cell, list) and any(isinstance(c, bool) for c in cell)
-                ):
-                    return f"row {row}, column {column} is {str(cell).lower()}"
+def _a_bool(value: Any, at: tuple[int, ...] = ()) -> str | None:
+    """Where the first `true`/`false` of nested JSON lists is (`image 0, row 1, column 3`), or None."""
+    if isinstance(value, bool):
+        names = (
+            ("value",) if len(at) == 1 else ("row", "column") if len(at) == 2 else ("image", "row", "column")
+        )
+        where = ", ".join(f"{name} {index}" for name, index in zip(names, at, strict=False))
+        return f"{where or 'the value'} is {str(value).lower()}"
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if found := _a_bool(item, (*at, index)):
+                return found
     return None
 
 
@@ -236,7 +237,10 @@ class ClientFacing:
             return
         if scope.get("method") != "POST":  # MLflow's app answers 405 with no message at all
             await _send_error(
-                send, 405, f"/invocations takes a POST of images ({ACCEPTED}), not {scope.get('method')}"
+                send,
+                405,
+                f"/invocations takes a POST of images ({ACCEPTED}), not {scope.get('method')}",
+                [(b"allow", b"POST")],
             )
             return
         request_headers = dict(scope.get("headers") or [])
@@ -324,10 +328,12 @@ class ClientFacing:
 ACCEPTED = "application/json, text/csv, application/vnd.apache.parquet"
 
 
-async def _send_error(send: Send, status: int, message: str) -> None:
+async def _send_error(
+    send: Send, status: int, message: str, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """An error answer as every other one here: `{"error_code": "BAD_REQUEST", "message": ...}`."""
     body = json.dumps({"error_code": "BAD_REQUEST", "message": short_message(message)}).encode()
-    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode()), *(extra_headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -420,7 +420,6 @@ def _model_options(record: ModelRunRecord) -> tuple[Any, dict[str, Any]]:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    quiet_pickling_warnings()
     options: dict[str, Any] = {
         "input_example": record.input_example,
         "pip_requirements": pinned_requirements(model_requirements(record.model)),
@@ -434,11 +433,20 @@ def _model_options(record: ModelRunRecord) -> tuple[Any, dict[str, Any]]:
     }
 
 
-def quiet_pickling_warnings() -> None:
+@contextlib.contextmanager
+def quiet_pickling_warnings() -> Iterator[None]:
     """cloudpickle (not skops): the model holds this package's code, pickled by value. MLflow warns about
-    pickle on every save: the model is only ever loaded from this project's own store (or folder)."""
-    for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    pickle on every save: the model is only ever loaded from this project's own store (or folder). Quiet
+    while saving only: loading a model later warns of what matters (its requirements not met)."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def _log_model_with_mlflow_api(record: ModelRunRecord, run_id: str, name: str) -> str:
@@ -446,7 +454,7 @@ def _log_model_with_mlflow_api(record: ModelRunRecord, run_id: str, name: str) -
     import mlflow
 
     flavor, options = _model_options(record)
-    with mlflow.start_run(run_id=run_id), this_package_pickled_by_value():
+    with mlflow.start_run(run_id=run_id), this_package_pickled_by_value(), quiet_pickling_warnings():
         info = flavor.log_model(name=name, **options)
     return info.model_uri
 
@@ -466,7 +474,7 @@ def _save_model(record: ModelRunRecord, folder: Path, run_id: str, logged_model:
             model_id=logged_model.model_id,
         )
     flavor, options = _model_options(record)
-    with _requirements_check_skipped(), this_package_pickled_by_value():
+    with _requirements_check_skipped(), this_package_pickled_by_value(), quiet_pickling_warnings():
         flavor.save_model(path=str(folder), mlflow_model=metadata, **options)
     for cache in folder.rglob("__pycache__"):  # as MLflow's log_model: a save may load the model back
         shutil.rmtree(cache, ignore_errors=True)
