@@ -567,9 +567,8 @@ def test_run_names_tell_runs_of_one_model_apart() -> None:
     assert tracking.run_name("sgd", {}) == "sgd"  # not in a git repository
 
 
-@pytest.mark.parametrize("registry", [False, True])
 def test_every_client_creates_a_new_sqlite_store_under_the_store_lock(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two processes creating a new store at once fail ("table ... already exists": the board reading runs
     while a stage logs, or the registry while a run is logged): each must create it holding the lock, not
@@ -600,7 +599,7 @@ def test_every_client_creates_a_new_sqlite_store_under_the_store_lock(
             module, "_initialize_tables", lambda e, original=original: initialise(e, original)
         )
     settings = tracking.TrackingSettings(f"sqlite:///{database}", "x", None)
-    client = tracking.mlflow_client(settings, registry=registry)
+    client = tracking.mlflow_client(settings, registry=True)  # the registry's tables are among them
     assert created and all(created)
     assert client.search_experiments() and database.is_file()
 
@@ -626,3 +625,25 @@ def test_the_model_class_pickled_by_value_keeps_type_hints_mlflow_can_read(tmp_p
     assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
     expected = sorted((k, repr(v)) for k, v in typing.get_type_hints(DigitClassifier.predict).items())
     assert rebuilt.stdout.strip() == str(expected)
+
+
+def test_a_store_in_a_folder_nobody_may_write_to_is_read_without_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every client takes the store lock now: where its lock file cannot be made (a shared, read-only
+    store), reading the store must still work (there is nothing to create there anyway)."""
+    import contextlib
+
+    from mnist_lab.tracking import config
+
+    database = tmp_path / "mlflow.db"
+    settings = tracking.TrackingSettings(f"sqlite:///{database}", "x", None)
+    tracking.mlflow_client(settings).search_experiments()  # the store exists
+
+    @contextlib.contextmanager
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path))
+        yield
+
+    monkeypatch.setattr(config, "exclusive_lock", refused)
+    assert tracking.mlflow_client(settings).search_experiments()

@@ -219,11 +219,8 @@ def mlflow_client(settings: TrackingSettings, *, registry: bool = False) -> Mlfl
     import mlflow
 
     uri = settings.tracking_uri
-    with store_initialisation_lock(settings):  # MLflow creates (migrates) a new store as the client is made
-        client = mlflow.MlflowClient(uri, registry_uri=uri) if registry else mlflow.MlflowClient(uri)
-        if registry and hasattr(client, "_get_registry_client"):  # the registry's store is made lazily
-            client._get_registry_client()
-    return client
+    with store_initialisation_lock(settings):  # MLflow creates a new store's tables as the client is made
+        return mlflow.MlflowClient(uri, registry_uri=uri) if registry else mlflow.MlflowClient(uri)
 
 
 @contextlib.contextmanager
@@ -236,5 +233,7 @@ def store_initialisation_lock(settings: TrackingSettings) -> Iterator[None]:
         yield
         return
     database = Path(settings.tracking_uri.removeprefix("sqlite:///"))
-    with exclusive_lock(database.with_name(database.name + ".lock")):
+    with contextlib.ExitStack() as held:
+        with contextlib.suppress(PermissionError):  # a store read where nobody may write: nothing to create
+            held.enter_context(exclusive_lock(database.with_name(database.name + ".lock")))
         yield
