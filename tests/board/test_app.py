@@ -347,12 +347,12 @@ def test_bound_to_loopback_only_its_own_host_names_are_answered_in_json(client) 
     http = TestClient(create_app(root, hosts=LOOPBACK), base_url="http://127.0.0.1:8050", headers=PAGE)
     for own in ("127.0.0.1:8050", "localhost:8050", "[::1]:8050", "127.0.0.1"):
         assert http.get("/api/experiments", headers={"Host": own}).status_code == 200, own
-    for other in ("evil.example", "evil.example:8050", "127.0.0.1.evil.example", "", "[::2]:8050"):
+    for other in ("evil.example", "evil.example:8050", "127.0.0.1.evil.example", "", "[::2]:8050", "[::1"):
         refused = http.get("/api/experiments", headers={"Host": other})
         assert refused.status_code == 400, other
         error = refused.json()["error"]
         assert f"the Host header {other!r} is not this board's" in error
-        assert "127.0.0.1, localhost, ::1" in error and "--host 0.0.0.0" in error
+        assert "127.0.0.1, localhost, ::1" in error and "open it as http://127.0.0.1:<port>" in error
     labels = read_labels(root)
     posted = http.post(
         "/api/labels", json={"experiment": "x", "label": "hidden"}, headers={"Host": "evil.example"}

@@ -214,7 +214,7 @@ def test_promote_asks_before_it_moves_the_champion(board) -> None:
 
     browser.find_element(By.ID, "promote").click()
     question = wait_for(asked)
-    assert "Promote the registry's challenger to champion?" in question.text
+    assert "Promote the challenger to champion?" in question.text
     question.dismiss()
     time.sleep(1)  # a request sent anyway would have answered by now (it answers in milliseconds here)
     assert answered() == ""

@@ -323,14 +323,16 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
         whose name was rebound to 127.0.0.1 (DNS rebinding): refused before any route reads anything."""
         if hosts is not None:
             given = request.headers.get("host", "")
-            name = urlsplit(f"//{given}").hostname if given.isprintable() else None
+            try:
+                name = urlsplit(f"//{given}").hostname if given.isprintable() else None
+            except ValueError:  # "[::1" and the like: no host name at all
+                name = None
             if name not in hosts:
                 allowed = ", ".join(hosts)
                 return JSONResponse(
                     {
                         "error": f"refused: the Host header {given!r} is not this board's (it answers "
-                        f"only {allowed}); open it as http://127.0.0.1:<port>, or start it with "
-                        "--host 0.0.0.0 to accept other names"
+                        f"only {allowed}): open it as http://127.0.0.1:<port> or http://localhost:<port>"
                     },
                     status_code=400,
                 )

@@ -813,7 +813,7 @@
   });
   $("#promote").addEventListener("click", () => {
     // the champion is what `mnist-lab serve` answers with: moved only when asked twice
-    if (window.confirm("Promote the registry's challenger to champion? (only if it beats the champion on the same test set, as `mnist-lab promote`)")) {
+    if (window.confirm("Promote the challenger to champion? (only if it beats the champion on the same test set, as `mnist-lab promote`)")) {
       action("/api/promote", {}, (a) => `${a.model}: ${a.decision}`);
     }
   });
