@@ -66,6 +66,8 @@ def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
     # a worse model: registered as challenger, not promoted; the comparison is shown
     worse = experiment(workspace, {"weak": {"type": "random_forest", "n_estimators": 1, "max_depth": 2}})
     assert worse["version"] == "2"
+    code, out = promote(capsys, "--dry-run")  # refused as a real run is, and said to be a dry run
+    assert code == 1 and "dry run, nothing changed: not promoted: v2 does not beat v1" in out
     code, out = promote(capsys)
     assert code == 1 and "not promoted: v2 does not beat v1, which stays champion" in out
     assert "f1_macro on the workspace's test set: challenger v2:" in out and "champion v1:" in out

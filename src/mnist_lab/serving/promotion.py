@@ -62,7 +62,8 @@ class PromotionDecision:
         )
 
 
-_WOULD = "dry run, nothing changed: it would be promoted:"
+_DRY = "dry run, nothing changed: "
+_WOULD = f"{_DRY}it would be promoted: "
 
 
 class OtherImageSize(RegistryError):
@@ -211,8 +212,9 @@ def promote(
         # every `dvc exp run` (each queued experiment) registers its best model as the challenger: the
         # experiment in the workspace (the one applied, or run last here) is the one to promote
         moved = (
-            f"the {CHALLENGER} alias is back on v{ours}, the workspace's experiment (registry.json; a "
-            f"`dvc exp run` had moved it to v{new}, which --force would promote). "
+            f"the {CHALLENGER} alias {'would go' if dry_run else 'is'} back on v{ours}, the workspace's "
+            f"experiment (registry.json; a `dvc exp run` had moved it to v{new}, which --force would "
+            "promote). "
         )
         challenger, new = version_by_number(client, model_name, ours), ours
     champion = version_by_alias(client, model_name, CHAMPION)
@@ -250,15 +252,15 @@ def promote(
             f"v{old}",
             new_value,
             False,
-            f"{moved}v{new} is already the {CHAMPION}",
+            f"{_DRY if dry_run else ''}{moved}v{new} is already the {CHAMPION}",
         )
     old_score = scored(champion) if champion is not None else None
     old_value = old_score.metrics[metric] if old_score else None
     promoted, reason = _decide(f"v{new}", new_value, f"v{old}" if old else None, old_value, force, min_delta)
     if unscored:
         reason += f" ({'; '.join(unscored)}: not scored on this test set)"
-    if promoted and dry_run:
-        reason = f"{_WOULD} {reason}"
+    if dry_run:
+        reason = f"{_WOULD if promoted else _DRY}{reason}"
     elif promoted:
         if old is not None:
             client.set_model_version_tag(model_name, new, PREVIOUS_CHAMPION_TAG, old)
@@ -346,8 +348,9 @@ def promote_commit(
     new_value = new_score.metrics[metric]
     if champion == head:
         return PromotionDecision(
-            metric, new, new_value, old, new_value, False, f"{new} is already the {CHAMPION}"
-        )
+            metric, new, new_value, old, new_value, False,
+            f"{_DRY if dry_run else ''}{new} is already the {CHAMPION}",
+        )  # fmt: skip
     old_score, unscored = None, ""
     if champion is not None:
         our_task, their_task = _committed_task(root, head), _committed_task(root, champion)
@@ -382,8 +385,8 @@ def promote_commit(
     old_value = old_score.metrics[metric] if old_score else None
     promoted, reason = _decide(new, new_value, old, old_value, force, min_delta)
     reason += unscored
-    if promoted and dry_run:
-        reason = f"{_WOULD} {reason}"
+    if dry_run:
+        reason = f"{_WOULD if promoted else _DRY}{reason}"
     elif promoted:
         if champion is not None:
             git_stdout(root, "tag", "-f", PREVIOUS_CHAMPION_GIT_TAG, champion)
