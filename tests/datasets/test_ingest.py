@@ -486,15 +486,22 @@ def test_data_that_nothing_else_keeps_is_never_replaced_without_force(
         ingest(str(folder), data)
     found = dvc_directory_md5(before[1])
     assert str(refused.value) == (
-        f"{data}/ holds data version {found}, which nothing else keeps (no {data}.dvc records it): "
-        f"replacing it would lose it; nothing was changed. Keep it first (`dvc add {data}` and commit "
-        f"{data}.dvc), or replace it anyway with --force"
+        f"{data}/ holds data version {found}, which nothing else keeps (no {data}.dvc records it, and the "
+        f"DVC cache does not hold it): replacing it would lose it; nothing was changed. Keep it first "
+        f"(`dvc add {data}` and commit {data}.dvc), or replace it anyway with --force"
     )
     assert _snapshot(data) == before
     (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data\n")
     with pytest.raises(DataError, match=r"which nothing else keeps \(.*data.dvc records 0123456789abcdef"):
         ingest(str(folder), data)
     assert read_directory_files(data) == before[1]
+    cached = tmp_path / ".dvc" / "cache" / "files" / "md5" / found[:2] / found[2:]  # `dvc checkout` has it
+    cached.parent.mkdir(parents=True)
+    cached.write_text("[]")
+    ingest(str(folder), data)
+    assert read_directory_files(data) == encode_dataset(dataset)
+    write_digits(data, None, force=True)
+    shutil.rmtree(tmp_path / ".dvc")
     (tmp_path / "data.dvc").write_text(f"outs:\n- md5: {found}\n  path: data\n")  # recorded: replaced
     replaced = ingest(str(folder), data)
     assert read_directory_files(data) == encode_dataset(dataset)

@@ -243,14 +243,23 @@ def refuse_replacing_unrecorded(out: Path, new_version: str, force: bool = False
     found = dvc_directory_md5(read_directory_files(out))
     dvc_file = out.with_name(out.name + ".dvc")
     recorded = recorded_data_version(dvc_file)
-    if found in (recorded, new_version):
+    if found in (recorded, new_version) or _in_dvc_cache(out, found):
         return
     records = f"{dvc_file} records {recorded}" if recorded else f"no {dvc_file} records it"
     raise DataError(
-        f"{out}/ holds data version {found}, which nothing else keeps ({records}): replacing it would "
-        f"lose it; nothing was changed. Keep it first (`dvc add {out}` and commit {dvc_file}), or "
-        "replace it anyway with --force"
+        f"{out}/ holds data version {found}, which nothing else keeps ({records}, and the DVC cache "
+        f"does not hold it): replacing it would lose it; nothing was changed. Keep it first (`dvc add "
+        f"{out}` and commit {dvc_file}), or replace it anyway with --force"
     )
+
+
+def _in_dvc_cache(out: Path, version: str) -> bool:
+    """Whether the DVC cache of the repository around `out` holds data version `version` (DVC 3's layout:
+    `.dvc/cache/files/md5/<2>/<rest>`), so that `dvc checkout` can bring it back."""
+    for folder in out.resolve().parents:
+        if (folder / ".dvc").is_dir():
+            return (folder / ".dvc" / "cache" / "files" / "md5" / version[:2] / version[2:]).is_file()
+    return False
 
 
 def ingest(
