@@ -546,3 +546,22 @@ def test_a_source_without_the_test_pair_says_prepare_will_hold_out_a_test_set(
         f"note: {folder} has no test set (t10k-* files): `prepare` holds out data.test_size of the training "
         "images (params.yaml) as the test set" in capsys.readouterr().err
     )
+
+
+def test_a_failed_pull_is_not_followed_by_the_advice_to_pull(tmp_path: Path, monkeypatch, capsys) -> None:
+    """After `dvc pull` failed, the error ended "(get it with `dvc pull`)": the advice just tried."""
+    import subprocess
+
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data\n")
+
+    def dvc(*args, **kwargs):
+        answer = {"remote": "origin\n", "pull": ""}.get(args[0], "")
+        code = 0 if args[0] == "remote" else 1
+        return subprocess.CompletedProcess(["dvc", *args], code, answer, "ERROR: failed to pull")
+
+    monkeypatch.setattr(ingest_module, "dvc", dvc)
+    monkeypatch.setattr(ingest_module, "diagnose_remote", lambda root: "the remote folder is empty")
+    with pytest.raises(DataError) as failed:
+        ingest_module.restore_data(tmp_path / "data", tmp_path / "data.dvc")
+    assert "`dvc pull` failed: the remote folder is empty; and" in str(failed.value)
+    assert "get it with `dvc pull`" not in str(failed.value)

@@ -169,8 +169,16 @@ def test_messages_never_show_credentials() -> None:
 
 def test_a_missing_local_folder_is_reported_with_the_fix(tmp_path: Path) -> None:
     settings = settings_from({"DVC_REMOTE_URL": str(tmp_path / "nowhere")})
-    with pytest.raises(RemoteUnreachableError, match="does not exist: create it"):
+    with pytest.raises(RemoteUnreachableError, match="does not exist: for a new remote create it"):
         check_remote(settings, tmp_path)
+    # the committed URL, relative to the clone that set it up: in another clone, no `mkdir` (an empty
+    # remote) but this clone's own URL for the store
+    committed = settings_from({}, {"core.remote": "origin", "remote.origin.url": "../../mnist-dvc-store"})
+    with pytest.raises(RemoteUnreachableError) as relative:
+        check_remote(committed, tmp_path)
+    assert "the committed relative URL ../../mnist-dvc-store, resolved from this clone" in str(relative.value)
+    assert "`dvc remote modify --local origin url /path/to/store`" in str(relative.value)
+    assert "mkdir" not in str(relative.value)
     (tmp_path / "nowhere").mkdir()
     assert "exists and is writable" in check_remote(settings, tmp_path)
 

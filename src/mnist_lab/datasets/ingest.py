@@ -335,8 +335,9 @@ def restore_data(out: Path, dvc_file: Path, force: bool = False) -> str:
     try:
         write_digits(out, dvc_file, force=True)  # data that differs was refused above, unless `force`
     except DataError as exc:
-        if problem:
-            raise DataError(f"cannot restore {out}/: `dvc pull` failed: {problem}; and {exc}") from None
+        if problem:  # `dvc pull` was just tried: the digits' advice to run it is not repeated
+            said = str(exc).replace(" (get it with `dvc pull`)", "")
+            raise DataError(f"cannot restore {out}/: `dvc pull` failed: {problem}; and {said}") from None
         raise DataError(f"cannot restore {out}/: no DVC cache or remote has it, and {exc}") from None
     # into the DVC cache too, so that `dvc push` sends it (it pushes only what the cache holds)
     committed = dvc("commit", "--force", "--quiet", str(dvc_file))

@@ -65,9 +65,20 @@ def check_remote(settings: RemoteSettings, root: Path) -> str:
 def _check_local(settings: RemoteSettings, root: Path) -> str:
     folder = settings.local_path(root)
     if not folder.is_dir():
+        if (
+            settings.url_source.startswith("DVC's config")
+            and not Path(settings.url).expanduser().is_absolute()
+        ):
+            # committed by whoever set the remote up, relative to their clone: resolved from this one
+            raise RemoteUnreachableError(
+                f"DVC remote folder {folder} (the committed relative URL {settings.url}, resolved from this "
+                f"clone) does not exist: if the store is elsewhere on this machine, point this clone at it "
+                f"(`dvc remote modify --local {settings.name} url /path/to/store`; only this clone's "
+                ".dvc/config.local changes)"
+            )
         raise RemoteUnreachableError(
-            f"DVC remote folder {folder} (from {settings.url_source}) does not exist: create it "
-            f"(`mkdir -p {folder}`) or fix DVC_REMOTE_URL"
+            f"DVC remote folder {folder} (from {settings.url_source}) does not exist: for a new remote "
+            f"create it (`mkdir -p {folder}`), else fix {settings.url_source}"
         )
     if not os.access(folder, os.W_OK | os.X_OK):
         raise RemoteUnreachableError(
