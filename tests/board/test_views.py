@@ -247,3 +247,24 @@ def test_the_champion_is_the_run_of_the_registry_version_its_alias_names(tmp_pat
     client.create_model_version(name, source=f"runs:/{run}/model", run_id=run)
     client.set_registered_model_alias(name, "champion", "1")
     assert board.champion() == {"run_id": run, "version": "1", "commit": None}
+
+
+def test_an_experiment_that_applying_would_undo_newer_commits_says_why_in_its_row(tmp_path) -> None:
+    """Apply & commit was offered for an experiment run on an older commit whose inputs HEAD has changed
+    since: the server refused it only after the page asked for a commit message."""
+    root = tmp_path / "repo"
+    write_history(root, 3, experiments=1)  # exp-0 runs on HEAD: applicable
+    board = ExperimentsBoard(root)
+    [row] = [r for r in board.rows() if r["id"] == "exp:exp-0"]
+    assert row["apply_refused"] is None
+    baseline = row["baseline"]
+    (root / "params.yaml").write_text((root / "params.yaml").read_text() + "# edited\n")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "newer"],
+                   cwd=root, check=True)  # fmt: skip
+    [row] = [r for r in board.rows() if r["id"] == "exp:exp-0"]
+    assert row["apply_refused"] == (
+        f"exp-0 was run on {baseline[:12]}, and HEAD has changed its inputs since (params.yaml): applying it "
+        f"would undo that. Run it again on HEAD (`dvc exp run` with its -S values), or check out "
+        f"{baseline[:12]} first"
+    )
+    assert "apply_refused" not in board.table()["columns"]  # not a column of the page

@@ -118,7 +118,7 @@ class ExperimentsBoard:
         state = self._state()
         with self._lock:
             if state != self._key:
-                self._rows = experiment_rows(self.root)
+                self._rows = _with_apply_refusals(self.root, experiment_rows(self.root), state[0])
                 self._key = state
             return self._rows
 
@@ -135,7 +135,7 @@ class ExperimentsBoard:
         store's runs that no experiment names are rows too."""
         rows = self.rows() + (self.runs() if runs else [])
         columns = list(HEADLINE) + sorted(
-            {c for row in rows for c in row} - set(HEADLINE) - {"runs", "changed"}
+            {c for row in rows for c in row} - set(HEADLINE) - {"runs", "changed", "apply_refused"}
         )
         if sort and sort not in columns:
             raise QueryError(
@@ -280,6 +280,24 @@ def _sort_key(value: Any) -> tuple:
     if isinstance(value, int | float):
         return (0, value)
     return (1, str(value))
+
+
+def _with_apply_refusals(root: Path, rows: list[dict[str, Any]], head: str | None) -> list[dict[str, Any]]:
+    """Each DVC experiment's row with `apply_refused`: why Apply & commit would refuse it (None: it would
+    not), so the page disables the button and says why before asking for a message. One git diff per
+    baseline, however many experiments share it."""
+    from mnist_lab.experiments.queue import inputs_changed_since, undoing_message
+
+    changed: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("source") == "dvc-experiment" and (baseline := row.get("baseline")):
+            if baseline not in changed:
+                changed[baseline] = inputs_changed_since(root, baseline, (head or "").strip() or None)
+            name = row["id"].removeprefix("exp:")
+            row["apply_refused"] = (
+                undoing_message(name, baseline, changed[baseline]) if changed[baseline] else None
+            )
+    return rows
 
 
 def _param_view(rows: list[dict[str, Any]], key: str, values: list[Any]) -> dict[str, Any]:

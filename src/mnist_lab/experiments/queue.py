@@ -127,18 +127,36 @@ def _refuse_undoing_newer_commits(root: Path, name: str, experiment: str) -> Non
     """An experiment (commit `experiment`) run on an older commit brings that commit's inputs back with its
     own: applied on a HEAD that changed them since, it would silently undo those commits."""
     baseline = commands.git_output("rev-parse", f"{experiment}^", cwd=root)
-    head = commands.git_output("rev-parse", "HEAD", cwd=root)
-    if not baseline or not head or baseline.strip() == head.strip():
-        return
-    inputs = ("params.yaml", "dvc.yaml", "data.dvc", "src")
-    changed = commands.git_output("diff", "--name-only", baseline.strip(), "HEAD", "--", *inputs, cwd=root)
-    if changed and changed.strip():
-        files = ", ".join(changed.split()[:5])
-        raise QueueError(
-            f"{name} was run on {baseline.strip()[:12]}, and HEAD has changed its inputs since ({files}): "
-            f"applying it would undo that. Run it again on HEAD (`dvc exp run` with its -S values), or check "
-            f"out {baseline.strip()[:12]} first"
-        )
+    if baseline and (why := apply_refusal(root, name, baseline.strip())):
+        raise QueueError(why)
+
+
+APPLY_INPUTS = ("params.yaml", "dvc.yaml", "data.dvc", "src")
+
+
+def apply_refusal(root: Path, name: str, baseline: str, head: str | None = None) -> str | None:
+    """Why `apply_experiment` refuses experiment `name`, run on commit `baseline` (None: it does not): HEAD
+    (or `head`) changed the inputs it was run on since."""
+    changed = inputs_changed_since(root, baseline, head)
+    return undoing_message(name, baseline, changed) if changed else None
+
+
+def inputs_changed_since(root: Path, baseline: str, head: str | None = None) -> list[str]:
+    """The experiment inputs (APPLY_INPUTS) that HEAD (or `head`) changed since commit `baseline`."""
+    head = head or (commands.git_output("rev-parse", "HEAD", cwd=root) or "").strip()
+    if not head or baseline == head:
+        return []
+    changed = commands.git_output("diff", "--name-only", baseline, head, "--", *APPLY_INPUTS, cwd=root)
+    return changed.split() if changed else []
+
+
+def undoing_message(name: str, baseline: str, changed: list[str]) -> str:
+    """Why experiment `name`, run on `baseline`, is not applied: HEAD changed `changed` since."""
+    return (
+        f"{name} was run on {baseline[:12]}, and HEAD has changed its inputs since "
+        f"({', '.join(changed[:5])}): applying it would undo that. Run it again on HEAD (`dvc exp run` with "
+        f"its -S values), or check out {baseline[:12]} first"
+    )
 
 
 def experiment_output(root: Path, name: str) -> dict[str, object]:

@@ -201,6 +201,11 @@
     return rows;
   }
 
+  function refused(id) {
+    // why Apply & commit would refuse this DVC experiment (HEAD changed its inputs since), or null
+    return (table.rows.find((r) => r.id === id) || {}).apply_refused || null;
+  }
+
   function actionable(state) {
     // the selected rows the table shows: a row a filter, the query or `hidden` hides is left out of actions
     return state.selected.filter((id) => shownIds.has(id));
@@ -263,10 +268,13 @@
     const notShown = state.selected.length - acting.length;
     $("#table-summary").textContent = `${rows.length} of ${table.rows.length} experiments` +
       (state.hidden ? "" : " (hidden ones left out)") + (SNAPSHOT ? " · static export" : "") +
-      (notShown ? ` · ${notShown} selected ${notShown === 1 ? "row is" : "rows are"} not shown: the buttons leave ${notShown === 1 ? "it" : "them"} out` : "");
+      (notShown ? ` · ${notShown} selected ${notShown === 1 ? "row is" : "rows are"} not shown: the buttons leave ${notShown === 1 ? "it" : "them"} out` : "") +
+      (acting.length === 1 && refused(acting[0]) ? ` · Apply & commit: ${refused(acting[0])}` : "");
     $("#compare-selected").disabled = acting.length < 2;
     $("#label-add").disabled = $("#label-remove").disabled = !acting.length || Boolean(SNAPSHOT);
-    $("#commit-selected").disabled = Boolean(SNAPSHOT) || acting.length !== 1 || !acting[0].startsWith("exp:");
+    const why = acting.length === 1 ? refused(acting[0]) : null;
+    $("#commit-selected").disabled = Boolean(SNAPSHOT) || acting.length !== 1 || !acting[0].startsWith("exp:") || Boolean(why);
+    $("#commit-selected").title = why || "dvc exp apply + mnist-lab commit";
     $("#promote").disabled = Boolean(SNAPSHOT);
     $("#compare-selected").textContent = `Compare selected (${acting.length})`;
     $("#show-hidden").checked = state.hidden;
