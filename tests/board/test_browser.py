@@ -212,15 +212,22 @@ def test_promote_asks_before_it_moves_the_champion(board) -> None:
         except NoAlertPresentException:
             return None
 
+    browser.execute_script(  # count the page's requests to promote: the click handler would send one at once
+        "window.promotes = 0; const send = window.fetch;"
+        "window.fetch = (url, options) => { if (String(url).includes('/api/promote')) window.promotes++;"
+        " return send(url, options); };"
+    )
     browser.find_element(By.ID, "promote").click()
     question = wait_for(asked)
     assert "Promote the challenger to champion?" in question.text
     question.dismiss()
-    time.sleep(1)  # a request sent anyway would have answered by now (it answers in milliseconds here)
-    assert answered() == ""
+    assert browser.execute_script("return window.promotes") == 0 and answered() == ""
     browser.find_element(By.ID, "promote").click()
     wait_for(asked).accept()
-    assert "prepared.npz is missing" in wait_for(answered)  # promote ran (this repository has no test set)
+    assert "prepared.npz is missing" in wait_for(answered)
+    assert (
+        browser.execute_script("return window.promotes") == 1
+    )  # promote ran (this repository has no test set)
 
 
 def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
