@@ -292,6 +292,12 @@ def test_an_experiment_committed_without_mnist_lab_commit_is_found_and_linked(ex
     assert first != commit and client.get_run(sgd).data.tags["mnist_lab.results_commit"] == first
     assert f"sgd: {sgd} (record " in linked.stdout
     assert f" - keeps {first[:12]}, the commit that recorded it first" in linked.stdout
+    again = run(["mnist-lab", "link", "plain"], root, env)  # it said "tagged the new runs" once more
+    assert f"the runs of {commit[:12]} were tagged already: nothing to do" in again.stdout
+    assert (
+        f"random_forest: {forest['run_id']} (record " in again.stdout
+        and " - tagged with it already" in again.stdout
+    )
     nothing = run(["mnist-lab", "link", "no-such-rev"], root, env, check=False)
     assert nothing.returncode == 2 and "'no-such-rev' is not a commit" in nothing.stderr
 

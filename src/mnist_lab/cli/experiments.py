@@ -72,6 +72,8 @@ def _print_tagged_runs(heading: str, commit: str, links, tagging) -> None:
             state = " - NOT tagged"
         elif link.model in tagging.kept:
             state = f" - keeps {tagging.kept[link.model][:12]}, the commit that recorded it first"
+        elif link.model in tagging.already:
+            state = " - tagged with it already"
         print(f"  {link.model}: {link.run_id or 'waiting in the outbox'} (record {link.record_id}){state}")
     away = [model for model, why in tagging.untagged.items() if why == SERVER_AWAY]
     if away:
@@ -118,6 +120,8 @@ def _cmd_link(args: argparse.Namespace) -> int:
     commit, links, tagging = link_commit(repository_root(), args.revision)
     if tagging.untagged:
         heading = f"{commit[:12]}: not every run tagged"
+    elif not [link for link in links if link.model not in {*tagging.kept, *tagging.already}]:
+        heading = f"the runs of {commit[:12]} were tagged already: nothing to do"  # a second `link`
     elif tagging.kept:
         heading = f"tagged the new runs of {commit[:12]} with it"
     else:

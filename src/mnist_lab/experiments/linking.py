@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_lab import tracking
@@ -163,10 +163,12 @@ SERVER_AWAY = "the tracking server did not answer"
 @dataclass
 class Tagging:
     """What tagging a commit's runs did: per model not tagged, why (SERVER_AWAY when the server did not
-    answer); per model whose run keeps the earlier commit that recorded it first, that commit."""
+    answer); per model whose run keeps the earlier commit that recorded it first, that commit; the models
+    whose run was tagged with this commit already (nothing done)."""
 
     untagged: dict[str, str]
     kept: dict[str, str]
+    already: set[str] = field(default_factory=set)
 
 
 def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Tagging:
@@ -219,7 +221,10 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
         try:
             if client is None:
                 client = tracking.mlflow_client(settings)  # bounded retries
-            if not keeps(client.get_run(sent).data.tags.get(RESULTS_COMMIT_TAG), link):
+            tagged = client.get_run(sent).data.tags.get(RESULTS_COMMIT_TAG)
+            if tagged == commit:
+                done.already.add(link.model)
+            elif not keeps(tagged, link):
                 client.set_tag(sent, RESULTS_COMMIT_TAG, commit)
         except Exception as exc:  # the commit is made (or was already): say what is missing rather than fail
             if is_transport_failure(exc):
