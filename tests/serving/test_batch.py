@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
@@ -267,3 +268,75 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path) -
             predict_file(model, images, "/proc/out.csv")
     assert model.batches == []
     assert predict_file(model, images, tmp_path / "new" / "folder" / "out.csv")[0] == 30  # folders made
+
+
+def _table_with_ids(tmp_path: Path, suffix: str) -> Path:
+    """The 30 images with an id (leading zeros, "NA", an empty one), a nullable integer column whose only
+    null is in the third chunk of 7, a file name, and the true label."""
+    table = pd.DataFrame(IMAGES.reshape(30, -1).astype(np.int64), columns=[f"pixel_{i}" for i in range(16)])
+    ids = [f"{i:03d}" for i in range(30)]
+    ids[3], ids[4] = "NA", ""
+    table.insert(0, "id", ids)
+    table["batch"] = pd.array([i // 10 if i != 20 else None for i in range(30)], dtype="Int64")
+    table["file"] = [f"scan-{i}.png" for i in range(30)]
+    table["label"] = LABELS
+    path = tmp_path / f"labelled{suffix}"
+    table.to_csv(path, index=False) if suffix == ".csv" else table.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("source", [".csv", ".parquet"])
+@pytest.mark.parametrize("target", [".csv", ".parquet"])
+def test_kept_columns_are_copied_beside_each_prediction_as_written(tmp_path, source, target) -> None:
+    """`--keep id`: the rows of the predictions can be joined back to the input's (they could only be
+    matched by their order); values as written, the true `label` as input_label."""
+    images = _table_with_ids(tmp_path, source)
+    plain, kept = tmp_path / f"plain{target}", tmp_path / f"kept{target}"
+    assert predict_file(ShapeRecorder(), images, plain, chunk_images=7)[0] == 30
+    keep = ["id", "batch", "label"]
+    assert predict_file(ShapeRecorder(), images, kept, chunk_images=7, keep=keep)[0] == 30
+    if target == ".csv":
+        written = pd.read_csv(kept, dtype={"id": str}, keep_default_na=False)
+        expected_ids = [f"{i:03d}" for i in range(30)]
+        expected_ids[3], expected_ids[4] = "NA", ""
+        assert written["id"].tolist() == expected_ids
+        assert written["batch"].tolist()[19:22] == ["1", "", "2"]  # the one null, an empty field
+    else:
+        written = pd.read_parquet(kept)
+        assert written["id"].tolist()[:5] == ["000", "001", "002", "NA", ""]
+        if source == ".csv":  # a CSV's columns are kept as the text they are
+            assert written["batch"].tolist()[19:22] == ["1", "", "2"]
+        else:  # a Parquet file's with their types, in every chunk (pandas made the third chunk's floats)
+            assert str(pq.read_schema(kept).field("batch").type) == "int64"
+            assert written["batch"].isna().tolist() == [i == 20 for i in range(30)]
+    assert list(written.columns[:4]) == ["id", "batch", "input_label", "label"]
+    assert written["input_label"].astype(int).tolist() == LABELS.tolist()
+    predictions = pd.read_csv(plain) if target == ".csv" else pd.read_parquet(plain)
+    pd.testing.assert_frame_equal(written[predictions.columns].astype(predictions.dtypes), predictions)
+
+
+def test_columns_that_cannot_be_kept_are_named_before_any_work(tmp_path) -> None:
+    csv = _table_with_ids(tmp_path, ".csv")
+    parquet = _table_with_ids(tmp_path, ".parquet")
+    for path in (csv, parquet):
+        assert image_chunks(path).left_out == ("id", "batch", "file", "label")  # said by `predict`
+        assert image_chunks(path, keep=["file"]).left_out == ("id", "batch", "label")
+        with pytest.raises(
+            DataError, match=r"--keep ID: .* has no such column \(its other columns: id, batch"
+        ):
+            image_chunks(path, keep=["ID"])
+        with pytest.raises(DataError, match="--keep pixel_3: a pixel column"):
+            image_chunks(path, keep=["pixel_3"])
+        with pytest.raises(DataError, match="--keep: a column named twice"):
+            image_chunks(path, keep=["id", "id"])
+    files = _files(tmp_path)
+    for name in ("idx.gz", "idx"):
+        with pytest.raises(DataError, match="--keep id: .* an IDX file, images without columns"):
+            image_chunks(files[name], keep=["id"])
+    with pytest.raises(DataError, match="--keep id: .*plain.csv has no header, so no named columns"):
+        image_chunks(files["plain csv"], keep=["id"])
+    assert image_chunks(files["plain csv"]).left_out == ()
+    out = tmp_path / "out.csv"
+    with pytest.raises(DataError, match="no such column"):
+        predict_file(ShapeRecorder(), csv, out, keep=["nope"])
+    assert not out.exists()

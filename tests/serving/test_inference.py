@@ -188,7 +188,10 @@ def test_the_predict_stage_is_added_as_text_to_any_dvc_yaml(tmp_path) -> None:
     assert after.startswith(four + "    # the last\n    report:\n        cmd: echo b\n    predict:")
     assert list(yaml.safe_load(after)["stages"]) == ["prepare", "report", "predict"]
     dvc_yaml.write_text("stages:\n")
-    add_predict_stage(tmp_path, tmp_path / "in box" / "images.csv", tmp_path / "q.csv")
+    command, _ = add_predict_stage(
+        tmp_path, tmp_path / "in box" / "images.csv", tmp_path / "q.csv", ["id", "my file"]
+    )
+    assert command.endswith(" -o q.csv --keep id --keep 'my file'")  # the stage keeps what the command did
     assert list(yaml.safe_load(dvc_yaml.read_text())["stages"]) == ["predict"]
     for content, why in (
         ("stages:\n  a: [\n", r"not YAML DVC can read \(while parsing a flow node\)"),

@@ -201,6 +201,26 @@ def test_predict_writes_what_evaluate_predicted(
     assert "warning: digits-0-16.csv: every pixel value is 16 or less" in capsys.readouterr().err
     from_dvc = pd.read_csv(workspace / "out" / "predictions.csv")
     assert from_dvc["label"].tolist() == evaluated["predicted"].tolist()
+    # a table with an id and the true label: copied beside the predictions with --keep, else named
+    pixels = np.load(workspace / "outputs" / "prepared.npz")["test_pixels"]
+    table = pd.DataFrame(pixels, columns=[f"pixel_{i}" for i in range(pixels.shape[1])])
+    table.insert(0, "id", [f"img-{i:04d}" for i in range(len(table))])
+    table["label"] = evaluated["actual"]
+    table.to_csv(workspace / "labelled.csv", index=False)
+    assert cli.main(["predict", "labelled.csv", "-o", "out/plain.csv"]) == 0
+    said = capsys.readouterr().err
+    assert "note: not in the predictions: column(s) id, label of labelled.csv (--keep id copies" in said
+    assert cli.main(["predict", "labelled.csv", "-o", "out/kept.csv", "--keep", "id", "--keep", "label"]) == 0
+    assert (
+        "note: kept label as input_label (the predictions have a column of that name)"
+        in capsys.readouterr().err
+    )
+    kept = pd.read_csv(workspace / "out" / "kept.csv")
+    assert kept["id"].tolist() == table["id"].tolist()
+    assert kept["input_label"].tolist() == evaluated["actual"].tolist()
+    assert kept["label"].tolist() == evaluated["predicted"].tolist()
+    assert cli.main(["predict", str(test_images), "-o", "out/x.csv", "--keep", "id"]) == 2
+    assert "--keep id: " in capsys.readouterr().err and not (workspace / "out" / "x.csv").exists()
     if best == "forest":
         assert {f"probability_{d}" for d in range(10)} <= set(from_dvc.columns)
     assert (

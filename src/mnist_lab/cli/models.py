@@ -63,21 +63,36 @@ def _load_model(root: Path, model_uri: str | None):
 def _cmd_predict(args: argparse.Namespace) -> None:
     import time
 
-    from mnist_lab.serving.batch import check_output_file, predict_file
+    from mnist_lab.serving.batch import check_output_file, image_chunks, kept_column_name, predict_file
     from mnist_lab.serving.inference import add_predict_stage, scale_warning
 
     root = _model_root(None if args.as_stage else args.model)
     check_output_file(args.input, args.output, writable=not args.as_stage)  # a stage: written by `dvc repro`
+    keep = args.keep or []
+    left_out = image_chunks(args.input, keep=keep).left_out  # the header, before the model loads
     if args.as_stage:
         if args.model:
             raise MnistLabError("--as-stage predicts with the workspace's best model: leave out --model")
-        command, replaced = add_predict_stage(root, args.input, args.output)
+        command, replaced = add_predict_stage(root, args.input, args.output, keep)
         if replaced and replaced != command:
             print(f"replaced stage `predict` in dvc.yaml (was: {replaced}): {command}")
         else:
             print(f"added stage `predict` to dvc.yaml: {command}")
         print("run it with `dvc repro predict` (or `dvc repro`)")
         return
+    if left_out:
+        print(
+            f"note: not in the predictions: column(s) {', '.join(left_out[:5])} of {args.input} "
+            f"(--keep {left_out[0]} copies a column beside each prediction)",
+            file=sys.stderr,
+        )
+    renamed = [
+        f"{column} as {kept_column_name(column)}" for column in keep if kept_column_name(column) != column
+    ]
+    if renamed:
+        print(
+            f"note: kept {', '.join(renamed)} (the predictions have a column of that name)", file=sys.stderr
+        )
     model, described = _load_model(root, args.model)
     from tqdm import tqdm
 
@@ -89,7 +104,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        count, brightest = predict_file(model, args.input, args.output, on_chunk)
+        count, brightest = predict_file(model, args.input, args.output, on_chunk, keep=keep)
     seconds = time.perf_counter() - started
     rate = count / seconds if seconds > 0 else float("inf")
     print(
@@ -152,6 +167,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--model",
         help="an MLflow model URI, e.g. models:/mnist-lab@champion (default: the workspace's best model)",
+    )
+    predict.add_argument(
+        "--keep",
+        action="append",
+        metavar="COLUMN",
+        help="copy this column of a CSV/Parquet input (an id, a file name) beside each prediction, as "
+        "written; repeat for more (`label` is written as input_label)",
     )
     predict.add_argument(
         "--as-stage",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,19 +22,51 @@ from mnist_lab.system.files import check_writable, replaced_via_temp
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 CHUNK_IMAGES = 10_000  # 63 MB of float64 MNIST pixels; a chunk's intermediates are a few times that
 TABLE_SUFFIXES = (".csv", ".parquet")
 IDX_HEADER_MAX = 4 + 4 * 255
 
 
+PREDICTION_PREFIXES = ("probability_", "score_")
+
+
 @dataclass(frozen=True)
 class ImageChunks:
-    """Images of one file, read as (count, n_pixels) float64 chunks; `count` is None where the format does
-    not say before it is read (CSV)."""
+    """Images of one file, read as (count, n_pixels) float64 chunks, each with the same rows of the columns
+    to keep (an Arrow table of strings or of the file's own types; None when none are kept); `count` is
+    None where the format does not say before it is read (CSV). `left_out`: the table's columns that are
+    neither pixels nor kept."""
 
     count: int | None
-    chunks: Iterator[np.ndarray]
+    pieces: Iterator[tuple[np.ndarray, pa.Table | None]]
+    left_out: tuple[str, ...] = ()
+
+    @property
+    def chunks(self) -> Iterator[np.ndarray]:
+        return (pixels for pixels, _ in self.pieces)
+
+
+def kept_column_name(column: str) -> str:
+    """The name a kept input column has in the predictions: its own, or `input_<name>` where the
+    predictions have a column of that name (`label`, `probability_<c>`, `score_<c>`)."""
+    return f"input_{column}" if column == "label" or column.startswith(PREDICTION_PREFIXES) else column
+
+
+def _check_kept(path: Path, columns: Sequence[str], keep: Sequence[str]) -> tuple[str, ...]:
+    """Refuse a column to keep that the table lacks or that is a pixel; returns the columns left out."""
+    pixels = {c for c in columns if c.startswith("pixel_")}  # none: every column not kept is a pixel
+    others = [c for c in columns if c not in pixels]
+    for column in keep:
+        if column not in columns:
+            have = ", ".join(others[:8]) if others else "none but the pixels"
+            raise DataError(f"--keep {column}: {path} has no such column (its other columns: {have})")
+        if column in pixels:
+            raise DataError(f"--keep {column}: a pixel column of {path}; keep an id or other column")
+    if len(set(keep)) != len(keep):
+        raise DataError(f"--keep: a column named twice ({', '.join(keep)})")
+    return tuple(c for c in others if c not in keep) if pixels else ()
 
 
 def _is_idx(path: Path) -> bool:
@@ -42,11 +74,11 @@ def _is_idx(path: Path) -> bool:
     return name.endswith(("-ubyte", ".idx", ".idx3")) or path.suffix.lower() == ".gz"
 
 
-def image_chunks(path: Path | str, chunk_images: int = CHUNK_IMAGES) -> ImageChunks:
+def image_chunks(path: Path | str, chunk_images: int = CHUNK_IMAGES, keep: Sequence[str] = ()) -> ImageChunks:
     """The images of an IDX images file (gzipped or not) or a CSV/Parquet table with one row per image
-    (columns `pixel_0`... or, for CSV, plain numbers), `chunk_images` at a time. The header is checked
-    here; each chunk's values as it is read (errors name the file and the row, counted from the file's
-    first image)."""
+    (columns `pixel_0`... or, for CSV, plain numbers), `chunk_images` at a time, with the table's columns
+    `keep` (an id, a file name) read verbatim beside them. The header is checked here; each chunk's values
+    as it is read (errors name the file and the row, counted from the file's first image)."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: a folder; give one file: an IDX images file, a .csv or a .parquet table")
@@ -58,11 +90,16 @@ def image_chunks(path: Path | str, chunk_images: int = CHUNK_IMAGES) -> ImageChu
             f"{path}: a compressed {table[1:]} table is not read as such; decompress it first (gunzip)"
         )
     if _is_idx(path):
+        if keep:
+            raise DataError(
+                f"--keep {keep[0]}: {path} is an IDX file, images without columns; the predictions are in "
+                "its images' order (row 0 first)"
+            )
         return _idx_chunks(path, chunk_images)
     if path.suffix.lower() == ".parquet":
-        return _parquet_chunks(path, chunk_images)
+        return _parquet_chunks(path, chunk_images, keep)
     if path.suffix.lower() == ".csv":
-        return _csv_chunks(path, chunk_images)
+        return _csv_chunks(path, chunk_images, keep)
     raise DataError(
         f"{path}: unknown format; give an IDX images file (*-idx3-ubyte[.gz]), a .csv or a .parquet table"
     )
@@ -88,7 +125,7 @@ def _idx_chunks(path: Path, chunk_images: int) -> ImageChunks:
             raise DataError(idx_size_error(source, shape, expected, actual))
     image_bytes = shape[1] * shape[2]
 
-    def chunks() -> Iterator[np.ndarray]:
+    def chunks() -> Iterator[tuple[np.ndarray, None]]:
         with _opened(path, compressed) as stream:
             _read(stream, header_size, source)
             done = 0
@@ -99,7 +136,7 @@ def _idx_chunks(path: Path, chunk_images: int) -> ImageChunks:
                     raise DataError(idx_size_error(source, shape, expected, done * image_bytes + len(data)))
                 images = np.frombuffer(data, dtype=np.uint8).reshape(-1, image_bytes)
                 done += len(images)
-                yield images.astype(np.float64)
+                yield images.astype(np.float64), None
             extra = len(_read(stream, 1 << 20, source))
             if extra:
                 raise DataError(idx_size_error(source, shape, expected, expected + extra))
@@ -126,7 +163,7 @@ def _read(stream: IO[bytes], size: int, source: str) -> bytes:
     return b"".join(parts)
 
 
-def _parquet_chunks(path: Path, chunk_images: int) -> ImageChunks:
+def _parquet_chunks(path: Path, chunk_images: int, keep: Sequence[str]) -> ImageChunks:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -134,17 +171,23 @@ def _parquet_chunks(path: Path, chunk_images: int) -> ImageChunks:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: cannot read it as parquet: {exc}") from None
+    columns = list(parquet.schema_arrow.names)
+    left_out = _check_kept(path, columns, keep)
+    image_columns = [c for c in columns if c not in keep]
 
-    def chunks() -> Iterator[np.ndarray]:
+    def chunks() -> Iterator[tuple[np.ndarray, pa.Table | None]]:
         first_row = 0
         with parquet:
             for batch in parquet.iter_batches(batch_size=chunk_images):
-                yield table_pixels(batch.to_pandas(), str(path), first_row)
+                pixels = table_pixels(batch.select(image_columns).to_pandas(), str(path), first_row)
+                # the kept columns in Arrow, their types the file's in every chunk (pandas would turn an
+                # integer column with a null in one chunk into floats in that chunk alone)
+                yield pixels, pa.Table.from_batches([batch.select(list(keep))]) if keep else None
                 first_row += batch.num_rows
         if first_row == 0:
             raise DataError(f"{path}: no images (an empty table)")
 
-    return ImageChunks(parquet.metadata.num_rows, chunks())
+    return ImageChunks(parquet.metadata.num_rows, chunks(), left_out)
 
 
 def _is_number(text: str) -> bool:
@@ -155,8 +198,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
+def _csv_chunks(path: Path, chunk_images: int, keep: Sequence[str]) -> ImageChunks:
     import pandas as pd
+    import pyarrow as pa
 
     try:
         # the first line as written (pandas renames repeated names: 12.5,12.5 -> 12.5, 12.5.1)
@@ -179,13 +223,33 @@ def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
             f"{path}: its first line is a header without pixel_<i> columns ({', '.join(names[:3])}, ...): "
             "name the columns pixel_0, pixel_1, ... or write the pixel values alone, without a header"
         )
+    if header is None and keep:
+        raise DataError(
+            f"--keep {keep[0]}: {path} has no header, so no named columns; the predictions are in its rows' "
+            "order (row 0 first)"
+        )
+    left_out = _check_kept(path, first, keep) if header is not None else ()
+    options: dict[str, Any] = {}
+    if keep:  # the kept columns as written ("007", "NA" and an empty field included); a pixel's "" is NaN
+        options = {
+            "dtype": dict.fromkeys(keep, str),
+            "keep_default_na": False,
+            "na_values": {c: [""] for c in first if c not in keep},
+        }
+    kept_schema = pa.schema([(column, pa.string()) for column in keep])
 
-    def chunks() -> Iterator[np.ndarray]:
+    def chunks() -> Iterator[tuple[np.ndarray, pa.Table | None]]:
         first_row = 0
         try:
-            with pd.read_csv(path, header=header, index_col=index_col, chunksize=chunk_images) as reader:
+            with pd.read_csv(
+                path, header=header, index_col=index_col, chunksize=chunk_images, **options
+            ) as reader:
                 for table in reader:
-                    yield table_pixels(table, str(path), first_row)
+                    kept = None
+                    if keep:
+                        kept = pa.Table.from_pandas(table[list(keep)], kept_schema, preserve_index=False)
+                        table = table.drop(columns=list(keep))
+                    yield table_pixels(table, str(path), first_row), kept
                     first_row += len(table)
         except DataError:
             raise
@@ -194,7 +258,7 @@ def _csv_chunks(path: Path, chunk_images: int) -> ImageChunks:
         if first_row == 0:
             raise DataError(f"{path}: no images (an empty table)")
 
-    return ImageChunks(None, chunks())
+    return ImageChunks(None, chunks(), left_out)
 
 
 class PredictionWriter:
@@ -218,17 +282,29 @@ class PredictionWriter:
             self._stack = stack.pop_all()
         return self
 
-    def write(self, predictions: pd.DataFrame) -> None:
+    def write(self, predictions: pd.DataFrame, kept: pa.Table | None = None) -> None:
+        """Append `predictions`, after the same rows of the input's `kept` columns (see kept_column_name)."""
         assert self._temporary is not None, "use PredictionWriter as a context manager"
+        if kept is not None:
+            kept = kept.rename_columns([kept_column_name(c) for c in kept.column_names])
         if self.path.suffix.lower() == ".csv":
             if self._csv is None:
                 self._csv = self._temporary.open("w", newline="")
+            if kept is not None:
+                import pandas as pd
+
+                # Arrow types: an integer column with a null stays integers (plain pandas writes 1.0)
+                predictions = pd.concat([kept.to_pandas(types_mapper=pd.ArrowDtype), predictions], axis=1)
             predictions.to_csv(self._csv, index=False, header=self.rows == 0)
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
             table = pa.Table.from_pandas(predictions, preserve_index=False)
+            if kept is not None:
+                table = pa.Table.from_arrays(
+                    [*kept.columns, *table.columns], names=[*kept.column_names, *table.column_names]
+                )
             if self._parquet is None:
                 self._parquet = pq.ParquetWriter(self._temporary, table.schema)
             self._parquet.write_table(table)
@@ -283,16 +359,18 @@ def predict_file(
     output: Path | str,
     on_chunk: Callable[[int, int | None], None] | None = None,
     chunk_images: int = CHUNK_IMAGES,
+    keep: Sequence[str] = (),
 ) -> tuple[int, float]:
-    """Predict every image of `images` with `model` (see predict_frame) into `output`, a chunk at a time;
-    `on_chunk(images done, images in all or None)` after each chunk. Returns how many were predicted and
-    the brightest pixel value of them all (see inference.scale_warning)."""
+    """Predict every image of `images` with `model` (see predict_frame) into `output`, a chunk at a time,
+    each row after the input's columns `keep` (see kept_column_name); `on_chunk(images done, images in
+    all or None)` after each chunk. Returns how many were predicted and the brightest pixel value of them
+    all (see inference.scale_warning)."""
     check_output_file(images, output)
     brightest = 0.0
     with PredictionWriter(output) as writer:  # checks the output's suffix before any work
-        source = image_chunks(images, chunk_images)
-        for pixels in source.chunks:
-            writer.write(predict_frame(model, pixels, str(images)))
+        source = image_chunks(images, chunk_images, keep)
+        for pixels, kept in source.pieces:
+            writer.write(predict_frame(model, pixels, str(images)), kept)
             brightest = max(brightest, float(pixels.max()))
             if on_chunk is not None:
                 on_chunk(writer.rows, source.count)

@@ -6,6 +6,7 @@ batch prediction."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -226,7 +227,9 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
 
-def add_predict_stage(root: Path, images: Path | str, output: Path | str) -> tuple[str, str | None]:
+def add_predict_stage(
+    root: Path, images: Path | str, output: Path | str, keep: Sequence[str] = ()
+) -> tuple[str, str | None]:
     """Add (or replace) a `predict` stage in dvc.yaml that reruns `mnist-lab predict` with the workspace's
     best model when the images, that model or this package's code change: (the stage's command, the
     command of the `predict` stage it replaced or None). The stage is written as text at the end of
@@ -251,6 +254,7 @@ def add_predict_stage(root: Path, images: Path | str, output: Path | str) -> tup
     if not (root / images).is_file():
         raise DataError(f"{images}: no such file")
     command = f"python -m mnist_lab.cli predict {shlex.quote(str(images))} -o {shlex.quote(str(output))}"
+    command += "".join(f" --keep {shlex.quote(column)}" for column in keep)
     deps = [str(images), "best_model.json", "outputs/featurizer.joblib", "models", "src/mnist_lab"]
     path = root / "dvc.yaml"
     text = path.read_text(encoding="utf-8")
