@@ -350,20 +350,18 @@ def test_every_worker_gets_a_copy_of_the_data_the_fits_share(dask_cluster: Clust
 
 @pytest.mark.slow
 def test_a_search_with_no_worker_left_fails_clearly_and_writes_nothing(
-    searched: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    searched: Path, dask_cluster: Cluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    started = Cluster(tmp_path, {"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "3s"})
-    try:
-        started.add_workers(2)
-        monkeypatch.setenv(CLUSTER_ENV, started.address)
-        killer = started.kill_when_busy([0, 1])
-        code = run_dvc_stage("train", "mlp")
-        killer.join(timeout=60)
-    finally:
-        started.stop()
+    """A scheduler as `dask scheduler` starts (no no-workers timeout): the fits' data was on the workers
+    alone, so Dask forgets it and cancels the fits; said as every worker lost."""
+    dask_cluster.add_workers(2)
+    monkeypatch.setenv(CLUSTER_ENV, dask_cluster.address)
+    killer = dask_cluster.kill_when_busy([0, 1])
+    code = run_dvc_stage("train", "mlp")
+    killer.join(timeout=60)
     err = capsys.readouterr().err
     assert code == 2, err
-    assert f"the grid search on the Dask cluster at {started.address} failed" in err, err
+    assert f"the grid search on the Dask cluster at {dask_cluster.address} lost every worker" in err, err
     assert "nothing was written or logged" in err
     assert not (searched / "reports" / "mlp" / "training.json").exists()
     assert not (searched / "models" / "mlp").exists()
@@ -437,3 +435,57 @@ def test_a_cnn_search_on_fresh_workers_equals_the_local_one(
     assert run_dvc_stage("train", "cnn") == 0, capsys.readouterr().err
     assert f"on the Dask cluster at {dask_cluster.address}" in capsys.readouterr().err
     assert _search_result(workspace / "reports" / "cnn" / "training.json") == local
+
+
+@pytest.mark.slow
+def test_a_one_worker_cluster_runs_the_fits_there(dask_cluster: Cluster) -> None:
+    """joblib takes a cluster of one thread in all for n_jobs 1, "run here, in order": the search ran on
+    this machine, not on the worker, silently (the README's worker has one thread)."""
+    from distributed import Client, get_task_stream
+
+    from mnist_lab.core.models import train_classifier
+
+    settings, x, y = _forty_fits()
+    here = train_classifier(settings, x, y, seed=0, search_jobs=1)
+    dask_cluster.add_workers(1)
+    with Client(dask_cluster.address, timeout=30, set_as_default=False) as observer:
+        with get_task_stream(observer) as stream, dask_search(dask_cluster.address):
+            there = train_classifier(settings, x, y, seed=0)
+        fits = [task for task in stream.data if "fit_and_score" in str(task["key"])]
+    assert fits, "no fit ran on the worker"
+    assert here.search is not None and there.search is not None
+    assert [c.fold_scores for c in there.search.candidates] == [c.fold_scores for c in here.search.candidates]
+
+
+@pytest.mark.slow
+def test_a_task_left_without_any_worker_is_cancelled_not_awaited_forever(
+    dask_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker gone before a task could start (here: killed before it is submitted; in a search, while
+    the data is sent): the scheduler waits for a worker forever unless its own no-workers timeout is set,
+    and the search with it. After NO_WORKERS_SECONDS without a worker the search's tasks are cancelled and
+    it fails, naming the cluster."""
+    monkeypatch.setattr(cluster, "NO_WORKERS_SECONDS", 2.0)
+    dask_cluster.add_workers(1)
+    outcome: list[BaseException | None] = []
+
+    def search() -> None:
+        try:
+            with dask_search(dask_cluster.address) as client:
+                os.killpg(dask_cluster.workers[0].pid, signal.SIGKILL)
+                deadline = time.monotonic() + 30
+                while client.nthreads() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                client.submit(sum, [1, 2], pure=False).result()
+            outcome.append(None)
+        except BaseException as exc:  # what the search raised, checked below
+            outcome.append(exc)
+
+    searching = threading.Thread(target=search, daemon=True)
+    searching.start()
+    searching.join(timeout=60)
+    assert not searching.is_alive(), "the search still waits for a worker"
+    assert isinstance(outcome[0], ClusterError), outcome
+    assert f"the grid search on the Dask cluster at {dask_cluster.address} lost every worker" in str(
+        outcome[0]
+    )

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -26,6 +28,7 @@ from mnist_lab.core.errors import MnistLabError
 CLUSTER_ENV = "MNIST_LAB_DASK_SCHEDULER"
 CONNECT_SECONDS = 10.0  # to reach the scheduler
 WORKERS_SECONDS = 30.0  # for at least one worker to be there
+NO_WORKERS_SECONDS = 30.0  # with every worker lost, then the search fails
 _ADDRESS = re.compile(r"(tcp|tls|ws|wss)://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):\d{1,5}|inproc://[^\s/]+")
 # what a worker must have as this machine does for its fits to be this machine's: the package's code, and the
 # libraries the fits run
@@ -102,12 +105,14 @@ def dask_search(address: str) -> Iterator[Any]:
     # while the client closes after: the ClusterError below says it in one line
     noisy = [logging.getLogger(name) for name in ("distributed.client", "tornado.application")]
     levels = [log.level for log in noisy]
+    workerless = threading.Event()
     try:
         _check_workers(client, address)
         for log in noisy:
             log.setLevel(logging.CRITICAL)
         with (
             _replicas_kept(client),
+            _watched_for_workers(client, workerless),
             joblib.parallel_config(backend="dask", n_jobs=-1, client=_ReplicatingClient(client)),
         ):
             yield client
@@ -118,6 +123,9 @@ def dask_search(address: str) -> Iterator[Any]:
             raise
         if "scheduler-connection-lost" in str(exc) or client.status in ("closed", "closing"):
             what = f"lost its connection to the scheduler ({_reason(exc)}). Check the scheduler at {address}"
+        elif workerless.is_set() or _no_workers(client):
+            # the data the fits share was on the workers alone: Dask says "already forgotten"
+            what = f"lost every worker ({_reason(exc)}). Check the workers (`dask worker` logs)"
         else:
             what = f"failed: {_reason(exc)}. Check the workers (`dask worker` logs)"
         raise ClusterError(
@@ -129,6 +137,42 @@ def dask_search(address: str) -> Iterator[Any]:
             client.close()
         for log, level in zip(noisy, levels, strict=True):
             log.setLevel(level)
+
+
+@contextmanager
+def _watched_for_workers(client: Any, workerless: threading.Event) -> Iterator[None]:
+    """Inside: a thread asks the scheduler every second how many workers it has; after NO_WORKERS_SECONDS
+    with none, it sets `workerless` and cancels this client's tasks, so that the search fails (a scheduler
+    waits for new workers forever unless its own `no-workers-timeout` is set, and the search with it,
+    silently)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        since = None
+        while not done.wait(1.0):
+            try:
+                count = len(client.nthreads())
+            except Exception:  # the scheduler lost: the search fails on its own, saying so
+                return
+            if count:
+                since = None
+                continue
+            since = since if since is not None else time.monotonic()
+            if time.monotonic() - since >= NO_WORKERS_SECONDS:
+                workerless.set()
+                from distributed import Future
+
+                with suppress(Exception):
+                    client.cancel([Future(key, client) for key in list(client.futures)], force=True)
+                return
+
+    watcher = threading.Thread(target=watch, name="mnist-lab-dask-workers", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join(timeout=5)
 
 
 @contextmanager
@@ -172,6 +216,15 @@ class _ReplicatingClient:
             return self._client.scatter(data, **{**options, "broadcast": True})
         asynchronous = options.get("asynchronous")  # joblib: True, from the client's event loop
         return self._client.sync(_scatter_everywhere, self._client, data, asynchronous=asynchronous)
+
+    def ncores(self, *args: Any, **kwargs: Any) -> dict[str, int]:
+        """The workers' threads, as joblib counts them for its n_jobs; for a cluster of one thread in all,
+        two: joblib takes n_jobs 1 for "run here, in order", and a search on a one-worker cluster ran on
+        this machine instead, silently. The second batch waits on the scheduler for the first."""
+        cores = dict(self._client.ncores(*args, **kwargs))
+        if sum(cores.values()) == 1:
+            cores = {worker: 2 for worker in cores}
+        return cores
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -247,6 +300,13 @@ def _check_workers(client: Any, address: str) -> None:
                 else ""
             )
         )
+
+
+def _no_workers(client: Any) -> bool:
+    try:
+        return not client.nthreads()
+    except Exception:  # the scheduler lost too: said as that
+        return False
 
 
 def _from_the_cluster(exc: BaseException) -> bool:
