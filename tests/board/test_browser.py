@@ -448,3 +448,39 @@ def test_every_control_has_a_name_and_the_table_sorts_from_the_keyboard(board) -
         browser.get(f"{url}/#/{view}")
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, shown))  # noqa: B023 - used at once
         assert _unnamed_controls(browser) == [], view
+
+
+def test_apply_and_commit_is_disabled_with_its_reason_when_head_changed_the_inputs(tmp_path: Path) -> None:
+    """An experiment run on a commit whose inputs HEAD has changed since: the button is offered while HEAD is
+    its baseline, then disabled, its reason in the table's summary and the button's title (the server
+    refused it only after the page had asked for a commit message)."""
+    import subprocess
+
+    from selenium.webdriver.common.by import By
+
+    root = tmp_path / "repo"
+    write_history(root, 3, experiments=1)
+    port = free_port()
+    server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {})
+    try:
+        wait_until_ready(server, port, timeout_s=60)
+        with chromium() as browser:
+            browser.get(f"http://127.0.0.1:{port}/#/table?ids=exp:exp-0")
+            wait_for(lambda: "exp:exp-0" in _rows(browser))
+            button = browser.find_element(By.ID, "commit-selected")
+            assert button.is_enabled()
+            assert "Apply & commit:" not in browser.find_element(By.ID, "table-summary").text
+            (root / "params.yaml").write_text((root / "params.yaml").read_text() + "# edited\n")
+            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam",
+                            "newer"], cwd=root, check=True)  # fmt: skip
+            browser.refresh()
+            wait_for(
+                lambda: (
+                    "Apply & commit: exp-0 was run on" in browser.find_element(By.ID, "table-summary").text
+                )
+            )
+            button = browser.find_element(By.ID, "commit-selected")
+            assert not button.is_enabled()
+            assert "HEAD has changed its inputs since (params.yaml)" in button.get_attribute("title")
+    finally:
+        stop(server)
