@@ -507,3 +507,34 @@ def test_history_and_compare_name_a_run_sent_since_its_commit_not_pending(tmp_pa
     assert experiment_rows(tmp_path)[0]["runs"] == {"cnn": synced_run}
     assert experiment_history(tmp_path)[0].runs == {"cnn": synced_run}
     assert _runs(tmp_path, "HEAD") == [RunLink("cnn", synced_run, synced_record)]
+
+
+def test_a_sibling_commit_naming_the_same_run_leaves_its_tag_where_commit_of_finds_it(
+    tmp_path: Path, tracking_store: str
+) -> None:
+    """Two experiments from one queue, both sharing an unchanged model's run: one committed by `mnist-lab
+    commit` (trailers) on main, the other kept with `dvc exp branch` (its mlflow.json files) and linked.
+    Linking the branch took the tag (only an ancestor kept it), so the tag and `commit-of` named different
+    commits. Either order: the tag follows `commit-of`."""
+    from mnist_lab.experiments.linking import RESULTS_COMMIT_TAG, commit_of_run, tag_runs_with_commit
+    from mnist_lab.tracking import outbox
+    from tests.helpers import run_record
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    base = _commit_files(tmp_path, {"params.yaml": "seed: 1\n", ".gitignore": ".mnist-lab/\n"}, "base")
+    record = run_record()
+    outbox.spool(record, tmp_path, reason="the server was away")
+    link = RunLink("m", None, record.record_id)
+    files = {"reports/m/mlflow.json": json.dumps({"record_id": record.record_id, "run_id": None})}
+    on_main = _commit_files(tmp_path, {**files, "notes.txt": "main"}, f"Best of the grid\n\n{link.trailer()}")
+    assert tag_runs_with_commit(tmp_path, [link], on_main).kept == {}
+    run(["git", "checkout", "-q", "-b", "exp-branch", base], tmp_path)
+    branched = _commit_files(tmp_path, {**files, "notes.txt": "branch"}, "dvc exp branch")
+    tagging = tag_runs_with_commit(tmp_path, [link], branched)
+    assert tagging.kept == {"m": on_main}
+    assert outbox.pending_tags(tmp_path, record.record_id)[RESULTS_COMMIT_TAG] == on_main
+    assert commit_of_run(tmp_path, record.record_id) == on_main
+    # the other order: the branch linked first, then the trailer commit, which commit-of prefers
+    outbox.retag_pending(tmp_path, record.record_id, {RESULTS_COMMIT_TAG: branched})
+    assert tag_runs_with_commit(tmp_path, [link], on_main).kept == {}
+    assert outbox.pending_tags(tmp_path, record.record_id)[RESULTS_COMMIT_TAG] == on_main

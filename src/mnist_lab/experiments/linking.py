@@ -173,8 +173,8 @@ class Tagging:
 
 def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Tagging:
     """Tag each run with the commit holding its results (runs waiting in the outbox get the tag there),
-    unless its tag already names an earlier commit that records it (the first one stays: `commit-of`
-    answers it too). The commit names every run either way."""
+    unless its tag already names the commit that first recorded it, by `commit-of`'s rule (the first one
+    stays, and `commit-of` answers it too). The commit names every run either way."""
     from mnist_lab.system.redact import display_uri, first_line, redact
     from mnist_lab.tracking.outbox import find_sent_run, is_transport_failure, pending_tags, retag_pending
     from mnist_lab.tracking.server import describe_store_failure
@@ -186,7 +186,7 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
     checked = False  # a remote server asked once whether it answers
 
     def keeps(earlier: str | None, link: RunLink) -> bool:
-        if earlier and earlier != commit and _first_records(root, earlier, commit, link):
+        if earlier and earlier != commit and _first_records(root, earlier, link):
             done.kept[link.model] = earlier
             return True
         return False
@@ -244,17 +244,37 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
     return done
 
 
-def _first_records(root: Path, earlier: str, commit: str, link: RunLink) -> bool:
-    """Whether `earlier` (the commit a run is tagged with) is an ancestor of `commit` that names the run
-    too, reachable from a ref: then it recorded the run first and keeps the tag."""
-    if run_git(root, "merge-base", "--is-ancestor", earlier, commit, check=False).returncode != 0:
-        return False
-    reachable = run_git(root, "for-each-ref", "--count=1", "--contains", earlier, check=False).stdout
+def _first_records(root: Path, earlier: str, link: RunLink) -> bool:
+    """Whether `earlier` (the commit a run is tagged with) is the commit that first recorded the run, as
+    `commit-of` answers from git: then it keeps the tag, and the tag and `commit-of` agree. (Keeping it
+    only for an ancestor of the commit linked let a sibling, say a `dvc exp branch` beside the `mnist-lab
+    commit` of an experiment sharing its unchanged models' runs, take the tag from the commit `commit-of`
+    names.)"""
     try:
-        named = runs_of_commit(root, earlier)
+        return _first_commit_in_git(root, link.record_id) == earlier
     except LinkingError:
         return False
-    return bool(reachable.strip()) and any(other.record_id == link.record_id for other in named)
+
+
+def _first_commit_in_git(root: Path, wanted: str) -> str | None:
+    """commit_of_run's answer from git alone (None: no commit names the run): in the branches and tags
+    first, then in every ref; the oldest commit whose trailers name it, else the oldest that added it to a
+    `reports/*/mlflow.json`."""
+    for scope in (("--branches", "--tags", "HEAD"), ("--all",)):
+        by_trailer = _commits_naming(root, wanted, scope, trailers=True)
+        by_file = _commits_naming(root, wanted, scope, trailers=False)
+        _refuse_ambiguous(wanted, by_trailer + by_file)
+        records = {link.record_id for _, link in by_trailer + by_file}  # one at most, once unambiguous
+        if records and not (record := records.pop()).startswith(wanted):
+            # a run id: the commits made before the run was sent name only its record (run=pending)
+            by_trailer += _commits_naming(root, record, scope, trailers=True)
+            by_file += _commits_naming(root, record, scope, trailers=False)
+        for found in (by_trailer, by_file):
+            if found:  # the oldest of the commits naming it: parents before children (dates can tie)
+                candidates = {commit for commit, _ in found}
+                history = run_git(root, "rev-list", "--topo-order", "--reverse", *candidates).stdout.split()
+                return next(commit for commit in history if commit in candidates)
+    return None
 
 
 def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
@@ -305,20 +325,9 @@ def commit_of_run(root: Path, run_or_record_id: str) -> str:
             f"'{run_or_record_id}' is not a run id or record id: give 8 to 32 hexadecimal characters of one "
             "(as `mnist-lab runs` or `mnist-lab history` print them)"
         )
-    for scope in (("--branches", "--tags", "HEAD"), ("--all",)):
-        by_trailer = _commits_naming(root, wanted, scope, trailers=True)
-        by_file = _commits_naming(root, wanted, scope, trailers=False)
-        _refuse_ambiguous(wanted, by_trailer + by_file)
-        records = {link.record_id for _, link in by_trailer + by_file}  # one at most, once unambiguous
-        if records and not (record := records.pop()).startswith(wanted):
-            # a run id: the commits made before the run was sent name only its record (run=pending)
-            by_trailer += _commits_naming(root, record, scope, trailers=True)
-            by_file += _commits_naming(root, record, scope, trailers=False)
-        for found in (by_trailer, by_file):
-            if found:  # the oldest of the commits naming it: parents before children (dates can tie)
-                candidates = {commit for commit, _ in found}
-                history = run_git(root, "rev-list", "--topo-order", "--reverse", *candidates).stdout.split()
-                return next(commit for commit in history if commit in candidates)
+    first = _first_commit_in_git(root, wanted)
+    if first is not None:
+        return first
     from mnist_lab.tracking.outbox import sent_runs
 
     # a run that waited in the outbox: the commits name its record id; this clone's ledger knows its run id
