@@ -238,3 +238,24 @@ def test_max_features_keeps_scikit_learns_meanings() -> None:
         )
         assert forest.max_features == value and type(forest.max_features) is type(value)
         assert build_classifier(forest, seed=0).get_params()["max_features"] == value
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["seed=7", "models.sgd.alpha=0.001", "models.random_forest.n_estimators=50", "models.cnn.dropout=0.25"],
+)
+def test_an_override_by_dvc_changes_only_its_own_line(repo_root: Path, tmp_path: Path, override: str) -> None:
+    """`dvc exp run -S` writes params.yaml back with its own YAML dump: `[32, 64]` and `null` came back
+    rewritten, four hunks of noise in every experiment's commit and the page's code diff. params.yaml is
+    written in DVC's layout, so that an override's diff is its own line."""
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text((repo_root / "params.yaml").read_text())
+    apply_overrides(str(copy), [override])
+    before, after = (repo_root / "params.yaml").read_text().splitlines(), copy.read_text().splitlines()
+    assert len(before) == len(after)
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+    path, value = override.split("=")
+    key = path.rsplit(".", 1)[-1]
+    assert len(changed) == 1 and changed[0][1].strip().startswith(f"{key}: {value}"), changed
