@@ -329,6 +329,7 @@ def test_a_bad_dvc_exp_run_setting_removes_nothing(pipeline: dict) -> None:
     failed = run(["dvc", "exp", "run", "-S", "models.sgd.alpha=big"], root, env, check=False)
     assert failed.returncode != 0
     assert "models.sgd.alpha: Input should be a valid number" in failed.stdout + failed.stderr
+    assert "`git checkout -- params.yaml`" in failed.stdout + failed.stderr  # how to undo what -S left
     (root / "params.yaml").write_text(original)  # `dvc exp run -S` leaves its change in the workspace
     assert workspace_state(root) == before
 

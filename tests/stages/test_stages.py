@@ -209,6 +209,11 @@ def test_invalid_params_fail_before_any_work(workspace: Path, capsys: pytest.Cap
     assert run_dvc_stage("prepare") == 2
     assert "unknown key 'features.pca_varaince'" in capsys.readouterr().err
     assert not (workspace / "outputs").exists()
+    # validate, the first stage: says how to take back a value `dvc exp run -S` left in params.yaml
+    assert run_dvc_stage("validate") == 2
+    said = capsys.readouterr().err
+    assert "unknown key 'features.pca_varaince'" in said
+    assert "go back to the committed settings with `git checkout -- params.yaml`" in said
 
 
 def test_unknown_model_name(workspace: Path, capsys: pytest.CaptureFixture) -> None:

@@ -126,7 +126,13 @@ def check_models_against_labels(settings: Settings, data: Path) -> None:
 def validate(context: StageContext) -> None:
     args = context.args
     with context.compute():
-        context.settings  # noqa: B018 - loading the settings is the check (unknown keys, types, metric)
+        try:
+            context.settings  # noqa: B018 - loading the settings is the check (unknown keys, types, metric)
+        except SettingsError as exc:  # `dvc exp run -S` wrote the value into params.yaml and leaves it there
+            raise SettingsError(
+                f"{exc}\n  (params.yaml keeps a value `dvc exp run -S` wrote into it: fix it there, or go "
+                "back to the committed settings with `git checkout -- params.yaml`)"
+            ) from None
         # the tracking configuration's mistakes that need no network (a URI without its scheme, a bad
         # DAGSHUB_REPO): here, not after DVC has deleted the outputs of the stages that log
         root = repository_root()
