@@ -268,3 +268,24 @@ def test_an_experiment_that_applying_would_undo_newer_commits_says_why_in_its_ro
         f"{baseline[:12]} first"
     )
     assert "apply_refused" not in board.table()["columns"]  # not a column of the page
+
+
+def test_a_revision_of_a_commit_without_results_is_named_as_such(tmp_path) -> None:
+    """`/api/experiments/HEAD~1` for a commit that records no experiment said "give ... a git revision such
+    as HEAD~1": it is a commit, only not an experiment's."""
+    root = tmp_path / "repo"
+    commits = write_history(root, 2, experiments=0)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q",
+                    "--allow-empty", "-m", "notes only"], cwd=root, check=True)  # fmt: skip
+    board = ExperimentsBoard(root)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    for revision in ("HEAD", head[:9]):
+        with pytest.raises(UnknownExperiment) as refused:
+            board.row(revision)
+        assert str(refused.value) == (
+            f"no experiment {revision!r}: it is commit {head[:12]}, which records no experiment's results "
+            "(not in `mnist-lab history`); give one of the table's commits"
+        )
+    assert board.row("HEAD~1")["id"] == commits[0]  # newest first

@@ -167,6 +167,11 @@ class ExperimentsBoard:
             named = [row for row in rows if row["source"] == "commit" and row["id"] == (commit or "").strip()]
             if named:
                 return named[0]
+            if commit and commit.strip():
+                raise UnknownExperiment(
+                    f"no experiment {experiment!r}: it is commit {commit.strip()[:12]}, which records no "
+                    "experiment's results (not in `mnist-lab history`); give one of the table's commits"
+                )
         if len(experiment) >= 7:
             matches = [row for row in rows if row["source"] == "commit" and row["id"].startswith(experiment)]
             if len(matches) == 1:
