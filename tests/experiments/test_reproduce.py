@@ -14,6 +14,19 @@ from tests.helpers import commit_all, run
 pytestmark = pytest.mark.slow
 
 
+def _warm_servers_of_reproductions() -> list[str]:
+    """The command lines of running warm servers whose sockets are in a reproduction's scratch folder."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "mnist_lab.system.warm" in words and any("mnist-lab-reproduce-" in w for w in words):
+            found.append(" ".join(words))
+    return found
+
+
 def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path) -> None:
     root = restored_repo
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root.parent / 'user-store.db'}"}
@@ -35,6 +48,8 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
         assert "dirty" not in done.stdout + done.stderr
     kept_files = [p for p in kept.rglob("*") if p.is_file()]
     assert any(p.name == "dvc.lock" for p in kept_files)  # the clone was kept
+    # the warm server the clone's stages started is stopped, not left idling for 15 minutes
+    assert not _warm_servers_of_reproductions()
     assert not [p for p in kept_files if canary.encode() in p.read_bytes()]
 
     summary = json.loads((root / "metrics.json").read_text())
