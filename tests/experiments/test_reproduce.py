@@ -14,16 +14,25 @@ from tests.helpers import commit_all, run
 pytestmark = pytest.mark.slow
 
 
-def _warm_servers_of_reproductions() -> list[str]:
-    """The command lines of running warm servers whose sockets are in a reproduction's scratch folder."""
-    found = []
+def _warm_servers() -> set[str]:
+    """The running warm servers' command lines: this session's (its folder, tests/conftest.py) and any in
+    a reproduction's scratch folder."""
+    import os
+
+    from mnist_lab.system.warm import DIR_ENV
+
+    found = set()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             words = cmdline.read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if "mnist_lab.system.warm" in words and any("mnist-lab-reproduce-" in w for w in words):
-            found.append(" ".join(words))
+        if (
+            "mnist_lab.system.warm" in words
+            and "serve" in words
+            and any(word == os.environ[DIR_ENV] or "mnist-lab-reproduce-" in word for word in words)
+        ):
+            found.add(" ".join(words))
     return found
 
 
@@ -40,6 +49,7 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
 
     kept = root.parent / "kept"
+    servers = _warm_servers()  # the pipeline's, just run
     for revision in (first, second):
         keep = ["--keep", str(kept)] if revision == second else []
         done = run(["mnist-lab", "reproduce", revision, *keep], root, env, check=False)
@@ -48,8 +58,8 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
         assert "dirty" not in done.stdout + done.stderr
     kept_files = [p for p in kept.rglob("*") if p.is_file()]
     assert any(p.name == "dvc.lock" for p in kept_files)  # the clone was kept
-    # the warm server the clone's stages started is stopped, not left idling for 15 minutes
-    assert not _warm_servers_of_reproductions()
+    # the warm servers the clones' stages started are stopped, not left idling for 15 minutes
+    assert _warm_servers() == servers
     assert not [p for p in kept_files if canary.encode() in p.read_bytes()]
 
     summary = json.loads((root / "metrics.json").read_text())
