@@ -78,6 +78,12 @@ def test_a_params_grid_is_one_linked_run_per_combination(restored_repo: Path) ->
     assert run(["mnist-lab", "commit-of", other.info.run_id], root).stdout.strip() == branch_commit
     run(["mnist-lab", "link", "other-sgd"], root)
     assert client.get_run(other.info.run_id).data.tags["mnist_lab.results_commit"] == branch_commit
+    # the models the grid left unchanged: runs both commits name; linking the branch left their tag where
+    # commit-of finds them (it took it, for a commit that is not an ancestor)
+    for model in ("random_forest", "mlp"):
+        shared = json.loads(run(["git", "show", f"{branch_commit}:reports/{model}/mlflow.json"], root).stdout)
+        tagged = client.get_run(shared["run_id"]).data.tags["mnist_lab.results_commit"]
+        assert run(["mnist-lab", "commit-of", shared["run_id"]], root).stdout.strip() == tagged == commit
 
     # a grid search inside the training stage, as the README sets it: a parent run with nested candidates
     run(["dvc", "exp", "run", "-S", "+models.sgd.search={grid: {alpha: [0.00001, 0.001]}, cv: 2}"], root)
