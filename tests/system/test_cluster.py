@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -202,6 +203,12 @@ def _fits_running(address: str, timeout_s: float = 120) -> bool:
     return False
 
 
+def _assert_same_search(here: Any, there: Any) -> None:
+    """Two trained models' grid searches scored every candidate's folds the same."""
+    assert here.search is not None and there.search is not None
+    assert [c.fold_scores for c in there.search.candidates] == [c.fold_scores for c in here.search.candidates]
+
+
 def _forty_fits() -> tuple:
     """(MLP settings with a grid search of 8 candidates x 5 folds, the bundled digits' pixels and labels):
     a search of 7-10 s on two workers here."""
@@ -248,8 +255,7 @@ def test_a_worker_lost_after_the_memory_manager_ran_leaves_the_search_to_the_oth
         searching.clear()
     killer.join()
     assert dask_cluster.killed == [0] and dask_cluster.workers[0].poll() is not None  # killed mid-search
-    assert here.search is not None and there.search is not None
-    assert [c.fold_scores for c in there.search.candidates] == [c.fold_scores for c in here.search.candidates]
+    _assert_same_search(here, there)
 
 
 @pytest.mark.slow
@@ -330,8 +336,7 @@ def test_a_worker_lost_while_the_data_is_sent_leaves_the_search_to_the_others(
     assert "error" not in result, result.get("error")
     assert dask_cluster.workers[int(victim[1:])].poll() is not None  # it really died, with the data
     there = result["trained"]
-    assert here.search is not None and there.search is not None
-    assert [c.fold_scores for c in there.search.candidates] == [c.fold_scores for c in here.search.candidates]
+    _assert_same_search(here, there)
 
 
 @pytest.mark.slow
@@ -453,8 +458,7 @@ def test_a_one_worker_cluster_runs_the_fits_there(dask_cluster: Cluster) -> None
             there = train_classifier(settings, x, y, seed=0)
         fits = [task for task in stream.data if "fit_and_score" in str(task["key"])]
     assert fits, "no fit ran on the worker"
-    assert here.search is not None and there.search is not None
-    assert [c.fold_scores for c in there.search.candidates] == [c.fold_scores for c in here.search.candidates]
+    _assert_same_search(here, there)
 
 
 @pytest.mark.slow
