@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mnist_lab.experiments.compare import _params_lines
+from mnist_lab.experiments.compare import Comparison, _params_lines, as_text
 
 
 def test_a_model_dropped_or_added_is_one_line_not_one_per_setting() -> None:
@@ -22,3 +22,28 @@ def test_a_model_dropped_or_added_is_one_line_not_one_per_setting() -> None:
         "  models.wide: added (mlp)",
         "  seed: 1 -> 2",
     ]
+
+
+def test_the_metrics_that_did_not_change_are_counted_not_listed() -> None:
+    """Every metric was listed, the unchanged ones as `0.9806 -> 0.9806 (+0.0000)`: 23 lines to find the
+    one that moved. `--all` lists them all."""
+    metrics = {
+        "best.model": {"old": "cnn", "new": "cnn", "diff": None},
+        "models.sgd.accuracy": {"old": 0.9444, "new": 0.95, "diff": 0.0056},
+        "models.mlp.accuracy": {"old": 0.9694, "new": 0.9694, "diff": 0.0},
+    }
+    nothing: dict = {"old": [], "new": []}
+    comparison = Comparison("HEAD~1", "HEAD", {}, metrics, {"old": "a", "new": "a"}, [], nothing, nothing)
+    text = as_text(comparison).splitlines()
+    start = text.index("metrics changed:")
+    assert text[start : start + 3] == [
+        "metrics changed:",
+        "  models.sgd.accuracy: 0.9444 -> 0.9500 (+0.0056)",
+        "  (2 unchanged; --all lists them)",
+    ]
+    everything = as_text(comparison, everything=True).splitlines()
+    assert "  models.mlp.accuracy: 0.9694 -> 0.9694 (+0.0000)" in everything
+    assert "  best.model: cnn -> cnn" in everything and "metrics:" in everything
+    same = {key: {**v, "new": v["old"], "diff": 0.0} for key, v in metrics.items()}
+    comparison.metrics = same
+    assert "metrics: unchanged (3; --all lists them)" in as_text(comparison).splitlines()

@@ -164,7 +164,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     from mnist_lab.system.workspace import repository_root
 
     comparison = compare(repository_root(), args.old, args.new)
-    print(as_json(comparison) if args.json else as_text(comparison))
+    print(as_json(comparison) if args.json else as_text(comparison, everything=args.all))
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -271,7 +271,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser("compare", help="two experiments: params, metrics, data, code, runs")
     compare.add_argument("old", help="a revision (commit, branch, tag) or a DVC experiment's name")
     compare.add_argument("new", nargs="?", help="a revision or DVC experiment (default: the workspace)")
-    compare.add_argument("--json", action="store_true")
+    compare.add_argument("--json", action="store_true", help="everything, as JSON")
+    compare.add_argument("--all", action="store_true", help="list the unchanged metrics too")
     compare.set_defaults(handler=_cmd_compare)
 
     reproduce = commands.add_parser(

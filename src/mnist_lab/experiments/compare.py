@@ -129,7 +129,9 @@ def as_json(comparison: Comparison) -> str:
     return json.dumps(asdict(comparison), indent=2)
 
 
-def as_text(c: Comparison) -> str:
+def as_text(c: Comparison, everything: bool = False) -> str:
+    """What changed, for a terminal: params and metrics that differ (`everything`: every metric too, the
+    unchanged ones with their +0.0000), data, code, runs."""
     lines = [f"{c.old} -> {c.new}", ""]
     for side in ("old", "new"):
         name, why = getattr(c, side), c.stale[side]
@@ -148,8 +150,15 @@ def as_text(c: Comparison) -> str:
     lines.append("params changed:" if c.params else "params: unchanged")
     lines += _params_lines(c.params)
     lines.append("")
-    lines.append("metrics:" if c.metrics else "metrics: none recorded")
-    for key, v in sorted(c.metrics.items()):
+    changed = {key: v for key, v in c.metrics.items() if everything or v["old"] != v["new"]}
+    unchanged = len(c.metrics) - len(changed)
+    if not c.metrics:
+        lines.append("metrics: none recorded")
+    elif not changed:
+        lines.append(f"metrics: unchanged ({unchanged}; --all lists them)")
+    else:
+        lines.append("metrics:" if everything else "metrics changed:")
+    for key, v in sorted(changed.items()):
         if isinstance(v["old"], float) or isinstance(v["new"], float):
             diff = f"{v['diff']:+.4f}" if isinstance(v["diff"], (int, float)) else "-"
             old = f"{v['old']:.4f}" if isinstance(v["old"], (int, float)) else str(v["old"])
@@ -157,6 +166,8 @@ def as_text(c: Comparison) -> str:
             lines.append(f"  {key}: {old} -> {new} ({diff})")
         else:
             lines.append(f"  {key}: {v['old']} -> {v['new']}")
+    if changed and unchanged:
+        lines.append(f"  ({unchanged} unchanged; --all lists them)")
     lines.append("")
     same = c.data["old"] == c.data["new"]
     lines.append(f"data: {'unchanged' if same else 'CHANGED'} ({c.data['old']} -> {c.data['new']})")
