@@ -103,3 +103,21 @@ def test_reproduce_in_the_environment_of_the_revisions_lock_file(restored_repo: 
     done = run(["mnist-lab", "reproduce", "HEAD", "--locked-env"], root, check=False)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "reproduces exactly" in done.stdout and "built from its requirements.lock" in done.stdout
+
+
+def test_reproduce_a_dvc_experiment_by_the_name_dvc_gives_it(restored_repo: Path) -> None:
+    """An experiment `dvc exp run` kept on its ref alone (not committed to a branch): `reproduce` took only
+    commits ("'<name>' is not a commit"), where `compare` takes the name; its clone had only branches."""
+    root = restored_repo
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root.parent / 'user-store.db'}"}
+    head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    run(["git", "checkout", "-q", "--detach"], root)
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("n_estimators: 100", "n_estimators: 20", 1))
+    run(["dvc", "repro"], root, env)
+    experiment = commit_all(root, "a smaller forest, kept by DVC alone")
+    run(["git", "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/small-forest", experiment], root)
+    run(["git", "checkout", "-q", "-f", "main"], root)
+    done = run(["mnist-lab", "reproduce", "small-forest"], root, env, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert f"{experiment[:12]} reproduces exactly" in done.stdout

@@ -279,7 +279,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "reproduce",
         help="rerun a past experiment in a temporary clone; exit 0 only if its metrics match exactly",
     )
-    reproduce.add_argument("revision")
+    reproduce.add_argument("revision", help="a commit, branch or tag, or a DVC experiment's name")
     reproduce.add_argument("--all", action="store_true", help="show every metric, per class too")
     reproduce.add_argument("--keep", type=Path, help="copy the clone and its scratch store here")
     reproduce.add_argument(

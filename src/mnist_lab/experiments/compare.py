@@ -71,7 +71,7 @@ def _runs(root: Path, revision: str | None) -> list[RunLink]:
     return [RunLink(link.model, link.run_id or sent.get(link.record_id), link.record_id) for link in links]
 
 
-def _experiment_commit(root: Path, revision: str) -> str:
+def experiment_commit(root: Path, revision: str) -> str:
     """The commit `revision` names: a git revision, or a DVC experiment's name (`exp:` before it or not),
     as `dvc exp show` prints it."""
     try:
@@ -89,8 +89,8 @@ def _experiment_commit(root: Path, revision: str) -> str:
 
 def compare(root: Path, old: str, new: str | None = None) -> Comparison:
     """Compare revision `old` with revision `new`, or with the workspace when `new` is None."""
-    old_commit = _experiment_commit(root, old)
-    new_commit = _experiment_commit(root, new) if new else None
+    old_commit = experiment_commit(root, old)
+    new_commit = experiment_commit(root, new) if new else None
     revisions = [old_commit, *([new_commit] if new_commit else [])]
     params = {
         key: {"old": v["old"], "new": v["new"]}

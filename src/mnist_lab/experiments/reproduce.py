@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import flatten
-from mnist_lab.experiments.linking import resolve_commit
+from mnist_lab.experiments.compare import experiment_commit
 from mnist_lab.system import commands
 from mnist_lab.system.warm import DIR_ENV, stop_servers
 
@@ -127,7 +127,7 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
     store there), and compare every recorded metric with the reproduced one. It runs in this environment
     (and says which packages differ from the revision's requirements.lock), or with `locked_env` in one built
     from that lock file."""
-    commit = resolve_commit(root, revision)
+    commit = experiment_commit(root, revision)  # a DVC experiment's name too
     recorded = _recorded_metrics(root, commit)
     dirty_because = _dirty_because(root, commit)
     if dirty_because:
@@ -152,6 +152,7 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
     differences: list[str] = []
     try:
         for command, cwd in (
+            # a local clone has every object, so a DVC experiment's commit (on its ref alone) too
             (["git", "clone", "--quiet", "--no-checkout", str(root), str(clone)], scratch),
             (["git", "checkout", "--quiet", commit], clone),
         ):
