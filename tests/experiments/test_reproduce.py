@@ -84,7 +84,8 @@ def test_reproduce_two_experiments_and_catch_a_tampered_one(restored_repo: Path)
     assert after == before  # the working tree, cache and store of the repository are untouched
 
     bad = run(["mnist-lab", "reproduce", "nope"], root, env, check=False)
-    assert bad.returncode == 2 and "'nope' is not a commit" in bad.stderr
+    assert bad.returncode == 2
+    assert "'nope' is neither a commit of this repository nor a DVC experiment's name" in bad.stderr
 
     # data no cache, remote or regeneration has: one message, the restore's own, said once
     dvc_file = root / "data.dvc"
