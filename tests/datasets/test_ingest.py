@@ -248,6 +248,11 @@ def _snapshot(folder: Path) -> tuple[int, dict[str, bytes], list[str]]:
     )
 
 
+def _record(data: Path, version: str) -> None:
+    """`data.dvc` beside `data` records `version`, so ingesting may replace it (`dvc checkout` has it)."""
+    data.with_name("data.dvc").write_text(f"outs:\n- md5: {version}\n  path: {data.name}\n")
+
+
 def test_the_official_md5s_cover_every_file() -> None:
     assert set(MNIST_MD5) == set(DATA_FILES)
     assert all(re.fullmatch(r"[0-9a-f]{32}", md5) for md5 in MNIST_MD5.values())
@@ -304,7 +309,7 @@ def test_mnist_with_a_wrong_file_on_every_mirror_leaves_data_untouched(
     start_mirror, mirrored, tmp_path: Path, capsys
 ) -> None:
     dataset, files, md5s = mirrored
-    write_digits(tmp_path / "data", None)
+    _record(tmp_path / "data", write_digits(tmp_path / "data", None))
     before = _snapshot(tmp_path / "data")
     # valid IDX, so only the md5 tells it apart; the last file, so the other three were already fetched
     wrong = gzip.compress(encode_idx((dataset.test_labels + 1) % 10), mtime=1)
@@ -321,10 +326,34 @@ def test_mnist_with_a_wrong_file_on_every_mirror_leaves_data_untouched(
     assert capsys.readouterr().err.count(f"md5 {found} is not the official") == 1
 
 
+def test_data_nothing_else_keeps_is_refused_before_downloading(
+    start_mirror, mirrored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal to replace unrecorded data came after MNIST's 55 MB download (or OpenML's), wasted."""
+    import sklearn.datasets
+
+    _, files, md5s = mirrored
+    mirror = start_mirror(files)
+    write_digits(tmp_path / "data", None)
+    before = _snapshot(tmp_path / "data")
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", no_download)
+    for source in ("mnist", "openml", mirror.url):
+        with pytest.raises(DataError, match=r"which nothing else keeps .* nothing was downloaded or changed"):
+            ingest(source, tmp_path / "data", mirrors=[mirror.url], md5s=md5s)
+    assert mirror.requests == []
+    assert _snapshot(tmp_path / "data") == before
+    ingest("mnist", tmp_path / "data", mirrors=[mirror.url], md5s=md5s, force=True)
+    assert sorted(mirror.requests) == sorted(DATA_FILES)
+
+
 def test_mnist_files_are_validated_like_any_source(start_mirror, mirrored, tmp_path: Path) -> None:
     """A file with the expected md5 is still read and checked as IDX before data/ is replaced."""
     _, files, md5s = mirrored
-    write_digits(tmp_path / "data", None)
+    _record(tmp_path / "data", write_digits(tmp_path / "data", None))
     before = _snapshot(tmp_path / "data")
     cut_labels = gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x14\x01")  # says 20 labels, holds 1
     mirror = start_mirror({**files, TRAIN_LABELS: cut_labels})
@@ -345,6 +374,7 @@ def test_mnist_detects_a_truncated_download(start_mirror, mirrored, tmp_path: Pa
     assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
     assert re.search(truncated + ".*; trying the next mirror", capsys.readouterr().err)
 
+    _record(tmp_path / "data", dvc_directory_md5(read_directory_files(tmp_path / "data")))
     before = _snapshot(tmp_path / "data")
     with pytest.raises(DataError, match=f"{TRAIN_IMAGES}: no mirror has the official file .*{truncated}"):
         ingest("mnist", tmp_path / "data", mirrors=[cut.url], md5s=md5s)

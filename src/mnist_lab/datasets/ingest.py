@@ -234,10 +234,12 @@ def fetch_openml() -> Dataset:
     return Dataset(images[:60000], labels[:60000], images[60000:], labels[60000:])
 
 
-def refuse_replacing_unrecorded(out: Path, new_version: str, force: bool = False) -> None:
+def refuse_replacing_unrecorded(
+    out: Path, new_version: str | None, force: bool = False, downloading: bool = False
+) -> None:
     """A DataError when `out` holds data that `<out>.dvc` does not record (and that is not `new_version`):
     nothing else has a copy of it (not git, not the DVC cache), so replacing it would lose it. `force`:
-    replace it anyway."""
+    replace it anyway. `downloading`: said before a download (which the error then spares)."""
     if force or not out.is_dir() or not any(out.iterdir()):
         return
     found = dvc_directory_md5(read_directory_files(out))
@@ -246,9 +248,10 @@ def refuse_replacing_unrecorded(out: Path, new_version: str, force: bool = False
     if found in (recorded, new_version) or _in_dvc_cache(out, found):
         return
     records = f"{dvc_file} records {recorded}" if recorded else f"no {dvc_file} records it"
+    done = "downloaded or changed" if downloading else "changed"
     raise DataError(
         f"{out}/ holds data version {found}, which nothing else keeps ({records}, and the DVC cache "
-        f"does not hold it): replacing it would lose it; nothing was changed. Keep it first (`dvc add "
+        f"does not hold it): replacing it would lose it; nothing was {done}. Keep it first (`dvc add "
         f"{out}` and commit {dvc_file}), or replace it anyway with --force"
     )
 
@@ -273,7 +276,11 @@ def ingest(
     normalised to deterministic gzip. Returns the directory md5. `out` is untouched if anything is wrong,
     and, unless `force`, when it holds data nothing else keeps (`refuse_replacing_unrecorded`).
 
-    `mnist` downloads the official files from `mirrors`, each checked against `md5s`."""
+    `mnist` downloads the official files from `mirrors`, each checked against `md5s`. A source that
+    downloads (`mnist`, `openml`, a URL) is refused before it downloads anything when `out` holds data
+    nothing else keeps: only the same data again could replace it, and that is not worth a download."""
+    if source in ("mnist", "openml") or "://" in source:
+        refuse_replacing_unrecorded(out, None, force, downloading=True)
     if source == "openml":
         files = encode_dataset(fetch_openml())
     else:
