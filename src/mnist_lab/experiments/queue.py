@@ -127,18 +127,11 @@ def _refuse_undoing_newer_commits(root: Path, name: str, experiment: str) -> Non
     """An experiment (commit `experiment`) run on an older commit brings that commit's inputs back with its
     own: applied on a HEAD that changed them since, it would silently undo those commits."""
     baseline = commands.git_output("rev-parse", f"{experiment}^", cwd=root)
-    if baseline and (why := apply_refusal(root, name, baseline.strip())):
-        raise QueueError(why)
+    if baseline and (changed := inputs_changed_since(root, baseline.strip())):
+        raise QueueError(undoing_message(name, baseline.strip(), changed))
 
 
 APPLY_INPUTS = ("params.yaml", "dvc.yaml", "data.dvc", "src")
-
-
-def apply_refusal(root: Path, name: str, baseline: str, head: str | None = None) -> str | None:
-    """Why `apply_experiment` refuses experiment `name`, run on commit `baseline` (None: it does not): HEAD
-    (or `head`) changed the inputs it was run on since."""
-    changed = inputs_changed_since(root, baseline, head)
-    return undoing_message(name, baseline, changed) if changed else None
 
 
 def inputs_changed_since(root: Path, baseline: str, head: str | None = None) -> list[str]:

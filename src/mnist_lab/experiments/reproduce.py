@@ -17,7 +17,7 @@ from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import flatten
 from mnist_lab.experiments.compare import experiment_commit
 from mnist_lab.system import commands
-from mnist_lab.system.warm import DIR_ENV, stop_servers
+from mnist_lab.system.warm import DIR_ENV, MAX_DIRECTORY_BYTES, stop_servers
 
 SCRATCH_EXPERIMENT = "mnist-lab-reproductions"
 
@@ -146,7 +146,7 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
     # the clone's stages start their own warm server (its code is the clone's): kept in the scratch folder
     # and stopped at the end, not left idling for 15 minutes with the libraries loaded (~500 MB)
     warm = scratch / "warm"
-    if len(os.fsencode(warm)) <= 80:  # a socket's path must fit; else the default folder, as before
+    if len(os.fsencode(warm)) <= MAX_DIRECTORY_BYTES:  # else the default folder, as before
         env[DIR_ENV] = str(warm)
     log = []
     differences: list[str] = []

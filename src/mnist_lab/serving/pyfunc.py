@@ -73,7 +73,7 @@ def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
         this_package_pickled_by_value,
     )
 
-    target = root / ".mnist-lab" / "serve" / key
+    target = serve_cache(root) / key
     if (target / "MLmodel").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -154,21 +154,48 @@ def serve_command(
     from mlflow.pyfunc import scoring_server
 
     # what `mlflow models serve --env-manager local` runs, with mnist_lab.serving.rest's client-facing fixes
-    env[scoring_server._SERVER_MODEL_PATH] = local_model_dir(uri)
+    env[scoring_server._SERVER_MODEL_PATH] = local_model_dir(root, uri)
     executable = str(Path(sys.executable).parent / "uvicorn")
     command = [executable, "--host", host, "--port", str(port), "--workers", str(workers)]
     return [*command, "--factory", "mnist_lab.serving.rest:create_app"], env, described
 
 
-def local_model_dir(uri: str) -> str:
+def local_model_dir(root: Path, uri: str) -> str:
     """A local folder holding the MLflow model at `uri` (downloaded from the store or registry the
-    environment names, as `mlflow models serve` does), or `uri` itself when it is one."""
+    environment names, as `mlflow models serve` does), or `uri` itself when it is one.
+
+    A download goes to `.mnist-lab/serve/download-<digest of its files>/` (a user cache folder outside a
+    repository), whole or not at all, and is kept once per model: the server replaces this process, so a
+    temporary folder would outlive it (every start left a copy of the model in /tmp)."""
     if Path(uri).is_dir():
         return str(Path(uri).resolve())
+    import hashlib
+    import shutil
     import tempfile
 
     import mlflow
 
-    return mlflow.artifacts.download_artifacts(
-        artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="mnist-lab-serve-")
-    )
+    cache = serve_cache(root)
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
+    try:
+        downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(staging)))
+        digest = hashlib.sha256()
+        for path in sorted(p for p in downloaded.rglob("*") if p.is_file()):
+            digest.update(str(path.relative_to(downloaded)).encode() + b"\0" + path.read_bytes())
+        target = cache / f"download-{digest.hexdigest()[:16]}"
+        if not (target / "MLmodel").is_file():
+            shutil.rmtree(target, ignore_errors=True)  # a copy left incomplete by hand
+            downloaded.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
+
+
+def serve_cache(root: Path) -> Path:
+    """Where served models are kept: `.mnist-lab/serve/` of the repository, or the user's cache folder
+    (`$XDG_CACHE_HOME/mnist-lab/serve`, `~/.cache/...`) when `root` is none (a batch machine's folder)."""
+    if (root / "dvc.yaml").is_file() or (root / ".dvc").is_dir():  # as system.workspace finds one
+        return root / ".mnist-lab" / "serve"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mnist-lab" / "serve"

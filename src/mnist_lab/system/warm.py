@@ -39,6 +39,8 @@ from typing import Any
 WARM_ENV = "MNIST_LAB_WARM_STAGES"  # "0": every stage starts cold
 DIR_ENV = "MNIST_LAB_WARM_DIR"  # where servers keep their sockets (default: private_directory())
 IDLE_ENV = "MNIST_LAB_WARM_IDLE_S"
+# the longest directory for servers' sockets: a Unix socket's path is at most 107 bytes, with the name
+MAX_DIRECTORY_BYTES = 80
 DEFAULT_IDLE_S = 900.0
 MODULE = __spec__.name if __spec__ else __name__  # also when run as `python -m` (the server), not "__main__"
 PACKAGE = MODULE.partition(".")[0]
@@ -129,7 +131,7 @@ def usable_directory() -> Path | None:
         _warn(f"{directory} is not private to you (owner uid {info.st_uid}, mode {info.st_mode & 0o777:o}); "
               f"remove it, or point {DIR_ENV} at a directory only you can use")  # fmt: skip
         return None
-    if len(os.fsencode(directory)) > 80:  # a Unix socket's path is at most 107 bytes
+    if len(os.fsencode(directory)) > MAX_DIRECTORY_BYTES:
         _warn(f"{directory} is too long a path for a socket; point {DIR_ENV} at a shorter one")
         return None
     return directory

@@ -1,0 +1,51 @@
+"""Where `mnist-lab serve` keeps the model it downloads (it replaces itself with the server, so it cannot
+clean up after it: every start left a copy of the model in the temporary folder)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from mnist_lab.serving.pyfunc import local_model_dir, pyfunc_dir, serve_cache
+
+
+@pytest.fixture
+def model_uri(tmp_path: Path) -> str:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(20, 4)).astype(np.float64)
+    model = LogisticRegression().fit(pixels, np.arange(20) % 2)
+    elsewhere = tmp_path / "store"
+    elsewhere.mkdir()
+    (elsewhere / "dvc.yaml").touch()
+    return (pyfunc_dir(elsewhere, "m", model)).as_uri()  # file://... : downloaded like a store's model
+
+
+def test_a_downloaded_model_is_kept_once_in_the_repository_and_nothing_in_tmp(
+    model_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "dvc.yaml").touch()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    first = Path(local_model_dir(repo, model_uri))
+    second = Path(local_model_dir(repo, model_uri))
+    assert first == second
+    assert first.parent == repo / ".mnist-lab" / "serve"
+    assert (first / "MLmodel").is_file()
+    assert list(scratch.iterdir()) == []
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging folder left behind
+
+
+def test_outside_a_repository_models_go_to_the_users_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert serve_cache(tmp_path / "batch") == tmp_path / "cache" / "mnist-lab" / "serve"
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "dvc.yaml").touch()
+    assert serve_cache(tmp_path / "repo") == tmp_path / "repo" / ".mnist-lab" / "serve"
