@@ -78,6 +78,7 @@ def test_experiments_answer_rows_and_a_query_narrows_them(client) -> None:
     [
         ("/api/experiments?q=accuracy%20%3E", 400, "query: expected a value after '>' at character 11"),
         ("/api/experiments?q=loss%20%3C%201", 400, "no column 'loss'"),
+        ("/api/experiments?q=accuracy%20%3E%20abc", 400, "'accuracy' holds numbers, and 'abc' at character"),
         ("/api/experiments?q=alpha%20%3D%201", 400, "'alpha' is ambiguous: say which one (params.models.mlp"),
         ("/api/experiments/0123456789abcdef", 404, "no experiment '0123456789abcdef'"),
         ("/api/compare?ids=exp:exp-0", 400, "two experiments or more"),

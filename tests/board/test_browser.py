@@ -80,6 +80,12 @@ def test_the_table_shows_the_experiments_and_a_query_and_a_filter_narrow_it(boar
     browser.refresh()
     error = wait_for(lambda: browser.find_element(By.ID, "query-error").text)
     assert "expected a value after '>' at character 11" in error
+    # a word compared with a column of numbers is refused, not a query that keeps nothing
+    browser.get(f"{url}/#/table?q=accuracy%20%3E%20abc")
+    browser.refresh()
+    shown = lambda: browser.find_element(By.ID, "query-error").text  # noqa: E731
+    error = wait_for(lambda: "holds numbers" in shown() and shown())
+    assert "'accuracy' holds numbers, and 'abc' at character 12" in error
 
 
 def test_compare_draws_curves_matrices_and_the_code_diff(board) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab.core.query import QueryError, compare, filter_rows, parse_query
+from mnist_lab.core.query import QueryError, compare, filter_rows, numeric_columns, parse_query
 from tests.helpers import REPO_ROOT
 
 CASES = json.loads((Path(__file__).parent / "query_cases.json").read_text())
@@ -17,7 +17,7 @@ QUERY_JS = REPO_ROOT / "src" / "mnist_lab" / "board" / "static" / "query.js"
 
 def _outcome(query: str) -> dict:
     try:
-        keep = parse_query(query, CASES["columns"])
+        keep = parse_query(query, CASES["columns"], numeric_columns(CASES["rows"]))
     except QueryError as exc:
         return {"error": str(exc)}
     return {"keeps": [row["commit"] for row in CASES["rows"] if keep(row)]}
@@ -41,7 +41,7 @@ const q = require({json.dumps(str(QUERY_JS))});
 const data = {json.dumps(CASES)};
 const out = data.cases.map((c) => {{
   try {{
-    const keep = q.parseQuery(c.query, data.columns);
+    const keep = q.parseQuery(c.query, data.columns, q.numericColumns(data.rows));
     return {{keeps: data.rows.filter(keep).map((r) => r.commit)}};
   }} catch (e) {{
     if (!(e instanceof q.QueryError)) throw e;

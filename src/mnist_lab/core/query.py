@@ -9,7 +9,9 @@
   field is an error that names the candidates.
 - Operators: `=` (also `==`), `!=`, `<`, `<=`, `>`, `>=`, `~` (contains, case-insensitive), `!~`.
 - Values: numbers, `true` / `false` / `null`, quoted strings ('...' or "..."), or bare words.
-- Numbers compare as numbers; anything else compares as text. A row without the field fails a comparison
+- Numbers compare as numbers; anything else compares as text. A column that holds only numbers is compared
+  with numbers: `accuracy > abc` is an error, not a query that keeps nothing (`~` / `!~` match text
+  anywhere). A row without the field fails a comparison
   (and `!=` / `!~` too: a missing value is not "different", it is unknown). A list (labels, a network's
   filters) holds when one of its items does; `!=` / `!~` when none does.
 - `and` binds tighter than `or`; parentheses group; keywords are case-insensitive.
@@ -183,12 +185,30 @@ def resolve_field(name: str, columns: Iterable[str]) -> str:
 MAX_NESTING = 50  # `not`s and parentheses inside one another (the parser recurses on each: no stack overflow)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def numeric_columns(rows: Iterable[Row]) -> set[str]:
+    """The columns whose values (leaving out missing ones) are all numbers, or lists of numbers: the ones a
+    comparison with a word is refused on."""
+    numeric: dict[str, bool] = {}
+    for row in rows:
+        for column, value in row.items():
+            if value is None or numeric.get(column) is False:
+                continue
+            items = value if isinstance(value, list) else [value]
+            numeric[column] = bool(items) and all(_is_number(item) for item in items)
+    return {column for column, is_numeric in numeric.items() if is_numeric}
+
+
 class _Parser:
-    def __init__(self, query: str, columns: Iterable[str]):
+    def __init__(self, query: str, columns: Iterable[str], numeric: Iterable[str] = ()):
         self.query = query
         self.tokens = tokenize(query)
         self.index = 0
         self.columns = list(columns)
+        self.numeric = set(numeric)
         self.depth = 0
 
     def _deeper(self, position: int) -> None:
@@ -269,14 +289,21 @@ class _Parser:
         value = (
             self.token.text if operator in ("~", "!~") and self.token.kind == "word" else _literal(self.token)
         )
+        word = isinstance(value, str) and _number(value) is None
+        if word and field in self.numeric and operator not in ("~", "!~"):
+            raise QueryError(
+                f"query: {name!r} holds numbers, and {value!r} at character {self.token.position + 1} "
+                "is not one: compare it with a number (or match its text with ~)"
+            )
         self.index += 1
         return lambda row: compare(row.get(field), operator, value)
 
 
-def parse_query(query: str, columns: Iterable[str]) -> Predicate:
+def parse_query(query: str, columns: Iterable[str], numeric: Iterable[str] = ()) -> Predicate:
     """A predicate over rows for `query` (the empty query keeps every row); QueryError names what is wrong
-    and where. `columns`: every column a row may have (fields resolve against them)."""
-    return _Parser(query, columns).parse()
+    and where. `columns`: every column a row may have (fields resolve against them); `numeric`: those that
+    hold numbers alone (`numeric_columns`), which a comparison with a word is refused on."""
+    return _Parser(query, columns, numeric).parse()
 
 
 def filter_rows(
@@ -285,5 +312,5 @@ def filter_rows(
     """The rows `query` keeps, in order. `columns`: the fields it may name, in the order an error lists
     them (default: every field of the rows, sorted)."""
     columns = sorted({column for row in rows for column in row}) if columns is None else columns
-    keep = parse_query(query, columns)
+    keep = parse_query(query, columns, numeric_columns(rows))
     return [row for row in rows if keep(row)]

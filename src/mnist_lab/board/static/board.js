@@ -178,7 +178,11 @@
     const columns = table.columns;
     let keep;
     try {
-      keep = MnistQuery.parseQuery(state.q, columns);
+      if (table.numericOf !== table.rows) {  // the rows are replaced, never changed in place
+        table.numeric = MnistQuery.numericColumns(table.rows);
+        table.numericOf = table.rows;
+      }
+      keep = MnistQuery.parseQuery(state.q, columns, table.numeric);
       $("#query-error").hidden = true;
     } catch (error) {
       $("#query-error").textContent = error.message;

@@ -120,7 +120,25 @@
 
   const MAX_NESTING = 50; // as core/query.py
 
-  function parseQuery(query, columns) {
+  function isNumber(value) {
+    return typeof value === "number";
+  }
+
+  function numericColumns(rows) {
+    // as numeric_columns: the columns whose values (missing ones left out) are all numbers or lists of them
+    const numeric = new Map();
+    for (const row of rows) {
+      for (const [column, value] of Object.entries(row)) {
+        if (value === null || value === undefined || numeric.get(column) === false) continue;
+        const items = Array.isArray(value) ? value : [value];
+        numeric.set(column, items.length > 0 && items.every(isNumber));
+      }
+    }
+    return [...numeric].filter(([, isNumeric]) => isNumeric).map(([column]) => column);
+  }
+
+  function parseQuery(query, columns, numeric = []) {
+    const numericSet = new Set(numeric);
     const tokens = tokenize(query);
     let index = 0, depth = 0;
     const token = () => tokens[index];
@@ -185,6 +203,11 @@
       if (!["word", "string"].includes(token().kind) || isKeyword) throw fail(`a value after ${repr(operator)}`);
       const value =
         (operator === "~" || operator === "!~") && token().kind === "word" ? token().text : literal(token());
+      if (numericSet.has(field) && operator !== "~" && operator !== "!~" && typeof value === "string"
+          && asNumber(value) === null) {
+        throw new QueryError(`query: ${repr(name)} holds numbers, and ${repr(value)} at character ` +
+          `${token().position + 1} is not one: compare it with a number (or match its text with ~)`);
+      }
       index += 1;
       return (row) => compare(row[field] === undefined ? null : row[field], operator, value);
     };
@@ -194,7 +217,7 @@
     return predicate;
   }
 
-  const api = { parseQuery, QueryError, OPERATORS, compare };
+  const api = { parseQuery, numericColumns, QueryError, OPERATORS, compare };
   if (typeof module !== "undefined" && module.exports) module.exports = api;
   else root.MnistQuery = api;
 })(typeof window !== "undefined" ? window : this);
