@@ -53,6 +53,7 @@ def _charts(browser) -> list[tuple[str, list[tuple[str, str]]]]:
 
 def test_the_table_shows_the_experiments_and_a_query_and_a_filter_narrow_it(board) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     browser, url, _, commits = board
     browser.get(f"{url}/#/table")
@@ -86,6 +87,17 @@ def test_the_table_shows_the_experiments_and_a_query_and_a_filter_narrow_it(boar
     shown = lambda: browser.find_element(By.ID, "query-error").text  # noqa: E731
     error = wait_for(lambda: "holds numbers" in shown() and shown())
     assert "'accuracy' holds numbers, and 'abc' at character 12" in error
+    # so does a column filter: marked and ignored, rather than a table emptied without a word
+    browser.get(f"{url}/#/table")
+    browser.refresh()
+    wait_for(lambda: len(_rows(browser)) == 9)
+    accuracy = browser.find_element(By.CSS_SELECTOR, "input[data-filter='accuracy']")
+    accuracy.send_keys("> abc")
+    wait_for(lambda: "invalid" in (accuracy.get_attribute("class") or ""))
+    assert accuracy.get_attribute("title").startswith("accuracy holds numbers: compare it with a number")
+    assert len(_rows(browser)) == 9
+    accuracy.send_keys(Keys.BACKSPACE * 3 + "0.5")
+    wait_for(lambda: "invalid" not in (accuracy.get_attribute("class") or ""))
 
 
 def test_compare_draws_curves_matrices_and_the_code_diff(board) -> None:

@@ -171,17 +171,24 @@
     if (match && raw.trim() === "") return () => true; // an operator alone (still typing): no filter yet
     const number = Number(raw);
     const operand = raw.trim() !== "" && !Number.isNaN(number) && !operator.includes("~") ? number : raw;
+    if (typeof operand === "string" && match && !operator.includes("~") && table.numeric.includes(column)) {
+      // as the query: a word compared with numbers keeps nothing, so say so rather than empty the table
+      filterProblems[column] = `${column} holds numbers: compare it with a number (or match text with ~)`;
+      return () => true;
+    }
     return (row) => MnistQuery.compare(row[column] === undefined ? null : row[column], operator, operand);
   }
 
+  let filterProblems = {}; // column -> why its filter is ignored (shown on the filter's input)
+
   function visibleRows(state) {
     const columns = table.columns;
+    if (table.numericOf !== table.rows) { // the rows are replaced, never changed in place
+      table.numeric = MnistQuery.numericColumns(table.rows);
+      table.numericOf = table.rows;
+    }
     let keep;
     try {
-      if (table.numericOf !== table.rows) {  // the rows are replaced, never changed in place
-        table.numeric = MnistQuery.numericColumns(table.rows);
-        table.numericOf = table.rows;
-      }
       keep = MnistQuery.parseQuery(state.q, columns, table.numeric);
       $("#query-error").hidden = true;
     } catch (error) {
@@ -189,6 +196,7 @@
       $("#query-error").hidden = false;
       keep = () => true;
     }
+    filterProblems = {};
     const filters = Object.entries(state.filters).filter(([, text]) => text).map(([c, t]) => columnFilter(c, t));
     let rows = table.rows.filter((row) => (state.hidden || !row.labels.includes("hidden")) && keep(row)
                                           && filters.every((f) => f(row)));
@@ -251,6 +259,11 @@
       if (document.activeElement !== input && input.value !== value) input.value = value;
     }
     const rows = visibleRows(state);
+    for (const input of head.querySelectorAll("input[data-filter]")) {
+      const problem = filterProblems[input.dataset.filter];
+      input.classList.toggle("invalid", Boolean(problem));
+      input.title = problem || "";
+    }
     shownIds = new Set(rows.map((row) => row.id));
     const acting = actionable(state);
     const selected = new Set(state.selected);
