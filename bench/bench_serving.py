@@ -10,11 +10,12 @@ Per model, two servers on 127.0.0.1, one worker each, one after the other, the s
   * `mnist-lab serve`'s app (mnist_lab.serving.rest: the same app behind the fast path for image arrays and
     Parquet), started as `mnist-lab serve` starts it (uvicorn, --factory);
 and for each: `GET /ping` round trips, single-image latency (`{"instances": [[784 pixels]]}`, --requests
-times, p50/p99), and images/s of the median 1,000-image request (--images / 1,000 requests) in three
-formats MLflow documents: JSON
-`instances`, Parquet (`application/vnd.apache.parquet`, columns pixel_0...) and CSV. The in-process
-baseline: `DigitClassifier.predict` in this process (no HTTP), one image p50/p99 and 1,000 images. Every
-answer of the two servers is checked equal. Then batch inference as `mnist-lab predict` does it.
+times, p50/p99), each with a new connection per request (urllib) and on one kept-alive connection (what a
+client session or pool does), and images/s of the median 1,000-image request (--images / 1,000 requests)
+in three formats MLflow documents: JSON `instances`, Parquet (`application/vnd.apache.parquet`, columns
+pixel_0...) and CSV. The in-process baseline: `DigitClassifier.predict` in this process (no HTTP), one
+image p50/p99 and 1,000 images. Every answer of the two servers is checked equal. Then batch inference
+as `mnist-lab predict` does it.
 
     python bench/bench_serving.py [--requests 300] [--images 15000] [--models mlp,cnn] [--json out.json]
 """
@@ -141,6 +142,29 @@ def post(url: str, body: bytes, content_type: str = "application/json") -> tuple
     return time.perf_counter() - started, content
 
 
+class KeepAlive:
+    """One persistent HTTP/1.1 connection, as a client's session or pool keeps one (requests.Session, any
+    production HTTP client): no TCP handshake and no new opener per request, unlike `urllib.request`."""
+
+    def __init__(self, port: int) -> None:
+        import http.client
+
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def timed(self, method: str, path: str, body: bytes | None = None) -> float:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        started = time.perf_counter()
+        self.connection.request(method, path, body=body, headers=headers)
+        answer = self.connection.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"HTTP {answer.status}")
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 def ping(url: str) -> float:
     started = time.perf_counter()
     with urllib.request.urlopen(url, timeout=10) as answer:
@@ -187,6 +211,15 @@ def measure_server(server: str, model_dir: Path, test: np.ndarray, args) -> dict
             post(url, encode("json", test[: 1 << i]))
         pings = [ping(f"http://127.0.0.1:{port}/ping") for _ in range(args.requests)]
         single = [post(url, encode("json", test[i % len(test)][None]))[0] for i in range(args.requests)]
+        session = KeepAlive(port)
+        try:
+            kept_pings = [session.timed("GET", "/ping") for _ in range(args.requests)]
+            kept_single = [
+                session.timed("POST", "/invocations", encode("json", test[i % len(test)][None]))
+                for i in range(args.requests)
+            ]
+        finally:
+            session.close()
         throughput, answers = {}, {}
         for form in FORMATS:
             requests = max(5, args.images // BATCH)
@@ -205,6 +238,14 @@ def measure_server(server: str, model_dir: Path, test: np.ndarray, args) -> dict
         "startup_s": startup,
         "ping_ms": {"p50": percentile(pings, 50) * 1e3, "p99": percentile(pings, 99) * 1e3},
         "single_ms": {"p50": percentile(single, 50) * 1e3, "p99": percentile(single, 99) * 1e3},
+        "keep_alive_ping_ms": {
+            "p50": percentile(kept_pings, 50) * 1e3,
+            "p99": percentile(kept_pings, 99) * 1e3,
+        },
+        "keep_alive_single_ms": {
+            "p50": percentile(kept_single, 50) * 1e3,
+            "p99": percentile(kept_single, 99) * 1e3,
+        },
         "images_per_s": throughput,
         "answers": answers,
     }
@@ -249,18 +290,22 @@ def tables(raw: dict[str, Any]) -> str:
         base = result["in_process"]
         single = f"{base['single_ms']['p50']:.2f} / {base['single_ms']['p99']:.2f}"
         speed = f"{base['images_per_s']:,.0f}"
-        rows.append((name, "in-process `predict`", "", single, "1.0×", speed, "", "", "", ""))
+        rows.append((name, "in-process `predict`", "", single, "1.0×", "", "", "1.0×", speed, "", "", "", ""))
         for server, measured in result["servers"].items():
             speed = measured["images_per_s"]
+            kept = measured["keep_alive_single_ms"]
             rows.append((
                 "", f"`{server}`", f"{measured['ping_ms']['p50']:.2f}",
                 f"{measured['single_ms']['p50']:.2f} / {measured['single_ms']['p99']:.2f}",
                 f"{measured['single_ms']['p50'] / base['single_ms']['p50']:.2f}×",
+                f"{measured['keep_alive_ping_ms']['p50']:.2f}", f"{kept['p50']:.2f} / {kept['p99']:.2f}",
+                f"{kept['p50'] / base['single_ms']['p50']:.2f}×",
                 "", *(f"{speed[form]:,.0f} ({speed[form] / base['images_per_s']:.2f}×)" for form in FORMATS),
                 f"{measured['startup_s']:.1f}",
             ))  # fmt: skip
     out.append(markdown_table(
         ("model", "answered by", "`GET /ping` ms p50", "1 image, ms p50 / p99", "p50 / in-process",
+         "kept-alive: `GET /ping` ms p50", "kept-alive: 1 image, ms p50 / p99", "p50 / in-process",
          "images/s, 1,000 at once", "REST JSON `instances`", "REST Parquet", "REST CSV", "server start s"),
         rows,
     ))  # fmt: skip

@@ -243,6 +243,31 @@ def test_every_float_is_written_to_its_last_bit() -> None:
     assert answer != expected.getvalue().encode()  # orjson wrote it (the spacing differs), not the fallback
 
 
+def test_every_column_type_keeps_its_values() -> None:
+    """The answer is built from one float64 copy of the frame: integers must come back as integers (huge
+    ones exactly), float32 probabilities as their own values, as MLflow writes them."""
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    frames = [
+        pd.DataFrame({"label": np.array([7, 0], dtype=np.uint8), "probability_0": np.float32([0.1, 1e-7])}),
+        pd.DataFrame({"label": np.array([3], dtype=np.int32), "score_0": np.float16([-2.5])}),
+        pd.DataFrame({"id": np.array([2**62 + 1, -(2**60) - 3]), "label": [1, 2]}),  # beyond float64's
+        pd.DataFrame({"id": np.array([2**64 - 1], dtype=np.uint64), "label": [1]}),
+        pd.DataFrame({"label": np.array([], dtype=np.int64), "probability_0": np.array([], dtype=float)}),
+    ]
+    for frame in frames:
+        expected = io.StringIO()
+        predictions_to_json(frame, expected)
+        typed = [
+            [(name, type(value), value) for name, value in row.items()]
+            for row in json.loads(predictions_json(frame))["predictions"]
+        ]
+        assert typed == [  # 7 is not 7.0
+            [(name, type(value), value) for name, value in row.items()]
+            for row in json.loads(expected.getvalue())["predictions"]
+        ], frame.dtypes
+
+
 def test_what_orjson_cannot_write_is_written_as_mlflow_writes_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import orjson
     from mlflow.pyfunc.scoring_server import predictions_to_json

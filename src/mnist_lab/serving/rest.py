@@ -166,9 +166,10 @@ def parquet_images(body: bytes) -> np.ndarray | None:
 
 def predictions_json(predictions: Any) -> bytes:
     """What MLflow's scoring server answers for `predictions` (see the module's doc: the same values,
-    written by orjson). The model's frame (string column names, finite numbers) is turned into records a
-    column at a time, which costs a tenth of pandas' `to_dict` for one image; anything else goes through
-    MLflow's own conversion and Python's encoder, byte for byte MLflow's."""
+    written by orjson). The model's frame (string column names, finite numbers) is turned into records
+    from one float64 copy of it (integer columns back to integers, exactly while they are below 2**53), a
+    tenth of pandas' `to_dict`'s time for one image and a fifth of taking its columns one by one; anything
+    else goes through MLflow's own conversion and Python's encoder, byte for byte MLflow's."""
     import numpy as np
     import pandas as pd
 
@@ -177,12 +178,18 @@ def predictions_json(predictions: Any) -> bytes:
         and predictions.columns.is_unique
         and all(isinstance(name, str) for name in predictions.columns)
         and all(kind.kind in "iuf" for kind in predictions.dtypes)
-        and np.isfinite(predictions.to_numpy(dtype=np.float64)).all()
+        and np.isfinite(values := predictions.to_numpy(dtype=np.float64)).all()
     ):
         import orjson
 
         names = list(predictions.columns)
-        columns = [predictions[name].tolist() for name in names]
+        columns = []
+        for index, kind in enumerate(predictions.dtypes):
+            column = values[:, index]
+            if kind.kind in "iu":  # float64 holds every integer below 2**53 exactly; beyond, the column's own
+                exact = column.size == 0 or np.abs(column).max() < 2.0**53
+                column = column.astype(np.int64) if exact else predictions.iloc[:, index].to_numpy()
+            columns.append(column.tolist())
         records = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
         try:
             return orjson.dumps({"predictions": records})
