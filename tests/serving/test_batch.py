@@ -340,3 +340,105 @@ def test_columns_that_cannot_be_kept_are_named_before_any_work(tmp_path) -> None
     with pytest.raises(DataError, match="no such column"):
         predict_file(ShapeRecorder(), csv, out, keep=["nope"])
     assert not out.exists()
+
+
+def test_a_failure_while_closing_the_output_leaves_the_old_output_untouched(tmp_path, monkeypatch) -> None:
+    """The last writes happen when the file closes (a buffer's flush, Parquet's footer): a full disk there
+    renamed the incomplete file over the previous predictions."""
+    import pyarrow.parquet
+
+    images = tmp_path / "images.csv"
+    pd.DataFrame(IMAGES.reshape(30, -1).astype(int)).to_csv(images, index=False, header=False)
+
+    class FullDisk:  # the text file the CSV is written to, whose last flush fails
+        def __init__(self, handle) -> None:
+            self.handle = handle
+
+        def write(self, text: str) -> int:
+            return self.handle.write(text)
+
+        def close(self) -> None:
+            self.handle.close()
+            raise OSError(28, "No space left on device")
+
+    def parquet_full_disk(self) -> None:
+        raise OSError(28, "No space left on device")
+
+    opened = Path.open
+    for suffix in (".csv", ".parquet"):
+        out = tmp_path / f"predictions{suffix}"
+        out.write_text("the previous predictions")
+        with monkeypatch.context() as patch:
+            patch.setattr(Path, "open", lambda self, *a, **k: FullDisk(opened(self, *a, **k)))
+            patch.setattr(pyarrow.parquet.ParquetWriter, "close", parquet_full_disk)
+            with pytest.raises(OSError, match="No space left"):
+                predict_file(ShapeRecorder(), images, out)
+        assert out.read_text() == "the previous predictions"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["images.csv", "predictions.csv", "predictions.parquet"]
+
+
+def test_pixel_columns_are_pixel_and_digits(tmp_path) -> None:
+    """`pixel_count` is no pixel (it broke the sorting of the pixels: a traceback for Parquet); a pixel
+    column there twice is refused by name; pandas' index before pixel_<i> names is no column."""
+    table = pd.DataFrame(IMAGES.reshape(30, -1).astype(int), columns=[f"pixel_{i}" for i in range(16)])
+    table["pixel_count"] = 16
+    for suffix in (".csv", ".parquet"):
+        path = tmp_path / f"counted{suffix}"
+        table.to_csv(path, index=False) if suffix == ".csv" else table.to_parquet(path)
+        chunks = image_chunks(path, keep=["pixel_count"])
+        assert np.array_equal(np.concatenate(list(chunks.chunks)), IMAGES.reshape(30, -1))
+        assert image_chunks(path).left_out == ("pixel_count",)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("pixel_0,pixel_1,pixel_0\n1,2,3\n")
+    with pytest.raises(DataError, match=r"twice.csv: column pixel_0 is there twice"):
+        image_chunks(twice)
+    indexed = tmp_path / "indexed.csv"
+    table.drop(columns="pixel_count").to_csv(indexed)  # with pandas' index, its header an empty name
+    assert image_chunks(indexed).left_out == ()
+    assert np.array_equal(read_images(indexed), IMAGES.reshape(30, -1))
+
+
+def test_kept_columns_must_keep_distinct_names(tmp_path) -> None:
+    path = tmp_path / "both.csv"
+    table = pd.DataFrame(IMAGES.reshape(30, -1).astype(int), columns=[f"pixel_{i}" for i in range(16)])
+    table["label"], table["input_label"] = LABELS, LABELS
+    table.to_csv(path, index=False)
+    with pytest.raises(DataError, match="--keep input_label --keep label: both would be column input_label"):
+        image_chunks(path, keep=["input_label", "label"])
+
+
+def test_kept_text_is_written_as_utf8_whatever_the_locale(tmp_path) -> None:
+    """The input is read as UTF-8; the output was written in the locale's encoding (ASCII under LC_ALL=C:
+    a UnicodeEncodeError at the first accented file name)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "named.csv"
+    table = pd.DataFrame(IMAGES.reshape(30, -1).astype(int), columns=[f"pixel_{i}" for i in range(16)])
+    table.insert(0, "file", [f"chiffre_é_{i}.png" for i in range(30)])
+    table.to_csv(path, index=False)
+    out = tmp_path / "out.csv"
+    script = (
+        "import sys; from mnist_lab.serving.batch import predict_file; "
+        "from tests.serving.test_batch import ShapeRecorder; "
+        "predict_file(ShapeRecorder(), sys.argv[1], sys.argv[2], keep=['file'])"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(out)],
+        cwd=Path(__file__).parents[2], env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert pd.read_csv(out, encoding="utf-8")["file"].tolist()[:1] == ["chiffre_é_0.png"]
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_work(tmp_path) -> None:
+    images = tmp_path / "images.csv"
+    pd.DataFrame(IMAGES.reshape(30, -1).astype(int)).to_csv(images, index=False, header=False)
+    (tmp_path / "out.csv").mkdir()
+    model = ShapeRecorder()
+    with pytest.raises(DataError, match=r"--output .*out.csv is a folder; write the predictions to a file"):
+        predict_file(model, images, tmp_path / "out.csv")
+    assert model.batches == []

@@ -60,6 +60,14 @@ def pixel_columns(n_pixels: int) -> list[str]:
     return [f"pixel_{index}" for index in range(n_pixels)]
 
 
+def pixel_index(column: object) -> int | None:
+    """The pixel a column named `pixel_<i>` holds (`i`, digits alone), or None for any other column
+    (`pixel_count` is no pixel)."""
+    name = str(column)
+    digits = name.removeprefix("pixel_")
+    return int(digits) if digits != name and digits.isascii() and digits.isdigit() else None
+
+
 def pixel_frame(pixels: np.ndarray) -> pd.DataFrame:
     """Flattened 0-255 images as the DataFrame the logged model takes (float64 columns `pixel_i`)."""
     import pandas as pd  # only the stages that log or serve need it

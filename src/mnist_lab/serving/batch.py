@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import numpy as np
 
 from mnist_lab.core.errors import DataError
+from mnist_lab.core.features import pixel_index
 from mnist_lab.core.idx import GZIP_MAGIC, check_image_shape, idx_data_bytes, idx_header, idx_size_error
 from mnist_lab.serving.inference import predict_frame, table_pixels
 from mnist_lab.system.files import check_writable, replaced_via_temp
@@ -55,8 +56,12 @@ def kept_column_name(column: str) -> str:
 
 
 def _check_kept(path: Path, columns: Sequence[str], keep: Sequence[str]) -> tuple[str, ...]:
-    """Refuse a column to keep that the table lacks or that is a pixel; returns the columns left out."""
-    pixels = {c for c in columns if c.startswith("pixel_")}  # none: every column not kept is a pixel
+    """Refuse a table whose pixel column is there twice, and a column to keep that the table lacks, that
+    is a pixel or whose name in the predictions another's takes; returns the columns left out."""
+    pixels = {c for c in columns if pixel_index(c) is not None}  # none: every column not kept is a pixel
+    twice = next((c for i, c in enumerate(columns) if c in pixels and c in columns[:i]), None)
+    if twice is not None:
+        raise DataError(f"{path}: column {twice} is there twice; a pixel column must be there once")
     others = [c for c in columns if c not in pixels]
     for column in keep:
         if column not in columns:
@@ -66,6 +71,15 @@ def _check_kept(path: Path, columns: Sequence[str], keep: Sequence[str]) -> tupl
             raise DataError(f"--keep {column}: a pixel column of {path}; keep an id or other column")
     if len(set(keep)) != len(keep):
         raise DataError(f"--keep: a column named twice ({', '.join(keep)})")
+    named: dict[str, str] = {}
+    for column in keep:
+        name = kept_column_name(column)
+        if name in named:
+            raise DataError(
+                f"--keep {named[name]} --keep {column}: both would be column {name} of the predictions "
+                f"(a kept {column} is written as {name}); keep one of them"
+            )
+        named[name] = column
     return tuple(c for c in others if c not in keep) if pixels else ()
 
 
@@ -214,8 +228,12 @@ def _csv_chunks(path: Path, chunk_images: int, keep: Sequence[str]) -> ImageChun
     indexed = first[0].strip() == "" and [field.strip() for field in first[1:]] == [
         str(i) for i in range(len(first) - 1)
     ]
-    header = 0 if numbered or indexed or any(field.startswith("pixel_") for field in first) else None
-    index_col = 0 if indexed else None
+    named = any(pixel_index(field) is not None for field in first)
+    header = 0 if numbered or indexed or named else None
+    # pandas' index first (an empty name) before pixel_<i> names too: not a column of the input's own
+    index_col = 0 if indexed or (named and first[0].strip() == "") else None
+    if index_col == 0 and named:
+        first = first[1:]
     # an empty field is a missing pixel value, reported as such below
     names = [field for field in first if field.strip() and not _is_number(field)]
     if header is None and names:
@@ -289,7 +307,7 @@ class PredictionWriter:
             kept = kept.rename_columns([kept_column_name(c) for c in kept.column_names])
         if self.path.suffix.lower() == ".csv":
             if self._csv is None:
-                self._csv = self._temporary.open("w", newline="")
+                self._csv = self._temporary.open("w", encoding="utf-8", newline="")  # as pandas reads
             if kept is not None:
                 import pandas as pd
 
@@ -312,12 +330,14 @@ class PredictionWriter:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: Any) -> None:
         assert self._stack is not None
-        try:
+        try:  # the last writes happen here (a buffer's flush, Parquet's footer): a full disk fails here
             for handle in (self._csv, self._parquet):
                 if handle is not None:
                     handle.close()
-        finally:  # renames the temporary file over `path` on success, removes it on an error
-            self._stack.__exit__(kind, value, trace)
+        except BaseException as failed:  # the temporary file is incomplete: removed, `path` left as it was
+            self._stack.__exit__(type(failed), failed, failed.__traceback__)
+            raise
+        self._stack.__exit__(kind, value, trace)  # renames it over `path` on success, removes it on an error
 
 
 def write_predictions(predictions: pd.DataFrame, path: Path | str) -> None:
@@ -341,6 +361,10 @@ def check_output_file(images: Path | str, output: Path | str, writable: bool = T
         )
     if output.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"{output}: write predictions to a .csv or a .parquet file")
+    if output.is_dir():
+        raise DataError(
+            f"--output {output} is a folder; write the predictions to a file in it ({output}/predictions.csv)"
+        )
     if not writable:
         return
     try:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist_lab.core.errors import DataError
-from mnist_lab.core.features import pixel_columns, pixel_frame
+from mnist_lab.core.features import pixel_columns, pixel_frame, pixel_index
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,9 +40,9 @@ def workspace_best_model(root: Path) -> tuple[str, Any, list[Path]]:
 def table_pixels(table: pd.DataFrame, source: str, first_row: int = 0) -> np.ndarray:
     """The pixel columns of a table (`pixel_<i>` if it has them, else all its columns), checked; errors
     count rows from `first_row` (the table's first row's number in its file)."""
-    pixel_names = [c for c in table.columns if str(c).startswith("pixel_")]
+    pixel_names = [c for c in table.columns if pixel_index(c) is not None]
     if pixel_names:
-        table = table[sorted(pixel_names, key=lambda c: int(str(c).removeprefix("pixel_")))]
+        table = table[sorted(pixel_names, key=lambda c: pixel_index(c) or 0)]
     if table.empty:
         raise DataError(f"{source}: no images (an empty table)")
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
