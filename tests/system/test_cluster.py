@@ -44,6 +44,23 @@ def test_a_scheduler_that_does_not_answer_is_named(monkeypatch: pytest.MonkeyPat
         pass
 
 
+def test_a_fits_own_os_error_is_raised_as_it_is_not_blamed_on_the_cluster(tmp_path: Path) -> None:
+    """A missing file (a fit's, or this machine's code inside the search) became "the grid search on the
+    Dask cluster ... failed. Check the workers": OSError is the cluster's only while it is unwell."""
+    import joblib
+    from distributed import LocalCluster
+
+    missing = str(tmp_path / "no-such-file")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as local:
+        with pytest.raises(FileNotFoundError, match="no-such-file"), dask_search(local.scheduler_address):
+            joblib.Parallel()(joblib.delayed(open)(missing) for _ in range(2))  # on the worker
+        with pytest.raises(PermissionError, match="here"), dask_search(local.scheduler_address):
+            raise PermissionError("here")  # this machine's own code, inside the search
+        not_sent = "the fits' data could not be sent to any worker"
+        with pytest.raises(ClusterError, match=not_sent), dask_search(local.scheduler_address):
+            raise cluster.DataNotSent(f"{not_sent} (no running worker)")
+
+
 # --- a real cluster ---------------------------------------------------------------------------------------
 
 GRID = {"hidden_layer_sizes": [[8], [16]], "learning_rate_init": [0.001, 0.003], "alpha": [0.0001, 0.01]}

@@ -119,7 +119,7 @@ def dask_search(address: str) -> Iterator[Any]:
     except ClusterError:
         raise
     except Exception as exc:
-        if not _from_the_cluster(exc):
+        if not _from_the_cluster(exc, client):
             raise
         if "scheduler-connection-lost" in str(exc) or client.status in ("closed", "closing"):
             what = f"lost its connection to the scheduler ({_reason(exc)}). Check the scheduler at {address}"
@@ -152,8 +152,8 @@ def _watched_for_workers(client: Any, workerless: threading.Event) -> Iterator[N
         while not done.wait(1.0):
             try:
                 count = len(client.nthreads())
-            except Exception:  # the scheduler lost: the search fails on its own, saying so
-                return
+            except Exception:  # the scheduler lost (the search fails on its own, saying so), or a hiccup
+                continue
             if count:
                 since = None
                 continue
@@ -162,8 +162,10 @@ def _watched_for_workers(client: Any, workerless: threading.Event) -> Iterator[N
                 workerless.set()
                 from distributed import Future
 
-                with suppress(Exception):
-                    client.cancel([Future(key, client) for key in list(client.futures)], force=True)
+                try:
+                    client.cancel([Future(key, client) for key in client.futures.copy()], force=True)
+                except Exception:  # tried again in a second: giving up here would leave the search waiting
+                    continue
                 return
 
     watcher = threading.Thread(target=watch, name="mnist-lab-dask-workers", daemon=True)
@@ -256,8 +258,12 @@ async def _scatter_everywhere(client: Any, data: Any) -> Any:
     return client.submit(_not_sent, f"the fits' data could not be sent to any worker ({reason})", pure=False)
 
 
+class DataNotSent(OSError):
+    """The fits' data reached no worker (raised on a worker, by the task `_scatter_everywhere` leaves)."""
+
+
 def _not_sent(message: str) -> None:
-    raise OSError(message)
+    raise DataNotSent(message)
 
 
 def _check_workers(client: Any, address: str) -> None:
@@ -309,17 +315,30 @@ def _no_workers(client: Any) -> bool:
         return False
 
 
-def _from_the_cluster(exc: BaseException) -> bool:
-    """Whether `exc` is the cluster's failure (a lost worker or scheduler, a cancelled fit) rather than an
-    error of the fit itself (which is raised as it is, as on this machine)."""
+def _from_the_cluster(exc: BaseException, client: Any) -> bool:
+    """Whether `exc` is the cluster's failure (a lost worker or scheduler, a cancelled fit, data sent to no
+    worker) rather than an error of the fit itself or of this machine's code (raised as it is, as on this
+    machine). Dask raises plain OSError and TimeoutError for lost connections, and so do fits (a missing
+    file): those are the cluster's only while the scheduler is gone or has no workers."""
     from concurrent.futures import CancelledError
 
     from distributed.client import FutureCancelledError
     from distributed.comm.core import CommClosedError
     from distributed.scheduler import KilledWorker
 
-    lost = (KilledWorker, CommClosedError, CancelledError, FutureCancelledError, TimeoutError, OSError)
-    return isinstance(exc, lost)
+    if isinstance(exc, KilledWorker | CommClosedError | CancelledError | FutureCancelledError | DataNotSent):
+        return True
+    if isinstance(exc, OSError | TimeoutError):
+        return client.status != "running" or not _scheduler_answers(client) or _no_workers(client)
+    return False
+
+
+def _scheduler_answers(client: Any) -> bool:
+    try:
+        client.nthreads()
+    except Exception:
+        return False
+    return True
 
 
 def _reason(exc: BaseException) -> str:
