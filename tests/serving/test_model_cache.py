@@ -49,3 +49,34 @@ def test_outside_a_repository_models_go_to_the_users_cache(
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "dvc.yaml").touch()
     assert serve_cache(tmp_path / "repo") == tmp_path / "repo" / ".mnist-lab" / "serve"
+
+
+def test_two_starts_at_once_keep_the_first_copy_and_a_broken_one_is_replaced(
+    model_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "dvc.yaml").touch()
+    target = Path(local_model_dir(repo, model_uri))
+    shutil.rmtree(target)
+    target.mkdir()
+    (target / "half").write_text("a copy cut short by hand")  # no MLmodel: replaced
+    assert Path(local_model_dir(repo, model_uri)) == target and (target / "MLmodel").is_file()
+    assert not (target / "half").exists()
+
+    shutil.rmtree(target)
+    renamed = Path.rename
+    served: list[int] = []
+
+    def another_start_first(self: Path, destination: Path) -> Path:
+        if Path(destination) == target and not target.exists():  # the other start renames its copy first
+            shutil.copytree(self, target)
+            served.append(target.stat().st_ino)
+        return renamed(self, destination)
+
+    monkeypatch.setattr(Path, "rename", another_start_first)
+    assert Path(local_model_dir(repo, model_uri)) == target
+    assert served == [target.stat().st_ino]  # the folder the other start serves was left in place
+    assert [p.name for p in target.parent.iterdir()] == [target.name]

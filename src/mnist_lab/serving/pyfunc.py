@@ -164,9 +164,10 @@ def local_model_dir(root: Path, uri: str) -> str:
     """A local folder holding the MLflow model at `uri` (downloaded from the store or registry the
     environment names, as `mlflow models serve` does), or `uri` itself when it is one.
 
-    A download goes to `.mnist-lab/serve/download-<digest of its files>/` (a user cache folder outside a
-    repository), whole or not at all, and is kept once per model: the server replaces this process, so a
-    temporary folder would outlive it (every start left a copy of the model in /tmp)."""
+    Every start downloads it (a registry alias may have moved) beside `.mnist-lab/serve/` (a user cache
+    folder outside a repository) and keeps it there as `download-<digest of its files>/`, whole or not at
+    all, one copy per model: the server replaces this process, so a temporary folder would outlive it
+    (every start left a copy of the model in /tmp). Two starts at once keep the first copy in place."""
     if Path(uri).is_dir():
         return str(Path(uri).resolve())
     import hashlib
@@ -185,8 +186,12 @@ def local_model_dir(root: Path, uri: str) -> str:
             digest.update(str(path.relative_to(downloaded)).encode() + b"\0" + path.read_bytes())
         target = cache / f"download-{digest.hexdigest()[:16]}"
         if not (target / "MLmodel").is_file():
-            shutil.rmtree(target, ignore_errors=True)  # a copy left incomplete by hand
-            downloaded.rename(target)
+            try:
+                downloaded.rename(target)  # atomic: a folder in place is never replaced while it serves
+            except OSError:
+                if not (target / "MLmodel").is_file():  # not another start's copy: one left broken by hand
+                    shutil.rmtree(target)
+                    downloaded.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
