@@ -80,3 +80,36 @@ def test_two_starts_at_once_keep_the_first_copy_and_a_broken_one_is_replaced(
     assert Path(local_model_dir(repo, model_uri)) == target
     assert served == [target.stat().st_ino]  # the folder the other start serves was left in place
     assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_serve_model_is_downloaded_once_checked_and_a_missing_one_named(
+    model_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --model URI` loaded the model from the store to check it (a download to a temporary folder)
+    and then downloaded it again to serve it: now once, checked from the copy it serves."""
+    import mlflow.artifacts
+    import mlflow.pyfunc
+    from mlflow.pyfunc import scoring_server
+
+    from mnist_lab.serving.pyfunc import serve_command
+    from mnist_lab.serving.registry import RegistryError
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "dvc.yaml").touch()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    downloads: list[str] = []
+    download = mlflow.artifacts._download_artifact_from_uri  # what every load and download runs
+
+    def counted(*args, **kwargs):
+        downloads.append(str(kwargs.get("artifact_uri") or args[0]))
+        return download(*args, **kwargs)
+
+    for module in (mlflow.artifacts, mlflow.pyfunc):
+        monkeypatch.setattr(module, "_download_artifact_from_uri", counted)
+    _, env, described = serve_command(repo, model_uri, False, "127.0.0.1", 5000, 1)
+    assert downloads.count(model_uri) == 1 and described == model_uri
+    assert Path(env[scoring_server._SERVER_MODEL_PATH]).parent == repo / ".mnist-lab" / "serve"
+    missing = (tmp_path / "no-such-model").as_uri()
+    with pytest.raises(RegistryError, match=f"cannot load model '{missing}'"):
+        serve_command(repo, missing, False, "127.0.0.1", 5000, 1)

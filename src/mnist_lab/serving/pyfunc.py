@@ -149,12 +149,21 @@ def serve_command(
                 f"{name} v{champion} ({registry.CHAMPION})",
             )
         else:
-            registry.load_sklearn_model(root, model_uri)  # fails clearly if it cannot be loaded
             uri, described = model_uri, model_uri
+    from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
+    try:
+        served = local_model_dir(root, uri)
+    except MlflowException as exc:
+        raise registry.RegistryError(f"cannot load model '{uri}': {exc.message}") from None
+    if model_uri is not None and not workspace:
+        try:  # fails clearly if it cannot be loaded (from the local copy: not downloaded twice)
+            registry.load_sklearn_model(root, served)
+        except registry.RegistryError as exc:
+            raise registry.RegistryError(str(exc).replace(served, model_uri)) from None
     # what `mlflow models serve --env-manager local` runs, with mnist_lab.serving.rest's client-facing fixes
-    env[scoring_server._SERVER_MODEL_PATH] = local_model_dir(root, uri)
+    env[scoring_server._SERVER_MODEL_PATH] = served
     executable = str(Path(sys.executable).parent / "uvicorn")
     command = [executable, "--host", host, "--port", str(port), "--workers", str(workers)]
     return [*command, "--factory", "mnist_lab.serving.rest:create_app"], env, described
