@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.ensemble import RandomForestClassifier
@@ -361,8 +362,12 @@ def test_a_failure_while_closing_the_output_leaves_the_old_output_untouched(tmp_
             self.handle.close()
             raise OSError(28, "No space left on device")
 
+    failed: list[object] = []
+
     def parquet_full_disk(self) -> None:
-        raise OSError(28, "No space left on device")
+        if self not in failed:  # once: the writer's own finaliser closes it again
+            failed.append(self)
+            raise OSError(28, "No space left on device")
 
     opened = Path.open
     for suffix in (".csv", ".parquet"):
@@ -391,8 +396,27 @@ def test_pixel_columns_are_pixel_and_digits(tmp_path) -> None:
         assert image_chunks(path).left_out == ("pixel_count",)
     twice = tmp_path / "twice.csv"
     twice.write_text("pixel_0,pixel_1,pixel_0\n1,2,3\n")
-    with pytest.raises(DataError, match=r"twice.csv: column pixel_0 is there twice"):
+    with pytest.raises(DataError, match=r"twice.csv: its 3 pixel columns must be pixel_0 ... pixel_2, each"):
         image_chunks(twice)
+    # a gap or a repeat shifted every pixel after it: predicted anyway, wrongly (the server refused)
+    for name, columns, said in (
+        ("gap", {"pixel_15": "pixel_16"}, "missing pixel_15; beyond them pixel_16; twice none"),
+        ("repeat", {"pixel_15": "pixel_3"}, "missing pixel_15; beyond them none; twice pixel_3"),
+    ):
+        for suffix in (".csv", ".parquet"):
+            path = tmp_path / f"{name}{suffix}"
+            shifted = table.drop(columns="pixel_count").rename(columns=columns)
+            if suffix == ".csv":
+                shifted.to_csv(path, index=False)
+            else:  # pandas refuses to write a name twice; Arrow does not
+                arrays = [pa.array(shifted.iloc[:, i]) for i in range(shifted.shape[1])]
+                pq.write_table(pa.Table.from_arrays(arrays, names=list(shifted.columns)), path)
+            with pytest.raises(DataError, match=f"{name}{suffix}: its 16 pixel columns .*; {said}"):
+                image_chunks(path)
+    padded = table.drop(columns="pixel_count").rename(columns={"pixel_5": "pixel_05"})  # not a pixel name
+    padded.to_parquet(tmp_path / "padded.parquet")
+    with pytest.raises(DataError, match="its 15 pixel columns must be pixel_0 ... pixel_14.*pixel_15"):
+        image_chunks(tmp_path / "padded.parquet")
     indexed = tmp_path / "indexed.csv"
     table.drop(columns="pixel_count").to_csv(indexed)  # with pandas' index, its header an empty name
     assert image_chunks(indexed).left_out == ()

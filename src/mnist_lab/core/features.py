@@ -6,6 +6,7 @@ The fitted featurizer is a scikit-learn pipeline, so the model logged to MLflow 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,11 +62,36 @@ def pixel_columns(n_pixels: int) -> list[str]:
 
 
 def pixel_index(column: object) -> int | None:
-    """The pixel a column named `pixel_<i>` holds (`i`, digits alone), or None for any other column
-    (`pixel_count` is no pixel)."""
+    """The pixel a column named `pixel_<i>` holds (`i`, as `pixel_columns` writes it), or None for any
+    other column (`pixel_count`, `pixel_05` are no pixels)."""
     name = str(column)
     digits = name.removeprefix("pixel_")
-    return int(digits) if digits != name and digits.isascii() and digits.isdigit() else None
+    canonical = digits.isascii() and digits.isdigit() and (digits == "0" or not digits.startswith("0"))
+    return int(digits) if digits != name and canonical else None
+
+
+def pixel_columns_problem(columns: Sequence[object]) -> str | None:
+    """What is wrong with a table's `pixel_<i>` columns (None: nothing, or there are none): n of them
+    must be pixel_0 ... pixel_<n-1>, each once; a gap or a repeat would shift every pixel after it."""
+    indexes = [index for column in columns if (index := pixel_index(column)) is not None]
+    if not indexes or sorted(indexes) == list(range(len(indexes))):
+        return None
+    seen: set[int] = set()
+    twice = []
+    for index in indexes:
+        if index in seen:
+            twice.append(f"pixel_{index}")
+        seen.add(index)
+    missing = [f"pixel_{i}" for i in range(len(indexes)) if i not in seen]
+    unexpected = [f"pixel_{i}" for i in sorted({i for i in indexes if i >= len(indexes)})]
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "none"
+
+    return (
+        f"its {len(indexes)} pixel columns must be pixel_0 ... pixel_{len(indexes) - 1}, each once; missing "
+        f"{listed(missing)}; beyond them {listed(unexpected)}; twice {listed(twice)}"
+    )
 
 
 def pixel_frame(pixels: np.ndarray) -> pd.DataFrame:

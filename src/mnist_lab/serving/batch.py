@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import numpy as np
 
 from mnist_lab.core.errors import DataError
-from mnist_lab.core.features import pixel_index
+from mnist_lab.core.features import pixel_columns_problem, pixel_index
 from mnist_lab.core.idx import GZIP_MAGIC, check_image_shape, idx_data_bytes, idx_header, idx_size_error
 from mnist_lab.serving.inference import predict_frame, table_pixels
 from mnist_lab.system.files import check_writable, replaced_via_temp
@@ -59,9 +59,8 @@ def _check_kept(path: Path, columns: Sequence[str], keep: Sequence[str]) -> tupl
     """Refuse a table whose pixel column is there twice, and a column to keep that the table lacks, that
     is a pixel or whose name in the predictions another's takes; returns the columns left out."""
     pixels = {c for c in columns if pixel_index(c) is not None}  # none: every column not kept is a pixel
-    twice = next((c for i, c in enumerate(columns) if c in pixels and c in columns[:i]), None)
-    if twice is not None:
-        raise DataError(f"{path}: column {twice} is there twice; a pixel column must be there once")
+    if problem := pixel_columns_problem(columns):
+        raise DataError(f"{path}: {problem}")
     others = [c for c in columns if c not in pixels]
     for column in keep:
         if column not in columns:

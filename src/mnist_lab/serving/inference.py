@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnist_lab.core.errors import DataError
-from mnist_lab.core.features import pixel_columns, pixel_frame, pixel_index
+from mnist_lab.core.features import pixel_columns, pixel_columns_problem, pixel_frame, pixel_index
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +40,8 @@ def workspace_best_model(root: Path) -> tuple[str, Any, list[Path]]:
 def table_pixels(table: pd.DataFrame, source: str, first_row: int = 0) -> np.ndarray:
     """The pixel columns of a table (`pixel_<i>` if it has them, else all its columns), checked; errors
     count rows from `first_row` (the table's first row's number in its file)."""
+    if problem := pixel_columns_problem(list(table.columns)):
+        raise DataError(f"{source}: {problem}")
     pixel_names = [c for c in table.columns if pixel_index(c) is not None]
     if pixel_names:
         table = table[sorted(pixel_names, key=lambda c: pixel_index(c) or 0)]
