@@ -102,7 +102,7 @@ def serve(server: str, model_dir: Path, port: int) -> subprocess.Popen:
     if server == "mlflow models serve":
         command = [*program("mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
                    "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
-    else:  # what mnist_lab.serving.pyfunc.serve_command runs
+    else:  # what mnist_lab.serving.server.serve_command runs
         env[scoring_server._SERVER_MODEL_PATH] = str(model_dir)
         command = [*program("uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                    "--factory", "mnist_lab.serving.rest:create_app"]  # fmt: skip

@@ -248,7 +248,7 @@ def test_the_workspace_model_is_saved_for_serving_without_mlflows_pickle_warning
     serialized using CloudPickle" at every start: the run logger quiets it, this path did not."""
     import logging
 
-    from mnist_lab.serving.pyfunc import pyfunc_dir
+    from mnist_lab.serving.server import pyfunc_dir
 
     for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):  # as a fresh process has them
         logging.getLogger(name).setLevel(logging.NOTSET)

@@ -117,7 +117,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from mnist_lab.serving.pyfunc import serve_command
+    from mnist_lab.serving.server import serve_command
 
     check_port_free(args.host, args.port)
     root = _model_root(None if args.workspace else args.model)

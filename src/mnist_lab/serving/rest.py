@@ -19,7 +19,7 @@ with its request formats), behind two fixes for what a client sees.
   unchanged, so every other format and every error answer is MLflow's (shortened as above).
 
 Run by uvicorn as `mnist_lab.serving.rest:app`, with the model's local folder in MLflow's own variable, as
-`mlflow models serve --env-manager local` does (`serving.serve_command`)."""
+`mlflow models serve --env-manager local` does (`serving.server.serve_command`)."""
 
 from __future__ import annotations
 

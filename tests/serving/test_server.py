@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from mnist_lab.serving.pyfunc import local_model_dir, pyfunc_dir, serve_cache
+from mnist_lab.serving.server import local_model_dir, pyfunc_dir, serve_cache
 
 
 @pytest.fixture
@@ -91,8 +91,8 @@ def test_serve_model_is_downloaded_once_checked_and_a_missing_one_named(
     import mlflow.pyfunc
     from mlflow.pyfunc import scoring_server
 
-    from mnist_lab.serving.pyfunc import serve_command
     from mnist_lab.serving.registry import RegistryError
+    from mnist_lab.serving.server import serve_command
 
     repo = tmp_path / "repo"
     repo.mkdir()
