@@ -38,3 +38,23 @@ def test_a_server_that_does_not_answer_delays_registering_without_failing_the_pi
     assert registration.version is None and registration.run_id == "a" * 32
     assert registration.note.startswith("not registered: the tracking server failed (")
     assert "`dvc repro -f -s register`" in registration.note and "s3cret" not in registration.note
+
+
+def test_a_model_on_a_server_that_does_not_answer_is_said_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`predict --model models:/m@champion` with the server away printed requests' whole retry error and
+    then "promote one first": the alias endpoint's URL has "alias" in it."""
+    from mnist_lab.serving.registry import RegistryError, load_sklearn_model
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "user")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(RegistryError) as raised:
+        load_sklearn_model(tmp_path, "models:/digits@champion")
+    said = str(raised.value)
+    assert said.startswith("cannot load model 'models:/digits@champion': the tracking server http://127.0.0.1:")
+    assert "did not answer (Connection refused): try again when it does" in said
+    assert "promote one first" not in said and "Max retries" not in said and "s3cret" not in said

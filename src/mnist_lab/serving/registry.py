@@ -263,6 +263,11 @@ def load_sklearn_model(root: Path, model_uri: str) -> Any:
             return mlflow.sklearn.load_model(model_uri)
         return model.unwrap_python_model().pipeline
     except MlflowException as exc:
+        from mnist_lab.system.redact import redact
+        from mnist_lab.tracking.server import describe_store_failure
+
+        if away := describe_store_failure(exc):  # the server, not the model: MLflow's retries in one line
+            raise RegistryError(f"cannot load model '{model_uri}': {redact(away)}") from None
         fix = ""
         if f"@{CHAMPION}" in model_uri and "alias" in exc.message.lower():
             fix = "; promote one first (`mnist-lab promote`), or use the workspace's model (no --model)"
