@@ -332,3 +332,27 @@ def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly_and_cleans_up(tm
     )  # fmt: skip
     assert (done.returncode, done.stdout, done.stderr) == (141, "", "")
     assert list(temporary.iterdir()) == [] and not (tmp_path / "data").exists()
+
+
+def test_commit_says_so_when_every_run_keeps_an_earlier_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The heading said "its new runs are tagged with it" when no run was new."""
+    import argparse
+
+    from mnist_lab.cli import experiments as cli_experiments
+    from mnist_lab.experiments import linking
+    from mnist_lab.experiments.linking import RunLink, Tagging
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    links = [RunLink("sgd", "a" * 32, "b" * 32), RunLink("mlp", "c" * 32, "d" * 32)]
+    for kept, heading in (
+        ({"sgd": "1" * 40, "mlp": "1" * 40}, "its runs keep the commits that recorded them:"),
+        ({"sgd": "1" * 40}, "its new runs are tagged with it:"),
+    ):
+        tagging = Tagging({}, kept)
+        answer = ("e" * 40, links, tagging)
+        monkeypatch.setattr(linking, "commit_experiment", lambda root, message, answer=answer: answer)
+        cli_experiments._cmd_commit(argparse.Namespace(message="m"))
+        assert capsys.readouterr().out.splitlines()[0] == f"committed the experiment as {'e' * 12}; {heading}"

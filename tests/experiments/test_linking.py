@@ -538,3 +538,24 @@ def test_a_sibling_commit_naming_the_same_run_leaves_its_tag_where_commit_of_fin
     outbox.retag_pending(tmp_path, record.record_id, {RESULTS_COMMIT_TAG: branched})
     assert tag_runs_with_commit(tmp_path, [link], on_main).kept == {}
     assert outbox.pending_tags(tmp_path, record.record_id)[RESULTS_COMMIT_TAG] == on_main
+
+
+def test_with_the_server_away_a_run_an_earlier_commit_recorded_keeps_it_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mnist-lab commit` with the server away warned that the unchanged models' runs could not be tagged
+    and said to `link` them later, where `link` would only find that they keep the earlier commit: git
+    alone says so."""
+    from mnist_lab.experiments.linking import SERVER_AWAY, tag_runs_with_commit
+    from tests.helpers import free_port
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    unchanged, new = RunLink("sgd", "a" * 32, "b" * 32), RunLink("mlp", "c" * 32, "d" * 32)
+    first = _commit_files(tmp_path, {"notes.txt": "1"}, f"Experiment\n\n{unchanged.trailer()}")
+    later = _commit_files(
+        tmp_path, {"notes.txt": "2"}, f"Wider MLP\n\n{unchanged.trailer()}\n{new.trailer()}"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    tagging = tag_runs_with_commit(tmp_path, [unchanged, new], later)
+    assert tagging.kept == {"sgd": first} and tagging.untagged == {"mlp": SERVER_AWAY}

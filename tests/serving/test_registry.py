@@ -55,6 +55,8 @@ def test_a_model_on_a_server_that_does_not_answer_is_said_in_one_line(
     with pytest.raises(RegistryError) as raised:
         load_sklearn_model(tmp_path, "models:/digits@champion")
     said = str(raised.value)
-    assert said.startswith("cannot load model 'models:/digits@champion': the tracking server http://127.0.0.1:")
+    assert said.startswith(
+        "cannot load model 'models:/digits@champion': the tracking server http://127.0.0.1:"
+    )
     assert "did not answer (Connection refused): try again when it does" in said
     assert "promote one first" not in said and "Max retries" not in said and "s3cret" not in said

@@ -101,7 +101,8 @@ def _cmd_commit(args: argparse.Namespace) -> None:
     commit, links, tagging = commit_experiment(root, args.message)
     tagged = "its runs are tagged with it" if not tagging.untagged else "its runs (not all tagged: see below)"
     if tagging.kept and not tagging.untagged:
-        tagged = "its new runs are tagged with it"
+        new = [link for link in links if link.model not in {*tagging.kept, *tagging.already}]
+        tagged = "its new runs are tagged with it" if new else "its runs keep the commits that recorded them"
     _print_tagged_runs(f"committed the experiment as {commit[:12]}; {tagged}:", commit, links, tagging)
     if commands.git_output("symbolic-ref", "-q", "HEAD", cwd=root) is None:  # a detached HEAD
         print(

@@ -209,7 +209,12 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
             except tracking.TrackingServerUnreachable:
                 refused = SERVER_AWAY
         if refused is not None:  # the other runs' tags would fail the same way (away, or credentials)
-            done.untagged[link.model] = refused
+            # but a run an earlier commit recorded first keeps that commit's tag: nothing to do (from git)
+            first = _first_recorder(root, link)
+            if first and first != commit:
+                done.kept[link.model] = first
+            else:
+                done.untagged[link.model] = refused
             continue
         sent = link.run_id or getattr(find_sent_run(root, link.record_id, settings), "run_id", None)
         if not sent:
@@ -254,6 +259,15 @@ def _first_records(root: Path, earlier: str, link: RunLink) -> bool:
         return _first_commit_in_git(root, link.record_id) == earlier
     except LinkingError:
         return False
+
+
+def _first_recorder(root: Path, link: RunLink) -> str | None:
+    """The commit that first recorded `link`'s run, as `commit-of` answers from git (None: none, or it
+    cannot tell)."""
+    try:
+        return _first_commit_in_git(root, link.record_id)
+    except LinkingError:
+        return None
 
 
 def _first_commit_in_git(root: Path, wanted: str) -> str | None:
