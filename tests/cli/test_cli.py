@@ -356,3 +356,25 @@ def test_commit_says_so_when_every_run_keeps_an_earlier_commit(
         monkeypatch.setattr(linking, "commit_experiment", lambda root, message, answer=answer: answer)
         cli_experiments._cmd_commit(argparse.Namespace(message="m"))
         assert capsys.readouterr().out.splitlines()[0] == f"committed the experiment as {'e' * 12}; {heading}"
+
+
+def test_mlflows_download_bars_are_off_where_stderr_is_no_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`promote`, `serve --model`, `predict --model` printed MLflow's "Downloading artifacts" bars into
+    logs and CI output."""
+    import os
+    import sys
+
+    from mnist_lab.cli import PROGRESS_BAR_ENV, quiet_progress_bars
+
+    monkeypatch.delenv(PROGRESS_BAR_ENV, raising=False)
+    quiet_progress_bars()  # stderr captured: no terminal
+    assert os.environ[PROGRESS_BAR_ENV] == "false"
+    monkeypatch.setenv(PROGRESS_BAR_ENV, "true")  # asked for: kept
+    quiet_progress_bars()
+    assert os.environ[PROGRESS_BAR_ENV] == "true"
+    monkeypatch.delenv(PROGRESS_BAR_ENV)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    quiet_progress_bars()
+    assert PROGRESS_BAR_ENV not in os.environ

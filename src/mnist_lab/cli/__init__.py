@@ -44,6 +44,20 @@ def _terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def quiet_progress_bars() -> None:
+    """No MLflow download bars where stderr is no terminal (a log, CI, a pipe): each bar's redraws are
+    lines of noise there. A value set in the environment wins."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        terminal = False
+    if not terminal:
+        os.environ.setdefault(PROGRESS_BAR_ENV, "false")
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -52,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         # the code that made them, as on any error (the default action ended the process on the spot)
         signal.signal(signal.SIGTERM, _terminated)
     args = build_parser().parse_args(argv)
+    quiet_progress_bars()
     try:
         code = args.handler(args)
         sys.stdout.flush()  # here, where a closed pipe is handled, not at the interpreter's exit
