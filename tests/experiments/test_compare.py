@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mnist_lab.experiments.compare import Comparison, _params_lines, as_text
+from mnist_lab.experiments.compare import Comparison, _params_lines, as_text, without_cross_metric_deltas
 
 
 def test_a_model_dropped_or_added_is_one_line_not_one_per_setting() -> None:
@@ -47,3 +47,22 @@ def test_the_metrics_that_did_not_change_are_counted_not_listed() -> None:
     same = {key: {**v, "new": v["old"], "diff": 0.0} for key, v in metrics.items()}
     comparison.metrics = same
     assert "metrics: unchanged (3; --all lists them)" in as_text(comparison).splitlines()
+
+
+def test_the_best_value_of_two_different_metrics_has_no_delta() -> None:
+    """`best.value: 0.9696 -> 1.0000 (+0.0304)` compared f1_macro with roc_auc."""
+    metrics = {
+        "best.metric": {"old": "f1_macro", "new": "roc_auc", "diff": None},
+        "best.value": {"old": 0.9696, "new": 1.0, "diff": 0.0304},
+        "models.sgd.accuracy": {"old": 0.9444, "new": 0.95, "diff": 0.0056},
+    }
+    without_cross_metric_deltas(metrics)
+    assert metrics["best.value"]["diff"] is None and metrics["models.sgd.accuracy"]["diff"] == 0.0056
+    nothing: dict = {"old": [], "new": []}
+    comparison = Comparison("HEAD~1", "HEAD", {}, metrics, {"old": "a", "new": "a"}, [], nothing, nothing)
+    text = as_text(comparison).splitlines()
+    assert "  best.value: 0.9696 -> 1.0000 (not comparable: best.metric changed)" in text
+    same = {"best.metric": {"old": "f1_macro", "new": "f1_macro", "diff": None},
+            "best.value": {"old": 0.9, "new": 0.95, "diff": 0.05}}  # fmt: skip
+    without_cross_metric_deltas(same)
+    assert same["best.value"]["diff"] == 0.05

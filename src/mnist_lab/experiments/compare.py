@@ -102,6 +102,7 @@ def compare(root: Path, old: str, new: str | None = None) -> Comparison:
         for entries in _dvc_json(root, "metrics", "diff", "--all", *revisions).values()
         for key, v in entries.items()
     }
+    without_cross_metric_deltas(metrics)
     code = commands.git(
         "diff", "--name-only", *revisions, "--", *CODE_PATHS, cwd=root, check=True
     ).stdout.split()
@@ -123,6 +124,16 @@ def compare(root: Path, old: str, new: str | None = None) -> Comparison:
             "new": dirty.get(new_commit, []) if new_commit else [workspace] if workspace else [],
         },
     )
+
+
+def without_cross_metric_deltas(metrics: dict[str, dict[str, Any]]) -> None:
+    """A `<x>.value` whose `<x>.metric` changed (`best`: f1_macro on one side, roc_auc on the other) has no
+    delta: its `diff` becomes None and `note` says why, where DVC subtracted one metric from another."""
+    for key, value in metrics.items():
+        metric = metrics.get(key.removesuffix(".value") + ".metric") if key.endswith(".value") else None
+        if metric is not None and metric["old"] != metric["new"]:
+            value["diff"] = None
+            value["note"] = f"not comparable: {key.removesuffix('.value')}.metric changed"
 
 
 def as_json(comparison: Comparison) -> str:
@@ -160,7 +171,7 @@ def as_text(c: Comparison, everything: bool = False) -> str:
         lines.append("metrics:" if everything else "metrics changed:")
     for key, v in sorted(changed.items()):
         if isinstance(v["old"], float) or isinstance(v["new"], float):
-            diff = f"{v['diff']:+.4f}" if isinstance(v["diff"], (int, float)) else "-"
+            diff = f"{v['diff']:+.4f}" if isinstance(v["diff"], (int, float)) else v.get("note") or "-"
             old = f"{v['old']:.4f}" if isinstance(v["old"], (int, float)) else str(v["old"])
             new = f"{v['new']:.4f}" if isinstance(v["new"], (int, float)) else str(v["new"])
             lines.append(f"  {key}: {old} -> {new} ({diff})")
