@@ -378,3 +378,12 @@ def test_mlflows_download_bars_are_off_where_stderr_is_no_terminal(
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     quiet_progress_bars()
     assert PROGRESS_BAR_ENV not in os.environ
+
+
+def test_an_empty_model_uri_is_refused(capsys) -> None:
+    """`serve --model ''` looked for an MLmodel file in the current folder (`Path("")` is `.`)."""
+    for command in (["serve", "--model", " "], ["predict", "x.csv", "-o", "y.csv", "--model", ""]):
+        with pytest.raises(SystemExit) as done:
+            main(command)
+        assert done.value.code == 2
+        assert "--model: empty: give a model URI (models:/mnist-lab@champion" in capsys.readouterr().err

@@ -52,14 +52,14 @@ def test_idx_csv_and_parquet_give_the_same_pixels(tmp_path) -> None:
         ("pixel_0,pixel_1\n1,abc\n", "row 0, column pixel_1 is 'abc'"),
         ("pixel_0,pixel_1\n1,300\n", "row 0, pixel 1 is 300.0"),
         ("pixel_0,pixel_1\n1,-1\n", "row 0, pixel 1 is -1.0"),
-        ("pixel_0,pixel_1\n1,\n", "row 0, pixel 1 is nan"),
+        ("pixel_0,pixel_1\n1,\n", "row 0, pixel 1 is missing (null, an empty field or NaN)"),
         ("pixel_0,pixel_1\n", "no images (an empty table)"),
         (
             "px0,px1,px2,px3\n1,2,3,4\n",
             "first line is a header without pixel_<i> columns (px0, px1, px2, ...)",
         ),
         ("id,label\n1,2\n", "header without pixel_<i> columns (id, label, ...): name the columns pixel_0"),
-        ("1,\n", "row 0, pixel 1 is nan"),
+        ("1,\n", "row 0, pixel 1 is missing (null, an empty field or NaN)"),
         ("12.5,12.5,3,300\n", "row 0, pixel 3 is 300.0"),  # repeated values, no header: read as pixels
     ],
 )

@@ -66,13 +66,19 @@ def test_requests_in_every_serving_format_give_the_same_pixels() -> None:
         (np.zeros((0, 16)), "no images"),
         ([["abc"] * 16], "pixel values must be numbers 0-255"),
         ([[300] * 16], "row 0, pixel 0 is 300.0"),
-        ([[None] * 16], "row 0, pixel 0 is nan"),
+        ([[None] * 16], "row 0, pixel 0 is missing (null, an empty field or NaN)"),
         # past the first row, where the quick check (min and max) sees them: NaN, infinity, below 0
-        ([[1] * 16, [1] * 8 + [float("nan")] + [1] * 7], "row 1, pixel 8 is nan"),
+        (
+            [[1] * 16, [1] * 8 + [float("nan")] + [1] * 7],
+            "row 1, pixel 8 is missing (null, an empty field or NaN)",
+        ),
         ([[0] * 16, [0] * 15 + [float("inf")]], "row 1, pixel 15 is inf"),
         ([[0] * 16, [-1] + [0] * 15], "row 1, pixel 0 is -1.0"),
         ([[0] * 16, [255.5] * 16], "row 1, pixel 0 is 255.5"),
         ({"pixel_0": [1], "pixel_1": [2]}, "missing ['pixel_2', 'pixel_3'"),
+        # how many: a one-column table lacks 15, not the 5 listed
+        ({"pixel_0": [1]}, "missing ['pixel_1', 'pixel_2', 'pixel_3', 'pixel_4', 'pixel_5'] and 10 more"),
+        (np.array("abc"), "pixel values must be numbers 0-255; got 'abc' alone, not images"),  # not np.str_
         ({**{f"pixel_{i}": [1] for i in range(16)}, "extra": [1]}, "unexpected ['extra']"),
         ({"pixel_0": [1, 2], "pixel_1": [1]}, "malformed columns"),
     ],

@@ -130,7 +130,7 @@ SPLIT_63 = {"dataframe_split": {"columns": columns(63), "data": [[1] * 63]}}
         (SPLIT_63, JSON, 400, "missing ['pixel_63']"),
         ({"instances": [["abc"] * 64]}, JSON, 400, "pixel values must be numbers"),
         ({"instances": [[300] * 64]}, JSON, 400, "pixel values must be 0-255"),
-        ({"instances": [[None] * 64]}, JSON, 400, "is nan"),
+        ({"instances": [[None] * 64]}, JSON, 400, "is missing (null, an empty field or NaN)"),
         ({"instances": []}, JSON, 400, "request: no images (instances is an empty list)"),
         ({"instances": [[1] * 64, [1] * 3]}, JSON, 400, "row 0 has 64 values, row 1 has 3"),
         ({"instances": [[0.5, True] + [0] * 62]}, JSON, 400, "row 0, column 1 is true"),

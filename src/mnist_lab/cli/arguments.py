@@ -17,6 +17,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def model_uri(text: str) -> str:
+    """An MLflow model URI or a model's folder: not empty (`Path("")` is the current folder, which was then
+    searched for an MLmodel file)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "empty: give a model URI (models:/mnist-lab@champion, runs:/<run id>/<model name>) or a folder"
+        )
+    return text
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -7,7 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_lab.cli.arguments import check_port_free, non_negative_float, port_number, positive_int
+from mnist_lab.cli.arguments import (
+    check_port_free,
+    model_uri,
+    non_negative_float,
+    port_number,
+    positive_int,
+)
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.serving.rest import MAX_REQUEST_MB, MAX_REQUEST_MB_ENV
 
@@ -166,6 +172,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("-o", "--output", required=True, type=Path, help="predictions: .csv or .parquet")
     predict.add_argument(
         "--model",
+        type=model_uri,
         help="an MLflow model URI, e.g. models:/mnist-lab@champion (default: the workspace's best model)",
     )
     predict.add_argument(
@@ -189,7 +196,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     source = serve.add_mutually_exclusive_group()
     source.add_argument(
-        "--model", help="an MLflow model URI (default: models:/<registry.model_name>@champion)"
+        "--model",
+        type=model_uri,
+        help="an MLflow model URI (default: models:/<registry.model_name>@champion)",
     )
     source.add_argument(
         "--workspace",

@@ -83,7 +83,7 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
                 if missing or extra:
                     raise DataError(
                         f"{source}: expected the {n_pixels} columns pixel_0 ... pixel_{n_pixels - 1}; "
-                        f"missing {missing[:5] or 'none'}, unexpected {extra[:5] or 'none'}"
+                        f"missing {_some(missing)}, unexpected {_some(extra)}"
                     )
                 request = request[names]
     if isinstance(request, pd.DataFrame) and (
@@ -104,8 +104,12 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
     except (TypeError, ValueError) as exc:
         try:
             where = first_bad_cell(pd.DataFrame(request))
-        except (TypeError, ValueError):  # not even a table: ragged rows
-            where = f"({exc})"
+        except (TypeError, ValueError):  # not even a table: ragged rows, or one value alone
+            if np.ndim(request) == 0:  # `{"instances": "abc"}`: numpy would quote it as np.str_('abc')
+                item = request.item() if isinstance(request, np.ndarray) else request
+                where = f"got {item!r} alone, not images"
+            else:
+                where = f"({exc})"
         raise DataError(f"{source}: pixel values must be numbers 0-255; {where}") from None
     side = round(n_pixels**0.5)
     square = (side, side) if side * side == n_pixels else None
@@ -124,6 +128,13 @@ def request_pixels(request: Any, n_pixels: int, source: str = "request") -> np.n
     return pixels
 
 
+def _some(names: list[str], shown: int = 5) -> str:
+    """The first `shown` of `names`, and how many more there are."""
+    if not names:
+        return "none"
+    return f"{names[:shown]}" + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def first_bad_cell(table: pd.DataFrame, first_row: int = 0) -> str:
     """Where the first value that is not a number is: "row 3, column pixel_7 is 'x'" (rows from
     `first_row`)."""
@@ -138,7 +149,9 @@ def first_bad_cell(table: pd.DataFrame, first_row: int = 0) -> str:
             bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            return f"row {first_row + row}, column {column} is {values.iloc[row]!r}"
+            value = values.iloc[row]
+            shown = repr(str(value)) if isinstance(value, str) else repr(value)  # 'x', not np.str_('x')
+            return f"row {first_row + row}, column {column} is {shown}"
     return "a value is not a number"
 
 
@@ -148,9 +161,12 @@ def check_pixel_values(pixels: np.ndarray, source: str, first_row: int = 0) -> N
     bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 255)
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
+        value = pixels[row, column]
+        # a JSON null, an empty CSV field and NaN all arrive as NaN
+        shown = "missing (null, an empty field or NaN)" if np.isnan(value) else str(value)
         raise DataError(
             f"{source}: pixel values must be 0-255 grey levels; "
-            f"row {first_row + row}, pixel {column} is {pixels[row, column]}"
+            f"row {first_row + row}, pixel {column} is {shown}"
         )
 
 
