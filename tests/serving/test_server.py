@@ -13,22 +13,29 @@ from sklearn.linear_model import LogisticRegression
 from mnist_lab.serving.server import local_model_dir, pyfunc_dir, serve_cache
 
 
+def _repository(folder: Path) -> Path:
+    """`folder` made a repository as mnist_lab.system.workspace finds one (a dvc.yaml)."""
+    folder.mkdir()
+    (folder / "dvc.yaml").touch()
+    return folder
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return _repository(tmp_path / "repo")
+
+
 @pytest.fixture
 def model_uri(tmp_path: Path) -> str:
     pixels = np.random.default_rng(0).integers(0, 256, size=(20, 4)).astype(np.float64)
     model = LogisticRegression().fit(pixels, np.arange(20) % 2)
-    elsewhere = tmp_path / "store"
-    elsewhere.mkdir()
-    (elsewhere / "dvc.yaml").touch()
-    return (pyfunc_dir(elsewhere, "m", model)).as_uri()  # file://... : downloaded like a store's model
+    store = _repository(tmp_path / "store")
+    return (pyfunc_dir(store, "m", model)).as_uri()  # file://... : downloaded like a store's model
 
 
 def test_a_downloaded_model_is_kept_once_in_the_repository_and_nothing_in_tmp(
-    model_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_uri: str, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "dvc.yaml").touch()
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -42,23 +49,18 @@ def test_a_downloaded_model_is_kept_once_in_the_repository_and_nothing_in_tmp(
 
 
 def test_outside_a_repository_models_go_to_the_users_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert serve_cache(tmp_path / "batch") == tmp_path / "cache" / "mnist-lab" / "serve"
-    (tmp_path / "repo").mkdir()
-    (tmp_path / "repo" / "dvc.yaml").touch()
-    assert serve_cache(tmp_path / "repo") == tmp_path / "repo" / ".mnist-lab" / "serve"
+    assert serve_cache(repo) == repo / ".mnist-lab" / "serve"
 
 
 def test_two_starts_at_once_keep_the_first_copy_and_a_broken_one_is_replaced(
-    model_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_uri: str, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "dvc.yaml").touch()
     target = Path(local_model_dir(repo, model_uri))
     shutil.rmtree(target)
     target.mkdir()
@@ -83,7 +85,7 @@ def test_two_starts_at_once_keep_the_first_copy_and_a_broken_one_is_replaced(
 
 
 def test_serve_model_is_downloaded_once_checked_and_a_missing_one_named(
-    model_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model_uri: str, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`serve --model URI` loaded the model from the store to check it (a download to a temporary folder)
     and then downloaded it again to serve it: now once, checked from the copy it serves."""
@@ -94,9 +96,6 @@ def test_serve_model_is_downloaded_once_checked_and_a_missing_one_named(
     from mnist_lab.serving.registry import RegistryError
     from mnist_lab.serving.server import serve_command
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "dvc.yaml").touch()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     downloads: list[str] = []
     download = mlflow.artifacts._download_artifact_from_uri  # what every load and download runs
