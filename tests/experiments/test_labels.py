@@ -7,7 +7,7 @@ import pytest
 
 from mnist_lab.cli import main
 from mnist_lab.experiments.labels import LabelError, experiment_id, read_labels, set_label
-from mnist_lab.experiments.table import experiment_refs
+from mnist_lab.experiments.linking import experiment_refs
 from tests.board.experiment_history import GIT, write_history
 
 

@@ -41,7 +41,8 @@ def test_params_as_dvc_writes_them_read_as_params_yaml_does() -> None:
 def test_an_experiment_applied_and_committed_is_one_row_not_two(tmp_path) -> None:
     """`dvc exp apply` + `mnist-lab commit` make a new commit with the experiment's results: the DVC
     experiment it came from is that commit's row, not a second one."""
-    from mnist_lab.experiments.table import experiment_refs, experiment_rows
+    from mnist_lab.experiments.linking import experiment_refs
+    from mnist_lab.experiments.table import experiment_rows
     from tests.board.experiment_history import GIT, write_history
     from tests.helpers import run
 

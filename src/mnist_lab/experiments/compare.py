@@ -13,12 +13,13 @@ from mnist_lab.datasets.folder import parse_data_version
 from mnist_lab.experiments.linking import (
     LinkingError,
     RunLink,
+    experiment_refs,
     pipeline_status,
     resolve_commit,
     runs_of_commit,
     workspace_links,
 )
-from mnist_lab.experiments.table import experiment_refs, read_blobs, stale_results
+from mnist_lab.experiments.table import read_blobs, stale_results
 from mnist_lab.system import commands
 from mnist_lab.system.commands import dvc
 

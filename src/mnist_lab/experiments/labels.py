@@ -63,8 +63,7 @@ def experiment_id(root: Path, revision: str) -> str:
     experiment (that exists), `run:<run id>` for a run no commit names, else the full hash of the commit
     `revision` names, which must be an experiment commit (one that changes dvc.lock or metrics.json: a label
     on another commit would show nowhere)."""
-    from mnist_lab.experiments.linking import resolve_commit
-    from mnist_lab.experiments.table import experiment_refs  # it imports this module
+    from mnist_lab.experiments.linking import experiment_refs, resolve_commit
     from mnist_lab.system import commands
 
     if revision.startswith("exp:"):

@@ -291,6 +291,21 @@ def _first_commit_in_git(root: Path, wanted: str) -> str | None:
     return None
 
 
+def experiment_refs(root: Path) -> list[tuple[str, str]]:
+    """(commit, name) of each DVC experiment ref (`refs/exps/<xx>/<baseline rest>/<name>`); queued ones
+    (`refs/exps/celery/...`, stashes) are not experiments yet."""
+    done = commands.git(
+        "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps", cwd=root, check=True
+    )
+    refs = []
+    for line in done.stdout.splitlines():
+        sha, _, ref = line.partition(" ")
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[2] not in ("celery", "temp", "runs", "exec", "stash"):
+            refs.append((sha, parts[4]))
+    return refs
+
+
 def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
     """The runs a commit names (from git alone: works offline and without the MLflow store): its trailers,
     or for a commit made otherwise (`dvc exp branch`, a plain `git commit`) its `reports/*/mlflow.json`."""

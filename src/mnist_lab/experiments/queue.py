@@ -12,8 +12,8 @@ from pathlib import Path
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import load_params_yaml
 from mnist_lab.experiments.labels import LABELS_FILE, LABELS_LOCK
+from mnist_lab.experiments.linking import experiment_refs
 from mnist_lab.experiments.project import check_overrides, override_arguments
-from mnist_lab.experiments.table import experiment_refs
 from mnist_lab.system import commands
 from mnist_lab.system.files import exclusive_lock, write_bytes_atomic
 

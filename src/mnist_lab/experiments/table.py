@@ -36,7 +36,7 @@ from mnist_lab.core.results import read_history_text
 from mnist_lab.core.settings import flatten, load_params_yaml
 from mnist_lab.datasets.folder import parse_data_version
 from mnist_lab.experiments.labels import read_labels
-from mnist_lab.experiments.linking import RunLink, parse_trailers
+from mnist_lab.experiments.linking import RunLink, experiment_refs, parse_trailers
 from mnist_lab.system import commands
 from mnist_lab.system.sources import is_code_listing, parse_code_listing
 from mnist_lab.tracking.outbox import sent_runs
@@ -106,21 +106,6 @@ def _log(
         commit, parents, date, subject, body = record.split(FIELD_SEPARATOR, 4)
         commits.append(CommitInfo(commit, parents.split()[0] if parents else None, date, subject, body))
     return commits
-
-
-def experiment_refs(root: Path) -> list[tuple[str, str]]:
-    """(commit, name) of each DVC experiment ref (`refs/exps/<xx>/<baseline rest>/<name>`); queued ones
-    (`refs/exps/celery/...`, stashes) are not experiments yet."""
-    done = commands.git(
-        "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps", cwd=root, check=True
-    )
-    refs = []
-    for line in done.stdout.splitlines():
-        sha, _, ref = line.partition(" ")
-        parts = ref.split("/")
-        if len(parts) == 5 and parts[2] not in ("celery", "temp", "runs", "exec", "stash"):
-            refs.append((sha, parts[4]))
-    return refs
 
 
 def _text(blob: bytes | None) -> str | None:
