@@ -138,3 +138,68 @@ def test_applying_an_experiment_dvc_does_not_have_is_refused_before_dvc_runs(tmp
         queue.apply_experiment(tmp_path, "nope")
     assert ran == []
     assert (tmp_path / "params.yaml").read_text() == "seed: 5\n"
+
+
+def test_a_name_that_is_a_git_revision_is_refused_and_apply_goes_by_the_commit(monkeypatch, tmp_path) -> None:
+    """DVC reads a name as a git revision first: an experiment named `v1` (a tag) or like a commit's hash
+    was applied as that commit, undoing the commits after it. Queueing such a name is refused; applying
+    passes DVC the experiment's commit."""
+    import shutil
+    import subprocess
+
+    from mnist_lab.experiments import queue
+    from mnist_lab.system import commands
+    from tests.helpers import REPO_ROOT, commit_all, run
+
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    first = commit_all(tmp_path, "one")
+    run(["git", "tag", "v1"], tmp_path)
+    monkeypatch.setattr(queue, "queue_status", lambda root: [])
+    for name in ("v1", "main", "HEAD", first[:8]):
+        with pytest.raises(queue.QueueError, match=f"'{name}' is also a git revision of this repository"):
+            queue.queue_experiment(tmp_path, [("models.sgd.alpha", "0.001")], name)
+    # an experiment named v1 all the same (queued by `dvc exp run -n v1` itself): applied by its commit
+    (tmp_path / "notes.txt").write_text("the experiment\n")
+    experiment = commit_all(tmp_path, "exp")
+    run(["git", "reset", "-q", "--hard", first], tmp_path)
+    run(["git", "update-ref", f"refs/exps/{first[:2]}/{first[2:]}/v1", experiment], tmp_path)
+    ran: list[tuple[str, ...]] = []
+
+    def dvc(*args, **kwargs):
+        ran.append(args)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(commands, "dvc", dvc)
+    queue.apply_experiment(tmp_path, "v1")
+    assert ran == [("exp", "apply", experiment)]
+    # one name on two baselines: which one is meant cannot be told
+    run(["git", "update-ref", f"refs/exps/{experiment[:2]}/{experiment[2:]}/v1", experiment], tmp_path)
+    with pytest.raises(queue.QueueError, match="2 experiments are named 'v1'"):
+        queue.apply_experiment(tmp_path, "v1")
+
+
+def test_labels_are_restored_when_dvc_fails_to_finish_applying(monkeypatch, tmp_path) -> None:
+    from mnist_lab.experiments import queue
+    from mnist_lab.experiments.labels import LABELS_FILE
+    from mnist_lab.system import commands
+    from tests.helpers import commit_all, run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / LABELS_FILE).write_text("abc: [old]\n")
+    baseline = commit_all(tmp_path, "baseline")
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    experiment = commit_all(tmp_path, "exp")
+    run(["git", "reset", "-q", "--hard", baseline], tmp_path)
+    run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/seed-2", experiment], tmp_path)
+    (tmp_path / LABELS_FILE).write_text("abc: [hidden, new]\n")  # uncommitted
+
+    def applies_then_times_out(*args, **kwargs):
+        (tmp_path / LABELS_FILE).write_text("abc: [old]\n")  # what the experiment brings back
+        raise commands.CommandError("`dvc exp apply` did not finish within 600 s")
+
+    monkeypatch.setattr(commands, "dvc", applies_then_times_out)
+    with pytest.raises(commands.CommandError):
+        queue.apply_experiment(tmp_path, "seed-2")
+    assert (tmp_path / LABELS_FILE).read_text() == "abc: [hidden, new]\n"

@@ -41,6 +41,12 @@ def queue_experiment(root: Path, overrides: list[tuple[str, str]], name: str | N
     queued experiment's name. Nothing is queued when a value is wrong."""
     raw = load_params_yaml((root / "params.yaml").read_text(encoding="utf-8"))
     check_overrides(raw, None, overrides)
+    if name and commands.git_output("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", cwd=root):
+        # DVC reads a name as a git revision first: applying it would bring back that commit, not this
+        raise QueueError(
+            f"{name!r} is also a git revision of this repository (a branch, a tag, HEAD or a commit's "
+            "hash): DVC would take it for that; choose another name"
+        )
     if name:  # DVC would queue a second one and keep one of the two results
         tasks = {task["name"]: task["status"] for task in queue_status(root)}
         if tasks.get(name) in ("Failed", "Revoked"):
@@ -98,9 +104,15 @@ def apply_experiment(root: Path, name: str) -> None:
     for a name DVC has no experiment of (an experiment applied before is not one any more). labels.yaml is not
     the experiment's: it stays as it is (an experiment queued before it existed would delete it, one queued
     before a label was set would take the label back), uncommitted changes to it included."""
-    experiment = next((sha for sha, ref in experiment_refs(root) if ref == name), None)
-    if experiment is None:
+    found = [sha for sha, ref in experiment_refs(root) if ref == name]
+    if not found:
         raise NoSuchExperiment(f"no experiment 'exp:{name}': `dvc exp show` lists them")
+    if len(found) > 1:
+        raise QueueError(
+            f"{len(found)} experiments are named {name!r} (run on different commits: "
+            f"{', '.join(sha[:12] for sha in found)}): apply one by its commit (`dvc exp apply <commit>`)"
+        )
+    experiment = found[0]
     changed = commands.git(
         "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){LABELS_FILE}",
         cwd=root, check=True,
@@ -114,11 +126,13 @@ def apply_experiment(root: Path, name: str) -> None:
     labels = root / LABELS_FILE
     with exclusive_lock(root / LABELS_LOCK):  # a label set meanwhile (`mnist-lab label`) is not lost
         kept = labels.read_bytes() if labels.is_file() else None
-        done = commands.dvc("exp", "apply", name, cwd=root)
-        if kept is None:
-            labels.unlink(missing_ok=True)  # none before: none brought back with the experiment either
-        elif not labels.is_file() or labels.read_bytes() != kept:
-            write_bytes_atomic(labels, kept)
+        try:  # by its commit: DVC reads a name as a git revision first (a branch, a tag, a hash prefix)
+            done = commands.dvc("exp", "apply", experiment, cwd=root)
+        finally:  # also when DVC fails to finish, or Ctrl-C
+            if kept is None:
+                labels.unlink(missing_ok=True)  # none before: none brought back with the experiment either
+            elif not labels.is_file() or labels.read_bytes() != kept:
+                write_bytes_atomic(labels, kept)
     if done.returncode != 0:
         raise QueueError(f"`dvc exp apply {name}` failed: {(done.stderr or done.stdout).strip()[-600:]}")
 
@@ -139,8 +153,8 @@ def inputs_changed_since(root: Path, baseline: str, head: str | None = None) -> 
     head = head or (commands.git_output("rev-parse", "HEAD", cwd=root) or "").strip()
     if not head or baseline == head:
         return []
-    changed = commands.git_output("diff", "--name-only", baseline, head, "--", *APPLY_INPUTS, cwd=root)
-    return changed.split() if changed else []
+    changed = commands.git_output("diff", "-z", "--name-only", baseline, head, "--", *APPLY_INPUTS, cwd=root)
+    return [path for path in (changed or "").split("\0") if path]  # paths with spaces, as they are
 
 
 def undoing_message(name: str, baseline: str, changed: list[str]) -> str:
