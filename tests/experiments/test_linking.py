@@ -101,6 +101,8 @@ def test_commit_refuses_what_would_mislead(experiment: dict) -> None:
         blank.returncode == 2
         and "the commit message is empty: say what this experiment changes" in blank.stderr
     )
+    control = run(["mnist-lab", "commit", "-m", "tuned\x1enext"], root, env, check=False)
+    assert control.returncode == 2 and "holds a control character ('\\x1e')" in control.stderr
     params = root / "params.yaml"
     original = params.read_text()
     params.write_text(original.replace("alpha: 0.0001", "alpha: 0.001", 1))
@@ -559,3 +561,27 @@ def test_with_the_server_away_a_run_an_earlier_commit_recorded_keeps_it_without_
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     tagging = tag_runs_with_commit(tmp_path, [unchanged, new], later)
     assert tagging.kept == {"sgd": first} and tagging.untagged == {"mlp": SERVER_AWAY}
+
+
+def test_commit_of_on_a_branch_with_no_commit_yet_looks_in_the_others(
+    tmp_path: Path, tracking_store: str
+) -> None:
+    """`git checkout --orphan`: git log failed on HEAD ("unknown revision") and `commit-of` said so."""
+    from mnist_lab.experiments.linking import commit_of_run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    link = RunLink("mlp", "ab" * 16, "cd" * 16)
+    on_main = _commit_files(tmp_path, {"notes.txt": "1"}, f"Experiment\n\n{link.trailer()}")
+    run(["git", "checkout", "-q", "--orphan", "fresh"], tmp_path)
+    assert commit_of_run(tmp_path, link.run_id) == on_main
+
+
+def test_a_dvc_status_that_fails_is_said_not_taken_for_changes(tmp_path: Path) -> None:
+    """A broken dvc.yaml made `dvc status --quiet` exit 1, read as "not up to date: run `dvc repro`"."""
+    from mnist_lab.experiments.linking import LinkingError, pipeline_status
+    from tests.helpers import BIN
+
+    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  a: [not, a, stage]\n")
+    with pytest.raises(LinkingError, match="`dvc status` failed: .*dvc.yaml"):
+        pipeline_status(tmp_path)

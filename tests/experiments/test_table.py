@@ -125,3 +125,21 @@ def test_a_model_dropped_from_params_does_not_make_its_commit_dirty(tmp_path) ->
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "params.yaml: models.sgd.alpha" in reasons()
     assert not any("models.mlp" in reason for reason in reasons())
+
+
+def test_any_commit_message_is_read_whole(tmp_path) -> None:
+    """Fields and commits were split on \\x1e and \\x1f: a message holding either (git takes any byte but
+    NUL) broke the experiments page and `history` until the history was rewritten."""
+    import json
+
+    from mnist_lab.experiments.table import experiment_rows
+    from tests.helpers import commit_all, run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    messages = ["tuned\x1enext\x1f", "plain one", "a body follows\n\nline one\x1e\nline two\n\n\n"]
+    for number, message in enumerate(messages):
+        (tmp_path / "metrics.json").write_text(json.dumps({"models": {"m": {"accuracy": number / 10}}}))
+        commit_all(tmp_path, message)
+    rows = experiment_rows(tmp_path)
+    assert [row["message"] for row in rows] == ["a body follows", "plain one", "tuned\x1enext\x1f"]
+    assert [row["metrics.models.m.accuracy"] for row in rows] == [0.2, 0.1, 0.0]

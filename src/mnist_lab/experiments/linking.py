@@ -110,6 +110,11 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
     pipeline is not up to date, since the committed results would not be those of the committed params."""
     if not message.strip():
         raise LinkingError('the commit message is empty: say what this experiment changes (-m "...")')
+    control = next((c for c in message if (ord(c) < 32 and c not in "\n\t") or ord(c) == 127), None)
+    if control is not None:
+        raise LinkingError(
+            f"the commit message holds a control character ({control!r}): write it as text, lines and tabs"
+        )
     status = pipeline_status(root)
     if status:
         raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
@@ -150,7 +155,10 @@ def pipeline_status(root: Path) -> str:
     done = dvc("status", "--quiet", cwd=root)
     if done.returncode == 0:
         return ""
-    changed = dvc("status", cwd=root).stdout
+    full = dvc("status", cwd=root)
+    if full.returncode != 0 and full.stderr.strip():  # DVC could not tell (a broken dvc.yaml, a lock held)
+        raise LinkingError(f"`dvc status` failed: {full.stderr.strip()[-600:]}")
+    changed = full.stdout
     stages = [
         line.strip().rstrip(":") for line in changed.splitlines() if line and not line.startswith((" ", "\t"))
     ]
@@ -413,6 +421,8 @@ def _commits_naming(
     """(commit, the run it names) for every commit of `scope` (git log's revisions) naming a run whose id or
     record id starts with `wanted`, from its trailers or (trailers=False) from the `mlflow.json` files it
     adds."""
+    if "HEAD" in scope and not run_git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False).stdout:
+        scope = tuple(revision for revision in scope if revision != "HEAD")  # a branch with no commit yet
     order = ("log", *scope, "--format=%H")
     if trailers:
         commits = run_git(root, *order, "-E", f"--grep=^{TRAILER}: .*(run|record)={wanted}").stdout.split()

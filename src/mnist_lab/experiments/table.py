@@ -43,7 +43,6 @@ from mnist_lab.tracking.outbox import sent_runs
 
 EXPERIMENT_FILES = ("metrics.json", "params.yaml", "data.dvc")
 CHAMPION_TAG = "mnist-lab/champion"
-RECORD_SEPARATOR, FIELD_SEPARATOR = "\x1e", "\x1f"
 
 
 @dataclass(frozen=True)
@@ -84,27 +83,21 @@ def read_blobs(root: Path, specs: Iterable[str]) -> dict[str, bytes | None]:
 def _log(
     root: Path, *revisions: str, paths: tuple[str, ...] = ("dvc.lock", "metrics.json")
 ) -> list[CommitInfo]:
-    fields = FIELD_SEPARATOR.join(("%H", "%P", "%aI", "%s", "%b"))
+    # every field ended by a NUL, the one character a commit message cannot hold (a message with \x1e or
+    # \x1f, the separators before, broke the table and `history` for good)
+    fields = "".join(f"{field}%x00" for field in ("%H", "%P", "%aI", "%s", "%b"))
     # limited to `paths`, --parents rewrites each commit's parents to its nearest ancestors that change
     # them: the previous experiment, not a commit of params.yaml alone whose change would then show nowhere
     rewrite = ["--parents"] if paths else []
-    done = commands.git(
-        "log",
-        f"--format={fields}{RECORD_SEPARATOR}",
-        *rewrite,
-        *revisions,
-        "--",
-        *paths,
-        cwd=root,
-        check=True,
-    )
+    done = commands.git("log", f"--format={fields}", *rewrite, *revisions, "--", *paths, cwd=root, check=True)
+    values = done.stdout.split("\0")
     commits = []
-    for record in done.stdout.split(RECORD_SEPARATOR):
-        record = record.strip("\n")
-        if not record:
-            continue
-        commit, parents, date, subject, body = record.split(FIELD_SEPARATOR, 4)
-        commits.append(CommitInfo(commit, parents.split()[0] if parents else None, date, subject, body))
+    for start in range(0, len(values) - 4, 5):  # git puts a newline between commits: before the hash
+        commit, parents, date, subject, body = values[start : start + 5]
+        commit = commit.lstrip("\n")
+        commits.append(
+            CommitInfo(commit, parents.split()[0] if parents else None, date, subject, body.strip("\n"))
+        )
     return commits
 
 
