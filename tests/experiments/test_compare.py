@@ -66,3 +66,21 @@ def test_the_best_value_of_two_different_metrics_has_no_delta() -> None:
             "best.value": {"old": 0.9, "new": 0.95, "diff": 0.05}}  # fmt: skip
     without_cross_metric_deltas(same)
     assert same["best.value"]["diff"] == 0.05
+
+
+def test_a_dvc_experiment_name_on_two_baselines_is_ambiguous_not_unknown(tmp_path) -> None:
+    import pytest
+
+    from mnist_lab.experiments.compare import experiment_commit
+    from mnist_lab.experiments.linking import LinkingError
+    from tests.helpers import commit_all, run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    (tmp_path / "notes.txt").write_text("1\n")
+    first = commit_all(tmp_path, "one")
+    (tmp_path / "notes.txt").write_text("2\n")
+    second = commit_all(tmp_path, "two")
+    for baseline in (first, second):
+        run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/tuned", baseline], tmp_path)
+    with pytest.raises(LinkingError, match="'exp:tuned' is ambiguous: 2 DVC experiments are named 'tuned'"):
+        experiment_commit(tmp_path, "exp:tuned")

@@ -20,6 +20,9 @@ def test_credentials_of_a_remote_an_old_commit_lacks_stay_out_of_its_clone() -> 
     )
     assert _remote_names(new_commit) == {"origin"} and _remote_names(old_commit) == set()
     assert _for_remotes(local, _remote_names(new_commit)) == local
+    # the repository's cache settings never: the clone's DVC would write into that cache
+    cached = local + "[cache]\n    dir = /srv/shared-dvc-cache\n    type = symlink\n"
+    assert _for_remotes(cached, _remote_names(new_commit)) == local
     assert _for_remotes(local, _remote_names(old_commit)) == (
         "[core]\n    no_scm = False\n['remote \"backup\"']\n    url = /srv/backup\n    user = jane\n"
     )
@@ -44,7 +47,7 @@ def test_a_commit_from_before_the_remote_pulls_from_the_repositorys_default_remo
     root, clone, store = (
         tmp_path / "work" / "repo",
         tmp_path / "elsewhere" / "deeper" / "clone",
-        tmp_path / "store",
+        tmp_path / "the store, #2",  # a comma made the URL a list in the clone's config, a # a comment
     )
     for folder in (root, clone):
         folder.mkdir(parents=True)
@@ -52,7 +55,9 @@ def test_a_commit_from_before_the_remote_pulls_from_the_repositorys_default_remo
     (root / "data").mkdir()
     (root / "data" / "digits.txt").write_text("0123456789\n")
     dvc("add", "-q", "data", cwd=root)
-    dvc("remote", "add", "-d", "origin", "../../store", cwd=root)  # relative, as `remote setup` writes it
+    dvc(
+        "remote", "add", "-d", "origin", "../../the store, #2", cwd=root
+    )  # relative, as `remote setup` has it
     dvc("remote", "modify", "--local", "origin", "jobs", "3", cwd=root)  # a local setting, kept for it
     dvc("push", "-q", cwd=root)
     shutil.copy(root / "data.dvc", clone / "data.dvc")  # the old commit: its data.dvc, no remote
@@ -87,3 +92,37 @@ def test_a_remote_whose_url_is_in_config_local_is_not_given_twice(tmp_path) -> N
     (tmp_path / "no-dvc").mkdir()
     _remote_config(root, tmp_path / "no-dvc")  # a commit from before `dvc init`: nothing to configure
     assert not (tmp_path / "no-dvc" / ".dvc").exists()
+
+
+def test_a_locked_environment_runs_its_own_dvc_and_mnist_lab(tmp_path, monkeypatch) -> None:
+    """`--locked-env` put the locked environment first on PATH, but `dvc` and `mnist-lab` were taken from
+    this Python's bin (commands.executable): only the stages ran in the locked environment. A stand-in
+    environment (its `mnist-lab` says who it is) shows which ran."""
+    import os
+
+    import pytest
+
+    from mnist_lab.experiments import reproduce
+    from tests.helpers import commit_all, run
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run(["git", "init", "-q", "-b", "main", str(repo)], repo)
+    (repo / "metrics.json").write_text('{"models": {"m": {"accuracy": 0.5}}}')
+    (repo / "requirements.lock").write_text("numpy==0.0.0\n")
+    commit_all(repo, "experiment")
+    locked = tmp_path / "locked-bin"
+    locked.mkdir()
+    for name in ("dvc", "mnist-lab"):
+        (locked / name).write_text(
+            f'#!/bin/sh\necho "error: the locked {name}, PYTHONPATH=$PYTHONPATH" >&2\nexit 1\n'
+        )
+        (locked / name).chmod(0o755)
+    monkeypatch.setattr(reproduce, "_locked_environment", lambda clone, scratch, env: locked)
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    with pytest.raises(reproduce.ReproductionError) as raised:
+        reproduce.reproduce(repo, "HEAD", locked_env=True)
+    assert "cannot get the data of" in str(raised.value)
+    assert "the locked mnist-lab, PYTHONPATH=" in str(raised.value)
+    assert "/somewhere/else" not in str(raised.value)
+    assert os.environ["PYTHONPATH"] == "/somewhere/else"  # this process's own: untouched

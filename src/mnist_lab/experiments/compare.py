@@ -82,6 +82,11 @@ def experiment_commit(root: Path, revision: str) -> str:
         found = {sha for sha, ref in experiment_refs(root) if ref == name}
         if len(found) == 1:
             return found.pop()
+        if found:
+            raise LinkingError(
+                f"'{revision}' is ambiguous: {len(found)} DVC experiments are named {name!r} (run on "
+                f"different commits): give one's commit ({', '.join(sorted(sha[:12] for sha in found))})"
+            ) from None
         raise LinkingError(
             f"'{revision}' is neither a commit of this repository nor a DVC experiment's name (try "
             "`mnist-lab history` or `dvc exp list --all-commits`)"

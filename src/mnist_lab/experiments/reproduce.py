@@ -160,14 +160,16 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
             if done.returncode != 0:
                 raise ReproductionError(f"{' '.join(command[:2])} failed: {done.stderr.strip()}")
         lock = clone / "requirements.lock"
+        tools: dict[str, str] = {}  # the programs run in the clone: this environment's, or the locked one's
         if locked_env:
             if not lock.is_file():
                 raise ReproductionError(
                     f"{commit[:12]} has no requirements.lock to build its environment from"
                 )
-            env["PATH"] = (
-                f"{_locked_environment(clone, scratch, env)}{os.pathsep}{os.environ.get('PATH', '')}"
-            )
+            locked = _locked_environment(clone, scratch, env)
+            env["PATH"] = f"{locked}{os.pathsep}{os.environ.get('PATH', '')}"
+            env.pop("PYTHONPATH", None)  # its own installed package, not a folder named by the shell
+            tools = {name: str(locked / name) for name in ("dvc", "mnist-lab")}
         else:
             # the clone's own code, not this working tree's (the package is installed editable from here)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(clone / "src"), env.get("PYTHONPATH", "")]))
@@ -179,20 +181,22 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
                     "--locked-env builds its own",
                     file=sys.stderr,
                 )
+        dvc, mnist_lab = tools.get("dvc", "dvc"), tools.get("mnist-lab", "mnist-lab")
         _remote_config(root, clone)
-        # read data and outputs from the repository's own cache without writing to it
-        user_cache = root / ".dvc" / "cache"
+        # read data and outputs from the repository's own cache (wherever it is configured) without writing
+        user_cache = _cache_dir(root)
         if user_cache.is_dir():
-            _run(["dvc", "remote", "add", "--local", "repository-cache", str(user_cache)], clone, env)
+            remote = ["remote", "add", "--local", "repository-cache", str(user_cache)]
+            _run([dvc, *remote], clone, env)
             log.append(
-                _run(["dvc", "pull", "--quiet", "-r", "repository-cache", "data.dvc"], clone, env).stderr
+                _run([dvc, "pull", "--quiet", "-r", "repository-cache", "data.dvc"], clone, env).stderr
             )
-        restored = _run(["mnist-lab", "data", "restore"], clone, env)
+        restored = _run([mnist_lab, "data", "restore"], clone, env)
         if restored.returncode != 0:
             said = restored.stderr.strip().removeprefix("error: ")  # the command's own message, once prefixed
             raise ReproductionError(f"cannot get the data of {commit[:12]}: {said}")
         print(f"reproducing {commit[:12]} in {clone} ...", file=sys.stderr, flush=True)
-        repro = _run(["dvc", "repro", "--force"], clone, env)
+        repro = _run([dvc, "repro", "--force"], clone, env)
         log.append(repro.stdout + repro.stderr)
         if repro.returncode != 0:
             raise ReproductionError(
@@ -213,13 +217,22 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
             dirty_because=dirty_because,
         )
     finally:
-        if warm.is_dir():
-            stop_servers(warm)
-        if keep is not None:  # never the remote's credentials, nor the warm server's sockets
-            shutil.copytree(
-                scratch, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("config.local", "warm")
-            )
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            if warm.is_dir():
+                stop_servers(warm)
+            if keep is not None:  # never the remote's credentials, nor the warm server's sockets
+                shutil.copytree(
+                    scratch, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("config.local", "warm")
+                )
+        finally:  # a failed copy (a full disk) leaves no clone, cache and environment behind
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _cache_dir(root: Path) -> Path:
+    """The repository's DVC cache: `dvc cache dir` (a `cache.dir` of its config), else `.dvc/cache`."""
+    done = commands.dvc("cache", "dir", cwd=root)
+    said = done.stdout.strip() if done.returncode == 0 else ""
+    return Path(said) if said else root / ".dvc" / "cache"
 
 
 def as_table(result: Reproduction, everything: bool = False) -> str:
@@ -280,9 +293,13 @@ def _remote_config(root: Path, clone: Path) -> None:
         sections = [m.group(1) if (m := _SECTION.match(line)) else None for line in kept]
         at = sections.index(name) if name in sections else None
         if at is None:
-            kept += ["" if not kept or kept[-1].endswith("\n") else "\n", header, f"    url = {url}\n"]
+            kept += [
+                "" if not kept or kept[-1].endswith("\n") else "\n",
+                header,
+                f"    url = {_quoted(url)}\n",
+            ]
         elif not _section_has_url(kept, at):  # config.local may give the URL itself: kept, not doubled
-            kept.insert(at + 1, f"    url = {url}\n")
+            kept.insert(at + 1, f"    url = {_quoted(url)}\n")
         text = "".join(kept)
     (clone / ".dvc" / "config.local").write_text(text, encoding="utf-8")
     if extra is not None:
@@ -292,6 +309,12 @@ def _remote_config(root: Path, clone: Path) -> None:
                 f"cannot give the clone the repository's DVC remote '{extra[0]}': "
                 f"{(made.stderr or made.stdout).strip()[-300:]}"
             )
+
+
+def _quoted(value: str) -> str:
+    """`value` as DVC's config reads it back whole: quoted (a comma made it a list, a `#` a comment)."""
+    quote = "'" if '"' in value else '"'
+    return f"{quote}{value}{quote}"
 
 
 def _section_has_url(lines: list[str], at: int) -> bool:
@@ -318,6 +341,7 @@ def _default_remote(root: Path) -> tuple[str, str] | None:
 
 
 _SECTION = re.compile(r"""^\s*\[\s*'?\s*remote\s+"([^"]+)"\s*'?\s*\]""")
+_CACHE_SECTION = re.compile(r"^\s*\[\s*cache\s*\]")
 
 
 def _remote_names(config: str) -> set[str]:
@@ -329,12 +353,15 @@ def _for_remotes(local_config: str, remotes: set[str]) -> str:
     """`.dvc/config.local` less the sections of remotes that neither `remotes` (an older commit's
     `.dvc/config`, from before the remote was set up) nor the section itself give a URL: DVC refuses a
     config whose remote has credentials and no URL ("expected 'url'"), so such a commit would not check
-    out."""
+    out. Less its `[cache]` too: a `cache.dir` there would have the clone write into the repository's
+    cache."""
     kept: list[str] = []
     section: list[str] = []
     name: str | None = None
 
     def close() -> None:
+        if section and _CACHE_SECTION.match(section[0]):
+            return  # the repository's cache settings: the clone's DVC would write into that cache
         if name is None or name in remotes or any(line.strip().startswith("url") for line in section):
             kept.extend(section)
 
