@@ -204,6 +204,8 @@ def test_the_registry_champion_is_labelled_in_the_table(board) -> None:
         browser.get(f"{url}/#/table?q=labels%20%3D%20champion")
         browser.refresh()
         wait_for(lambda: _rows(browser) == [commits[3]])
+        with urllib.request.urlopen(f"{url}/api/experiments?q=labels%20%3D%20champion") as answer:
+            assert [row["id"] for row in json.load(answer)["rows"]] == [commits[3]]  # the API agrees
     finally:
         client.delete_registered_model(name)
 

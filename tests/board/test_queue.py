@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from mnist_lab.board.app import create_app
@@ -106,6 +107,8 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     run(["git", "add", "labels.yaml"], root)
     run(["git", "commit", "-qm", "Label the baseline"], root)
     http.post("/api/labels", json={"experiment": baseline, "label": "hidden"})
+    # a label on the experiment's row follows it to its commit (it vanished with the row)
+    http.post("/api/labels", json={"experiment": "exp:from-the-board", "label": "winner"})
     labels = (root / "labels.yaml").read_text()
     # applied and committed from its row, as `dvc exp apply` + `mnist-lab commit` do
     (root / "notes.txt").write_text("untracked files do not block")
@@ -113,11 +116,13 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
         "/api/commit", json={"experiment": "exp:from-the-board", "message": "CNN for 150 epochs"}
     )
     assert committed.status_code == 200, committed.json()
-    assert (root / "labels.yaml").read_text() == labels
     sha = committed.json()["commit"]
-    rows_now = http.get("/api/experiments").json()["rows"]
+    assert committed.json()["labels_moved"] == {"exp:from-the-board": ["winner"]}
+    before, after = (yaml.safe_load(text) for text in (labels, (root / "labels.yaml").read_text()))
+    assert after == {**{k: v for k, v in before.items() if k != "exp:from-the-board"}, sha: ["winner"]}
+    rows_now = http.get("/api/experiments?hidden=1").json()["rows"]
     head = rows_now[0]
-    assert head["id"] == sha and head["message"] == "CNN for 150 epochs"
+    assert head["id"] == sha and head["message"] == "CNN for 150 epochs" and head["labels"] == ["winner"]
     assert "exp:from-the-board" not in {row["id"] for row in rows_now}  # it is that commit's row now
     assert head["params.models.cnn.max_epochs"] == 150 and head["runs"]["cnn"]
     assert head["metrics.models.cnn.accuracy"] == row["metrics.models.cnn.accuracy"]

@@ -243,10 +243,20 @@ def test_the_champion_is_the_run_of_the_registry_version_its_alias_names(tmp_pat
     client = mlflow.MlflowClient(tracking_store, registry_uri=tracking_store)  # not the global registry's
     assert board.champion() == {"run_id": None, "version": None, "commit": None}  # nothing promoted yet
     client.create_registered_model(name)
-    run = client.create_run(client.create_experiment("e")).info.run_id
+    from mnist_lab import tracking
+
+    experiment = tracking.TrackingSettings.from_environment(root).experiment_name  # the board's runs
+    found = client.get_experiment_by_name(experiment)
+    run = client.create_run(
+        found.experiment_id if found else client.create_experiment(experiment)
+    ).info.run_id
     client.create_model_version(name, source=f"runs:/{run}/model", run_id=run)
     client.set_registered_model_alias(name, "champion", "1")
     assert board.champion() == {"run_id": run, "version": "1", "commit": None}
+    # the API's query sees it as the page does (which labels the rows after asking /api/champion)
+    found = board.table("labels = champion", runs=True)["rows"]
+    assert [row["id"] for row in found] == [f"run:{run}"] and found[0]["labels"] == ["champion"]
+    assert board.table("", runs=True)["rows"][0]["labels"] == []  # no label query: the store not asked
 
 
 def test_an_experiment_that_applying_would_undo_newer_commits_says_why_in_its_row(tmp_path) -> None:

@@ -41,8 +41,9 @@ def test_params_as_dvc_writes_them_read_as_params_yaml_does() -> None:
 def test_an_experiment_applied_and_committed_is_one_row_not_two(tmp_path) -> None:
     """`dvc exp apply` + `mnist-lab commit` make a new commit with the experiment's results: the DVC
     experiment it came from is that commit's row, not a second one."""
+    from mnist_lab.experiments.labels import read_labels, set_label
     from mnist_lab.experiments.linking import experiment_refs
-    from mnist_lab.experiments.table import experiment_rows
+    from mnist_lab.experiments.table import applied_experiments, carry_labels, experiment_rows
     from tests.board.experiment_history import GIT, write_history
     from tests.helpers import run
 
@@ -56,10 +57,18 @@ def test_an_experiment_applied_and_committed_is_one_row_not_two(tmp_path) -> Non
     run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/no-change", same.strip()], tmp_path)
     assert "exp:no-change" in {row["id"] for row in experiment_rows(tmp_path)}
     applied = dict((name, sha) for sha, name in experiment_refs(tmp_path))["exp-0"]
+    set_label(tmp_path, "exp:exp-0", "winner")  # on its row: it must follow the experiment to its commit
+    set_label(tmp_path, "exp:exp-1", "other")
     run(["git", "checkout", applied, "--", "metrics.json", "params.yaml", "data.dvc"], tmp_path)
     run([*GIT, "commit", "-qm", "Experiment exp-0, applied"], tmp_path)
-    ids = [row["id"] for row in experiment_rows(tmp_path)]
-    assert "exp:exp-0" not in ids and {"exp:exp-1", "exp:no-change"} <= set(ids) and len(ids) == 5
+    head = run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip()
+    assert applied_experiments(tmp_path, head) == ["exp-0"]
+    assert applied_experiments(tmp_path, baseline) == []  # no-change only reproduced it: not applied
+    assert carry_labels(tmp_path, head) == {"exp:exp-0": ["winner"]}
+    rows = {row["id"]: row for row in experiment_rows(tmp_path)}
+    assert "exp:exp-0" not in rows and {"exp:exp-1", "exp:no-change"} <= set(rows) and len(rows) == 5
+    assert rows[head]["labels"] == ["winner"] and rows["exp:exp-1"]["labels"] == ["other"]
+    assert read_labels(tmp_path) == {head: ["winner"], "exp:exp-1": ["other"]}
 
 
 def test_a_commits_changed_params_are_against_the_previous_experiment(tmp_path) -> None:

@@ -471,6 +471,7 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
         """Apply a DVC experiment (if given), then commit the experiment as `mnist-lab commit -m` does."""
         from mnist_lab.experiments.linking import commit_experiment
         from mnist_lab.experiments.queue import NoSuchExperiment, apply_experiment
+        from mnist_lab.experiments.table import carry_labels
 
         if not request.message.strip():  # before an apply changes the workspace
             raise BadRequest("message: say what this experiment changes (the commit message is empty)")
@@ -485,8 +486,10 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
                 except NoSuchExperiment as exc:  # an applied one is not a row any more
                     raise UnknownExperiment(str(exc)) from None
             sha, links, tagging = commit_experiment(root, request.message)
+            carried = carry_labels(root, sha)  # the experiment's row is this commit's now
         return {
             "commit": sha,
+            "labels_moved": carried,  # exp:<name> -> its labels, now the commit's
             "runs": {link.model: link.run_id for link in links},
             "untagged": sorted(tagging.untagged),
             "untagged_because": tagging.untagged,

@@ -3,6 +3,7 @@ experiments. Read from git alone (offline; no MLflow store needed), cached per r
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,12 @@ class ExperimentsBoard:
     ) -> dict[str, Any]:
         """`{"columns", "rows", "total"}`: the rows `query` keeps (a QueryError otherwise), without those
         labelled `hidden` unless `hidden`, sorted by column `sort` (missing values last); with `runs`, the
-        store's runs that no experiment names are rows too."""
+        store's runs that no experiment names are rows too. A query on `labels` sees the registry's champion
+        as the page does (which asks /api/champion after drawing the table): `labels = champion` answers
+        the same in both."""
         rows = self.rows() + (self.runs() if runs else [])
+        if re.search(r"\blabels\b", query, re.IGNORECASE):
+            rows = self._with_registry_champion(rows)
         columns = list(HEADLINE) + sorted(
             {c for row in rows for c in row} - set(HEADLINE) - {"runs", "changed", "apply_refused"}
         )
@@ -151,6 +156,23 @@ class ExperimentsBoard:
             present.sort(key=lambda row: _sort_key(row[sort]), reverse=descending)
             kept = present + absent
         return {"columns": columns, "rows": kept, "total": len(rows)}
+
+    def _with_registry_champion(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`rows` with `champion` added to the labels of those holding the registry champion's run (copies:
+        the cached rows stay as they are). As they are when the store cannot be asked, as on the page."""
+        try:
+            run = self.champion()["run_id"]
+        except StoreUnavailable:
+            return rows
+        if not run:
+            return rows
+        return [
+            {**row, "labels": [*row["labels"], "champion"]}
+            if "champion" not in row["labels"]
+            and (row["id"] == f"run:{run}" or run in (row.get("runs") or {}).values())
+            else row
+            for row in rows
+        ]
 
     def row(self, experiment: str) -> dict[str, Any]:
         """The row of `experiment`: its id, a unique prefix of 7+ characters of a commit, or any git revision

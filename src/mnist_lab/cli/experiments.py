@@ -94,16 +94,20 @@ def _print_tagged_runs(heading: str, commit: str, links, tagging) -> None:
 
 def _cmd_commit(args: argparse.Namespace) -> None:
     from mnist_lab.experiments.linking import commit_experiment
+    from mnist_lab.experiments.table import carry_labels
     from mnist_lab.system import commands
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
     commit, links, tagging = commit_experiment(root, args.message)
+    carried = carry_labels(root, commit)
     tagged = "its runs are tagged with it" if not tagging.untagged else "its runs (not all tagged: see below)"
     if tagging.kept and not tagging.untagged:
         new = [link for link in links if link.model not in {*tagging.kept, *tagging.already}]
         tagged = "its new runs are tagged with it" if new else "its runs keep the commits that recorded them"
     _print_tagged_runs(f"committed the experiment as {commit[:12]}; {tagged}:", commit, links, tagging)
+    for experiment, labels in carried.items():  # its row is this commit's now
+        print(f"labels of {experiment} ({', '.join(labels)}) moved to {commit[:12]} in labels.yaml")
     if commands.git_output("symbolic-ref", "-q", "HEAD", cwd=root) is None:  # a detached HEAD
         print(
             f"warning: HEAD is detached: no branch holds {commit[:12]}, and the next checkout leaves it "

@@ -58,6 +58,22 @@ def set_label(root: Path, experiment: str, label: str, present: bool = True) -> 
     return updated
 
 
+def move_labels(root: Path, source: str, target: str) -> list[str]:
+    """The labels of experiment `source` moved onto experiment `target` (joined with its own), written
+    atomically; returns those moved (none: labels.yaml untouched)."""
+    with exclusive_lock(root / LABELS_LOCK):
+        labels = read_labels(root)
+        moved = labels.pop(source, [])
+        if not moved:
+            return []
+        labels[target] = sorted({*labels.get(target, []), *moved})
+        listed = dict(sorted(labels.items()))
+        write_text_atomic(
+            root / LABELS_FILE, HEADER + yaml.safe_dump(listed, sort_keys=False, default_flow_style=None)
+        )
+    return moved
+
+
 def experiment_id(root: Path, revision: str) -> str:
     """The id labels.yaml keys `revision` by, as the experiments page shows it: `exp:<name>` for a DVC
     experiment (that exists), `run:<run id>` for a run no commit names, else the full hash of the commit

@@ -101,6 +101,40 @@ def _log(
     return commits
 
 
+def applied_experiments(root: Path, commit: str) -> list[str]:
+    """The DVC experiments whose results `commit` holds (`dvc exp apply` + `mnist-lab commit`: the same
+    metrics.json, params.yaml and data.dvc), by name, as the table takes them: then it shows `commit`'s row,
+    not theirs. One that only reproduced `commit`, its own baseline, is not one."""
+    refs = experiment_refs(root)
+    if not refs:
+        return []
+    listed = commands.git(
+        "rev-list", "--no-walk", "--parents", *{sha for sha, _ in refs}, cwd=root, check=True
+    )
+    parents = {line.split()[0]: line.split()[1:2] for line in listed.stdout.splitlines() if line.strip()}
+    specs = [f"{sha}:{path}" for sha in {commit, *parents} for path in EXPERIMENT_FILES]
+    blobs = read_blobs(root, specs)
+
+    def results(sha: str) -> tuple[bytes | None, ...]:
+        return tuple(blobs.get(f"{sha}:{path}") for path in EXPERIMENT_FILES)
+
+    held = results(commit)
+    return [name for sha, name in refs if results(sha) == held and commit not in parents.get(sha, [])]
+
+
+def carry_labels(root: Path, commit: str) -> dict[str, list[str]]:
+    """The labels of the DVC experiments `commit` now holds (applied_experiments) moved onto `commit`, whose
+    row the table shows in their place (a label set on the experiment's row vanished with the row):
+    `exp:<name> -> labels moved`."""
+    from mnist_lab.experiments.labels import move_labels
+
+    carried = {}
+    for name in applied_experiments(root, commit):
+        if moved := move_labels(root, f"exp:{name}", commit):
+            carried[f"exp:{name}"] = moved
+    return carried
+
+
 def _text(blob: bytes | None) -> str | None:
     return blob.decode("utf-8", errors="replace") if blob is not None else None
 
