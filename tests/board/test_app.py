@@ -330,10 +330,17 @@ def test_a_post_from_anywhere_but_the_boards_page_is_refused(client) -> None:
     )
     assert evil.status_code == 403 and "from another site (http://evil.example)" in evil.json()["error"]
     assert "hidden" not in read_labels(root).get(commits[0], [])
+    for other_scheme in ("https://testserver", "ws://testserver"):  # the same host, another origin
+        answer = bare.post(
+            "/api/labels",
+            json={"experiment": commits[0], "label": "hidden"},
+            headers={**PAGE, "Origin": other_scheme},
+        )
+        assert answer.status_code == 403, other_scheme
     same = bare.post(
         "/api/labels",
         json={"experiment": commits[0], "label": "hidden", "remove": True},
-        headers={**PAGE, "Origin": "http://testserver"},
+        headers={**PAGE, "Origin": "http://TestServer"},  # a host name's case is no other site
     )
     assert same.status_code == 200
     assert bare.get("/api/experiments").status_code == 200  # reading needs no header

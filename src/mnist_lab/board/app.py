@@ -245,6 +245,15 @@ class BadRequest(MnistLabError):
     """A request the API refuses (400), with what to send instead."""
 
 
+def _same_origin(origin: str, scheme: str, host: str) -> bool:
+    """Whether a browser's Origin is this server's: the same scheme and host (a host name's case aside)."""
+    try:
+        given = urlsplit(origin)
+    except ValueError:
+        return False
+    return given.scheme.lower() == scheme.lower() and given.netloc.lower() == host.lower()
+
+
 def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
     """The board's app over the repository at `root`. `hosts`: the only host names a request may give in
     its Host header (`serve` passes LOOPBACK when bound to a loopback address); None: any."""
@@ -311,7 +320,7 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
                     {"error": f"refused: a POST must come from the board's page (header {PAGE_HEADER})"},
                     status_code=403,
                 )
-            if origin and urlsplit(origin).netloc != request.headers.get("host"):
+            if origin and not _same_origin(origin, request.url.scheme, request.headers.get("host", "")):
                 return JSONResponse(
                     {"error": f"refused: a POST from another site ({origin})"}, status_code=403
                 )
