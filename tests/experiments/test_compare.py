@@ -84,3 +84,26 @@ def test_a_dvc_experiment_name_on_two_baselines_is_ambiguous_not_unknown(tmp_pat
         run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/tuned", baseline], tmp_path)
     with pytest.raises(LinkingError, match="'exp:tuned' is ambiguous: 2 DVC experiments are named 'tuned'"):
         experiment_commit(tmp_path, "exp:tuned")
+
+
+def test_a_removed_param_reads_as_absent_not_as_null(tmp_path) -> None:
+    """`~models.sgd.tol` removes the key (its default, 0.001, applies); DVC's diff says None, which reads
+    as an explicit `tol: null` (for SGD: no tolerance at all)."""
+    from mnist_lab.experiments.compare import _mark_absent
+    from tests.helpers import commit_all, run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text("models:\n  sgd:\n    type: sgd\n    tol: 0.001\n")
+    with_tol = commit_all(tmp_path, "tol")
+    params.write_text("models:\n  sgd:\n    type: sgd\n")
+    removed = commit_all(tmp_path, "removed")
+    params.write_text("models:\n  sgd:\n    type: sgd\n    tol: null\n")  # the workspace: null, not absent
+    changes = {"models.sgd.tol": {"old": 0.001, "new": None}}
+    _mark_absent(tmp_path, changes, with_tol, removed)
+    assert changes["models.sgd.tol"]["absent"] == ["new"]
+    assert _params_lines(changes) == ["  models.sgd.tol: 0.001 -> (absent: its default)"]
+    workspace = {"models.sgd.tol": {"old": None, "new": None}}
+    _mark_absent(tmp_path, workspace, removed, None)
+    assert workspace["models.sgd.tol"].get("absent") == ["old"]
+    assert _params_lines(workspace) == ["  models.sgd.tol: (absent: its default) -> None"]

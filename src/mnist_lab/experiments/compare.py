@@ -103,6 +103,7 @@ def compare(root: Path, old: str, new: str | None = None) -> Comparison:
         for entries in _dvc_json(root, "params", "diff", *revisions).values()
         for key, v in entries.items()
     }
+    _mark_absent(root, params, old_commit, new_commit)
     metrics = {
         key: {"old": v.get("old"), "new": v.get("new"), "diff": v.get("diff")}
         for entries in _dvc_json(root, "metrics", "diff", "--all", *revisions).values()
@@ -195,6 +196,36 @@ def as_text(c: Comparison, everything: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _mark_absent(root: Path, params: dict[str, dict[str, Any]], old: str, new: str | None) -> None:
+    """`absent`: the sides ("old", "new") whose params.yaml lacks a key DVC reports as None there: a key
+    removed (`~key`) takes its default, which `key: null` would not (SGD's `tol: null` is no tolerance)."""
+    from mnist_lab.core.settings import flatten, load_params_yaml
+
+    blobs = read_blobs(root, [f"{old}:params.yaml", *([f"{new}:params.yaml"] if new else [])])
+    texts = {"old": blobs.get(f"{old}:params.yaml"), "new": blobs.get(f"{new}:params.yaml") if new else None}
+    if new is None and (root / "params.yaml").is_file():
+        texts["new"] = (root / "params.yaml").read_bytes()
+    keys: dict[str, set[str] | None] = {}
+    for side, text in texts.items():
+        try:
+            keys[side] = set(flatten(load_params_yaml(text.decode()))) if text is not None else set()
+        except Exception:  # a params.yaml that does not parse: DVC's None stands
+            keys[side] = None
+    for key, change in params.items():
+        absent = [
+            side
+            for side in ("old", "new")
+            if change[side] is None and (found := keys[side]) is not None and not _has_key(found, key)
+        ]
+        if absent:
+            change["absent"] = absent
+
+
+def _has_key(keys: set[str], key: str) -> bool:
+    """Whether flattened params hold `key` itself or something under it (`models.mlp` for models.mlp.*)."""
+    return key in keys or any(other.startswith(f"{key}.") for other in keys)
+
+
 def _params_lines(params: dict[str, dict[str, Any]]) -> list[str]:
     """`key: old -> new` per changed param; a model added or dropped (its `type` appears or goes: a model
     always has one) is one line, not one per setting going from or to None."""
@@ -213,5 +244,9 @@ def _params_lines(params: dict[str, dict[str, Any]]) -> list[str]:
             if parts[2] == "type":
                 lines.append(f"  models.{parts[1]}: {whole[parts[1]]}")
             continue
-        lines.append(f"  {key}: {change['old']} -> {change['new']}")
+        old, new = (
+            "(absent: its default)" if side in change.get("absent", ()) else change[side]
+            for side in ("old", "new")
+        )
+        lines.append(f"  {key}: {old} -> {new}")
     return lines
