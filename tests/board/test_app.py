@@ -269,6 +269,19 @@ def test_queueing_a_wrong_value_is_refused_with_the_clis_message(
     assert answer.json()["error"] == str(raised.value)
 
 
+def test_override_values_may_be_json_numbers_and_booleans(client) -> None:
+    """`{"models.mlp.alpha": 0.001}` was a 422 "Input should be a valid string": a number is written as
+    -S takes it, and checked by the settings like text."""
+    http, _, _ = client
+    refused = http.post("/api/queue", json={"set": {"models.mlp.alpha": -1}})
+    assert refused.status_code == 400 and "models.mlp.alpha" in refused.json()["error"]
+    # past the settings: DVC's turn (this repository has no .dvc, so DVC refuses), with the value as sent
+    taken = http.post("/api/queue", json={"set": {"models.mlp.alpha": 0.001, "+features.pca": False}})
+    said = taken.json()["error"]
+    assert taken.status_code == 400 and "-S models.mlp.alpha=0.001 -S +features.pca=false" in said, said
+    assert http.post("/api/queue", json={"set": {"models.mlp.alpha": [1]}}).status_code == 422
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [

@@ -219,9 +219,26 @@ class LabelRequest(BaseModel):
     remove: Annotated[bool, Strict()] = Field(False, description="remove the label instead (true or false)")
 
 
+OverrideValue = (
+    Annotated[str, Strict()]
+    | Annotated[bool, Strict()]
+    | Annotated[int, Strict()]
+    | Annotated[float, Strict()]
+)
+
+
+def override_text(value: str | bool | int | float) -> str:
+    """A JSON value of an override as `-S key=<text>` takes it: text as it is, numbers and true/false as
+    JSON writes them (0.001 arrives as 0.001, not as the text a client had to send before)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else repr(value)
+
+
 class QueueRequest(BaseModel):
-    set: dict[str, str] = Field(
-        description="params.yaml overrides, `{key: value}` (dvc exp run -S key=value)"
+    set: dict[str, OverrideValue] = Field(
+        description="params.yaml overrides, `{key: value}` (dvc exp run -S key=value): text, a number or a "
+        "boolean"
     )
     name: str | None = Field(None, description="the experiment's name (default: DVC's)")
 
@@ -455,7 +472,8 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
                 'set: give at least one params.yaml override, e.g. {"models.mlp.alpha": "0.001"}'
             )
         with changing:
-            return {"queued": queue_experiment(root, list(request.set.items()), request.name)}
+            overrides = [(key, override_text(value)) for key, value in request.set.items()]
+            return {"queued": queue_experiment(root, overrides, request.name)}
 
     @app.get("/api/queue/{name}/output")
     def queue_output(name: str) -> dict[str, Any]:
