@@ -253,6 +253,7 @@ def test_promote_asks_before_it_moves_the_champion(board) -> None:
 def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     browser, url, _, _ = board
     browser.get(f"{url}/#/pad")
@@ -267,6 +268,13 @@ def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
     assert answer == "1"
     bars = browser.find_elements(By.CSS_SELECTOR, "#pad-probabilities .bar")
     assert [bar.get_attribute("data-class") for bar in bars] == ["0", "1"]
+    # another model chosen: the digit on the pad is asked of it at once (the answer was cleared, and
+    # stayed empty until Predict); and back
+    source = Select(browser.find_element(By.ID, "pad-source"))
+    source.select_by_value("champion")  # none here: said in the pad's error line
+    wait_for(lambda: browser.find_element(By.ID, "pad-error").is_displayed())
+    source.select_by_value("")
+    assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "1"
 
 
 def _ink(browser) -> int:

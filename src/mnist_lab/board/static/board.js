@@ -500,27 +500,33 @@
     });
   }
 
-  function padPixels() {
-    // the drawing, cropped to its ink and centred in a square (as MNIST's digits are), at the model's size;
-    // null when there is no ink to see
+  function inkBox() {
+    // [left, top, right, bottom] of the pad's ink; null when nothing is drawn
     const canvas = $("#pad-canvas");
     const source = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
     let [left, top, right, bottom] = [canvas.width, canvas.height, -1, -1];
     for (let y = 0; y < canvas.height; y++) for (let x = 0; x < canvas.width; x++) {
       if (source.data[(y * canvas.width + x) * 4] > 30) { left = Math.min(left, x); right = Math.max(right, x); top = Math.min(top, y); bottom = Math.max(bottom, y); }
     }
-    if (right < 0) return null;
+    return right < 0 ? null : [left, top, right, bottom];
+  }
+
+  function padPixels() {
+    // the drawing, cropped to its ink and centred in a square (as MNIST's digits are), at the model's size;
+    // null when there is no ink to see
+    const canvas = $("#pad-canvas");
+    const box = inkBox();
+    if (box === null) return null;
+    const [left, top, right, bottom] = box;
     const { rows, cols } = padModel;
     const small = document.createElement("canvas");
     small.width = cols; small.height = rows;
     const context = small.getContext("2d");
     context.fillStyle = "#000"; context.fillRect(0, 0, cols, rows);
-    if (right >= 0) {
-      const side = Math.max(right - left, bottom - top) * 1.4 + 1;
-      const cx = (left + right) / 2, cy = (top + bottom) / 2;
-      context.imageSmoothingEnabled = true; context.imageSmoothingQuality = "high";
-      context.drawImage(canvas, cx - side / 2, cy - side / 2, side, side, 0, 0, cols, rows);
-    }
+    const side = Math.max(right - left, bottom - top) * 1.4 + 1;
+    const cx = (left + right) / 2, cy = (top + bottom) / 2;
+    context.imageSmoothingEnabled = true; context.imageSmoothingQuality = "high";
+    context.drawImage(canvas, cx - side / 2, cy - side / 2, side, side, 0, 0, cols, rows);
     const data = context.getImageData(0, 0, cols, rows).data;
     let pixels = [];
     for (let i = 0; i < data.length; i += 4) pixels.push(data[i]);
@@ -653,6 +659,7 @@
     $("#pad-answer").textContent = "";
     $("#pad-probabilities").innerHTML = "";
     update({ experiment: event.target.value });
+    if (inkBox() !== null) predict(); // the digit on the pad, asked of the model now chosen
   });
   $("#run-start").addEventListener("click", async () => {
     $("#run-error").hidden = true;
