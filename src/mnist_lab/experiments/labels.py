@@ -52,10 +52,15 @@ def set_label(root: Path, experiment: str, label: str, present: bool = True) -> 
             labels[experiment] = updated
         else:
             labels.pop(experiment, None)
-        listed = dict(sorted(labels.items()))
-        text = HEADER + (yaml.safe_dump(listed, sort_keys=False, default_flow_style=None) if labels else "")
-        write_text_atomic(root / LABELS_FILE, text)
+        _write_labels(root, labels)
     return updated
+
+
+def _write_labels(root: Path, labels: dict[str, list[str]]) -> None:
+    """labels.yaml, atomically, its ids in order (the caller holds LABELS_LOCK)."""
+    listed = dict(sorted(labels.items()))
+    text = HEADER + (yaml.safe_dump(listed, sort_keys=False, default_flow_style=None) if labels else "")
+    write_text_atomic(root / LABELS_FILE, text)
 
 
 def move_labels(root: Path, source: str, target: str) -> list[str]:
@@ -67,10 +72,7 @@ def move_labels(root: Path, source: str, target: str) -> list[str]:
         if not moved:
             return []
         labels[target] = sorted({*labels.get(target, []), *moved})
-        listed = dict(sorted(labels.items()))
-        write_text_atomic(
-            root / LABELS_FILE, HEADER + yaml.safe_dump(listed, sort_keys=False, default_flow_style=None)
-        )
+        _write_labels(root, labels)
     return moved
 
 

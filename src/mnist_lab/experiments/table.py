@@ -112,14 +112,14 @@ def applied_experiments(root: Path, commit: str) -> list[str]:
         "rev-list", "--no-walk", "--parents", *{sha for sha, _ in refs}, cwd=root, check=True
     )
     parents = {line.split()[0]: line.split()[1:2] for line in listed.stdout.splitlines() if line.strip()}
-    specs = [f"{sha}:{path}" for sha in {commit, *parents} for path in EXPERIMENT_FILES]
-    blobs = read_blobs(root, specs)
+    blobs = read_blobs(root, [f"{sha}:{path}" for sha in {commit, *parents} for path in EXPERIMENT_FILES])
+    held = _results(blobs, commit)
+    return [name for sha, name in refs if _results(blobs, sha) == held and commit not in parents.get(sha, [])]
 
-    def results(sha: str) -> tuple[bytes | None, ...]:
-        return tuple(blobs.get(f"{sha}:{path}") for path in EXPERIMENT_FILES)
 
-    held = results(commit)
-    return [name for sha, name in refs if results(sha) == held and commit not in parents.get(sha, [])]
+def _results(blobs: Mapping[str, bytes | None], commit: str) -> tuple[bytes | None, ...]:
+    """A commit's results as the table compares them: its EXPERIMENT_FILES' contents (`read_blobs`)."""
+    return tuple(blobs.get(f"{commit}:{path}") for path in EXPERIMENT_FILES)
 
 
 def carry_labels(root: Path, commit: str) -> dict[str, list[str]]:
@@ -253,17 +253,14 @@ def experiment_rows(
         rows.append(_row(info, "commit", blobs, stale, labels=tags, sent=sent))
     committed = {info.commit for info in commits}
 
-    def results(commit: str) -> tuple[bytes | None, ...]:
-        return tuple(blobs.get(f"{commit}:{path}") for path in EXPERIMENT_FILES)
-
     committed_results: dict[tuple[bytes | None, ...], set[str]] = {}
     for info in commits:
-        committed_results.setdefault(results(info.commit), set()).add(info.commit)
+        committed_results.setdefault(_results(blobs, info.commit), set()).add(info.commit)
     for info, name in experiments:
         # an experiment branched and committed is a commit row; applied and committed (`dvc exp apply` +
         # `mnist-lab commit`: a new commit with its metrics, params and data) too, but not one that only
         # reproduced its own baseline
-        applied = committed_results.get(results(info.commit), set()) - {info.parent}
+        applied = committed_results.get(_results(blobs, info.commit), set()) - {info.parent}
         if info.commit not in committed and not applied:
             rows.append(
                 _row(
