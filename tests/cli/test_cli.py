@@ -9,7 +9,7 @@ import yaml
 from mnist_lab.cli import main
 from mnist_lab.core.idx import encode_idx
 from mnist_lab.datasets.folder import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, read_dataset
-from tests.helpers import copy_repository, free_port, random_images
+from tests.helpers import copy_repository, free_port, random_images, run
 
 
 @pytest.fixture
@@ -345,6 +345,7 @@ def test_commit_says_so_when_every_run_keeps_an_earlier_commit(
     from mnist_lab.experiments.linking import RunLink, Tagging
 
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    run(["git", "init", "-q", str(tmp_path)], tmp_path)  # no DVC experiment: no labels to carry
     monkeypatch.chdir(tmp_path)
     links = [RunLink("sgd", "a" * 32, "b" * 32), RunLink("mlp", "c" * 32, "d" * 32)]
     for kept, heading in (
