@@ -203,3 +203,18 @@ def test_labels_are_restored_when_dvc_fails_to_finish_applying(monkeypatch, tmp_
     with pytest.raises(commands.CommandError):
         queue.apply_experiment(tmp_path, "seed-2")
     assert (tmp_path / LABELS_FILE).read_text() == "abc: [hidden, new]\n"
+
+
+def test_the_inputs_changed_since_a_baseline_keep_their_names_whole(tmp_path) -> None:
+    """`git diff --name-only` split on whitespace: `src/my module.py` became two paths in the message."""
+    from mnist_lab.experiments.queue import inputs_changed_since
+    from tests.helpers import commit_all, run
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "my module.py").write_text("x = 1\n")
+    baseline = commit_all(tmp_path, "baseline")
+    (tmp_path / "src" / "my module.py").write_text("x = 2\n")
+    (tmp_path / "notes.txt").write_text("not an input\n")
+    commit_all(tmp_path, "changed")
+    assert inputs_changed_since(tmp_path, baseline) == ["src/my module.py"]

@@ -126,3 +126,33 @@ def test_a_locked_environment_runs_its_own_dvc_and_mnist_lab(tmp_path, monkeypat
     assert "the locked mnist-lab, PYTHONPATH=" in str(raised.value)
     assert "/somewhere/else" not in str(raised.value)
     assert os.environ["PYTHONPATH"] == "/somewhere/else"  # this process's own: untouched
+
+
+def test_a_failed_keep_copy_leaves_nothing_behind_and_hides_nothing(tmp_path, monkeypatch, capsys) -> None:
+    """`--keep DIR` on a full disk: the copy's OSError replaced the reproduction's own error and left the
+    scratch folder (a clone, a cache, maybe an environment) in /tmp."""
+    import shutil
+    import tempfile
+
+    import pytest
+
+    from mnist_lab.experiments import reproduce
+    from tests.helpers import commit_all, run
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run(["git", "init", "-q", "-b", "main", str(repo)], repo)
+    (repo / "metrics.json").write_text('{"models": {"m": {"accuracy": 0.5}}}')
+    commit_all(repo, "experiment (no data.dvc: its data cannot be restored)")
+    scratch_parent = tmp_path / "tmp"
+    scratch_parent.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_parent))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copytree", full_disk)
+    with pytest.raises(reproduce.ReproductionError, match="cannot get the data of"):
+        reproduce.reproduce(repo, "HEAD", keep=tmp_path / "kept")
+    assert "warning: could not keep the reproduction in" in capsys.readouterr().err
+    assert list(scratch_parent.iterdir()) == []

@@ -224,7 +224,9 @@ def reproduce(root: Path, revision: str, keep: Path | None = None, locked_env: b
                 shutil.copytree(
                     scratch, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("config.local", "warm")
                 )
-        finally:  # a failed copy (a full disk) leaves no clone, cache and environment behind
+        except OSError as exc:  # a full disk: said, and the reproduction's own outcome stands
+            print(f"warning: could not keep the reproduction in {keep}: {exc}", file=sys.stderr)
+        finally:  # nor a clone, a cache and an environment left behind in the temporary folder
             shutil.rmtree(scratch, ignore_errors=True)
 
 
