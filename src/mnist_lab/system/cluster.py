@@ -329,16 +329,11 @@ def _from_the_cluster(exc: BaseException, client: Any) -> bool:
     if isinstance(exc, KilledWorker | CommClosedError | CancelledError | FutureCancelledError | DataNotSent):
         return True
     if isinstance(exc, OSError | TimeoutError):
-        return client.status != "running" or not _scheduler_answers(client) or _no_workers(client)
+        try:  # the scheduler gone, or without workers: the cluster's
+            return client.status != "running" or not client.nthreads()
+        except Exception:
+            return True
     return False
-
-
-def _scheduler_answers(client: Any) -> bool:
-    try:
-        client.nthreads()
-    except Exception:
-        return False
-    return True
 
 
 def _reason(exc: BaseException) -> str:
