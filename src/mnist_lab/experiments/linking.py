@@ -263,10 +263,7 @@ def _first_records(root: Path, earlier: str, link: RunLink) -> bool:
     only for an ancestor of the commit linked let a sibling, say a `dvc exp branch` beside the `mnist-lab
     commit` of an experiment sharing its unchanged models' runs, take the tag from the commit `commit-of`
     names.)"""
-    try:
-        return _first_commit_in_git(root, link.record_id) == earlier
-    except LinkingError:
-        return False
+    return _first_recorder(root, link) == earlier
 
 
 def _first_recorder(root: Path, link: RunLink) -> str | None:
@@ -282,7 +279,9 @@ def _first_commit_in_git(root: Path, wanted: str) -> str | None:
     """commit_of_run's answer from git alone (None: no commit names the run): in the branches and tags
     first, then in every ref; the oldest commit whose trailers name it, else the oldest that added it to a
     `reports/*/mlflow.json`."""
-    for scope in (("--branches", "--tags", "HEAD"), ("--all",)):
+    born = run_git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False).stdout.strip()
+    # HEAD only where it has a commit (`git checkout --orphan`: git log fails on it)
+    for scope in (("--branches", "--tags", *(["HEAD"] if born else [])), ("--all",)):
         by_trailer = _commits_naming(root, wanted, scope, trailers=True)
         by_file = _commits_naming(root, wanted, scope, trailers=False)
         _refuse_ambiguous(wanted, by_trailer + by_file)
@@ -421,8 +420,6 @@ def _commits_naming(
     """(commit, the run it names) for every commit of `scope` (git log's revisions) naming a run whose id or
     record id starts with `wanted`, from its trailers or (trailers=False) from the `mlflow.json` files it
     adds."""
-    if "HEAD" in scope and not run_git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False).stdout:
-        scope = tuple(revision for revision in scope if revision != "HEAD")  # a branch with no commit yet
     order = ("log", *scope, "--format=%H")
     if trailers:
         commits = run_git(root, *order, "-E", f"--grep=^{TRAILER}: .*(run|record)={wanted}").stdout.split()
