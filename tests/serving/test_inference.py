@@ -259,7 +259,8 @@ def test_the_workspace_model_is_saved_for_serving_without_mlflows_pickle_warning
     for name in ("mlflow.sklearn", "mlflow.pyfunc", "mlflow.models.model"):  # as a fresh process has them
         logging.getLogger(name).setLevel(logging.NOTSET)
     forest = model(RandomForestClassifier(n_estimators=3, random_state=0))
+    (tmp_path / "dvc.yaml").touch()  # a repository: saved in its .mnist-lab/serve/, not the user's cache
     saved = pyfunc_dir(tmp_path, "forest", forest)
-    assert (saved / "MLmodel").is_file()
+    assert (saved / "MLmodel").is_file() and saved.is_relative_to(tmp_path)
     captured = capfd.readouterr()
     assert "CloudPickle" not in captured.err + captured.out
