@@ -3,14 +3,24 @@ clean up after it: every start left a copy of the model in the temporary folder)
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from mnist_lab.serving.server import local_model_dir, pyfunc_dir, serve_cache
+from mnist_lab.serving.server import (
+    KEEP_DAYS,
+    KEEP_NEWEST,
+    STAGING_DAYS,
+    local_model_dir,
+    prune_serve_cache,
+    pyfunc_dir,
+    serve_cache,
+)
 
 
 def _repository(folder: Path) -> Path:
@@ -106,9 +116,46 @@ def test_serve_model_is_downloaded_once_checked_and_a_missing_one_named(
 
     for module in (mlflow.artifacts, mlflow.pyfunc):
         monkeypatch.setattr(module, "_download_artifact_from_uri", counted)
+    stale = [serve_cache(repo) / f"download-{n}" for n in range(KEEP_NEWEST)]  # served a month ago
+    for folder in stale:
+        folder.mkdir(parents=True)
+        os.utime(folder, (time.time() - 30 * 86400,) * 2)
     _, env, described = serve_command(repo, model_uri, False, "127.0.0.1", 5000, 1)
     assert downloads.count(model_uri) == 1 and described == model_uri
-    assert Path(env[scoring_server._SERVER_MODEL_PATH]).parent == repo / ".mnist-lab" / "serve"
+    served = Path(env[scoring_server._SERVER_MODEL_PATH])
+    assert served.parent == repo / ".mnist-lab" / "serve"
+    assert sorted(serve_cache(repo).iterdir()) == sorted([served, *stale[1:]])  # the cache was pruned
     missing = (tmp_path / "no-such-model").as_uri()
     with pytest.raises(RegistryError, match=f"cannot load model '{missing}'"):
         serve_command(repo, missing, False, "127.0.0.1", 5000, 1)
+
+
+def test_the_cache_keeps_the_models_served_last_or_lately_and_prunes_the_rest(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every new champion or `--model` left a folder in `.mnist-lab/serve/` for good."""
+    now = 1_000_000_000.0
+    cache = serve_cache(repo)
+
+    def folder(name: str, days_ago: float) -> Path:
+        (cache / name).mkdir(parents=True)
+        os.utime(cache / name, (now - days_ago * 86400,) * 2)
+        return cache / name
+
+    old = [folder(f"download-{n}", KEEP_DAYS + 20 - n) for n in range(8)]  # download-7 the newest of them
+    lately = folder("forest-abc", KEEP_DAYS - 1)
+    killed_start = folder(".download-x", STAGING_DAYS + 1)
+    starting_now = folder(".download-y", STAGING_DAYS / 10)
+    removed = prune_serve_cache(repo, str(old[0]), now=now)  # the oldest served again: now the newest
+    assert sorted(removed) == sorted([*old[1:5], killed_start])
+    assert sorted(cache.iterdir()) == sorted([old[0], *old[5:], lately, starting_now])
+    assert old[0].stat().st_mtime == now
+    # a folder of the user's own served: none of the cache's is marked, the newest KEEP_NEWEST kept
+    for name in ("a", "b"):
+        folder(name, KEEP_DAYS + 30)
+    own = tmp_path / "own-model"
+    own.mkdir()
+    assert sorted(prune_serve_cache(repo, str(own), now=now)) == [cache / "a", cache / "b"]
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == KEEP_NEWEST
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache-yet"))  # not the user's own cache
+    assert prune_serve_cache(tmp_path / "batch", str(own)) == []

@@ -115,6 +115,7 @@ def serve_command(
             registry.load_sklearn_model(root, served)
         except registry.RegistryError as exc:
             raise registry.RegistryError(str(exc).replace(served, model_uri)) from None
+    prune_serve_cache(root, served)
     # what `mlflow models serve --env-manager local` runs, with mnist_lab.serving.rest's client-facing fixes
     env[scoring_server._SERVER_MODEL_PATH] = served
     executable = str(Path(sys.executable).parent / "uvicorn")
@@ -157,6 +158,44 @@ def local_model_dir(root: Path, uri: str) -> str:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+KEEP_NEWEST = 5  # model folders of `.mnist-lab/serve/` kept whatever their age: the most recently served
+KEEP_DAYS = 7.0  # and any other served within this many days
+STAGING_DAYS = 1.0  # a half-made folder (`.download-*`, `.<key>-*`) of a start killed midway, after this
+
+
+def prune_serve_cache(root: Path, served: str, now: float | None = None) -> list[Path]:
+    """Mark `served` (when it is a folder of the serve cache) as used now, and remove the cache's other
+    model folders that are neither among the KEEP_NEWEST last served nor served within KEEP_DAYS, and
+    staging folders older than STAGING_DAYS: every new champion or model left a copy there for good. A
+    server loads its model when it starts, so one still running from a removed folder keeps serving; the
+    next start of that model downloads or saves it again. The folders removed."""
+    import shutil
+    import time
+
+    cache = serve_cache(root)
+    if not cache.is_dir():
+        return []
+    now = time.time() if now is None else now
+    used = Path(served).resolve()
+    in_cache = used.parent == cache.resolve()
+    if in_cache:
+        os.utime(used, (now, now))
+    models, removed = [], []
+    for folder in (path for path in cache.iterdir() if path.is_dir()):
+        age_days = (now - folder.stat().st_mtime) / 86400
+        if folder.name.startswith("."):
+            if age_days > STAGING_DAYS:
+                removed.append(folder)
+        elif not (in_cache and folder.name == used.name):
+            models.append((age_days, folder))
+    models.sort(key=lambda aged: aged[0])
+    others_kept = KEEP_NEWEST - 1 if in_cache else KEEP_NEWEST
+    removed += [folder for age_days, folder in models[others_kept:] if age_days > KEEP_DAYS]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed
 
 
 def serve_cache(root: Path) -> Path:
