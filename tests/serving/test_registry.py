@@ -60,3 +60,27 @@ def test_a_model_on_a_server_that_does_not_answer_is_said_in_one_line(
     )
     assert "did not answer (Connection refused): try again when it does" in said
     assert "promote one first" not in said and "Max retries" not in said and "s3cret" not in said
+
+
+def test_a_commits_model_not_in_the_cache_names_a_fix_that_works_without_a_remote(tmp_path: Path) -> None:
+    """It always said "`dvc pull` it first", which only fails again where no DVC remote is set."""
+    from mnist_lab.serving.registry import RegistryError, committed_model
+    from tests.helpers import commit_all, run
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    best = {"model": "forest", "metric": "accuracy", "value": 0.9, "model_type": "random_forest"}
+    (root / "best_model.json").write_text(json.dumps(best))
+    commit = commit_all(root, "an experiment whose outputs were never pushed")
+    with pytest.raises(RegistryError) as raised:
+        committed_model(root, commit)
+    assert f"cannot read outputs/featurizer.joblib of commit {commit[:12]} from DVC" in str(raised.value)
+    assert "no DVC remote to pull it from" in str(raised.value) and "dvc pull` it first" not in str(
+        raised.value
+    )
+    assert f"`git checkout {commit[:12]} && dvc repro`" in str(raised.value)
+    run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "storage")], root)
+    with pytest.raises(RegistryError, match="`dvc pull` it first"):
+        committed_model(root, commit)

@@ -7,6 +7,7 @@ been reported), registering is skipped with a note and the pipeline goes on."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,14 +201,23 @@ def _create_version(
         from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
         source = RunsArtifactRepository.get_underlying_uri(model_uri)
-    version = client.create_model_version(
-        model_name,
-        source,
-        run_id=run_id,
-        tags=tags,
-        description=f"{run.data.tags.get(f'{tracking.TAG_PREFIX}model', '')} from run {run_id}",
-        model_id=model_id,
-    )
+    # MLflow logs "Waiting up to 300 seconds for model version to finish creation" (at INFO, on stderr) before
+    # it asks whether the version is ready, even when it is at once (always, on an open-source server): quiet
+    # that line; the wait itself, and its failure, are kept
+    waiting = logging.getLogger("mlflow.store.model_registry.abstract_store")
+    level = waiting.level
+    waiting.setLevel(logging.WARNING)
+    try:
+        version = client.create_model_version(
+            model_name,
+            source,
+            run_id=run_id,
+            tags=tags,
+            description=f"{run.data.tags.get(f'{tracking.TAG_PREFIX}model', '')} from run {run_id}",
+            model_id=model_id,
+        )
+    finally:
+        waiting.setLevel(level)
     return str(version.version)
 
 
@@ -337,7 +347,25 @@ def committed_model(root: Path, commit: str) -> tuple[str, Any]:
         try:
             parts.append(joblib.load(io.BytesIO(dvc.api.read(path, repo=str(root), rev=commit, mode="rb"))))
         except Exception as exc:  # DVC raises many kinds: missing in cache and remote, no remote, ...
+            if _has_dvc_remote(root):
+                fix = "`dvc pull` it first"
+            else:  # `dvc pull` would only say that no remote is set
+                fix = (
+                    "this repository has no DVC remote to pull it from: rebuild it into the DVC cache with "
+                    f"`git checkout {commit[:12]} && dvc repro`, then `git checkout - && dvc checkout`"
+                )
             raise RegistryError(
-                f"cannot read {path} of commit {commit[:12]} from DVC ({exc}); `dvc pull` it first"
+                f"cannot read {path} of commit {commit[:12]} from DVC ({exc}); {fix}"
             ) from None
     return name, full_model(*parts)
+
+
+def _has_dvc_remote(root: Path) -> bool:
+    """Whether the repository's DVC config names a remote (True when that cannot be read)."""
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            return bool(repo.config.get("remote"))
+    except Exception:
+        return True
