@@ -180,6 +180,8 @@
   }
 
   let filterProblems = {}; // column -> why its filter is ignored (shown on the filter's input)
+  let hiddenMatching = 0; // rows the query and filters keep that are left out for their `hidden` label
+  let sortProblem = ""; // why the table is not sorted by the URL's sort column
 
   function visibleRows(state) {
     const columns = table.columns;
@@ -198,9 +200,13 @@
     }
     filterProblems = {};
     const filters = Object.entries(state.filters).filter(([, text]) => text).map(([c, t]) => columnFilter(c, t));
-    let rows = table.rows.filter((row) => (state.hidden || !row.labels.includes("hidden")) && keep(row)
-                                          && filters.every((f) => f(row)));
-    if (state.sort) {
+    let rows = table.rows.filter((row) => keep(row) && filters.every((f) => f(row)));
+    const shown = rows.filter((row) => state.hidden || !row.labels.includes("hidden"));
+    hiddenMatching = rows.length - shown.length;
+    rows = shown;
+    // a link from before a column went (or a hand-edited one): said, as /api/experiments refuses it
+    sortProblem = state.sort && !columns.includes(state.sort) ? `no column ${state.sort} to sort by: unsorted` : "";
+    if (state.sort && !sortProblem) {
       const present = rows.filter((r) => r[state.sort] !== null && r[state.sort] !== undefined);
       const absent = rows.filter((r) => r[state.sort] === null || r[state.sort] === undefined);
       present.sort((a, b) => {
@@ -284,7 +290,8 @@
     ).join("");
     const notShown = state.selected.length - acting.length;
     $("#table-summary").textContent = `${rows.length} of ${table.rows.length} experiments` +
-      (state.hidden ? "" : " (hidden ones left out)") + (SNAPSHOT ? " · static export" : "") +
+      (hiddenMatching ? ` (${hiddenMatching} more labelled hidden: tick hidden to show ${hiddenMatching === 1 ? "it" : "them"})` : "") +
+      (sortProblem ? ` · ${sortProblem}` : "") + (SNAPSHOT ? " · static export" : "") +
       (notShown ? ` · ${notShown} selected ${notShown === 1 ? "row is" : "rows are"} not shown: the buttons leave ${notShown === 1 ? "it" : "them"} out` : "") +
       (acting.length === 1 && refused(acting[0]) ? ` · Apply & commit: ${refused(acting[0])}` : "");
     $("#compare-selected").disabled = acting.length < 2;
