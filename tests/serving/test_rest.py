@@ -110,6 +110,10 @@ def test_the_middleware_rewrites_errors_and_adds_the_csv_header() -> None:
         headers[b"content-length"] == str(len(body)).encode()
         and headers[b"content-type"] == b"application/json"
     )
+    # the model's refusal, INVALID_PARAMETER_VALUE in MLflow's path: BAD_REQUEST as the fast path says it
+    refused = json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": "pixel values must be 0-255"})
+    _, body, _ = _served(400, refused.encode(), b"pixel_0\n300\n", b"text/csv")
+    assert json.loads(body) == {"error_code": "BAD_REQUEST", "message": "pixel values must be 0-255"}
     seen, body, _ = _served(200, b'{"predictions": []}', b'{"instances": [[1]]}', b"application/json")
     assert seen["body"] == b'{"instances": [[1]]}' and body == b'{"predictions": []}'  # left alone
     # a 5xx is held until the app is done (it may raise what makes it a 400), then sent, shortened

@@ -1,7 +1,8 @@
 """The REST server `mnist-lab serve` runs: MLflow's scoring server (the same app `mlflow models serve` runs,
 with its request formats), behind two fixes for what a client sees.
 
-- **Short errors.** A bad request gets `{"error_code": ..., "message": ...}` with a one-line message of at
+- **Short errors.** A bad request gets `{"error_code": "BAD_REQUEST", "message": ...}` (every 4xx, whichever
+  path answered it; a 5xx keeps MLflow's code) with a one-line message of at
   most MAX_MESSAGE characters: never the whole input echoed back (MLflow quotes what it could not parse) and
   never a stack trace with this machine's paths (MLflow adds one to every parsing error).
 - **CSV without a header.** `text/csv` whose first line holds numbers is images, one per line (784 values
@@ -51,17 +52,21 @@ def short_message(text: str) -> str:
 
 
 def short_error_body(body: bytes, status: int) -> bytes:
-    """MLflow's error answer (JSON or text) as `{"error_code", "message"}` with a short message."""
+    """MLflow's error answer (JSON or text) as `{"error_code", "message"}` with a short message. Every 4xx
+    is BAD_REQUEST, as the fast path's and this wrapper's own: MLflow's path answered the same bad pixel
+    INVALID_PARAMETER_VALUE (the model's refusal) where the fast path said BAD_REQUEST, so a client's code
+    depended on the request's format."""
     try:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
-        code = str(parsed.get("error_code") or ("BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"))
+        code = str(parsed.get("error_code") or "INTERNAL_ERROR")
         text = str(parsed.get("message") or "")
     else:
-        code = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+        code = "INTERNAL_ERROR"
         text = body.decode("utf-8", "replace")
+    code = "BAD_REQUEST" if status < 500 else code
     return json.dumps({"error_code": code, "message": short_message(text)}).encode()
 
 
