@@ -360,7 +360,7 @@ def test_commit_says_so_when_every_run_keeps_an_earlier_commit(
 
 
 def test_mlflows_download_bars_are_off_where_stderr_is_no_terminal(
-    monkeypatch: pytest.MonkeyPatch, capsys
+    monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path
 ) -> None:
     """`promote`, `serve --model`, `predict --model` printed MLflow's "Downloading artifacts" bars into
     logs and CI output."""
@@ -379,6 +379,11 @@ def test_mlflows_download_bars_are_off_where_stderr_is_no_terminal(
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     quiet_progress_bars()
     assert PROGRESS_BAR_ENV not in os.environ
+    # and every command asks it first (any command: this one fails outside a repository, after asking)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    main(["commit-of", "0123456789abcdef"])
+    assert os.environ[PROGRESS_BAR_ENV] == "false"
 
 
 def test_an_empty_model_uri_is_refused(capsys) -> None:
