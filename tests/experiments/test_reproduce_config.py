@@ -156,3 +156,19 @@ def test_a_failed_keep_copy_leaves_nothing_behind_and_hides_nothing(tmp_path, mo
         reproduce.reproduce(repo, "HEAD", keep=tmp_path / "kept")
     assert "warning: could not keep the reproduction in" in capsys.readouterr().err
     assert list(scratch_parent.iterdir()) == []
+
+
+def test_the_repositorys_cache_is_read_where_its_config_puts_it(tmp_path) -> None:
+    """A reproduction reads data and outputs from the repository's DVC cache: it looked in `.dvc/cache`
+    only, and so pulled nothing for a repository whose `cache.dir` is elsewhere (a shared cache)."""
+    from mnist_lab.experiments.reproduce import _cache_dir
+    from tests.helpers import run
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    assert _cache_dir(root).resolve() == (root / ".dvc" / "cache").resolve()
+    shared = tmp_path / "shared-cache"
+    run(["dvc", "cache", "dir", "--local", str(shared)], root)
+    assert _cache_dir(root).resolve() == shared.resolve()
