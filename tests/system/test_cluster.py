@@ -61,6 +61,37 @@ def test_a_fits_own_os_error_is_raised_as_it_is_not_blamed_on_the_cluster(tmp_pa
             raise cluster.DataNotSent(f"{not_sent} (no running worker)")
 
 
+def test_the_workers_watch_goes_on_after_a_failed_poll_or_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It stopped watching at the first failed poll (a hiccup of the scheduler) and gave up after a failed
+    cancel: a search then waited for workers forever, silently. A scheduler that answers with a failure
+    once each (what a real one does only by chance) stands in here."""
+
+    class Hiccups:
+        def __init__(self) -> None:
+            self.futures: dict = {}
+            self.polls = self.cancels = 0
+
+        def nthreads(self) -> dict:
+            self.polls += 1
+            if self.polls == 1:
+                raise OSError("the scheduler did not answer this time")
+            return {}  # no workers
+
+        def cancel(self, futures: list, force: bool) -> None:
+            self.cancels += 1
+            if self.cancels == 1:
+                raise OSError("the cancel did not reach the scheduler")
+
+    monkeypatch.setattr(cluster, "NO_WORKERS_SECONDS", 0.0)
+    client, workerless = Hiccups(), threading.Event()
+    with cluster._watched_for_workers(client, workerless):
+        assert workerless.wait(timeout=20)
+        deadline = time.monotonic() + 20
+        while client.cancels < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert client.polls >= 3 and client.cancels == 2  # polled past the failure, cancelled again after one
+
+
 # --- a real cluster ---------------------------------------------------------------------------------------
 
 GRID = {"hidden_layer_sizes": [[8], [16]], "learning_rate_init": [0.001, 0.003], "alpha": [0.0001, 0.01]}
