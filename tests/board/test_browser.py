@@ -69,7 +69,7 @@ def test_the_table_shows_the_experiments_and_a_query_and_a_filter_narrow_it(boar
     browser, url, _, commits = board
     browser.get(f"{url}/#/table")
     wait_for(lambda: len(_rows(browser)) == 9)
-    assert _rows(browser) == [*commits, "exp:exp-0"]
+    assert _rows(browser) == [commits[0], "exp:exp-0", *commits[1:]]  # under its baseline
     # experiment 5's params.yaml was edited after its run: flagged, the reason on hover
     flags = browser.execute_script(
         "return Array.from(document.querySelectorAll('#experiments tbody td.dirty'),"

@@ -19,18 +19,28 @@ def history(tmp_path_factory) -> tuple[Path, list[str]]:
     return root, write_history(root, 12, experiments=2)
 
 
-def test_one_row_per_experiment_commit_then_each_dvc_experiment(history) -> None:
+def test_one_row_per_experiment_commit_and_each_dvc_experiment_under_its_baseline(history) -> None:
+    """DVC experiments were listed after every commit: under their baseline now, as `dvc exp show` does."""
+    from datetime import datetime
+
     root, commits = history
     rows = experiment_rows(root)
-    assert [row["id"] for row in rows[:12]] == commits
-    assert [row["source"] for row in rows] == ["commit"] * 12 + ["dvc-experiment"] * 2
-    assert {row["id"] for row in rows[12:]} == {"exp:exp-0", "exp:exp-1"}
-    assert all(row["baseline"] == commits[0] for row in rows[12:])
+    assert [row["id"] for row in rows if row["source"] == "commit"] == commits
+    assert [row["source"] for row in rows] == ["commit"] + ["dvc-experiment"] * 2 + ["commit"] * 11
+    assert {row["id"] for row in rows[1:3]} == {"exp:exp-0", "exp:exp-1"}
+    assert all(row["baseline"] == commits[0] for row in rows[1:3])  # HEAD's: right under it
+    newer, older = (datetime.fromisoformat(row["date"]) for row in rows[1:3])
+    assert newer >= older  # newest first
+    # one whose baseline is not listed (older than the commits asked for) comes last
+    assert [row["id"] for row in experiment_rows(root, commits[1])][-2:] in (
+        ["exp:exp-0", "exp:exp-1"],
+        ["exp:exp-1", "exp:exp-0"],
+    )
 
 
 def test_a_row_holds_what_the_commit_recorded(history) -> None:
     root, commits = history
-    row = experiment_rows(root)[-3]  # the oldest commit: experiment 0
+    [row] = [r for r in experiment_rows(root) if r["id"] == commits[-1]]  # the oldest commit: experiment 0
     _, metrics = experiment_files(0)
     assert row["commit"] == commits[-1] and row["message"] == "Experiment 0: mlp alpha and cnn epochs"
     assert row["model"] == metrics["best"]["model"] and row["value"] == metrics["best"]["value"]

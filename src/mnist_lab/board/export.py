@@ -30,7 +30,8 @@ EXPORT_MARKER = ".mnist-lab-board-export"
 
 def export_board(root: Path, destination: Path, compare: list[str] | None = None) -> list[str]:
     """Write the export into `destination` (new, empty, or an earlier export); returns the compared ids. The
-    compare view holds `compare`'s experiments (default: the two newest, the older first: the baseline)."""
+    compare view holds `compare`'s experiments (default: the two newest commits, the older first: the
+    baseline)."""
     destination = Path(destination)
     if destination.exists() and any(destination.iterdir()) and not (destination / EXPORT_MARKER).is_file():
         raise MnistLabError(
@@ -38,8 +39,10 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
         )
     board = ExperimentsBoard(root)
     table = board.table(hidden=True)
-    # default: the two newest, the older as the baseline (the code diff reads forward, older -> newer)
-    ids = compare or [row["id"] for row in table["rows"][:2]][::-1]
+    # default: the two newest commits (DVC experiments are listed under theirs), the older as the baseline
+    # (the code diff reads forward, older -> newer)
+    commits = [row["id"] for row in table["rows"] if row["source"] == "commit"]
+    ids = compare or (commits if len(commits) >= 2 else [row["id"] for row in table["rows"]])[:2][::-1]
     snapshot: dict[str, Any] = {"/api/experiments?hidden=1": table}
     try:  # the store's unlinked runs, when it answers (the export works without them)
         snapshot["/api/runs"] = {"rows": board.runs()}

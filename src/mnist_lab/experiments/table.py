@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +228,10 @@ def _run_id(blob: bytes | None, sent: dict[str, str]) -> str | None:
 def experiment_rows(
     root: Path, revision: str = "HEAD", limit: int | None = None, dvc_experiments: bool = True
 ) -> list[dict[str, Any]]:
-    """The committed experiments reachable from `revision` (newest first), then (with `dvc_experiments`)
-    the DVC experiments not committed, each a row (see the module's docstring)."""
+    """The committed experiments reachable from `revision` (newest first), each followed (with
+    `dvc_experiments`) by the DVC experiments not committed that ran on it (newest first, as `dvc exp show`
+    lists them under their baseline), each a row (see the module's docstring). DVC experiments whose
+    baseline is not listed come last."""
     commits = _log(root, *([f"-n{limit}"] if limit else []), revision)
     refs = experiment_refs(root) if dvc_experiments else []
     experiments = [(info, name) for sha, name in refs for info in _log(root, "-n1", sha, paths=())]
@@ -252,6 +255,7 @@ def experiment_rows(
         tags = labels.get(info.commit, []) + (["champion"] if info.commit == champion else [])
         rows.append(_row(info, "commit", blobs, stale, labels=tags, sent=sent))
     committed = {info.commit for info in commits}
+    on_baseline: dict[str | None, list[dict[str, Any]]] = {}
 
     committed_results: dict[tuple[bytes | None, ...], set[str]] = {}
     for info in commits:
@@ -262,18 +266,22 @@ def experiment_rows(
         # reproduced its own baseline
         applied = committed_results.get(_results(blobs, info.commit), set()) - {info.parent}
         if info.commit not in committed and not applied:
-            rows.append(
-                _row(
-                    info,
-                    "dvc-experiment",
-                    blobs,
-                    stale,
-                    name=name,
-                    labels=labels.get(f"exp:{name}", []),
-                    sent=sent,
-                )
+            row = _row(
+                info,
+                "dvc-experiment",
+                blobs,
+                stale,
+                name=name,
+                labels=labels.get(f"exp:{name}", []),
+                sent=sent,
             )
-    return rows
+            on_baseline.setdefault(info.parent if info.parent in committed else None, []).append(row)
+    for group in on_baseline.values():  # git's %aI dates: offsets may differ, so compared as instants
+        group.sort(key=lambda row: datetime.fromisoformat(row["date"]).timestamp(), reverse=True)
+    ordered = []
+    for row in rows:
+        ordered += [row, *on_baseline.get(row["id"], [])]
+    return ordered + on_baseline.get(None, [])
 
 
 _STALE: dict[str, list[str]] = {}  # commit -> stale_results' reasons (a commit's content never changes)
@@ -489,7 +497,6 @@ def unlinked_run_rows(root: Path, known: set[str], limit: int = 10_000) -> list[
 
 
 def _run_row(run: Any) -> dict[str, Any]:
-    from datetime import UTC, datetime
 
     tags, prefix = run.data.tags, "mnist_lab."
     model = tags.get(f"{prefix}model") or run.info.run_name
