@@ -16,7 +16,7 @@ import yaml
 
 from tests.helpers import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a whole environment, then the pipeline
 
 
 def test_make_run_on_a_fresh_clone_reproduces_the_committed_metrics(tmp_path: Path) -> None:

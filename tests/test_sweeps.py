@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import commit_all, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the queue alone may take 900 s
 GRID = {"alpha": ("0.001", "0.01"), "loss": ("hinge", "log_loss")}  # none is the baseline
 
 

@@ -90,6 +90,7 @@ def test_credentials_are_checked_before_any_training(auth_server: MlflowServer, 
     assert elapsed < 60, elapsed  # prepare + featurize + the check, not minutes of retries
 
 
+@pytest.mark.timeout(1200)  # its own limits: 300 s for the first run to land, then 600 s for the pipeline
 def test_server_lost_mid_run_then_everything_synced_once(tmp_path: Path, restored_repo: Path) -> None:
     root = restored_repo
     server = MlflowServer(tmp_path / "server").start()
