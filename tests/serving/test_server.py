@@ -3,6 +3,7 @@ clean up after it: every start left a copy of the model in the temporary folder)
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
@@ -56,6 +57,9 @@ def test_a_downloaded_model_is_kept_once_in_the_repository_and_nothing_in_tmp(
     assert (first / "MLmodel").is_file()
     assert list(scratch.iterdir()) == []
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging folder left behind
+    # chosen again a month later: marked as used at once (another start pruning meanwhile keeps it)
+    os.utime(first, (time.time() - 30 * 86400,) * 2)
+    assert Path(local_model_dir(repo, model_uri)) == first and time.time() - first.stat().st_mtime < 60
 
 
 def test_outside_a_repository_models_go_to_the_users_cache(
@@ -159,3 +163,36 @@ def test_the_cache_keeps_the_models_served_last_or_lately_and_prunes_the_rest(
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == KEEP_NEWEST
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-cache-yet"))  # not the user's own cache
     assert prune_serve_cache(tmp_path / "batch", str(own)) == []
+
+
+def test_a_running_server_keeps_its_folder_marked_and_pruning_skips_what_vanishes(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server started weeks ago lost its folder to pruning (a worker uvicorn restarts loads the model
+    from it); another start's staging folder removed while pruning looked made `serve` fail."""
+    from mnist_lab.serving import server
+
+    cache = serve_cache(repo)
+    served = cache / "download-0"
+    served.mkdir(parents=True)
+    os.utime(served, (time.time() - 30 * 86400,) * 2)
+    monkeypatch.setattr(server, "MARK_EVERY_S", 0.05)
+    server.keep_marked(served)
+    deadline = time.monotonic() + 10
+    while time.time() - served.stat().st_mtime > 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert time.time() - served.stat().st_mtime < 60
+    vanishing = cache / ".download-x"
+    vanishing.mkdir()
+    stat, asked = Path.stat, []
+
+    def gone_meanwhile(self: Path, **kwargs):
+        if self == vanishing:
+            asked.append(self)
+            if len(asked) > 2:  # listed as a folder, then gone before its age is read
+                raise FileNotFoundError(errno.ENOENT, "removed by the other start", str(self))
+        return stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", gone_meanwhile)
+    assert prune_serve_cache(repo, str(tmp_own := cache.parent / "own")) == []  # no error, nothing removed
+    assert not tmp_own.exists()

@@ -394,11 +394,17 @@ async def _read_body(
 def create_app() -> Any:
     """MLflow's scoring app for the model in MLflow's `_SERVER_MODEL_PATH` variable, client-facing."""
     import os
+    from pathlib import Path
 
     from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.pyfunc import scoring_server
 
-    model = scoring_server.load_model_with_mlflow_config(os.environ[scoring_server._SERVER_MODEL_PATH])
+    from mnist_lab.serving.server import keep_marked
+
+    folder = os.environ[scoring_server._SERVER_MODEL_PATH]
+    model = scoring_server.load_model_with_mlflow_config(folder)
+    if Path(folder).parent.name == "serve":  # `.mnist-lab/serve/` keeps it while this server runs
+        keep_marked(Path(folder))
     timeout = float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
     megabytes = float(os.environ.get(MAX_REQUEST_MB_ENV) or MAX_REQUEST_MB)  # checked by `mnist-lab serve`
     return ClientFacing(scoring_server.init(model), FastImages(model), timeout, int(megabytes * 1_000_000))

@@ -6,6 +6,9 @@ reruns no stage."""
 
 import os
 import sys
+import threading
+import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
 
     target = serve_cache(root) / key
     if (target / "MLmodel").is_file():
+        mark_used(target)  # before anything else can prune it
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
@@ -43,6 +47,7 @@ def pyfunc_dir(root: Path, key: str, pipeline: Any) -> Path:
             (staging / "model").rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    mark_used(target)
     return target
 
 
@@ -157,6 +162,7 @@ def local_model_dir(root: Path, uri: str) -> str:
                     downloaded.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    mark_used(target)  # before anything else can prune it
     return str(target)
 
 
@@ -165,14 +171,38 @@ KEEP_DAYS = 7.0  # and any other served within this many days
 STAGING_DAYS = 1.0  # a half-made folder (`.download-*`, `.<key>-*`) of a start killed midway, after this
 
 
+MARK_EVERY_S = 3600.0  # a running server marks its model's folder as used this often
+
+
+def mark_used(folder: Path, now: float | None = None) -> None:
+    """Mark a model folder of the serve cache as used (its mtime): pruning keeps what was used lately."""
+    with suppress(OSError):  # gone or not ours: pruning is housekeeping, never a reason to fail
+        os.utime(folder, None if now is None else (now, now))
+
+
+def keep_marked(folder: Path) -> threading.Thread:
+    """Mark `folder` as used every MARK_EVERY_S while this process runs (a server started from it): a
+    server running for weeks keeps its folder, which a worker uvicorn restarts loads the model from."""
+
+    def mark() -> None:
+        while True:
+            mark_used(folder)
+            time.sleep(MARK_EVERY_S)
+
+    marker = threading.Thread(target=mark, name="mnist-lab-serve-mark", daemon=True)
+    marker.start()
+    return marker
+
+
 def prune_serve_cache(root: Path, served: str, now: float | None = None) -> list[Path]:
     """Mark `served` (when it is a folder of the serve cache) as used now, and remove the cache's other
-    model folders that are neither among the KEEP_NEWEST last served nor served within KEEP_DAYS, and
-    staging folders older than STAGING_DAYS: every new champion or model left a copy there for good. A
-    server loads its model when it starts, so one still running from a removed folder keeps serving; the
-    next start of that model downloads or saves it again. The folders removed."""
+    model folders that are neither among the KEEP_NEWEST last used nor used within KEEP_DAYS, and staging
+    folders older than STAGING_DAYS: every new champion or model left a copy there for good. A folder is
+    marked when a start chooses it (before it loads or checks the model) and every hour by the server
+    serving it (`keep_marked`), so neither a start under way nor a running server loses its folder; the
+    next start of a pruned model downloads or saves it again. The folders removed; a folder that cannot be
+    read or removed (another start's, gone meanwhile) is left."""
     import shutil
-    import time
 
     cache = serve_cache(root)
     if not cache.is_dir():
@@ -181,10 +211,13 @@ def prune_serve_cache(root: Path, served: str, now: float | None = None) -> list
     used = Path(served).resolve()
     in_cache = used.parent == cache.resolve()
     if in_cache:
-        os.utime(used, (now, now))
+        mark_used(used, now)
     models, removed = [], []
-    for folder in (path for path in cache.iterdir() if path.is_dir()):
-        age_days = (now - folder.stat().st_mtime) / 86400
+    for folder in (path for path in cache.iterdir() if path.is_dir() and not path.is_symlink()):
+        try:
+            age_days = (now - folder.stat().st_mtime) / 86400
+        except OSError:  # removed meanwhile (another start's staging folder)
+            continue
         if folder.name.startswith("."):
             if age_days > STAGING_DAYS:
                 removed.append(folder)
@@ -195,7 +228,7 @@ def prune_serve_cache(root: Path, served: str, now: float | None = None) -> list
     removed += [folder for age_days, folder in models[others_kept:] if age_days > KEEP_DAYS]
     for folder in removed:
         shutil.rmtree(folder, ignore_errors=True)
-    return removed
+    return [folder for folder in removed if not folder.exists()]
 
 
 def serve_cache(root: Path) -> Path:
