@@ -27,15 +27,34 @@ def test_one_row_per_experiment_commit_and_each_dvc_experiment_under_its_baselin
     rows = experiment_rows(root)
     assert [row["id"] for row in rows if row["source"] == "commit"] == commits
     assert [row["source"] for row in rows] == ["commit"] + ["dvc-experiment"] * 2 + ["commit"] * 11
-    assert {row["id"] for row in rows[1:3]} == {"exp:exp-0", "exp:exp-1"}
+    assert [row["id"] for row in rows[1:3]] == ["exp:exp-1", "exp:exp-0"]  # newest first (1 s apart)
     assert all(row["baseline"] == commits[0] for row in rows[1:3])  # HEAD's: right under it
     newer, older = (datetime.fromisoformat(row["date"]) for row in rows[1:3])
-    assert newer >= older  # newest first
+    assert newer > older
     # one whose baseline is not listed (older than the commits asked for) comes last
     assert [row["id"] for row in experiment_rows(root, commits[1])][-2:] in (
         ["exp:exp-0", "exp:exp-1"],
         ["exp:exp-1", "exp:exp-0"],
     )
+
+
+def test_an_experiment_on_a_commit_of_code_alone_goes_under_the_experiment_commit_before(tmp_path) -> None:
+    """Its baseline is no row (it changed neither dvc.lock nor metrics.json), so the experiment went to the
+    end of the table, after every commit."""
+    from tests.board.experiment_history import GIT
+
+    root = tmp_path / "repo"
+    commits = write_history(root, 3)
+    (root / "notes.txt").write_text("a change of code alone\n")
+    subprocess.run([*GIT, "add", "notes.txt"], cwd=root, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "Code alone"], cwd=root, check=True)
+    subprocess.run([*GIT, "checkout", "-q", "--detach"], cwd=root, check=True)
+    (root / "metrics.json").write_text((root / "metrics.json").read_text().replace("0.", "0.0", 1))
+    subprocess.run([*GIT, "commit", "-qam", "dvc: commit experiment"], cwd=root, check=True)
+    subprocess.run([*GIT, "update-ref", "refs/exps/ab/cdef0123/exp-late", "HEAD"], cwd=root, check=True)
+    subprocess.run([*GIT, "checkout", "-q", "main"], cwd=root, check=True)
+    rows = experiment_rows(root)
+    assert [row["id"] for row in rows] == [commits[0], "exp:exp-late", *commits[1:]]
 
 
 def test_a_row_holds_what_the_commit_recorded(history) -> None:

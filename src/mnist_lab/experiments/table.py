@@ -229,9 +229,9 @@ def experiment_rows(
     root: Path, revision: str = "HEAD", limit: int | None = None, dvc_experiments: bool = True
 ) -> list[dict[str, Any]]:
     """The committed experiments reachable from `revision` (newest first), each followed (with
-    `dvc_experiments`) by the DVC experiments not committed that ran on it (newest first, as `dvc exp show`
-    lists them under their baseline), each a row (see the module's docstring). DVC experiments whose
-    baseline is not listed come last."""
+    `dvc_experiments`) by the DVC experiments not committed that ran on it, or on a later commit that is no
+    experiment (code or params.yaml alone), newest first, as `dvc exp show` lists them under their baseline;
+    each a row (see the module's docstring). DVC experiments whose baseline is not listed come last."""
     commits = _log(root, *([f"-n{limit}"] if limit else []), revision)
     refs = experiment_refs(root) if dvc_experiments else []
     experiments = [(info, name) for sha, name in refs for info in _log(root, "-n1", sha, paths=())]
@@ -275,13 +275,23 @@ def experiment_rows(
                 labels=labels.get(f"exp:{name}", []),
                 sent=sent,
             )
-            on_baseline.setdefault(info.parent if info.parent in committed else None, []).append(row)
+            on_baseline.setdefault(_listed_baseline(root, info.parent, committed), []).append(row)
     for group in on_baseline.values():  # git's %aI dates: offsets may differ, so compared as instants
         group.sort(key=lambda row: datetime.fromisoformat(row["date"]).timestamp(), reverse=True)
     ordered = []
     for row in rows:
         ordered += [row, *on_baseline.get(row["id"], [])]
     return ordered + on_baseline.get(None, [])
+
+
+def _listed_baseline(root: Path, parent: str | None, listed: set[str]) -> str | None:
+    """The listed experiment commit a DVC experiment goes under: its baseline, or the baseline's nearest
+    ancestor that is an experiment commit (one that changed only code or params.yaml is no row); None when
+    that is not listed (older than the commits asked for)."""
+    if parent is None or parent in listed:
+        return parent
+    nearest = _log(root, "-n1", parent)
+    return nearest[0].commit if nearest and nearest[0].commit in listed else None
 
 
 _STALE: dict[str, list[str]] = {}  # commit -> stale_results' reasons (a commit's content never changes)
