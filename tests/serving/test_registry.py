@@ -64,6 +64,8 @@ def test_a_model_on_a_server_that_does_not_answer_is_said_in_one_line(
 
 def test_a_commits_model_not_in_the_cache_names_a_fix_that_works_without_a_remote(tmp_path: Path) -> None:
     """It always said "`dvc pull` it first", which only fails again where no DVC remote is set."""
+    import shutil
+
     from mnist_lab.serving.registry import RegistryError, committed_model
     from tests.helpers import commit_all, run
 
@@ -73,14 +75,25 @@ def test_a_commits_model_not_in_the_cache_names_a_fix_that_works_without_a_remot
     run(["dvc", "init", "-q"], root)
     best = {"model": "forest", "metric": "accuracy", "value": 0.9, "model_type": "random_forest"}
     (root / "best_model.json").write_text(json.dumps(best))
+    (root / "outputs").mkdir()
+    (root / "outputs" / "featurizer.joblib").write_bytes(b"made on another machine")
+    run(["dvc", "add", "-q", "outputs/featurizer.joblib"], root)  # tracked, then gone from this cache
     commit = commit_all(root, "an experiment whose outputs were never pushed")
+    shutil.rmtree(root / ".dvc" / "cache")
+    (root / "outputs" / "featurizer.joblib").unlink()
     with pytest.raises(RegistryError) as raised:
         committed_model(root, commit)
-    assert f"cannot read outputs/featurizer.joblib of commit {commit[:12]} from DVC" in str(raised.value)
-    assert "no DVC remote to pull it from" in str(raised.value) and "dvc pull` it first" not in str(
-        raised.value
-    )
-    assert f"`git checkout {commit[:12]} && dvc repro`" in str(raised.value)
+    said = str(raised.value)
+    assert f"cannot read outputs/featurizer.joblib of commit {commit[:12]} from DVC" in said
+    assert "no DVC remote is set and this repository's DVC cache lacks it" in said
+    assert "dvc pull` it first" not in said and "`dvc checkout`, `dvc repro`" in said
+    # a remote in the repository's config (or in the commit's): pull it
     run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "storage")], root)
     with pytest.raises(RegistryError, match="`dvc pull` it first"):
         committed_model(root, commit)
+    run(["dvc", "remote", "remove", "storage"], root)
+    run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "storage")], root)
+    older = commit_all(root, "the remote set up, committed")
+    run(["dvc", "remote", "remove", "storage"], root)  # gone from today's config, still in the commit's
+    with pytest.raises(RegistryError, match="`dvc pull` it first"):
+        committed_model(root, older)

@@ -347,21 +347,34 @@ def committed_model(root: Path, commit: str) -> tuple[str, Any]:
         try:
             parts.append(joblib.load(io.BytesIO(dvc.api.read(path, repo=str(root), rev=commit, mode="rb"))))
         except Exception as exc:  # DVC raises many kinds: missing in cache and remote, no remote, ...
-            if _has_dvc_remote(root):
-                fix = "`dvc pull` it first"
-            else:  # `dvc pull` would only say that no remote is set
-                fix = (
-                    "this repository has no DVC remote to pull it from: rebuild it into the DVC cache with "
-                    f"`git checkout {commit[:12]} && dvc repro`, then `git checkout - && dvc checkout`"
-                )
-            raise RegistryError(
-                f"cannot read {path} of commit {commit[:12]} from DVC ({exc}); {fix}"
-            ) from None
+            said = f"cannot read {path} of commit {commit[:12]} from DVC ({exc})"
+            raise RegistryError(f"{said}; {_missing_output_fix(root, commit)}") from None
     return name, full_model(*parts)
 
 
-def _has_dvc_remote(root: Path) -> bool:
-    """Whether the repository's DVC config names a remote (True when that cannot be read)."""
+def _missing_output_fix(root: Path, commit: str) -> str:
+    """What gets a commit's output that DVC could not read: `dvc pull` where a remote is set (in the
+    repository's config today, or in the commit's), else where it can come from without one."""
+    if _has_dvc_remote(root, commit):
+        return "`dvc pull` it first"
+    return (
+        "no DVC remote is set and this repository's DVC cache lacks it (made on another machine, or the "
+        "cache was cleared): add the remote it was pushed to (`dvc remote add -d NAME URL`) and `dvc pull`, "
+        "or rebuild it: check that commit out, `dvc checkout`, `dvc repro` (the same models come out), "
+        "then go back to your branch"
+    )
+
+
+_REMOTE_SECTION = re.compile(r"""^\s*\[\s*['"]?\s*remote\s+""", re.MULTILINE)
+
+
+def _has_dvc_remote(root: Path, commit: str) -> bool:
+    """Whether a DVC remote is set, in the repository's config (with config.local) or in `commit`'s
+    `.dvc/config` (what `dvc pull` at that commit reads); True when that cannot be told."""
+    from mnist_lab.system.commands import git_output
+
+    if _REMOTE_SECTION.search(git_output("show", f"{commit}:.dvc/config", cwd=root) or ""):
+        return True
     try:
         from dvc.repo import Repo
 
