@@ -205,7 +205,7 @@
     hiddenMatching = rows.length - shown.length;
     rows = shown;
     // a link from before a column went (or a hand-edited one): said, as /api/experiments refuses it
-    sortProblem = state.sort && !columns.includes(state.sort) ? `no column ${state.sort} to sort by: unsorted` : "";
+    sortProblem = state.sort && !columns.includes(state.sort) && !table.runsPending ? `no column ${state.sort} to sort by: unsorted` : "";
     if (state.sort && !sortProblem) {
       const present = rows.filter((r) => r[state.sort] !== null && r[state.sort] !== undefined);
       const absent = rows.filter((r) => r[state.sort] === null || r[state.sort] === undefined);
@@ -690,6 +690,7 @@
         status("loading experiments ...");
         table = await api("/api/experiments?hidden=1");
         status(`${table.total} experiments`);
+        table.runsPending = true; // a sort column may be a run's alone: not said missing until they are in
         loadRuns(table);
         loadChampion(table);
       }
@@ -768,6 +769,10 @@
       performance.mark("runs-merged");
     } catch (error) {
       if (table === forTable) status(`${table.total} experiments (runs: ${error.message})`);
+    } finally {
+      forTable.runsPending = false;
+      const state = readState(); // a sort column not said missing while the runs were coming: now it is
+      if (table === forTable && state.sort && state.view === "table") renderTable(state);
     }
   }
 
