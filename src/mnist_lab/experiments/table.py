@@ -507,7 +507,6 @@ def unlinked_run_rows(root: Path, known: set[str], limit: int = 10_000) -> list[
 
 
 def _run_row(run: Any) -> dict[str, Any]:
-
     tags, prefix = run.data.tags, "mnist_lab."
     model = tags.get(f"{prefix}model") or run.info.run_name
     metrics = run.data.metrics

@@ -166,11 +166,9 @@ def local_model_dir(root: Path, uri: str) -> str:
     return str(target)
 
 
-KEEP_NEWEST = 5  # model folders of `.mnist-lab/serve/` kept whatever their age: the most recently served
-KEEP_DAYS = 7.0  # and any other served within this many days
+KEEP_NEWEST = 5  # model folders of `.mnist-lab/serve/` kept whatever their age: the most recently used
+KEEP_DAYS = 7.0  # and any other used within this many days
 STAGING_DAYS = 1.0  # a half-made folder (`.download-*`, `.<key>-*`) of a start killed midway, after this
-
-
 MARK_EVERY_S = 3600.0  # a running server marks its model's folder as used this often
 
 
