@@ -196,3 +196,33 @@ def test_a_running_server_keeps_its_folder_marked_and_pruning_skips_what_vanishe
     monkeypatch.setattr(Path, "stat", gone_meanwhile)
     assert prune_serve_cache(repo, str(tmp_own := cache.parent / "own")) == []  # no error, nothing removed
     assert not tmp_own.exists()
+
+
+def test_the_rest_app_keeps_marking_the_cache_folder_it_serves(
+    model_uri: str, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `mnist-lab serve` runs marks its model's folder while it runs (pruning keeps it), and never a
+    folder of the user's own outside the cache."""
+    import shutil
+    import threading
+
+    from mlflow.pyfunc import scoring_server
+
+    from mnist_lab.serving import rest, server
+
+    served = Path(local_model_dir(repo, model_uri))
+    os.utime(served, (time.time() - 30 * 86400,) * 2)
+    monkeypatch.setattr(server, "MARK_EVERY_S", 0.05)
+    monkeypatch.setenv(scoring_server._SERVER_MODEL_PATH, str(served))
+    rest.create_app()
+    deadline = time.monotonic() + 10
+    while time.time() - served.stat().st_mtime > 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert time.time() - served.stat().st_mtime < 60
+    markers = [t for t in threading.enumerate() if t.name == "mnist-lab-serve-mark"]
+    own = shutil.copytree(served, repo.parent / "own-model")  # the user's own folder: served, not marked
+    os.utime(own, (time.time() - 30 * 86400,) * 2)
+    monkeypatch.setenv(scoring_server._SERVER_MODEL_PATH, str(own))
+    rest.create_app()
+    assert [t for t in threading.enumerate() if t.name == "mnist-lab-serve-mark"] == markers
+    assert time.time() - own.stat().st_mtime > 29 * 86400
