@@ -7,7 +7,7 @@ from __future__ import annotations
 def test_credentials_of_a_remote_an_old_commit_lacks_stay_out_of_its_clone() -> None:
     """`remote setup` wrote credentials for 'origin' to config.local; a commit from before the remote was set
     up has no 'origin' in its .dvc/config, and DVC refuses a remote with credentials and no URL."""
-    from mnist_lab.experiments.reproduce import _for_remotes, _remote_names
+    from mnist_lab.experiments.reproduce import _for_remotes, remote_names
 
     local = (
         "[core]\n    no_scm = False\n"
@@ -18,12 +18,12 @@ def test_credentials_of_a_remote_an_old_commit_lacks_stay_out_of_its_clone() -> 
     new_commit = (
         "[core]\n    remote = origin\n['remote \"origin\"']\n    url = https://dvc.example.org/store\n"
     )
-    assert _remote_names(new_commit) == {"origin"} and _remote_names(old_commit) == set()
-    assert _for_remotes(local, _remote_names(new_commit)) == local
+    assert remote_names(new_commit) == {"origin"} and remote_names(old_commit) == set()
+    assert _for_remotes(local, remote_names(new_commit)) == local
     # the repository's cache settings never: the clone's DVC would write into that cache
     cached = local + "[cache]\n    dir = /srv/shared-dvc-cache\n    type = symlink\n"
-    assert _for_remotes(cached, _remote_names(new_commit)) == local
-    assert _for_remotes(local, _remote_names(old_commit)) == (
+    assert _for_remotes(cached, remote_names(new_commit)) == local
+    assert _for_remotes(local, remote_names(old_commit)) == (
         "[core]\n    no_scm = False\n['remote \"backup\"']\n    url = /srv/backup\n    user = jane\n"
     )
 

@@ -281,7 +281,7 @@ def _remote_config(root: Path, clone: Path) -> None:
     local = local_file.read_text(encoding="utf-8") if local_file.is_file() else ""
     committed = clone / ".dvc" / "config"
     committed_text = committed.read_text(encoding="utf-8") if committed.is_file() else ""
-    remotes = _remote_names(committed_text)
+    remotes = remote_names(committed_text)
     extra = None if re.search(r"^\s*remote\s*=", committed_text, re.M) else _default_remote(root)
     if extra is not None and extra[0] in remotes:
         extra = None  # defined, just not the default: DVC's own answer stands
@@ -346,7 +346,7 @@ _SECTION = re.compile(r"""^\s*\[\s*'?\s*remote\s+"([^"]+)"\s*'?\s*\]""")
 _CACHE_SECTION = re.compile(r"^\s*\[\s*cache\s*\]")
 
 
-def _remote_names(config: str) -> set[str]:
+def remote_names(config: str) -> set[str]:
     """The remotes a DVC config file defines (`['remote "origin"']` sections)."""
     return {match.group(1) for line in config.splitlines() if (match := _SECTION.match(line))}
 
