@@ -256,6 +256,7 @@ def experiment_rows(
         rows.append(_row(info, "commit", blobs, stale, labels=tags, sent=sent))
     committed = {info.commit for info in commits}
     on_baseline: dict[str | None, list[dict[str, Any]]] = {}
+    listed_baselines: dict[str | None, str | None] = {}  # a sweep's experiments share a baseline: once
 
     committed_results: dict[tuple[bytes | None, ...], set[str]] = {}
     for info in commits:
@@ -275,7 +276,9 @@ def experiment_rows(
                 labels=labels.get(f"exp:{name}", []),
                 sent=sent,
             )
-            on_baseline.setdefault(_listed_baseline(root, info.parent, committed), []).append(row)
+            if info.parent not in listed_baselines:
+                listed_baselines[info.parent] = _listed_baseline(root, info.parent, committed)
+            on_baseline.setdefault(listed_baselines[info.parent], []).append(row)
     for group in on_baseline.values():  # git's %aI dates: offsets may differ, so compared as instants
         group.sort(key=lambda row: datetime.fromisoformat(row["date"]).timestamp(), reverse=True)
     ordered = []
