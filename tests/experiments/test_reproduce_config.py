@@ -7,7 +7,8 @@ from __future__ import annotations
 def test_credentials_of_a_remote_an_old_commit_lacks_stay_out_of_its_clone() -> None:
     """`remote setup` wrote credentials for 'origin' to config.local; a commit from before the remote was set
     up has no 'origin' in its .dvc/config, and DVC refuses a remote with credentials and no URL."""
-    from mnist_lab.experiments.reproduce import _for_remotes, remote_names
+    from mnist_lab.datasets.remote import remote_names
+    from mnist_lab.experiments.reproduce import _for_remotes
 
     local = (
         "[core]\n    no_scm = False\n"

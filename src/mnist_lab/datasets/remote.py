@@ -381,3 +381,11 @@ def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
         else:
             lines.append("credentials: none written; DVC uses your AWS configuration (~/.aws, AWS_* vars)")
     return lines
+
+
+REMOTE_SECTION = re.compile(r"""^\s*\[\s*'?\s*remote\s+"([^"]+)"\s*'?\s*\]""")  # its name: group 1
+
+
+def remote_names(config: str) -> set[str]:
+    """The remotes a DVC config file's text defines (`['remote "origin"']` sections)."""
+    return {match.group(1) for line in config.splitlines() if (match := REMOTE_SECTION.match(line))}

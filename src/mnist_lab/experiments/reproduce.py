@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.settings import flatten
+from mnist_lab.datasets.remote import REMOTE_SECTION, remote_names
 from mnist_lab.experiments.compare import experiment_commit
 from mnist_lab.system import commands
 from mnist_lab.system.warm import DIR_ENV, MAX_DIRECTORY_BYTES, stop_servers
@@ -292,7 +293,7 @@ def _remote_config(root: Path, clone: Path) -> None:
         name, url = extra
         header = f"['remote \"{name}\"']\n"
         kept = text.splitlines(keepends=True)
-        sections = [m.group(1) if (m := _SECTION.match(line)) else None for line in kept]
+        sections = [m.group(1) if (m := REMOTE_SECTION.match(line)) else None for line in kept]
         at = sections.index(name) if name in sections else None
         if at is None:
             kept += [
@@ -342,13 +343,7 @@ def _default_remote(root: Path) -> tuple[str, str] | None:
     return name, url
 
 
-_SECTION = re.compile(r"""^\s*\[\s*'?\s*remote\s+"([^"]+)"\s*'?\s*\]""")
 _CACHE_SECTION = re.compile(r"^\s*\[\s*cache\s*\]")
-
-
-def remote_names(config: str) -> set[str]:
-    """The remotes a DVC config file defines (`['remote "origin"']` sections)."""
-    return {match.group(1) for line in config.splitlines() if (match := _SECTION.match(line))}
 
 
 def _for_remotes(local_config: str, remotes: set[str]) -> str:
@@ -370,7 +365,7 @@ def _for_remotes(local_config: str, remotes: set[str]) -> str:
     for line in local_config.splitlines(keepends=True):
         if line.lstrip().startswith("["):
             close()
-            match = _SECTION.match(line)
+            match = REMOTE_SECTION.match(line)
             section, name = [line], match.group(1) if match else None
         else:
             section.append(line)

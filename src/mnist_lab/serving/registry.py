@@ -368,7 +368,7 @@ def _missing_output_fix(root: Path, commit: str) -> str:
 def _has_dvc_remote(root: Path, commit: str) -> bool:
     """Whether a DVC remote is set, in the repository's config (with config.local) or in `commit`'s
     `.dvc/config` (what `dvc pull` at that commit reads); True when that cannot be told."""
-    from mnist_lab.experiments.reproduce import remote_names
+    from mnist_lab.datasets.remote import remote_names
     from mnist_lab.system.commands import git_output
 
     if remote_names(git_output("show", f"{commit}:.dvc/config", cwd=root) or ""):
