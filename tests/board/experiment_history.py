@@ -121,8 +121,11 @@ def _predictions(rng: random.Random, count: int = 60) -> str:
     return "\n".join(rows) + "\n"
 
 
-def experiment_files(index: int, seed: int = 0, listings: bool = True) -> tuple[dict[str, str], dict]:
-    """The files of experiment `index` and its metrics (`listings`: see _lock)."""
+def experiment_files(
+    index: int, seed: int = 0, listings: bool = True, code_version: int = 0
+) -> tuple[dict[str, str], dict]:
+    """The files of experiment `index` and its metrics (`listings`: see _lock); `code_version` edits a source
+    file (the same results: dvc.lock's code records change, nothing else)."""
     rng = random.Random(seed * 100_003 + index)
     alpha = [0.0001, 0.001, 0.01][index % 3]
     epochs = 3 + index % 4
@@ -135,6 +138,8 @@ def experiment_files(index: int, seed: int = 0, listings: bool = True) -> tuple[
         "src/mnist_lab/core/models.py": f"ALPHA_DEFAULT = {alpha}  # experiment {index}\n",
         **{path: f"# {path}\n" for path in SOURCES},
     }
+    if code_version:
+        files[SOURCES[0]] += f"# code version {code_version}\n"
     if listings:
         for stage in dict.fromkeys(stage.partition("@")[0] for stage in STAGES):
             files[f"stage-code/{stage}.sha256"] = listing(files)
@@ -186,3 +191,15 @@ def write_history(
     subprocess.run(["git", "checkout", "-q", "-f", "main"], cwd=root, check=True)
     log = subprocess.run(["git", "log", "--format=%H", "main"], cwd=root, capture_output=True, text=True)
     return log.stdout.split()
+
+
+def commit_code_change(root: Path, index: int, code_version: int = 1, message: str = "") -> str:
+    """A commit on top of experiment `index` (checked out at `root`) that changed code alone, as `dvc repro`
+    records it when every stage's results came out the same: a source file, the stages' code listings and
+    dvc.lock's records of them; no runs, no trailers. Returns its hash."""
+    files, _ = experiment_files(index, code_version=code_version)
+    for path, text in files.items():
+        (root / path).write_text(text)
+    subprocess.run([*GIT, "commit", "-qam", message or f"code change {code_version}"], cwd=root, check=True)
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+    return done.stdout.strip()

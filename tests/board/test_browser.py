@@ -546,3 +546,36 @@ def test_apply_and_commit_is_disabled_with_its_reason_when_head_changed_the_inpu
             assert "HEAD has changed its inputs since (params.yaml)" in button.get_attribute("title")
     finally:
         stop(server)
+
+
+def test_commits_that_changed_code_alone_show_when_ticked(tmp_path: Path) -> None:
+    """The commits that changed code alone (the results and runs of the experiment before them) are left out
+    of the table with a word on how many and how to show them; the tick shows them and is kept in the URL."""
+    from selenium.webdriver.common.by import By
+
+    from tests.board.experiment_history import commit_code_change
+
+    root = tmp_path / "repo"
+    commits = write_history(root, 2)
+    code = commit_code_change(root, 1)
+    port = free_port()
+    server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {})
+    try:
+        wait_until_ready(server, port, timeout_s=60)
+        with chromium() as browser:
+            browser.get(f"http://127.0.0.1:{port}/#/table")
+            summary = lambda: browser.find_element(By.ID, "table-summary").text  # noqa: E731
+            said = wait_for(lambda: "code alone" in summary() and summary())
+            assert said.startswith(
+                "2 of 3 experiments (1 more commit that changed code alone, with the results of the "
+                "experiment before: tick code-only to show it)"
+            )
+            assert _rows(browser) == commits
+            browser.find_element(By.ID, "show-code-only").click()
+            wait_for(lambda: _rows(browser) == [code, *commits])
+            assert "code=1" in browser.current_url and "code alone" not in summary()
+            browser.refresh()  # a link keeps the tick
+            wait_for(lambda: _rows(browser) == [code, *commits])
+            assert browser.find_element(By.ID, "show-code-only").is_selected()
+    finally:
+        stop(server)

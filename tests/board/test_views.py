@@ -328,3 +328,42 @@ def test_a_revision_of_a_commit_without_results_is_named_as_such(tmp_path) -> No
             "(not in `mnist-lab history`); give one of the table's commits"
         )
     assert board.row("HEAD~1")["id"] == commits[0]  # newest first
+
+
+def test_commits_that_changed_code_alone_are_left_out_unless_asked_for(tmp_path) -> None:
+    """A history whose newest commits changed code alone (the results and runs of the experiment before
+    them: this repository's own history is mostly such commits): the table, the API, `history` and the
+    export's default comparison leave them out unless asked; they stay rows, so compare and `row` find
+    them."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from mnist_lab.board.app import create_app
+    from mnist_lab.board.export import export_board
+    from tests.board.experiment_history import commit_code_change
+    from tests.helpers import run
+
+    root = tmp_path / "repo"
+    commits = write_history(root, 3)
+    code = [commit_code_change(root, 2, version) for version in (1, 2)][::-1]
+    board = ExperimentsBoard(root)
+    assert [row["id"] for row in board.table()["rows"]] == commits
+    assert [row["id"] for row in board.table(code_only=True)["rows"]] == code + commits
+    assert board.row(code[0][:10])["code_only"] is True
+    assert board.compare([commits[0], code[0]])["experiments"] == [commits[0], code[0]]
+    api = TestClient(create_app(root))
+    assert [row["id"] for row in api.get("/api/experiments").json()["rows"]] == commits
+    listed = api.get("/api/experiments?code_only=1&q=code_only = true").json()["rows"]
+    assert [row["id"] for row in listed] == code
+    # the export holds them all (the page's tick shows them) and compares the two newest experiments
+    assert export_board(root, tmp_path / "export") == [commits[1], commits[0]]
+    snapshot = (tmp_path / "export" / "snapshot.js").read_text()
+    table = json.loads(snapshot.split(" = ", 1)[1].rstrip(";\n"))["/api/experiments?hidden=1&code_only=1"]
+    assert [row["id"] for row in table["rows"]] == code + commits
+    # `mnist-lab history`: the same, with a word on what it left out
+    shown = run(["mnist-lab", "history", "--json"], root)
+    assert [row["commit"] for row in json.loads(shown.stdout)] == commits
+    assert "2 more commits that changed code alone" in shown.stderr and "--all shows them" in shown.stderr
+    every = run(["mnist-lab", "history", "--json", "--all"], root)
+    assert [row["commit"] for row in json.loads(every.stdout)] == code + commits and not every.stderr

@@ -152,3 +152,66 @@ def test_any_commit_message_is_read_whole(tmp_path) -> None:
     rows = experiment_rows(tmp_path)
     assert [row["message"] for row in rows] == ["a body follows", "plain one", "tuned\x1enext\x1f"]
     assert [row["metrics.models.m.accuracy"] for row in rows] == [0.2, 0.1, 0.0]
+
+
+def test_a_commit_that_changed_code_alone_is_marked_code_only(tmp_path) -> None:
+    """A commit whose params, data, metrics and runs are its previous experiment's (code changed, every
+    stage's results came out the same) is `code_only`; a rerun that logged runs of its own, a dirty commit
+    and a labelled one are not."""
+    from mnist_lab.experiments.labels import set_label
+    from mnist_lab.experiments.table import experiment_rows
+    from tests.board.experiment_history import GIT, commit_code_change, write_history
+    from tests.helpers import run
+
+    write_history(tmp_path, 3)
+    first = commit_code_change(tmp_path, 2, 1)
+    second = commit_code_change(tmp_path, 2, 2)
+    rows = experiment_rows(tmp_path, dvc_experiments=False)
+    assert [row["code_only"] for row in rows] == [True, True, False, False, False]
+    assert [row["commit"] for row in rows[:2]] == [second, first] and rows[0]["changed"] == {}
+    # the same results with runs of its own (`mnist-lab commit` after a rerun): an experiment
+    commit_code_change(tmp_path, 2, 3, message=f"rerun\n\nMLflow-Run: sgd run={'e' * 32} record={'1' * 32}")
+    assert experiment_rows(tmp_path, dvc_experiments=False)[0]["code_only"] is False
+    # a model's report names a new run (a rerun committed without trailers): an experiment
+    commit_code_change(tmp_path, 2, 4)
+    assert experiment_rows(tmp_path, dvc_experiments=False)[0]["code_only"] is True
+    report = tmp_path / "reports/sgd/mlflow.json"
+    report.write_text('{"run_id": "' + "d" * 32 + '"}\n')
+    head = commit_code_change(tmp_path, 2, 5)
+    run([*GIT, "add", "-A"], tmp_path)
+    run([*GIT, "commit", "-q", "--amend", "--no-edit"], tmp_path)
+    assert experiment_rows(tmp_path, dvc_experiments=False)[0]["code_only"] is False
+    # dirty (the code changed after dvc.lock was written): shown, as what `dvc repro` would change
+    head = commit_code_change(tmp_path, 2, 6)
+    (tmp_path / "src/mnist_lab/module_0.py").write_text("# edited, not rerun\n")
+    run([*GIT, "commit", "-qam", "edited"], tmp_path)
+    (tmp_path / "metrics.json").write_text((tmp_path / "metrics.json").read_text() + " ")
+    run([*GIT, "commit", "-qam", "touch metrics"], tmp_path)
+    top = experiment_rows(tmp_path, dvc_experiments=False)[0]
+    assert top["dirty"] and top["code_only"] is False
+    # labelled by its user: shown
+    commit_code_change(tmp_path, 2, 7)  # metrics.json as before the touch: an experiment again
+    head = commit_code_change(tmp_path, 2, 8)
+    assert experiment_rows(tmp_path, dvc_experiments=False)[0]["code_only"] is True
+    set_label(tmp_path, head, "baseline")
+    assert experiment_rows(tmp_path, dvc_experiments=False)[0]["code_only"] is False
+
+
+def test_an_experiment_that_reproduced_a_code_only_baseline_is_listed(tmp_path) -> None:
+    """A DVC experiment whose results equal its baseline's, on a baseline that changed code alone (its
+    results those of the experiment before it): that earlier commit holds the same results, but it is
+    the baseline's ancestor, so the experiment was not applied and committed there; it stays a row."""
+    from mnist_lab.experiments.table import applied_experiments, experiment_rows
+    from tests.board.experiment_history import GIT, commit_code_change, write_history
+    from tests.helpers import run
+
+    write_history(tmp_path, 2)
+    baseline = commit_code_change(tmp_path, 1)
+    same = run(
+        [*GIT, "commit-tree", f"{baseline}^{{tree}}", "-p", baseline, "-m", "no change"], tmp_path
+    ).stdout.strip()
+    run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/rerun", same], tmp_path)
+    rows = experiment_rows(tmp_path)
+    assert [row["id"] for row in rows][:2] == [baseline, "exp:rerun"]
+    previous = rows[2]["commit"]
+    assert applied_experiments(tmp_path, previous) == [] and applied_experiments(tmp_path, baseline) == []

@@ -3,7 +3,8 @@
 Every script and style comes from this package (`board/static/`), nothing from a CDN: the page works offline.
 The API (its OpenAPI schema at `/api/openapi.json`; the README lists the endpoints):
 
-    GET  /api/experiments?q=&sort=&desc=&hidden=&runs=   the table: columns, rows (400: bad query or sort)
+    GET  /api/experiments?q=&sort=&desc=&hidden=&runs=&code_only=
+                                                   the table: columns, rows (400: bad query or sort)
     GET  /api/runs                                 the tracking store's runs no experiment names, as rows
     GET  /api/experiments/{id}                     one row
     GET  /api/champion                             the champion: its registry version's run, or tagged commit
@@ -392,8 +393,13 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
         desc: bool = Query(False, description="sort descending"),
         hidden: bool = Query(False, description="include experiments labelled `hidden`"),
         runs: bool = Query(False, description="include the store's runs that no experiment names"),
+        code_only: bool = Query(
+            False,
+            description="include the commits that changed code alone (the params, data, results and runs of "
+            "the experiment before them)",
+        ),
     ) -> dict[str, Any]:
-        return board.table(q, sort, desc, hidden, runs)
+        return board.table(q, sort, desc, hidden, runs, code_only)
 
     @app.get("/api/runs")
     def unlinked_runs() -> Any:

@@ -38,12 +38,12 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
             f"{destination} is not empty and not an earlier export: give a new or empty folder"
         )
     board = ExperimentsBoard(root)
-    table = board.table(hidden=True)
-    # default: the two newest commits (DVC experiments are listed under theirs), the older as the baseline
-    # (the code diff reads forward, older -> newer)
-    commits = [row["id"] for row in table["rows"] if row["source"] == "commit"]
+    table = board.table(hidden=True, code_only=True)
+    # default: the two newest commits (DVC experiments are listed under theirs) that are not code alone, the
+    # older as the baseline (the code diff reads forward, older -> newer)
+    commits = [row["id"] for row in table["rows"] if row["source"] == "commit" and not row["code_only"]]
     ids = compare or (commits if len(commits) >= 2 else [row["id"] for row in table["rows"]])[:2][::-1]
-    snapshot: dict[str, Any] = {"/api/experiments?hidden=1": table}
+    snapshot: dict[str, Any] = {"/api/experiments?hidden=1&code_only=1": table}
     try:  # the store's unlinked runs, when it answers (the export works without them)
         snapshot["/api/runs"] = {"rows": board.runs()}
     except Exception as exc:

@@ -130,12 +130,14 @@ class ExperimentsBoard:
         descending: bool = False,
         hidden: bool = False,
         runs: bool = False,
+        code_only: bool = False,
     ) -> dict[str, Any]:
         """`{"columns", "rows", "total"}`: the rows `query` keeps (a QueryError otherwise), without those
-        labelled `hidden` unless `hidden`, sorted by column `sort` (missing values last); with `runs`, the
-        store's runs that no experiment names are rows too. A query on `labels` sees the registry's champion
-        as the page does (which asks /api/champion after drawing the table): `labels = champion` answers
-        the same in both."""
+        labelled `hidden` unless `hidden`, nor the commits that changed code alone (`code_only`: the
+        params, data, results and runs of the experiment before them) unless `code_only`, sorted by column
+        `sort` (missing values last); with `runs`, the store's runs that no experiment names are rows too.
+        A query on `labels` sees the registry's champion as the page does (which asks /api/champion after
+        drawing the table): `labels = champion` answers the same in both."""
         rows = self.rows() + (self.runs() if runs else [])
         if re.search(r"\blabels\b", query, re.IGNORECASE):
             rows = self._with_registry_champion(rows)
@@ -150,6 +152,8 @@ class ExperimentsBoard:
         kept = filter_rows(rows, query, columns)  # as the page: not the rows' inner fields
         if not hidden:
             kept = [row for row in kept if "hidden" not in row["labels"]]
+        if not code_only:
+            kept = [row for row in kept if not row.get("code_only")]
         if sort:
             present = [row for row in kept if row.get(sort) is not None]
             absent = [row for row in kept if row.get(sort) is None]

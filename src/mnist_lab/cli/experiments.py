@@ -161,7 +161,14 @@ def _cmd_history(args: argparse.Namespace) -> None:
     from mnist_lab.system.workspace import repository_root
 
     rows = experiment_history(repository_root(), args.revision, args.limit)
-    print(as_json(rows) if args.json else as_markdown(rows) if args.md else as_text(rows))
+    shown = rows if args.all else [row for row in rows if not row.code_only]
+    print(as_json(shown) if args.json else as_markdown(shown) if args.md else as_text(shown))
+    if left_out := len(rows) - len(shown):
+        print(
+            f"({left_out} more {'commit' if left_out == 1 else 'commits'} that changed code alone, with the "
+            "results and runs of the experiment before: --all shows them)",
+            file=sys.stderr,
+        )
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -267,7 +274,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     history = commands.add_parser("history", help="one row per experiment commit, from git alone")
     history.add_argument("revision", nargs="?", default="HEAD")
-    history.add_argument("-n", "--limit", type=positive_int, help="the newest N experiment commits")
+    history.add_argument(
+        "-n", "--limit", type=positive_int, help="the newest N commits (code-only ones count, shown or not)"
+    )
+    history.add_argument(
+        "--all",
+        action="store_true",
+        help="also the commits that changed code alone (the results and runs of the experiment before them)",
+    )
     output = history.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true")
     output.add_argument("--md", action="store_true", help="a Markdown table")

@@ -24,13 +24,15 @@ class ExperimentRow:
     accuracy: dict[str, float] = field(default_factory=dict)
     runs: dict[str, str | None] = field(default_factory=dict)
     dirty_because: list[str] = field(default_factory=list)  # what dvc.lock disagrees with (empty: clean)
+    code_only: bool = False  # changed code alone: the params, data, results and runs of the one before it
 
 
 def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = None) -> list[ExperimentRow]:
-    """Every commit (newest first) that changed the pipeline's results (`dvc.lock` or `metrics.json`): the
-    experiments. A rerun whose metrics came out the same still records new runs in `dvc.lock`. Read as the
-    experiments page reads them (`table.experiment_rows`: a fixed number of git processes however long the
-    history)."""
+    """Every commit (newest first) that changed the pipeline's record (`dvc.lock` or `metrics.json`): the
+    experiments, and the commits that changed code alone (`code_only`: dvc.lock's records of the code
+    changed, the results and runs are the previous experiment's). A rerun whose metrics came out the same
+    is an experiment: it logged runs of its own. Read as the experiments page reads them
+    (`table.experiment_rows`: a fixed number of git processes however long the history)."""
     resolve_commit(root, revision)  # a clear error for a revision that does not exist
     return [
         ExperimentRow(
@@ -49,6 +51,7 @@ def experiment_history(root: Path, revision: str = "HEAD", limit: int | None = N
             },
             runs=row["runs"],
             dirty_because=row["dirty_because"],
+            code_only=row["code_only"],
         )
         for row in experiment_rows(root, revision, limit, dvc_experiments=False)
     ]

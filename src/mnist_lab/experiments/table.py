@@ -105,7 +105,7 @@ def _log(
 def applied_experiments(root: Path, commit: str) -> list[str]:
     """The DVC experiments whose results `commit` holds (`dvc exp apply` + `mnist-lab commit`: the same
     metrics.json, params.yaml and data.dvc), by name, as the table takes them: then it shows `commit`'s row,
-    not theirs. One that only reproduced `commit`, its own baseline, is not one."""
+    not theirs. One that only reproduced `commit`, its own baseline or one after it, is not one."""
     refs = experiment_refs(root)
     if not refs:
         return []
@@ -115,7 +115,13 @@ def applied_experiments(root: Path, commit: str) -> list[str]:
     parents = {line.split()[0]: line.split()[1:2] for line in listed.stdout.splitlines() if line.strip()}
     blobs = read_blobs(root, [f"{sha}:{path}" for sha in {commit, *parents} for path in EXPERIMENT_FILES])
     held = _results(blobs, commit)
-    return [name for sha, name in refs if _results(blobs, sha) == held and commit not in parents.get(sha, [])]
+    return [
+        name
+        for sha, name in refs
+        if _results(blobs, sha) == held
+        and commit not in parents.get(sha, [])
+        and not any(_is_ancestor(root, commit, parent) for parent in parents.get(sha, []))
+    ]
 
 
 def _results(blobs: Mapping[str, bytes | None], commit: str) -> tuple[bytes | None, ...]:
@@ -209,6 +215,7 @@ def _row(
         if parent_blob is not None
         else {},  # the first experiment changes nothing: there is nothing before it to compare with
         "runs": runs,
+        "code_only": False,  # a commit's: experiment_rows sets it (_same_results_as_before)
     }
     row |= {f"params.{key}": value for key, value in params.items()}
     row |= {f"metrics.{key}": value for key, value in flatten(metrics).items()}
@@ -236,14 +243,18 @@ def experiment_rows(
     refs = experiment_refs(root) if dvc_experiments else []
     experiments = [(info, name) for sha, name in refs for info in _log(root, "-n1", sha, paths=())]
     everything = [*commits, *(info for info, _ in experiments)]
+    committed = {info.commit for info in commits}
     specs = [f"{info.commit}:{path}" for info in everything for path in EXPERIMENT_FILES]
-    specs += [f"{info.parent}:params.yaml" for info in everything if info.parent]
+    specs += [f"{info.parent}:params.yaml" for info, _ in experiments if info.parent]
+    # a commit's previous experiment's files too: a commit that changed none of them is `code_only`
+    specs += [f"{info.parent}:{path}" for info in commits if info.parent for path in EXPERIMENT_FILES]
     blobs = read_blobs(root, specs)
     reports = [
-        f"{info.commit}:reports/{model}/mlflow.json"
+        f"{sha}:reports/{model}/mlflow.json"
         for info in everything
         if not parse_trailers(info.body)
         for model in (_metrics(blobs.get(f"{info.commit}:metrics.json")).get("models") or {})
+        for sha in ([info.commit, info.parent] if info.parent and info.commit in committed else [info.commit])
     ]
     blobs |= read_blobs(root, reports)
     stale = stale_results(root, [info.commit for info in everything], blobs)
@@ -253,8 +264,9 @@ def experiment_rows(
     rows = []
     for info in commits:
         tags = labels.get(info.commit, []) + (["champion"] if info.commit == champion else [])
-        rows.append(_row(info, "commit", blobs, stale, labels=tags, sent=sent))
-    committed = {info.commit for info in commits}
+        row = _row(info, "commit", blobs, stale, labels=tags, sent=sent)
+        row["code_only"] = not tags and not row["dirty"] and _same_results_as_before(info, blobs)
+        rows.append(row)
     on_baseline: dict[str | None, list[dict[str, Any]]] = {}
     listed_baselines: dict[str | None, str | None] = {}  # a sweep's experiments share a baseline: once
 
@@ -263,9 +275,14 @@ def experiment_rows(
         committed_results.setdefault(_results(blobs, info.commit), set()).add(info.commit)
     for info, name in experiments:
         # an experiment branched and committed is a commit row; applied and committed (`dvc exp apply` +
-        # `mnist-lab commit`: a new commit with its metrics, params and data) too, but not one that only
-        # reproduced its own baseline
-        applied = committed_results.get(_results(blobs, info.commit), set()) - {info.parent}
+        # `mnist-lab commit`: a new commit with its metrics, params and data, after its baseline) too, but
+        # not one that only reproduced its own baseline or one before it (a baseline that changed code alone
+        # holds its previous experiment's results)
+        applied = {
+            commit
+            for commit in committed_results.get(_results(blobs, info.commit), set()) - {info.parent}
+            if not _is_ancestor(root, commit, info.parent)
+        }
         if info.commit not in committed and not applied:
             row = _row(
                 info,
@@ -285,6 +302,33 @@ def experiment_rows(
     for row in rows:
         ordered += [row, *on_baseline.get(row["id"], [])]
     return ordered + on_baseline.get(None, [])
+
+
+def _is_ancestor(root: Path, commit: str, of: str | None) -> bool:
+    if of is None:
+        return False
+    done = commands.git("merge-base", "--is-ancestor", commit, of, cwd=root)
+    return done.returncode == 0
+
+
+def _same_results_as_before(info: CommitInfo, blobs: Mapping[str, bytes | None]) -> bool:
+    """Whether commit `info` records nothing its previous experiment (`info.parent`, the nearest ancestor
+    that changed dvc.lock or metrics.json) did not: the same metrics.json, params.yaml and data.dvc, no runs
+    of its own (no trailers; each model's reports/<model>/mlflow.json as before). Such a commit changed
+    code alone and re-recorded the `code` stage's listings in dvc.lock (or reran a stage whose results came
+    out the same without logging a run): a row of the table that shows nothing new."""
+    if (
+        info.parent is None
+        or parse_trailers(info.body)
+        or _results(blobs, info.commit) != _results(blobs, info.parent)
+    ):
+        return False
+    models = _metrics(blobs.get(f"{info.commit}:metrics.json")).get("models") or {}
+    return all(
+        blobs.get(f"{info.commit}:reports/{model}/mlflow.json")
+        == blobs.get(f"{info.parent}:reports/{model}/mlflow.json")
+        for model in models
+    )
 
 
 def _listed_baseline(root: Path, parent: str | None, listed: set[str]) -> str | None:

@@ -29,6 +29,7 @@
       sort: params.get("sort") || "",
       desc: params.get("desc") === "1",
       hidden: params.get("hidden") === "1",
+      codeOnly: params.get("code") === "1",
       selected: (params.get("ids") || "").split(",").filter(Boolean),
       baseline: params.get("baseline") || "",
       changed: params.get("changed") !== "0",
@@ -46,6 +47,7 @@
     if (state.sort) params.set("sort", state.sort);
     if (state.desc) params.set("desc", "1");
     if (state.hidden) params.set("hidden", "1");
+    if (state.codeOnly) params.set("code", "1");
     if (state.selected.length) params.set("ids", state.selected.join(","));
     if (state.baseline) params.set("baseline", state.baseline);
     if (!state.changed) params.set("changed", "0");
@@ -70,7 +72,7 @@
   // files the snapshot holds (/export/code). Null: not possible here.
   function assembleComparison(ids, baseline) {
     const drawn = SNAPSHOT["/export/drawn-from"], directions = SNAPSHOT["/export/directions"];
-    const table = SNAPSHOT["/api/experiments?hidden=1"];
+    const table = SNAPSHOT["/api/experiments?hidden=1&code_only=1"];
     if (!drawn || !directions || !table || ids.length < 2) return null;
     const byId = new Map(table.rows.map((row) => [row.id, row]));
     const rows = ids.map((id) => byId.get(id));
@@ -181,6 +183,7 @@
 
   let filterProblems = {}; // column -> why its filter is ignored (shown on the filter's input)
   let hiddenMatching = 0; // rows the query and filters keep that are left out for their `hidden` label
+  let codeOnlyMatching = 0; // and those left out as commits that changed code alone (`code_only`)
   let sortProblem = ""; // why the table is not sorted by the URL's sort column
 
   function visibleRows(state) {
@@ -201,8 +204,10 @@
     filterProblems = {};
     const filters = Object.entries(state.filters).filter(([, text]) => text).map(([c, t]) => columnFilter(c, t));
     let rows = table.rows.filter((row) => keep(row) && filters.every((f) => f(row)));
-    const shown = rows.filter((row) => state.hidden || !row.labels.includes("hidden"));
-    hiddenMatching = rows.length - shown.length;
+    const unhidden = rows.filter((row) => state.hidden || !row.labels.includes("hidden"));
+    hiddenMatching = rows.length - unhidden.length;
+    const shown = unhidden.filter((row) => state.codeOnly || !row.code_only);
+    codeOnlyMatching = unhidden.length - shown.length;
     rows = shown;
     // a link from before a column went (or a hand-edited one): said, as /api/experiments refuses it
     sortProblem = state.sort && !columns.includes(state.sort) && !table.runsPending ? `no column ${state.sort} to sort by: unsorted` : "";
@@ -291,6 +296,7 @@
     const notShown = state.selected.length - acting.length;
     $("#table-summary").textContent = `${rows.length} of ${table.rows.length} experiments` +
       (hiddenMatching ? ` (${hiddenMatching} more labelled hidden: tick hidden to show ${hiddenMatching === 1 ? "it" : "them"})` : "") +
+      (codeOnlyMatching ? ` (${codeOnlyMatching} more ${codeOnlyMatching === 1 ? "commit" : "commits"} that changed code alone, with the results of the experiment before: tick code-only to show ${codeOnlyMatching === 1 ? "it" : "them"})` : "") +
       (sortProblem ? ` · ${sortProblem}` : "") + (SNAPSHOT ? " · static export" : "") +
       (notShown ? ` · ${notShown} selected ${notShown === 1 ? "row is" : "rows are"} not shown: the buttons leave ${notShown === 1 ? "it" : "them"} out` : "") +
       (acting.length === 1 && refused(acting[0]) ? ` · Apply & commit: ${refused(acting[0])}` : "");
@@ -302,6 +308,7 @@
     $("#promote").disabled = Boolean(SNAPSHOT);
     $("#compare-selected").textContent = `Compare selected (${acting.length})`;
     $("#show-hidden").checked = state.hidden;
+    $("#show-code-only").checked = state.codeOnly;
     if ($("#query") !== document.activeElement) $("#query").value = state.q;
     document.body.dataset.renderMs = String(Math.round(performance.now() - started));
     document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
@@ -688,7 +695,7 @@
     try {
       if (!table) {
         status("loading experiments ...");
-        table = await api("/api/experiments?hidden=1");
+        table = await api("/api/experiments?hidden=1&code_only=1");
         status(`${table.total} experiments`);
         table.runsPending = true; // a sort column may be a run's alone: not said missing until they are in
         loadRuns(table);
@@ -789,6 +796,7 @@
   });
   $("#query-form").addEventListener("submit", (event) => { event.preventDefault(); update({ q: $("#query").value }); });
   $("#show-hidden").addEventListener("change", (event) => update({ hidden: event.target.checked }));
+  $("#show-code-only").addEventListener("change", (event) => update({ codeOnly: event.target.checked }));
   $("#experiments thead").addEventListener("click", (event) => {
     const th = event.target.closest("th.sortable");
     if (!th) return;
