@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from mnist_lab import tracking
+from mnist_lab.core.errors import MnistLabError
 from mnist_lab.tracking import outbox
 from tests.helpers import free_port, pixel_model_record, run_children, run_record
 
@@ -443,3 +444,69 @@ def test_finding_a_sent_run_does_not_retry_a_server_found_away(
     monkeypatch.setattr(mlflow, "MlflowClient", lambda *args, **kwargs: asked.append(args))
     assert outbox.find_sent_run(tmp_path, "a" * 32, settings) is None
     assert asked == []  # (an exception would be taken for the server being away: count the calls)
+
+
+def test_entries_are_sent_in_the_order_their_runs_were_logged_even_after_a_retag(tmp_path: Path) -> None:
+    """`mnist-lab commit` re-tags a waiting run: its folder's time moves, and the run went after later ones
+    (the order is the runs', as logged)."""
+    first, second = run_record("first"), run_record("second")
+    second.created_ms = first.created_ms + 1
+    outbox.spool(first, tmp_path, reason="down")
+    outbox.spool(second, tmp_path, reason="down")
+    os.utime(tmp_path / tracking.OUTBOX / first.record_id, (1, 1))  # any folder times: not what orders
+    assert [p.name for p in outbox.pending_records(tmp_path)] == [first.record_id, second.record_id]
+    assert outbox.retag_pending(tmp_path, first.record_id, {"mnist_lab.results_commit": "abc"})
+    assert [p.name for p in outbox.pending_records(tmp_path)] == [first.record_id, second.record_id]
+
+
+def test_an_entry_sent_by_another_process_while_listing_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage lists the outbox without its lock after logging its run; another process sending the outbox
+    removed an entry between the listing and the look at it: the stage failed (FileNotFoundError) after
+    its run was logged."""
+    import shutil
+
+    kept, sent = run_record("kept"), run_record("sent")
+    outbox.spool(kept, tmp_path, reason="down")
+    outbox.spool(sent, tmp_path, reason="down")
+    is_dir = Path.is_dir
+
+    def sent_meanwhile(path: Path) -> bool:
+        answer = is_dir(path)
+        if path.name == sent.record_id and answer:
+            shutil.rmtree(path)  # the other process, just after this one saw the folder
+        return answer
+
+    monkeypatch.setattr(Path, "is_dir", sent_meanwhile)
+    assert [p.name for p in outbox.pending_records(tmp_path)] == [kept.record_id]
+
+
+def test_a_waiting_runs_tags_are_read_without_its_model(tmp_path: Path) -> None:
+    """`mnist-lab commit` reads a waiting run's tags: it unpickled the model for them, and one that no
+    longer unpickles (another scikit-learn) stopped the commit with a traceback."""
+    record = pixel_model_record()
+    spooled = outbox.spool(record, tmp_path, reason="down")
+    (spooled.path / "model.pkl").write_bytes(b"not a pickle")
+    assert outbox.pending_tags(tmp_path, record.record_id) == record.tags
+    assert outbox.pending_tags(tmp_path, "0" * 32) is None
+    (spooled.path / "manifest.json").write_text("{")
+    with pytest.raises(outbox.UnreadableEntry, match="manifest.json cannot be read .*mnist-lab sync"):
+        outbox.pending_tags(tmp_path, record.record_id)
+    assert issubclass(outbox.UnreadableEntry, MnistLabError)  # said as a clear message, not a traceback
+
+
+@pytest.mark.parametrize("damaged", [{"REC": "run-1"}, {"REC": {"run_id": "r1", "tracking_uri": "SAME"}}])
+def test_a_damaged_ledger_entry_is_asked_of_the_server(tracking_store: str, tmp_path: Path, damaged) -> None:
+    """`.mnist-lab/sent.json` edited or damaged: `sent_runs` skipped the entry but `find_sent_run` raised
+    (AttributeError, KeyError) from `commit` and `register`."""
+    from mnist_lab.system.redact import display_uri
+
+    record = run_record()
+    outbox.spool(record, tmp_path, reason="down")
+    settings = tracking.TrackingSettings.from_environment(tmp_path)
+    (sent,), _ = outbox.send_pending(tmp_path, settings)
+    text = json.dumps(damaged).replace("REC", record.record_id).replace("SAME", display_uri(tracking_store))
+    (tmp_path / ".mnist-lab" / "sent.json").write_text(text)
+    found = outbox.find_sent_run(tmp_path, record.record_id, settings)
+    assert found is not None and found.run_id == sent.run_id

@@ -19,7 +19,7 @@ from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepositor
 
 from mnist_lab import tracking
 from mnist_lab.datasets.folder import read_dataset
-from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server, runs
+from mnist_lab.tracking import TrackingConfigError, TrackingSettings, check_server, outbox, runs
 from tests.helpers import ADMIN_PASSWORD, BIN, MLFLOW2, MlflowServer, mlflow_server, pixel_model_record, run
 
 pytestmark = pytest.mark.slow
@@ -211,6 +211,13 @@ def test_an_mlflow_2_server_gets_the_model_as_run_artifacts(tmp_path: Path, rest
         assert {r.info.status for r in runs.values()} == {"FINISHED"}
         link = json.loads((root / "reports" / "mlp" / "mlflow.json").read_text())
         assert link["model_uri"] == f"runs:/{link['run_id']}/model"
+        # found again by its record id (a run another clone sent): MLflow 3's list_artifacts(run, "model")
+        # asks the logged-model endpoints first, which this server answers 404
+        settings = TrackingSettings(server.url, "mnist-lab", None)
+        record_id = runs["mlp"].data.tags["mnist_lab.record_id"]
+        found = outbox.find_sent_run(root, record_id, settings)
+        assert found is not None and (found.run_id, found.model_uri) == (link["run_id"], link["model_uri"])
+        assert tracking.logged_model_uri(client, runs["mlp"]) == link["model_uri"]
         mlflow.set_tracking_uri(server.url)
         model = mlflow.pyfunc.load_model(link["model_uri"])
         example = json.loads(

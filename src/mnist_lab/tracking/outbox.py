@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnist_lab import tracking
+from mnist_lab.core.errors import MnistLabError
 from mnist_lab.system.files import exclusive_lock, read_json, write_bytes_atomic, write_json
 from mnist_lab.system.redact import display_uri, first_line, redact
 from mnist_lab.tracking import (
@@ -69,7 +70,7 @@ class SpooledRun:
     reason: str
 
 
-class UnreadableEntry(Exception):
+class UnreadableEntry(MnistLabError):
     """An outbox entry this version cannot read: it is moved aside, never sent half-understood."""
 
 
@@ -248,12 +249,35 @@ def spool(record: ModelRunRecord, root: Path, reason: str, tracking_uri: str | N
 
 
 def pending_records(root: Path) -> list[Path]:
-    """The outbox entries waiting to be sent, oldest first."""
+    """The outbox entries waiting to be sent, oldest run first. Read without the outbox's lock: an entry
+    another process sends (and removes) meanwhile is left out."""
     outbox = root / OUTBOX
     if not outbox.is_dir():
         return []
-    entries = [p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return sorted(entries, key=lambda p: p.stat().st_mtime)
+    ordered = []
+    for entry in outbox.iterdir():
+        if entry.name.startswith("."):
+            continue  # a spool's staging folder
+        try:
+            if entry.is_dir():
+                ordered.append((_logged_ms(entry), entry.name, entry))
+        except FileNotFoundError:
+            continue
+    return [entry for *_, entry in sorted(ordered)]
+
+
+def _logged_ms(entry: Path) -> float:
+    """When an entry's run was logged: its manifest's `created_ms` (not the folder's time, which a re-tag
+    by `mnist-lab commit` moves: the run would go after later ones); the folder's time for an entry of an
+    older mnist-lab or an unreadable manifest. FileNotFoundError once the entry is gone."""
+    try:
+        manifest = read_json(entry / "manifest.json")
+    except (OSError, ValueError):
+        manifest = None
+    created = manifest.get("created_ms") if isinstance(manifest, dict) else None
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        return float(created)
+    return entry.stat().st_mtime * 1000
 
 
 def entry_server(entry: Path) -> str | None:
@@ -296,11 +320,21 @@ def retry_rejected(root: Path) -> list[str]:
 
 
 def pending_tags(root: Path, record_id: str) -> dict[str, str] | None:
-    """The tags of a run still waiting in the outbox; None if it is not there."""
+    """The tags of a run still waiting in the outbox, read from its manifest alone (its model is not
+    unpickled: one that no longer unpickles does not stop `mnist-lab commit`); None if it is not there."""
     entry = root / OUTBOX / record_id
-    if not (entry / "manifest.json").is_file() and not (entry / "record.pkl").is_file():
-        return None
-    return dict(read_entry(entry).tags)
+    if not (entry / "manifest.json").is_file():
+        return dict(read_entry(entry).tags) if (entry / "record.pkl").is_file() else None
+    try:
+        tags = read_json(entry / "manifest.json").get("tags")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UnreadableEntry(
+            f"{entry / 'manifest.json'} cannot be read ({exc}): `mnist-lab sync` moves the entry to "
+            f"{REJECTED}/ with the reason"
+        ) from None
+    if not isinstance(tags, dict):
+        raise UnreadableEntry(f"{entry / 'manifest.json'} is not an mnist-lab outbox manifest (no tags)")
+    return {str(key): str(value) for key, value in tags.items()}
 
 
 def retag_pending(root: Path, record_id: str, tags: dict[str, str]) -> bool:
@@ -490,8 +524,19 @@ def find_sent_run(root: Path, record_id: str, settings: TrackingSettings | None 
     asked."""
     settings = settings or TrackingSettings.from_environment(root)
     known = _sent_ledger(root).get(record_id)
-    if known and known.get("tracking_uri") == display_uri(settings.tracking_uri):
-        return LoggedRun(known["run_id"], known["experiment_id"], known["model_uri"], settings.tracking_uri)
+    if (
+        isinstance(known, dict)  # a damaged entry of the ledger: the server is asked, as for none
+        and known.get("tracking_uri") == display_uri(settings.tracking_uri)
+        and isinstance(known.get("run_id"), str)
+        and isinstance(known.get("experiment_id"), str)
+    ):
+        model_uri = known.get("model_uri")
+        return LoggedRun(
+            known["run_id"],
+            known["experiment_id"],
+            model_uri if isinstance(model_uri, str) else None,
+            settings.tracking_uri,
+        )
     if (root / OUTBOX / record_id).is_dir():
         return None  # still waiting here
     if settings.is_remote and tracking.server_recently_away(root, settings):
@@ -503,12 +548,11 @@ def find_sent_run(root: Path, record_id: str, settings: TrackingSettings | None 
         if experiment is None:
             return None
         runs, _ = _runs_of_record(client, experiment.experiment_id, record_id)
+        finished = [run for run in runs if run.info.status == "FINISHED"]
+        if not finished:
+            return None
+        run = finished[0]
+        model_uri = logged_model_uri(client, run)
     except Exception:  # the server is unreachable: the record id still finds the run later
         return None
-    finished = [run for run in runs if run.info.status == "FINISHED"]
-    if not finished:
-        return None
-    run = finished[0]
-    return LoggedRun(
-        run.info.run_id, run.info.experiment_id, logged_model_uri(client, run), settings.tracking_uri
-    )
+    return LoggedRun(run.info.run_id, run.info.experiment_id, model_uri, settings.tracking_uri)

@@ -122,11 +122,16 @@ def _requirements_check_skipped() -> Iterator[None]:
 
 def logged_model_uri(client: MlflowClient, run: Any) -> str | None:
     """Where a run's model is: its MLflow 3 logged model, else its `model` artifacts (MLflow 2.x servers);
-    None for a run without a model."""
+    None for a run without a model. The artifacts are listed in the run's own artifact store: MLflow 3's
+    `list_artifacts(run, "model")` resolves `runs:/<run>/model` by searching logged models first, which an
+    MLflow 2.x server answers with a 404."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
     outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
     if outputs:
         return f"models:/{outputs[0].model_id}"
-    if client.list_artifacts(run.info.run_id, "model"):
+    artifacts = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+    if artifacts.list_artifacts("model"):
         return f"runs:/{run.info.run_id}/model"
     return None
 
