@@ -184,6 +184,7 @@ class Mirror:
     files: dict[str, bytes]
     truncate: set[str] = field(default_factory=set)  # sent with a Content-Length twice the body
     errors: dict[str, int] = field(default_factory=dict)  # name -> HTTP status; absent files are a 404
+    broken_off: set[str] = field(default_factory=set)  # sent chunked, one chunk, then the connection closes
     delay_s: float = 0.0
     url: str = ""
     requests: list[str] = field(default_factory=list)
@@ -210,6 +211,11 @@ def start_mirror() -> Iterator[Callable[..., Mirror]]:
                     return
                 body = mirror.files[name]
                 self.send_response(200)
+                if name in mirror.broken_off:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"10\r\n" + body[:16] + b"\r\n")  # then the connection closes
+                    return
                 self.send_header(
                     "Content-Length", str(2 * len(body) if name in mirror.truncate else len(body))
                 )
@@ -382,6 +388,39 @@ def test_mnist_detects_a_truncated_download(start_mirror, mirrored, tmp_path: Pa
     with pytest.raises(DataError, match=f"{TRAIN_IMAGES}: no mirror has the official file .*{truncated}"):
         ingest("mnist", tmp_path / "data", mirrors=[cut.url], md5s=md5s)
     assert _snapshot(tmp_path / "data") == before
+
+
+def test_a_download_that_breaks_off_is_said_and_the_next_mirror_tried(
+    start_mirror, mirrored, tmp_path: Path, capsys
+) -> None:
+    """A chunked answer whose connection drops mid-body raised http.client's IncompleteRead (no OSError)
+    through `ingest` as a traceback, and the next mirror was never tried."""
+    dataset, files, md5s = mirrored
+    cut = start_mirror(files, broken_off={TRAIN_IMAGES})
+    ingest("mnist", tmp_path / "data", mirrors=[cut.url, start_mirror(files).url], md5s=md5s)
+    assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
+    said = capsys.readouterr().err
+    assert f"{cut.url}{TRAIN_IMAGES}: the download broke off (IncompleteRead" in said
+    assert "fetch it again; trying the next mirror" in said
+    with pytest.raises(DataError, match=r"the download broke off \(IncompleteRead.*fetch it again"):
+        ingest(cut.url, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_url_with_spaces_or_accents_is_fetched_and_a_bad_one_said(
+    start_mirror, mirrored, tmp_path: Path
+) -> None:
+    """A folder URL with a space or an accent (http.client refused the first, could not encode the second)
+    is fetched as a browser fetches it; a port that is no number is a clear error, not a traceback."""
+    dataset, files, _ = mirrored
+    mirror = start_mirror(files)
+    for folder in ("my data", "données"):
+        out = tmp_path / folder
+        ingest(mirror.url.replace("/mnist/", f"/{folder}/"), out)
+        assert read_directory_files(out) == encode_dataset(dataset)
+    with pytest.raises(DataError, match=r"127.0.0.1:port/x/.*not a URL that can be fetched .*check the URL"):
+        ingest("http://127.0.0.1:port/x/", tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_mnist_checks_the_official_md5s_by_default(start_mirror, mirrored, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -79,10 +80,13 @@ def _download(url: str, destination: Path) -> str | None:
     ("HTTP 404 Not Found"; or 403 when no credentials were given: how S3 and Google Cloud buckets answer).
 
     A body shorter than its Content-Length is an error: urllib returns it without complaint."""
+    import http.client
+
     from tqdm import tqdm
 
     shown = display_uri(url)  # a mirror URL may carry user:password
-
+    parts = urllib.parse.urlsplit(url)  # a path with spaces or accents, sent as a browser sends it
+    url = parts._replace(path=urllib.parse.quote(parts.path, safe="/%:@!$&'()*+,;=~")).geturl()
     try:
         with open_url_with_credentials(url, DOWNLOAD_TIMEOUT_S) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -116,6 +120,11 @@ def _download(url: str, destination: Path) -> str | None:
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"{shown}: cannot download ({reason}); check the URL and the network") from None
+    except (http.client.InvalidURL, ValueError) as exc:  # a port that is no number, a host not encodable
+        raise DataError(f"{shown}: not a URL that can be fetched ({exc}); check the URL") from None
+    except http.client.HTTPException as exc:  # the connection dropped mid-body (IncompleteRead), a bad answer
+        problem = f"{type(exc).__name__}: {exc}"
+        raise DataError(f"{shown}: the download broke off ({problem}); fetch it again") from None
     if total is not None and received < total:
         raise DataError(f"{shown}: truncated download: {received} of {total} bytes; fetch it again")
     return None
