@@ -96,6 +96,12 @@ def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
     )
     code, out = promote(capsys, "--rollback")
     assert code == 2 and "replaced no earlier champion" in out
+    # the champion it replaced was deleted since: said, nothing moved (a traceback from MLflow before)
+    promote(capsys, "--force")  # v2 champion again, replacing v1
+    client.delete_model_version(NAME, "1")
+    code, out = promote(capsys, "--rollback")
+    assert code == 2 and "v1, the champion before v2, no longer exists in 'digits' (deleted)" in out, out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
 
 
 def test_models_of_another_task_are_not_compared(

@@ -284,6 +284,12 @@ def roll_back(root: Path, model_name: str) -> tuple[str, str]:
         raise RegistryError(
             f"{CHAMPION} v{champion.version} replaced no earlier champion: nothing to go back to"
         )
+    if version_by_number(client, model_name, previous) is None:
+        raise RegistryError(
+            f"v{previous}, the {CHAMPION} before v{champion.version}, no longer exists in '{model_name}' "
+            f"(deleted): {CHAMPION} stays v{champion.version}; to move it, `mnist-lab promote --force` "
+            "promotes this workspace's version (registry.json), or set the alias in the MLflow UI"
+        )
     client.set_registered_model_alias(model_name, CHAMPION, previous)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     # the audit trail: each version's last promotion tag says how it became (or stopped being) champion
