@@ -197,6 +197,9 @@ def test_augmentation_is_seeded_and_changes_training(small_digits: Dataset) -> N
     shift_only = build_network(cnn(augmentation={"shift": 0.1, "rotation_degrees": 0}), (8, 8), 10, 0)
     assert "shift" in [layer.name for layer in shift_only.layers]
     assert "rotate" not in [layer.name for layer in shift_only.layers]
+    # the largest seed the settings take (2**32 - 1): the rotation's seed overflowed Keras's uint32
+    largest = build_network(augmented, (8, 8), 10, 2**32 - 1)
+    assert "rotate" in [layer.name for layer in largest.layers]
 
 
 def test_the_five_detector(small_digits: Dataset) -> None:

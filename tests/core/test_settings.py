@@ -136,6 +136,25 @@ def test_yaml_errors_and_missing_file_are_settings_errors(tmp_path: Path) -> Non
     (tmp_path / "params.yaml").write_text("- a list\n")
     with pytest.raises(SettingsError, match="expected a mapping"):
         load_settings(tmp_path / "params.yaml")
+    # saved as Latin-1, or a folder given: said, not a traceback
+    (tmp_path / "params.yaml").write_bytes("seed: 1  # réglé\n".encode("latin-1"))
+    with pytest.raises(SettingsError, match=r"params.yaml: not UTF-8 text .* at byte 12\); save it as UTF-8"):
+        load_settings(tmp_path / "params.yaml")
+    with pytest.raises(
+        SettingsError, match=r": cannot be read \(Is a directory\); give the params.yaml file"
+    ):
+        load_settings(tmp_path)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_infinity_and_nan_are_refused_before_any_work(value: str) -> None:
+    """Every bound (`alpha > 0`) let `.inf` through: scikit-learn refused it only when the stage fitted."""
+    raw = {"models": {"sgd": {"type": "sgd", "alpha": yaml.safe_load(value)}}}
+    with pytest.raises(SettingsError, match=r"models.sgd.alpha.*finite number"):
+        parse_settings(raw)
+    mlp = {"models": {"mlp": {"type": "mlp", "learning_rate_init": float("inf")}}}
+    with pytest.raises(SettingsError, match=r"models.mlp.learning_rate_init.*finite number"):
+        parse_settings(mlp)
 
 
 def test_unknown_model_name_lists_the_known_ones() -> None:

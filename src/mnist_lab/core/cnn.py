@@ -208,7 +208,8 @@ def build_network(settings: CNNSettings, image_shape: tuple[int, int], n_classes
         x = layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed, name="shift")(x)
     if augmentation is not None and augmentation.rotation_degrees > 0:
         turn = augmentation.rotation_degrees / 360.0  # Keras takes a fraction of a full turn
-        x = layers.RandomRotation(turn, fill_mode="constant", seed=seed + 1, name="rotate")(x)
+        rotation_seed = (seed + 1) % 2**32  # Keras's seeds are uint32, as `seed` is (its largest: 0)
+        x = layers.RandomRotation(turn, fill_mode="constant", seed=rotation_seed, name="rotate")(x)
     size = (rows, cols)
     for index, (filters, pooled) in enumerate(
         zip(settings.filters, layer_sizes(settings, image_shape), strict=True), start=1

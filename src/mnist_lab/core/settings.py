@@ -20,7 +20,9 @@ MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # no `.inf` or `.nan`: YAML has both, every bound (`gt=0`) lets `.inf` through, and scikit-learn refuses
+    # them only when the stage fits
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DataSettings(_Strict):
@@ -360,6 +362,14 @@ def load_settings(path: Path | str = "params.yaml") -> Settings:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SettingsError(f"{path}: not found; run from the repository root or pass --params") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:  # a folder, no permission
+        raise SettingsError(
+            f"{path}: cannot be read ({exc.strerror or exc}); give the params.yaml file"
+        ) from None
     try:
         raw = load_params_yaml(text)
     except yaml.YAMLError as exc:
