@@ -160,9 +160,41 @@ def test_contradictory_settings_name_the_variable_and_the_fix(env: dict, message
     assert "secret" not in str(raised.value)
 
 
+@pytest.mark.parametrize("password", ["pa/ss", "pa#ss", "pa?ss"])
+def test_a_password_with_an_unencoded_slash_never_reaches_dvc_config(password: str) -> None:
+    """urllib ends a URL's host part at "/", "?" or "#": `https://jane:pa/ss@host/...` read as host `jane`,
+    no credentials, and the whole URL, password and all, was kept for the committed .dvc/config (and shown
+    in messages)."""
+    url = f"https://jane:{password}@dagshub.com/jane/mnist.dvc"
+    with pytest.raises(RemoteConfigError) as raised:
+        settings_from({"DVC_REMOTE_URL": url})
+    said = str(raised.value)
+    assert "percent-encode them (%2F, %3F, %23)" in said and "DVC_REMOTE_USER and DVC_REMOTE_PASSWORD" in said
+    assert "pa" not in said.replace("password", "").replace("part", "").replace("path", "")
+    encoded = settings_from({"DVC_REMOTE_URL": url.replace(password, password.replace(password[2], "%2F"))})
+    assert (encoded.url, encoded.user, encoded.password) == (
+        "https://dagshub.com/jane/mnist.dvc",
+        "jane",
+        "pa/ss",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [("http://127.0.0.1:80a/store", "Port could not be cast"), ("https://[::1/store", "Invalid IPv6 URL")],
+)
+def test_a_url_urllib_cannot_read_is_a_settings_error(url: str, problem: str) -> None:
+    with pytest.raises(RemoteConfigError, match=rf"DVC_REMOTE_URL: .* is not a valid URL \({problem}"):
+        settings_from({"DVC_REMOTE_URL": url})
+
+
 def test_messages_never_show_credentials() -> None:
     assert mask_credentials("GET https://bob:tok@host/x failed; see s3://k:s@b", ("tok",)) == (
         "GET https://host/x failed; see s3://b"
+    )
+    # a password with an unencoded "/" (urllib reads no credentials in it) is masked all the same
+    assert mask_credentials("cannot reach https://jane:pa/ss@dagshub.com/x, nor http://h:1/a") == (
+        "cannot reach https://dagshub.com/x, nor http://h:1/a"
     )
     assert mask_credentials("password tok-1 and tok-12", ("tok-1", "tok-12")) == "password *** and ***"
 

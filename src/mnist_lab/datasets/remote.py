@@ -28,7 +28,13 @@ from typing import Literal
 
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.system import commands
-from mnist_lab.system.redact import URL_USERINFO, display_uri, mask_credentials, split_url_credentials
+from mnist_lab.system.redact import (
+    URL_USERINFO,
+    display_uri,
+    mask_credentials,
+    split_url_credentials,
+    unencoded_credentials,
+)
 from mnist_lab.system.workspace import DAGSHUB_HOST, dagshub_repo, load_env_file
 
 REMOTE_NAME = "origin"
@@ -173,8 +179,19 @@ def _remote_url(env: Mapping[str, str], saved: Mapping[str, str], name: str) -> 
 
 
 def _split_userinfo(url: str, source: str) -> tuple[str, str | None, str | None]:
-    """The URL without a user:password part, and that part: credentials never go into .dvc/config."""
-    clean, user, password = split_url_credentials(url)
+    """The URL without a user:password part, and that part: credentials never go into .dvc/config. A URL
+    urllib cannot read (a password with an unencoded "/", "?" or "#", whose URL would go into .dvc/config
+    whole; a port that is no number; an unclosed IPv6 bracket) is refused, naming the fix."""
+    try:
+        clean, user, password = split_url_credentials(url)
+        parts = urllib.parse.urlsplit(clean)
+        parts.port  # noqa: B018 - reading it checks it (a number from 0 to 65535)
+    except ValueError as exc:
+        if unencoded_credentials(url):
+            raise RemoteConfigError(
+                f"{source}: {exc} (for a remote: DVC_REMOTE_USER and DVC_REMOTE_PASSWORD in .env)"
+            ) from None
+        raise RemoteConfigError(f"{source}: {display_uri(url)} is not a valid URL ({exc}): fix it") from None
     has_credentials = user is not None or password is not None
     if has_credentials and urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
         raise RemoteConfigError(

@@ -14,8 +14,11 @@ SECRET_VARIABLES = (
     "DVC_REMOTE_PASSWORD",
     "AWS_SECRET_ACCESS_KEY",
 )
-# scheme://userinfo@ — greedy up to the last "@" before the path, so a password holding "@" is removed whole
-URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+# scheme://userinfo@ — greedy up to the last "@" before the path, so a password holding "@" is removed whole;
+# or user:password@ whose password holds an unencoded "/", "?" or "#" (which end a URL's host part: urllib
+# reads `https://jane:pa/ss@host` as host `jane`, port `pa`): removed too, up to the "@" (a URL with a port
+# and an "@" in its path, `https://host:8080/a@b`, is shown without its host: never a password shown)
+URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s]*@|[^/?#\s@]*:[^\s@]*@)")
 
 
 def mask_credentials(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -48,13 +51,33 @@ def display_uri(uri: str) -> str:
     return mask_credentials(uri)
 
 
+def unencoded_credentials(url: str) -> bool:
+    """Whether `url` may be `scheme://user:password@host/...` with a "/", "?" or "#" in the password (not
+    percent-encoded): urllib ends the host part there and reads no credentials, so the URL, password and all,
+    would be used (and stored) as an address. A port followed by an "@" in the path (`https://host:8080/a@b`)
+    reads the same: refused too, as the cost of never storing a password (the path's "@" is written %40)."""
+    scheme, separator, rest = url.partition("://")
+    words = rest.split()
+    if not separator or not scheme or not words:
+        return False
+    host_part = re.split(r"[/?#]", words[0], maxsplit=1)[0]
+    return "@" not in host_part and ":" in host_part and "@" in words[0]
+
+
 def split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
     """(the URL without its user:password part, the user, the password), both percent-decoded; the URL as
-    it is and (None, None) when it holds none."""
+    it is and (None, None) when it holds none. ValueError, saying what to do, for a password with an
+    unencoded "/", "?" or "#" (`unencoded_credentials`) or a port that is no number."""
     import urllib.parse
 
     if "://" not in url:
         return url, None, None
+    if unencoded_credentials(url):
+        raise ValueError(
+            f"{display_uri(url)}: the password before '@' holds '/', '?' or '#', which end the address's "
+            "host part: percent-encode them (%2F, %3F, %23), or give the user and password in their own "
+            "variables; an '@' that belongs to the path is written %40"
+        )
     parts = urllib.parse.urlsplit(url)
     if parts.username is None and parts.password is None:
         return url, None, None

@@ -96,11 +96,16 @@ def checked_tracking_uri(uri: str) -> str:
     address of the MLflow UI's pages (`.../#/experiments/1`)."""
     import urllib.parse
 
-    from mnist_lab.system.redact import display_uri
+    from mnist_lab.system.redact import display_uri, unencoded_credentials
 
     if not uri:
         return uri
     shown = display_uri(uri)
+    if unencoded_credentials(uri):  # `http://jane:pa/ss@host`: urllib reads host `jane`, port `pa`
+        raise TrackingConfigError(
+            f"MLFLOW_TRACKING_URI={shown!r} holds credentials: put them in MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (.env) and leave them out of the address"
+        )
     try:
         parts = urllib.parse.urlsplit(uri)
         parts.port  # noqa: B018 - reading it checks it (a number from 0 to 65535)
