@@ -392,6 +392,19 @@ def test_local_folder_remote_setup_push_and_restore_in_a_fresh_clone(tmp_path: P
     data = {path: md5 for path, md5 in digests(fresh).items() if path.startswith("data/")}
     assert len(data) == 4 and data == {p: m for p, m in digests(author).items() if p.startswith("data/")}
     assert not (fresh / ".dvc" / "config.local").exists()
+    # the store moved: `remote check` says to give this clone its own URL; a setup after that keeps it
+    # (it removed .dvc/config.local's section, and a push went to a new folder at the committed URL)
+    moved = tmp_path / "moved-store"
+    (tmp_path / "dvc-store").rename(moved)
+    advice = commands(["mnist-lab", "remote", "check"], fresh, check=False).stderr
+    assert "`dvc remote modify --local origin url /path/to/store`" in advice and "mkdir" not in advice
+    commands(["dvc", "remote", "modify", "--local", "origin", "url", str(moved)], fresh)
+    kept = commands(["mnist-lab", "remote", "setup"], fresh)
+    assert f"-> {moved}  [.dvc/config.local: this clone's URL, kept]" in kept.stdout
+    assert commands(["dvc", "config", "remote.origin.url"], fresh).stdout.strip() == str(moved)
+    assert run(["git", "status", "--porcelain", ".dvc"], fresh).stdout == ""
+    commands(["dvc", "push", "data.dvc"], fresh)
+    assert not (tmp_path / "dvc-store").exists()  # nothing went to the committed URL's folder
 
 
 # --- the whole project, against each kind of remote (slow: servers, a pipeline run) -------------------------

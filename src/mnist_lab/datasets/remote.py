@@ -315,12 +315,12 @@ def _local_config_is_ignored(root: Path) -> bool:
     return done.returncode != 1  # 0: ignored; 128: not a git repository; 1: would be committed
 
 
-def _write_local_credentials(
+def _write_local_config(
     root: Path, name: str, options: dict[str, str | None], secrets: tuple[str, ...]
 ) -> None:
-    """Write remote `name`'s credentials into `.dvc/config.local` through DVC's config API, in this process:
-    as arguments of `dvc remote modify` they would be on a command line, which every user of the machine
-    can read in the process list."""
+    """Write remote `name`'s options (its credentials, this clone's URL) into `.dvc/config.local` through
+    DVC's config API, in this process: as arguments of `dvc remote modify` credentials would be on a
+    command line, which every user of the machine can read in the process list."""
     from dvc.config import Config, ConfigError
 
     try:
@@ -349,6 +349,10 @@ def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
             "committed: restore DVC's .dvc/.gitignore (`git checkout -- .dvc/.gitignore`) and run this again"
         )
     name, secrets = settings.name, settings.secrets
+    local_url = None  # this clone's own URL for the remote (`dvc remote modify --local <name> url ...`)
+    if settings.url_source.startswith("DVC's config") and (root / ".dvc" / "config.local").is_file():
+        found = _dvc(root, "config", "--local", f"remote.{name}.url")
+        local_url = found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else None
     if (root / ".dvc" / "config.local").is_file():
         done = _dvc(root, "remote", "remove", "--local", name)
         if done.returncode != 0 and "doesn't exist" not in done.stderr:
@@ -377,8 +381,12 @@ def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
         lines[0] += " (the committed URL, kept)"
     else:
         _dvc_checked(root, "remote", "add", "--force", "-d", name, settings.url)
+    if local_url is not None:  # removed with the section: written back, or pushes go to the committed URL
+        _write_local_config(root, name, {"url": local_url}, secrets)
+        shown = display_uri(local_url)
+        lines[0] = f"DVC remote '{name}' (default) -> {shown}  [.dvc/config.local: this clone's URL, kept]"
     if settings.kind == "http" and settings.user:
-        _write_local_credentials(
+        _write_local_config(
             root, name, {"auth": "basic", "user": settings.user, "password": settings.password}, secrets
         )
         lines.append(
@@ -393,7 +401,7 @@ def configure_remote(root: Path, settings: RemoteSettings) -> list[str]:
             lines.append(f"S3 endpoint {display_uri(settings.endpoint_url)}  [.dvc/config]")
         if settings.access_key_id:
             keys = {"access_key_id": settings.access_key_id, "secret_access_key": settings.secret_access_key}
-            _write_local_credentials(root, name, keys, secrets)
+            _write_local_config(root, name, keys, secrets)
             lines.append(f"credentials: S3 keys from {settings.keys_source}  [{LOCAL_CONFIG}, git-ignored]")
         else:
             lines.append("credentials: none written; DVC uses your AWS configuration (~/.aws, AWS_* vars)")

@@ -65,16 +65,18 @@ def check_remote(settings: RemoteSettings, root: Path) -> str:
 def _check_local(settings: RemoteSettings, root: Path) -> str:
     folder = settings.local_path(root)
     if not folder.is_dir():
-        if (
-            settings.url_source.startswith("DVC's config")
-            and not Path(settings.url).expanduser().is_absolute()
-        ):
-            # committed by whoever set the remote up, relative to their clone: resolved from this one
+        if settings.url_source.startswith("DVC's config"):
+            # committed by whoever set the remote up (DVC's merged config shows a committed relative URL
+            # resolved from this clone): a store with data, somewhere else here, not a new empty one to make
+            what = (
+                f"the committed relative URL {settings.url}, resolved from this clone"
+                if not Path(settings.url).expanduser().is_absolute()
+                else f"from {settings.url_source}"
+            )
             raise RemoteUnreachableError(
-                f"DVC remote folder {folder} (the committed relative URL {settings.url}, resolved from this "
-                f"clone) does not exist: if the store is elsewhere on this machine, point this clone at it "
-                f"(`dvc remote modify --local {settings.name} url /path/to/store`; only this clone's "
-                ".dvc/config.local changes)"
+                f"DVC remote folder {folder} ({what}) does not exist: if the store is elsewhere on this "
+                f"machine, point this clone at it (`dvc remote modify --local {settings.name} url "
+                "/path/to/store`; only this clone's .dvc/config.local changes)"
             )
         raise RemoteUnreachableError(
             f"DVC remote folder {folder} (from {settings.url_source}) does not exist: for a new remote "
