@@ -69,7 +69,7 @@ def test_credentials_are_checked_before_any_training(auth_server: MlflowServer, 
         environment.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         created = mlflow.MlflowClient(auth_server.url).create_experiment("mnist-lab")
     assert check_server(settings, environ=admin) == created  # logging needs no lookup then
-    with pytest.raises(TrackingConfigError, match=r"\(not set\)"):
+    with pytest.raises(TrackingConfigError, match=r"\(none is set\)"):
         check_server(settings, environ={})
 
     root = restored_repo

@@ -64,8 +64,10 @@ def test_a_server_away_or_refusing_reads_as_one_line(
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "jane")
     refused = describe_store_failure(failure_of(answering["url"], monkeypatch))
     assert refused == (
-        "the tracking store rejected the credentials (401): set "
-        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in .env to a user and password that may use it"
+        "the tracking store rejected the credentials (401): set MLFLOW_TRACKING_USERNAME / "
+        "MLFLOW_TRACKING_PASSWORD in .env to a user and password (on DagsHub: your user name and an access "
+        "token): MLFLOW_TRACKING_PASSWORD is not set, and MLflow sends a user and password only together, "
+        "that may use it"
     )
 
     error = {"error_code": "INVALID_PARAMETER_VALUE", "message": "injected"}
@@ -249,3 +251,77 @@ def test_tls_problems_are_configuration_errors_and_mlflows_tls_variables_are_hon
         assert tracking.check_server(plain_http, environ=missing) == "7"  # a plain server: no TLS to set up
     finally:
         secure.shutdown()
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {
+            "MLFLOW_TRACKING_USERNAME": "user",
+            "MLFLOW_TRACKING_PASSWORD": "good",
+            "MLFLOW_TRACKING_TOKEN": "old",
+        },
+        {"MLFLOW_TRACKING_TOKEN": "tok"},
+        {"MLFLOW_TRACKING_USERNAME": "user", "MLFLOW_TRACKING_TOKEN": "tok"},
+        {"MLFLOW_TRACKING_USERNAME": "user"},
+        {},
+    ],
+)
+def test_the_check_sends_the_credentials_mlflow_sends(environ: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client sends basic auth when a user and a password are both set, else the token, else
+    nothing; the check sent the token first, and a user alone as `user:`: a stale token stopped a pipeline
+    whose runs would have been accepted, and a wrong password passed with a valid token."""
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"experiment": {"experiment_id": "7", "lifecycle_stage": "active"}}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert (
+            tracking.check_server(tracking.TrackingSettings(url, "mnist-lab", None), environ=environ) == "7"
+        )
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        import mlflow
+
+        mlflow.MlflowClient(url).get_experiment_by_name("mnist-lab")
+    finally:
+        server.shutdown()
+        server.server_close()
+    check, client = seen
+    assert check == client
+
+
+def test_refused_credentials_name_the_ones_sent(answering: dict) -> None:
+    answering.update(status=401, body=b"You are not authenticated")
+    settings = tracking.TrackingSettings(answering["url"], "mnist-lab", None)
+    refusals = {
+        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in .env to a user and password": {
+            "MLFLOW_TRACKING_USERNAME": "user",
+            "MLFLOW_TRACKING_PASSWORD": "bad",
+            "MLFLOW_TRACKING_TOKEN": "t",
+        },
+        "MLFLOW_TRACKING_TOKEN in .env to a token, that may write to it": {"MLFLOW_TRACKING_TOKEN": "t"},
+        "MLFLOW_TRACKING_PASSWORD is not set, and MLflow sends a user and password only together": {
+            "MLFLOW_TRACKING_USERNAME": "user"
+        },
+        "(none is set)": {},
+    }  # fmt: skip
+    for said, environ in refusals.items():
+        with pytest.raises(tracking.TrackingConfigError) as refused:
+            tracking.check_server(settings, environ=environ)
+        assert said in str(refused.value) and "rejected the credentials (401)" in str(refused.value)

@@ -28,12 +28,32 @@ class TrackingServerUnreachable(MnistLabError):
     """The tracking server did not answer: runs are kept in the outbox until it does."""
 
 
+def _authorization(environ: Mapping[str, str]) -> str | None:
+    """The Authorization header MLflow's client sends (mlflow.utils.rest_utils): basic auth when both a user
+    and a password are set, else the bearer token, else none. The check must send what the runs will."""
+    user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return basic_auth(user, password)
+    if token := environ.get("MLFLOW_TRACKING_TOKEN"):
+        return f"Bearer {token}"
+    return None
+
+
 def _credentials_hint(environ: Mapping[str, str]) -> str:
+    """Which variables to fix, and to what, for the credentials `_authorization` sent."""
+    user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD")
+    pair = (
+        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in .env to a user and password (on DagsHub: "
+        "your user name and an access token)"
+    )
+    if user and password:
+        return pair
     if environ.get("MLFLOW_TRACKING_TOKEN"):
-        return "MLFLOW_TRACKING_TOKEN"
-    if environ.get("MLFLOW_TRACKING_USERNAME") or environ.get("MLFLOW_TRACKING_PASSWORD"):
-        return "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
-    return "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (not set)"
+        return "MLFLOW_TRACKING_TOKEN in .env to a token"
+    if user or password:  # MLflow sends neither alone
+        missing = "MLFLOW_TRACKING_PASSWORD" if user else "MLFLOW_TRACKING_USERNAME"
+        return f"{pair}: {missing} is not set, and MLflow sends a user and password only together"
+    return f"{pair} (none is set)"
 
 
 def check_server(
@@ -61,11 +81,8 @@ def check_server(
     request = urllib.request.Request(
         f"{settings.tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}"
     )
-    if environ.get("MLFLOW_TRACKING_TOKEN"):
-        request.add_header("Authorization", f"Bearer {environ['MLFLOW_TRACKING_TOKEN']}")
-    elif environ.get("MLFLOW_TRACKING_USERNAME") or environ.get("MLFLOW_TRACKING_PASSWORD"):
-        user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD")
-        request.add_header("Authorization", basic_auth(user, password))
+    if (authorization := _authorization(environ)) is not None:
+        request.add_header("Authorization", authorization)
     where = display_uri(settings.tracking_uri)
     tls = _tls_context(environ) if settings.tracking_uri.startswith("https://") else None
     last_problem = ""
@@ -95,9 +112,8 @@ def check_server(
             if exc.code in (401, 403):
                 what = "rejected the credentials (401)" if exc.code == 401 else "refused access (403)"
                 raise TrackingConfigError(
-                    f"MLflow server {where} {what}: set {_credentials_hint(environ)} in .env to a user and "
-                    "password (on DagsHub: your user name and an access token) that may write to it (a value "
-                    "exported in the shell wins over .env)"
+                    f"MLflow server {where} {what}: set {_credentials_hint(environ)}, that may write to it "
+                    "(a value exported in the shell wins over .env)"
                 ) from None
             last_problem = f"HTTP {exc.code} {exc.reason}"
             if exc.code < 500:
@@ -198,8 +214,7 @@ def describe_store_failure(exc: BaseException) -> str | None:
         )
     if status in (401, 403):
         what = "rejected the credentials (401)" if status == 401 else "refused access (403)"
-        hint = _credentials_hint(os.environ)
-        return f"{where} {what}: set {hint} in .env to a user and password that may use it"
+        return f"{where} {what}: set {_credentials_hint(os.environ)}, that may use it"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
     return f"{where} refused the request (HTTP {status}): {first[:500]}"
 
