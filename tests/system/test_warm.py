@@ -327,3 +327,84 @@ def test_the_probe_runs_the_same_without_the_warm_machinery(warm) -> None:
     done = subprocess.run([sys.executable, "-m", "warmprobe", "a"], cwd=warm["work"], env=warm["env"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert probe_answer(done)["argv"] == ["a"] and done.stderr == "to stderr\n"
+
+
+def test_an_interrupt_as_the_stage_starts_is_not_lost(warm) -> None:
+    """The server read a forwarded Ctrl-C before its new child had made itself a process group (the signal
+    went nowhere) or set its handlers (the server's took it): the stage ran to its end, exit 0, and DVC went
+    on. Here the server is held (stopped) while the caller sends its request and is interrupted."""
+    client(warm)
+    (socket_path,) = wait_for_server(warm["directory"])
+    server = server_pid(socket_path)
+    pid_file = warm["work"] / "pid"
+    os.kill(server, signal.SIGSTOP)
+    try:
+        caller = subprocess.Popen([sys.executable, "-c", CLIENT, "--sleep", str(pid_file)], cwd=warm["work"],
+                                  env=warm["env"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(1.5)  # the request sent, the caller waiting for the answer with its handlers set
+        caller.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    finally:
+        os.kill(server, signal.SIGCONT)
+    status = caller.wait(timeout=30)
+    assert status in (42, -signal.SIGINT), (status, caller.stdout.read())  # interrupted, early or late
+
+
+def test_a_signal_the_caller_ignores_is_ignored_by_its_stage(warm) -> None:
+    """`nohup dvc repro &`: the caller ignores SIGHUP, so must its stage (a cold stage inherits SIG_IGN);
+    warm, the hang-up was passed on and killed the stage mid-run at logout."""
+    pid_file = warm["work"] / "pid"
+    client(warm)
+    wait_for_server(warm["directory"])
+    ignoring = f"import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN); exec({CLIENT!r})"
+    caller = subprocess.Popen([sys.executable, "-c", ignoring, "--sleep", str(pid_file)], cwd=warm["work"],
+                              env=warm["env"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    stage = wait_for_pid(pid_file)
+    caller.send_signal(signal.SIGHUP)
+    os.killpg(stage, signal.SIGHUP)  # a logout hangs up the whole session: the stage's group too
+    time.sleep(0.5)
+    assert process_exists(stage) and caller.poll() is None
+    caller.send_signal(signal.SIGINT)  # a signal it does not ignore still reaches the stage
+    assert caller.wait(timeout=30) == 42
+
+
+def test_a_connection_closed_before_its_request_leaves_the_server_serving(warm) -> None:
+    """A caller killed between connecting and sending its request: the server died of it (struct.error),
+    and every stage it ran was killed, another experiment's too."""
+    import socket as sockets
+
+    caller, stage, socket_path = sleeping_stage(warm, stdout=subprocess.PIPE, text=True)
+    for _ in range(3):
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as bare:
+            bare.connect(str(socket_path))
+    time.sleep(0.5)
+    assert process_exists(stage) and process_exists(server_pid(socket_path))
+    caller.send_signal(signal.SIGINT)
+    assert caller.wait(timeout=30) == 42
+    assert probe_answer(client(warm))["ppid"] == server_pid(socket_path)  # the same server, still serving
+
+
+def test_a_server_killed_outright_takes_its_stage_with_it(warm) -> None:
+    """The server gone (OOM killer, kill -9) while a stage runs: the caller fails, and the stage no longer
+    runs on, orphaned, beside the rerun the caller's message asks for."""
+    caller, stage, socket_path = sleeping_stage(warm, stderr=subprocess.PIPE, text=True)
+    os.kill(server_pid(socket_path), signal.SIGKILL)
+    assert caller.wait(timeout=30) == 1
+    assert "ended before the stage did, which was stopped" in caller.stderr.read()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process_exists(stage):
+        time.sleep(0.05)
+    assert not process_exists(stage)
+
+
+def test_a_relative_pythonpath_is_the_callers(warm) -> None:
+    """`PYTHONPATH=src dvc repro`: the server, started in its socket directory, read `src` from there, and
+    warm stages imported the module from elsewhere (or not at all) while cold ones used the caller's."""
+    relative = {**warm["env"], "PYTHONPATH": os.path.relpath(warm["modules"], warm["work"])}
+    run = lambda: subprocess.run([sys.executable, "-c", CLIENT, "x"], cwd=warm["work"], env=relative,  # noqa: E731
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run().returncode == 0
+    (socket_path,) = wait_for_server(warm["directory"])
+    done = run()
+    assert done.returncode == 0, done.stderr
+    assert probe_answer(done)["ppid"] == server_pid(socket_path)

@@ -55,6 +55,7 @@ IMPORT_TIME_ENV = (
 )  # fmt: skip
 _HEADER = struct.Struct("!I")
 _STD_FDS = (0, 1, 2)
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)  # passed on to the stage
 
 
 class WarmError(Exception):
@@ -163,7 +164,9 @@ def _interpreter_options() -> list[str]:
 def request_run(path: Path, module: str, argv: Sequence[str]) -> int:
     """Have the server at `path` run the module on this process's stdin/stdout/stderr; its exit status.
     WarmError when no server answers there (nothing ran). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to this
-    process while the stage runs are passed on to it."""
+    process while the stage runs are passed on to it, but for those this process ignores (`nohup`, `cmd &`
+    in a script), which the stage ignores too, as a stage in its own process would. Should the server die
+    while the stage runs, the stage is killed (it would run on, unseen, beside a rerun)."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect(os.fspath(path))
@@ -172,6 +175,8 @@ def request_run(path: Path, module: str, argv: Sequence[str]) -> int:
         raise WarmError(f"no server at {path}: {exc}") from exc
     with connection:
         std = [fd for fd in _STD_FDS if _is_open(fd)]
+        handlers = {sig: signal.getsignal(sig) for sig in _FORWARDED}
+        ignored = [int(sig) for sig, handler in handlers.items() if handler == signal.SIG_IGN]
         request = {
             "module": module,
             "argv": list(argv),
@@ -179,16 +184,14 @@ def request_run(path: Path, module: str, argv: Sequence[str]) -> int:
             "env": dict(os.environ),
             "umask": _current_umask(),
             "std": std,
+            "ignored": ignored,
         }
         payload = json.dumps(request).encode()
         try:
             socket.send_fds(connection, [_HEADER.pack(len(payload)) + payload], std)
         except OSError as exc:
             raise WarmError(f"the server at {path} did not take the request: {exc}") from exc
-        forwarded = {
-            sig: signal.getsignal(sig)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-        }
+        forwarded = {sig: handler for sig, handler in handlers.items() if handler != signal.SIG_IGN}
 
         def forward(signum: int, _frame: object) -> None:
             with contextlib.suppress(OSError):
@@ -197,16 +200,19 @@ def request_run(path: Path, module: str, argv: Sequence[str]) -> int:
         for sig in forwarded:
             signal.signal(sig, forward)
         try:
-            if _read_line(connection) is None:  # the server went away before it forked: nothing ran
+            started = _read_line(connection)
+            if started is None:  # the server went away before it forked: nothing ran
                 raise WarmError(f"the server at {path} closed the connection")
             reply = _read_line(connection)
         finally:
             for sig, handler in forwarded.items():
                 signal.signal(sig, handler)
     if reply is None:
+        with contextlib.suppress(ValueError, KeyError, TypeError, OSError):  # its own process group
+            os.killpg(int(json.loads(started)["started"]), signal.SIGKILL)
         print(
-            f"error: the warm stage server ({path.name}) ended before the stage did; run it again, or set "
-            f"{WARM_ENV}=0 to run stages in their own processes",
+            f"error: the warm stage server ({path.name}) ended before the stage did, which was stopped; run "
+            f"it again, or set {WARM_ENV}=0 to run stages in their own processes",
             file=sys.stderr,
         )
         return 1
@@ -251,6 +257,9 @@ def start_server(directory: Path, key: str, imports: WarmImports) -> None:
     executable = os.path.abspath(sys.executable)
     command = [executable, "-P", *_interpreter_options(), "-m", MODULE, "serve", str(directory), key]
     environment = {**imports.environment, **os.environ}  # the caller's values win
+    if environment.get("PYTHONPATH"):  # relative entries are the caller's: the server starts elsewhere
+        entries = environment["PYTHONPATH"].split(os.pathsep)
+        environment["PYTHONPATH"] = os.pathsep.join(os.path.abspath(entry) for entry in entries if entry)
     with open(directory / f"{key}.log", "ab") as log:
         subprocess.Popen(
             [*command, *imports.modules], cwd=directory, env=environment, stdin=subprocess.DEVNULL,
@@ -349,6 +358,8 @@ def serve(directory: Path, key: str, preload: Sequence[str], idle_s: float) -> i
             if not children and time.monotonic() - last_work > idle_s and not selector.select(timeout=0):
                 break
             for selected, _ in selector.select(timeout=1.0):
+                if selector.get_map().get(selected.fd) is not selected:  # unregistered by an earlier event
+                    continue  # of this batch (its stage ended, its caller went)
                 kind, value = selected.data
                 if kind == "listener":
                     _accept(listener, selector, children, lock)
@@ -383,12 +394,21 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, children:
     connection, _ = listener.accept()
     try:
         request, fds = _receive_request(connection)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"{time.strftime('%F %T')} refused a request: {exc}", flush=True)
+    except Exception as exc:  # a caller gone mid-request, a stranger: this server goes on for the others
+        print(f"{time.strftime('%F %T')} refused a request: {type(exc).__name__}: {exc}", flush=True)
         connection.close()
         return
     sys.stdout.flush()
-    pid = os.fork()
+    # The child is its own process group, which a signal the caller forwards is sent to, from the moment
+    # the server reads the caller's messages: set here as well as in the child (whichever runs first). The
+    # signals stay blocked in the child until its handlers are set, so an interrupt that comes at once
+    # is delivered then, not lost or taken by the server's own handler.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+        raise
     if pid == 0:  # the child: never returns
         keep = set(fds)
         for fileobj in [listener, lock, *(key.fileobj for key in selector.get_map().values())]:
@@ -398,6 +418,9 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, children:
                     os.close(fd)
         os.close(connection.fileno())
         _run_child(request, fds)
+    with contextlib.suppress(OSError):  # the child has made itself a group already
+        os.setpgid(pid, pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     for fd in fds:
         os.close(fd)
     with contextlib.suppress(OSError):  # the caller may have gone: the child is then killed below
@@ -413,20 +436,25 @@ def _receive_request(connection: socket.socket) -> tuple[dict, list[int]]:
     credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _, uid, _ = struct.unpack("3i", credentials)
     data, fds, _, _ = socket.recv_fds(connection, 1 << 16, len(_STD_FDS))
-    if uid != os.getuid():
-        for fd in fds:
+    try:
+        if uid != os.getuid():
+            raise ValueError(f"caller uid {uid} is not this server's")
+        if len(data) < _HEADER.size:
+            raise ValueError("connection closed before its request")
+        (length,) = _HEADER.unpack(data[: _HEADER.size])
+        body = data[_HEADER.size :]
+        while len(body) < length:
+            chunk = connection.recv(length - len(body))
+            if not chunk:
+                raise ValueError("request cut short")
+            body += chunk
+        request = json.loads(body)
+        if len(fds) != len(request["std"]):
+            raise ValueError("request without its file descriptors")
+    except BaseException:
+        for fd in fds:  # the caller's stdout and stderr: held, its pipes would never end
             os.close(fd)
-        raise ValueError(f"caller uid {uid} is not this server's")
-    (length,) = _HEADER.unpack(data[: _HEADER.size])
-    body = data[_HEADER.size :]
-    while len(body) < length:
-        chunk = connection.recv(length - len(body))
-        if not chunk:
-            raise ValueError("request cut short")
-        body += chunk
-    request = json.loads(body)
-    if len(fds) != len(request["std"]):
-        raise ValueError("request without its file descriptors")
+        raise
     connection.settimeout(None)
     return request, fds
 
@@ -455,9 +483,14 @@ def _run_child(request: dict, fds: list[int]) -> None:
 
     code = 1
     try:
-        os.setpgid(0, 0)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with contextlib.suppress(OSError):  # the server may have made it so already
+            os.setpgid(0, 0)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):  # not the server's (its first caller's)
+            signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in request.get("ignored", []):  # as the caller: a stage started by `nohup` ignores SIGHUP
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)  # a signal forwarded meanwhile: now
         for target, fd in zip(request["std"], fds, strict=True):
             os.dup2(fd, target)
             if fd != target:
