@@ -352,6 +352,25 @@ def _run_file(run_id: str, record_id: str) -> str:
     return json.dumps({"record_id": record_id, "run_id": run_id})
 
 
+def test_the_oldest_experiments_run_files_without_a_record_id_are_read(tmp_path: Path) -> None:
+    """This repository's first experiments name their runs in reports/<model>/mlflow.json without a record id
+    (the outbox came later): `runs`, `compare` and `commit-of` ended in a KeyError traceback on them."""
+    from mnist_lab.experiments.linking import commit_of_run, runs_of_commit
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    old_run = "a1" * 16
+    files = {
+        "reports/sgd/mlflow.json": json.dumps({"run_id": old_run, "experiment_id": "1"}),
+        "reports/mlp/mlflow.json": "{damaged",
+        "reports/cnn/mlflow.json": json.dumps(["not", "a", "run"]),
+    }
+    first = _commit_files(tmp_path, {**files, "dvc.yaml": "stages: {}\n"}, "the first experiment")
+    assert runs_of_commit(tmp_path, first) == [RunLink("sgd", old_run, old_run)]
+    assert commit_of_run(tmp_path, old_run[:8]) == first
+    done = run(["mnist-lab", "runs", first], tmp_path)
+    assert old_run in done.stdout and "Traceback" not in done.stderr
+
+
 def test_commit_of_finds_the_commit_that_first_recorded_the_run(tmp_path: Path, tracking_store: str) -> None:
     """Not the later commit that removed its mlflow.json, nor a later commit naming it again."""
     from mnist_lab.experiments.linking import LinkingError, commit_of_run

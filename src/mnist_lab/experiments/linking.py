@@ -323,14 +323,24 @@ def runs_of_commit(root: Path, revision: str) -> list[RunLink]:
 
 
 def committed_run_files(root: Path, revision: str) -> list[RunLink]:
-    """The runs recorded in a commit's `reports/<model>/mlflow.json` files."""
+    """The runs recorded in a commit's `reports/<model>/mlflow.json` files. The oldest experiments' files
+    name their run without a record id (the outbox came later): the run id stands for it. A file that names
+    no run (damaged, edited) is left out, as the experiments table leaves it."""
     import json
 
     names = run_git(root, "ls-tree", "-r", "--name-only", revision, "--", "reports").stdout.split()
     links = []
     for name in sorted(n for n in names if re.fullmatch(r"reports/[a-z][a-z0-9_]*/mlflow\.json", n)):
-        record = json.loads(run_git(root, "show", f"{revision}:{name}").stdout)
-        links.append(RunLink(name.split("/")[1], record.get("run_id"), record["record_id"]))
+        try:
+            record = json.loads(run_git(root, "show", f"{revision}:{name}").stdout)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        run_id = record.get("run_id") if isinstance(record.get("run_id"), str) else None
+        record_id = record.get("record_id") if isinstance(record.get("record_id"), str) else run_id
+        if record_id:
+            links.append(RunLink(name.split("/")[1], run_id, record_id))
     return links
 
 
