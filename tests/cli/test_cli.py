@@ -393,3 +393,20 @@ def test_an_empty_model_uri_is_refused(capsys) -> None:
             main(command)
         assert done.value.code == 2
         assert "--model: empty: give a model URI (models:/mnist-lab@champion" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["ui"], ["board"], ["serve", "--workspace"]])
+def test_a_server_on_a_busy_port_is_refused_before_it_starts(command: list[str], tmp_path: Path) -> None:
+    """`mnist-lab ui` on a port another server has printed its address, failed, and exited 0 (MLflow's),
+    and the address it printed reached the other server."""
+    import socket
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = run(["mnist-lab", *command, "--port", str(port)], tmp_path, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "choose another --port" in done.stderr and str(port) not in done.stdout

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_lab.cli.arguments import port_number, positive_int
+from mnist_lab.cli.arguments import check_port_free, port_number, positive_int
 from mnist_lab.core.errors import MnistLabError
 
 
@@ -198,6 +198,7 @@ def _cmd_ui(args: argparse.Namespace) -> None:
     if not settings.is_local:
         print(f"runs go to a remote server: open {display_uri(settings.tracking_uri)} in a browser")
         return
+    check_port_free(args.host, args.port)  # MLflow's UI announced, failed on it, and exited 0
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [
         str(mlflow),
