@@ -427,16 +427,31 @@ def test_tracking_uris_mlflow_takes_are_kept(tmp_path: Path) -> None:
     assert uri("databricks") == "databricks"
 
 
-def test_request_limits_must_be_numbers_and_credentials_not_placeholders(tmp_path: Path) -> None:
+def test_request_limits_must_be_numbers_and_credentials_not_placeholders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30s"}
-    with pytest.raises(tracking.TrackingConfigError, match=r"TIMEOUT='30s' is not a number of seconds"):
+    with pytest.raises(tracking.TrackingConfigError, match=r"TIMEOUT='30s' is not a whole number of seconds"):
         tracking.TrackingSettings.from_environment(tmp_path, environ=environ)
     with pytest.raises(tracking.TrackingConfigError, match=r"RETRIES='-1' is not a whole number"):
         tracking.TrackingSettings.from_environment(
             tmp_path, environ={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "-1"}
         )
-    environ = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "12.5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    assert tracking.TrackingSettings.from_environment(tmp_path, environ=environ).is_local
+    # MLflow reads them as whole numbers, at its first request (after the training): 12.5 was let through
+    for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        with pytest.raises(tracking.TrackingConfigError, match=rf"{name}='12.5' is not a whole number"):
+            tracking.TrackingSettings.from_environment(tmp_path, environ={name: "12.5"})
+    import mlflow.environment_variables as mlflow_variables
+
+    accepted = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "12",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    }
+    assert tracking.TrackingSettings.from_environment(tmp_path, environ=accepted).is_local
+    for name, value in accepted.items():  # and MLflow takes what the check accepts
+        monkeypatch.setenv(name, value)
+        assert getattr(mlflow_variables, name).get() == int(value)
     placeholder = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "MLFLOW_TRACKING_PASSWORD": "<token>"}
     with pytest.raises(
         tracking.TrackingConfigError, match=r"PASSWORD is still .env.example's placeholder <token>"

@@ -156,17 +156,16 @@ def _check_client_variables(environ: Mapping[str, str]) -> None:
                 f"{name} is still .env.example's placeholder {value}: set it in .env (on DagsHub: your user "
                 "name, an access token), or remove the line"
             )
-    for name, kind in (
-        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", int),
-        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", float),
-        ("MLFLOW_HTTP_REQUEST_TIMEOUT", float),
+    for name, unit in (  # MLflow reads each as an int (mlflow.environment_variables): 2.5 fails there
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "a whole number"),
+        ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "a whole number"),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "a whole number of seconds"),
     ):
         value = environ.get(name, "").strip()
         try:
-            if value and kind(value) < 0:
+            if value and int(value) < 0:
                 raise ValueError
         except ValueError:
-            unit = "a whole number" if kind is int else "a number of seconds"
             raise TrackingConfigError(
                 f"{name}={value!r} is not {unit} (0 or more): fix it in .env or the environment "
                 f"(for example {name}={CLIENT_DEFAULTS[name]})"
