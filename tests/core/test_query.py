@@ -68,3 +68,11 @@ def test_filter_rows_resolves_fields_across_all_rows() -> None:
     assert filter_rows(rows, "model = mlp or accuracy > 0.995") == rows[1:]
     with pytest.raises(QueryError, match="no column 'loss'"):
         filter_rows(rows, "loss < 1")
+
+
+def test_an_integer_past_floats_range_is_infinity_not_a_crash() -> None:
+    """A param of 10**400 (YAML reads it as a Python int) made every numeric comparison an OverflowError:
+    a 500 from the API. JavaScript reads it as Infinity."""
+    rows = [{"commit": "a", "n": 10**400}, {"commit": "b", "n": -(10**400)}, {"commit": "c", "n": 3}]
+    assert [row["commit"] for row in filter_rows(rows, "n > 1")] == ["a", "c"]
+    assert [row["commit"] for row in filter_rows(rows, "n < -1e308")] == ["b"]

@@ -22,6 +22,7 @@ cases (`tests/core/query_cases.json`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ def _literal(token: Token) -> Any:
     return token.text if number is None else number
 
 
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+# ASCII digits only, as JavaScript's \d (Python's matches any script's digits, and float() reads them)
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE | re.ASCII)
 
 
 def _number(value: Any) -> float | None:
@@ -94,7 +96,10 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer past float's range: JavaScript's Infinity
+            return math.inf if value > 0 else -math.inf
     text = str(value).strip()
     return float(text) if _NUMBER.fullmatch(text) else None
 

@@ -43,7 +43,7 @@
     if (typeof value === "number") return value;
     const text = String(value).trim();
     if (text === "" || !/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?(inf|infinity|nan)$/i.test(text)) return null;
-    return Number(text.replace(/^([+-]?)inf$/i, "$1Infinity"));
+    return Number(text.replace(/^([+-]?)inf(inity)?$/i, "$1Infinity"));
   }
 
   function asText(value) {
