@@ -10,6 +10,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -325,3 +326,51 @@ def test_refused_credentials_name_the_ones_sent(answering: dict) -> None:
         with pytest.raises(tracking.TrackingConfigError) as refused:
             tracking.check_server(settings, environ=environ)
         assert said in str(refused.value) and "rejected the credentials (401)" in str(refused.value)
+
+
+@contextlib.contextmanager
+def _not_http() -> Iterator[str]:
+    """A server on 127.0.0.1 that answers in another protocol (an SSH port, as one mistyped in .env)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+                connection.recv(1024)
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_a_server_answering_in_another_protocol_is_said_once_not_a_traceback() -> None:
+    """http.client's BadStatusLine is no OSError: it escaped the checks as a traceback."""
+    from mnist_lab.datasets.remote import RemoteConfigError, RemoteSettings
+    from mnist_lab.datasets.remote_check import check_remote
+
+    with _not_http() as url:
+        settings = tracking.TrackingSettings(url, "mnist-lab", None)
+        with pytest.raises(tracking.TrackingConfigError, match=r"answered, but not in HTTP \(BadStatusLine"):
+            tracking.check_server(settings, environ={"DAGSHUB_REPO": "jane/mnist"}, attempts=1)
+        remote = RemoteSettings.from_environment(Path("."), {"DVC_REMOTE_URL": f"{url}/store"})
+        with pytest.raises(RemoteConfigError, match=r"answered, but not in HTTP .*is DVC_REMOTE_URL the"):
+            check_remote(remote, Path("."))
+
+
+def test_a_dagshub_address_that_is_wrong_names_dagshub_repo(answering: dict) -> None:
+    """With only DAGSHUB_REPO set, a 404 told the user to fix MLFLOW_TRACKING_URI, which they never set."""
+    answering.update(status=404, body=b"not found")
+    settings = tracking.TrackingSettings(answering["url"], "mnist-lab", None)
+    with pytest.raises(tracking.TrackingConfigError, match=r"is DAGSHUB_REPO \(the server's address is made"):
+        tracking.check_server(settings, environ={"DAGSHUB_REPO": "jane/mnsit"})

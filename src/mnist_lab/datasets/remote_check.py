@@ -4,6 +4,7 @@ bounded by CHECK_TIMEOUT_S, for `mnist-lab remote check` / `setup` and after a f
 
 from __future__ import annotations
 
+import http.client
 import os
 import urllib.error
 import urllib.parse
@@ -15,6 +16,7 @@ from mnist_lab.datasets.remote import (
     CHECK_TIMEOUT_S,
     LOCAL_CONFIG,
     RemoteAuthError,
+    RemoteConfigError,
     RemoteError,
     RemoteSettings,
     RemoteUnreachableError,
@@ -125,6 +127,12 @@ def _check_http(settings: RemoteSettings) -> str:
         reason = mask_credentials(str(getattr(exc, "reason", exc)), settings.secrets)
         raise RemoteUnreachableError(
             f"cannot reach {where} ({reason}): check {settings.url_source} and the network"
+        ) from None
+    except http.client.HTTPException as exc:  # it answered, not in HTTP (an SSH or database port)
+        problem = mask_credentials(f"{type(exc).__name__}: {str(exc).strip()[:80]}", settings.secrets)
+        raise RemoteConfigError(
+            f"{where} answered, but not in HTTP ({problem}): is {settings.url_source} the server's address "
+            "and port?"
         ) from None
     credentials = f"user '{settings.user}' accepted" if settings.user else "no credentials needed"
     return f"{settings.display_url} answers (HTTP {status} to HEAD); {credentials}"

@@ -70,6 +70,7 @@ def check_server(
 
     401/403 raise TrackingConfigError naming the variables to fix; no answer after `attempts` tries raises
     TrackingServerUnreachable. Uses urllib, so the stages that only train never import MLflow."""
+    import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -77,6 +78,11 @@ def check_server(
     if not settings.is_remote:
         return None
     environ = os.environ if environ is None else environ
+    named_by = (
+        "MLFLOW_TRACKING_URI"
+        if environ.get("MLFLOW_TRACKING_URI", "").strip() or not environ.get("DAGSHUB_REPO", "").strip()
+        else "DAGSHUB_REPO (the server's address is made of it)"
+    )
     query = urllib.parse.urlencode({"experiment_name": settings.experiment_name})
     request = urllib.request.Request(
         f"{settings.tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?{query}"
@@ -92,7 +98,7 @@ def check_server(
                 body = response.read()
             if not _is_json_object(body):  # a page of the UI, a proxy's login page: not MLflow's API
                 raise TrackingConfigError(
-                    f"{where} answered with a page, not MLflow's API (JSON): MLFLOW_TRACKING_URI must be the "
+                    f"{where} answered with a page, not MLflow's API (JSON): {named_by} must give the "
                     "server's base URL, http(s)://<host>:<port>, not the address of a page in a browser"
                 )
             deleted = _deleted_experiment_id(body) if experiment_needed else None
@@ -118,20 +124,21 @@ def check_server(
             last_problem = f"HTTP {exc.code} {exc.reason}"
             if exc.code < 500:
                 raise TrackingConfigError(
-                    f"MLflow server {where} answered {last_problem}: is MLFLOW_TRACKING_URI an MLflow server?"
+                    f"MLflow server {where} answered {last_problem}: is {named_by} an MLflow server?"
                 ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, ssl.SSLError):  # it answered, but not as the address says: no retry helps
                 raise TrackingConfigError(_tls_problem(where, reason)) from None
             last_problem = str(reason)
+        except http.client.HTTPException as exc:  # it answered, not in HTTP (an SSH or database port)
+            problem = f"{type(exc).__name__}: {str(exc).strip()[:80]}"
+            raise TrackingConfigError(
+                f"{where} answered, but not in HTTP ({problem}): is {named_by} the MLflow server's address "
+                "and port?"
+            ) from None
         if attempt < attempts:
             time.sleep(attempt)
-    named_by = (
-        "MLFLOW_TRACKING_URI"
-        if environ.get("MLFLOW_TRACKING_URI", "").strip() or not environ.get("DAGSHUB_REPO", "").strip()
-        else "DAGSHUB_REPO (the server's address is made of it)"
-    )
     raise TrackingServerUnreachable(
         f"MLflow server {where} did not answer after {attempts} attempts ({last_problem}); check "
         f"{named_by} (in .env or the environment)"
