@@ -329,8 +329,13 @@ def test_a_bad_dvc_exp_run_setting_removes_nothing(pipeline: dict) -> None:
     failed = run(["dvc", "exp", "run", "-S", "models.sgd.alpha=big"], root, env, check=False)
     assert failed.returncode != 0
     assert "models.sgd.alpha: Input should be a valid number" in failed.stdout + failed.stderr
-    assert "`git checkout -- params.yaml`" in failed.stdout + failed.stderr  # how to undo what -S left
-    (root / "params.yaml").write_text(original)  # `dvc exp run -S` leaves its change in the workspace
+    # how to undo what -S left: a command that works (DVC leaves git's index taking params.yaml for
+    # unchanged, so `git checkout -- params.yaml`, the advice before, did nothing half the time)
+    advice = "`git show HEAD:params.yaml > params.yaml`"
+    assert advice in failed.stdout + failed.stderr
+    run(["sh", "-c", advice.strip("`")], root, env)
+    assert (root / "params.yaml").read_text() == original
+    assert run(["git", "status", "--porcelain", "params.yaml"], root, env).stdout == ""
     assert workspace_state(root) == before
 
 

@@ -202,18 +202,25 @@ def test_corrupt_data_fails_naming_the_file(workspace: Path, capsys: pytest.Capt
     assert not (workspace / "outputs").exists()
 
 
-def test_invalid_params_fail_before_any_work(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+def test_invalid_params_fail_before_any_work(
+    workspace: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (workspace / "params.yaml").write_text(
         yaml.safe_dump({**SMALL_PARAMS, "features": {"pca_varaince": 0.9}}, sort_keys=False)
     )
     assert run_dvc_stage("prepare") == 2
     assert "unknown key 'features.pca_varaince'" in capsys.readouterr().err
     assert not (workspace / "outputs").exists()
-    # validate, the first stage: says how to take back a value `dvc exp run -S` left in params.yaml
+    # validate, the first stage: in `dvc exp run`, says how to take back the value -S left in params.yaml;
+    # in `dvc repro` (a value its user wrote), not
+    assert run_dvc_stage("validate") == 2
+    said = capsys.readouterr().err
+    assert "unknown key 'features.pca_varaince'" in said and "dvc exp run" not in said
+    monkeypatch.setenv("DVC_EXP_NAME", "grave-hood")
     assert run_dvc_stage("validate") == 2
     said = capsys.readouterr().err
     assert "unknown key 'features.pca_varaince'" in said
-    assert "go back to the committed settings with `git checkout -- params.yaml`" in said
+    assert "take the committed settings back with `git show HEAD:params.yaml > params.yaml`" in said
 
 
 def test_unknown_model_name(workspace: Path, capsys: pytest.CaptureFixture) -> None:

@@ -128,10 +128,16 @@ def validate(context: StageContext) -> None:
     with context.compute():
         try:
             context.settings  # noqa: B018 - loading the settings is the check (unknown keys, types, metric)
-        except SettingsError as exc:  # `dvc exp run -S` wrote the value into params.yaml and leaves it there
+        except SettingsError as exc:
+            if not os.environ.get("DVC_EXP_NAME"):  # `dvc repro`: params.yaml as its user left it
+                raise
+            # `dvc exp run -S` wrote the value into params.yaml and leaves it there, and leaves git's index
+            # taking the file for unchanged (its size and time recorded with the old content): `git status`
+            # shows nothing and `git checkout -- params.yaml` does nothing, half the time
             raise SettingsError(
-                f"{exc}\n  (params.yaml keeps a value `dvc exp run -S` wrote into it: fix it there, or go "
-                "back to the committed settings with `git checkout -- params.yaml`)"
+                f"{exc}\n  (`dvc exp run -S` left this value in params.yaml: fix it there, or take the "
+                "committed settings back with `git show HEAD:params.yaml > params.yaml`; `git checkout` "
+                "may not see the change)"
             ) from None
         # the tracking configuration's mistakes that need no network (a URI without its scheme, a bad
         # DAGSHUB_REPO): here, not after DVC has deleted the outputs of the stages that log
