@@ -334,6 +334,26 @@ def test_batch_predictions_as_an_optional_dvc_stage(experiment: dict) -> None:
     assert "Data and pipelines are up to date." in run(["dvc", "status"], root, env).stdout
     nothing = run(["mnist-lab", "predict", "nope.csv", "-o", "x.csv", "--as-stage"], root, env, check=False)
     assert nothing.returncode == 2 and "nope.csv: no such file" in nothing.stderr
+    # committed as an experiment: with its dvc.yaml and DVC's ignore file for its output (the commit held a
+    # dvc.lock whose `predict` stage its dvc.yaml lacked, and left both behind)
+    done = run(["mnist-lab", "commit", "-m", "Batch predictions as a stage"], root, env)
+    assert "with the changed code its results were made with: dvc.yaml, predictions/.gitignore" in done.stdout
+    assert run(["git", "status", "--porcelain"], root).stdout == ""
+    assert "  predict:" in run(["git", "show", "HEAD:dvc.yaml"], root).stdout
+
+
+def test_an_experiment_is_committed_with_the_code_it_ran(experiment: dict) -> None:
+    """A stage's code edited, `dvc repro`, `mnist-lab commit`: the commit held the stage's new code listing
+    but not the edited source, so `history` called it dirty and `git status` still showed the edit."""
+    root, env = experiment["root"], experiment["env"]
+    select = root / "src" / "mnist_lab" / "stages" / "select.py"
+    select.write_text(select.read_text() + "# a harmless comment\n")
+    run(["dvc", "repro"], root, env)
+    done = run(["mnist-lab", "commit", "-m", "select: a comment"], root, env)
+    assert "with the changed code its results were made with: src/mnist_lab/stages/select.py" in done.stdout
+    assert run(["git", "status", "--porcelain"], root).stdout == ""
+    newest = json.loads(run(["mnist-lab", "history", "-n", "1", "--json", "--all"], root, env).stdout)[0]
+    assert newest["message"] == "select: a comment" and newest["dirty_because"] == []
 
 
 def _commit_files(root: Path, files: dict[str, str | None], message: str) -> str:

@@ -93,12 +93,13 @@ def _print_tagged_runs(heading: str, commit: str, links, tagging) -> None:
 
 
 def _cmd_commit(args: argparse.Namespace) -> None:
-    from mnist_lab.experiments.linking import commit_experiment
+    from mnist_lab.experiments.linking import code_changes, commit_experiment
     from mnist_lab.experiments.table import carry_labels
     from mnist_lab.system import commands
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
+    code = code_changes(root)
     commit, links, tagging = commit_experiment(root, args.message)
     carried = carry_labels(root, commit)
     tagged = "its runs are tagged with it" if not tagging.untagged else "its runs (not all tagged: see below)"
@@ -106,6 +107,8 @@ def _cmd_commit(args: argparse.Namespace) -> None:
         new = [link for link in links if link.model not in {*tagging.kept, *tagging.already}]
         tagged = "its new runs are tagged with it" if new else "its runs keep the commits that recorded them"
     _print_tagged_runs(f"committed the experiment as {commit[:12]}; {tagged}:", commit, links, tagging)
+    if code:
+        print(f"with the changed code its results were made with: {', '.join(code)}")
     for experiment, labels in carried.items():  # its row is this commit's now
         print(f"labels of {experiment} ({', '.join(labels)}) moved to {commit[:12]} in labels.yaml")
     if commands.git_output("symbolic-ref", "-q", "HEAD", cwd=root) is None:  # a detached HEAD

@@ -43,6 +43,33 @@ def experiment_paths(root: Path) -> list[str]:
     return paths
 
 
+_LOCKED_PATH = re.compile(r"^ *- path: (\S+)$", re.MULTILINE)  # a dep's or out's path in dvc.lock
+
+
+def code_changes(root: Path) -> list[str]:
+    """The files besides the experiment's own that its results were made with, changed since HEAD or new:
+    the source files the stages' code listings (`stage-code/`) name, `dvc.yaml`, and for each path
+    `dvc.lock` records, its `.dvc` file and DVC's `.gitignore` beside it (a stage added by `predict
+    --as-stage` on a `dvc add`-ed file). `mnist-lab commit` commits them with the results: left out, the
+    commit's listings named code it did not hold (dirty, by `history`'s own check), or its dvc.lock a stage
+    its dvc.yaml lacked."""
+    from mnist_lab.system.sources import parse_code_listing
+
+    candidates = {"dvc.yaml"}
+    for listing in sorted((root / "stage-code").glob("*.sha256")):
+        candidates |= set(parse_code_listing(listing.read_text(encoding="utf-8", errors="replace")))
+    if (root / "dvc.lock").is_file():
+        for path in _LOCKED_PATH.findall((root / "dvc.lock").read_text(encoding="utf-8", errors="replace")):
+            candidates |= {f"{path}.dvc", (Path(path).parent / ".gitignore").as_posix()}
+    present = sorted(path for path in candidates if (root / path).is_file())
+    if not present:
+        return []
+    done = run_git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *present)
+    changed = {entry[3:] for entry in done.stdout.split("\0") if len(entry) > 3}
+    own = experiment_paths(root)
+    return sorted(path for path in changed if not any(path == p or path.startswith(f"{p}/") for p in own))
+
+
 TRAILER = "MLflow-Run"
 RESULTS_COMMIT_TAG = f"{tracking.TAG_PREFIX}results_commit"
 _TRAILER_LINE = re.compile(
@@ -105,9 +132,10 @@ def parse_trailers(message: str) -> list[RunLink]:
 
 
 def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tagging]:
-    """Commit the experiment's files with its runs as trailers; returns (commit, links, models whose runs
-    could not be tagged with the commit, and why: Tagging). Refuses when the
-    pipeline is not up to date, since the committed results would not be those of the committed params."""
+    """Commit the experiment's files, and the changed code its results were made with (`code_changes`),
+    with its runs as trailers; returns (commit, links, models whose runs could not be tagged with the
+    commit, and why: Tagging). Refuses when the pipeline is not up to date, since the committed results
+    would not be those of the committed params."""
     if not message.strip():
         raise LinkingError('the commit message is empty: say what this experiment changes (-m "...")')
     control = next((c for c in message if (ord(c) < 32 and c not in "\n\t") or ord(c) == 127), None)
@@ -119,7 +147,7 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
     if status:
         raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
     links = resolve_sent_runs(root, workspace_links(root))
-    paths = experiment_paths(root)
+    paths = experiment_paths(root) + code_changes(root)
     run_git(root, "add", "--", *paths)
     if not run_git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
         raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
