@@ -79,3 +79,27 @@ def test_a_parameter_mlproject_does_not_declare_is_named(capsys) -> None:
     assert capsys.readouterr().err.startswith(
         "error: unknown parameter (--bogus 1): the train entry point takes model and set"
     )
+
+
+def test_dvc_can_write_every_list_of_params_yaml_empty_and_back() -> None:
+    """`dvc exp run -S 'models.cnn.dense_units=[]'` (the default, after trying [64]) made DVC's writer put
+    the next key on the list's line, after its comment (`dropout: 0.5 optimizer: adam`): params.yaml broken,
+    DVC calling it corrupted, and no `-S` could go back to the classic network."""
+    from dvc.utils.serialize._yaml import dumps_yaml, parse_yaml_for_update
+
+    from mnist_lab.core.settings import flatten
+
+    text = (REPO_ROOT / "params.yaml").read_text()
+    lists = [key for key, value in flatten(RAW).items() if isinstance(value, list)]
+    assert "models.cnn.filters" in lists and "models.cnn.dense_units" in lists
+    for key in lists:
+        written = text
+        for value in ([64], [], [32, 64]):  # as successive `-S` leave the file
+            data = parse_yaml_for_update(written, "params.yaml")
+            *parents, name = key.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[name] = value
+            written = dumps_yaml(data)
+            assert flatten(load_params_yaml(written))[key] == value, (key, value, written)
