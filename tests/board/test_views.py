@@ -367,3 +367,21 @@ def test_commits_that_changed_code_alone_are_left_out_unless_asked_for(tmp_path)
     assert "2 more commits that changed code alone" in shown.stderr and "--all shows them" in shown.stderr
     every = run(["mnist-lab", "history", "--json", "--all"], root)
     assert [row["commit"] for row in json.loads(every.stdout)] == code + commits and not every.stderr
+
+
+def test_history_and_runs_take_a_dvc_experiments_name_as_compare_does(history) -> None:
+    """`mnist-lab history exp-0` and `runs exp:exp-0` answered "not a commit of this repository", while
+    `compare exp-0` took the name."""
+    import json
+
+    from tests.helpers import run
+
+    root, commits = history
+    listed = json.loads(run(["mnist-lab", "history", "exp-0", "--json", "--all"], root).stdout)
+    experiment = run(["git", "rev-parse", "refs/exps/ab/cdef0123/exp-0"], root).stdout.strip()
+    assert listed[0]["commit"] == experiment
+    assert [row["commit"] for row in listed[1:]] == commits
+    named = run(["mnist-lab", "runs", "exp:exp-0"], root, check=False)
+    assert "names no MLflow runs" in named.stderr and "not a commit" not in named.stderr
+    unknown = run(["mnist-lab", "history", "no-such-thing"], root, check=False)
+    assert "neither a commit of this repository nor a DVC experiment's name" in unknown.stderr

@@ -139,11 +139,13 @@ def _cmd_link(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.compare import experiment_commit
     from mnist_lab.experiments.linking import LinkingError, resolve_sent_runs, runs_of_commit
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
-    links = resolve_sent_runs(root, runs_of_commit(root, args.revision))
+    commit = experiment_commit(root, args.revision)  # a DVC experiment's name too, as compare takes it
+    links = resolve_sent_runs(root, runs_of_commit(root, commit))
     if not links:
         raise LinkingError(
             f"{args.revision} names no MLflow runs: no MLflow-Run trailers and no reports/*/mlflow.json"
@@ -160,10 +162,13 @@ def _cmd_commit_of(args: argparse.Namespace) -> None:
 
 
 def _cmd_history(args: argparse.Namespace) -> None:
+    from mnist_lab.experiments.compare import experiment_commit
     from mnist_lab.experiments.history import as_json, as_markdown, as_text, experiment_history
     from mnist_lab.system.workspace import repository_root
 
-    rows = experiment_history(repository_root(), args.revision, args.limit)
+    root = repository_root()
+    revision = args.revision if args.revision == "HEAD" else experiment_commit(root, args.revision)
+    rows = experiment_history(root, revision, args.limit)
     shown = rows if args.all else [row for row in rows if not row.code_only]
     print(as_json(shown) if args.json else as_markdown(shown) if args.md else as_text(shown))
     if left_out := len(rows) - len(shown):
@@ -265,11 +270,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     link = commands.add_parser(
         "link", help="tag the runs of a commit not made by `mnist-lab commit` (e.g. `dvc exp branch`) with it"
     )
-    link.add_argument("revision", nargs="?", default="HEAD")
+    link.add_argument("revision", nargs="?", default="HEAD", help="a commit, branch or tag (default: HEAD)")
     link.set_defaults(handler=_cmd_link)
 
     runs = commands.add_parser("runs", help="the MLflow runs of an experiment commit (from git alone)")
-    runs.add_argument("revision", nargs="?", default="HEAD")
+    runs.add_argument(
+        "revision", nargs="?", default="HEAD", help="a commit, branch or tag, or a DVC experiment's name"
+    )
     runs.set_defaults(handler=_cmd_runs)
 
     commit_of = commands.add_parser("commit-of", help="the commit holding a run's results")
@@ -277,7 +284,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     commit_of.set_defaults(handler=_cmd_commit_of)
 
     history = commands.add_parser("history", help="one row per experiment commit, from git alone")
-    history.add_argument("revision", nargs="?", default="HEAD")
+    history.add_argument(
+        "revision",
+        nargs="?",
+        default="HEAD",
+        help="the newest commit to list from (a DVC experiment's name too; default: HEAD)",
+    )
     history.add_argument(
         "-n", "--limit", type=positive_int, help="the newest N commits (code-only ones count, shown or not)"
     )
