@@ -342,6 +342,22 @@ def test_batch_predictions_as_an_optional_dvc_stage(experiment: dict) -> None:
     assert "  predict:" in run(["git", "show", "HEAD:dvc.yaml"], root).stdout
 
 
+def test_report_says_when_the_workspaces_results_are_not_up_to_date(experiment: dict) -> None:
+    """params.yaml edited, not rerun: `report` printed the old table without a word (`compare` warns)."""
+    root, env = experiment["root"], experiment["env"]
+    assert "not up to date" not in run(["mnist-lab", "report"], root, env).stderr
+    params = root / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("seed: 42", "seed: 7", 1))
+    try:
+        done = run(["mnist-lab", "report"], root, env)
+    finally:
+        params.write_text(original)
+    assert "f1_macro" in done.stdout  # the table, as before
+    assert "warning: the workspace's results are not up to date (changed: " in done.stderr
+    assert "run `dvc repro` first" in done.stderr
+
+
 def test_an_experiment_is_committed_with_the_code_it_ran(experiment: dict) -> None:
     """A stage's code edited, `dvc repro`, `mnist-lab commit`: the commit held the stage's new code listing
     but not the edited source, so `history` called it dirty and `git status` still showed the edit."""

@@ -16,7 +16,20 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from mnist_lab.experiments.report import results_table
     from mnist_lab.system.workspace import workspace_root
 
-    print(results_table(workspace_root()))
+    root = workspace_root()
+    print(results_table(root))
+    try:
+        from mnist_lab.experiments.linking import LinkingError, pipeline_status
+
+        stale = pipeline_status(root)
+    except (LinkingError, MnistLabError, OSError):  # DVC could not tell: the table stands as it is
+        stale = ""
+    if stale:
+        print(
+            f"warning: the workspace's results are not up to date ({stale}): the metrics above are not those "
+            "of its params, data and code; run `dvc repro` first",
+            file=sys.stderr,
+        )
     if args.where:
         from mnist_lab.experiments.report import run_stores
 
