@@ -278,7 +278,10 @@ def test_only_the_workspaces_model_is_promoted_and_only_by_more_than_min_delta(
     (workspace / "registry.json").write_text(json.dumps(weak))
     code, out = promote(capsys)
     assert code == 0 and "the challenger alias is back on v1, the workspace's experiment" in out, out
-    assert "had moved it to v2, which --force would promote). v1 is already the champion" in out
+    assert (
+        "it was on v2, put there by another experiment's register or a promote in another checkout; " in out
+    )
+    assert "--force would promote that one). v1 is already the champion" in out
     assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "1"
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 

@@ -213,8 +213,8 @@ def promote(
         # experiment in the workspace (the one applied, or run last here) is the one to promote
         moved = (
             f"the {CHALLENGER} alias {'would go' if dry_run else 'is'} back on v{ours}, the workspace's "
-            f"experiment (registry.json; a `dvc exp run` had moved it to v{new}, which --force would "
-            "promote). "
+            f"experiment (registry.json; it was on v{new}, put there by another experiment's register or a "
+            "promote in another checkout; --force would promote that one). "
         )
         challenger, new = version_by_number(client, model_name, ours), ours
     champion = version_by_alias(client, model_name, CHAMPION)
