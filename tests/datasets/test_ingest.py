@@ -543,6 +543,10 @@ def test_cli_digits_outside_a_repository_and_a_missing_dvc_file(tmp_path: Path, 
     assert (tmp_path / "data").is_dir()
     assert main(["data", "digits", "--dvc-file", "nope.dvc"]) == 2
     assert "--dvc-file nope.dvc: no such file (or write unchecked: --no-check)" in capsys.readouterr().err
+    # restore is to what a repository records: outside one, said (it advised `git checkout -- data.dvc`)
+    assert main(["data", "restore"]) == 2
+    said = capsys.readouterr().err
+    assert "no repository found at or above" in said and "git checkout" not in said
 
 
 def test_data_that_nothing_else_keeps_is_never_replaced_without_force(

@@ -65,6 +65,10 @@ def _cmd_data_ingest(args: argparse.Namespace) -> None:
 def _cmd_data_restore(args: argparse.Namespace) -> None:
     from mnist_lab.datasets.ingest import restore_data
 
+    if args.dvc_file is None:  # restoring is to what a repository's data.dvc records: outside one, said
+        from mnist_lab.system.workspace import workspace_root
+
+        workspace_root()  # (it advised `git checkout -- data.dvc` where there is no repository)
     out, dvc_file = _in_repository(args.out, "data"), _in_repository(args.dvc_file, "data.dvc")
     print(restore_data(out, dvc_file, force=args.force))
 
