@@ -357,6 +357,9 @@ def test_corrupt_data_never_becomes_the_data_version(pipeline: dict) -> None:
         assert (root / "data.dvc").read_text() == (REPO_ROOT / "data.dvc").read_text()
         refused = run(["mnist-lab", "data", "restore"], root, env, check=False)  # never without --force
         assert refused.returncode == 2 and labels.read_bytes() != good
+        # and never advising to record data that does not read (it offered `dvc add data` first)
+        assert "is not whole (data/t10k-labels-idx1-ubyte.gz: truncated" in refused.stderr
+        assert "dvc add" not in refused.stderr
         run(["mnist-lab", "data", "restore", "--force"], root, env)  # the advice, followed
         assert labels.read_bytes() == good
     finally:

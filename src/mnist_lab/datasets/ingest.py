@@ -328,10 +328,19 @@ def restore_data(out: Path, dvc_file: Path, force: bool = False) -> str:
         if found == expected:
             return f"{out}/ already matches {dvc_file} ({expected})"
         if not force:
+            back = f"`mnist-lab data restore --force` (or `dvc checkout --force {dvc_file}`)"
+            try:
+                read_dataset(out)
+            except DataError as exc:  # a file deleted, a download cut short: nothing worth recording
+                problem = str(exc).split("; ")[0]
+                raise DataError(
+                    f"{out}/ holds data version {found}, not the {expected} that {dvc_file} records, and is "
+                    f"not whole ({problem}); nothing was changed. Bring back the recorded version with {back}"
+                ) from None
             raise DataError(
                 f"{out}/ holds data version {found}, not the {expected} that {dvc_file} records; nothing "
                 f"was changed. Record it with `dvc add {out}`, or discard it and bring back the recorded "
-                f"version with `mnist-lab data restore --force` (or `dvc checkout --force {dvc_file}`)"
+                f"version with {back}"
             )
     replace = ("--force",) if force else ()
     if (
