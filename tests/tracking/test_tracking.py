@@ -398,6 +398,9 @@ def test_dagshub_repo_builds_the_hosted_mlflow_uri(tmp_path: Path) -> None:
         ("http://127.0.0.1:99999", r"is not a valid address \(Port out of range"),
         ("http://[::1", r"is not a valid address \(Invalid IPv6 URL"),
         ("http://jane:s3cret@127.0.0.1:5000", r"holds credentials: put them in MLFLOW_TRACKING_USERNAME"),
+        # the local store's path (made relative to the root), lock and artifacts go by `sqlite:///`
+        ("sqlite+pysqlite:///mlflow.db", r"write a local store as sqlite:///<path> .*without a driver"),
+        ("sqlite://", r"names no database file \(an in-memory store loses every run"),
         # a password with an unencoded "/": urllib read host `jane`, port `s3cret`, and the message showed it
         ("http://jane:s3cret/x@127.0.0.1:5000", r"holds credentials: put them in MLFLOW_TRACKING_USERNAME"),
         (

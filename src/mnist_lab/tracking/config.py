@@ -127,6 +127,17 @@ def checked_tracking_uri(uri: str) -> str:
             f"MLFLOW_TRACKING_URI={shown!r}: scheme '{parts.scheme}' is not an MLflow tracking store; use "
             "http(s)://<host>:<port>, sqlite:///<path>, or a database URL (postgresql://, mysql://, mssql://)"
         )
+    if scheme.partition("+")[0] == "sqlite":
+        if scheme != "sqlite":  # the local store's paths, lock and artifacts are found by `sqlite:///`
+            raise TrackingConfigError(
+                f"MLFLOW_TRACKING_URI={shown!r}: write a local store as sqlite:///<path> (relative to the "
+                "repository root), without a driver"
+            )
+        if not uri.startswith("sqlite:///") or uri == "sqlite:///":
+            raise TrackingConfigError(
+                f"MLFLOW_TRACKING_URI={shown!r} names no database file (an in-memory store loses every run "
+                "when its stage ends): give one, sqlite:///mlflow.db"
+            )
     if scheme in ("http", "https"):
         if not parts.hostname:
             raise TrackingConfigError(
