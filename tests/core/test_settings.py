@@ -278,3 +278,19 @@ def test_an_override_by_dvc_changes_only_its_own_line(repo_root: Path, tmp_path:
     path, value = override.split("=")
     key = path.rsplit(".", 1)[-1]
     assert len(changed) == 1 and changed[0][1].strip().startswith(f"{key}: {value}"), changed
+
+
+def test_yes_and_no_are_text_as_dvc_reads_them_and_refused_for_a_switch() -> None:
+    """`pca: yes` trained with PCA (YAML 1.1 reads yes as true) while DVC, reading YAML 1.2, recorded the
+    text "yes" in dvc.lock: `compare` showed `features.pca: False -> yes`. Refused now, naming the key."""
+    from mnist_lab.core.settings import load_params_yaml
+
+    assert load_params_yaml("a: yes\nb: no\nc: on\nd: true\ne: False\n") == {
+        "a": "yes",
+        "b": "no",
+        "c": "on",
+        "d": True,
+        "e": False,
+    }
+    with pytest.raises(SettingsError, match=r"features.pca: Input should be a valid boolean"):
+        parse_settings(load_params_yaml("features:\n  pca: yes\n"))

@@ -343,6 +343,15 @@ class _ParamsLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
     parser where PyYAML has it (10x faster: the experiments page parses one params.yaml per experiment)."""
 
 
+# YAML 1.2's booleans, as DVC reads params.yaml: `pca: yes` is the text "yes" to DVC (dvc.lock records it so,
+# and `compare` showed `False -> yes`), so the settings refuse it rather than read it as true (YAML 1.1)
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _ParamsLoader.yaml_implicit_resolvers.items()
+}
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _ParamsLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),

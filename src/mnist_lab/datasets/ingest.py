@@ -332,10 +332,10 @@ def restore_data(out: Path, dvc_file: Path, force: bool = False) -> str:
             try:
                 read_dataset(out)
             except DataError as exc:  # a file deleted, a download cut short: nothing worth recording
-                problem = str(exc).split("; ")[0]
+                broken = str(exc).split("; ")[0]
                 raise DataError(
                     f"{out}/ holds data version {found}, not the {expected} that {dvc_file} records, and is "
-                    f"not whole ({problem}); nothing was changed. Bring back the recorded version with {back}"
+                    f"not whole ({broken}); nothing was changed. Bring back the recorded version with {back}"
                 ) from None
             raise DataError(
                 f"{out}/ holds data version {found}, not the {expected} that {dvc_file} records; nothing "
