@@ -326,7 +326,7 @@ def test_mnist_with_a_wrong_file_on_every_mirror_leaves_data_untouched(
     with pytest.raises(DataError) as raised:
         ingest("mnist", tmp_path / "data", mirrors=[mirror.url], md5s=md5s)
     message = str(raised.value)
-    assert message.startswith(f"{TEST_LABELS}: no mirror has the official file (md5 {md5s[TEST_LABELS]})")
+    assert message.startswith(f"{TEST_LABELS}: no mirror gave the official file (md5 {md5s[TEST_LABELS]})")
     found = hashlib.md5(wrong).hexdigest()
     assert f"{mirror.url}{TEST_LABELS}: md5 {found} is not the official {md5s[TEST_LABELS]}" in message
     assert "Nothing was changed" in message
@@ -385,7 +385,7 @@ def test_mnist_detects_a_truncated_download(start_mirror, mirrored, tmp_path: Pa
 
     _record(tmp_path / "data", dvc_directory_md5(read_directory_files(tmp_path / "data")))
     before = _snapshot(tmp_path / "data")
-    with pytest.raises(DataError, match=f"{TRAIN_IMAGES}: no mirror has the official file .*{truncated}"):
+    with pytest.raises(DataError, match=f"{TRAIN_IMAGES}: no mirror gave the official file .*{truncated}"):
         ingest("mnist", tmp_path / "data", mirrors=[cut.url], md5s=md5s)
     assert _snapshot(tmp_path / "data") == before
 

@@ -157,7 +157,7 @@ def download_mnist(
             print(problem + ("; trying the next mirror" if number < len(mirrors) else ""), file=sys.stderr)
         else:
             raise DataError(
-                f"{name}: no mirror has the official file (md5 {md5s[name]}): "
+                f"{name}: no mirror gave the official file (md5 {md5s[name]}): "
                 f"{'; '.join(problems) or 'no mirror given'}. Nothing was changed; check the network, "
                 "or give a mirror that has the official files with --mirror URL (to take another copy "
                 "without the official md5 check, ingest its base URL: `mnist-lab data ingest URL`)"
