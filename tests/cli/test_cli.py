@@ -187,8 +187,13 @@ def test_help_lists_every_command_and_each_has_its_own_help(capsys) -> None:
 
 
 def test_restore_never_overwrites_changed_data(repo: Path, capsys) -> None:
+    import gzip
+
     assert main(["data", "restore"]) == 0
-    (repo / "data" / TEST_LABELS).write_bytes(b"my own edits")
+    labels = read_dataset(repo / "data").test_labels.copy()
+    labels[0] = (labels[0] + 1) % 10  # other data that reads: recording it is one way, restoring the other
+    edited = gzip.compress(encode_idx(labels))
+    (repo / "data" / TEST_LABELS).write_bytes(edited)
     assert main(["data", "restore"]) == 2
     error = capsys.readouterr().err
     assert (
@@ -196,6 +201,11 @@ def test_restore_never_overwrites_changed_data(repo: Path, capsys) -> None:
         and "dvc add data" in error
         and "`mnist-lab data restore --force` (or `dvc checkout --force data.dvc`)" in error
     )
+    assert (repo / "data" / TEST_LABELS).read_bytes() == edited
+    (repo / "data" / TEST_LABELS).write_bytes(b"my own edits")  # data that does not read: never recorded
+    assert main(["data", "restore"]) == 2
+    error = capsys.readouterr().err
+    assert "is not whole (" in error and "dvc add" not in error and "restore --force" in error
     assert (repo / "data" / TEST_LABELS).read_bytes() == b"my own edits"
     assert main(["data", "restore", "--force"]) == 0
     assert "data/ restored from the DVC cache" in capsys.readouterr().out

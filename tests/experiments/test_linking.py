@@ -222,7 +222,10 @@ def test_history_lists_experiments_with_what_changed(experiment: dict) -> None:
     assert "models.sgd.alpha: 0.0001 -> 0.001" in text
     assert f"    accuracy sgd {newest['accuracy']['sgd']:.4f}, random_forest " in text
     bad = run(["mnist-lab", "history", "no-such-rev"], root, env, check=False)
-    assert bad.returncode == 2 and "'no-such-rev' is not a commit" in bad.stderr
+    assert (
+        bad.returncode == 2
+        and "'no-such-rev' is neither a commit of this repository nor a DVC experiment" in bad.stderr
+    )
 
 
 def test_compare_two_experiments(experiment: dict) -> None:
