@@ -107,7 +107,15 @@ def _http_auth_fix(settings: RemoteSettings) -> str:
 def _check_http(settings: RemoteSettings) -> str:
     request = urllib.request.Request(settings.url, method="HEAD")
     if settings.user:
-        request.add_header("Authorization", basic_auth(settings.user, settings.password))
+        try:  # as DVC sends them (aiohttp's BasicAuth): checked in UTF-8, others than DVC's passed
+            authorization = basic_auth(settings.user, settings.password, encoding="latin-1")
+        except UnicodeEncodeError:
+            raise RemoteConfigError(
+                f"{settings.user_source} / {settings.password_source}: DVC sends HTTP credentials in "
+                "latin-1, which cannot hold a character of the user or password: use one without it (an "
+                "access token)"
+            ) from None
+        request.add_header("Authorization", authorization)
     where = f"DVC remote '{settings.name}' at {settings.display_url}"
     try:
         with open_url(request, timeout=CHECK_TIMEOUT_S) as response:

@@ -91,11 +91,12 @@ def split_url_credentials(url: str) -> tuple[str, str | None, str | None]:
     return clean, user, password
 
 
-def basic_auth(user: str | None, password: str | None) -> str:
-    """The value of an `Authorization` header for HTTP basic auth."""
+def basic_auth(user: str | None, password: str | None, encoding: str = "utf-8") -> str:
+    """The value of an `Authorization` header for HTTP basic auth, `user:password` in `encoding` (MLflow's
+    client sends UTF-8; DVC's HTTP remotes, through aiohttp, latin-1)."""
     import base64
 
-    return "Basic " + base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+    return "Basic " + base64.b64encode(f"{user or ''}:{password or ''}".encode(encoding)).decode()
 
 
 def open_url_with_credentials(url: str, timeout: float) -> Any:
