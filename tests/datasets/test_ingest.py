@@ -112,7 +112,7 @@ def test_ingest_of_a_corrupt_source_leaves_data_untouched(
 
 
 def test_ingest_errors_for_missing_sources(tmp_path: Path, http_server: str) -> None:
-    with pytest.raises(DataError, match="neither a folder nor a URL"):
+    with pytest.raises(DataError, match=r"'.*nowhere': no such folder; give a folder holding MNIST's four"):
         ingest(str(tmp_path / "nowhere"), tmp_path / "data")
     looked_for = (
         "no MNIST training files there: looked for train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz "
@@ -138,8 +138,9 @@ def test_ingest_errors_for_missing_sources(tmp_path: Path, http_server: str) -> 
     (tmp_path / "other" / "train-images-idx3-ubyte").write_bytes(b"")
     with pytest.raises(DataError, match=r"has train-images-idx3-ubyte.gz but not train-labels-idx1-ubyte.gz"):
         ingest(str(tmp_path / "other"), tmp_path / "data")
-    with pytest.raises(DataError, match=r"is a file: give the folder holding MNIST's four files"):
+    with pytest.raises(DataError, match=r"is a file: give the folder holding MNIST's four IDX files") as file:
         ingest(str(tmp_path / "other" / "README"), tmp_path / "data")
+    assert str(tmp_path / "other") + "'" not in str(file.value)  # its folder holds no IDX files: not offered
     with pytest.raises(DataError, match="cannot download"):
         ingest("http://127.0.0.1:9/", tmp_path / "data")
     assert not (tmp_path / "data").exists()

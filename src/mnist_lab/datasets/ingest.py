@@ -186,11 +186,14 @@ def _collect(source: str, staging: Path) -> None:
         folder = Path(source)
         if folder.is_file():
             raise DataError(
-                f"ingest source '{source}' is a file: give the folder holding MNIST's four files "
-                f"('{folder.parent}')"
+                f"ingest source '{source}' is a file: give the folder holding MNIST's four IDX files "
+                "(train-images-idx3-ubyte.gz, ...), a URL, `mnist` or `openml`"
             )
         if not folder.is_dir():
-            raise DataError(f"ingest source '{source}' is neither a folder nor a URL")
+            raise DataError(
+                f"ingest source '{source}': no such folder; give a folder holding MNIST's four IDX files, "
+                "a URL (http(s)://.../), `mnist` or `openml`"
+            )
         for name in DATA_FILES:
             for remote, local in _accepted_names(name):
                 if (folder / remote).is_file():
