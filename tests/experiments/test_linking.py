@@ -367,10 +367,14 @@ def test_an_experiment_is_committed_with_the_code_it_ran(experiment: dict) -> No
     root, env = experiment["root"], experiment["env"]
     select = root / "src" / "mnist_lab" / "stages" / "select.py"
     select.write_text(select.read_text() + "# a harmless comment\n")
+    ignored = root / ".gitignore"
+    own = ignored.read_text()
+    ignored.write_text(own + "/my-scratch/\n")  # the team's file, edited for oneself: not the experiment's
     run(["dvc", "repro"], root, env)
     done = run(["mnist-lab", "commit", "-m", "select: a comment"], root, env)
-    assert "with the changed code its results were made with: src/mnist_lab/stages/select.py" in done.stdout
-    assert run(["git", "status", "--porcelain"], root).stdout == ""
+    assert "with the changed code its results were made with: src/mnist_lab/stages/select.py\n" in done.stdout
+    assert run(["git", "status", "--porcelain"], root).stdout == " M .gitignore\n"
+    ignored.write_text(own)
     newest = json.loads(run(["mnist-lab", "history", "-n", "1", "--json", "--all"], root, env).stdout)[0]
     assert newest["message"] == "select: a comment" and newest["dirty_because"] == []
 
@@ -643,3 +647,20 @@ def test_a_dvc_status_that_fails_is_said_not_taken_for_changes(tmp_path: Path) -
     (tmp_path / "dvc.yaml").write_text("stages:\n  a: [not, a, stage]\n")
     with pytest.raises(LinkingError, match="`dvc status` failed: .*dvc.yaml"):
         pipeline_status(tmp_path)
+
+
+def test_code_changes_reads_a_renamed_file_whole(tmp_path: Path) -> None:
+    """`git status --porcelain -z` writes a rename as `R  new\\0old\\0`: the old path lost its first three
+    characters (`/mnist_lab/...`), and `git add` of it failed the commit."""
+    from mnist_lab.experiments.linking import code_changes
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    old = tmp_path / "src" / "old.py"
+    old.parent.mkdir()
+    old.write_text("x = 1\n")
+    commit_all(tmp_path, "code")
+    run(["git", "mv", "src/old.py", "src/new.py"], tmp_path)
+    old.write_text("x = 2\n")
+    (tmp_path / "stage-code").mkdir()
+    (tmp_path / "stage-code" / "train.sha256").write_text(f"{'0' * 64}  src/new.py\n{'1' * 64}  src/old.py\n")
+    assert code_changes(tmp_path) == ["src/new.py", "src/old.py"]

@@ -215,3 +215,35 @@ def test_an_experiment_that_reproduced_a_code_only_baseline_is_listed(tmp_path) 
     assert [row["id"] for row in rows][:2] == [baseline, "exp:rerun"]
     previous = rows[2]["commit"]
     assert applied_experiments(tmp_path, previous) == [] and applied_experiments(tmp_path, baseline) == []
+
+
+def test_a_sweep_reproducing_shared_results_asks_git_once_per_pair(tmp_path, monkeypatch) -> None:
+    """Commits that changed code alone share their results with the experiment before them: each DVC
+    experiment reproducing those results asked git whether each such commit came before its baseline, a
+    process per experiment and commit (2,400 for 150 experiments here: 12 s for the table)."""
+    from mnist_lab.experiments import table
+    from mnist_lab.system import commands
+    from tests.board.experiment_history import GIT, commit_code_change, write_history
+    from tests.helpers import run
+
+    write_history(tmp_path, 2)
+    shared = [commit_code_change(tmp_path, 1, version) for version in (1, 2, 3)]
+    baseline = shared[-1]
+    for number in range(12):  # a sweep whose every point reproduced the baseline's results
+        same = run(
+            [*GIT, "commit-tree", f"{baseline}^{{tree}}", "-p", baseline, "-m", f"run {number}"], tmp_path
+        ).stdout.strip()
+        run(["git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/run-{number}", same], tmp_path)
+    asked = []
+    git = commands.git
+
+    def counting(*args, **kwargs):
+        if args and args[0] == "merge-base":
+            asked.append(args)
+        return git(*args, **kwargs)
+
+    monkeypatch.setattr(table.commands, "git", counting)
+    table._is_ancestor.cache_clear()
+    rows = table.experiment_rows(tmp_path)
+    assert sum(row["source"] == "dvc-experiment" for row in rows) == 12  # none taken for applied
+    assert len(asked) == len(set(asked)) <= 3  # one per commit holding the same results

@@ -427,6 +427,8 @@ def test_tracking_uris_mlflow_takes_are_kept(tmp_path: Path) -> None:
     assert uri("https://dagshub.com/jane/mnist.mlflow") == "https://dagshub.com/jane/mnist.mlflow"
     assert uri("sqlite:///store.db") == f"sqlite:///{tmp_path / 'store.db'}"
     assert uri("postgresql+psycopg2://u@db/mlflow") == "postgresql+psycopg2://u@db/mlflow"
+    # SQLAlchemy reads a database URL's password, "/" and all (urllib took `pa` for a port)
+    assert uri("postgresql://mlflow:pa/ss@db:5432/mlflow") == "postgresql://mlflow:pa/ss@db:5432/mlflow"
     assert uri("databricks") == "databricks"
 
 

@@ -60,11 +60,16 @@ def code_changes(root: Path) -> list[str]:
         candidates |= set(parse_code_listing(listing.read_text(encoding="utf-8", errors="replace")))
     if (root / "dvc.lock").is_file():
         for path in _LOCKED_PATH.findall((root / "dvc.lock").read_text(encoding="utf-8", errors="replace")):
-            candidates |= {f"{path}.dvc", (Path(path).parent / ".gitignore").as_posix()}
+            candidates.add(f"{path}.dvc")
+            if Path(path).parent != Path("."):  # the root's .gitignore is the team's, not DVC's alone
+                candidates.add((Path(path).parent / ".gitignore").as_posix())
     present = sorted(path for path in candidates if (root / path).is_file())
     if not present:
         return []
-    done = run_git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *present)
+    # --no-renames: one `XY path` entry each (a rename's second, its old path, has no status letters)
+    done = run_git(
+        root, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all", "--", *present
+    )
     changed = {entry[3:] for entry in done.stdout.split("\0") if len(entry) > 3}
     own = experiment_paths(root)
     return sorted(path for path in changed if not any(path == p or path.startswith(f"{p}/") for p in own))

@@ -304,7 +304,10 @@ def experiment_rows(
     return ordered + on_baseline.get(None, [])
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ancestor(root: Path, commit: str, of: str | None) -> bool:
+    """Whether `commit` is `of` or an ancestor of it (cached: commits never change, and a sweep's DVC
+    experiments share a baseline and the commits holding their results: one git process per pair)."""
     if of is None:
         return False
     done = commands.git("merge-base", "--is-ancestor", commit, of, cwd=root)

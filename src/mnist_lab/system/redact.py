@@ -18,7 +18,7 @@ SECRET_VARIABLES = (
 # or user:password@ whose password holds an unencoded "/", "?" or "#" (which end a URL's host part: urllib
 # reads `https://jane:pa/ss@host` as host `jane`, port `pa`): removed too, up to the "@" (a URL with a port
 # and an "@" in its path, `https://host:8080/a@b`, is shown without its host: never a password shown)
-URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s]*@|[^/?#\s@]*:[^\s@]*@)")
+URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/?#\s@]*:\S*@|[^/\s]*@)")
 
 
 def mask_credentials(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -53,15 +53,17 @@ def display_uri(uri: str) -> str:
 
 def unencoded_credentials(url: str) -> bool:
     """Whether `url` may be `scheme://user:password@host/...` with a "/", "?" or "#" in the password (not
-    percent-encoded): urllib ends the host part there and reads no credentials, so the URL, password and all,
-    would be used (and stored) as an address. A port followed by an "@" in the path (`https://host:8080/a@b`)
-    reads the same: refused too, as the cost of never storing a password (the path's "@" is written %40)."""
+    percent-encoded; an "@" before it or not): urllib ends the host part there and reads no credentials, or
+    some, so the URL, password (or its rest) and all, would be used (and stored) as an address. A port
+    followed by an "@" in the path (`https://host:8080/a@b`) reads the same: refused too, as the cost of
+    never storing a password (the path's "@" is written %40)."""
     scheme, separator, rest = url.partition("://")
     words = rest.split()
-    if not separator or not scheme or not words:
+    if not separator or not scheme or "@" not in (words or [""])[0]:
         return False
-    host_part = re.split(r"[/?#]", words[0], maxsplit=1)[0]
-    return "@" not in host_part and ":" in host_part and "@" in words[0]
+    userinfo = words[0].rpartition("@")[0]  # up to the last "@", as urllib reads a user:password
+    cut = re.search(r"[/?#]", userinfo)  # where urllib's host part ends instead
+    return cut is not None and ":" in userinfo[: cut.start()]
 
 
 def split_url_credentials(url: str) -> tuple[str, str | None, str | None]:

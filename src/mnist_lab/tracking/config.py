@@ -101,14 +101,17 @@ def checked_tracking_uri(uri: str) -> str:
     if not uri:
         return uri
     shown = display_uri(uri)
-    if unencoded_credentials(uri):  # `http://jane:pa/ss@host`: urllib reads host `jane`, port `pa`
+    # `http://jane:pa/ss@host`: urllib reads host `jane`, port `pa` (a database URL goes to SQLAlchemy, which
+    # reads it as meant)
+    if uri.lower().startswith(("http://", "https://")) and unencoded_credentials(uri):
         raise TrackingConfigError(
             f"MLFLOW_TRACKING_URI={shown!r} holds credentials: put them in MLFLOW_TRACKING_USERNAME and "
             "MLFLOW_TRACKING_PASSWORD (.env) and leave them out of the address"
         )
     try:
         parts = urllib.parse.urlsplit(uri)
-        parts.port  # noqa: B018 - reading it checks it (a number from 0 to 65535)
+        if parts.scheme.lower() in ("http", "https"):  # a database URL's own syntax is SQLAlchemy's
+            parts.port  # noqa: B018 - reading it checks it (a number from 0 to 65535)
     except ValueError as exc:
         raise TrackingConfigError(
             f"MLFLOW_TRACKING_URI={shown!r} is not a valid address ({exc}): write it as http://<host>:<port>"
