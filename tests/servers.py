@@ -5,6 +5,7 @@
   every request behind HTTP basic auth.
 - `moto_s3_server`: moto's S3-compatible server with one bucket and IAM checks on, so only the access key it
   hands out works.
+- `recording_server`: any answer, every request's headers kept (what a client sent: credentials, redirects).
 """
 
 from __future__ import annotations
@@ -313,3 +314,28 @@ def mlflow_without_registry(upstream: str, lifetime_s: float = DEFAULT_LIFETIME_
     finally:
         thread.join(timeout=30)
         server.server_close()
+
+
+@contextlib.contextmanager
+def recording_server(answer) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A real HTTP server on 127.0.0.1: `answer(handler)` replies to each GET and HEAD; every request's
+    headers (lower-cased names) and path are kept. Yields (its port, the requests seen)."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({key.lower(): value for key, value in self.headers.items()} | {"path": self.path})
+            answer(self)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield str(httpd.server_address[1]), seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -3,9 +3,12 @@ static export from file:// (slow: starts a server and a browser)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,19 +21,26 @@ from tests.helpers import BIN, free_port, start, stop, wait_until_ready
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    root = tmp_path_factory.mktemp("board")
-    commits = write_history(root, 8, experiments=1, dirty=(5,))
-    write_workspace_model(root)
+@contextlib.contextmanager
+def board_in_browser(root: Path) -> Iterator[tuple[Any, str]]:
+    """`mnist-lab board` over `root` and a headless browser: (the browser, the board's base URL)."""
     port = free_port()
     server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {})
     try:
         wait_until_ready(server, port, timeout_s=60)
         with chromium() as browser:
-            yield browser, f"http://127.0.0.1:{port}", root, commits
+            yield browser, f"http://127.0.0.1:{port}"
     finally:
         stop(server)
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    root = tmp_path_factory.mktemp("board")
+    commits = write_history(root, 8, experiments=1, dirty=(5,))
+    write_workspace_model(root)
+    with board_in_browser(root) as (browser, url):
+        yield browser, url, root, commits
 
 
 def _rows(browser) -> list[str]:
@@ -522,30 +532,22 @@ def test_apply_and_commit_is_disabled_with_its_reason_when_head_changed_the_inpu
 
     root = tmp_path / "repo"
     write_history(root, 3, experiments=1)
-    port = free_port()
-    server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {})
-    try:
-        wait_until_ready(server, port, timeout_s=60)
-        with chromium() as browser:
-            browser.get(f"http://127.0.0.1:{port}/#/table?ids=exp:exp-0")
-            wait_for(lambda: "exp:exp-0" in _rows(browser))
-            button = browser.find_element(By.ID, "commit-selected")
-            assert button.is_enabled()
-            assert "Apply & commit:" not in browser.find_element(By.ID, "table-summary").text
-            (root / "params.yaml").write_text((root / "params.yaml").read_text() + "# edited\n")
-            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam",
-                            "newer"], cwd=root, check=True)  # fmt: skip
-            browser.refresh()
-            wait_for(
-                lambda: (
-                    "Apply & commit: exp-0 was run on" in browser.find_element(By.ID, "table-summary").text
-                )
-            )
-            button = browser.find_element(By.ID, "commit-selected")
-            assert not button.is_enabled()
-            assert "HEAD has changed its inputs since (params.yaml)" in button.get_attribute("title")
-    finally:
-        stop(server)
+    with board_in_browser(root) as (browser, url):
+        browser.get(f"{url}/#/table?ids=exp:exp-0")
+        wait_for(lambda: "exp:exp-0" in _rows(browser))
+        button = browser.find_element(By.ID, "commit-selected")
+        assert button.is_enabled()
+        assert "Apply & commit:" not in browser.find_element(By.ID, "table-summary").text
+        (root / "params.yaml").write_text((root / "params.yaml").read_text() + "# edited\n")
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam",
+                        "newer"], cwd=root, check=True)  # fmt: skip
+        browser.refresh()
+        wait_for(
+            lambda: "Apply & commit: exp-0 was run on" in browser.find_element(By.ID, "table-summary").text
+        )
+        button = browser.find_element(By.ID, "commit-selected")
+        assert not button.is_enabled()
+        assert "HEAD has changed its inputs since (params.yaml)" in button.get_attribute("title")
 
 
 def test_commits_that_changed_code_alone_show_when_ticked(tmp_path: Path) -> None:
@@ -558,24 +560,18 @@ def test_commits_that_changed_code_alone_show_when_ticked(tmp_path: Path) -> Non
     root = tmp_path / "repo"
     commits = write_history(root, 2)
     code = commit_code_change(root, 1)
-    port = free_port()
-    server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {})
-    try:
-        wait_until_ready(server, port, timeout_s=60)
-        with chromium() as browser:
-            browser.get(f"http://127.0.0.1:{port}/#/table")
-            summary = lambda: browser.find_element(By.ID, "table-summary").text  # noqa: E731
-            said = wait_for(lambda: "code alone" in summary() and summary())
-            assert said.startswith(
-                "2 of 3 experiments (1 more commit that changed code alone, with the results of the "
-                "experiment before: tick code-only to show it)"
-            )
-            assert _rows(browser) == commits
-            browser.find_element(By.ID, "show-code-only").click()
-            wait_for(lambda: _rows(browser) == [code, *commits])
-            assert "code=1" in browser.current_url and "code alone" not in summary()
-            browser.refresh()  # a link keeps the tick
-            wait_for(lambda: _rows(browser) == [code, *commits])
-            assert browser.find_element(By.ID, "show-code-only").is_selected()
-    finally:
-        stop(server)
+    with board_in_browser(root) as (browser, url):
+        browser.get(f"{url}/#/table")
+        summary = lambda: browser.find_element(By.ID, "table-summary").text  # noqa: E731
+        said = wait_for(lambda: "code alone" in summary() and summary())
+        assert said.startswith(
+            "2 of 3 experiments (1 more commit that changed code alone, with the results of the "
+            "experiment before: tick code-only to show it)"
+        )
+        assert _rows(browser) == commits
+        browser.find_element(By.ID, "show-code-only").click()
+        wait_for(lambda: _rows(browser) == [code, *commits])
+        assert "code=1" in browser.current_url and "code alone" not in summary()
+        browser.refresh()  # a link keeps the tick
+        wait_for(lambda: _rows(browser) == [code, *commits])
+        assert browser.find_element(By.ID, "show-code-only").is_selected()

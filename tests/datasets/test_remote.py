@@ -634,38 +634,27 @@ def test_wrong_s3_keys_fail_clearly(project: Path, tmp_path: Path) -> None:
 def test_the_http_check_sends_the_credentials_as_dvc_does(tmp_path: Path) -> None:
     """DVC's HTTP remotes send basic auth through aiohttp, in latin-1; the check sent UTF-8, so a password
     with an accent passed the check and failed `dvc push`, and one latin-1 cannot hold passed too."""
-    import http.server
-    import threading
-
     import aiohttp
 
-    seen: list[str] = []
+    from tests.servers import recording_server
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:
-            seen.append(self.headers.get("Authorization", ""))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def ok(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/store"
-    try:
+    with recording_server(ok) as (port, seen):
+        url = f"http://127.0.0.1:{port}/store"
         accented = settings_from(
             {"DVC_REMOTE_URL": url, "DVC_REMOTE_USER": "jane", "DVC_REMOTE_PASSWORD": "pässwörd"}
         )
         assert "accepted" in check_remote(accented, tmp_path)
-        assert seen == [aiohttp.BasicAuth("jane", "pässwörd").encode()]  # what DVC sends
+        assert [request["authorization"] for request in seen] == [
+            aiohttp.BasicAuth("jane", "pässwörd").encode()
+        ]
         euro = settings_from(
             {"DVC_REMOTE_URL": url, "DVC_REMOTE_USER": "jane", "DVC_REMOTE_PASSWORD": "pa€ss"}
         )
         with pytest.raises(RemoteConfigError, match="DVC sends HTTP credentials in latin-1") as refused:
             check_remote(euro, tmp_path)
         assert "pa€ss" not in str(refused.value)
-    finally:
-        server.shutdown()
-        server.server_close()

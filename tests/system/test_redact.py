@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
-import threading
 import urllib.request
-from collections.abc import Iterator
 
 from mnist_lab import tracking
 from mnist_lab.system.redact import open_url
-
-
-@contextlib.contextmanager
-def server(answer) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A real HTTP server on 127.0.0.1: `answer(handler)` replies; every request's headers are kept."""
-    seen: list[dict[str, str]] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append({key.lower(): value for key, value in self.headers.items()} | {"path": self.path})
-            answer(self)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield str(httpd.server_address[1]), seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+from tests.servers import recording_server
 
 
 def _mlflow_has_no_such_experiment(handler: http.server.BaseHTTPRequestHandler) -> None:
@@ -57,8 +33,8 @@ def test_credentials_never_follow_a_redirect_to_another_host() -> None:
     environ = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "s3cret"}
     # `localhost` and 127.0.0.1 are the same machine but another host as far as HTTP is concerned
     with (
-        server(_mlflow_has_no_such_experiment) as (other_port, other_seen),
-        server(_redirect_to(f"http://localhost:{other_port}")) as (port, seen),
+        recording_server(_mlflow_has_no_such_experiment) as (other_port, other_seen),
+        recording_server(_redirect_to(f"http://localhost:{other_port}")) as (port, seen),
     ):
         settings = tracking.TrackingSettings(f"http://127.0.0.1:{port}", "x", None)
         assert tracking.check_server(settings, environ=environ) is None  # answered, through the redirect
@@ -73,7 +49,7 @@ def test_credentials_follow_a_redirect_on_the_same_host() -> None:
         else:
             _redirect_to(f"http://127.0.0.1:{handler.server.server_address[1]}/moved")(handler)
 
-    with server(answer) as (port, seen):
+    with recording_server(answer) as (port, seen):
         request = urllib.request.Request(f"http://127.0.0.1:{port}/start")
         request.add_header("Authorization", "Bearer token-1")
         try:

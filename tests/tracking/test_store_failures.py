@@ -272,27 +272,19 @@ def test_the_check_sends_the_credentials_mlflow_sends(environ: dict, monkeypatch
     """MLflow's client sends basic auth when a user and a password are both set, else the token, else
     nothing; the check sent the token first, and a user alone as `user:`: a stale token stopped a pipeline
     whose runs would have been accepted, and a wrong password passed with a valid token."""
-    seen: list[str | None] = []
+    from tests.servers import recording_server
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Authorization"))
-            body = b'{"experiment": {"experiment_id": "7", "lifecycle_stage": "active"}}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def experiment(handler) -> None:
+        body = b'{"experiment": {"experiment_id": "7", "lifecycle_stage": "active"}}'
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        assert (
-            tracking.check_server(tracking.TrackingSettings(url, "mnist-lab", None), environ=environ) == "7"
-        )
+    with recording_server(experiment) as (port, requests):
+        url = f"http://127.0.0.1:{port}"
+        settings = tracking.TrackingSettings(url, "mnist-lab", None)
+        assert tracking.check_server(settings, environ=environ) == "7"
         for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
             monkeypatch.delenv(name, raising=False)
         for name, value in environ.items():
@@ -300,9 +292,7 @@ def test_the_check_sends_the_credentials_mlflow_sends(environ: dict, monkeypatch
         import mlflow
 
         mlflow.MlflowClient(url).get_experiment_by_name("mnist-lab")
-    finally:
-        server.shutdown()
-        server.server_close()
+    seen = [request.get("authorization") for request in requests]
     check, client = seen
     assert check == client
 
