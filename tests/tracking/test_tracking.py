@@ -61,7 +61,11 @@ def test_env_file_is_read_but_the_environment_wins(tmp_path: Path, monkeypatch) 
 def test_display_uri_hides_credentials() -> None:
     assert display_uri("https://user:s3cret@dagshub.com/o/r.mlflow") == "https://dagshub.com/o/r.mlflow"
     assert display_uri("sqlite:///x/mlflow.db") == "sqlite:///x/mlflow.db"
-    assert display_uri("https://u:p@ss@h.example/x/a@b") == "https://h.example/x/a@b"  # "@" in a password
+    # "@" in a password: removed whole. With another "@" after a "/", as here, all up to the last "@" goes:
+    # it cannot be told from a password holding "@" and an unencoded "/" (`jane:p@ss/word@host`), whose
+    # rest urllib would show as the address (never a password shown, at the cost of this URL's host)
+    assert display_uri("https://u:p@ss@h.example/x/a@b") == "https://b"
+    assert display_uri("https://u:p@ss@h.example/x") == "https://h.example/x"
 
 
 def test_output_globs_come_from_dvc_yaml(repo_root: Path) -> None:
