@@ -35,12 +35,15 @@ Predicate = Callable[[Row], bool]
 
 OPERATORS = ("==", "!=", "<=", ">=", "!~", "=", "<", ">", "~")
 KEYWORDS = ("and", "or", "not")
+# ASCII whitespace only, in both twins: Python's \s and strip() take \x1c-\x1f as space, JavaScript's \s
+# and trim() take \ufeff and other Unicode spaces: a query holding one read differently on the page and API
+SPACE = " \t\n\r\f\v"
 _TOKEN = re.compile(
-    r"""\s*(?:
+    r"""[ \t\n\r\f\v]*(?:
         (?P<paren>[()])
       | (?P<op>==|!=|<=|>=|!~|=|<|>|~)
       | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-      | (?P<word>[^\s()=!<>~"']+)
+      | (?P<word>[^ \t\n\r\f\v()=!<>~"']+)
     )""",
     re.VERBOSE,
 )
@@ -61,11 +64,11 @@ def tokenize(query: str) -> list[Token]:
     tokens = []
     position = 0
     while position < len(query):
-        if query[position:].strip() == "":
+        if query[position:].strip(SPACE) == "":
             break
         match = _TOKEN.match(query, position)
         if not match or match.end() == position:
-            at = position + len(query[position:]) - len(query[position:].lstrip())
+            at = position + len(query[position:]) - len(query[position:].lstrip(SPACE))
             raise QueryError(f"query: cannot read {query[at : at + 12]!r} at character {at + 1}")
         kind = match.lastgroup or "word"
         text = match.group(kind)
@@ -100,7 +103,7 @@ def _number(value: Any) -> float | None:
             return float(value)
         except OverflowError:  # an integer past float's range: JavaScript's Infinity
             return math.inf if value > 0 else -math.inf
-    text = str(value).strip()
+    text = str(value).strip(SPACE)
     return float(text) if _NUMBER.fullmatch(text) else None
 
 

@@ -7,25 +7,44 @@
   const OPERATORS = ["==", "!=", "<=", ">=", "!~", "=", "<", ">", "~"];
   const OPERATORS_SHOWN = "= < > ~ == != <= >= !~";
   const KEYWORDS = ["and", "or", "not"];
-  const TOKEN = /\s*(?:([()])|(==|!=|<=|>=|!~|=|<|>|~)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([^\s()=!<>~"']+))/y;
+  // ASCII whitespace only, as query.py: JavaScript's \s and trim() take Unicode spaces, Python's \x1c-\x1f
+  const TOKEN = /[ \t\n\r\f\v]*(?:([()])|(==|!=|<=|>=|!~|=|<|>|~)|("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|([^ \t\n\r\f\v()=!<>~"']+))/y;
+  const strip = (text) => text.replace(/^[ \t\n\r\f\v]+|[ \t\n\r\f\v]+$/g, "");
 
   class QueryError extends Error {}
 
+  // what Python's str.isprintable() refuses (but the space): repr escapes it
+  const NOT_PRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]/u;
+
   function repr(text) {
-    // Python's repr of a short string, so both implementations word their errors alike
-    return text.includes("'") && !text.includes('"') ? `"${text}"` : `'${text}'`;
+    // Python's repr of a string, so both implementations word their errors alike (a control character or
+    // a backslash in a query is written as Python writes it)
+    const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+    let out = "";
+    for (const ch of text) {
+      const code = ch.codePointAt(0);
+      const hex = (width) => code.toString(16).padStart(width, "0");
+      if (ch === "\\" || ch === quote) out += "\\" + ch;
+      else if (ch === "\t") out += "\\t";
+      else if (ch === "\n") out += "\\n";
+      else if (ch === "\r") out += "\\r";
+      else if (ch !== " " && NOT_PRINTABLE.test(ch)) {
+        out += code < 0x100 ? `\\x${hex(2)}` : code < 0x10000 ? `\\u${hex(4)}` : `\\U${hex(8)}`;
+      } else out += ch;
+    }
+    return quote + out + quote;
   }
 
   function tokenize(query) {
     const tokens = [];
     let position = 0;
     while (position < query.length) {
-      if (query.slice(position).trim() === "") break;
+      if (strip(query.slice(position)) === "") break;
       TOKEN.lastIndex = position;
       const match = TOKEN.exec(query);
       if (!match || TOKEN.lastIndex === position) {
         const rest = query.slice(position);
-        const at = position + rest.length - rest.trimStart().length;
+        const at = position + rest.length - rest.replace(/^[ \t\n\r\f\v]+/, "").length;
         throw new QueryError(`query: cannot read ${repr(query.slice(at, at + 12))} at character ${at + 1}`);
       }
       const kinds = ["paren", "op", "string", "word"];
@@ -41,7 +60,7 @@
   function asNumber(value) {
     if (value === null || value === undefined || typeof value === "boolean") return null;
     if (typeof value === "number") return value;
-    const text = String(value).trim();
+    const text = strip(String(value));
     if (text === "" || !/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^[+-]?(inf|infinity|nan)$/i.test(text)) return null;
     return Number(text.replace(/^([+-]?)inf(inity)?$/i, "$1Infinity"));
   }
