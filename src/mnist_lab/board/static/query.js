@@ -35,25 +35,33 @@
     return quote + out + quote;
   }
 
+  // Positions count characters as Python does (code points): a string's length and indices count UTF-16
+  // units, two for an emoji
+  const characters = (text) => Array.from(text).length;
+
   function tokenize(query) {
     const tokens = [];
-    let position = 0;
+    let position = 0;  // in UTF-16 units
+    let characterPosition = 0;  // the same place in characters
     while (position < query.length) {
       if (strip(query.slice(position)) === "") break;
       TOKEN.lastIndex = position;
       const match = TOKEN.exec(query);
       if (!match || TOKEN.lastIndex === position) {
         const rest = query.slice(position);
-        const at = position + rest.length - rest.replace(/^[ \t\n\r\f\v]+/, "").length;
-        throw new QueryError(`query: cannot read ${repr(query.slice(at, at + 12))} at character ${at + 1}`);
+        const spaces = rest.length - rest.replace(/^[ \t\n\r\f\v]+/, "").length;
+        const shown = Array.from(rest.slice(spaces)).slice(0, 12).join("");
+        throw new QueryError(`query: cannot read ${repr(shown)} at character ${characterPosition + spaces + 1}`);
       }
       const kinds = ["paren", "op", "string", "word"];
       const group = [1, 2, 3, 4].find((i) => match[i] !== undefined);
       const text = match[group];
-      tokens.push({ kind: kinds[group - 1], text, position: TOKEN.lastIndex - text.length });
+      const read = characters(match[0]);
+      tokens.push({ kind: kinds[group - 1], text, position: characterPosition + read - characters(text) });
       position = TOKEN.lastIndex;
+      characterPosition += read;
     }
-    tokens.push({ kind: "end", text: "", position: query.length });
+    tokens.push({ kind: "end", text: "", position: characters(query) });
     return tokens;
   }
 
