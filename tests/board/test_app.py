@@ -380,3 +380,41 @@ def test_bound_to_loopback_only_its_own_host_names_are_answered_in_json(client) 
         "/api/labels", json={"experiment": "x", "label": "hidden"}, headers={"Host": "evil.example"}
     )
     assert posted.status_code == 400 and read_labels(root) == labels
+
+
+@pytest.mark.parametrize("bound", ["0.0.0.0", "::", "127.0.1.1", "192.0.2.7"])
+def test_bound_to_any_address_a_rebound_name_is_still_refused(client, monkeypatch, bound) -> None:
+    """Bound to 0.0.0.0 or another address, the Host check was off: a page of evil.example rebound to the
+    machine read the API and posted labels (its Origin matched its own Host). `serve` now always checks:
+    the loopback names, the bound address, the machine's own name and `--allow-host` names pass."""
+    import socket
+
+    import uvicorn
+
+    from mnist_lab.board import app as board_app
+
+    _, root, commits = client
+    served: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    board_app.serve(root, bound, 8050, ["board.team.example"])
+    assert served["host"] == bound
+    http = TestClient(served["app"], base_url="http://127.0.0.1:8050", headers=PAGE)
+    own = ["127.0.0.1:8050", "localhost", "BOARD.team.example:8050"]
+    own += (
+        [f"{socket.gethostname()}:8050"]
+        if bound in ("0.0.0.0", "::")
+        else [f"[{bound}]:8050" if ":" in bound else bound]
+    )
+    for name in own:
+        assert http.get("/api/experiments", headers={"Host": name}).status_code == 200, name
+    labels = read_labels(root)
+    for other in ("evil.example:8050", "team.example", "192.0.2.8"):
+        assert http.get("/api/experiments", headers={"Host": other}).status_code == 400, other
+        posted = http.post(
+            "/api/labels",
+            json={"experiment": commits[0], "label": "pwned"},
+            headers={"Host": other, "Origin": f"http://{other}"},
+        )
+        assert posted.status_code == 400, other
+        assert "--allow-host" in posted.json()["error"]
+    assert read_labels(root) == labels

@@ -33,6 +33,7 @@ loopback address (the default), the app answers only Host names of that address 
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +92,25 @@ class _CountedBody:
 
 PAGE_HEADER, PAGE_HEADER_VALUE = "X-Mnist-Lab", "board"  # sent by static/board.js with every POST
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::", "")  # bound to every address of the machine
+
+
+def allowed_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The host names a request's Host header may give to a board bound to `host`: the loopback names, the
+    bound address, `extra` (`--allow-host`: the names others reach it by) and, bound to every address, the
+    machine's own name and the addresses it resolves to. Any other name is a page of another site whose
+    name was rebound to this machine (DNS rebinding), whatever the address the board listens on."""
+    names = [*LOOPBACK, *extra]
+    if host in WILDCARD:
+        machine = socket.gethostname()
+        names += [machine, socket.getfqdn()]
+        with contextlib.suppress(OSError):
+            names += [str(info[4][0]) for info in socket.getaddrinfo(machine, None)]
+    else:
+        names.append(host)
+    return tuple(dict.fromkeys(name.strip("[]").lower() for name in names if name))
+
+
 CHAMPION = "champion"  # the pad's name for the champion's model (registry alias, else the champion commit)
 
 
@@ -274,7 +294,7 @@ def _same_origin(origin: str, scheme: str, host: str) -> bool:
 
 def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
     """The board's app over the repository at `root`. `hosts`: the only host names a request may give in
-    its Host header (`serve` passes LOOPBACK when bound to a loopback address); None: any."""
+    its Host header (`serve` passes allowed_hosts()); None: any (tests)."""
     board = ExperimentsBoard(root)
     pad = DigitPad(root)
     app = FastAPI(
@@ -346,8 +366,8 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def _own_host_only(request: Request, call_next):
-        """Bound to a loopback address, a request naming another host comes from a page of another site
-        whose name was rebound to 127.0.0.1 (DNS rebinding): refused before any route reads anything."""
+        """A request naming another host comes from a page of another site whose name was rebound to this
+        machine's address (DNS rebinding): refused before any route reads anything."""
         if hosts is not None:
             given = request.headers.get("host", "")
             try:
@@ -359,7 +379,8 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
                 return JSONResponse(
                     {
                         "error": f"refused: the Host header {given!r} is not this board's (it answers "
-                        f"only {allowed}): open it as http://127.0.0.1:<port> or http://localhost:<port>"
+                        f"only {allowed}): open it as http://127.0.0.1:<port> or http://localhost:<port>, "
+                        "or start it with --allow-host <the name you open it by>"
                     },
                     status_code=400,
                 )
@@ -542,13 +563,13 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
     return app
 
 
-def serve(root: Path, host: str, port: int) -> None:
+def serve(root: Path, host: str, port: int, allow_hosts: Sequence[str] = ()) -> None:
     """Serve the board until interrupted. The table is read before the server starts (a fraction of a
     second), the store's runs in the background after, so the first page waits for neither MLflow's import
     (about 3 s) nor the git history."""
     import uvicorn
 
-    app = create_app(root, hosts=LOOPBACK if host in LOOPBACK else None)
+    app = create_app(root, hosts=allowed_hosts(host, allow_hosts))
     board = app.state.board
     _quietly(board.rows)
     threading.Thread(target=_quietly, args=(board.runs,), daemon=True).start()

@@ -30,12 +30,19 @@ def _cmd_board(args: argparse.Namespace) -> None:
         if len(ids) >= 2:
             print(f"  its comparison: file://{page}#/compare?ids={','.join(ids)}")
         return
-    from mnist_lab.board.app import serve
+    from mnist_lab.board.app import LOOPBACK, serve
 
     check_port_free(args.host, args.port)
     host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL is bracketed
     print(f"mnist-lab board on http://{host}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    serve(root, args.host, args.port)
+    if args.host not in LOOPBACK and not args.host.startswith("127."):
+        print(
+            f"note: bound to {args.host}, the board has no log-in: anyone who can reach this port can read "
+            "the experiments and queue, commit and promote from the page",
+            file=sys.stderr,
+            flush=True,
+        )
+    serve(root, args.host, args.port, args.allow_host)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -46,6 +53,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     board.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
     board.add_argument("--port", type=port_number, default=8050)
+    board.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name others open the page by (a DNS name, a proxy's); repeatable. Requests naming "
+        "any other host are refused (DNS rebinding), except loopback names and the bound address",
+    )
     board.add_argument(
         "--export", type=Path, metavar="DIR", help="write static files there instead of serving"
     )
