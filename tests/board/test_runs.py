@@ -126,3 +126,29 @@ def test_the_pad_answers_with_a_run_rows_logged_model(store, monkeypatch) -> Non
     assert answer.status_code == 200, answer.json()
     expected = record.model.predict(None, pixel_frame(pixels))["label"].tolist()
     assert [p["label"] for p in answer.json()["predictions"]] == expected
+
+
+def test_a_run_of_a_commit_this_clone_lacks_compares_without_a_diff(store, monkeypatch) -> None:
+    """A run logged by a teammate at a commit never fetched here (a shared store): comparing it failed as a
+    whole (400, git's "bad object"), metrics and curves with it. It compares, with a note for the diff."""
+    import mlflow
+
+    root, uri, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mnist-lab").experiment_id
+    elsewhere = "f" * 40
+    run = client.create_run(experiment, tags={"mnist_lab.model": "mlp", "mnist_lab.git_commit": elsewhere})
+    client.log_metric(run.info.run_id, "accuracy", 0.5)
+    client.set_terminated(run.info.run_id)
+    try:
+        http = TestClient(create_app(root))
+        head = http.get("/api/experiments").json()["rows"][0]["id"]
+        answer = http.get("/api/compare", params={"ids": f"{head},run:{run.info.run_id}"})
+        assert answer.status_code == 200, answer.text
+        diff = answer.json()["diffs"][f"run:{run.info.run_id}"]
+        assert diff["text"] == ""
+        assert diff["note"] == "commit ffffffffffff is not in this clone (`git fetch` it): no diff"
+        assert answer.json()["metrics"]["models.mlp.accuracy"]["values"][1] == 0.5
+    finally:
+        client.delete_run(run.info.run_id)

@@ -385,3 +385,22 @@ def test_history_and_runs_take_a_dvc_experiments_name_as_compare_does(history) -
     assert "names no MLflow runs" in named.stderr and "not a commit" not in named.stderr
     unknown = run(["mnist-lab", "history", "no-such-thing"], root, check=False)
     assert "neither a commit of this repository nor a DVC experiment's name" in unknown.stderr
+
+
+def test_a_source_file_that_is_not_utf8_is_diffed_not_a_500(tmp_path: Path) -> None:
+    """A Latin-1 byte in a committed source file made every comparison across it a 500 (and the export,
+    which compares the two newest commits, a traceback): git's diff is read as UTF-8 with replacements."""
+    from mnist_lab.board.export import export_board
+    from tests.board.experiment_history import GIT
+
+    root = tmp_path / "repo"
+    write_history(root, 2)
+    (root / "src" / "legacy.py").write_bytes(b'NAME = "caf\xe9"\n')
+    (root / "metrics.json").write_text('{"models": {"mlp": {"accuracy": 0.5}}}')
+    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "a Latin-1 source file"], cwd=root, check=True)
+    board = ExperimentsBoard(root)
+    ids = [row["id"] for row in board.table()["rows"]][:2]
+    diff = board.compare(ids[::-1])["diffs"][ids[0]]
+    assert '+NAME = "caf\ufffd"' in diff["text"]
+    assert export_board(root, tmp_path / "export") == ids[::-1]

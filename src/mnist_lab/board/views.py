@@ -289,8 +289,14 @@ class ExperimentsBoard:
     def _diff(self, old: str | None, new: str | None) -> dict[str, Any]:
         if not old or not new:
             return {"text": "", "truncated": False, "note": "a run without a recorded commit: no diff"}
-        done = commands.git("diff", "--no-color", old, new, "--", *CODE_PATHS, cwd=self.root, check=True)
-        text = done.stdout
+        for commit in (old, new):  # a run's commit may be a teammate's, never fetched into this clone
+            if commands.git("cat-file", "-e", f"{commit}^{{commit}}", cwd=self.root).returncode != 0:
+                note = f"commit {commit[:12]} is not in this clone (`git fetch` it): no diff"
+                return {"text": "", "truncated": False, "note": note}
+        done = commands.git(
+            "diff", "--no-color", old, new, "--", *CODE_PATHS, cwd=self.root, check=True, text=False
+        )
+        text = done.stdout.decode("utf-8", errors="replace")  # a source file need not be UTF-8 (git's view)
         return {"text": text[:MAX_DIFF_CHARS], "truncated": len(text) > MAX_DIFF_CHARS}
 
     def labels(self) -> dict[str, list[str]]:
