@@ -417,10 +417,19 @@ def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None
     wait_for(lambda: len(_rows(browser)) == 9)
     browser.find_element(By.ID, "query").send_keys("model = cnn")
     wait_for(lambda: len(_rows(browser)) < 9)
-    browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[0]},{commits[2]}")
-    browser.refresh()
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
-    assert "ALPHA_DEFAULT" in browser.find_element(By.ID, "diffs").text
+    # the comparison it was made for, in the other order: the first is the baseline, as on the live page
+    # (the held comparison, whose baseline is the other, was shown with its deltas the wrong way round)
+    reordered = {}
+    for page in (f"{url}/", f"file://{out / 'index.html'}"):
+        browser.get(f"{page}#/compare?ids={commits[0]},{commits[2]}")
+        browser.refresh()
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
+        assert "ALPHA_DEFAULT" in browser.find_element(By.ID, "diffs").text
+        reordered[page] = browser.execute_script(
+            "return ['compare-experiments', 'compare-metrics']"
+            ".map(id => document.getElementById(id).innerHTML)"
+        )
+    assert len({tuple(drawn) for drawn in reordered.values()}) == 1, reordered
     # any other selection compares too, drawn exactly as the live page draws it (but for git's code diffs)
     view = f"#/compare?ids={commits[1]},{commits[3]},{commits[0]}&baseline={commits[5]}&changed=0"
     drawn = {}
@@ -457,6 +466,68 @@ def test_the_static_export_renders_from_file_urls(board, tmp_path: Path) -> None
     message = wait_for(lambda: browser.find_element(By.ID, "compare-empty").text)
     assert "static export does not hold" in message
     time.sleep(0)  # nothing else to wait for
+
+
+def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board, tmp_path: Path) -> None:
+    """A comparison the export puts together itself showed a param an older params.yaml lacks as `null`
+    and left a key that went from absent to null out of "only changed" (the API tells them apart)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.board.experiment_history import GIT
+
+    browser = board[0]
+    root = tmp_path / "repo"
+    commits = write_history(root, 3)
+    params = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(
+        params.replace("type: mlp\n", "type: mlp\n    nullable: null\n    added: 3\n")
+    )
+    (root / "metrics.json").write_text('{"models": {"mlp": {"accuracy": 0.5}}}')
+    subprocess.run([*GIT, "commit", "-qam", "two new mlp settings"], cwd=root, check=True)
+    newest = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    # the store's runs no experiment names: one at a commit of this clone, one at a commit it lacks
+    import mlflow
+
+    from mnist_lab.tracking.config import DEFAULT_EXPERIMENT
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.create_experiment(DEFAULT_EXPERIMENT)
+    runs = {}
+    for name, commit in (("here", commits[2]), ("elsewhere", "e" * 40)):
+        run = client.create_run(experiment, tags={"mnist_lab.model": "mlp", "mnist_lab.git_commit": commit})
+        client.log_param(run.info.run_id, "model.alpha", "0.5")
+        for epoch in (1, 2, 3):
+            client.log_metric(run.info.run_id, "train_loss", 1.0 / epoch, step=epoch)
+        client.set_terminated(run.info.run_id)
+        runs[name] = f"run:{run.info.run_id}"
+    out = tmp_path / "export"
+    done = subprocess.run(
+        [str(BIN / "mnist-lab"), "board", "--export", str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[1]},{newest}")  # not the one it holds
+    browser.refresh()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#compare-params tr"))
+    cells = browser.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('#compare-params tr'), tr => "
+        "[tr.querySelector('th').textContent, Array.from(tr.querySelectorAll('td'), td => td.className)]))"
+    )
+    assert cells.get("models.mlp.nullable", [None])[0] == "absent", cells
+    assert cells.get("models.mlp.added", [None])[0] == "absent", cells
+    # run rows compare too (they were listed, and "does not hold" was all a comparison of one said)
+    browser.get(f"file://{out / 'index.html'}#/compare?ids={newest},{runs['here']},{runs['elsewhere']}")
+    browser.refresh()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
+    assert not browser.find_element(By.ID, "compare-empty").text
+    diffs = browser.find_element(By.ID, "diffs").text
+    assert "diff --git a/params.yaml b/params.yaml" in diffs  # the run's commit against the newest
+    assert "commit eeeeeeeeeeee is not in this clone (`git fetch` it): no diff" in diffs
 
 
 def test_the_server_answers_only_its_own_host_names(board) -> None:

@@ -44,8 +44,10 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
     commits = [row["id"] for row in table["rows"] if row["source"] == "commit" and not row["code_only"]]
     ids = compare or (commits if len(commits) >= 2 else [row["id"] for row in table["rows"]])[:2][::-1]
     snapshot: dict[str, Any] = {"/api/experiments?hidden=1&code_only=1": table}
+    runs: list[dict[str, Any]] = []
     try:  # the store's unlinked runs, when it answers (the export works without them)
-        snapshot["/api/runs"] = {"rows": board.runs()}
+        runs = board.runs()
+        snapshot["/api/runs"] = {"rows": runs}
     except Exception as exc:
         print(
             f"note: the export holds no runs: the tracking store did not answer ({exc})"[:300],
@@ -53,12 +55,17 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
         )
     with contextlib.suppress(Exception):  # the registry's champion, when it answers (its row labelled)
         snapshot["/api/champion"] = board.champion()
-    snapshot["/export/drawn-from"] = board.drawn_from(table["rows"])
+    rows = table["rows"] + runs  # a run row compares as on the live page (its curves from the store)
+    snapshot["/export/drawn-from"] = board.drawn_from(rows)
     snapshot["/export/directions"] = {
         key[len("metrics.") :]: metric_direction(key)
-        for key in {key for row in table["rows"] for key in row if key.startswith("metrics.")}
+        for key in {key for row in rows for key in row if key.startswith("metrics.")}
     }
-    code = code_snapshot(root, [row["commit"] for row in table["rows"] if row.get("commit")])
+    run_commits = [row["commit"] for row in runs if row.get("commit")]
+    present = object_ids(root, [f"{commit}^{{commit}}" for commit in run_commits], kind="commit")
+    commits = [row["commit"] for row in table["rows"] if row.get("commit")]
+    # a run's commit may be a teammate's, not in this clone: the page says so, as the live board does
+    code = code_snapshot(root, commits + [c for c in run_commits if present[f"{c}^{{commit}}"]])
     if code is not None:
         snapshot["/export/code"] = code
     if len(ids) >= 2:

@@ -74,7 +74,8 @@
     const drawn = SNAPSHOT["/export/drawn-from"], directions = SNAPSHOT["/export/directions"];
     const table = SNAPSHOT["/api/experiments?hidden=1&code_only=1"];
     if (!drawn || !directions || !table || ids.length < 2) return null;
-    const byId = new Map(table.rows.map((row) => [row.id, row]));
+    const runs = (SNAPSHOT["/api/runs"] || { rows: [] }).rows;
+    const byId = new Map(table.rows.concat(runs).map((row) => [row.id, row]));
     const rows = ids.map((id) => byId.get(id));
     const base = baseline ? byId.get(baseline) : rows[0];
     if (!base || rows.some((row) => !row || !drawn[row.id])) return null;
@@ -94,13 +95,19 @@
     }
     const params = {};
     for (const [key, values] of sideBySide("params.")) {
-      params[key] = { values, changed: new Set(values.map((value) => JSON.stringify(value))).size > 1 };
+      // as _param_view: a key an experiment's params.yaml lacks is absent, not null, and going from one
+      // to the other is a change
+      const absent = rows.map((row) => !(`params.${key}` in row));
+      const seen = new Set(values.map((value, i) => (absent[i] ? "(absent)" : JSON.stringify(value))));
+      params[key] = { values, absent, changed: seen.size > 1 };
     }
     const code = SNAPSHOT["/export/code"];
     const note = "this static export holds no copy of the code files (too large): only the comparison it " +
       "was made for has a code diff (mnist-lab board --export DIR --compare a,b); open the live board for this one";
     const diff = (row) => {  // as ExperimentsBoard._diff answers
       if (!base.commit || !row.commit) return { text: "", truncated: false, note: "a run without a recorded commit: no diff" };
+      const missing = code && [base.commit, row.commit].find((commit) => !(commit in code.commits));
+      if (missing) return { text: "", truncated: false, note: `commit ${missing.slice(0, 12)} is not in this clone (\`git fetch\` it): no diff` };
       const text = code ? window.MnistDiff.codeDiff(code, base.commit, row.commit) : null;
       if (text === null) return { text: "", truncated: false, note };
       return { text: text.slice(0, MAX_DIFF_CHARS), truncated: text.length > MAX_DIFF_CHARS };
@@ -121,13 +128,14 @@
     if (SNAPSHOT) {
       if (path in SNAPSHOT) return SNAPSHOT[path];
       if (path.startsWith("/api/compare?")) {
-        // the export holds one comparison: any order of its experiments shows it, unless another baseline
-        // is asked for (then it is put together as any other)
+        // the export holds one comparison (with git's diffs): shown for the same experiments in the same
+        // order against the same baseline, as the API would answer; any other is put together here
         const query = new URLSearchParams(path.split("?")[1]);
-        const wanted = query.get("ids").split(",").sort().join(",");
+        const ids = query.get("ids").split(",");
+        const baseline = query.get("baseline") || ids[0];
+        const order = (ids.includes(baseline) ? ids : [baseline, ...ids]).join(",");
         const held = Object.keys(SNAPSHOT).find((key) => key.startsWith("/api/compare?") &&
-          SNAPSHOT[key].experiments.slice().sort().join(",") === wanted &&
-          (!query.get("baseline") || SNAPSHOT[key].baseline === query.get("baseline")));
+          SNAPSHOT[key].experiments.join(",") === order && SNAPSHOT[key].baseline === baseline);
         if (held) return SNAPSHOT[held];
         const assembled = assembleComparison(query.get("ids").split(","), query.get("baseline"));
         if (assembled) return assembled;
