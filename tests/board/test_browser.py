@@ -482,7 +482,8 @@ def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board,
     (root / "params.yaml").write_text(
         params.replace("type: mlp\n", "type: mlp\n    nullable: null\n    added: 3\n")
     )
-    (root / "metrics.json").write_text('{"models": {"mlp": {"accuracy": 0.5}}}')
+    metrics = '{"models": {"mlp": {"accuracy": 0.5, "fit_ms": 123000.4, "tiny": 1.5e-7}}}'
+    (root / "metrics.json").write_text(metrics)
     subprocess.run([*GIT, "commit", "-qam", "two new mlp settings"], cwd=root, check=True)
     newest = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
@@ -520,6 +521,11 @@ def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board,
     )
     assert cells.get("models.mlp.nullable", [None])[0] == "absent", cells
     assert cells.get("models.mlp.added", [None])[0] == "absent", cells
+    shown = browser.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('#compare-metrics tr'), tr => "
+        "[tr.querySelector('th').textContent, Array.from(tr.querySelectorAll('td'), td => td.textContent)]))"
+    )
+    assert shown["models.mlp.fit_ms"][1] == "123000" and shown["models.mlp.tiny"][1] == "1.5e-7", shown
     # run rows compare too (they were listed, and "does not hold" was all a comparison of one said)
     browser.get(f"file://{out / 'index.html'}#/compare?ids={newest},{runs['here']},{runs['elsewhere']}")
     browser.refresh()

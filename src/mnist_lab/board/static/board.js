@@ -167,7 +167,14 @@
 
   function formatValue(value) {
     if (value === null || value === undefined) return "";
-    if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toPrecision(6).replace(/\.?0+$/, "");
+    if (typeof value === "number") {
+      if (Number.isInteger(value)) return String(value);
+      // six significant digits, trailing zeros of the fraction dropped (never an integer part's: 123000.4
+      // is 123000, not 123)
+      const [digits, exponent] = value.toPrecision(6).split("e");
+      const trimmed = digits.includes(".") ? digits.replace(/0+$/, "").replace(/\.$/, "") : digits;
+      return exponent === undefined ? trimmed : `${trimmed}e${exponent}`;
+    }
     if (Array.isArray(value)) return `[${value.map(formatValue).join(", ")}]`;
     return String(value);
   }
