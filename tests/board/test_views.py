@@ -404,3 +404,25 @@ def test_a_source_file_that_is_not_utf8_is_diffed_not_a_500(tmp_path: Path) -> N
     diff = board.compare(ids[::-1])["diffs"][ids[0]]
     assert '+NAME = "caf\ufffd"' in diff["text"]
     assert export_board(root, tmp_path / "export") == ids[::-1]
+
+
+def test_the_export_goes_into_the_current_folder_or_through_a_link(tmp_path: Path, monkeypatch) -> None:
+    """`--export .` in an empty folder was a ValueError (no name to stage beside); a link to an earlier
+    export an OSError that left a `.partial` folder behind. Both are written, nothing left beside them."""
+    from mnist_lab.board.export import EXPORT_MARKER, export_board
+
+    root = tmp_path / "repo"
+    commits = write_history(root, 2)
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert export_board(root, Path(".")) == commits[::-1]
+    assert Path.cwd().samefile(here)  # the same folder, not one put in its place (the shell's is still there)
+    assert (here / EXPORT_MARKER).is_file() and (here / "snapshot.js").is_file()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "board").symlink_to(here, target_is_directory=True)
+    assert export_board(root, site / "board") == commits[::-1]
+    assert (site / "board").is_symlink() and (here / "snapshot.js").is_file()
+    assert sorted(path.name for path in site.iterdir()) == ["board"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty", "repo", "site"]

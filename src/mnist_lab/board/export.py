@@ -32,7 +32,8 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
     """Write the export into `destination` (new, empty, or an earlier export); returns the compared ids. The
     compare view holds `compare`'s experiments (default: the two newest commits, the older first: the
     baseline)."""
-    destination = Path(destination)
+    # `.` has no name to stage beside; a link to an earlier export is written where it points
+    destination = Path(destination).resolve()
     if destination.exists() and any(destination.iterdir()) and not (destination / EXPORT_MARKER).is_file():
         raise MnistLabError(
             f"{destination} is not empty and not an earlier export: give a new or empty folder"
@@ -74,15 +75,22 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
         ids = data["experiments"]
     staging = destination.with_name(f".{destination.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(STATIC, staging / "static")
-    shutil.copy2(STATIC / "index.html", staging / "index.html")
-    payload = json.dumps(snapshot, separators=(",", ":")).replace("</", "<\\/")
-    write_text_atomic(staging / "snapshot.js", f"window.BOARD_SNAPSHOT = {payload};\n")
-    (staging / EXPORT_MARKER).write_text("written by `mnist-lab board --export`\n")
-    (staging / "static" / "index.html").unlink()
-    if destination.exists():
-        shutil.rmtree(destination)
-    staging.rename(destination)
+    try:
+        shutil.copytree(STATIC, staging / "static")
+        shutil.copy2(STATIC / "index.html", staging / "index.html")
+        payload = json.dumps(snapshot, separators=(",", ":")).replace("</", "<\\/")
+        write_text_atomic(staging / "snapshot.js", f"window.BOARD_SNAPSHOT = {payload};\n")
+        (staging / EXPORT_MARKER).write_text("written by `mnist-lab board --export`\n")
+        (staging / "static" / "index.html").unlink()
+        if destination.is_dir() and not any(destination.iterdir()):  # kept (it may be a shell's folder)
+            for entry in staging.iterdir():
+                entry.rename(destination / entry.name)
+        else:
+            if destination.exists():
+                shutil.rmtree(destination)
+            staging.rename(destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return ids
 
 
