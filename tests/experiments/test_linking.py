@@ -379,6 +379,31 @@ def test_an_experiment_is_committed_with_the_code_it_ran(experiment: dict) -> No
     assert newest["message"] == "select: a comment" and newest["dirty_because"] == []
 
 
+def test_a_failed_commit_leaves_the_index_and_code_no_listing_names_is_committed(experiment: dict) -> None:
+    """A commit git refused (a hook, no identity) left the experiment's files staged, for the user's next
+    plain `git commit` to take without trailers. And an edit to code no stage's listing names (the CLI)
+    reruns the `code` stage, whose dvc.lock hash covers all of src/mnist_lab: the edit was left out of the
+    commit, so `dvc status` was not clean at it."""
+    root, env = experiment["root"], experiment["env"]
+    board = root / "src" / "mnist_lab" / "cli" / "board.py"
+    board.write_text(board.read_text() + "# a comment no stage runs\n")
+    run(["dvc", "repro"], root, env)
+    hook = root / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'refused by the team hook' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    staged = run(["git", "diff", "--cached", "--name-only"], root).stdout
+    refused = run(["mnist-lab", "commit", "-m", "cli: a comment"], root, env, check=False)
+    assert refused.returncode != 0 and "refused by the team hook" in refused.stderr
+    assert "nothing was committed, the index is as it was" in refused.stderr
+    assert "MLflow-Run" not in refused.stderr  # git's own words, not the whole command line
+    assert run(["git", "diff", "--cached", "--name-only"], root).stdout == staged == ""
+    hook.unlink()
+    done = run(["mnist-lab", "commit", "-m", "cli: a comment"], root, env)
+    assert "src/mnist_lab/cli/board.py" in done.stdout
+    assert run(["git", "status", "--porcelain"], root).stdout == ""
+    assert run(["dvc", "status", "--quiet"], root, env, check=False).returncode == 0
+
+
 def _commit_files(root: Path, files: dict[str, str | None], message: str) -> str:
     """Write (or with None delete) files and commit them with `message`; the commit id."""
     for name, text in files.items():

@@ -48,22 +48,27 @@ _LOCKED_PATH = re.compile(r"^ *- path: (\S+)$", re.MULTILINE)  # a dep's or out'
 
 def code_changes(root: Path) -> list[str]:
     """The files besides the experiment's own that its results were made with, changed since HEAD or new:
-    the source files the stages' code listings (`stage-code/`) name, `dvc.yaml`, and for each path
-    `dvc.lock` records, its `.dvc` file and DVC's `.gitignore` beside it (a stage added by `predict
-    --as-stage` on a `dvc add`-ed file). `mnist-lab commit` commits them with the results: left out, the
-    commit's listings named code it did not hold (dirty, by `history`'s own check), or its dvc.lock a stage
+    the source files the stages' code listings (`stage-code/`) name, the files git keeps in a folder
+    `dvc.lock` records the hash of (the `code` stage's `src/mnist_lab`: any edit there changes dvc.lock),
+    `dvc.yaml`, and for each path `dvc.lock` records, its `.dvc` file and DVC's `.gitignore` beside it (a
+    stage added by `predict --as-stage` on a `dvc add`-ed file). `mnist-lab commit` commits them with the
+    results: left out, the commit's listings named code it did not hold (dirty, by `history`'s own check),
+    its dvc.lock a folder's hash its files did not give (`dvc status` not clean at that commit), or a stage
     its dvc.yaml lacked."""
     from mnist_lab.system.sources import parse_code_listing
 
     candidates = {"dvc.yaml"}
     for listing in sorted((root / "stage-code").glob("*.sha256")):
         candidates |= set(parse_code_listing(listing.read_text(encoding="utf-8", errors="replace")))
+    folders = set()
     if (root / "dvc.lock").is_file():
         for path in _LOCKED_PATH.findall((root / "dvc.lock").read_text(encoding="utf-8", errors="replace")):
             candidates.add(f"{path}.dvc")
             if Path(path).parent != Path("."):  # the root's .gitignore is the team's, not DVC's alone
                 candidates.add((Path(path).parent / ".gitignore").as_posix())
-    present = sorted(path for path in candidates if (root / path).is_file())
+            if (root / path).is_dir():  # git status lists only what git keeps there (not DVC's data)
+                folders.add(path)
+    present = sorted(path for path in candidates if (root / path).is_file()) + sorted(folders)
     if not present:
         return []
     # --no-renames: one `XY path` entry each (a rename's second, its old path, has no status letters)
@@ -153,12 +158,25 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
         raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
     links = resolve_sent_runs(root, workspace_links(root))
     paths = experiment_paths(root) + code_changes(root)
-    run_git(root, "add", "--", *paths)
-    if not run_git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
-        raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
-    body = "\n".join(link.trailer() for link in links)
-    # `-- paths`: only the experiment's files, whatever else the user has staged
-    run_git(root, "commit", "--quiet", "-m", message, "-m", body, "--", *paths)
+    # the index as the user left it, put back if the commit fails (no identity, a hook refusing): the
+    # experiment's files left staged would go into the user's next plain `git commit`, without trailers
+    saved = run_git(root, "write-tree", check=False)
+    try:
+        run_git(root, "add", "--", *paths)
+        if not run_git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
+            raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
+        body = "\n".join(link.trailer() for link in links)
+        # `-- paths`: only the experiment's files, whatever else the user has staged
+        done = run_git(root, "commit", "--quiet", "-m", message, "-m", body, "--", *paths, check=False)
+        if done.returncode != 0:
+            output = (done.stderr.strip() or done.stdout.strip())[-1500:]
+            raise LinkingError(
+                f"`git commit` failed; nothing was committed, the index is as it was:\n{output}"
+            )
+    except LinkingError:
+        if saved.returncode == 0:
+            run_git(root, "read-tree", saved.stdout.strip(), check=False)
+        raise
     commit = run_git(root, "rev-parse", "HEAD").stdout.strip()
     return commit, links, tag_runs_with_commit(root, links, commit)
 
