@@ -23,6 +23,26 @@ def test_multiclass_metrics_by_hand() -> None:
     assert "0.6667" in evaluation.report
 
 
+def test_a_class_neither_in_the_test_set_nor_predicted_is_left_out_of_the_macro_averages() -> None:
+    """A test set without one of the model's classes (a user's own t10k files): the class was counted as
+    precision 0 and recall 0, lowering each macro average by a share (here a third) and the model choice."""
+    y_true = np.array([0, 0, 1, 1])
+    y_pred = np.array([0, 1, 1, 1])
+    scores = np.eye(3)[y_pred]
+    m = evaluate_predictions(y_true, y_pred, scores, [0, 1, 2], binary=False).metrics
+    assert m["f1_macro"] == pytest.approx(np.mean([2 / 3, 0.8]))
+    assert m["precision_macro"] == pytest.approx(np.mean([1.0, 2 / 3]))
+    assert m["recall_macro"] == pytest.approx(np.mean([0.5, 1.0]))
+    assert "precision_class_2" not in m and "recall_class_2" not in m  # undefined, not 0
+    evaluation = evaluate_predictions(y_true, y_pred, scores, [0, 1, 2], binary=False)
+    assert evaluation.confusion.shape == (3, 3) and evaluation.labels == [0, 1, 2]
+    from mnist_lab.core.errors import SettingsError
+    from mnist_lab.core.results import best_model
+
+    with pytest.raises(SettingsError, match="no test image has that class and the model never predicts it"):
+        best_model({"sgd": m}, "precision_class_2")
+
+
 def test_binary_metrics_by_hand() -> None:
     y_true = np.array([1, 1, 0, 0, 0])
     scores = np.array([0.9, 0.4, 0.6, 0.2, 0.1])

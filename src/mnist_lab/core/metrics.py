@@ -58,16 +58,20 @@ def evaluate_predictions(
 
     Binary tasks get precision, recall, F1 and ROC AUC of the positive class (label 1) and its curves;
     multiclass tasks get micro-averaged one-vs-rest ROC and precision-recall curves and `roc_auc_micro`.
+    Macro averages and per-class metrics are over the classes the test set holds or the model predicts
+    (as scikit-learn's): a class the model knows that is in neither has no precision or recall, and
+    counting it as 0 would lower every macro average by a tenth. The confusion matrix has every class.
     """
-    labels = sorted(int(v) for v in np.union1d(score_labels, np.union1d(y_true, y_pred)))
-    precision, recall, _, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = sorted(int(v) for v in np.union1d(y_true, y_pred))
+    labels = sorted(int(v) for v in np.union1d(score_labels, present))
+    precision, recall, _, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, zero_division=0)
     metrics: dict[str, float] = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1_macro": float(f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)),
+        "f1_macro": float(f1_score(y_true, y_pred, average="macro", labels=present, zero_division=0)),
         "precision_macro": float(np.mean(precision)),
         "recall_macro": float(np.mean(recall)),
     }
-    for label, p, r in zip(labels, precision, recall, strict=True):
+    for label, p, r in zip(present, precision, recall, strict=True):
         metrics[f"precision_class_{label}"] = float(p)
         metrics[f"recall_class_{label}"] = float(r)
     if binary:
@@ -92,7 +96,7 @@ def evaluate_predictions(
         metrics=metrics,
         labels=labels,
         confusion=confusion_matrix(y_true, y_pred, labels=labels),
-        report=classification_report(y_true, y_pred, labels=labels, digits=4, zero_division=0),
+        report=classification_report(y_true, y_pred, labels=present, digits=4, zero_division=0),
         curves=curves,
     )
 

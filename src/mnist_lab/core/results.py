@@ -79,8 +79,13 @@ def best_model(per_model: dict[str, dict[str, float]], metric: str) -> tuple[str
     for name, metrics in per_model.items():
         if metric not in metrics:
             known = ", ".join(sorted(headline_metrics(metrics)))
+            why = (
+                " (no test image has that class and the model never predicts it)"
+                if "_class_" in metric
+                else ""
+            )
             raise SettingsError(
-                f"params.yaml select.metric: '{metric}' is not a metric of model '{name}'; "
+                f"params.yaml select.metric: '{metric}' is not a metric of model '{name}'{why}; "
                 f"use one of: {known}"
             )
     name = max(per_model, key=lambda model: per_model[model][metric])
