@@ -103,6 +103,23 @@ def test_report_without_results_says_how_to_get_them(tmp_path: Path, monkeypatch
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [('{"best": 1}', "best: Input should be"), ("[]", "the document"), ("{}", "best: Field")],
+)
+def test_report_on_a_damaged_metrics_json_names_it_and_the_fix(
+    tmp_path, monkeypatch, capsys, text, field
+) -> None:
+    """A metrics.json of another shape was a KeyError/TypeError traceback."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "metrics.json").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report"]) == 2
+    err = capsys.readouterr().err
+    assert f"metrics.json: {field}" in err and "restore it with `git checkout -- " in err
+    assert "Traceback" not in err
+
+
 def test_restore_regenerates_then_finds_data_in_place(repo: Path, capsys) -> None:
     recorded = (repo / "data.dvc").read_text()
     assert main(["data", "restore"]) == 0

@@ -1,6 +1,6 @@
 """The JSON files an experiment commits about its runs and models, one typed schema each, used by every
-reader and writer: `reports/<model>/mlflow.json` (`RunFile`), `best_model.json` (`BestModelFile`) and
-`registry.json` (`RegistryFile`).
+reader and writer: `reports/<model>/mlflow.json` (`RunFile`), `best_model.json` (`BestModelFile`),
+`registry.json` (`RegistryFile`) and `metrics.json` (`MetricsFile`, read by `report`).
 
 Readers are tolerant of keys they do not know (a file written by a newer version still reads) and strict
 about the ones they do: a missing or mistyped field is a `DataError` naming the file, the field and the fix.
@@ -61,6 +61,19 @@ class RegistryFile(_ExperimentFile):
     alias: str | None = None
     run_id: str | None = None
     note: str = ""
+
+
+class BestChoice(_ExperimentFile):
+    model: str
+    metric: str
+    value: float
+
+
+class MetricsFile(_ExperimentFile):
+    """`metrics.json` (for `dvc metrics`): the best model and each model's headline metrics."""
+
+    best: BestChoice
+    models: dict[str, dict[str, float]]
 
 
 FileT = TypeVar("FileT", bound=_ExperimentFile)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnist_lab.core.errors import MnistLabError
-from mnist_lab.core.experiment_files import RunFile
-from mnist_lab.system.files import read_experiment_file, read_json
+from mnist_lab.core.experiment_files import MetricsFile, RunFile
+from mnist_lab.system.files import read_experiment_file
 from mnist_lab.system.redact import display_uri
 
 COLUMNS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "roc_auc_micro")
@@ -17,22 +17,21 @@ def results_table(root: Path) -> str:
     metrics_file = root / "metrics.json"
     if not metrics_file.is_file():
         raise MnistLabError(f"{metrics_file} is missing: run the pipeline first (`make run` or `dvc repro`)")
-    summary = read_json(metrics_file)
-    models: dict[str, dict[str, float]] = summary["models"]
+    summary = read_experiment_file(metrics_file, MetricsFile)
+    models = summary.models
     columns = [c for c in COLUMNS if any(c in m for m in models.values())]
     header = ["model", *columns, "mlflow run"]
     rows = []
     run_ids, stores = _run_ids(root, list(models))
     for name, metrics in models.items():
         run_id = run_ids.get(name, "")
-        best = " *" if name == summary["best"]["model"] else ""
-        rows.append([name + best, *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns), run_id])
+        mark = " *" if name == summary.best.model else ""
+        rows.append([name + mark, *(f"{metrics[c]:.4f}" if c in metrics else "-" for c in columns), run_id])
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ]
-    best = summary["best"]
     waiting_for = sorted({stores[name] for name, run_id in run_ids.items() if run_id.startswith("pending")})
     if waiting_for:
         here = _store_named_now(root)
@@ -43,7 +42,8 @@ def results_table(root: Path) -> str:
                 )
             else:
                 lines.append(f"pending: the run waits in the outbox for {store}, {_sync_elsewhere(here)}")
-    lines.append(f"* best by {best['metric']}: {best['model']} ({best['value']:.4f})")
+    best = summary.best
+    lines.append(f"* best by {best.metric}: {best.model} ({best.value:.4f})")
     return "\n".join(lines)
 
 
