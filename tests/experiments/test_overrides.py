@@ -70,6 +70,20 @@ def test_a_comma_inside_brackets_belongs_to_the_value() -> None:
         parse_overrides("a='open")
 
 
+def test_a_space_inside_brackets_belongs_to_the_value() -> None:
+    """`[16, 32]`, as YAML and the error messages write a list, was split at its space ("'32]' is not
+    key=value")."""
+    assert parse_overrides("models.cnn.filters=[16, 32] models.cnn.dense_units=[ 64 ]") == [
+        ("models.cnn.filters", "[16, 32]"),
+        ("models.cnn.dense_units", "[ 64 ]"),
+    ]
+    assert parse_overrides("models.x={a: 1, b: [1, 2]},seed=3") == [
+        ("models.x", "{a: 1, b: [1, 2]}"),
+        ("seed", "3"),
+    ]
+    check_overrides(RAW, "cnn", parse_overrides("models.cnn.filters=[16, 32]"))
+
+
 def test_a_parameter_mlproject_does_not_declare_is_named(capsys) -> None:
     """`mlflow run . -e train -P bogus=1` appends `--bogus 1`: argparse said `project.py: error:
     unrecognized arguments`; now the entry point's parameters are named, before any work."""

@@ -23,8 +23,9 @@ from mnist_lab.system.workspace import repository_root
 
 
 def parse_overrides(text: str) -> list[tuple[str, str]]:
-    """`key=value key=value` (spaces or commas between) -> [(key, value)], or a SettingsError. A comma
-    inside brackets, braces or quotes belongs to the value: `models.cnn.conv_filters=[16,32]` is a list."""
+    """`key=value key=value` (spaces or commas between) -> [(key, value)], or a SettingsError. A comma or
+    a space inside brackets, braces or quotes belongs to the value: `models.cnn.filters=[16, 32]` is a
+    list, as YAML writes it."""
     try:
         items = shlex.split(_top_level_commas_as_spaces(text))
     except ValueError as exc:  # shlex: an unclosed quote
@@ -42,7 +43,8 @@ def parse_overrides(text: str) -> list[tuple[str, str]]:
 
 
 def _top_level_commas_as_spaces(text: str) -> str:
-    """`text` with each comma outside brackets, braces and quotes replaced by a space."""
+    """`text` with each comma outside brackets, braces and quotes replaced by a space, and each space
+    inside brackets or braces escaped (shlex keeps it in the value)."""
     out, depth, quote = [], 0, ""
     for char in text:
         if quote:
@@ -55,6 +57,8 @@ def _top_level_commas_as_spaces(text: str) -> str:
             depth = max(depth - 1, 0)
         elif char == "," and depth == 0:
             char = " "
+        elif char in " \t\n" and depth > 0:
+            char = "\\" + char
         out.append(char)
     return "".join(out)
 
