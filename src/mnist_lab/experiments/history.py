@@ -81,11 +81,14 @@ def as_markdown(rows: list[ExperimentRow]) -> str:
         message = (
             f"**dirty** ({', '.join(row.dirty_because)}) {row.message}" if row.dirty_because else row.message
         )
-        lines.append(
-            f"| {row.commit[:8]} | {row.date[:10]} | {message} | {data} | {changed} | {best} | "
-            f"{accuracy} | {runs} |"
-        )
+        cells = [row.commit[:8], row.date[:10], message, data, changed, best, accuracy, runs]
+        lines.append("| " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")
     return "\n".join(lines)
+
+
+def _markdown_cell(text: str) -> str:
+    """`text` as one cell of a Markdown table: a `|` escaped (it ended the cell), line breaks as spaces."""
+    return " ".join(text.replace("\\", "\\\\").replace("|", "\\|").split())
 
 
 def as_text(rows: list[ExperimentRow]) -> str:
