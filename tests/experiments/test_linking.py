@@ -253,6 +253,14 @@ def test_compare_two_experiments(experiment: dict) -> None:
         "warning: the workspace's results are not up to date (changed: validate, "
     ), stale
     assert "run `dvc repro` first" in stale.splitlines()[2]
+    # a new source file git does not track yet is changed code of the workspace ("none" was said)
+    new_module = root / "src" / "mnist_lab" / "core" / "new module.py"
+    new_module.write_text("X = 1\n")
+    try:
+        with_new = run(["mnist-lab", "compare", "HEAD"], root, env).stdout
+    finally:
+        new_module.unlink()
+    assert "code changed: src/mnist_lab/core/new module.py" in with_new.splitlines(), with_new
     bad = run(["mnist-lab", "compare", "no-such-rev"], root, env, check=False)
     assert (
         bad.returncode == 2 and "'no-such-rev' is neither a commit of this repository nor a DVC" in bad.stderr

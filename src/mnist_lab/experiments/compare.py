@@ -110,9 +110,13 @@ def compare(root: Path, old: str, new: str | None = None) -> Comparison:
         for key, v in entries.items()
     }
     without_cross_metric_deltas(metrics)
-    code = commands.git(
-        "diff", "--name-only", *revisions, "--", *CODE_PATHS, cwd=root, check=True
-    ).stdout.split()
+    listed = commands.git("diff", "--name-only", "-z", *revisions, "--", *CODE_PATHS, cwd=root, check=True)
+    code = [path for path in listed.stdout.split("\0") if path]
+    if new_commit is None:  # the workspace: new files git does not track yet are code changes too
+        new_files = commands.git(
+            "ls-files", "--others", "--exclude-standard", "-z", "--", *CODE_PATHS, cwd=root, check=True
+        )
+        code = sorted({*code, *(path for path in new_files.stdout.split("\0") if path)})
     dirty = stale_results(root, revisions, read_blobs(root, [f"{r}:params.yaml" for r in revisions]))
     workspace = pipeline_status(root) if new_commit is None else ""
     return Comparison(
