@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab.core.query import QueryError, compare, filter_rows, numeric_columns, parse_query
+from mnist_lab.core.query import QueryError, compare, filter_rows, numeric_columns, parse_query, sort_key
 from tests.helpers import REPO_ROOT
 
 CASES = json.loads((Path(__file__).parent / "query_cases.json").read_text())
@@ -55,6 +55,27 @@ console.log(JSON.stringify(out));
     javascript = json.loads(done.stdout)
     python = [_outcome(case["query"]) for case in CASES["cases"]]
     assert javascript == python
+
+
+@pytest.mark.parametrize("case", CASES["sorts"], ids=lambda case: repr(case["values"]))
+def test_a_column_sorts_numbers_first_then_text(case: dict) -> None:
+    """The API's sort= and the page's header sort alike: a column mixing numbers and words had no total
+    order on the page (2 < 10 < "1a" < 2 by localeCompare)."""
+    assert sorted(case["values"], key=sort_key) == case["sorted"]
+
+
+def test_javascript_sorts_as_python() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    script = f"""
+const q = require({json.dumps(str(QUERY_JS))});
+const data = {json.dumps(CASES["sorts"])};
+console.log(JSON.stringify(data.map((c) => c.values.slice().sort(q.sortOrder))));
+"""
+    done = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [case["sorted"] for case in CASES["sorts"]]
 
 
 def test_missing_values_are_unknown_not_different() -> None:

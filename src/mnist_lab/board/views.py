@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_lab.core.errors import MnistLabError
-from mnist_lab.core.query import QueryError, filter_rows
+from mnist_lab.core.query import QueryError, filter_rows, sort_key
 from mnist_lab.core.results import confusion_counts, metric_direction
 from mnist_lab.experiments.labels import read_labels, set_label
 from mnist_lab.experiments.table import experiment_rows, experiments_files, history_rows, run_curves
@@ -157,7 +157,7 @@ class ExperimentsBoard:
         if sort:
             present = [row for row in kept if row.get(sort) is not None]
             absent = [row for row in kept if row.get(sort) is None]
-            present.sort(key=lambda row: _sort_key(row[sort]), reverse=descending)
+            present.sort(key=lambda row: sort_key(row[sort]), reverse=descending)
             kept = present + absent
         return {"columns": columns, "rows": kept, "total": len(rows)}
 
@@ -309,14 +309,6 @@ class ExperimentsBoard:
         if row["id"].startswith("run:"):  # the store's rows are read again only every few seconds
             row["labels"] = labels
         return self.row(row["id"])
-
-
-def _sort_key(value: Any) -> tuple:
-    if isinstance(value, bool):
-        return (1, str(value))
-    if isinstance(value, int | float):
-        return (0, value)
-    return (1, str(value))
 
 
 def _with_apply_refusals(root: Path, rows: list[dict[str, Any]], head: str | None) -> list[dict[str, Any]]:

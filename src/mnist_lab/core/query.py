@@ -193,6 +193,19 @@ def resolve_field(name: str, columns: Iterable[str]) -> str:
 MAX_NESTING = 50  # `not`s and parentheses inside one another (the parser recurses on each: no stack overflow)
 
 
+def sort_key(value: Any) -> tuple:
+    """A column's order (the API's `sort=`, the page's header: query.js's sortOrder, tested on the same
+    cases): numbers first, by value, then everything else by its text (a list as `[1, 2]`, a switch as
+    `true`). One total order, also for a column mixing numbers and words (`max_features`: `sqrt`, 0.5)."""
+    return (0, value) if _is_number(value) else (1, _sort_text(value))
+
+
+def _sort_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_sort_text(item) for item in value) + "]"
+    return _text(value)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

@@ -229,9 +229,8 @@
     if (state.sort && !sortProblem) {
       const present = rows.filter((r) => r[state.sort] !== null && r[state.sort] !== undefined);
       const absent = rows.filter((r) => r[state.sort] === null || r[state.sort] === undefined);
-      present.sort((a, b) => {
-        const x = a[state.sort], y = b[state.sort];
-        const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+      present.sort((a, b) => {  // the API's order (a column mixing numbers and words included)
+        const order = MnistQuery.sortOrder(a[state.sort], b[state.sort]);
         return state.desc ? -order : order;
       });
       rows = present.concat(absent);

@@ -244,7 +244,20 @@
     return predicate;
   }
 
-  const api = { parseQuery, numericColumns, QueryError, OPERATORS, compare };
+  // a column's order, as query.py's sort_key: numbers first, by value, then the rest by its text
+  function sortText(value) {
+    return Array.isArray(value) ? `[${value.map(sortText).join(", ")}]` : asText(value);
+  }
+
+  function sortOrder(x, y) {
+    const xNumber = typeof x === "number", yNumber = typeof y === "number";
+    if (xNumber !== yNumber) return xNumber ? -1 : 1;
+    if (xNumber) return x < y ? -1 : x > y ? 1 : 0;
+    const [a, b] = [sortText(x), sortText(y)];
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+
+  const api = { parseQuery, numericColumns, QueryError, OPERATORS, compare, sortOrder };
   if (typeof module !== "undefined" && module.exports) module.exports = api;
   else root.MnistQuery = api;
 })(typeof window !== "undefined" ? window : this);
