@@ -697,3 +697,38 @@ def test_code_changes_reads_a_renamed_file_whole(tmp_path: Path) -> None:
     (tmp_path / "stage-code").mkdir()
     (tmp_path / "stage-code" / "train.sha256").write_text(f"{'0' * 64}  src/new.py\n{'1' * 64}  src/old.py\n")
     assert code_changes(tmp_path) == ["src/new.py", "src/old.py"]
+
+
+def test_a_file_the_index_records_with_its_old_content_is_committed_as_it_is(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """After a rejected `dvc exp run -S`, DVC leaves git's index recording a restored file's size and time
+    with the last commit's content: `git status` calls it unchanged and `git add` skips it, so the commit
+    kept the old metrics.csv (dirty, while git said clean). Made here with the same size and time, and
+    core.trustctime off (DVC's restore keeps what git compares)."""
+    import os
+
+    from mnist_lab.experiments import linking
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    run(["git", "config", "core.trustctime", "false"], tmp_path)
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("Name,Value\naccuracy,0.91\n")
+    os.utime(metrics, (1_600_000_000, 1_600_000_000))
+    commit_all(tmp_path, "first experiment")
+    metrics.write_text("Name,Value\naccuracy,0.97\n")  # same size, same inode
+    os.utime(metrics, (1_600_000_000, 1_600_000_000))
+    assert run(["git", "status", "--porcelain"], tmp_path).stdout == ""  # git is fooled
+    assert linking.stale_index_entries(tmp_path, ["metrics.csv"]) == ["metrics.csv"]
+    monkeypatch.setattr(linking, "pipeline_status", lambda root: "")
+    monkeypatch.setattr(linking, "workspace_links", lambda root: [])
+    monkeypatch.setattr(linking, "experiment_paths", lambda root: ["metrics.csv"])
+    monkeypatch.setattr(linking, "code_changes", lambda root: [])
+    monkeypatch.setattr(linking, "tag_runs_with_commit", lambda root, links, commit: None)
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "t")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "t@example.invalid")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "t")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "t@example.invalid")
+    linking.commit_experiment(tmp_path, "second experiment")
+    assert run(["git", "show", "HEAD:metrics.csv"], tmp_path).stdout == "Name,Value\naccuracy,0.97\n"
+    assert linking.stale_index_entries(tmp_path, ["metrics.csv"]) == []

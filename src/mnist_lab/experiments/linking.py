@@ -162,6 +162,9 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
     # experiment's files left staged would go into the user's next plain `git commit`, without trailers
     saved = run_git(root, "write-tree", check=False)
     try:
+        stale = stale_index_entries(root, paths)
+        if stale:  # forgotten by the index, so that `git add` hashes them anew
+            run_git(root, "rm", "--cached", "--quiet", "--", *stale)
         run_git(root, "add", "--", *paths)
         if not run_git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
             raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
@@ -179,6 +182,28 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
         raise
     commit = run_git(root, "rev-parse", "HEAD").stdout.strip()
     return commit, links, tag_runs_with_commit(root, links, commit)
+
+
+def stale_index_entries(root: Path, paths: list[str]) -> list[str]:
+    """The files among `paths` (or in their folders) whose content is not what git's index records for
+    them although their size and time are: `git status` and `git add` trust that record and skip them.
+    DVC leaves such records after `dvc exp run` restores a workspace (a rejected `-S` value): committed so,
+    the experiment's metrics.csv or best_model.json kept the last commit's content, a dirty commit that
+    `git status` called clean."""
+    listed = run_git(root, "ls-files", "--stage", "-z", "--", *paths).stdout.split("\0")
+    recorded = {}
+    for entry in filter(None, listed):
+        info, _, path = entry.partition("\t")
+        mode, blob, _stage = info.split()
+        if mode in ("100644", "100755") and "\n" not in path and (root / path).is_file():
+            recorded[path] = blob
+    if not recorded:
+        return []
+    names = list(recorded)
+    hashed = commands.git(
+        "hash-object", "--stdin-paths", cwd=root, input="\n".join(names) + "\n", check=True
+    ).stdout.split()
+    return [path for path, blob in zip(names, hashed, strict=True) if blob != recorded[path]]
 
 
 def resolve_sent_runs(root: Path, links: list[RunLink]) -> list[RunLink]:
