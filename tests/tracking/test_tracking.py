@@ -94,6 +94,15 @@ def test_git_state_ignores_pipeline_outputs_but_not_sources(tmp_path: Path) -> N
     (root / "dvc.lock").write_text("schema: '2.0'\n")
     (root / "labels.yaml").write_text("abc: [hidden]\n")  # `mnist-lab label`: about experiments, not an input
     assert not tracking.git_state(root).dirty
+    # new files no stage reads (`dvc plots show`'s page, a batch prediction): every run was called dirty
+    (root / "dvc_plots").mkdir()
+    (root / "dvc_plots" / "index.html").write_text("<html></html>\n")
+    (root / "predictions.csv").write_text("label\n1\n")
+    assert not tracking.git_state(root).dirty
+    (root / "src").mkdir()
+    (root / "src" / "new_module.py").write_text("X = 1\n")  # new code is a change
+    assert tracking.git_state(root).changed_paths == ("src/",)
+    (root / "src" / "new_module.py").unlink()
     (root / "params.yaml").write_text("seed: 2\n")
     dirty = tracking.git_state(root)
     assert dirty.dirty and dirty.changed_paths == ("params.yaml",)

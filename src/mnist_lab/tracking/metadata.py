@@ -60,14 +60,24 @@ class GitState:
     changed_paths: tuple[str, ...] = ()
 
 
+# New files that can change what the pipeline makes (a module the code imports, a first params.yaml): an
+# untracked file elsewhere (`dvc plots show`'s HTML, a batch prediction's CSV, notes) leaves a run clean
+UNTRACKED_THAT_COUNT = ("src/", "params.yaml", "dvc.yaml")
+
+
 def git_state(root: Path) -> GitState:
-    """HEAD, branch and whether files other than pipeline outputs (and labels.yaml) differ from HEAD."""
+    """HEAD, branch and whether files other than pipeline outputs (and labels.yaml) differ from HEAD:
+    tracked files changed, or new files where they can change a result (UNTRACKED_THAT_COUNT)."""
     commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
     branch = (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None
     excludes = [f":(exclude,glob){glob}" for glob in pipeline_output_globs(root)]
     excludes.append(":(exclude)labels.yaml")  # labels are about experiments, not inputs to one
     status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes)
-    changed = tuple(line[3:] for line in (status or "").splitlines() if line.strip())  # "XY path"
+    changed = tuple(
+        line[3:]  # "XY path"
+        for line in (status or "").splitlines()
+        if line.strip() and (not line.startswith("??") or line[3:].startswith(UNTRACKED_THAT_COUNT))
+    )
     return GitState(
         commit=commit, branch=None if branch == "HEAD" else branch, dirty=bool(changed), changed_paths=changed
     )
