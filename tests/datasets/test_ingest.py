@@ -73,7 +73,11 @@ def test_bundled_digits_regenerate_exactly_what_data_dvc_records(repo_root: Path
 
 def test_digits_are_not_written_when_data_dvc_records_other_data(tmp_path: Path) -> None:
     (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data\n")
-    with pytest.raises(DataError, match="records data version 0123.*is not the bundled default.*dvc pull"):
+    with pytest.raises(
+        DataError,
+        match=r"records data version 0123.*is not the bundled default.*data restore"
+        r".*mnist-lab data digits --no-check && dvc add data",
+    ):
         write_digits(tmp_path / "data", tmp_path / "data.dvc")
     assert not (tmp_path / "data").exists()
 

@@ -67,8 +67,9 @@ def write_digits(out: Path, dvc_file: Path | None, force: bool = False) -> str:
     if expected is not None and expected != md5:
         raise DataError(
             f"{dvc_file} records data version {expected}, but the bundled digits regenerate as {md5}: "
-            "this repository's data is not the bundled default (get it with `dvc pull`), or this "
-            "environment differs from the lock file (rebuild it with `make venv`)"
+            "this repository's data is not the bundled default (`mnist-lab data restore` gets it back from "
+            "the DVC cache or remote; to switch to the digits instead, `mnist-lab data digits --no-check && "
+            "dvc add data`), or this environment differs from the lock file (rebuild it with `make venv`)"
         )
     refuse_replacing_unrecorded(out, md5, force)
     replace_directory(files, out)
