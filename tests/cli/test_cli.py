@@ -66,6 +66,28 @@ def test_report_where_names_the_store_each_run_was_logged_to(repo: Path, monkeyp
     )
 
 
+def test_a_run_sent_from_another_clone_and_committed_is_not_said_to_wait(
+    repo: Path, monkeypatch, capsys
+) -> None:
+    """A collaborator's clone: the run waited in the author's outbox, was sent, then committed (its trailer
+    names its id; reports/cnn/mlflow.json still says pending). `report` said it waited in an outbox this
+    clone does not have, for `mnist-lab sync` to send ("nothing to send")."""
+    from tests.helpers import commit_all
+
+    server = f"http://127.0.0.1:{free_port()}"  # not the store .env names here; nothing there either
+    run_file = repo / "reports" / "cnn" / "mlflow.json"
+    record = json.loads(run_file.read_text())
+    run_file.write_text(json.dumps(record | {"store": server, "run_id": None, "state": "pending"}))
+    sent = "7" * 32
+    commit_all(repo, f"Experiment: sent later\n\nMLflow-Run: cnn run={sent} record={record['record_id']}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["report", "--where"]) == 0
+    report, where = capsys.readouterr().out.split("\n\n")
+    assert "pending" not in report and "outbox" not in report + where
+    assert any(line.startswith("cnn *") and line.endswith(sent) for line in report.splitlines()), report
+    assert f"cnn: MLflow runs on {server} (not the store .env names now) (open it in a browser)" in where
+
+
 def test_a_run_waiting_for_a_server_env_no_longer_names_is_not_sent_by_a_plain_sync(
     repo: Path, monkeypatch, capsys
 ) -> None:

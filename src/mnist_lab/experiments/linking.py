@@ -208,8 +208,14 @@ def stale_index_entries(root: Path, paths: list[str]) -> list[str]:
 
 def resolve_sent_runs(root: Path, links: list[RunLink]) -> list[RunLink]:
     """Fill in the run id of runs that waited in the outbox and have been sent since (found by record id:
-    this clone's record of what it sent, else the server), to whichever server: one sent before `.env` named
-    another has its id all the same (it is not pending). Offline and never sent, they stay pending."""
+    a commit's trailer naming it with its id, as `mnist-lab commit` writes it once sent, also in another
+    clone; else this clone's record of what it sent, else the server), to whichever server: one sent before
+    `.env` named another has its id all the same (it is not pending). Offline and never sent, they stay
+    pending."""
+    links = [
+        link if link.run_id else RunLink(link.model, run_id_in_trailers(root, link.record_id), link.record_id)
+        for link in links
+    ]
     if all(link.run_id for link in links):
         return links
     from mnist_lab.tracking.outbox import find_sent_run, sent_runs
@@ -222,6 +228,18 @@ def resolve_sent_runs(root: Path, links: list[RunLink]) -> list[RunLink]:
         run_id = link.run_id or (sent.run_id if sent else ledger.get(link.record_id))
         resolved.append(RunLink(link.model, run_id, link.record_id))
     return resolved
+
+
+def run_id_in_trailers(root: Path, record_id: str) -> str | None:
+    """The run id a commit of HEAD's history gives run record `record_id` in its trailers (None: none)."""
+    if not re.fullmatch(r"[0-9a-f]+", record_id or ""):
+        return None
+    if run_git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode != 0:
+        return None  # no commit yet
+    for _, link in _commits_naming(root, record_id, ("HEAD",), trailers=True):
+        if link.record_id == record_id and link.run_id:
+            return link.run_id
+    return None
 
 
 def pipeline_status(root: Path) -> str:

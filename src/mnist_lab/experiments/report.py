@@ -51,6 +51,7 @@ def run_stores(root: Path) -> list[str]:
     """Where each model's run is, as `reports/<model>/mlflow.json` recorded it when logged (the store then,
     which need not be the one .env names now): one line per store, how to open it, and the runs still
     waiting in the outbox for theirs."""
+    from mnist_lab.experiments.linking import run_id_in_trailers
     from mnist_lab.tracking.outbox import sent_runs
 
     here = _store_named_now(root)
@@ -58,7 +59,11 @@ def run_stores(root: Path) -> list[str]:
     by_store: dict[tuple[str, bool], list[str]] = {}
     for run_file in sorted((root / "reports").glob("*/mlflow.json")):
         record = read_experiment_file(run_file, RunFile)
-        pending = record.state == "pending" and record.record_id not in sent
+        pending = (
+            record.state == "pending"
+            and record.record_id not in sent
+            and run_id_in_trailers(root, record.record_id) is None  # sent from another clone, committed
+        )
         by_store.setdefault((record.store, pending), []).append(run_file.parent.name)
     if not by_store:
         return ["No model has an MLflow run yet: run the pipeline (`make run` or `dvc repro`)"]
