@@ -658,6 +658,27 @@ def test_with_the_server_away_a_run_an_earlier_commit_recorded_keeps_it_without_
     assert tagging.kept == {"sgd": first} and tagging.untagged == {"mlp": SERVER_AWAY}
 
 
+def test_a_run_in_another_store_that_an_earlier_commit_recorded_keeps_it_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.env switched from the local store to a server: committing the next experiment warned "NOT tagged"
+    for every unchanged model (its run is in the local store, not on the server) and advised `dvc repro -f`
+    (retraining everything); with the local store the same runs "keep" the commit that recorded them."""
+    from mnist_lab.experiments.linking import tag_runs_with_commit
+
+    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    unchanged, new = RunLink("sgd", "a" * 32, "b" * 32), RunLink("mlp", "c" * 32, "d" * 32)
+    first = _commit_files(tmp_path, {"notes.txt": "1"}, f"Experiment\n\n{unchanged.trailer()}")
+    later = _commit_files(
+        tmp_path, {"notes.txt": "2"}, f"Wider MLP\n\n{unchanged.trailer()}\n{new.trailer()}"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'server.db'}")  # holds neither run
+    tagging = tag_runs_with_commit(tmp_path, [unchanged, new], later)
+    assert tagging.kept == {"sgd": first}
+    assert list(tagging.untagged) == ["mlp"] and "is not in the tracking store" in tagging.untagged["mlp"]
+
+
 def test_commit_of_on_a_branch_with_no_commit_yet_looks_in_the_others(
     tmp_path: Path, tracking_store: str
 ) -> None:

@@ -337,6 +337,12 @@ def tag_runs_with_commit(root: Path, links: list[RunLink], commit: str) -> Taggi
             if is_transport_failure(exc):
                 done.untagged[link.model] = refused = SERVER_AWAY
             elif "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                # logged to another store (the local one, before .env named this server): a run an
+                # earlier commit recorded first keeps that commit, as git alone says
+                first = _first_recorder(root, link)
+                if first and first != commit:
+                    done.kept[link.model] = first
+                    continue
                 done.untagged[link.model] = (
                     f"its run {sent} is not in the tracking store {display_uri(settings.tracking_uri)} "
                     "(logged to another store, such as the local one before .env named a server, or this "
