@@ -159,7 +159,8 @@ def test_restore_of_data_nobody_has_fails_clearly(repo: Path, capsys) -> None:
     (repo / "data.dvc").write_text(yaml.safe_dump(record))
     assert main(["data", "restore"]) == 2
     error = capsys.readouterr().err
-    assert "cannot restore data/: no DVC cache or remote has it" in error and "dvc pull" in error
+    assert "cannot restore data/: no DVC cache has it and no DVC remote is set" in error
+    assert "`mnist-lab remote setup`, then `dvc pull`" in error and "data restore" not in error
     assert not (repo / "data").exists()
 
 

@@ -43,9 +43,16 @@ def test_uncompressed_files_are_read_too(tmp_path: Path) -> None:
 
 
 def test_missing_data_says_how_to_get_it(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"data directory '.*nowhere' is missing: get it with `dvc pull`"):
+    with pytest.raises(
+        DataError,
+        match=r"data directory '.*nowhere' is missing: get the version data.dvc records with "
+        r"`mnist-lab data restore`",
+    ):
         read_dataset(tmp_path / "nowhere")
-    with pytest.raises(DataError, match="no train-images-idx3-ubyte.gz; get it with `dvc pull`"):
+    with pytest.raises(
+        DataError,
+        match="no train-images-idx3-ubyte.gz; get the version data.dvc records with `mnist-lab data restore`",
+    ):
         read_dataset(tmp_path)
 
 

@@ -629,6 +629,27 @@ def test_a_source_without_the_test_pair_says_prepare_will_hold_out_a_test_set(
     )
 
 
+def test_a_remote_that_answers_without_the_data_is_named_not_said_missing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A remote set and answering, without this version: the message said no remote was set."""
+    import subprocess
+
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  path: data\n")
+
+    def dvc(*args, **kwargs):
+        answer = {"remote": "origin\n"}.get(args[0], "")
+        code = 0 if args[0] == "remote" else 1
+        return subprocess.CompletedProcess(["dvc", *args], code, answer, "ERROR: failed to pull")
+
+    monkeypatch.setattr(ingest_module, "dvc", dvc)
+    monkeypatch.setattr(ingest_module, "diagnose_remote", lambda root: None)  # it answers
+    with pytest.raises(DataError) as failed:
+        ingest_module.restore_data(tmp_path / "data", tmp_path / "data.dvc")
+    assert "neither the DVC cache nor DVC remote 'origin' has it" in str(failed.value)
+    assert "no DVC remote is set" not in str(failed.value)
+
+
 def test_a_failed_pull_is_not_followed_by_the_advice_to_pull(tmp_path: Path, monkeypatch, capsys) -> None:
     """After `dvc pull` failed, the error ended "(get it with `dvc pull`)": the advice just tried."""
     import subprocess
@@ -646,3 +667,7 @@ def test_a_failed_pull_is_not_followed_by_the_advice_to_pull(tmp_path: Path, mon
         ingest_module.restore_data(tmp_path / "data", tmp_path / "data.dvc")
     assert "`dvc pull` failed: the remote folder is empty; and" in str(failed.value)
     assert "get it with `dvc pull`" not in str(failed.value)
+    assert "data restore" not in str(failed.value)  # the command that failed is not advised either
+    assert "to switch to the digits instead, `mnist-lab data digits --no-check && dvc add data`" in str(
+        failed.value
+    )

@@ -191,7 +191,7 @@ def test_missing_data_fails_with_how_to_get_it(workspace: Path, capsys: pytest.C
     assert run_dvc_stage("prepare") == 2
     error = capsys.readouterr().err
     assert error.startswith("error: prepare: data directory 'data' is missing")
-    assert "dvc pull" in error and "mnist-lab data digits" in error
+    assert "`mnist-lab data restore` (`make data`" in error
     assert not (workspace / "outputs" / "prepared.npz").exists()
 
 
@@ -256,7 +256,9 @@ def test_select_names_a_metric_the_models_lack() -> None:
     per_model = {"a": {"accuracy": 0.9, "recall_class_0": 0.8}, "b": {"accuracy": 0.8, "recall_class_0": 0.7}}
     assert best_model(per_model, "recall_class_0") == ("a", 0.8)
     with pytest.raises(
-        SettingsError, match="'recall_class_7' is not a metric of model 'a'; use one of: accuracy"
+        SettingsError,
+        match=r"'recall_class_7' is not a metric of model 'a' \(no test image has that class and the model "
+        r"never predicts it\); use one of: accuracy",
     ):
         best_model(per_model, "recall_class_7")
 

@@ -62,6 +62,30 @@ def test_corrupt_data_rehashed_by_dvc_is_put_back(repo: Path, remembered: bool) 
     assert (repo / "data.dvc").read_text() == good
 
 
+def test_missing_or_corrupt_data_under_an_unchanged_dvc_file_is_not_said_to_be_put_back(repo: Path) -> None:
+    """Nothing had re-hashed data.dvc, yet the message said DVC had and that it was put back; with data/
+    gone it listed four remedies (one refusing here) where `mnist-lab data restore` is the one."""
+    import shutil
+
+    copy = repo / ".mnist-lab" / "validated-data.dvc"
+    good = (repo / "data.dvc").read_text()
+    _corrupt(repo / "data")
+    with pytest.raises(DataError) as refused:
+        check_data(repo / "data", repo / "data.dvc", copy)
+    message = str(refused.value)
+    assert f"data.dvc records data version {good.split()[3]}, the committed one. Bring back" in message
+    assert "put back" not in message and "re-hashed" not in message
+    shutil.rmtree(repo / "data")
+    with pytest.raises(DataError) as missing:
+        check_data(repo / "data", repo / "data.dvc", copy)
+    assert str(missing.value) == (
+        f"data directory '{repo / 'data'}' is missing: `mnist-lab data restore` (`make data`) brings back "
+        f"the version {repo / 'data.dvc'} records ({good.split()[3]}), from the DVC cache, the DVC remote "
+        "or, for the bundled digits, by regenerating it"
+    )
+    assert (repo / "data.dvc").read_text() == good
+
+
 def test_a_version_validated_on_another_branch_is_never_put_back_here(
     repo: Path, small_digits: Dataset
 ) -> None:

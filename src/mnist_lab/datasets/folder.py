@@ -28,8 +28,9 @@ TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
 DATA_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 HOW_TO_GET_DATA = (
-    "get it with `dvc pull` (if the repository has a DVC remote) or regenerate the bundled default with "
-    "`mnist-lab data digits`; for real MNIST use `mnist-lab data ingest mnist` (`make data-mnist`)"
+    "get the version data.dvc records with `mnist-lab data restore` (`make data`: from the DVC cache, the "
+    "DVC remote, or by regenerating the bundled digits); for real MNIST, `mnist-lab data ingest mnist` "
+    "(`make data-mnist`)"
 )
 
 

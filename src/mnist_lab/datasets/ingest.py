@@ -56,6 +56,9 @@ MNIST_MD5 = {
 }
 
 
+RESTORE_HINT = "`mnist-lab data restore` gets it from the DVC cache or remote; "  # not said by restore itself
+
+
 def write_digits(out: Path, dvc_file: Path | None, force: bool = False) -> str:
     """Write the bundled digits as IDX into `out`; if `dvc_file` records a version, check the bytes match it.
 
@@ -67,9 +70,9 @@ def write_digits(out: Path, dvc_file: Path | None, force: bool = False) -> str:
     if expected is not None and expected != md5:
         raise DataError(
             f"{dvc_file} records data version {expected}, but the bundled digits regenerate as {md5}: "
-            "this repository's data is not the bundled default (`mnist-lab data restore` gets it back from "
-            "the DVC cache or remote; to switch to the digits instead, `mnist-lab data digits --no-check && "
-            "dvc add data`), or this environment differs from the lock file (rebuild it with `make venv`)"
+            f"this repository's data is not the bundled default ({RESTORE_HINT}to switch to the digits "
+            "instead, `mnist-lab data digits --no-check && dvc add data`), or this environment differs from "
+            "the lock file (rebuild it with `make venv`)"
         )
     refuse_replacing_unrecorded(out, md5, force)
     replace_directory(files, out)
@@ -354,7 +357,9 @@ def restore_data(out: Path, dvc_file: Path, force: bool = False) -> str:
     ):
         return f"{out}/ restored from the DVC cache ({expected})"
     problem = None  # what is wrong with the remote, when a pull failed because of it
-    if (remote := dvc("remote", "default")).returncode == 0 and remote.stdout.strip():
+    remote = dvc("remote", "default")
+    remote_name = remote.stdout.strip() if remote.returncode == 0 else ""
+    if remote_name:
         pulled = dvc("pull", *replace, str(dvc_file))
         if pulled.returncode == 0:
             return f"{out}/ pulled from DVC remote '{remote.stdout.strip()}' ({expected})"
@@ -364,10 +369,18 @@ def restore_data(out: Path, dvc_file: Path, force: bool = False) -> str:
     try:
         write_digits(out, dvc_file, force=True)  # data that differs was refused above, unless `force`
     except DataError as exc:
-        if problem:  # `dvc pull` was just tried: the digits' advice to run it is not repeated
-            said = str(exc).replace(" (get it with `dvc pull`)", "")
+        said = str(exc).replace(RESTORE_HINT, "")  # this is the restore, cache and remote just tried
+        if problem:
             raise DataError(f"cannot restore {out}/: `dvc pull` failed: {problem}; and {said}") from None
-        raise DataError(f"cannot restore {out}/: no DVC cache or remote has it, and {exc}") from None
+        if remote_name:
+            raise DataError(
+                f"cannot restore {out}/: neither the DVC cache nor DVC remote '{remote_name}' has it (push "
+                f"it there from a clone that has it: `dvc push`), and {said}"
+            ) from None
+        raise DataError(
+            f"cannot restore {out}/: no DVC cache has it and no DVC remote is set (a teammate's: name it in "
+            f".env and run `mnist-lab remote setup`, then `dvc pull`), and {said}"
+        ) from None
     # into the DVC cache too, so that `dvc push` sends it (it pushes only what the cache holds)
     committed = dvc("commit", "--force", "--quiet", str(dvc_file))
     if committed.returncode != 0:

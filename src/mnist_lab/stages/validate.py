@@ -55,6 +55,13 @@ def check_data(data: Path, dvc_file: Path, validated_copy: Path) -> None:
     try:
         read_dataset(data)
     except DataError as exc:
+        recorded = parse_data_version(text)
+        if found is None and recorded:  # no data/ at all: the version data.dvc records is the one to get
+            raise DataError(
+                f"data directory '{data}' is missing: `mnist-lab data restore` (`make data`) brings back the "
+                f"version {dvc_file} records ({recorded}), from the DVC cache, the DVC remote or, for the "
+                "bundled digits, by regenerating it"
+            ) from None
         validated_at = head_file.read_text(encoding="utf-8").strip() if head_file.is_file() else None
         last_here = last if validated_at is not None and _same_base(dvc_file, validated_at) else None
         raise DataError(f"{exc}. {_put_back(dvc_file, found, last_here)}") from None
@@ -96,12 +103,16 @@ def _put_back(dvc_file: Path, corrupt: str | None, last: str | None) -> str:
     ):
         version = parse_data_version(candidate)
         if candidate and version and version != corrupt:
-            if not dvc_file.is_file() or dvc_file.read_text(encoding="utf-8") != candidate:
-                write_text_atomic(dvc_file, candidate)
+            bring_back = (
+                f"Bring back that data with `mnist-lab data restore --force` (or `dvc checkout --force "
+                f"{dvc_file}`), or fix the files and run again"
+            )
+            if dvc_file.is_file() and dvc_file.read_text(encoding="utf-8") == candidate:
+                return f"{dvc_file} records data version {version}, {which}. {bring_back}"
+            write_text_atomic(dvc_file, candidate)
             return (
                 f"{dvc_file} records data version {version} again, {which} (DVC had re-hashed these "
-                f"files into it; it was put back). Bring back that data with `mnist-lab data restore "
-                f"--force` (or `dvc checkout --force {dvc_file}`), or fix the files and run again"
+                f"files into it; it was put back). {bring_back}"
             )
     return (
         f"{dvc_file} records these files (no earlier valid version to put back); fix them, or get valid "
