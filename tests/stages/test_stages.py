@@ -397,7 +397,7 @@ def test_a_keras_backend_that_cannot_train_stops_validate_when_a_cnn_is_configur
 
 
 def test_too_many_folds_for_the_training_set_stop_validate(
-    workspace: Path, capsys: pytest.CaptureFixture
+    workspace: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Known from the training labels when data/ holds a test set: stopped before DVC removes any output
     (train said it, after the stages before it had run and their outputs had been removed)."""
@@ -407,7 +407,12 @@ def test_too_many_folds_for_the_training_set_stop_validate(
     assert run_dvc_stage("validate") == 2
     error = capsys.readouterr().err
     assert "error: validate: models.sgd.search.cv is 1000, but class " in error
-    assert "Set models.sgd.search.cv to " in error
+    assert "Set models.sgd.search.cv to " in error and "dvc exp run" not in error
+    # under `dvc exp run -S`, how to take the value back, as for any other setting
+    monkeypatch.setenv("DVC_EXP_NAME", "grave-hood")
+    assert run_dvc_stage("validate") == 2
+    assert "`git show HEAD:params.yaml > params.yaml`" in capsys.readouterr().err
+    monkeypatch.delenv("DVC_EXP_NAME")
     params["models"]["sgd"]["search"]["cv"] = 2
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert run_dvc_stage("validate") == 0

@@ -140,16 +140,7 @@ def validate(context: StageContext) -> None:
         try:
             context.settings  # noqa: B018 - loading the settings is the check (unknown keys, types, metric)
         except SettingsError as exc:
-            if not os.environ.get("DVC_EXP_NAME"):  # `dvc repro`: params.yaml as its user left it
-                raise
-            # `dvc exp run -S` wrote the value into params.yaml and leaves it there, and leaves git's index
-            # taking the file for unchanged (its size and time recorded with the old content): `git status`
-            # shows nothing and `git checkout -- params.yaml` does nothing, half the time
-            raise SettingsError(
-                f"{exc}\n  (`dvc exp run -S` left this value in params.yaml: fix it there, or take the "
-                "committed settings back with `git show HEAD:params.yaml > params.yaml`; `git checkout` "
-                "may not see the change)"
-            ) from None
+            raise _after_exp_run(exc) from None
         # the tracking configuration's mistakes that need no network (a URI without its scheme, a bad
         # DAGSHUB_REPO): here, not after DVC has deleted the outputs of the stages that log
         root = repository_root()
@@ -161,9 +152,25 @@ def validate(context: StageContext) -> None:
             if problem:
                 raise SettingsError(problem)
         check_data(args.data, args.dvc_file, args.dvc_file.resolve().parent / VALIDATED_COPY)
-        check_models_against_labels(context.settings, args.data)
+        try:
+            check_models_against_labels(context.settings, args.data)  # `search.cv: 999`, ...
+        except SettingsError as exc:
+            raise _after_exp_run(exc) from None
     if not args.out.is_file() or args.out.read_text(encoding="utf-8") != MARKER_TEXT:
         write_text_atomic(args.out, MARKER_TEXT)
+
+
+def _after_exp_run(exc: SettingsError) -> SettingsError:
+    """A settings error as is under `dvc repro` (params.yaml as its user left it), and under `dvc exp run
+    -S` with how to take the value back: DVC wrote it into params.yaml and leaves it there, and leaves
+    git's index taking the file for unchanged (its size and time recorded with the old content): `git
+    status` shows nothing and `git checkout -- params.yaml` does nothing, half the time."""
+    if not os.environ.get("DVC_EXP_NAME"):
+        return exc
+    return SettingsError(
+        f"{exc}\n  (`dvc exp run -S` left this value in params.yaml: fix it there, or take the committed "
+        "settings back with `git show HEAD:params.yaml > params.yaml`; `git checkout` may not see the change)"
+    )
 
 
 def warn_misspelt_env_keys(root: Path) -> None:
