@@ -117,7 +117,7 @@ def run_stage(
         print(f"error: {context.name}: interrupted", file=sys.stderr)
         return INTERRUPTED
     except MnistLabError as exc:
-        print(f"error: {context.name}: {redact(str(exc))}", file=sys.stderr)
+        print(f"error: {context.name}: {redact(str(exc))}{_outputs_removed(context.name)}", file=sys.stderr)
         return 2
     except Exception as exc:
         from mnist_lab.tracking.server import describe_store_failure
@@ -140,6 +140,16 @@ def run_stage(
         with open(timings, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     return 0
+
+
+def _outputs_removed(stage: str) -> str:
+    """Under DVC, which removed the stage's outputs just before running it (but `validate`'s and `code`'s,
+    which it keeps): how to get the last good run's back."""
+    if not os.environ.get("DVC_ROOT") or stage.partition("@")[0] in ("validate", "code"):
+        return ""
+    return (
+        f"\n  (DVC removed its outputs before running it: `dvc checkout {stage}` brings the last run's back)"
+    )
 
 
 def keep_compiled_programs(variable: str) -> None:
