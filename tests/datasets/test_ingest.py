@@ -485,6 +485,12 @@ def test_kaggle_style_file_names_are_ingested(mnist_shaped: tuple[Path, Dataset]
         path.rename(folder / path.name.replace("-idx", ".idx", 1))
     ingest(str(folder), tmp_path / "data")
     assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
+    # a damaged one is named as the folder names it (it was named train-images-idx3-ubyte, not there)
+    images = folder / "train-images.idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"train-images\.idx3-ubyte") as refused:
+        ingest(str(folder), tmp_path / "data")
+    assert "train-images-idx3-ubyte" not in str(refused.value)
 
 
 def test_a_url_with_credentials_is_fetched_with_basic_auth(

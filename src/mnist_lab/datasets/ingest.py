@@ -176,14 +176,18 @@ def _accepted_names(name: str) -> tuple[tuple[str, str], ...]:
     return (name, name), (plain, plain), (dotted, plain)
 
 
-def _collect(source: str, staging: Path) -> None:
+def _collect(source: str, staging: Path) -> dict[str, str]:
     """Copy (or download) whatever of MNIST's four files `source` has into `staging`; a DataError naming
-    what is missing when the training images or labels are not there."""
+    what is missing when the training images or labels are not there. Returns the files renamed on the
+    way, {name in staging: name at the source} (Kaggle's `train-images.idx3-ubyte`)."""
+    renamed = {}
     if "://" in source:
         base = source.rstrip("/")
         for name in DATA_FILES:
             for remote, local in _accepted_names(name):
                 if _download(f"{base}/{remote}", staging / local) is None:
+                    if remote != local:
+                        renamed[local] = remote
                     break
         listing = None
     else:
@@ -202,9 +206,12 @@ def _collect(source: str, staging: Path) -> None:
             for remote, local in _accepted_names(name):
                 if (folder / remote).is_file():
                     shutil.copyfile(folder / remote, staging / local)
+                    if remote != local:
+                        renamed[local] = remote
                     break
         listing = sorted(path.name for path in folder.iterdir())
     _check_collected(display_uri(source), staging, listing)
+    return renamed
 
 
 def _check_collected(source: str, staging: Path, listing: list[str] | None) -> None:
@@ -302,14 +309,18 @@ def ingest(
     else:
         with tempfile.TemporaryDirectory(prefix="mnist-lab-ingest-") as folder:
             staging = Path(folder)
+            renamed: dict[str, str] = {}
             if source == "mnist":
                 download_mnist(staging, mirrors, md5s)
             else:
-                _collect(source, staging)
+                renamed = _collect(source, staging)
             try:
                 dataset = read_dataset(staging)
             except DataError as exc:
-                raise DataError(f"ingest {source}: {str(exc).replace(str(staging) + '/', '')}") from None
+                said = str(exc).replace(str(staging) + "/", "")
+                for local, remote in renamed.items():  # the file as the user named it
+                    said = said.replace(local, remote)
+                raise DataError(f"ingest {source}: {said}") from None
             files = encode_dataset(dataset)
             if dataset.test_images is None:
                 print(
