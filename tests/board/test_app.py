@@ -14,7 +14,7 @@ from mnist_lab.board.app import MAX_IMAGES, STATIC, create_app
 from mnist_lab.core.features import fit_featurizer
 from mnist_lab.core.settings import FeatureSettings
 from mnist_lab.experiments.labels import read_labels
-from mnist_lab.system.files import save_object
+from mnist_lab.system.files import load_object, save_object
 from tests.board.experiment_history import write_history
 
 PAGE = {"X-Mnist-Lab": "board"}  # what the board's page sends with each POST
@@ -122,6 +122,27 @@ def test_the_digit_pad_answers_with_the_served_pyfunc(client) -> None:
     assert labels == [1, 0]
     first = answer["predictions"][0]
     assert sum(v for k, v in first.items() if k.startswith("probability_")) == pytest.approx(1.0)
+
+
+def test_the_pad_answers_with_the_workspaces_model_as_it_is_now(tmp_path: Path, monkeypatch) -> None:
+    """The workspace's best model was loaded once per board: after a `dvc repro` the pad kept answering
+    with the old one. And the models it keeps are bounded (any site can make it load a commit's)."""
+    from mnist_lab.board import app as board_app
+
+    write_history(tmp_path, 1)
+    write_workspace_model(tmp_path)
+    pad = board_app.DigitPad(tmp_path)
+    top = [250.0] * 32 + [0.0] * 32
+    assert pad.predict([top])[0]["label"] == 1
+    classifier = tmp_path / "models" / "mlp" / "classifier.joblib"
+    retrained = load_object(classifier)
+    retrained.classes_ = retrained.classes_[::-1]  # the rerun's model answers the other way
+    save_object(classifier, retrained)
+    assert pad.predict([top])[0]["label"] == 0
+    monkeypatch.setattr(board_app, "MAX_PAD_MODELS", 1)
+    save_object(classifier, load_object(classifier))  # another identity again
+    pad.predict([top])
+    assert len(pad._models) == 1
 
 
 @pytest.mark.parametrize(

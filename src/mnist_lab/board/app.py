@@ -33,8 +33,11 @@ loopback address (the default), the app answers only Host names of that address 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,6 +115,24 @@ def allowed_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
 
 
 CHAMPION = "champion"  # the pad's name for the champion's model (registry alias, else the champion commit)
+MAX_PAD_MODELS = 8  # models the digit pad keeps loaded
+
+
+def _workspace_identity(root: Path) -> str:
+    """What the workspace's best model is made of, as it is now: best_model.json's text and the size and
+    time of the model files (cheap: nothing is read but one small file)."""
+    best = root / "best_model.json"
+    try:
+        text = best.read_text(encoding="utf-8")
+        name = json.loads(text).get("model", "")
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"  # loading says what is wrong
+    parts = [text]
+    for path in (root / "outputs" / "featurizer.joblib", root / "models" / str(name) / "classifier.joblib"):
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            parts.append(f"{stat.st_mtime_ns}:{stat.st_size}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 class DigitPad:
@@ -123,22 +144,32 @@ class DigitPad:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
-        self._models: dict[str | None, tuple[Any, str]] = {}  # by commit, or "champion <which one>"
+        # by commit, "champion <which one>" or "workspace <its files' identity>"; the MAX_PAD_MODELS used
+        # last (any page, another site's too, can make the board load a commit's model: memory is bounded)
+        self._models: OrderedDict[str, tuple[Any, str]] = OrderedDict()
 
     def model(self, commit: str | None = None) -> tuple[Any, str]:
         """(the pyfunc, what it is) for `commit`'s best model, or the workspace's when None."""
         from mnist_lab.serving.pyfunc import DigitClassifier
 
-        # the champion is asked which model it is each time: a newly promoted one is loaded, not the old
-        key = f"{CHAMPION} {_champion_identity(self.root)}" if commit == CHAMPION else commit
+        # the champion is asked which model it is each time (a newly promoted one is loaded, not the old),
+        # and the workspace's files (a `dvc repro` since makes another best model)
+        if commit == CHAMPION:
+            key = f"{CHAMPION} {_champion_identity(self.root)}"
+        elif commit is None:
+            key = f"workspace {_workspace_identity(self.root)}"
+        else:
+            key = commit
         with self._lock:
-            if key not in self._models:
+            if key in self._models:
+                self._models.move_to_end(key)
+            else:
                 if commit is None:
                     from mnist_lab.serving.inference import workspace_best_model
 
                     name, pipeline, _ = workspace_best_model(self.root)
                     described = f"the workspace's best model ({name}, from DVC)"
-                elif key is not None and commit == CHAMPION:
+                elif commit == CHAMPION:
                     pipeline, described = _champion(self.root, key.split(" ", 1)[1])
                 elif commit is not None and commit.startswith("run:"):
                     pipeline, described = _run_model(self.root, commit.removeprefix("run:"))
@@ -148,6 +179,8 @@ class DigitPad:
                     name, pipeline = committed_model(self.root, commit)
                     described = f"{name} of experiment {commit[:12]} (from the DVC cache)"
                 self._models[key] = (DigitClassifier(pipeline, int(pipeline.n_features_in_)), described)
+                while len(self._models) > MAX_PAD_MODELS:
+                    self._models.popitem(last=False)
             return self._models[key]
 
     def describe(self, commit: str | None = None) -> dict[str, Any]:
