@@ -74,3 +74,23 @@ def test_thin_curve_keeps_ends_and_caps_points() -> None:
 
 def test_headline_metrics_drop_per_class() -> None:
     assert headline_metrics({"accuracy": 1.0, "recall_class_3": 0.5}) == {"accuracy": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "direction"),
+    [
+        ("models.cnn.accuracy", "higher"),
+        ("models.mlp.f1_macro", "higher"),
+        ("models.cnn.roc_auc_micro", "higher"),
+        ("val_loss", "lower"),
+        ("models.sgd.fit_seconds", "lower"),
+        ("models.cnn.fit_ms", "lower"),  # was "higher": a slower model was coloured better
+        ("serving.latency_p50", "lower"),
+        ("peak_rss_mb", "lower"),
+        ("models.cnn.recall_macro", "higher"),
+    ],
+)
+def test_which_way_a_metric_improves_is_read_from_its_name(name: str, direction: str) -> None:
+    from mnist_lab.core.results import metric_direction
+
+    assert metric_direction(name) == direction

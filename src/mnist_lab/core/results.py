@@ -59,14 +59,17 @@ def confusion_counts(predictions_csv: str) -> dict[str, list]:
     return {"labels": labels, "matrix": matrix}
 
 
-LOWER_IS_BETTER = ("loss", "error", "seconds", "time", "rank")
+LOWER_IS_BETTER = ("loss", "error", "seconds", "time", "rank", "latency", "duration", "memory")
+LOWER_IS_BETTER_UNITS = ("_s", "_ms", "_us", "_ns", "_mb", "_gb", "_kb", "_bytes")  # fit_ms, peak_rss_mb
 
 
 def metric_direction(name: str) -> str:
-    """ "higher" or "lower": which way a metric improves, from its name (losses, errors, times, ranks go
-    down; accuracies, F1, precision, recall, AUC and the rest go up)."""
+    """ "higher" or "lower": which way a metric improves, from its name (losses, errors, times, latencies,
+    memory, ranks, and anything measured in seconds or bytes go down; accuracies, F1, precision, recall,
+    AUC and the rest go up)."""
     last = name.rsplit(".", 1)[-1].lower()
-    return "lower" if any(word in last for word in LOWER_IS_BETTER) else "higher"
+    lower = any(word in last for word in LOWER_IS_BETTER) or last.endswith(LOWER_IS_BETTER_UNITS)
+    return "lower" if lower else "higher"
 
 
 def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
