@@ -482,8 +482,12 @@ def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board,
     (root / "params.yaml").write_text(
         params.replace("type: mlp\n", "type: mlp\n    nullable: null\n    added: 3\n")
     )
-    metrics = '{"models": {"mlp": {"accuracy": 0.5, "fit_ms": 123000.4, "tiny": 1.5e-7}}}'
+    metrics = (
+        '{"models": {"mlp": {"accuracy": 0.5, "fit_ms": 123000.4, "tiny": 1.5e-7}, "cnn": {"accuracy": 0.6}}}'
+    )
     (root / "metrics.json").write_text(metrics)
+    history = "epoch,train_loss,train_accuracy,val_loss,val_accuracy\n1,0,0.5,0,0.5\n2,0.5,0.6,0,0.6\n"
+    (root / "reports" / "cnn" / "history.csv").write_text(history)  # losses of 0: no logarithm
     subprocess.run([*GIT, "commit", "-qam", "two new mlp settings"], cwd=root, check=True)
     newest = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
@@ -526,6 +530,15 @@ def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board,
         "[tr.querySelector('th').textContent, Array.from(tr.querySelectorAll('td'), td => td.textContent)]))"
     )
     assert shown["models.mlp.fit_ms"][1] == "123000" and shown["models.mlp.tiny"][1] == "1.5e-7", shown
+    # on a log scale, values of 0 cannot be drawn: said, not silently left out
+    browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[1]},{newest}&model=cnn&log=1")
+    browser.refresh()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "svg.chart"))
+    curves = browser.find_element(By.ID, "curves").text
+    assert (
+        "train_loss (log) (1 point ≤ 0 left out)" in curves
+        and "val_loss (log) (2 points ≤ 0 left out)" in curves
+    )
     # run rows compare too (they were listed, and "does not hold" was all a comparison of one said)
     browser.get(f"file://{out / 'index.html'}#/compare?ids={newest},{runs['here']},{runs['elsewhere']}")
     browser.refresh()

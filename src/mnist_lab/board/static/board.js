@@ -382,9 +382,13 @@
 
   function chart(metric, series, state) {
     const width = 360, height = 220, pad = 36;
+    const finite = series.flatMap((s) => s.points.filter(([, y]) => Number.isFinite(y)));
+    const dropped = state.log ? finite.filter(([, y]) => y <= 0).length : 0;  // no logarithm: said, not hidden
     const lines = series.map((s) => ({ id: s.id, points: smooth(s.points.filter(([, y]) => Number.isFinite(y) && (!state.log || y > 0)), state.smooth) }))
       .filter((s) => s.points.length);
-    if (!lines.length) return "";
+    if (!lines.length) {
+      return dropped ? `<p class="summary">${escapeHtml(metric)}: no value above 0 to draw on a log scale</p>` : "";
+    }
     const xs = lines.flatMap((s) => s.points.map((p) => p[0]));
     const ys = lines.flatMap((s) => s.points.map((p) => state.log ? Math.log10(p[1]) : p[1]));
     const [x0, x1] = [Math.min(...xs), Math.max(...xs)];
@@ -396,7 +400,7 @@
     const paths = lines.map((s) =>
       `<polyline fill="none" stroke="${colour(s.id, series.map((x) => x.id))}" stroke-width="1.8" data-experiment="${escapeHtml(s.id)}" points="${s.points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(" ")}"/>`).join("");
     return `<svg class="chart" data-metric="${metric}" width="${width}" height="${height}" role="img" aria-label="${metric} by epoch">` +
-      `<text x="${pad}" y="14">${metric}${state.log ? " (log)" : ""}</text>` +
+      `<text x="${pad}" y="14">${escapeHtml(metric)}${state.log ? " (log)" : ""}${dropped ? ` (${dropped} point${dropped > 1 ? "s" : ""} ≤ 0 left out)` : ""}</text>` +
       `<text x="4" y="${sy(state.log ? 10 ** y1 : y1) + 4}">${label(y1)}</text><text x="4" y="${sy(state.log ? 10 ** y0 : y0)}">${label(y0)}</text>` +
       `<text x="${pad}" y="${height - 6}">epoch ${x0}</text><text x="${width - 60}" y="${height - 6}">epoch ${x1}</text>` +
       `<line x1="${pad}" y1="${height - pad + 10}" x2="${width - 8}" y2="${height - pad + 10}" stroke="#d9dee7"/>${paths}</svg>`;
