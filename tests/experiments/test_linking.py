@@ -637,12 +637,14 @@ def test_a_sibling_commit_naming_the_same_run_leaves_its_tag_where_commit_of_fin
     assert outbox.pending_tags(tmp_path, record.record_id)[RESULTS_COMMIT_TAG] == on_main
 
 
-def test_with_the_server_away_a_run_an_earlier_commit_recorded_keeps_it_without_a_warning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("store", ["away", "another"])
+def test_a_run_an_earlier_commit_recorded_keeps_it_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str
 ) -> None:
     """`mnist-lab commit` with the server away warned that the unchanged models' runs could not be tagged
     and said to `link` them later, where `link` would only find that they keep the earlier commit: git
-    alone says so."""
+    alone says so. The same after .env switched from the local store to a server: it warned "NOT tagged"
+    for every unchanged model (its run is in the local store, not there) and advised `dvc repro -f`."""
     from mnist_lab.experiments.linking import SERVER_AWAY, tag_runs_with_commit
     from tests.helpers import free_port
 
@@ -653,30 +655,12 @@ def test_with_the_server_away_a_run_an_earlier_commit_recorded_keeps_it_without_
     later = _commit_files(
         tmp_path, {"notes.txt": "2"}, f"Wider MLP\n\n{unchanged.trailer()}\n{new.trailer()}"
     )
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    uri = f"http://127.0.0.1:{free_port()}" if store == "away" else f"sqlite:///{tmp_path / 'server.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # nobody answers there / it holds neither run
     tagging = tag_runs_with_commit(tmp_path, [unchanged, new], later)
-    assert tagging.kept == {"sgd": first} and tagging.untagged == {"mlp": SERVER_AWAY}
-
-
-def test_a_run_in_another_store_that_an_earlier_commit_recorded_keeps_it_without_a_warning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """.env switched from the local store to a server: committing the next experiment warned "NOT tagged"
-    for every unchanged model (its run is in the local store, not on the server) and advised `dvc repro -f`
-    (retraining everything); with the local store the same runs "keep" the commit that recorded them."""
-    from mnist_lab.experiments.linking import tag_runs_with_commit
-
-    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    unchanged, new = RunLink("sgd", "a" * 32, "b" * 32), RunLink("mlp", "c" * 32, "d" * 32)
-    first = _commit_files(tmp_path, {"notes.txt": "1"}, f"Experiment\n\n{unchanged.trailer()}")
-    later = _commit_files(
-        tmp_path, {"notes.txt": "2"}, f"Wider MLP\n\n{unchanged.trailer()}\n{new.trailer()}"
-    )
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'server.db'}")  # holds neither run
-    tagging = tag_runs_with_commit(tmp_path, [unchanged, new], later)
-    assert tagging.kept == {"sgd": first}
-    assert list(tagging.untagged) == ["mlp"] and "is not in the tracking store" in tagging.untagged["mlp"]
+    assert tagging.kept == {"sgd": first} and list(tagging.untagged) == ["mlp"]
+    expected = SERVER_AWAY if store == "away" else "is not in the tracking store"
+    assert expected in tagging.untagged["mlp"]
 
 
 def test_commit_of_on_a_branch_with_no_commit_yet_looks_in_the_others(
