@@ -704,36 +704,102 @@ def test_code_changes_reads_a_renamed_file_whole(tmp_path: Path) -> None:
     assert code_changes(tmp_path) == ["src/new.py", "src/old.py"]
 
 
+def _experiment_repository(root: Path, monkeypatch) -> None:
+    """A git repository whose experiment is metrics.csv and dvc.lock, its code the folder dvc.lock hashes
+    (src/pkg), for `commit_experiment` with the pipeline and the runs taken as up to date."""
+    from mnist_lab.experiments import linking
+
+    run(["git", "init", "-q", "-b", "main", str(root)], root)
+    run(["git", "config", "core.trustctime", "false"], root)  # DVC's restore keeps what git compares
+    (root / "dvc.lock").write_text("stages:\n  code:\n    deps:\n    - path: src/pkg\n")
+    monkeypatch.setattr(linking, "pipeline_status", lambda root: "")
+    monkeypatch.setattr(linking, "workspace_links", lambda root: [])
+    monkeypatch.setattr(linking, "experiment_paths", lambda root: ["dvc.lock", "metrics.csv"])
+    monkeypatch.setattr(linking, "tag_runs_with_commit", lambda root, links, commit: None)
+    for variable, value in {"NAME": "t", "EMAIL": "t@example.invalid"}.items():
+        monkeypatch.setenv(f"GIT_AUTHOR_{variable}", value)
+        monkeypatch.setenv(f"GIT_COMMITTER_{variable}", value)
+
+
+def _same_size_and_time(path: Path, text: str) -> None:
+    """`path` rewritten with `text` (as long as before), keeping its time and inode: git takes it for
+    unchanged, as after DVC restored it."""
+    import os
+
+    stat = path.stat()
+    assert len(text.encode()) == stat.st_size
+    path.write_text(text)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_a_file_the_index_records_with_its_old_content_is_committed_as_it_is(
     tmp_path: Path, monkeypatch
 ) -> None:
     """After a rejected `dvc exp run -S`, DVC leaves git's index recording a restored file's size and time
     with the last commit's content: `git status` calls it unchanged and `git add` skips it, so the commit
-    kept the old metrics.csv (dirty, while git said clean). Made here with the same size and time, and
-    core.trustctime off (DVC's restore keeps what git compares)."""
+    kept the old metrics.csv (dirty, while git said clean), or the old source of a folder dvc.lock hashes
+    (`git status` does not list it as changed code either)."""
     import os
 
     from mnist_lab.experiments import linking
 
-    run(["git", "init", "-q", "-b", "main", str(tmp_path)], tmp_path)
-    run(["git", "config", "core.trustctime", "false"], tmp_path)
-    metrics = tmp_path / "metrics.csv"
-    metrics.write_text("Name,Value\naccuracy,0.91\n")
-    os.utime(metrics, (1_600_000_000, 1_600_000_000))
+    _experiment_repository(tmp_path, monkeypatch)
+    metrics, source = tmp_path / "metrics.csv", tmp_path / "src" / "pkg" / "a.py"
+    source.parent.mkdir(parents=True)
+    for path, text in ((metrics, "Name,Value\naccuracy,0.91\n"), (source, "X = 1\n")):
+        path.write_text(text)
+        os.utime(path, (1_600_000_000, 1_600_000_000))  # long before the index is written (not racy)
     commit_all(tmp_path, "first experiment")
-    metrics.write_text("Name,Value\naccuracy,0.97\n")  # same size, same inode
-    os.utime(metrics, (1_600_000_000, 1_600_000_000))
-    assert run(["git", "status", "--porcelain"], tmp_path).stdout == ""  # git is fooled
-    assert linking.stale_index_entries(tmp_path, ["metrics.csv"]) == ["metrics.csv"]
-    monkeypatch.setattr(linking, "pipeline_status", lambda root: "")
-    monkeypatch.setattr(linking, "workspace_links", lambda root: [])
-    monkeypatch.setattr(linking, "experiment_paths", lambda root: ["metrics.csv"])
-    monkeypatch.setattr(linking, "code_changes", lambda root: [])
-    monkeypatch.setattr(linking, "tag_runs_with_commit", lambda root, links, commit: None)
-    monkeypatch.setenv("GIT_AUTHOR_NAME", "t")
-    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "t@example.invalid")
-    monkeypatch.setenv("GIT_COMMITTER_NAME", "t")
-    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "t@example.invalid")
-    linking.commit_experiment(tmp_path, "second experiment")
+    _same_size_and_time(metrics, "Name,Value\naccuracy,0.97\n")
+    _same_size_and_time(source, "X = 2\n")
+    (tmp_path / "dvc.lock").write_text("stages:\n  code:\n    deps:\n    - path: src/pkg\n# rerun\n")
+    assert run(["git", "status", "--porcelain"], tmp_path).stdout == " M dvc.lock\n"  # git is fooled
+    assert linking.stale_index_entries(tmp_path, ["metrics.csv", "src/pkg"]) == [
+        "metrics.csv",
+        "src/pkg/a.py",
+    ]
+    commit = linking.commit_experiment(tmp_path, "second experiment")[0]
     assert run(["git", "show", "HEAD:metrics.csv"], tmp_path).stdout == "Name,Value\naccuracy,0.97\n"
-    assert linking.stale_index_entries(tmp_path, ["metrics.csv"]) == []
+    assert run(["git", "show", "HEAD:src/pkg/a.py"], tmp_path).stdout == "X = 2\n"
+    assert linking.committed_code(tmp_path, commit) == ["src/pkg/a.py"]
+    assert linking.stale_index_entries(tmp_path, ["metrics.csv", "src/pkg"]) == []
+
+
+def test_a_file_staged_then_changed_again_is_committed_as_it_is_now(tmp_path: Path, monkeypatch) -> None:
+    """DVC says "git add dvc.lock"; the user does, then reruns: the staged dvc.lock is neither HEAD's nor
+    the file's, and `git rm --cached` (without -f) refused it, failing the commit."""
+    from mnist_lab.experiments import linking
+
+    _experiment_repository(tmp_path, monkeypatch)
+    (tmp_path / "metrics.csv").write_text("accuracy,0.9\n")
+    commit_all(tmp_path, "first experiment")
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(lock.read_text() + "# first rerun\n")
+    run(["git", "add", "dvc.lock"], tmp_path)
+    lock.write_text(lock.read_text() + "# second rerun\n")
+    linking.commit_experiment(tmp_path, "second experiment")
+    assert run(["git", "show", "HEAD:dvc.lock"], tmp_path).stdout == lock.read_text()
+    assert run(["git", "status", "--porcelain"], tmp_path).stdout == ""
+
+
+def test_a_commit_that_fails_outright_puts_the_index_back(tmp_path: Path, monkeypatch) -> None:
+    """Only a refusal by git put the index back: a commit past its time limit (a slow hook) or stopped left
+    the experiment's files staged."""
+    from mnist_lab.experiments import linking
+    from mnist_lab.system import commands
+
+    _experiment_repository(tmp_path, monkeypatch)
+    (tmp_path / "metrics.csv").write_text("accuracy,0.9\n")
+    commit_all(tmp_path, "first experiment")
+    (tmp_path / "metrics.csv").write_text("accuracy,0.95\n")
+    git = commands.git
+
+    def stopped_commit(*args, **options):
+        if args[0] == "commit":
+            raise commands.CommandError("`git commit` did not finish within 60 s")
+        return git(*args, **options)
+
+    monkeypatch.setattr(commands, "git", stopped_commit)
+    with pytest.raises(commands.CommandError):
+        linking.commit_experiment(tmp_path, "second experiment")
+    assert run(["git", "diff", "--cached", "--name-only"], tmp_path).stdout == ""

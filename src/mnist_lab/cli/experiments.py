@@ -106,14 +106,14 @@ def _print_tagged_runs(heading: str, commit: str, links, tagging) -> None:
 
 
 def _cmd_commit(args: argparse.Namespace) -> None:
-    from mnist_lab.experiments.linking import code_changes, commit_experiment
+    from mnist_lab.experiments.linking import commit_experiment, committed_code
     from mnist_lab.experiments.table import carry_labels
     from mnist_lab.system import commands
     from mnist_lab.system.workspace import repository_root
 
     root = repository_root()
-    code = code_changes(root)
     commit, links, tagging = commit_experiment(root, args.message)
+    code = committed_code(root, commit)
     carried = carry_labels(root, commit)
     tagged = "its runs are tagged with it" if not tagging.untagged else "its runs (not all tagged: see below)"
     if tagging.kept and not tagging.untagged:

@@ -47,14 +47,39 @@ _LOCKED_PATH = re.compile(r"^ *- path: (\S+)$", re.MULTILINE)  # a dep's or out'
 
 
 def code_changes(root: Path) -> list[str]:
-    """The files besides the experiment's own that its results were made with, changed since HEAD or new:
-    the source files the stages' code listings (`stage-code/`) name, the files git keeps in a folder
-    `dvc.lock` records the hash of (the `code` stage's `src/mnist_lab`: any edit there changes dvc.lock),
+    """The files besides the experiment's own that its results were made with, changed since HEAD or new,
+    among `code_paths`. `mnist-lab commit` commits them with the results: left out, the commit's listings
+    named code it did not hold (dirty, by `history`'s own check), its dvc.lock a folder's hash its files did
+    not give (`dvc status` not clean at that commit), or a stage its dvc.yaml lacked."""
+    present = code_paths(root)
+    if not present:
+        return []
+    # --no-renames: one `XY path` entry each (a rename's second, its old path, has no status letters)
+    done = run_git(
+        root, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all", "--", *present
+    )
+    changed = {entry[3:] for entry in done.stdout.split("\0") if len(entry) > 3}
+    own = experiment_paths(root)
+    return sorted(path for path in changed if not any(path == p or path.startswith(f"{p}/") for p in own))
+
+
+def committed_code(root: Path, commit: str) -> list[str]:
+    """The files `commit` changed besides the experiment's own (`experiment_paths`): the code it holds."""
+    changed = run_git(root, "diff-tree", "--no-commit-id", "--name-only", "-r", "-z", "--root", commit)
+    own = experiment_paths(root)
+    return sorted(
+        path
+        for path in changed.stdout.split("\0")
+        if path and not any(path == p or path.startswith(f"{p}/") for p in own)
+    )
+
+
+def code_paths(root: Path) -> list[str]:
+    """Where the code an experiment's results were made with is: the source files the stages' code
+    listings (`stage-code/`) name, the folders `dvc.lock` records the hash of (the `code` stage's
+    `src/mnist_lab`: any edit there changes dvc.lock; git lists only what it keeps there, not DVC's data),
     `dvc.yaml`, and for each path `dvc.lock` records, its `.dvc` file and DVC's `.gitignore` beside it (a
-    stage added by `predict --as-stage` on a `dvc add`-ed file). `mnist-lab commit` commits them with the
-    results: left out, the commit's listings named code it did not hold (dirty, by `history`'s own check),
-    its dvc.lock a folder's hash its files did not give (`dvc status` not clean at that commit), or a stage
-    its dvc.yaml lacked."""
+    stage added by `predict --as-stage` on a `dvc add`-ed file); those that exist."""
     from mnist_lab.system.sources import parse_code_listing
 
     candidates = {"dvc.yaml"}
@@ -66,18 +91,9 @@ def code_changes(root: Path) -> list[str]:
             candidates.add(f"{path}.dvc")
             if Path(path).parent != Path("."):  # the root's .gitignore is the team's, not DVC's alone
                 candidates.add((Path(path).parent / ".gitignore").as_posix())
-            if (root / path).is_dir():  # git status lists only what git keeps there (not DVC's data)
+            if (root / path).is_dir():
                 folders.add(path)
-    present = sorted(path for path in candidates if (root / path).is_file()) + sorted(folders)
-    if not present:
-        return []
-    # --no-renames: one `XY path` entry each (a rename's second, its old path, has no status letters)
-    done = run_git(
-        root, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all", "--", *present
-    )
-    changed = {entry[3:] for entry in done.stdout.split("\0") if len(entry) > 3}
-    own = experiment_paths(root)
-    return sorted(path for path in changed if not any(path == p or path.startswith(f"{p}/") for p in own))
+    return sorted(path for path in candidates if (root / path).is_file()) + sorted(folders)
 
 
 TRAILER = "MLflow-Run"
@@ -157,26 +173,29 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
     if status:
         raise LinkingError(f"the pipeline is not up to date ({status}): run `dvc repro` first")
     links = resolve_sent_runs(root, workspace_links(root))
-    paths = experiment_paths(root) + code_changes(root)
     # the index as the user left it, put back if the commit fails (no identity, a hook refusing): the
     # experiment's files left staged would go into the user's next plain `git commit`, without trailers
     saved = run_git(root, "write-tree", check=False)
     try:
-        stale = stale_index_entries(root, paths)
-        if stale:  # forgotten by the index, so that `git add` hashes them anew
-            run_git(root, "rm", "--cached", "--quiet", "--", *stale)
+        stale = stale_index_entries(root, experiment_paths(root) + code_paths(root))
+        if stale:  # forgotten by the index (-f: staged content of its own too), so git sees them anew
+            run_git(root, "rm", "--cached", "--quiet", "-f", "--", *stale)
+        paths = experiment_paths(root) + code_changes(root)
         run_git(root, "add", "--", *paths)
         if not run_git(root, "diff", "--cached", "--name-only", "--", *paths).stdout.strip():
             raise LinkingError("nothing to commit: the experiment's files are as the last commit has them")
         body = "\n".join(link.trailer() for link in links)
-        # `-- paths`: only the experiment's files, whatever else the user has staged
-        done = run_git(root, "commit", "--quiet", "-m", message, "-m", body, "--", *paths, check=False)
+        # `-- paths`: only the experiment's files, whatever else the user has staged; no time limit (its
+        # hooks, a signing key's passphrase, take what they take)
+        done = commands.git(
+            "commit", "--quiet", "-m", message, "-m", body, "--", *paths, cwd=root, timeout=None
+        )
         if done.returncode != 0:
             output = (done.stderr.strip() or done.stdout.strip())[-1500:]
             raise LinkingError(
                 f"`git commit` failed; nothing was committed, the index is as it was:\n{output}"
             )
-    except LinkingError:
+    except (MnistLabError, KeyboardInterrupt):
         if saved.returncode == 0:
             run_git(root, "read-tree", saved.stdout.strip(), check=False)
         raise
