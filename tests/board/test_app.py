@@ -388,9 +388,17 @@ def test_bound_to_loopback_only_its_own_host_names_are_answered_in_json(client) 
 
     _, root, _ = client
     http = TestClient(create_app(root, hosts=LOOPBACK), base_url="http://127.0.0.1:8050", headers=PAGE)
-    for own in ("127.0.0.1:8050", "localhost:8050", "[::1]:8050", "127.0.0.1"):
+    # any address passes: a page reaches this machine by its address only from that address's own origin
+    for own in ("127.0.0.1:8050", "localhost:8050", "[::1]:8050", "127.0.0.1", "[::2]:8050", "10.1.2.3"):
         assert http.get("/api/experiments", headers={"Host": own}).status_code == 200, own
-    for other in ("evil.example", "evil.example:8050", "127.0.0.1.evil.example", "", "[::2]:8050", "[::1"):
+    for other in (
+        "evil.example",
+        "evil.example:8050",
+        "127.0.0.1.evil.example",
+        "",
+        "[::1",
+        "1.2.3.4.example",
+    ):
         refused = http.get("/api/experiments", headers={"Host": other})
         assert refused.status_code == 400, other
         error = refused.json()["error"]
@@ -417,10 +425,11 @@ def test_bound_to_any_address_a_rebound_name_is_still_refused(client, monkeypatc
     _, root, commits = client
     served: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
-    board_app.serve(root, bound, 8050, ["board.team.example"])
+    board_app.serve(root, bound, 8050, ["board.team.example:8050"])  # a port given with it: left out
     assert served["host"] == bound
     http = TestClient(served["app"], base_url="http://127.0.0.1:8050", headers=PAGE)
-    own = ["127.0.0.1:8050", "localhost", "BOARD.team.example:8050"]
+    # the machine's own addresses (a network's, which its name need not resolve to) pass as any address
+    own = ["127.0.0.1:8050", "localhost", "BOARD.team.example:8050", "192.0.2.99:8050", "[fd00::2]:8050"]
     own += (
         [f"{socket.gethostname()}:8050"]
         if bound in ("0.0.0.0", "::")
@@ -429,7 +438,7 @@ def test_bound_to_any_address_a_rebound_name_is_still_refused(client, monkeypatc
     for name in own:
         assert http.get("/api/experiments", headers={"Host": name}).status_code == 200, name
     labels = read_labels(root)
-    for other in ("evil.example:8050", "team.example", "192.0.2.8"):
+    for other in ("evil.example:8050", "team.example", "192.0.2.8.example"):
         assert http.get("/api/experiments", headers={"Host": other}).status_code == 400, other
         posted = http.post(
             "/api/labels",

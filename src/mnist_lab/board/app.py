@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import socket
 import threading
@@ -99,19 +100,37 @@ WILDCARD = ("0.0.0.0", "::", "")  # bound to every address of the machine
 
 
 def allowed_hosts(host: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
-    """The host names a request's Host header may give to a board bound to `host`: the loopback names, the
-    bound address, `extra` (`--allow-host`: the names others reach it by) and, bound to every address, the
-    machine's own name and the addresses it resolves to. Any other name is a page of another site whose
-    name was rebound to this machine (DNS rebinding), whatever the address the board listens on."""
-    names = [*LOOPBACK, *extra]
+    """The host names a request's Host header may give to a board bound to `host`, besides any IP address
+    (a page can reach this machine by its address only from this machine's own origin; DNS rebinding needs
+    a name): the loopback names, the bound address, `extra` (`--allow-host`: the names others reach it by;
+    a port given with one is left out) and, bound to every address, the machine's own name. Any other name
+    is a page of another site whose name was rebound to this machine, whatever address the board listens
+    on."""
+    names = [*LOOPBACK, host, *extra]
     if host in WILDCARD:
-        machine = socket.gethostname()
-        names += [machine, socket.getfqdn()]
-        with contextlib.suppress(OSError):
-            names += [str(info[4][0]) for info in socket.getaddrinfo(machine, None)]
-    else:
-        names.append(host)
-    return tuple(dict.fromkeys(name.strip("[]").lower() for name in names if name))
+        names.append(socket.gethostname())
+    hostnames = (_host_name(name) for name in names if name not in WILDCARD)
+    return tuple(dict.fromkeys(name for name in hostnames if name))
+
+
+def _host_name(given: str) -> str | None:
+    """The host name of a Host header or a name given by the user (`board.example:8050`, `[::1]:8050`),
+    lowercase and without port or brackets; None when it is none."""
+    try:
+        name = urlsplit(f"//{given}").hostname if given.isprintable() else None
+    except ValueError:  # "[::1" and the like: no host name at all
+        return None
+    if name is None and ":" in given and "[" not in given:  # a bare IPv6 address, as --host takes one
+        name = given.lower()
+    return name
+
+
+def _is_address(name: str | None) -> bool:
+    try:
+        ipaddress.ip_address(name or "")
+    except ValueError:
+        return False
+    return True
 
 
 CHAMPION = "champion"  # the pad's name for the champion's model (registry alias, else the champion commit)
@@ -403,11 +422,8 @@ def create_app(root: Path, hosts: Sequence[str] | None = None) -> FastAPI:
         machine's address (DNS rebinding): refused before any route reads anything."""
         if hosts is not None:
             given = request.headers.get("host", "")
-            try:
-                name = urlsplit(f"//{given}").hostname if given.isprintable() else None
-            except ValueError:  # "[::1" and the like: no host name at all
-                name = None
-            if name not in hosts:
+            name = _host_name(given)
+            if name not in hosts and not _is_address(name):
                 allowed = ", ".join(hosts)
                 return JSONResponse(
                     {
