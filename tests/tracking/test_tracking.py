@@ -85,6 +85,8 @@ def test_git_state_ignores_pipeline_outputs_but_not_sources(tmp_path: Path) -> N
     root = make_repo(tmp_path / "repo", "stages:\n  s:\n    cmd: x\n    outs:\n      - metrics.json\n")
     (root / "params.yaml").write_text("seed: 1\n")
     (root / "metrics.json").write_text("{}\n")
+    (root / "src").mkdir()
+    (root / "src" / "kept.py").write_text("X = 0\n")
     run(["git", "init", "-q", "-b", "main"], root)
     run(["git", "add", "-A"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "init"], root)
@@ -99,10 +101,12 @@ def test_git_state_ignores_pipeline_outputs_but_not_sources(tmp_path: Path) -> N
     (root / "dvc_plots" / "index.html").write_text("<html></html>\n")
     (root / "predictions.csv").write_text("label\n1\n")
     assert not tracking.git_state(root).dirty
-    (root / "src").mkdir()
-    (root / "src" / "new_module.py").write_text("X = 1\n")  # new code is a change
-    assert tracking.git_state(root).changed_paths == ("src/",)
-    (root / "src" / "new_module.py").unlink()
+    (root / "src" / "new module é.py").write_text("X = 1\n")  # new code is a change (a name git quotes)
+    assert tracking.git_state(root).changed_paths == ("src/new module é.py",)
+    (root / "src" / "new module é.py").unlink()
+    (root / "notes").mkdir()
+    (root / "src.txt").write_text("")  # a name that starts like src/ but is not in it
+    assert not tracking.git_state(root).dirty
     (root / "params.yaml").write_text("seed: 2\n")
     dirty = tracking.git_state(root)
     assert dirty.dirty and dirty.changed_paths == ("params.yaml",)

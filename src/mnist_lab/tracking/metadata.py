@@ -72,11 +72,13 @@ def git_state(root: Path) -> GitState:
     branch = (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip() or None
     excludes = [f":(exclude,glob){glob}" for glob in pipeline_output_globs(root)]
     excludes.append(":(exclude)labels.yaml")  # labels are about experiments, not inputs to one
-    status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes)
+    # -z: names as they are (without it, git quotes one with a space or an accent: `"src/a b.py"`)
+    status = _git(root, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=normal", "--", ".",
+                  *excludes)  # fmt: skip
     changed = tuple(
-        line[3:]  # "XY path"
-        for line in (status or "").splitlines()
-        if line.strip() and (not line.startswith("??") or line[3:].startswith(UNTRACKED_THAT_COUNT))
+        entry[3:]  # "XY path"
+        for entry in (status or "").split("\0")
+        if len(entry) > 3 and (not entry.startswith("??") or entry[3:].startswith(UNTRACKED_THAT_COUNT))
     )
     return GitState(
         commit=commit, branch=None if branch == "HEAD" else branch, dirty=bool(changed), changed_paths=changed
