@@ -238,7 +238,9 @@ def test_unknown_model_name(
     # said only to run the stage again)
     monkeypatch.setenv("DVC_ROOT", str(workspace))
     assert run_dvc_stage("train", "xgboost") == 2
-    assert "`dvc checkout train@xgboost` brings the last run's back" in capsys.readouterr().err
+    hint = capsys.readouterr().err
+    assert "`dvc checkout train@xgboost` brings back those in the DVC cache" in hint
+    assert "`git checkout -- <file>` those git keeps" in hint  # reports/ (cache: false): not DVC's to restore
 
 
 def test_an_unknown_select_metric_stops_the_first_stage(

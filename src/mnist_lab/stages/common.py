@@ -144,11 +144,13 @@ def run_stage(
 
 def _outputs_removed(stage: str) -> str:
     """Under DVC, which removed the stage's outputs just before running it (but `validate`'s and `code`'s,
-    which it keeps): how to get the last good run's back."""
+    which it keeps): how to get the last good run's back. `dvc checkout` brings back only those in its
+    cache; those git keeps (`cache: false`: reports/, metrics.json, best_model.json...) come from git."""
     if not os.environ.get("DVC_ROOT") or stage.partition("@")[0] in ("validate", "code"):
         return ""
     return (
-        f"\n  (DVC removed its outputs before running it: `dvc checkout {stage}` brings the last run's back)"
+        f"\n  (DVC removed its outputs before running it: `dvc checkout {stage}` brings back those in the DVC "
+        "cache, `git checkout -- <file>` those git keeps, which `git status` lists as deleted)"
     )
 
 
