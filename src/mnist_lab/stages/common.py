@@ -149,8 +149,8 @@ def _outputs_removed(stage: str) -> str:
     if not os.environ.get("DVC_ROOT") or stage.partition("@")[0] in ("validate", "code"):
         return ""
     return (
-        f"\n  (DVC removed its outputs before running it: `dvc checkout {stage}` brings back those in the DVC "
-        "cache, `git checkout -- <file>` those git keeps, which `git status` lists as deleted)"
+        f"\n  (DVC removed its outputs before running it: `dvc checkout {stage}` brings back those in the "
+        "DVC cache, `git checkout -- <file>` those git keeps, which `git status` lists as deleted)"
     )
 
 
