@@ -418,6 +418,8 @@ def test_the_export_goes_into_the_current_folder_or_through_a_link(tmp_path: Pat
     monkeypatch.chdir(here)
     assert export_board(root, Path(".")) == commits[::-1]
     assert Path.cwd().samefile(here)  # the same folder, not one put in its place (the shell's is still there)
+    assert export_board(root, Path(".")) == commits[::-1]  # again, over the earlier export
+    assert Path.cwd().samefile(here) and (here / "snapshot.js").is_file()
     assert (here / EXPORT_MARKER).is_file() and (here / "snapshot.js").is_file()
     site = tmp_path / "site"
     site.mkdir()

@@ -57,7 +57,13 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
     with contextlib.suppress(Exception):  # the registry's champion, when it answers (its row labelled)
         snapshot["/api/champion"] = board.champion()
     rows = table["rows"] + runs  # a run row compares as on the live page (its curves from the store)
-    snapshot["/export/drawn-from"] = board.drawn_from(rows)
+    try:
+        snapshot["/export/drawn-from"] = board.drawn_from(rows)
+    except Exception as exc:  # the store failed while its runs' curves were read: the export without them
+        print(f"note: the export holds no runs: reading their curves failed ({exc})"[:300], file=sys.stderr)
+        snapshot.pop("/api/runs", None)
+        rows, runs = table["rows"], []
+        snapshot["/export/drawn-from"] = board.drawn_from(rows)
     snapshot["/export/directions"] = {
         key[len("metrics.") :]: metric_direction(key)
         for key in {key for row in rows for key in row if key.startswith("metrics.")}
@@ -82,7 +88,10 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
         write_text_atomic(staging / "snapshot.js", f"window.BOARD_SNAPSHOT = {payload};\n")
         (staging / EXPORT_MARKER).write_text("written by `mnist-lab board --export`\n")
         (staging / "static" / "index.html").unlink()
-        if destination.is_dir() and not any(destination.iterdir()):  # kept (it may be a shell's folder)
+        if destination.is_dir() and (not any(destination.iterdir()) or _holds_cwd(destination)):
+            # filled in place: a shell inside it keeps its folder (an earlier export's files go first)
+            for entry in destination.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
             for entry in staging.iterdir():
                 entry.rename(destination / entry.name)
         else:
@@ -92,6 +101,13 @@ def export_board(root: Path, destination: Path, compare: list[str] | None = None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ids
+
+
+def _holds_cwd(folder: Path) -> bool:
+    try:
+        return Path.cwd().resolve().is_relative_to(folder)
+    except OSError:  # the current folder was deleted
+        return False
 
 
 MAX_CODE_BYTES = 32_000_000  # the distinct code files of every experiment; beyond it, no page-made diffs
