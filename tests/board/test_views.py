@@ -428,3 +428,27 @@ def test_the_export_goes_into_the_current_folder_or_through_a_link(tmp_path: Pat
     assert (site / "board").is_symlink() and (here / "snapshot.js").is_file()
     assert sorted(path.name for path in site.iterdir()) == ["board"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["empty", "repo", "site"]
+
+
+def test_a_store_failing_while_run_curves_are_read_leaves_the_runs_out(tmp_path: Path, monkeypatch) -> None:
+    """The run rows' curves are read from the store after its runs: a failure there failed the export."""
+    import json
+
+    from mnist_lab.board import export
+
+    root = tmp_path / "repo"
+    commits = write_history(root, 2)
+    run_row = {"id": "run:" + "a" * 32, "source": "run", "commit": commits[0], "model": "mlp"}
+    monkeypatch.setattr(ExperimentsBoard, "runs", lambda self: [run_row])
+    drawn_from = ExperimentsBoard.drawn_from
+
+    def failing(self, rows):
+        if any(row["source"] == "run" for row in rows):
+            raise OSError("the store went away")
+        return drawn_from(self, rows)
+
+    monkeypatch.setattr(ExperimentsBoard, "drawn_from", failing)
+    assert export.export_board(root, tmp_path / "out") == commits[::-1]
+    text = (tmp_path / "out" / "snapshot.js").read_text()
+    snapshot = json.loads(text.removeprefix("window.BOARD_SNAPSHOT = ").rstrip().removesuffix(";"))
+    assert "/api/runs" not in snapshot and set(snapshot["/export/drawn-from"]) == set(commits)
