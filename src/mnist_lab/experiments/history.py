@@ -87,8 +87,9 @@ def as_markdown(rows: list[ExperimentRow]) -> str:
 
 
 def _markdown_cell(text: str) -> str:
-    """`text` as one cell of a Markdown table: a `|` escaped (it ended the cell), line breaks as spaces."""
-    return " ".join(text.replace("\\", "\\\\").replace("|", "\\|").split())
+    """`text` as one cell of a Markdown table: a `|` escaped (it ended the cell; GitHub's tables take `\\|`
+    inside code spans too), line breaks as spaces. A backslash stays: a code span shows it as it is."""
+    return " ".join(text.replace("|", "\\|").split())
 
 
 def as_text(rows: list[ExperimentRow]) -> str:
