@@ -405,6 +405,7 @@ def test_commit_says_so_when_every_run_keeps_an_earlier_commit(
         tagging = Tagging({}, kept)
         answer = ("e" * 40, links, tagging)
         monkeypatch.setattr(linking, "commit_experiment", lambda root, message, answer=answer: answer)
+        monkeypatch.setattr(linking, "committed_code", lambda root, commit: [])
         cli_experiments._cmd_commit(argparse.Namespace(message="m"))
         assert capsys.readouterr().out.splitlines()[0] == f"committed the experiment as {'e' * 12}; {heading}"
 
