@@ -4,6 +4,7 @@ static export from file:// (slow: starts a server and a browser)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -482,9 +483,8 @@ def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board,
     (root / "params.yaml").write_text(
         params.replace("type: mlp\n", "type: mlp\n    nullable: null\n    added: 3\n")
     )
-    metrics = (
-        '{"models": {"mlp": {"accuracy": 0.5, "fit_ms": 123000.4, "tiny": 1.5e-7}, "cnn": {"accuracy": 0.6}}}'
-    )
+    mlp = {"accuracy": 0.5, "fit_ms": 123000.4, "tiny": 1.5e-7, "big": 1234567.5}
+    metrics = json.dumps({"models": {"mlp": mlp, "cnn": {"accuracy": 0.6}}})
     (root / "metrics.json").write_text(metrics)
     history = "epoch,train_loss,train_accuracy,val_loss,val_accuracy\n1,0,0.5,0,0.5\n2,0.5,0.6,0,0.6\n"
     (root / "reports" / "cnn" / "history.csv").write_text(history)  # losses of 0: no logarithm
@@ -530,6 +530,7 @@ def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board,
         "[tr.querySelector('th').textContent, Array.from(tr.querySelectorAll('td'), td => td.textContent)]))"
     )
     assert shown["models.mlp.fit_ms"][1] == "123000" and shown["models.mlp.tiny"][1] == "1.5e-7", shown
+    assert shown["models.mlp.big"][1] == "1234570", shown  # was 1.23457e+6
     # on a log scale, values of 0 cannot be drawn: said, not silently left out
     browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[1]},{newest}&model=cnn&log=1")
     browser.refresh()

@@ -168,12 +168,9 @@
   function formatValue(value) {
     if (value === null || value === undefined) return "";
     if (typeof value === "number") {
-      if (Number.isInteger(value)) return String(value);
-      // six significant digits, trailing zeros of the fraction dropped (never an integer part's: 123000.4
-      // is 123000, not 123)
-      const [digits, exponent] = value.toPrecision(6).split("e");
-      const trimmed = digits.includes(".") ? digits.replace(/0+$/, "").replace(/\.$/, "") : digits;
-      return exponent === undefined ? trimmed : `${trimmed}e${exponent}`;
+      // six significant digits, written as JavaScript writes that number (no trailing zeros, an exponent
+      // only past 1e21 or below 1e-6): 123000.4 is 123000, 1234567.5 is 1234570, 1.5e-7 stays 1.5e-7
+      return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(6)));
     }
     if (Array.isArray(value)) return `[${value.map(formatValue).join(", ")}]`;
     return String(value);

@@ -249,12 +249,22 @@
     return Array.isArray(value) ? `[${value.map(sortText).join(", ")}]` : asText(value);
   }
 
+  function byCodePoint(a, b) {
+    // as Python compares strings (JavaScript's < compares UTF-16 units: an emoji before U+FF5E)
+    for (let i = 0, j = 0; i < a.length && j < b.length;) {
+      const x = a.codePointAt(i), y = b.codePointAt(j);
+      if (x !== y) return x < y ? -1 : 1;
+      i += x > 0xffff ? 2 : 1;
+      j += y > 0xffff ? 2 : 1;
+    }
+    return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
+  }
+
   function sortOrder(x, y) {
     const xNumber = typeof x === "number", yNumber = typeof y === "number";
     if (xNumber !== yNumber) return xNumber ? -1 : 1;
     if (xNumber) return x < y ? -1 : x > y ? 1 : 0;
-    const [a, b] = [sortText(x), sortText(y)];
-    return a < b ? -1 : a > b ? 1 : 0;
+    return byCodePoint(sortText(x), sortText(y));
   }
 
   const api = { parseQuery, numericColumns, QueryError, OPERATORS, compare, sortOrder };
