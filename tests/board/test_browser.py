@@ -222,6 +222,17 @@ def test_the_buttons_act_only_on_the_selected_rows_the_table_shows(board) -> Non
     assert "seen" not in labels(commits[1])
     browser.find_element(By.ID, "label-remove").click()  # as it was, for the other tests
     wait_for(lambda: "seen" not in labels(commits[0]))
+    # a refused label: said in the actions' own error line, and the success before it goes (it stayed
+    # beside the error, which showed in the query box's line)
+    assert "removed label 'seen'" in browser.find_element(By.ID, "action-message").text
+    name = browser.find_element(By.ID, "label-name")
+    name.clear()
+    name.send_keys("Not A Label!")
+    browser.find_element(By.ID, "label-add").click()
+    refused = wait_for(lambda: browser.find_element(By.ID, "action-error").text)
+    assert "label" in refused and not browser.find_element(By.ID, "action-message").is_displayed()
+    assert not browser.find_element(By.ID, "query-error").is_displayed()
+    name.clear()
     # the Compare tab, from the table, compares what its button would: the selected rows shown
     browser.find_element(By.CSS_SELECTOR, "nav a[data-view='compare']").click()
     wait_for(lambda: "#/compare" in browser.current_url)
@@ -267,7 +278,7 @@ def test_promote_asks_before_it_moves_the_champion(board) -> None:
 
     def answered() -> str:
         return browser.execute_script(
-            "return ['action-message', 'query-error'].map(id => document.getElementById(id))"
+            "return ['action-message', 'action-error'].map(id => document.getElementById(id))"
             ".filter(e => !e.hidden).map(e => e.textContent).join(' ')"
         )
 
@@ -300,7 +311,7 @@ def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    browser, url, _, _ = board
+    browser, url, _, commits = board
     browser.get(f"{url}/#/pad")
     wait_for(lambda: browser.find_element(By.ID, "pad-model").text)
     canvas = browser.find_element(By.ID, "pad-canvas")
@@ -320,6 +331,14 @@ def test_the_digit_pad_answers_a_drawn_digit(board) -> None:
     wait_for(lambda: browser.find_element(By.ID, "pad-error").is_displayed())
     source.select_by_value("")
     assert wait_for(lambda: browser.find_element(By.ID, "pad-answer").text) == "1"
+    # a model that cannot be read (this commit's is in no DVC cache): its error, and no answer left from
+    # the model before it, as if this one had answered
+    browser.get(f"{url}/#/pad?experiment={commits[1]}")
+    browser.find_element(By.ID, "pad-predict").click()
+    wait_for(lambda: browser.find_element(By.ID, "pad-error").is_displayed())
+    assert browser.find_element(By.ID, "pad-answer").text == ""
+    assert not browser.find_elements(By.CSS_SELECTOR, "#pad-probabilities .bar")
+    browser.get(f"{url}/#/pad")
 
 
 def _ink(browser) -> int:
@@ -389,6 +408,7 @@ def test_the_digit_pad_reads_an_uploaded_picture_as_a_person_sees_it(board, tmp_
     error = wait_for(lambda: browser.find_element(By.ID, "pad-error").text)
     assert "notes.png is not an image this browser can read" in error
     assert browser.find_element(By.ID, "pad-answer").text == ""
+    assert _ink(browser) == 0  # the picture before it is gone: Predict would have sent it
 
 
 def test_queueing_a_wrong_value_shows_the_settings_error(board) -> None:

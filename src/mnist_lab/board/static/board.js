@@ -523,6 +523,9 @@
         $("#pad-error").textContent = `${file.name} is not an image this browser can read: upload a PNG or JPEG of a digit`;
         $("#pad-error").hidden = false;
         $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = "";
+        clear(); // the digit before it is not what Predict should send now
+        const seen = $("#pad-seen");
+        seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
       };
       image.src = URL.createObjectURL(file);
       event.target.value = ""; // the same file again is a change too
@@ -573,16 +576,19 @@
 
   async function predict() {
     $("#pad-error").hidden = true;
+    // no answer stays on screen under another model, or under one that failed to answer
+    $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = "";
     try {
       const state = readState();
       if (!padModel || padModel.experiment !== state.experiment) {
+        padModel = null;
+        $("#pad-model").textContent = "";
         padModel = await api(`/api/model${state.experiment ? "?experiment=" + encodeURIComponent(state.experiment) : ""}`);
         padModel.experiment = state.experiment;
         $("#pad-model").textContent = `${padModel.model}, ${padModel.rows}x${padModel.cols} pixels`;
       }
       const pixels = padPixels();
       if (pixels === null) { // an empty pad: a model answers anything with confidence, so nothing is asked
-        $("#pad-answer").textContent = ""; $("#pad-probabilities").innerHTML = "";
         throw new Error("draw a digit first (or upload an image of one)");
       }
       const answer = await api("/api/predict", {
@@ -832,9 +838,18 @@
     update({ selected });
   });
   $("#compare-selected").addEventListener("click", () => update({ view: "compare", selected: actionable(readState()) }, true));
+  function acting() {  // an action starts: what an earlier one said goes
+    $("#action-message").hidden = true;
+    $("#action-error").hidden = true;
+  }
+  function actionFailed(error) {
+    $("#action-error").textContent = error.message;
+    $("#action-error").hidden = false;
+  }
   async function label(remove) {
     const state = readState();
     const name = $("#label-name").value.trim();
+    acting();
     try {
       const acting = actionable(state);
       for (const experiment of acting) {
@@ -843,19 +858,17 @@
           body: JSON.stringify({ experiment, label: name, remove }),
         });
       }
-      $("#query-error").hidden = true;
       $("#action-message").textContent = `${remove ? "removed" : "added"} label '${name}' ${remove ? "from" : "to"} ` +
         `${acting.length} experiment${acting.length === 1 ? "" : "s"} in labels.yaml: commit it to share the labels`;
       $("#action-message").hidden = false;
       table = null; // labels.yaml changed: read the table again
       show();
     } catch (error) {
-      $("#query-error").textContent = error.message;
-      $("#query-error").hidden = false;
+      actionFailed(error);
     }
   }
   async function action(path, body, describe, after = {}) {
-    $("#query-error").hidden = true;
+    acting();
     try {
       const answer = await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       $("#action-message").textContent = describe(answer);
@@ -863,8 +876,7 @@
       table = null; // the repository changed: read the table again
       update(after);
     } catch (error) {
-      $("#query-error").textContent = error.message;
-      $("#query-error").hidden = false;
+      actionFailed(error);
     }
   }
   $("#commit-selected").addEventListener("click", () => {
