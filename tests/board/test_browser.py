@@ -262,6 +262,13 @@ def test_the_registry_champion_is_labelled_in_the_table(board) -> None:
         wait_for(lambda: _rows(browser) == [commits[3]])
         with urllib.request.urlopen(f"{url}/api/experiments?q=labels%20%3D%20champion") as answer:
             assert [row["id"] for row in json.load(answer)["rows"]] == [commits[3]]  # the API agrees
+        from tests.board.test_views import CHAMPION_CASES  # the page's rule is the API's
+
+        chosen = browser.execute_script(
+            "return arguments[0].map(([rows]) => window.MnistBoard.championRows(rows, 'r').map((r) => r.id))",
+            CHAMPION_CASES,
+        )
+        assert chosen == [expected for _, expected in CHAMPION_CASES]
     finally:
         client.delete_registered_model(name)
 

@@ -452,3 +452,35 @@ def test_a_store_failing_while_run_curves_are_read_leaves_the_runs_out(tmp_path:
     text = (tmp_path / "out" / "snapshot.js").read_text()
     snapshot = json.loads(text.removeprefix("window.BOARD_SNAPSHOT = ").rstrip().removesuffix(";"))
     assert "/api/runs" not in snapshot and set(snapshot["/export/drawn-from"]) == set(commits)
+
+
+CHAMPION_CASES = [  # rows newest first, as the table lists them; the run "r" is the champion's
+    ([{"id": "c3", "source": "commit", "runs": {"cnn": "r"}}, {"id": "exp:e", "source": "dvc-experiment",
+      "runs": {"cnn": "r"}}, {"id": "c2", "source": "commit", "runs": {"cnn": "r"}},
+      {"id": "c1", "source": "commit", "runs": {"cnn": "q"}}], ["c2"]),  # the first commit recording it
+    ([{"id": "c1", "source": "commit", "runs": {"cnn": "q"}}, {"id": "exp:a", "source": "dvc-experiment",
+      "runs": {"cnn": "r"}}, {"id": "exp:b", "source": "dvc-experiment", "runs": {"cnn": "r"}}],
+     ["exp:a", "exp:b"]),  # not committed: the experiments holding it
+    ([{"id": "c1", "source": "commit", "runs": {"cnn": "q"}}, {"id": "run:r", "source": "run", "runs": {}}],
+     ["run:r"]),
+    ([{"id": "c1", "source": "commit", "runs": {"cnn": "q"}}], []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rows", "expected"), CHAMPION_CASES)
+def test_the_champion_is_the_row_that_first_recorded_its_run(rows, expected) -> None:
+    """An unchanged model's run is held by every later commit and experiment: all five of them were
+    labelled `champion`, and a user could not tell which one was promoted."""
+    from mnist_lab.board.views import champion_rows
+
+    assert [row["id"] for row in champion_rows(rows, "r")] == expected
+
+
+def test_the_registry_champion_is_not_a_label_to_remove(tmp_path: Path) -> None:
+    """Unlabel said it removed 'champion' while the chip stayed: it comes from the registry."""
+    from mnist_lab.experiments.labels import LabelError
+
+    root = tmp_path / "repo"
+    commits = write_history(root, 1)
+    with pytest.raises(LabelError, match="registry's champion version, which moves with Promote"):
+        ExperimentsBoard(root).set_label(commits[0], "champion", present=False)

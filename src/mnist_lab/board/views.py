@@ -11,7 +11,7 @@ from typing import Any
 from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.query import QueryError, filter_rows, sort_key
 from mnist_lab.core.results import confusion_counts, metric_direction
-from mnist_lab.experiments.labels import read_labels, set_label
+from mnist_lab.experiments.labels import LabelError, read_labels, set_label
 from mnist_lab.experiments.table import experiment_rows, experiments_files, history_rows, run_curves
 from mnist_lab.system import commands
 
@@ -162,18 +162,17 @@ class ExperimentsBoard:
         return {"columns": columns, "rows": kept, "total": len(rows)}
 
     def _with_registry_champion(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """`rows` with `champion` added to the labels of those holding the registry champion's run (copies:
-        the cached rows stay as they are). As they are when the store cannot be asked, as on the page."""
+        """`rows` with `champion` added to the labels of the row of the registry champion's run (copies: the
+        cached rows stay as they are): `champion_row`'s. As they are when the store cannot be asked, as on
+        the page."""
         try:
             run = self.champion()["run_id"]
         except StoreUnavailable:
             return rows
-        if not run:
-            return rows
+        chosen = {row["id"] for row in champion_rows(rows, run)} if run else set()
         return [
             {**row, "labels": [*row["labels"], "champion"]}
-            if "champion" not in row["labels"]
-            and (row["id"] == f"run:{run}" or run in (row.get("runs") or {}).values())
+            if row["id"] in chosen and "champion" not in row["labels"]
             else row
             for row in rows
         ]
@@ -303,12 +302,32 @@ class ExperimentsBoard:
         return read_labels(self.root)
 
     def set_label(self, experiment: str, label: str, present: bool) -> dict[str, Any]:
-        """Add or remove a label of `experiment` (as `mnist-lab label` does); its row afterwards."""
+        """Add or remove a label of `experiment` (as `mnist-lab label` does); its row afterwards. The
+        registry's `champion` is not a label to remove: it moves with a promotion."""
         row = self.row(experiment)
+        if (
+            label == "champion"
+            and not present
+            and "champion" not in read_labels(self.root).get(row["id"], [])
+        ):
+            raise LabelError(
+                f"{row['id'][:12]} holds no 'champion' label in labels.yaml: the one the table shows is the "
+                "registry's champion version, which moves with Promote (`mnist-lab promote`), not by a label"
+            )
         labels = set_label(self.root, row["id"], label, present)
         if row["id"].startswith("run:"):  # the store's rows are read again only every few seconds
             row["labels"] = labels
         return self.row(row["id"])
+
+
+def champion_rows(rows: list[dict[str, Any]], run: str) -> list[dict[str, Any]]:
+    """The rows that are the champion's experiment (static/board.js's championRows does the same): of the
+    rows holding its run (an unchanged model's run is held by every later commit and experiment too), the
+    commit that first recorded it (the oldest: rows come newest first), as `commit-of` answers; without one,
+    the DVC experiments or the run row holding it."""
+    holding = [row for row in rows if row["id"] == f"run:{run}" or run in (row.get("runs") or {}).values()]
+    commits = [row for row in holding if row.get("source") == "commit"]
+    return commits[-1:] if commits else holding
 
 
 def _with_apply_refusals(root: Path, rows: list[dict[str, Any]], head: str | None) -> list[dict[str, Any]]:

@@ -766,17 +766,24 @@
     }
   }
 
+  function championRows(rows, run) {
+    // as board/views.py's champion_rows: of the rows holding its run (an unchanged model's run is held by
+    // every later commit and experiment too), the commit that first recorded it (the oldest: rows come
+    // newest first); without one, the DVC experiments or the run row holding it
+    const holding = rows.filter((row) => row.id === `run:${run}` || Object.values(row.runs || {}).includes(run));
+    const commits = holding.filter((row) => row.source === "commit");
+    return commits.length ? commits.slice(-1) : holding;
+  }
+
   async function loadChampion(forTable) {
     // the registry's champion is a model version: the rows that hold its run get the `champion` label
     // (without a registry the table labels the tagged commit itself); asked after the table is drawn
     try {
       const { run_id: run } = await api("/api/champion");
       if (table !== forTable || !run) return;
-      const mark = (row) => {
-        const holds = row.id === `run:${run}` || Object.values(row.runs || {}).includes(run);
-        if (holds && !row.labels.includes("champion")) row.labels = row.labels.concat(["champion"]);
-      };
-      table.rows.forEach(mark);
+      for (const row of championRows(table.rows, run)) {
+        if (!row.labels.includes("champion")) row.labels = row.labels.concat(["champion"]);
+      }
       forTable.championRun = run; // for the runs' rows, if they arrive after
       if (readState().view === "table") renderTable(readState());
     } catch (error) { /* no store, or no registry: the table shows no registry champion */ }
@@ -918,4 +925,5 @@
   window.addEventListener("hashchange", show);
   setupPad();
   show();
+  window.MnistBoard = { championRows };  // what the tests hold equal to board/views.py's twin
 })();
