@@ -87,6 +87,7 @@ def test_a_commits_model_not_in_the_cache_names_a_fix_that_works_without_a_remot
     assert f"cannot read outputs/featurizer.joblib of commit {commit[:12]} from DVC" in said
     assert "no DVC remote is set and this repository's DVC cache lacks it" in said
     assert "dvc pull` it first" not in said and "`dvc checkout`, `dvc repro`" in said
+    assert "neither as a DVC output" not in said  # DVC's words, which the commit's dvc.yaml contradicts
     # a remote in the repository's config (or in the commit's): pull it
     run(["dvc", "remote", "add", "-d", "storage", str(tmp_path / "storage")], root)
     with pytest.raises(RegistryError, match="`dvc pull` it first"):

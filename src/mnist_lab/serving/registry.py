@@ -347,22 +347,21 @@ def committed_model(root: Path, commit: str) -> tuple[str, Any]:
         try:
             parts.append(joblib.load(io.BytesIO(dvc.api.read(path, repo=str(root), rev=commit, mode="rb"))))
         except Exception as exc:  # DVC raises many kinds: missing in cache and remote, no remote, ...
-            said = f"cannot read {path} of commit {commit[:12]} from DVC ({exc})"
-            raise RegistryError(f"{said}; {_missing_output_fix(root, commit)}") from None
+            said = f"cannot read {path} of commit {commit[:12]} from DVC"
+            if _has_dvc_remote(root, commit):  # what DVC says of its remote helps
+                raise RegistryError(f"{said} ({exc}); `dvc pull` it first") from None
+            # without a remote DVC says the path is "neither a DVC output nor a Git-tracked file",
+            # which the commit's dvc.yaml contradicts: the cache lacks it, which is said below
+            raise RegistryError(f"{said}; {MISSING_OUTPUT_FIX}") from None
     return name, full_model(*parts)
 
 
-def _missing_output_fix(root: Path, commit: str) -> str:
-    """What gets a commit's output that DVC could not read: `dvc pull` where a remote is set (in the
-    repository's config today, or in the commit's), else where it can come from without one."""
-    if _has_dvc_remote(root, commit):
-        return "`dvc pull` it first"
-    return (
-        "no DVC remote is set and this repository's DVC cache lacks it (made on another machine, or the "
-        "cache was cleared): add the remote it was pushed to (`dvc remote add -d NAME URL`) and `dvc pull`, "
-        "or rebuild it: check that commit out, `dvc checkout`, `dvc repro` (the same models come out), "
-        "then go back to your branch"
-    )
+MISSING_OUTPUT_FIX = (
+    "no DVC remote is set and this repository's DVC cache lacks it (made on another machine, or the cache "
+    "was cleared): add the remote it was pushed to (`dvc remote add -d NAME URL`) and `dvc pull`, or rebuild "
+    "it: check that commit out, `dvc checkout`, `dvc repro` (the same models come out), then go back to your "
+    "branch"
+)
 
 
 def _has_dvc_remote(root: Path, commit: str) -> bool:
