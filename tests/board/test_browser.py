@@ -237,6 +237,14 @@ def test_the_buttons_act_only_on_the_selected_rows_the_table_shows(board) -> Non
     browser.find_element(By.CSS_SELECTOR, "nav a[data-view='compare']").click()
     wait_for(lambda: "#/compare" in browser.current_url)
     assert f"ids={commits[0]}" in browser.current_url and commits[1] not in browser.current_url
+    # one row selected: its model on the digit pad, from a button (it took typing the pad's URL)
+    browser.get(f"{url}/#/table?ids={commits[0]}")
+    browser.refresh()
+    wait_for(lambda: browser.find_element(By.ID, "pad-selected").is_enabled())
+    browser.find_element(By.ID, "pad-selected").click()
+    wait_for(lambda: "#/pad" in browser.current_url)
+    assert f"experiment={commits[0]}" in browser.current_url
+    assert browser.find_element(By.ID, "view-pad").is_displayed()
 
 
 def test_the_registry_champion_is_labelled_in_the_table(board) -> None:

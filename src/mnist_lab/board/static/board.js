@@ -312,6 +312,7 @@
       (notShown ? ` · ${notShown} selected ${notShown === 1 ? "row is" : "rows are"} not shown: the buttons leave ${notShown === 1 ? "it" : "them"} out` : "") +
       (acting.length === 1 && refused(acting[0]) ? ` · Apply & commit: ${refused(acting[0])}` : "");
     $("#compare-selected").disabled = acting.length < 2;
+    $("#pad-selected").disabled = Boolean(SNAPSHOT) || acting.length !== 1;
     $("#label-add").disabled = $("#label-remove").disabled = !acting.length || Boolean(SNAPSHOT);
     const why = acting.length === 1 ? refused(acting[0]) : null;
     $("#commit-selected").disabled = Boolean(SNAPSHOT) || acting.length !== 1 || !acting[0].startsWith("exp:") || Boolean(why);
@@ -845,6 +846,7 @@
     update({ selected });
   });
   $("#compare-selected").addEventListener("click", () => update({ view: "compare", selected: actionable(readState()) }, true));
+  $("#pad-selected").addEventListener("click", () => update({ view: "pad", experiment: actionable(readState())[0] }, true));
   function acting() {  // an action starts: what an earlier one said goes
     $("#action-message").hidden = true;
     $("#action-error").hidden = true;
