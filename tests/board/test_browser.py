@@ -566,6 +566,11 @@ def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board,
     )
     assert shown["models.mlp.fit_ms"][1] == "123000" and shown["models.mlp.tiny"][1] == "1.5e-7", shown
     assert shown["models.mlp.big"][1] == "1234570", shown  # was 1.23457e+6
+    whole = browser.execute_script(  # the whole value, which a query's `=` compares, in the tooltip
+        "return Array.from(document.querySelectorAll('#compare-metrics tr'))"
+        ".find(tr => tr.querySelector('th').textContent === 'models.mlp.big').querySelectorAll('td')[1].title"
+    )
+    assert whole == "1234567.5"
     # on a log scale, values of 0 cannot be drawn: said, not silently left out
     browser.get(f"file://{out / 'index.html'}#/compare?ids={commits[1]},{newest}&model=cnn&log=1")
     browser.refresh()

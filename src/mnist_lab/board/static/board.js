@@ -298,7 +298,9 @@
       if (c === "date") return `<td>${escapeHtml(String(value || "").slice(0, 16).replace("T", " "))}</td>`;
       if (c === "data") return `<td class="mono">${escapeHtml(String(value || "").slice(0, 8))}</td>`;
       if (c === "message") return `<td class="message" title="${escapeHtml(value || "")}">${escapeHtml(value || "")}</td>`;
-      return `<td class="${typeof value === "number" ? "num" : ""}">${escapeHtml(formatValue(value))}</td>`;
+      // a number is shown with six significant digits: the whole one is its tooltip (what `=` compares)
+      const whole = typeof value === "number" && String(value) !== formatValue(value) ? ` title="${escapeHtml(String(value))}"` : "";
+      return `<td class="${typeof value === "number" ? "num" : ""}"${whole}>${escapeHtml(formatValue(value))}</td>`;
     }).join("");
     $("#experiments tbody").innerHTML = rows.map((row) =>
       `<tr data-id="${escapeHtml(row.id)}" class="${selected.has(row.id) ? "selected" : ""}">` +
@@ -342,7 +344,8 @@
         const delta = m.deltas[i];
         const shown = ids[i] === data.baseline || delta === null || delta === 0 ? formatValue(value)
           : `${formatValue(value)} (${delta > 0 ? "+" : ""}${formatValue(delta)})`;
-        return `<td class="num ${m.verdicts[i] === "better" ? "better" : m.verdicts[i] === "worse" ? "worse" : ""}">${escapeHtml(shown)}</td>`;
+        const whole = typeof value === "number" && String(value) !== formatValue(value) ? ` title="${escapeHtml(String(value))}"` : "";
+        return `<td class="num ${m.verdicts[i] === "better" ? "better" : m.verdicts[i] === "worse" ? "worse" : ""}"${whole}>${escapeHtml(shown)}</td>`;
       }).join("")}</tr>`).join("");
     $("#only-changed").checked = state.changed;
     $("#compare-params").innerHTML = head + Object.entries(data.params).filter(([, p]) => !state.changed || p.changed).map(([key, p]) =>
