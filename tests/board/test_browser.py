@@ -160,6 +160,7 @@ def test_compare_draws_curves_matrices_and_the_code_diff(board) -> None:
     assert {experiment for experiment, _ in lines} == set(commits[:2])
     assert len({stroke for _, stroke in lines}) == 2  # a colour per experiment
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.matrix")) == 2
+    assert browser.find_element(By.ID, "confusion-model").text == "of cnn"  # the model Curves shows
     assert "ALPHA_DEFAULT" in browser.find_element(By.ID, "diffs").text
     metrics = browser.find_element(By.ID, "compare-metrics")
     assert metrics.find_elements(By.CSS_SELECTOR, "td.better, td.worse")  # deltas coloured by direction

@@ -365,13 +365,14 @@
     if (!ids.some((id) => ((data.curves[id] || {})[model] || []).length)) {
       $("#curves").innerHTML = `<p class="summary">${escapeHtml(model)} is trained without epochs: no curves.</p>`;
     }
+    $("#confusion-model").textContent = `of ${model}`; // the model chosen under Curves
     $("#confusion").innerHTML = ids.map((id) => matrix(id, ((data.confusion[id] || {})[model]), ids)).join("");
     $("#diffs").innerHTML = Object.entries(data.diffs).map(([id, diff]) =>
       `<h3 class="mono">${escapeHtml(shortId(data.baseline))} → ${escapeHtml(shortId(id))}</h3>` +
       (diff.note && !diff.text ? `<p class="summary">${escapeHtml(diff.note)}</p>` : diff.text ? `<pre class="diff">${diff.text.split("\n").map((line) => {
         const kind = line.startsWith("@@") ? "hunk" : line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : "";
         return `<span class="${kind}">${escapeHtml(line)}</span>`;
-      }).join("\n")}</pre>${diff.truncated ? "<p class='summary'>(truncated)</p>" : ""}` : `<p class="summary">no change in src/, params.yaml or dvc.yaml</p>`)
+      }).join("\n")}</pre>${diff.truncated ? `<p class='summary'>(truncated: the whole diff is <code>git diff ${escapeHtml(String(rowsById[data.baseline].commit || "").slice(0, 12))} ${escapeHtml(String(rowsById[id].commit || "").slice(0, 12))} -- src params.yaml dvc.yaml</code>)</p>` : ""}` : `<p class="summary">no change in src/, params.yaml or dvc.yaml</p>`)
     ).join("");
   }
 
@@ -687,6 +688,7 @@
         body: JSON.stringify({ set, name: $("#run-name").value.trim() || null }),
       });
       $("#run-message").textContent = `queued ${answer.queued}: start the queue to run it`;
+      $("#run-set").value = ""; $("#run-name").value = ""; // queued: Queue again would queue it twice
       await refreshQueue();
     } catch (error) {
       $("#run-error").textContent = error.message;
