@@ -58,20 +58,19 @@ def code_changes(root: Path) -> list[str]:
     done = run_git(
         root, "status", "--porcelain", "-z", "--no-renames", "--untracked-files=all", "--", *present
     )
-    changed = {entry[3:] for entry in done.stdout.split("\0") if len(entry) > 3}
-    own = experiment_paths(root)
-    return sorted(path for path in changed if not any(path == p or path.startswith(f"{p}/") for p in own))
+    return _not_the_experiments(root, {entry[3:] for entry in done.stdout.split("\0") if len(entry) > 3})
 
 
 def committed_code(root: Path, commit: str) -> list[str]:
     """The files `commit` changed besides the experiment's own (`experiment_paths`): the code it holds."""
     changed = run_git(root, "diff-tree", "--no-commit-id", "--name-only", "-r", "-z", "--root", commit)
+    return _not_the_experiments(root, set(filter(None, changed.stdout.split("\0"))))
+
+
+def _not_the_experiments(root: Path, paths: set[str]) -> list[str]:
+    """`paths` but the experiment's own files and those in its folders (`experiment_paths`), sorted."""
     own = experiment_paths(root)
-    return sorted(
-        path
-        for path in changed.stdout.split("\0")
-        if path and not any(path == p or path.startswith(f"{p}/") for p in own)
-    )
+    return sorted(path for path in paths if not any(path == p or path.startswith(f"{p}/") for p in own))
 
 
 def code_paths(root: Path) -> list[str]:
