@@ -87,6 +87,20 @@ TRACKING_AND_REMOTE_VARIABLES = (
 )
 
 
+@pytest.fixture(autouse=True)
+def no_settings_leak_between_tests() -> Iterator[None]:
+    """The tracking and remote variables as they were before each test: code under test loads a test
+    repository's .env into this process (`load_env_file`, as the CLI does), and what it set stayed for the
+    next tests of the worker (an export then read another store than its repository's)."""
+    saved = {name: os.environ.get(name) for name in TRACKING_AND_REMOTE_VARIABLES}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def restored_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh git copy of the repository with its data restored, and no tracking or remote settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -544,9 +545,15 @@ def test_the_exports_own_comparisons_tell_a_missing_param_from_a_null_one(board,
         client.set_terminated(run.info.run_id)
         runs[name] = f"run:{run.info.run_id}"
     out = tmp_path / "export"
+    # the export reads this repository's store: not one a variable of this test process names (a test
+    # before, in this worker, may have loaded a .env into it)
+    from tests.conftest import TRACKING_AND_REMOTE_VARIABLES
+
+    env = {k: v for k, v in os.environ.items() if k not in TRACKING_AND_REMOTE_VARIABLES}
     done = subprocess.run(
         [str(BIN / "mnist-lab"), "board", "--export", str(out)],
         cwd=root,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
