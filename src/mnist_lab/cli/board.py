@@ -59,7 +59,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME",
         help="a host name others open the page by (a DNS name, a proxy's); repeatable. Requests naming "
-        "any other host are refused (DNS rebinding), except loopback names and the bound address",
+        "another host are refused (DNS rebinding), but for localhost, the bound address, any IP address "
+        "and, bound to 0.0.0.0, this machine's name",
     )
     board.add_argument(
         "--export", type=Path, metavar="DIR", help="write static files there instead of serving"
