@@ -225,6 +225,23 @@ def test_second_repro_is_a_no_op(pipeline: dict) -> None:
     assert len(runs(pipeline["uri"])) == before
 
 
+def test_files_editors_and_systems_leave_beside_the_code_rerun_nothing(pipeline: dict) -> None:
+    """DVC hashes src/mnist_lab for the `code` stage: a file git ignores there (a Finder's .DS_Store, an
+    editor's swap or backup file) changed that hash, so the commit's dvc.lock named a hash no clone could
+    reproduce, and `dvc status` showed `code` changed. Git and DVC ignore the same such files."""
+    root, env = pipeline["root"], pipeline["env"]
+    left = [root / "src/mnist_lab/.DS_Store", root / "src/mnist_lab/core/.cnn.py.swp",
+            root / "src/mnist_lab/core/cnn.py~"]  # fmt: skip
+    for path in left:
+        path.write_bytes(b"not code")
+    try:
+        assert "Data and pipelines are up to date." in run(["dvc", "status"], root, env).stdout
+        assert run(["git", "status", "--porcelain", "--", "src"], root, env).stdout == ""  # not dirty either
+    finally:
+        for path in left:
+            path.unlink()
+
+
 def test_rerun_from_scratch_gives_identical_metrics(pipeline: dict) -> None:
     """Again with `dvc repro -f`, this time warm (stages forked from a server that preloaded the
     libraries, system/warm.py): every output the same as the cold run's, and the committed metrics."""
