@@ -399,12 +399,23 @@ def test_a_failed_commit_leaves_the_index_and_code_no_listing_names_is_committed
     hook = root / ".git" / "hooks" / "pre-commit"
     hook.write_text("#!/bin/sh\necho 'refused by the team hook' >&2\nexit 1\n")
     hook.chmod(0o755)
+    # the user's own index entries, which a tree of the index (write-tree / read-tree) lost: an
+    # intent-to-add (`git add -N`) and an assume-unchanged flag
+    (root / "notes.txt").write_text("my notes\n")
+    run(["git", "add", "-N", "notes.txt"], root)
+    run(["git", "update-index", "--assume-unchanged", "README.md"], root)
     staged = run(["git", "diff", "--cached", "--name-only"], root).stdout
+    before = run(["git", "ls-files", "--stage", "-v", "--", "notes.txt", "README.md"], root).stdout
     refused = run(["mnist-lab", "commit", "-m", "cli: a comment"], root, env, check=False)
     assert refused.returncode != 0 and "refused by the team hook" in refused.stderr
     assert "nothing was committed, the index is as it was" in refused.stderr
     assert "MLflow-Run" not in refused.stderr  # git's own words, not the whole command line
     assert run(["git", "diff", "--cached", "--name-only"], root).stdout == staged == ""
+    assert run(["git", "ls-files", "--stage", "-v", "--", "notes.txt", "README.md"], root).stdout == before
+    assert run(["git", "status", "--porcelain", "notes.txt"], root).stdout == " A notes.txt\n"
+    run(["git", "update-index", "--no-assume-unchanged", "README.md"], root)
+    run(["git", "rm", "--cached", "--quiet", "notes.txt"], root)
+    (root / "notes.txt").unlink()
     hook.unlink()
     done = run(["mnist-lab", "commit", "-m", "cli: a comment"], root, env)
     assert "src/mnist_lab/cli/board.py" in done.stdout

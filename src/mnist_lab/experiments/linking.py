@@ -13,7 +13,7 @@ from mnist_lab.core.errors import MnistLabError
 from mnist_lab.core.experiment_files import RunFile
 from mnist_lab.core.settings import load_settings
 from mnist_lab.system import commands
-from mnist_lab.system.files import read_experiment_file
+from mnist_lab.system.files import read_experiment_file, replaced_via_temp
 
 # What an experiment commit holds: its definition and results (pipeline outputs with `cache: false`)
 EXPERIMENT_PATHS = (
@@ -174,7 +174,7 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
     links = resolve_sent_runs(root, workspace_links(root))
     # the index as the user left it, put back if the commit fails (no identity, a hook refusing): the
     # experiment's files left staged would go into the user's next plain `git commit`, without trailers
-    saved = run_git(root, "write-tree", check=False)
+    index, saved = saved_index(root)
     try:
         stale = stale_index_entries(root, experiment_paths(root) + code_paths(root))
         if stale:  # forgotten by the index (-f: staged content of its own too), so git sees them anew
@@ -195,11 +195,31 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
                 f"`git commit` failed; nothing was committed, the index is as it was:\n{output}"
             )
     except (MnistLabError, KeyboardInterrupt):
-        if saved.returncode == 0:
-            run_git(root, "read-tree", saved.stdout.strip(), check=False)
+        restore_index(index, saved)
         raise
     commit = run_git(root, "rev-parse", "HEAD").stdout.strip()
     return commit, links, tag_runs_with_commit(root, links, commit)
+
+
+def saved_index(root: Path) -> tuple[Path, bytes | None]:
+    """Git's index file (`$GIT_INDEX_FILE` if set) and its bytes, None where there is none yet. Kept whole:
+    a tree of it (`git write-tree` / `read-tree`) lost the user's `git add -N` entries, the index's flags
+    (assume-unchanged, skip-worktree) and, with a conflict, could not be written at all."""
+    index = Path(run_git(root, "rev-parse", "--git-path", "index").stdout.strip())
+    index = index if index.is_absolute() else root / index
+    try:
+        return index, index.read_bytes()
+    except FileNotFoundError:
+        return index, None
+
+
+def restore_index(index: Path, saved: bytes | None) -> None:
+    """Put back the index `saved_index` read (atomically: git never reads half of it)."""
+    if saved is None:
+        index.unlink(missing_ok=True)
+        return
+    with replaced_via_temp(index) as temporary:
+        temporary.write_bytes(saved)
 
 
 def stale_index_entries(root: Path, paths: list[str]) -> list[str]:
