@@ -53,9 +53,23 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
     server = start([str(BIN / "mnist-lab"), "board", "--port", str(port)], root, {"PATH": os.environ["PATH"]})
     try:
         wait_until_ready(server, port, timeout_s=60)
+        counted = http.get("/api/experiments?hidden=1&code_only=1").json()["total"]
         with chromium() as browser:
             browser.get(f"http://127.0.0.1:{port}/#/run")
             wait_for(lambda: "from-the-board" in browser.find_element(By.ID, "run-tasks").text)
+            header = lambda: browser.find_element(By.ID, "status").text  # noqa: E731
+            wait_for(lambda: header() == f"{counted} experiments")
+            # queued from the form, which then empties (Queue again would queue it twice); taken out of
+            # DVC's queue again before the queue starts
+            browser.find_element(By.ID, "run-set").send_keys("models.cnn.max_epochs=3")
+            browser.find_element(By.ID, "run-name").send_keys("from-the-form")
+            browser.find_element(By.ID, "run-queue").click()
+            message = lambda: browser.find_element(By.ID, "run-message").text  # noqa: E731
+            wait_for(lambda: message() == "queued from-the-form: start the queue to run it")
+            wait_for(lambda: "from-the-form" in browser.find_element(By.ID, "run-tasks").text)
+            for field in ("run-set", "run-name"):
+                assert browser.find_element(By.ID, field).get_attribute("value") == "", field
+            run(["dvc", "queue", "remove", "from-the-form"], root)
             browser.find_element(By.ID, "run-start").click()
             progress = lambda: browser.find_element(By.ID, "run-progress").text  # noqa: E731
             # the network's epochs while it trains: in the progress line and as a bar
@@ -71,6 +85,9 @@ def test_an_experiment_queued_from_the_api_runs_and_becomes_a_row(restored_repo:
             assert int(epoch.group(2)) <= shown_epoch <= 150
             wait_for(lambda: progress().startswith("from-the-board: success (last stage: "), timeout_s=600)
             shown = browser.find_element(By.ID, "run-output").text
+            # the header counts the new row once the queue has finished (it kept the count of before)
+            wait_for(lambda: header() == f"{counted + 1} experiments", timeout_s=30)
+            assert message() == "the queue has finished: its experiments are rows of the table"
     finally:
         stop(server)
     assert "Running stage '" in shown, shown

@@ -629,6 +629,7 @@
   }
 
   let followed = null; // the queued experiment whose output is shown: the running one, or the one clicked
+  let queueWasBusy = false;
   async function refreshQueue() {
     const { tasks } = await api("/api/queue");
     $("#run-tasks").innerHTML = tasks.length
@@ -644,7 +645,10 @@
       $("#run-progress").textContent = `${task.name}: ${error.message}`;
     }
     const busy = tasks.some((t) => t.status === "Queued" || t.status === "Running");
+    const finished = queueWasBusy && !busy;
+    queueWasBusy = busy;
     if (!busy && $("#run-message").textContent === QUEUE_RUNNING) $("#run-message").textContent = "the queue has finished: its experiments are rows of the table";
+    if (finished && readState().view === "run") { table = null; await show(); } // the header counts the new rows
     clearTimeout(polling);
     if (busy && readState().view === "run") polling = setTimeout(() => { table = null; refreshQueue(); }, 2000);
   }
