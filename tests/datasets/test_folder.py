@@ -93,10 +93,41 @@ def test_replace_directory_is_all_or_nothing(tmp_path: Path, small_digits: Datas
             yield TRAIN_IMAGES, b"partial"
             raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match=r"cannot write .*data/ \(disk full\): it is left as it was"):
         replace_directory(Boom(), folder)
     assert read_directory_files(folder) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging folder left behind
+
+
+@pytest.mark.parametrize("failing", [1, 2])
+def test_a_folder_that_cannot_be_swapped_is_kept_and_named(
+    tmp_path: Path, small_digits: Dataset, monkeypatch, failing: int
+) -> None:
+    """data/ read-only (or busy): the old folder could not be moved aside (1), or the new one not moved in
+    after it was (2). It was a traceback that left an empty `.data.old-*` folder beside (1), and could
+    have left no data/ at all (2): now the old folder stays in place, nothing is left beside, and the
+    error names the folder and the fix."""
+    import os
+
+    folder = tmp_path / "data"
+    write(small_digits, folder)
+    before = read_directory_files(folder)
+    real_replace, calls = os.replace, []
+
+    def replace(source, target):
+        calls.append(source)
+        if len(calls) == failing:
+            raise PermissionError(1, "Operation not permitted")
+        real_replace(source, target)
+
+    monkeypatch.setattr("mnist_lab.datasets.folder.os.replace", replace)
+    fewer = Dataset(small_digits.train_images[:50], small_digits.train_labels[:50], None, None)
+    with pytest.raises(DataError) as refused:
+        write(fewer, folder)
+    assert str(refused.value).startswith(f"cannot write {folder}/ (Operation not permitted): it is left as")
+    assert "writable by you" in str(refused.value)
+    assert read_directory_files(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_directory_md5_is_what_dvc_records(tmp_path: Path, small_digits: Dataset) -> None:

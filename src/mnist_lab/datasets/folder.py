@@ -108,26 +108,44 @@ def encode_dataset(dataset: Dataset) -> dict[str, bytes]:
 
 
 def replace_directory(files: dict[str, bytes], directory: Path | str) -> None:
-    """Make `directory` hold exactly `files`, all or nothing: written beside it, then swapped in."""
+    """Make `directory` hold exactly `files`, all or nothing: written beside it, then swapped in. A folder
+    that cannot be written or replaced is a DataError naming it (the old one kept, nothing left beside)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
+    except OSError as error:
+        raise _unwritable(directory, error) from None
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the data folder should look like any other
+    retired: Path | None = None
     try:
         for name, content in files.items():
             (staging / name).write_bytes(content)
         if directory.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
             os.replace(directory, retired / directory.name)
-            os.replace(staging, directory)
-            shutil.rmtree(retired, ignore_errors=True)
+            try:
+                os.replace(staging, directory)
+            except BaseException:
+                os.replace(retired / directory.name, directory)  # the old folder back where it was
+                raise
         else:
             os.replace(staging, directory)
-    except BaseException:
+    except OSError as error:
+        raise _unwritable(directory, error) from None
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if retired is not None and directory.exists():  # (never the only copy of the old data)
+            shutil.rmtree(retired, ignore_errors=True)
+
+
+def _unwritable(directory: Path, error: OSError) -> DataError:
+    return DataError(
+        f"cannot write {directory}/ ({error.strerror or error}): it is left as it was; make it and its "
+        f"folder {directory.parent.resolve()} writable by you (or give another folder), then run it again"
+    )
 
 
 def dvc_directory_md5(files: dict[str, bytes]) -> str:
