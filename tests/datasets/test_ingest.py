@@ -33,6 +33,7 @@ from mnist_lab.datasets.folder import (
     recorded_data_version,
 )
 from mnist_lab.datasets.ingest import MNIST_MD5, MNIST_MIRRORS, ingest, write_digits
+from mnist_lab.system.redact import redact
 from tests.helpers import copy_repository, free_port, random_images
 
 
@@ -513,8 +514,13 @@ def test_a_url_with_credentials_is_fetched_with_basic_auth(
             f"{base}/train-images-idx3-ubyte.gz: HTTP 401 Unauthorized: the server wants credentials; check "
             "the user:password in the URL"
         )
-        with pytest.raises(DataError, match="give them in the URL .https://user:password@host"):
+        with pytest.raises(DataError) as anonymous:
             ingest(base, tmp_path / "other")
+        # as the CLI prints it (credentials masked in any URL): the example of the fix was masked away too
+        assert redact(str(anonymous.value)).endswith(
+            "the server wants credentials; give them in the URL as USER:PASSWORD@ before its host (a : or @ "
+            "in them as %3A, %40)"
+        )
     assert not (tmp_path / "other").exists()
 
 
@@ -545,6 +551,55 @@ def test_cli_data_commands_use_the_repositorys_data_from_any_of_its_folders(
     assert "tracked it with `dvc add ../data`: commit ../data.dvc" in capsys.readouterr().out
     assert recorded_data_version(repo / "data.dvc") == dvc_directory_md5(read_directory_files(repo / "data"))
     assert list((repo / "notebooks").iterdir()) == []  # nothing written where it ran
+
+
+def test_cli_ingest_checks_dvc_can_record_the_data_before_writing_it(
+    mnist_shaped: tuple[Path, Dataset], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Outside a DVC repository (or with --out outside it) the files were written, then `dvc add` failed
+    ("you are not inside of a DVC repository"): refused first now, naming --no-track. And when `dvc add`
+    fails or is interrupted after data/ was replaced, the message says data/ holds the new data that
+    data.dvc may not record, and how to record it or go back (it was a bare "interrupted")."""
+    import subprocess
+
+    folder, dataset = mnist_shaped
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    assert main(["data", "ingest", str(folder)]) == 2
+    said = capsys.readouterr().err
+    assert (
+        f"{outside} is in no DVC repository, so `dvc add data` could not record the data; nothing was" in said
+    )
+    assert "--no-track" in said and not (outside / "data").exists()
+    assert main(["data", "ingest", str(folder), "--no-track"]) == 0  # the files alone, as asked
+    assert read_directory_files(outside / "data") == encode_dataset(dataset)
+
+    repo = copy_repository(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    assert main(["data", "ingest", str(folder), "--out", str(tmp_path / "elsewhere")]) == 2
+    said = capsys.readouterr().err
+    assert f"--out {tmp_path / 'elsewhere'} is outside the repository ({repo.resolve()})" in said
+    assert not (tmp_path / "elsewhere").exists()
+
+    def failing(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess(["dvc", *args], 1, "", "ERROR: the cache is locked")
+
+    def interrupted(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
+        raise KeyboardInterrupt
+
+    version = dvc_directory_md5(encode_dataset(dataset))
+    for stand_in, code, first in ((failing, 2, "`dvc add data` failed: ERROR: the cache is locked\n"),
+                                  (interrupted, 130, "interrupted while DVC recorded it: ")):  # fmt: skip
+        monkeypatch.setattr(ingest_module, "dvc", stand_in)
+        assert main(["data", "ingest", str(folder), "--force"]) == code
+        said = capsys.readouterr().err
+        recorded = (
+            f"data/ holds the new data (version {version}), but data.dvc may still record the one "
+            "before: `dvc add data` records the new data; `mnist-lab data restore --force` brings back "
+            "what data.dvc records"
+        )
+        assert first + recorded in said, said
 
 
 def test_cli_digits_outside_a_repository_and_a_missing_dvc_file(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -51,15 +51,51 @@ def _cmd_data_ingest(args: argparse.Namespace) -> None:
     if args.source == "mnist" and Path("mnist").is_dir():
         print("note: `mnist` downloads MNIST; to ingest the folder ./mnist, write ./mnist", file=sys.stderr)
     out = _in_repository(args.out, "data")
+    if not args.no_track:
+        _check_dvc_can_track(out)
     md5 = ingest(args.source, out, mirrors=(*args.mirror, *MNIST_MIRRORS), force=args.force)
     print(f"wrote {out}/ from {display_uri(args.source)} (data version {md5})")
     if args.no_track:
         print(f"next: `dvc add {out}` and commit {out}.dvc, then `dvc repro`")
         return
-    added = dvc("add", str(out))
+    # data/ is replaced already: if DVC does not record it, say so (the next `dvc repro` would take it as
+    # the data version without a word) and how to keep it or go back
+    not_recorded = (
+        f"{out}/ holds the new data (version {md5}), but {out}.dvc may still record the one before: "
+        f"`dvc add {out}` records the new data; `mnist-lab data restore --force` brings back what "
+        f"{out}.dvc records"
+    )
+    try:
+        added = dvc("add", str(out))
+    except KeyboardInterrupt:
+        print(f"interrupted while DVC recorded it: {not_recorded}", file=sys.stderr)
+        raise
     if added.returncode != 0:
-        raise MnistLabError(f"`dvc add {out}` failed: {added.stderr.strip()}")
+        raise MnistLabError(f"`dvc add {out}` failed: {added.stderr.strip()}\n{not_recorded}")
     print(f"tracked it with `dvc add {out}`: commit {out}.dvc, then run `dvc repro`")
+
+
+def _check_dvc_can_track(out: Path) -> None:
+    """Before anything is written: `dvc add <out>` will work (a DVC repository around the current folder,
+    and `out` inside it), else a MnistLabError naming --no-track. The files were written, then the command
+    failed with DVC's "you are not inside of a DVC repository"."""
+    from mnist_lab.system.workspace import workspace_root
+
+    try:
+        root = workspace_root(Path.cwd())
+    except MnistLabError:
+        root = None
+    if root is None or not (root / ".dvc").is_dir():
+        raise MnistLabError(
+            f"{Path.cwd()} is in no DVC repository, so `dvc add {out}` could not record the data; nothing "
+            "was written: run it inside the repository (or `dvc init` one), or give --no-track to write the "
+            "files alone"
+        )
+    if not out.resolve().is_relative_to(root):
+        raise MnistLabError(
+            f"--out {out} is outside the repository ({root}), so DVC could not record it; nothing was "
+            "written: give a folder inside the repository, or --no-track to write the files alone"
+        )
 
 
 def _cmd_data_restore(args: argparse.Namespace) -> None:

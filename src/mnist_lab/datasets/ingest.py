@@ -115,7 +115,8 @@ def _download(url: str, destination: Path) -> str | None:
             fix = (
                 "check the user:password in the URL"
                 if given
-                else "give them in the URL (https://user:password@host/...)"
+                # (no example URL: the CLI masks the credentials in any URL it prints, the example's too)
+                else "give them in the URL as USER:PASSWORD@ before its host (a : or @ in them as %3A, %40)"
             )
             raise DataError(
                 f"{shown}: HTTP {exc.code} {exc.reason}: the server wants credentials; {fix}"
