@@ -178,3 +178,27 @@ def test_every_setting_dot_env_example_names_is_one_a_typo_is_checked_against() 
     example = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
     named = set(re.findall(r"^[# ]*([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
     assert named and named <= set(ENV_SETTINGS), sorted(named - set(ENV_SETTINGS))
+
+
+def test_test_files_removed_since_the_commit_are_warned_about(repo: Path, capsys) -> None:
+    """`rm data/t10k-*; dvc repro`: DVC re-hashed data.dvc and `prepare` split a test set off the training
+    images without a word, so the metrics changed meaning. A warning names it and the way back; data
+    committed without a test set gets none."""
+    copy = repo / ".mnist-lab" / "validated-data.dvc"
+    (repo / "data.dvc").write_text(_dvc_file(repo / "data") + "  nfiles: 4\n")
+    commit_all(repo, "data as dvc add writes it")
+    for test_file in (repo / "data").glob("t10k-*"):
+        test_file.unlink()
+    (repo / "data.dvc").write_text(_dvc_file(repo / "data") + "  nfiles: 2\n")  # as `dvc repro` re-hashes
+    check_data(repo / "data", repo / "data.dvc", copy)  # still valid data: a warning, not an error
+    assert (
+        f"warning: {repo / 'data'}/ holds no test set (t10k-* files) but the committed {repo / 'data.dvc'} "
+        "records 4 files: `prepare` now splits data.test_size of the training images off as the test set, "
+        "so the metrics are not comparable with the commit's. If the test files were removed by mistake, "
+        f"`git checkout -- {repo / 'data.dvc'} && mnist-lab data restore --force` brings back the committed "
+        "data\n"
+    ) == capsys.readouterr().err
+    commit_all(repo, "no test set")
+    copy.unlink()
+    check_data(repo / "data", repo / "data.dvc", copy)
+    assert capsys.readouterr().err == ""

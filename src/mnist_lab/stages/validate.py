@@ -53,7 +53,7 @@ def check_data(data: Path, dvc_file: Path, validated_copy: Path) -> None:
         return  # the data version that passed last time, byte for byte
     head_file = validated_copy.with_suffix(".head")
     try:
-        read_dataset(data)
+        dataset = read_dataset(data)
     except DataError as exc:
         recorded = parse_data_version(text)
         if found is None and recorded:  # no data/ at all: the version data.dvc records is the one to get
@@ -65,9 +65,33 @@ def check_data(data: Path, dvc_file: Path, validated_copy: Path) -> None:
         validated_at = head_file.read_text(encoding="utf-8").strip() if head_file.is_file() else None
         last_here = last if validated_at is not None and _same_base(dvc_file, validated_at) else None
         raise DataError(f"{exc}. {_put_back(dvc_file, found, last_here)}") from None
+    if dataset.test_images is None:
+        warn_test_set_gone(data, dvc_file)
     if text is not None and parse_data_version(text) == found:
         write_text_atomic(head_file, (_head(dvc_file) or "") + "\n")
         write_text_atomic(validated_copy, text)
+
+
+def warn_test_set_gone(data: Path, dvc_file: Path) -> None:
+    """data/ holds no test files where the committed data version had more files: deleted by mistake,
+    they were taken as new data without a word (prepare splits a test set off the training images, so the
+    metrics no longer mean what the commit's did)."""
+    import yaml
+
+    committed = commands.git_output("show", f"HEAD:./{dvc_file.name}", cwd=dvc_file.resolve().parent)
+    try:
+        recorded_files = int(yaml.safe_load(committed or "")["outs"][0]["nfiles"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
+        return
+    if recorded_files > len(read_directory_files(data)):
+        print(
+            f"warning: {data}/ holds no test set (t10k-* files) but the committed {dvc_file} records "
+            f"{recorded_files} files: `prepare` now splits data.test_size of the training images off as the "
+            "test set, so the metrics are not comparable with the commit's. If the test files were removed "
+            f"by mistake, `git checkout -- {dvc_file} && mnist-lab data restore --force` brings back the "
+            "committed data",
+            file=sys.stderr,
+        )
 
 
 def _same_base(dvc_file: Path, validated_at: str) -> bool:
