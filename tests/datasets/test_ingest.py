@@ -32,7 +32,7 @@ from mnist_lab.datasets.folder import (
     read_directory_files,
     recorded_data_version,
 )
-from mnist_lab.datasets.ingest import MNIST_MD5, MNIST_MIRRORS, ingest, write_digits
+from mnist_lab.datasets.ingest import MNIST_MD5, MNIST_MIRRORS, file_url, ingest, write_digits
 from mnist_lab.system.redact import redact
 from tests.helpers import copy_repository, free_port, random_images
 
@@ -102,6 +102,13 @@ def test_ingest_from_a_url(http_server: str, mnist_shaped: tuple[Path, Dataset],
     md5 = ingest(http_server, tmp_path / "data")
     assert read_directory_files(tmp_path / "data") == encode_dataset(dataset)
     assert md5.endswith(".dir")
+    # a base URL with a query (an access token): each file's name goes into the path, the query stays one
+    # (it asked for `/?token=abc/train-images-idx3-ubyte.gz`: "none of them is at that URL")
+    assert ingest(f"{http_server}/?token=abc", tmp_path / "again") == md5
+    assert (
+        file_url("https://u:p%40w@host/mnist/?token=a/b#x", "t.gz")
+        == "https://u:p%40w@host/mnist/t.gz?token=a/b#x"
+    )
 
 
 def test_ingest_of_a_corrupt_source_leaves_data_untouched(

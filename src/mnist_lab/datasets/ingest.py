@@ -155,7 +155,7 @@ def download_mnist(
     for name in DATA_FILES:
         problems = []
         for number, mirror in enumerate(mirrors, start=1):
-            problem = _download_checked(f"{mirror.rstrip('/')}/{name}", staging / name, md5s[name])
+            problem = _download_checked(file_url(mirror, name), staging / name, md5s[name])
             if problem is None:
                 break
             problems.append(problem)
@@ -167,6 +167,13 @@ def download_mnist(
                 "or give a mirror that has the official files with --mirror URL (to take another copy "
                 "without the official md5 check, ingest its base URL: `mnist-lab data ingest URL`)"
             )
+
+
+def file_url(base: str, name: str) -> str:
+    """The URL of file `name` in the folder `base` names: added to its path, so that a query (an access
+    token, `?token=...`) stays a query (it was `base?token=abc/name`, which no server has)."""
+    parts = urllib.parse.urlsplit(base)
+    return urllib.parse.urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
 
 
 def _accepted_names(name: str) -> tuple[tuple[str, str], ...]:
@@ -183,10 +190,9 @@ def _collect(source: str, staging: Path) -> dict[str, str]:
     way, {name in staging: name at the source} (Kaggle's `train-images.idx3-ubyte`)."""
     renamed = {}
     if "://" in source:
-        base = source.rstrip("/")
         for name in DATA_FILES:
             for remote, local in _accepted_names(name):
-                if _download(f"{base}/{remote}", staging / local) is None:
+                if _download(file_url(source, remote), staging / local) is None:
                     if remote != local:
                         renamed[local] = remote
                     break
