@@ -48,6 +48,8 @@ def test_gzip_output_is_deterministic() -> None:
     ("data", "expected"),
     [
         (b"\x01\x02\x08\x01" + struct.pack(">I", 1) + b"\x00", "bad magic number 0x01020801"),
+        # a server's page saved as the file: it said "bad magic number 0x3c21444f"
+        (b"\n<!DOCTYPE html><html><body>Not here</body></html>", "a web page (HTML), not an IDX file"),
         (b"\x00\x00\x07\x01" + struct.pack(">I", 1) + b"\x00", "unknown IDX type code 0x07"),
         (b"\x00\x00", "too short"),
         (b"\x00\x00\x08\x03" + struct.pack(">I", 2), "truncated header"),

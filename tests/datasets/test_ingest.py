@@ -145,7 +145,12 @@ def test_ingest_errors_for_missing_sources(tmp_path: Path, http_server: str) -> 
     (tmp_path / "other").mkdir()
     for name in ("train.csv", "README"):
         (tmp_path / "other" / name).write_text("x")
-    with pytest.raises(DataError, match=r"the folder holds README, train.csv$"):
+    with pytest.raises(
+        DataError,
+        match=r"the folder holds README, train.csv \(CSV files, such as Kaggle.s mnist_train.csv, are not "
+        r"read: "
+        r"give MNIST's IDX files, or `mnist` to download them\)$",
+    ):
         ingest(str(tmp_path / "other"), tmp_path / "data")
     (tmp_path / "other" / "train-images-idx3-ubyte").write_bytes(b"")
     with pytest.raises(DataError, match=r"has train-images-idx3-ubyte.gz but not train-labels-idx1-ubyte.gz"):
@@ -484,6 +489,35 @@ def test_cli_ingest_mnist_still_checks_the_official_md5_of_the_users_mirror(
 def test_cli_mirror_is_only_for_mnist(tmp_path: Path, capsys) -> None:
     assert main(["data", "ingest", str(tmp_path), "--mirror", "http://127.0.0.1:9/"]) == 2
     assert "--mirror is only for `data ingest mnist`" in capsys.readouterr().err
+    # without its scheme: it said "cannot download (unknown url type: 127.0.0.1)" for each file
+    assert main(["data", "ingest", "mnist", "--mirror", "127.0.0.1:9/mnist/", "--no-track"]) == 2
+    assert (
+        "--mirror 127.0.0.1:9/mnist/: not an http(s) URL; give the folder's URL, as http://host/path/"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_server_failing_says_to_try_again_later(tmp_path: Path) -> None:
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(500)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/mnist"
+        with pytest.raises(DataError) as failed:
+            ingest(url, tmp_path / "data")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(failed.value) == (
+        f"{url}/train-images-idx3-ubyte.gz: HTTP 500 Internal Server Error; the server failed: try again "
+        "later, or another URL"
+    )
 
 
 def test_kaggle_style_file_names_are_ingested(mnist_shaped: tuple[Path, Dataset], tmp_path: Path) -> None:

@@ -48,6 +48,11 @@ def _cmd_data_ingest(args: argparse.Namespace) -> None:
 
     if args.mirror and args.source != "mnist":
         raise MnistLabError("--mirror is only for `data ingest mnist`; give any other base URL as the source")
+    for mirror in args.mirror:
+        if not mirror.lower().startswith(("http://", "https://")):
+            raise MnistLabError(
+                f"--mirror {mirror}: not an http(s) URL; give the folder's URL, as http://host/path/"
+            )
     if args.source == "mnist" and Path("mnist").is_dir():
         print("note: `mnist` downloads MNIST; to ingest the folder ./mnist, write ./mnist", file=sys.stderr)
     out = _in_repository(args.out, "data")

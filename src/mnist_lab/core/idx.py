@@ -72,9 +72,16 @@ def idx_header(
     if len(data) < 4:
         raise DataError(f"{source}: too short to be an IDX file ({len(data)} bytes)")
     if data[0] != 0 or data[1] != 0:
+        if (
+            data.lstrip()[:1] == b"<"
+        ):  # a server's page (an error, a login, a folder listing) saved as the file
+            raise DataError(
+                f"{source}: a web page (HTML), not an IDX file: the server answered with a page instead of "
+                "the file; check the URL (open it in a browser to see the page)"
+            )
         raise DataError(
             f"{source}: bad magic number 0x{data[:4].hex()}: an IDX file starts with two zero bytes; "
-            "is this really an MNIST-format file?"
+            "is this really an MNIST-format file? Give MNIST's IDX files (gzip'd or not)"
         )
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
@@ -145,7 +152,8 @@ def check_labels(labels: np.ndarray, source: str) -> np.ndarray:
         bad = np.flatnonzero(labels >= N_CLASSES)
         raise DataError(
             f"{source}: label {int(labels[bad[0]])} at index {int(bad[0])} is outside 0-9 "
-            f"({bad.size} labels out of range)"
+            f"({bad.size} labels out of range): MNIST's labels are the digits 0-9; fix the file, or take "
+            "another copy of it"
         )
     return labels
 
@@ -154,5 +162,6 @@ def check_pair(images: np.ndarray, labels: np.ndarray, images_source: str, label
     """Images and labels must have the same count."""
     if images.shape[0] != labels.shape[0]:
         raise DataError(
-            f"{images_source} has {images.shape[0]} images but {labels_source} has {labels.shape[0]} labels"
+            f"{images_source} has {images.shape[0]} images but {labels_source} has {labels.shape[0]} labels: "
+            "each image needs its label (are the two files of the same set, and whole?)"
         )

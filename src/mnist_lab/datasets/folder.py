@@ -80,7 +80,8 @@ def read_dataset(directory: Path | str) -> Dataset:
     if test_images.shape[1:] != train_images.shape[1:]:
         raise DataError(
             f"{found[TEST_IMAGES]}: images are {test_images.shape[1]}x{test_images.shape[2]} but the "
-            f"training images are {train_images.shape[1]}x{train_images.shape[2]}"
+            f"training images are {train_images.shape[1]}x{train_images.shape[2]}: the two sets must be of "
+            "one size (are they from the same data set?); resize one, or take both from one source"
         )
     return Dataset(train_images, train_labels, test_images, test_labels)
 

@@ -121,7 +121,14 @@ def _download(url: str, destination: Path) -> str | None:
             raise DataError(
                 f"{shown}: HTTP {exc.code} {exc.reason}: the server wants credentials; {fix}"
             ) from None
-        raise DataError(f"{shown}: HTTP {exc.code} {exc.reason}") from None
+        raise DataError(
+            f"{shown}: HTTP {exc.code} {exc.reason}"
+            + (
+                "; the server failed: try again later, or another URL"
+                if exc.code >= 500
+                else "; check the URL"
+            )
+        ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(f"{shown}: cannot download ({reason}); check the URL and the network") from None
@@ -243,6 +250,11 @@ def _check_collected(source: str, staging: Path, listing: list[str] | None) -> N
     else:
         shown = ", ".join(listing[:8]) + (f" and {len(listing) - 8} more" if len(listing) > 8 else "")
         there = f"the folder holds {shown}"
+        if any(name.lower().endswith((".csv", ".csv.gz", ".csv.zip")) for name in listing):
+            there += (
+                " (CSV files, such as Kaggle's mnist_train.csv, are not read: give MNIST's IDX files, or "
+                "`mnist` to download them)"
+            )
     raise DataError(
         f"ingest {source}: no MNIST training files there: looked for {TRAIN_IMAGES} and {TRAIN_LABELS} "
         f"(or the same without .gz, or named like train-images.idx3-ubyte); {there}"
