@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mnist_lab.cli import main
-from mnist_lab.core.data import Dataset
+from mnist_lab.core.data import Dataset, digits_dataset
 from mnist_lab.core.errors import DataError
 from mnist_lab.core.idx import encode_idx
 from mnist_lab.datasets import ingest as ingest_module
@@ -81,6 +81,21 @@ def test_digits_are_not_written_when_data_dvc_records_other_data(tmp_path: Path)
     ):
         write_digits(tmp_path / "data", tmp_path / "data.dvc")
     assert not (tmp_path / "data").exists()
+
+
+def test_other_data_is_not_blamed_on_the_environment(tmp_path: Path) -> None:
+    """A data.dvc recording another size than the digits' is other data: the message blamed a possibly
+    different environment too (`make venv`), which cannot be the cause."""
+    digits = encode_dataset(digits_dataset())
+    size = sum(len(content) for content in digits.values())
+    for nfiles, nbytes, blames_environment in ((4, 196_000, False), (4, size, True)):
+        (tmp_path / "data.dvc").write_text(
+            f"outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  size: {nbytes}\n  nfiles: {nfiles}\n"
+            "  path: data\n"
+        )
+        with pytest.raises(DataError) as refused:
+            write_digits(tmp_path / "data", tmp_path / "data.dvc")
+        assert ("`make venv`" in str(refused.value)) is blames_environment
 
 
 def test_a_broken_dvc_file_is_reported(tmp_path: Path) -> None:

@@ -68,15 +68,33 @@ def write_digits(out: Path, dvc_file: Path | None, force: bool = False) -> str:
     md5 = dvc_directory_md5(files)
     expected = recorded_data_version(dvc_file) if dvc_file else None
     if expected is not None and expected != md5:
+        size = sum(len(content) for content in files.values())
+        # the same number of files and bytes as the digits: maybe the digits, made by another scikit-learn
+        maybe_digits = _recorded_size(dvc_file) in ((len(files), size), None) if dvc_file else False
         raise DataError(
             f"{dvc_file} records data version {expected}, but the bundled digits regenerate as {md5}: "
             f"this repository's data is not the bundled default ({RESTORE_HINT}to switch to the digits "
-            "instead, `mnist-lab data digits --no-check && dvc add data`), or this environment differs from "
-            "the lock file (rebuild it with `make venv`)"
+            "instead, `mnist-lab data digits --no-check && dvc add data`)"
+            + (
+                ", or this environment differs from the lock file (rebuild it with `make venv`)"
+                if maybe_digits
+                else ""
+            )
         )
     refuse_replacing_unrecorded(out, md5, force)
     replace_directory(files, out)
     return md5
+
+
+def _recorded_size(dvc_file: Path) -> tuple[int, int] | None:
+    """(files, bytes) that `dvc_file` records for its folder (`nfiles`, `size`); None where it says not."""
+    import yaml
+
+    try:
+        out = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["outs"][0]
+        return int(out["nfiles"]), int(out["size"])
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def _download(url: str, destination: Path) -> str | None:
