@@ -125,13 +125,16 @@ def test_models_of_another_task_are_not_compared(
     ) in out
     client = mlflow.MlflowClient(tracking_store, registry_uri=tracking_store)
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
-    # and the other way round: the challenger alias on a version of another task than the workspace's
+    # and the other way round: the challenger alias on a version of another task than the workspace's.
+    # --force promoted whatever the alias named: the binary v2 became a multiclass workspace's champion.
+    # It promotes the workspace's version, as a promotion without it does
     experiment(workspace, {"sgd": {"type": "sgd"}})  # multiclass again: v3, the challenger
     assert promote(capsys, "--rollback")[0] == 0  # v1 (multiclass) is the champion again
     client.set_registered_model_alias(NAME, "challenger", "2")
     code, out = promote(capsys, "--force")
-    assert code == 0 and "challenger v2: not scored on it, champion v1: " in out, out
-    assert "(v2 was trained for task 'binary' (positive class 5), not this workspace's 'multiclass'" in out
+    assert code == 0 and "the challenger alias is back on v3, the workspace's experiment" in out, out
+    assert "promoted v3 to champion (--force)" in out and "v2" not in out.split("). ", 1)[1]
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "3"
 
 
 def test_no_challenger_and_no_test_data_are_clear_errors(
@@ -147,8 +150,8 @@ def test_no_challenger_and_no_test_data_are_clear_errors(
     assert run_dvc_stage("prepare") == 0
     code, out = promote(capsys)
     assert code == 2 and "registry.json is missing: `dvc repro` registers the workspace's best model" in out
-    code, out = promote(capsys, "--force")
-    assert code == 2 and f"'{NAME}' has no challenger: `dvc repro` registers the best model" in out
+    code, out = promote(capsys, "--force")  # --force never promotes another model than the workspace's
+    assert code == 2 and "registry.json is missing: `dvc repro` registers the workspace's best model" in out
 
 
 def test_a_run_or_version_from_another_store_is_named_not_a_traceback(
@@ -279,9 +282,9 @@ def test_only_the_workspaces_model_is_promoted_and_only_by_more_than_min_delta(
     code, out = promote(capsys)
     assert code == 0 and "the challenger alias is back on v1, the workspace's experiment" in out, out
     assert (
-        "it was on v2, put there by another experiment's register or a promote in another checkout; " in out
+        "it was on v2, put there by another experiment's register or a promote in another checkout: " in out
     )
-    assert "--force would promote that one). v1 is already the champion" in out
+    assert "to promote that one, `dvc exp apply` its experiment first). v1 is already the champion" in out
     assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "1"
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 
@@ -304,6 +307,28 @@ def test_only_the_workspaces_model_is_promoted_and_only_by_more_than_min_delta(
         assert f"argument --min-delta: '{bad}' {why}" in capsys.readouterr().err
     code, out = promote(capsys, "--min-delta", "0.01")
     assert code == 0 and "promoted v2 to champion: it beats v1 by more than 0.01 (+" in out
+
+    # --force overrides the comparison, not which model: the workspace's (weak) experiment, though the
+    # alias names v2 (it promoted whatever the alias named, there "v2 is already the champion"; across
+    # tasks, another task's model over the workspace's)
+    (workspace / "registry.json").write_text(json.dumps(weak))
+    code, out = promote(capsys, "--force")
+    assert code == 0 and "the challenger alias is back on v1, the workspace's experiment" in out, out
+    assert "promoted v1 to champion (--force), though it does not beat v2" in out
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    # the alias deleted by hand: put back on the workspace's version (it said `dvc repro` registers one,
+    # which then had nothing to do)
+    client.delete_registered_model_alias(NAME, "challenger")
+    code, out = promote(capsys)
+    assert (
+        code == 0
+        and (
+            "the challenger alias is back on v1, the workspace's experiment (registry.json; it was on no "
+            "version). v1 is already the champion"
+        )
+        in out
+    ), out
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "1"
 
 
 def test_models_of_another_data_version_or_image_size_are_not_compared(
@@ -347,7 +372,10 @@ def test_models_of_another_data_version_or_image_size_are_not_compared(
     # but a challenger that cannot even be loaded is never made champion, --force or not
     champion = str(client.get_model_version_by_alias(NAME, "champion").version)
     broken = client.create_model_version(NAME, source=str(workspace / "no-such-model"))
-    client.set_registered_model_alias(NAME, "challenger", broken.version)
+    registration = json.loads((workspace / "registry.json").read_text())
+    (workspace / "registry.json").write_text(
+        json.dumps({**registration, "version": str(broken.version), "run_id": None})
+    )
     code, out = promote(capsys, "--force")
     assert code == 2 and f"cannot load model 'models:/{NAME}/{broken.version}'" in out, out
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == champion

@@ -147,7 +147,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "test set (exit 1 when it does not)",
     )
     promote_mode = promote.add_mutually_exclusive_group()
-    promote_mode.add_argument("--force", action="store_true", help="promote even if it does not beat it")
+    promote_mode.add_argument(
+        "--force",
+        action="store_true",
+        help="promote the workspace's version even if it does not beat the champion or cannot be compared "
+        "with it (another task or data version)",
+    )
     promote_mode.add_argument(
         "--rollback", action="store_true", help="move champion back to the version it replaced"
     )

@@ -201,20 +201,24 @@ def promote(
     The challenger is the model of the experiment in the workspace (`registry.json`; the alias is moved
     back to it when a `dvc exp run` moved it), both versions trained for this task on this data version."""
     client, store = registry_client(root)
-    ours = None if force else workspace_version(root, client, model_name, store)
+    # with --force too: it overrides the comparison, never which model is promoted (it promoted whatever
+    # the alias named: another experiment's model, of another task, over the workspace's)
+    ours = workspace_version(root, client, model_name, store)
     challenger = version_by_alias(client, model_name, CHALLENGER)
-    if challenger is None:
-        raise RegistryError(
-            f"'{model_name}' has no {CHALLENGER}: `dvc repro` registers the best model as one"
-        )
-    new, moved = str(challenger.version), ""
-    if ours is not None and ours != new:
+    new, moved = (str(challenger.version) if challenger is not None else None), ""
+    if ours != new:
         # every `dvc exp run` (each queued experiment) registers its best model as the challenger: the
-        # experiment in the workspace (the one applied, or run last here) is the one to promote
+        # experiment in the workspace (the one applied, or run last here) is the one to promote; an alias
+        # deleted by hand is put back on it (it said to run `dvc repro`, which then had nothing to do)
+        was = (
+            f"it was on v{new}, put there by another experiment's register or a promote in another "
+            "checkout: to promote that one, `dvc exp apply` its experiment first"
+            if new is not None
+            else "it was on no version"
+        )
         moved = (
             f"the {CHALLENGER} alias {'would go' if dry_run else 'is'} back on v{ours}, the workspace's "
-            f"experiment (registry.json; it was on v{new}, put there by another experiment's register or a "
-            "promote in another checkout; --force would promote that one). "
+            f"experiment (registry.json; {was}). "
         )
         challenger, new = version_by_number(client, model_name, ours), ours
     champion = version_by_alias(client, model_name, CHAMPION)
