@@ -315,9 +315,11 @@ def test_board_export_options_that_cannot_work_are_named(tmp_path, monkeypatch, 
     assert not (tmp_path / "out").exists()
 
 
-def test_a_terminated_command_cleans_up_as_on_any_error(tmp_path: Path) -> None:
-    """`kill` (SIGTERM) during `data ingest`: the temporary folder of the download is removed and data/ is
-    as it was (the default action ended the process on the spot, leaving both), exit 143."""
+@pytest.mark.parametrize(("signame", "code"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_terminated_command_cleans_up_as_on_any_error(tmp_path: Path, signame: str, code: int) -> None:
+    """`kill` (SIGTERM) during `data ingest`, or its terminal closed (SIGHUP): the temporary folder of the
+    download is removed and data/ is as it was (the default action ended the process on the spot, leaving
+    both: a predict left its partial output beside the real one), exit 143 / 129."""
     import http.server
     import os
     import signal
@@ -356,12 +358,12 @@ def test_a_terminated_command_cleans_up_as_on_any_error(tmp_path: Path) -> None:
         while time.monotonic() < deadline and not list(temporary.glob("mnist-lab-ingest-*/*")):
             time.sleep(0.05)
         assert list(temporary.glob("mnist-lab-ingest-*/*")), "the download did not start"
-        ingest.send_signal(signal.SIGTERM)
+        ingest.send_signal(getattr(signal, signame))
         _, err = ingest.communicate(timeout=30)
     finally:
         ingest.kill()
         server.shutdown()
-    assert ingest.returncode == 143 and err.strip().endswith("terminated"), err
+    assert ingest.returncode == code and err.strip().endswith("terminated"), err
     assert list(temporary.iterdir()) == [] and not (tmp_path / "data").exists()
 
 

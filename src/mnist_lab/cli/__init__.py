@@ -37,11 +37,11 @@ def _reader_left() -> bool:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, unwound as Ctrl-C is (see main)."""
+    """SIGTERM or SIGHUP (the terminal closed), unwound as Ctrl-C is (see main); args[0]: the signal."""
 
 
 def _terminated(signum: int, frame: object) -> None:
-    raise Terminated
+    raise Terminated(signum)
 
 
 PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         # `kill` (SIGTERM) unwinds like Ctrl-C: half-written outputs and temporary folders are removed by
         # the code that made them, as on any error (the default action ended the process on the spot)
         signal.signal(signal.SIGTERM, _terminated)
+        # the terminal closed (SIGHUP) likewise: it left a predict's partial output beside the real one;
+        # unless the caller ignores it (`nohup mnist-lab ...`)
+        if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+            signal.signal(signal.SIGHUP, _terminated)
     args = build_parser().parse_args(argv)
     quiet_progress_bars()
     try:
@@ -83,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         print("terminated" if terminated else "interrupted", file=sys.stderr)
-        return 143 if terminated else 130  # 128 + the signal, as a shell reports it
+        signum = (
+            int(exc.args[0]) if terminated and exc.args else (signal.SIGTERM if terminated else signal.SIGINT)
+        )
+        return 128 + signum  # as a shell reports it: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     except MnistLabError as exc:
         from mnist_lab.system.redact import redact
 
