@@ -109,6 +109,17 @@ def test_a_value_that_is_not_a_number_is_named_by_row_and_column() -> None:
         DataError, match=r"in.csv: pixel values must be numbers 0-255; row 2, column pixel_1 is 'zz'"
     ):
         table_pixels(pd.DataFrame({"pixel_0": [1, 2, 3], "pixel_1": ["3", "4", "zz"]}), "in.csv")
+    # numbers written as text are numbers, as the server reads them (a Parquet column of strings was
+    # refused with "a value is not a number", naming no cell, where `serve` answered it)
+    assert table_pixels(
+        pd.DataFrame({"pixel_0": [1, 2], "pixel_1": ["3", " 4.5"]}), "in.parquet"
+    ).tolist() == [
+        [1.0, 3.0],
+        [2.0, 4.5],
+    ]
+    assert request_pixels([[1, 3], [2, " 4.5"]], 2).tolist() == [[1.0, 3.0], [2.0, 4.5]]
+    with pytest.raises(DataError, match=r"row 1, column pixel_1 is True"):
+        table_pixels(pd.DataFrame({"pixel_0": [1, 2], "pixel_1": [3, True]}, dtype=object), "in.parquet")
     with pytest.raises(
         DataError, match=r"request: pixel values must be numbers 0-255; row 0, column 3 is 'x'"
     ):

@@ -49,9 +49,13 @@ def table_pixels(table: pd.DataFrame, source: str, first_row: int = 0) -> np.nda
         raise DataError(f"{source}: no images (an empty table)")
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-    non_numeric = [str(c) for c in table.columns if not is_numeric_dtype(table[c]) or is_bool_dtype(table[c])]
+    non_numeric = [c for c in table.columns if not is_numeric_dtype(table[c]) or is_bool_dtype(table[c])]
     if non_numeric:
-        raise DataError(f"{source}: pixel values must be numbers 0-255; {first_bad_cell(table, first_row)}")
+        # numbers written as text ("5", a Parquet column of strings) are numbers, as `serve` reads them (it
+        # refused them, naming no cell: "a value is not a number"); true/false and words are not
+        if (cell := bad_cell(table[non_numeric], first_row)) is not None:
+            raise DataError(f"{source}: pixel values must be numbers 0-255; {cell}")
+        table = table.astype({c: np.float64 for c in non_numeric})
     pixels = table.to_numpy(dtype=np.float64)
     check_pixel_values(pixels, source, first_row)
     return pixels
@@ -138,6 +142,11 @@ def _some(names: list[str], shown: int = 5) -> str:
 def first_bad_cell(table: pd.DataFrame, first_row: int = 0) -> str:
     """Where the first value that is not a number is: "row 3, column pixel_7 is 'x'" (rows from
     `first_row`)."""
+    return bad_cell(table, first_row) or "a value is not a number"
+
+
+def bad_cell(table: pd.DataFrame, first_row: int = 0) -> str | None:
+    """As first_bad_cell; None when every value reads as a number (numbers written as text too)."""
     import pandas as pd
     from pandas.api.types import is_bool_dtype
 
@@ -146,13 +155,16 @@ def first_bad_cell(table: pd.DataFrame, first_row: int = 0) -> str:
         if is_bool_dtype(values):
             bad = values.notna().to_numpy()
         else:
-            bad = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
+            bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+            if values.dtype == object:  # true/false among other values: numbers to numpy, not to us
+                bad |= values.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)
+            bad = bad.to_numpy()
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             value = values.iloc[row]
             shown = repr(str(value)) if isinstance(value, str) else repr(value)  # 'x', not np.str_('x')
             return f"row {first_row + row}, column {column} is {shown}"
-    return "a value is not a number"
+    return None
 
 
 def check_pixel_values(pixels: np.ndarray, source: str, first_row: int = 0) -> None:
