@@ -463,3 +463,17 @@ def test_a_server_on_a_busy_port_is_refused_before_it_starts(command: list[str],
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "choose another --port" in done.stderr and str(port) not in done.stdout
+
+
+@pytest.mark.parametrize("host", ["bogus.invalid", "192.0.2.1"])
+def test_a_host_that_is_not_this_machines_is_named_not_the_port(host: str) -> None:
+    """`serve --host bogus.invalid`: the error ended "choose another --port", though the host was the problem
+    (a name that does not resolve; an address of another machine, from TEST-NET-1)."""
+    from mnist_lab.cli.arguments import check_port_free
+    from mnist_lab.core.errors import MnistLabError
+
+    with pytest.raises(MnistLabError) as refused:
+        check_port_free(host, 20503)
+    assert str(refused.value).startswith(f"--host {host}: cannot listen there (")
+    said = str(refused.value)
+    assert "not a name or address of this machine" in said and "--port" not in said

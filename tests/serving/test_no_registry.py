@@ -40,7 +40,7 @@ def test_promote_and_serve_from_dvc_when_the_server_has_no_registry(
             head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
 
             dry = run(["mnist-lab", "promote", "--dry-run"], root)
-            assert f"it would be promoted: promoted {head[:12]}" in dry.stdout
+            assert f"dry run, nothing changed: would promote {head[:12]}" in dry.stdout
             assert run(["git", "tag", "-l", "mnist-lab/champion"], root).stdout == ""  # nothing tagged
             promoted = run(["mnist-lab", "promote"], root)
             assert "no Model Registry: the champion is the experiment commit git tag" in promoted.stderr

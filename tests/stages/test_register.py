@@ -55,7 +55,9 @@ def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
     assert json.loads((workspace / "registry.json").read_text())["version"] == "1"
 
     code, out = promote(capsys, "--dry-run")  # the decision, and nothing moved or tagged
-    assert code == 0 and "dry run, nothing changed: it would be promoted: promoted v1 to champion" in out
+    assert (
+        code == 0 and "dry run, nothing changed: would promote v1 to champion: there was no champion" in out
+    )
     with pytest.raises(mlflow.exceptions.MlflowException, match="champion"):
         client.get_model_version_by_alias(NAME, "champion")
     assert "mnist_lab.promotion" not in client.get_model_version(NAME, "1").tags
@@ -74,7 +76,7 @@ def test_the_best_model_becomes_challenger_and_champion_only_when_it_wins(
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 
     code, out = promote(capsys, "--force", "--dry-run")
-    assert code == 0 and "it would be promoted" in out
+    assert code == 0 and "dry run, nothing changed: would promote v2 to champion (--force)" in out
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
     code, out = promote(capsys, "--force")
     assert code == 0 and "(--force)" in out

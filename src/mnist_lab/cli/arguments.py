@@ -60,7 +60,15 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
+            import errno
+
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                # it said "choose another --port" where the host was the problem
+                raise MnistLabError(
+                    f"--host {host}: cannot listen there ({exc.strerror or exc}): not a name or address of "
+                    "this machine; give one of its addresses (127.0.0.1, or 0.0.0.0 for all of them)"
+                ) from None
             raise MnistLabError(
                 f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}): another server has "
-                "it, or the address is not this machine's; choose another --port"
+                "it, or it is not yours to take; choose another --port"
             ) from None

@@ -63,7 +63,12 @@ class PromotionDecision:
 
 
 _DRY = "dry run, nothing changed: "
-_WOULD = f"{_DRY}it would be promoted: "
+
+
+def _as_dry_run(reason: str, promoted: bool) -> str:
+    """A decision's reason as a dry run says it: "dry run, nothing changed: would promote v2 to ..." (it
+    said "it would be promoted: promoted v2 to ...")."""
+    return _DRY + (reason.replace("promoted ", "would promote ", 1) if promoted else reason)
 
 
 class OtherImageSize(RegistryError):
@@ -264,7 +269,7 @@ def promote(
     if unscored:
         reason += f" ({'; '.join(unscored)}: not scored on this test set)"
     if dry_run:
-        reason = f"{_WOULD if promoted else _DRY}{reason}"
+        reason = _as_dry_run(reason, promoted)
     elif promoted:
         if old is not None:
             client.set_model_version_tag(model_name, new, PREVIOUS_CHAMPION_TAG, old)
@@ -396,7 +401,7 @@ def promote_commit(
     promoted, reason = _decide(new, new_value, old, old_value, force, min_delta)
     reason += unscored
     if dry_run:
-        reason = f"{_WOULD if promoted else _DRY}{reason}"
+        reason = _as_dry_run(reason, promoted)
     elif promoted:
         if champion is not None:
             git_stdout(root, "tag", "-f", PREVIOUS_CHAMPION_GIT_TAG, champion)
