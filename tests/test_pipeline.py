@@ -237,6 +237,8 @@ def test_files_editors_and_systems_leave_beside_the_code_rerun_nothing(pipeline:
     try:
         assert "Data and pipelines are up to date." in run(["dvc", "status"], root, env).stdout
         assert run(["git", "status", "--porcelain", "--", "src"], root, env).stdout == ""  # not dirty either
+        # not in data/: mnist-lab's data version counts every file there, so DVC's must too
+        assert run(["dvc", "check-ignore", "data/.DS_Store"], root, env, check=False).returncode == 1
     finally:
         for path in left:
             path.unlink()
