@@ -121,6 +121,16 @@ def test_a_value_that_is_not_a_number_is_named_by_row_and_column() -> None:
     with pytest.raises(DataError, match=r"row 1, column pixel_1 is True"):
         table_pixels(pd.DataFrame({"pixel_0": [1, 2], "pixel_1": [3, True]}, dtype=object), "in.parquet")
     with pytest.raises(
+        DataError, match=r"in.parquet: pixel values must be numbers 0-255; row 11, column pixel_1 is 'x'"
+    ):
+        table_pixels(pd.DataFrame({"pixel_0": [1, 2], "pixel_1": ["3", "x"]}), "in.parquet", first_row=10)
+    # a kind of value that is no number: named (a date column was a TypeError traceback from astype)
+    dates = pd.DataFrame({"pixel_0": [1, 2], "pixel_1": pd.to_datetime(["2026-01-01", "2026-01-02"])})
+    with pytest.raises(
+        DataError, match=r"in.parquet: pixel values must be numbers 0-255; column pixel_1 holds datetime64"
+    ):
+        table_pixels(dates, "in.parquet")
+    with pytest.raises(
         DataError, match=r"request: pixel values must be numbers 0-255; row 0, column 3 is 'x'"
     ):
         request_pixels([[0, 0, 0, "x"]], 4)

@@ -51,11 +51,9 @@ def table_pixels(table: pd.DataFrame, source: str, first_row: int = 0) -> np.nda
 
     non_numeric = [c for c in table.columns if not is_numeric_dtype(table[c]) or is_bool_dtype(table[c])]
     if non_numeric:
-        # numbers written as text ("5", a Parquet column of strings) are numbers, as `serve` reads them (it
-        # refused them, naming no cell: "a value is not a number"); true/false and words are not
-        if (cell := bad_cell(table[non_numeric], first_row)) is not None:
-            raise DataError(f"{source}: pixel values must be numbers 0-255; {cell}")
-        table = table.astype({c: np.float64 for c in non_numeric})
+        table = table.copy()
+        for column in non_numeric:
+            table[column] = _text_as_numbers(table[column], source, first_row)
     pixels = table.to_numpy(dtype=np.float64)
     check_pixel_values(pixels, source, first_row)
     return pixels
@@ -139,6 +137,42 @@ def _some(names: list[str], shown: int = 5) -> str:
     return f"{names[:shown]}" + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
+def _text_as_numbers(values: pd.Series, source: str, first_row: int) -> pd.Series:
+    """A column of numbers written as text ("5", a Parquet column of strings) as numbers, as `serve` reads
+    them (`predict` refused them naming no cell: "a value is not a number"); a DataError naming the cell
+    for a word or a true/false, and the column for a kind of value that is no number (dates, durations)."""
+    import pandas as pd
+    from pandas.api.types import infer_dtype, is_bool_dtype, is_string_dtype
+
+    def refused(where: str) -> DataError:
+        return DataError(f"{source}: pixel values must be numbers 0-255; {where}")
+
+    if is_bool_dtype(values):
+        raise refused(first_bad_cell(values.to_frame(), first_row))
+    if not (
+        values.dtype == object or is_string_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype)
+    ):
+        raise refused(f"column {values.name} holds {values.dtype} values")
+    if infer_dtype(values, skipna=True) in ("mixed", "mixed-integer", "boolean"):  # true/false among them?
+        flags = values.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        if flags.any():
+            raise refused(_cell(values, int(np.flatnonzero(flags)[0]), first_row))
+    try:
+        return values.astype(np.float64)  # each value parsed once, in C
+    except (TypeError, ValueError):  # a word: found (slowly) to be named
+        bad = (pd.to_numeric(values.astype(object), errors="coerce").isna() & values.notna()).to_numpy()
+        if not bad.any():  # (not expected: what astype refuses, to_numeric does too)
+            raise refused(f"column {values.name} holds values that are not numbers") from None
+        raise refused(_cell(values, int(np.flatnonzero(bad)[0]), first_row)) from None
+
+
+def _cell(values: pd.Series, row: int, first_row: int) -> str:
+    """ "row 3, column pixel_7 is 'x'": the value at position `row` of `values` (rows from `first_row`)."""
+    value = values.iloc[row]
+    shown = repr(str(value)) if isinstance(value, str) else repr(value)  # 'x', not np.str_('x')
+    return f"row {first_row + row}, column {values.name} is {shown}"
+
+
 def first_bad_cell(table: pd.DataFrame, first_row: int = 0) -> str:
     """Where the first value that is not a number is: "row 3, column pixel_7 is 'x'" (rows from
     `first_row`)."""
@@ -160,10 +194,7 @@ def bad_cell(table: pd.DataFrame, first_row: int = 0) -> str | None:
                 bad |= values.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)
             bad = bad.to_numpy()
         if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            value = values.iloc[row]
-            shown = repr(str(value)) if isinstance(value, str) else repr(value)  # 'x', not np.str_('x')
-            return f"row {first_row + row}, column {column} is {shown}"
+            return _cell(values, int(np.flatnonzero(bad)[0]), first_row)
     return None
 
 
