@@ -406,12 +406,14 @@ def test_a_failed_commit_leaves_the_index_and_code_no_listing_names_is_committed
     run(["git", "update-index", "--assume-unchanged", "README.md"], root)
     staged = run(["git", "diff", "--cached", "--name-only"], root).stdout
     before = run(["git", "ls-files", "--stage", "-v", "--", "notes.txt", "README.md"], root).stdout
+    index_time = (root / ".git" / "index").stat().st_mtime_ns  # (a newer index made git trust stale entries)
     refused = run(["mnist-lab", "commit", "-m", "cli: a comment"], root, env, check=False)
     assert refused.returncode != 0 and "refused by the team hook" in refused.stderr
     assert "nothing was committed, the index is as it was" in refused.stderr
     assert "MLflow-Run" not in refused.stderr  # git's own words, not the whole command line
     assert run(["git", "diff", "--cached", "--name-only"], root).stdout == staged == ""
     assert run(["git", "ls-files", "--stage", "-v", "--", "notes.txt", "README.md"], root).stdout == before
+    assert (root / ".git" / "index").stat().st_mtime_ns == index_time
     assert run(["git", "status", "--porcelain", "notes.txt"], root).stdout == " A notes.txt\n"
     run(["git", "update-index", "--no-assume-unchanged", "README.md"], root)
     run(["git", "rm", "--cached", "--quiet", "notes.txt"], root)

@@ -3,6 +3,7 @@ with the commit that holds its results, and find one from the other in both dire
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -201,25 +202,29 @@ def commit_experiment(root: Path, message: str) -> tuple[str, list[RunLink], Tag
     return commit, links, tag_runs_with_commit(root, links, commit)
 
 
-def saved_index(root: Path) -> tuple[Path, bytes | None]:
-    """Git's index file (`$GIT_INDEX_FILE` if set) and its bytes, None where there is none yet. Kept whole:
-    a tree of it (`git write-tree` / `read-tree`) lost the user's `git add -N` entries, the index's flags
-    (assume-unchanged, skip-worktree) and, with a conflict, could not be written at all."""
+def saved_index(root: Path) -> tuple[Path, tuple[bytes, int] | None]:
+    """Git's index file (`$GIT_INDEX_FILE` if set), its bytes and time; None where there is none yet. Kept
+    whole: a tree of it (`git write-tree` / `read-tree`) lost the user's `git add -N` entries, the index's
+    flags (assume-unchanged, skip-worktree) and, with a conflict, could not be written at all."""
     index = Path(run_git(root, "rev-parse", "--git-path", "index").stdout.strip())
     index = index if index.is_absolute() else root / index
     try:
-        return index, index.read_bytes()
+        return index, (index.read_bytes(), index.stat().st_mtime_ns)
     except FileNotFoundError:
         return index, None
 
 
-def restore_index(index: Path, saved: bytes | None) -> None:
-    """Put back the index `saved_index` read (atomically: git never reads half of it)."""
+def restore_index(index: Path, saved: tuple[bytes, int] | None) -> None:
+    """Put back the index `saved_index` read (atomically: git never reads half of it), with its time: git
+    trusts an entry's recorded size and time when the entry is older than the index file, so a newer
+    index hid an edit made in the same second as the entry was staged (`AM` shown as `A`)."""
     if saved is None:
         index.unlink(missing_ok=True)
         return
+    content, modified_ns = saved
     with replaced_via_temp(index) as temporary:
-        temporary.write_bytes(saved)
+        temporary.write_bytes(content)
+        os.utime(temporary, ns=(modified_ns, modified_ns))
 
 
 def stale_index_entries(root: Path, paths: list[str]) -> list[str]:
