@@ -93,8 +93,8 @@ def test_replace_directory_is_all_or_nothing(tmp_path: Path, small_digits: Datas
             yield TRAIN_IMAGES, b"partial"
             raise OSError("disk full")
 
-    with pytest.raises(DataError, match=r"cannot write .*data/ \(disk full\): it is left as it was"):
-        replace_directory(Boom(), folder)
+    with pytest.raises(DataError, match=r"cannot write .*data/ \(disk full\): it is left as it was; mend"):
+        replace_directory(Boom(), folder)  # (no advice about permissions for a full disk)
     assert read_directory_files(folder) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging folder left behind
 
@@ -137,3 +137,31 @@ def test_directory_md5_is_what_dvc_records(tmp_path: Path, small_digits: Dataset
     run(["dvc", "init", "-q"], tmp_path)
     run(["dvc", "add", "-q", "data"], tmp_path)
     assert f"md5: {dvc_directory_md5(files)}" in (tmp_path / "data.dvc").read_text()
+
+
+def test_an_old_folder_that_cannot_be_put_back_is_named(
+    tmp_path: Path, small_digits: Dataset, monkeypatch
+) -> None:
+    """The new folder could not move in, nor the old one back: the old one is kept where it was moved, and
+    the error says where (it said "it is left as it was" of a data/ that was gone)."""
+    import os
+
+    folder = tmp_path / "data"
+    write(small_digits, folder)
+    before = read_directory_files(folder)
+    real_replace, calls = os.replace, []
+
+    def replace(source, target):
+        calls.append(source)
+        if len(calls) >= 2:
+            raise PermissionError(1, "Operation not permitted")
+        real_replace(source, target)
+
+    monkeypatch.setattr("mnist_lab.datasets.folder.os.replace", replace)
+    with pytest.raises(DataError) as refused:
+        write(small_digits, folder)
+    kept = Path(calls[2])
+    assert kept.name == "data" and read_directory_files(kept) == before
+    assert f"the old one could not be put back (Operation not permitted): it is {kept}; move it back" in str(
+        refused.value
+    )

@@ -17,7 +17,7 @@ import pytest
 
 from mnist_lab.cli import main
 from mnist_lab.core.data import Dataset, digits_dataset
-from mnist_lab.core.errors import DataError
+from mnist_lab.core.errors import DataError, MnistLabError
 from mnist_lab.core.idx import encode_idx
 from mnist_lab.datasets import ingest as ingest_module
 from mnist_lab.datasets.folder import (
@@ -501,15 +501,19 @@ def test_cli_ingest_mnist_still_checks_the_official_md5_of_the_users_mirror(
     assert not (tmp_path / "data").exists()
 
 
-def test_cli_mirror_is_only_for_mnist(tmp_path: Path, capsys) -> None:
+def test_cli_mirror_is_only_for_mnist(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(ingest_module, "MNIST_MIRRORS", ())  # never the real mirrors: no network in tests
     assert main(["data", "ingest", str(tmp_path), "--mirror", "http://127.0.0.1:9/"]) == 2
     assert "--mirror is only for `data ingest mnist`" in capsys.readouterr().err
     # without its scheme: it said "cannot download (unknown url type: 127.0.0.1)" for each file
     assert main(["data", "ingest", "mnist", "--mirror", "127.0.0.1:9/mnist/", "--no-track"]) == 2
     assert (
-        "--mirror 127.0.0.1:9/mnist/: not an http(s) URL; give the folder's URL, as http://host/path/"
+        "--mirror 127.0.0.1:9/mnist/: not a URL; give the folder's URL, as http://host/path/"
         in capsys.readouterr().err
     )
+    # any scheme urllib fetches is one (a file:// mirror on a shared disk)
+    assert main(["data", "ingest", "mnist", "--mirror", (tmp_path / "none").as_uri(), "--no-track"]) == 2
+    assert "not a URL" not in capsys.readouterr().err
 
 
 def test_a_server_failing_says_to_try_again_later(tmp_path: Path) -> None:
@@ -641,11 +645,15 @@ def test_cli_ingest_checks_dvc_can_record_the_data_before_writing_it(
     def failing(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(["dvc", *args], 1, "", "ERROR: the cache is locked")
 
+    def timing_out(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
+        raise MnistLabError("`dvc add data` did not finish in 600 s")
+
     def interrupted(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
         raise KeyboardInterrupt
 
     version = dvc_directory_md5(encode_dataset(dataset))
     for stand_in, code, first in ((failing, 2, "`dvc add data` failed: ERROR: the cache is locked\n"),
+                                  (timing_out, 2, "`dvc add data` did not finish in 600 s\n"),
                                   (interrupted, 130, "interrupted while DVC recorded it: ")):  # fmt: skip
         monkeypatch.setattr(ingest_module, "dvc", stand_in)
         assert main(["data", "ingest", str(folder), "--force"]) == code
@@ -656,6 +664,37 @@ def test_cli_ingest_checks_dvc_can_record_the_data_before_writing_it(
             "what data.dvc records"
         )
         assert first + recorded in said, said
+
+    # data/ a link to a folder elsewhere (a bigger disk): the repository's data still, not an --out outside
+    # it (it was refused so)
+    monkeypatch.setattr(ingest_module, "dvc", lambda *args, **kwargs: subprocess.CompletedProcess(args, 0))
+    shutil.rmtree(repo / "data")
+    (tmp_path / "big-disk").mkdir()
+    (repo / "data").symlink_to(tmp_path / "big-disk")
+    assert main(["data", "ingest", str(folder), "--force"]) == 0, capsys.readouterr().err
+
+
+def test_a_terminal_that_closed_does_not_turn_the_last_words_into_a_traceback(
+    mnist_shaped: tuple[Path, Dataset], tmp_path: Path, monkeypatch
+) -> None:
+    """SIGHUP: the terminal is gone, so printing "terminated" failed with EIO, and that OSError escaped
+    main (exit 1, not 129)."""
+    import io
+    import signal
+
+    from mnist_lab.cli import Terminated
+
+    class ClosedTerminal(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(5, "Input/output error")
+
+    def hung_up(*args: object, **kwargs: object) -> str:
+        raise Terminated(signal.SIGHUP)
+
+    monkeypatch.setattr(ingest_module, "ingest", hung_up)
+    monkeypatch.setattr("sys.stderr", ClosedTerminal())
+    folder, _ = mnist_shaped
+    assert main(["data", "ingest", str(folder), "--out", str(tmp_path / "data"), "--no-track"]) == 129
 
 
 def test_cli_digits_outside_a_repository_and_a_missing_dvc_file(tmp_path: Path, monkeypatch, capsys) -> None:

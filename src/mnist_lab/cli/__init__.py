@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) cannot be written to: EIO
+            print("terminated" if terminated else "interrupted", file=sys.stderr)
         signum = (
             int(exc.args[0]) if terminated and exc.args else (signal.SIGTERM if terminated else signal.SIGINT)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -49,10 +50,8 @@ def _cmd_data_ingest(args: argparse.Namespace) -> None:
     if args.mirror and args.source != "mnist":
         raise MnistLabError("--mirror is only for `data ingest mnist`; give any other base URL as the source")
     for mirror in args.mirror:
-        if not mirror.lower().startswith(("http://", "https://")):
-            raise MnistLabError(
-                f"--mirror {mirror}: not an http(s) URL; give the folder's URL, as http://host/path/"
-            )
+        if "://" not in mirror:  # each file said "cannot download (unknown url type: 127.0.0.1)"
+            raise MnistLabError(f"--mirror {mirror}: not a URL; give the folder's URL, as http://host/path/")
     if args.source == "mnist" and Path("mnist").is_dir():
         print("note: `mnist` downloads MNIST; to ingest the folder ./mnist, write ./mnist", file=sys.stderr)
     out = _in_repository(args.out, "data")
@@ -73,8 +72,11 @@ def _cmd_data_ingest(args: argparse.Namespace) -> None:
     try:
         added = dvc("add", str(out))
     except KeyboardInterrupt:
-        print(f"interrupted while DVC recorded it: {not_recorded}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # (a closed terminal)
+            print(f"interrupted while DVC recorded it: {not_recorded}", file=sys.stderr)
         raise
+    except MnistLabError as exc:  # DVC timed out, or could not start
+        raise MnistLabError(f"{exc}\n{not_recorded}") from None
     if added.returncode != 0:
         raise MnistLabError(f"`dvc add {out}` failed: {added.stderr.strip()}\n{not_recorded}")
     print(f"tracked it with `dvc add {out}`: commit {out}.dvc, then run `dvc repro`")
@@ -96,7 +98,7 @@ def _check_dvc_can_track(out: Path) -> None:
             "was written: run it inside the repository (or `dvc init` one), or give --no-track to write the "
             "files alone"
         )
-    if not out.resolve().is_relative_to(root):
+    if not (out.parent.resolve() / out.name).is_relative_to(root):  # data/ may be a link to elsewhere
         raise MnistLabError(
             f"--out {out} is outside the repository ({root}), so DVC could not record it; nothing was "
             "written: give a folder inside the repository, or --no-track to write the files alone"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -130,7 +131,14 @@ def replace_directory(files: dict[str, bytes], directory: Path | str) -> None:
             try:
                 os.replace(staging, directory)
             except BaseException:
-                os.replace(retired / directory.name, directory)  # the old folder back where it was
+                try:
+                    os.replace(retired / directory.name, directory)  # the old folder back where it was
+                except OSError as error:  # (then it is kept where it is, and said)
+                    raise DataError(
+                        f"cannot write {directory}/, and the old one could not be put back "
+                        f"({error.strerror or error}): it is {retired / directory.name}; move it back "
+                        f"(`mv {retired / directory.name} {directory}`)"
+                    ) from None
                 raise
         else:
             os.replace(staging, directory)
@@ -143,10 +151,14 @@ def replace_directory(files: dict[str, bytes], directory: Path | str) -> None:
 
 
 def _unwritable(directory: Path, error: OSError) -> DataError:
-    return DataError(
-        f"cannot write {directory}/ ({error.strerror or error}): it is left as it was; make it and its "
-        f"folder {directory.parent.resolve()} writable by you (or give another folder), then run it again"
-    )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = (
+            f"make it and its folder {directory.parent.resolve()} writable by you (or give another folder), "
+            "then run it again"
+        )
+    else:  # a full disk, say: no permission would help
+        fix = "mend that, then run it again"
+    return DataError(f"cannot write {directory}/ ({error.strerror or error}): it is left as it was; {fix}")
 
 
 def dvc_directory_md5(files: dict[str, bytes]) -> str:
