@@ -99,6 +99,23 @@ def test_replace_directory_is_all_or_nothing(tmp_path: Path, small_digits: Datas
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging folder left behind
 
 
+def _renames_failing(monkeypatch, fails) -> list:
+    """replace_directory's renames (os.replace), the n-th failing (PermissionError) where `fails(n)`; the
+    sources of every rename asked for, in order."""
+    import os
+
+    real_replace, calls = os.replace, []
+
+    def replace(source, target):
+        calls.append(source)
+        if fails(len(calls)):
+            raise PermissionError(1, "Operation not permitted")
+        real_replace(source, target)
+
+    monkeypatch.setattr("mnist_lab.datasets.folder.os.replace", replace)
+    return calls
+
+
 @pytest.mark.parametrize("failing", [1, 2])
 def test_a_folder_that_cannot_be_swapped_is_kept_and_named(
     tmp_path: Path, small_digits: Dataset, monkeypatch, failing: int
@@ -107,20 +124,10 @@ def test_a_folder_that_cannot_be_swapped_is_kept_and_named(
     after it was (2). It was a traceback that left an empty `.data.old-*` folder beside (1), and could
     have left no data/ at all (2): now the old folder stays in place, nothing is left beside, and the
     error names the folder and the fix."""
-    import os
-
     folder = tmp_path / "data"
     write(small_digits, folder)
     before = read_directory_files(folder)
-    real_replace, calls = os.replace, []
-
-    def replace(source, target):
-        calls.append(source)
-        if len(calls) == failing:
-            raise PermissionError(1, "Operation not permitted")
-        real_replace(source, target)
-
-    monkeypatch.setattr("mnist_lab.datasets.folder.os.replace", replace)
+    _renames_failing(monkeypatch, lambda call: call == failing)
     fewer = Dataset(small_digits.train_images[:50], small_digits.train_labels[:50], None, None)
     with pytest.raises(DataError) as refused:
         write(fewer, folder)
@@ -144,20 +151,10 @@ def test_an_old_folder_that_cannot_be_put_back_is_named(
 ) -> None:
     """The new folder could not move in, nor the old one back: the old one is kept where it was moved, and
     the error says where (it said "it is left as it was" of a data/ that was gone)."""
-    import os
-
     folder = tmp_path / "data"
     write(small_digits, folder)
     before = read_directory_files(folder)
-    real_replace, calls = os.replace, []
-
-    def replace(source, target):
-        calls.append(source)
-        if len(calls) >= 2:
-            raise PermissionError(1, "Operation not permitted")
-        real_replace(source, target)
-
-    monkeypatch.setattr("mnist_lab.datasets.folder.os.replace", replace)
+    calls = _renames_failing(monkeypatch, lambda call: call >= 2)
     with pytest.raises(DataError) as refused:
         write(small_digits, folder)
     kept = Path(calls[2])
