@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -172,10 +173,17 @@ def dvc_directory_md5(files: dict[str, bytes]) -> str:
 def parse_data_version(dvc_file_text: str | None) -> str | None:
     """The md5 a `.dvc` file's text records for its output (`<hash>.dir` for a folder): the data version.
     None for no text, or text that is not a `.dvc` file."""
+    value = parse_recorded(dvc_file_text, "md5")
+    return None if value is None else str(value)
+
+
+def parse_recorded(dvc_file_text: str | None, key: str) -> Any:
+    """What a `.dvc` file's text records under `key` for its output (`md5`, `nfiles`, `size`); None where
+    it says not, or for text that is not a `.dvc` file."""
     import yaml
 
     try:
-        return str(yaml.safe_load(dvc_file_text or "")["outs"][0]["md5"])
+        return yaml.safe_load(dvc_file_text or "")["outs"][0][key]
     except (yaml.YAMLError, KeyError, IndexError, TypeError):
         return None
 

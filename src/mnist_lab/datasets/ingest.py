@@ -25,6 +25,7 @@ from mnist_lab.datasets.folder import (
     TRAIN_LABELS,
     dvc_directory_md5,
     encode_dataset,
+    parse_recorded,
     read_dataset,
     read_directory_files,
     recorded_data_version,
@@ -92,12 +93,10 @@ def write_digits(out: Path, dvc_file: Path | None, force: bool = False) -> str:
 
 def _recorded_size(dvc_file: Path) -> tuple[int, int] | None:
     """(files, bytes) that `dvc_file` records for its folder (`nfiles`, `size`); None where it says not."""
-    import yaml
-
     try:
-        out = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["outs"][0]
-        return int(out["nfiles"]), int(out["size"])
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
+        text = dvc_file.read_text(encoding="utf-8")
+        return int(parse_recorded(text, "nfiles")), int(parse_recorded(text, "size"))
+    except (OSError, UnicodeDecodeError, TypeError, ValueError):
         return None
 
 

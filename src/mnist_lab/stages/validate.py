@@ -28,6 +28,7 @@ from mnist_lab.core.settings import CNNSettings, Settings
 from mnist_lab.datasets.folder import (
     dvc_directory_md5,
     parse_data_version,
+    parse_recorded,
     read_dataset,
     read_directory_files,
     read_training_labels,
@@ -76,12 +77,10 @@ def warn_test_set_gone(data: Path, dvc_file: Path) -> None:
     """data/ holds no test files where the committed data version had more files: deleted by mistake,
     they were taken as new data without a word (prepare splits a test set off the training images, so the
     metrics no longer mean what the commit's did)."""
-    import yaml
-
     committed = commands.git_output("show", f"HEAD:./{dvc_file.name}", cwd=dvc_file.resolve().parent)
     try:
-        recorded_files = int(yaml.safe_load(committed or "")["outs"][0]["nfiles"])
-    except (yaml.YAMLError, KeyError, IndexError, TypeError, ValueError):
+        recorded_files = int(parse_recorded(committed, "nfiles"))
+    except (TypeError, ValueError):  # none recorded, or no committed data.dvc
         return
     if recorded_files > len(read_directory_files(data)):
         print(
