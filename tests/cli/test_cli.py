@@ -351,7 +351,10 @@ def test_a_terminated_command_cleans_up_as_on_any_error(tmp_path: Path, signame:
     env = {**os.environ, "TMPDIR": str(temporary)}
     command = [sys.executable, "-m", "mnist_lab.cli", "data", "ingest", f"http://127.0.0.1:{server.server_address[1]}/",
                "--out", str(tmp_path / "data"), "--no-track"]  # fmt: skip
-    ingest = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: SIGHUP's default action (under `nohup`, as a CI runner may start the tests, the
+    # child inherits SIGHUP ignored, and mnist-lab rightly leaves an ignored SIGHUP ignored)
+    default_hangup = lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)  # noqa: E731
+    ingest = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=default_hangup)
     try:
         assert started.wait(60)
         deadline = time.monotonic() + 30
